@@ -1,0 +1,34 @@
+# User entry points. Every target that needs Python depends on `install`, so on a fresh
+# machine `make test` or `make bench` alone sets everything up.
+PYTHON ?= python3
+VENV ?= .venv
+# Numerics depend on the torch version: keep it pinned; override with `make TORCH_VERSION=...`.
+TORCH_VERSION ?= 2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-torch-$(TORCH_VERSION)
+
+.PHONY: install test bench check report lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install -q -e ".[dev]" "torch==$(TORCH_VERSION)"
+	@rm -f $(VENV)/.installed-torch-*
+	@touch $@
+
+# pytest exits 5 when it collects no test: that must never look green.
+test: install
+	@$(BIN)/python -m pytest --ignore=tests/bench; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: install
+	$(BIN)/ruff check ztbench tests
+
+bench: install
+	$(BIN)/ztbench bench-refs --points 100000
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks build *.egg-info

@@ -1,0 +1,65 @@
+"""The ``ztbench`` command: dispatches to the verbs in :mod:`ztbench.commands`.
+
+Bad input (a :class:`~ztbench.errors.UserError`, or a ValueError/OSError raised while
+reading the user's files) ends in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from ztbench import __version__, commands
+from ztbench.errors import UserError
+
+
+def _verbs() -> dict[str, str]:
+    """Map verb name -> module name, for every module in ztbench.commands."""
+    return {
+        m.name.replace("_", "-"): m.name
+        for m in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name)
+        if not m.name.startswith("_")
+    }
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's default prints usage; keep one line
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ztbench",
+        description="Numerical accuracy of zero-truncated Poisson and negative binomial NLLs.",
+    )
+    parser.add_argument("--version", action="version", version=f"ztbench {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    for verb, module_name in _verbs().items():
+        module = importlib.import_module(f"ztbench.commands.{module_name}")
+        p = sub.add_parser(verb, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"ztbench {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ztbench {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

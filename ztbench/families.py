@@ -1,0 +1,96 @@
+"""The two distribution families: parameter names, quantities and input domains.
+
+Every other module asks this one what a family is, so the names of columns
+(``k``, ``lam``, ``mu``, ``theta``) and of quantities (``nll``, ``nll_loss``,
+``d_lam``, ``d_mu``, ``d_theta``) are defined here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+K_MAX = 1e7
+
+
+@dataclass(frozen=True)
+class Family:
+    """A zero-truncated count family.
+
+    ``params`` are the continuous parameters (the NLL is differentiated with respect to
+    each); ``domain`` gives the closed interval each parameter must lie in.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    domain: Mapping[str, tuple[float, float]]
+    description: str
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Input columns: the count ``k`` then the parameters."""
+        return ("k", *self.params)
+
+    @property
+    def gradients(self) -> tuple[str, ...]:
+        """Gradient quantity names, one per parameter: ``d_<param>``."""
+        return tuple(f"d_{p}" for p in self.params)
+
+    @property
+    def quantities(self) -> tuple[str, ...]:
+        """Every reference quantity: full NLL, loss form (no lgamma(k+1)), gradients."""
+        return ("nll", "nll_loss", *self.gradients)
+
+
+ZTPOISSON = Family(
+    name="ztpoisson",
+    params=("lam",),
+    domain={"k": (1.0, K_MAX), "lam": (1e-30, 1e9)},
+    description="zero-truncated Poisson, mean lam",
+)
+ZTNB = Family(
+    name="ztnb",
+    params=("mu", "theta"),
+    domain={"k": (1.0, K_MAX), "mu": (1e-30, 1e9), "theta": (1e-12, 1e10)},
+    description="zero-truncated negative binomial, mean mu, inverse dispersion theta",
+)
+FAMILIES: dict[str, Family] = {f.name: f for f in (ZTPOISSON, ZTNB)}
+
+
+def get_family(name: str) -> Family:
+    """Return the family called ``name``; ValueError listing the known ones otherwise."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        known = ", ".join(FAMILIES)
+        raise ValueError(f"unknown family {name!r} (known: {known})") from None
+
+
+def validate_points(family: Family, points: Mapping[str, np.ndarray]) -> None:
+    """Check that ``points`` holds valid inputs of ``family``; ValueError naming the row.
+
+    Rules: k is an integer in [0, 1e7] (k = 0 is allowed: it has probability zero under
+    truncation, so its NLL is +inf); each parameter is finite and inside its domain.
+    Rows are numbered from 0 in the order given.
+    """
+    for col in family.columns:
+        if col not in points:
+            raise ValueError(f"{family.name}: missing column {col!r}")
+    n = len(np.asarray(points["k"]))
+    for col in family.columns:
+        arr = np.asarray(points[col], dtype=np.float64)
+        if arr.shape != (n,):
+            raise ValueError(f"{family.name}: column {col!r} has shape {arr.shape}, expected ({n},)")
+        lo, hi = family.domain[col]
+        if col == "k":
+            lo = 0.0
+            bad = ~np.isfinite(arr) | (arr != np.floor(arr)) | (arr < lo) | (arr > hi)
+            what = f"must be an integer in [0, {hi:g}]"
+        else:
+            bad = ~np.isfinite(arr) | (arr < lo) | (arr > hi)
+            what = f"must be finite and in [{lo:g}, {hi:g}]"
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{family.name}: row {row}: {col} = {arr[row]!r} {what}")
