@@ -93,4 +93,4 @@ def validate_points(family: Family, points: Mapping[str, np.ndarray]) -> None:
             what = f"must be finite and in [{lo:g}, {hi:g}]"
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{family.name}: row {row}: {col} = {arr[row]!r} {what}")
+            raise ValueError(f"{family.name}: row {row}: {col} = {float(arr[row])!r} {what}")

@@ -1,0 +1,156 @@
+"""Certified float64 reference values of the NLLs and their gradients.
+
+Public entry point: :func:`compute_references`. For each input point it returns the
+family's quantities (``nll``, ``nll_loss``, ``d_lam`` or ``d_mu``/``d_theta``), each the
+correctly rounded float64 of the exact value, plus a ``certified`` flag that is False
+only where an engine could not settle a quantity within its precision cap (such values
+must not be trusted; the accuracy runner excludes them).
+
+Work is split into chunks of unique points, sorted so that the same set of points always
+forms the same chunks. Each chunk is looked up in the content-addressed cache
+(:mod:`ztbench.reference.cache`) and, when missing, computed by the engine in a pool of
+worker processes and stored as soon as it is done, so an interrupted run resumes where it
+stopped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from ztbench.families import Family, get_family, validate_points
+from ztbench.reference import arb_engine, mpmath_engine
+from ztbench.reference.cache import ReferenceCache, chunk_key, default_cache_dir
+
+ENGINES: dict[str, ModuleType] = {arb_engine.NAME: arb_engine, mpmath_engine.NAME: mpmath_engine}
+CHUNK_POINTS = 1024
+# Below this many points to compute, a process pool costs more than it saves.
+MIN_PARALLEL_POINTS = 4 * CHUNK_POINTS
+
+__all__ = ["ENGINES", "compute_references", "engine_version"]
+
+
+def engine_version(engine: str) -> str:
+    """Version string of an engine (library version and algorithm revision)."""
+    return _engine(engine).VERSION
+
+
+def _engine(name: str) -> ModuleType:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise ValueError(f"unknown reference engine {name!r} (known: {', '.join(ENGINES)})") from None
+
+
+def _run_chunk(args: tuple[str, str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    engine, family, block = args
+    return ENGINES[engine].evaluate_chunk(family, *block)
+
+
+def compute_references(
+    family: Family | str,
+    points: pd.DataFrame | Mapping[str, np.ndarray],
+    engine: str = "arb",
+    cache_dir: Path | str | None | bool = None,
+    progress: bool | None = None,
+    workers: int | None = None,
+) -> pd.DataFrame:
+    """Certified reference quantities at each point.
+
+    Args:
+        family: "ztpoisson" / "ztnb" or a :class:`~ztbench.families.Family`.
+        points: columns ``k`` and the family's parameters (float64-convertible); other
+            columns are ignored.
+        engine: "arb" (certified balls, fast) or "mpmath" (agreement of two precisions).
+        cache_dir: cache directory; None for the default (:func:`default_cache_dir`),
+            False to disable caching.
+        progress: show a progress bar; None shows one only if the work lasts over 2 s.
+        workers: worker processes (default: the number of CPUs).
+
+    Returns:
+        A DataFrame aligned with ``points`` (same index for a DataFrame), with one float64
+        column per quantity and a bool ``certified`` column. ``df.attrs["reference_stats"]``
+        holds the numbers of unique, cached and computed points.
+
+    Raises:
+        ValueError: unknown family or engine, or an invalid point (the message names the row).
+    """
+    fam = family if isinstance(family, Family) else get_family(family)
+    eng = _engine(engine)
+    validate_points(fam, points)
+    index = points.index if isinstance(points, pd.DataFrame) else None
+    table = np.column_stack([np.asarray(points[c], dtype=np.float64) for c in fam.columns])
+    nq = len(fam.quantities)
+
+    unique, inverse = np.unique(table, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    values = np.empty((nq, len(unique)), dtype=np.float64)
+    certified = np.empty(len(unique), dtype=bool)
+
+    cache = None
+    if cache_dir is not False:
+        cache = ReferenceCache(default_cache_dir() if cache_dir in (None, True) else cache_dir)
+
+    starts = range(0, len(unique), CHUNK_POINTS)
+    missing: list[tuple[int, str]] = []
+    for start in starts:
+        block = unique[start : start + CHUNK_POINTS]
+        cols = [block[:, j] for j in range(block.shape[1])]
+        key = chunk_key(fam.name, fam.quantities, eng.NAME, eng.VERSION, cols)
+        hit = cache.load(key, nq, len(block)) if cache is not None else None
+        if hit is None:
+            missing.append((start, key))
+        else:
+            values[:, start : start + len(block)], certified[start : start + len(block)] = hit
+
+    n_missing = sum(min(CHUNK_POINTS, len(unique) - s) for s, _ in missing)
+    tasks = [(eng.NAME, fam.name, unique[s : s + CHUNK_POINTS].T.copy()) for s, _ in missing]
+    n_workers = workers or os.cpu_count() or 1
+    bar = tqdm(
+        total=n_missing,
+        unit="pt",
+        desc=f"references {fam.name} ({eng.NAME})",
+        disable=progress is False or n_missing == 0,
+        delay=0 if progress else 2,
+        leave=False,
+    )
+    with bar:
+        if n_workers > 1 and n_missing >= MIN_PARALLEL_POINTS:
+            ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+            with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+                results = pool.map(_run_chunk, tasks)
+                _collect(results, missing, values, certified, cache, bar)
+        else:
+            _collect(map(_run_chunk, tasks), missing, values, certified, cache, bar)
+
+    out = pd.DataFrame(
+        {q: values[i, inverse] for i, q in enumerate(fam.quantities)}, index=index
+    )
+    out["certified"] = certified[inverse]
+    out.attrs["reference_stats"] = {
+        "unique_points": len(unique),
+        "cached_points": len(unique) - n_missing,
+        "computed_points": n_missing,
+        "engine": eng.NAME,
+        "engine_version": eng.VERSION,
+    }
+    return out
+
+
+def _collect(results, missing, values, certified, cache, bar) -> None:
+    """Store each finished chunk in place and in the cache, in order, as it arrives."""
+    for (start, key), (vals, cert) in zip(missing, results, strict=True):
+        n = vals.shape[1]
+        values[:, start : start + n] = vals
+        certified[start : start + n] = cert
+        if cache is not None:
+            cache.store(key, vals, cert)
+        bar.update(n)

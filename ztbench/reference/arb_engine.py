@@ -1,0 +1,89 @@
+"""Reference engine on python-flint's arb: ball arithmetic with certified rounding.
+
+Each quantity is evaluated as a ball [m - r, m + r] that provably contains the exact
+value. The ball is accepted when both of its ends round (to nearest) to the same float64:
+that float is then the correctly rounded exact value. Otherwise the point is evaluated
+again at twice the working precision, from 64 bits up to ``CAP_BITS``; a quantity still
+unsettled there keeps its midpoint and the point is marked uncertified.
+
+Depends on python-flint's ``float(arb)`` rounding to nearest (ties to even), which
+tests/test_reference_rounding.py checks for the pinned version.
+"""
+
+from __future__ import annotations
+
+import flint
+import numpy as np
+from flint import arb, ctx
+
+from ztbench.reference.formulas import FORMULAS, Backend, start_precision
+
+NAME = "arb"
+START_BITS = 64
+CAP_BITS = 2**14
+# Bump ALGORITHM when the formulas or the certification rule change: it is part of the
+# cache key, so stale references are never reused.
+ALGORITHM = "1"
+VERSION = f"python-flint-{flint.__version__}/alg-{ALGORITHM}"
+
+BACKEND = Backend(
+    num=arb,
+    log=arb.log,
+    log1p=arb.log1p,
+    expm1=arb.expm1,
+    lgamma=arb.lgamma,
+    digamma=arb.digamma,
+)
+
+
+def _point(family: str, formula, args: tuple, nq: int) -> tuple[list[float], bool]:
+    out: list[float] = [0.0] * nq
+    pending = list(range(nq))
+    prec = start_precision(family, args[0], args[1:], START_BITS)
+    while True:
+        ctx.prec = prec
+        balls = formula(BACKEND, *args)
+        still = []
+        for i in pending:
+            lo = float(balls[i].lower())
+            if lo == float(balls[i].upper()):  # NaN never compares equal: not settled
+                # Both ends may be zeros of opposite signs (an underflowed result):
+                # the midpoint gives the more likely sign.
+                out[i] = lo if lo != 0.0 else float(balls[i].mid())
+            else:
+                still.append(i)
+        pending = still
+        if not pending:
+            return out, True
+        if prec >= CAP_BITS:
+            for i in pending:
+                out[i] = float(balls[i].mid())
+            return out, False
+        prec *= 2
+
+
+def evaluate_chunk(family: str, k: np.ndarray, *params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Certified float64 quantities at each point.
+
+    Returns ``(values, certified)``: values has shape (n_quantities, n) in the family's
+    quantity order, certified has shape (n,). Rows with k = 0 get NLL = +inf and NaN
+    gradients (a zero-truncated law gives k = 0 probability zero), certified.
+    """
+    formula = FORMULAS[family]
+    nq = 2 + len(params)
+    n = len(k)
+    values = np.empty((nq, n), dtype=np.float64)
+    certified = np.ones(n, dtype=bool)
+    saved = ctx.prec
+    try:
+        for j in range(n):
+            kj = int(k[j])
+            if kj == 0:
+                values[:, j] = [np.inf, np.inf] + [np.nan] * len(params)
+                continue
+            vals, ok = _point(family, formula, (kj, *(float(p[j]) for p in params)), nq)
+            values[:, j] = vals
+            certified[j] = ok
+    finally:
+        ctx.prec = saved
+    return values, certified

@@ -1,0 +1,97 @@
+"""The exact quantities, written once for any arbitrary-precision backend.
+
+Both engines evaluate the same expressions, through a small table of backend functions
+(``log``, ``log1p``, ``expm1``, ``lgamma``, ``digamma``) over numbers of the backend's
+type (flint ``arb`` balls or mpmath ``mpf``). The forms are the exact ones from
+NUMERICS.md; cancellation is not avoided here but paid for with working precision, which
+the engines raise until the result is certified.
+
+ZTP (k >= 1, lam > 0)::
+
+    nll_loss = -k log(lam) + log(expm1(lam))
+    nll      = nll_loss + lgamma(k + 1)
+    d_lam    = -k/lam + 1/(1 - e^-lam)
+
+ZTNB (k >= 1, mu > 0, theta > 0), w = theta log1p(mu/theta) = -log P(X = 0)::
+
+    nll_loss = lgamma(theta) - lgamma(k + theta) + k log1p(theta/mu) + log(expm1(w))
+    nll      = nll_loss + lgamma(k + 1)
+    d_mu     = k/(theta + mu) - k/mu + theta/(theta + mu) / (1 - e^-w)
+    d_theta  = digamma(theta) - digamma(k + theta) + k/(theta + mu)
+               + (log1p(mu/theta) - mu/(theta + mu)) / (1 - e^-w)
+
+The order of the returned tuple is the family's ``quantities``: (nll, nll_loss, d_...).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Elementary functions of one arbitrary-precision number type."""
+
+    num: Callable[[Any], Any]  # exact conversion of a float or int
+    log: Callable[[Any], Any]
+    log1p: Callable[[Any], Any]
+    expm1: Callable[[Any], Any]
+    lgamma: Callable[[Any], Any]
+    digamma: Callable[[Any], Any]
+
+
+def ztpoisson(b: Backend, k: int, lam: float) -> tuple[Any, ...]:
+    """(nll, nll_loss, d_lam) of the zero-truncated Poisson at one point."""
+    x = b.num(lam)
+    one_minus_p0 = -b.expm1(-x)  # 1 - e^-lam
+    loss = -k * b.log(x) + b.log(b.expm1(x))
+    nll = loss + b.lgamma(b.num(k + 1))
+    d_lam = -k / x + 1 / one_minus_p0
+    return nll, loss, d_lam
+
+
+def ztnb(b: Backend, k: int, mu: float, theta: float) -> tuple[Any, ...]:
+    """(nll, nll_loss, d_mu, d_theta) of the zero-truncated negative binomial at one point."""
+    m = b.num(mu)
+    t = b.num(theta)
+    tk = t + k
+    tm = t + m
+    log1p_r = b.log1p(m / t)  # log1p(mu/theta)
+    w = t * log1p_r  # -log P(X = 0)
+    one_minus_p0 = -b.expm1(-w)
+    loss = b.lgamma(t) - b.lgamma(tk) + k * b.log1p(t / m) + b.log(b.expm1(w))
+    nll = loss + b.lgamma(b.num(k + 1))
+    d_mu = k / tm - k / m + (t / tm) / one_minus_p0
+    d_theta = b.digamma(t) - b.digamma(tk) + k / tm + (log1p_r - m / tm) / one_minus_p0
+    return nll, loss, d_mu, d_theta
+
+
+FORMULAS = {"ztpoisson": ztpoisson, "ztnb": ztnb}
+
+
+def cancelling_magnitude(family: str, k: int, *params: float) -> float:
+    """Rough float64 size of the largest term that cancels in the family's expressions.
+
+    The result loses about log2(this / |result|) bits to cancellation, so the engines
+    skip precisions that cannot settle: they start at the first rung of their ladder
+    (64 * 2^j bits) that holds 53 + log2(magnitude) + a guard. It is only a starting
+    point; certification still decides when to stop.
+    """
+    if family == "ztpoisson":
+        (lam,) = params
+        return max(1.0, k * abs(math.log(lam)), lam)
+    mu, theta = params
+    big = max(theta, k + theta)
+    return max(1.0, big * abs(math.log(big)), k * abs(math.log1p(theta / mu)))
+
+
+def start_precision(family: str, k: int, params: tuple[float, ...], first: int) -> int:
+    """First rung ``first * 2^j`` with room for the cancellation of :func:`cancelling_magnitude`."""
+    need = 53 + 16 + math.log2(cancelling_magnitude(family, k, *params))
+    prec = first
+    while prec < need:
+        prec *= 2
+    return prec
