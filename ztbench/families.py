@@ -82,7 +82,9 @@ def validate_points(family: Family, points: Mapping[str, np.ndarray]) -> None:
     for col in family.columns:
         arr = np.asarray(points[col], dtype=np.float64)
         if arr.shape != (n,):
-            raise ValueError(f"{family.name}: column {col!r} has shape {arr.shape}, expected ({n},)")
+            raise ValueError(
+                f"{family.name}: column {col!r} has shape {arr.shape}, expected ({n},)"
+            )
         lo, hi = family.domain[col]
         if col == "k":
             lo = 0.0

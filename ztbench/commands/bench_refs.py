@@ -17,8 +17,12 @@ HELP = "benchmark: certified reference points per second of each engine on the z
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points", type=int, default=100_000, help="arb points (default 100000)")
-    p.add_argument("--mpmath-points", type=int, default=2_000,
-                   help="mpmath points, a subset of the same sample (default 2000; it is ~40x slower)")
+    p.add_argument(
+        "--mpmath-points",
+        type=int,
+        default=2_000,
+        help="mpmath points, a subset of the same sample (default 2000; it is ~40x slower)",
+    )
     p.add_argument("--family", default="ztnb", choices=("ztnb", "ztpoisson"))
     p.add_argument("--seed", type=int, default=0)
 
@@ -37,15 +41,19 @@ def _sample(family: Family, n: int, seed: int) -> pd.DataFrame:
 def run(args: argparse.Namespace) -> int:
     family = get_family(args.family)
     points = _sample(family, args.points, args.seed)
-    print(f"{args.points} log-uniform points over the {family.name} domain, "
-          f"{os.cpu_count()} CPU(s), no cache")
+    print(
+        f"{args.points} log-uniform points over the {family.name} domain, "
+        f"{os.cpu_count()} CPU(s), no cache"
+    )
     rates = {}
     for engine, n in (("arb", args.points), ("mpmath", min(args.mpmath_points, args.points))):
         start = time.perf_counter()
         refs = compute_references(family, points.iloc[:n], engine=engine, cache_dir=False)
         seconds = time.perf_counter() - start
         rates[engine] = n / seconds
-        print(f"  {engine:7s} {ENGINES[engine].VERSION:32s} {n:>8d} pts  {seconds:8.2f} s  "
-              f"{rates[engine]:>10,.0f} pts/s  certified {refs['certified'].mean():.4%}")
+        print(
+            f"  {engine:7s} {ENGINES[engine].VERSION:32s} {n:>8d} pts  {seconds:8.2f} s  "
+            f"{rates[engine]:>10,.0f} pts/s  certified {refs['certified'].mean():.4%}"
+        )
     print(f"arb / mpmath: {rates['arb'] / rates['mpmath']:.1f}x")
     return 0

@@ -13,13 +13,19 @@ HELP = "certified reference NLL values and gradients for the points of a CSV fil
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", metavar="INPUT.csv",
-                   help="header row with k,lam (ztpoisson) or k,mu,theta (ztnb); other columns kept")
+    p.add_argument(
+        "input",
+        metavar="INPUT.csv",
+        help="header row with k,lam (ztpoisson) or k,mu,theta (ztnb); other columns kept",
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT.csv")
     p.add_argument("--family", required=True, help=f"one of: {', '.join(FAMILIES)}")
     p.add_argument("--engine", default="arb", help=f"one of: {', '.join(ENGINES)} (default arb)")
-    p.add_argument("--cache-dir", default=None,
-                   help="reference cache directory (default $ZTBENCH_CACHE_DIR or the user cache dir)")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="reference cache directory (default $ZTBENCH_CACHE_DIR or the user cache dir)",
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

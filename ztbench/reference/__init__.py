@@ -47,7 +47,9 @@ def _engine(name: str) -> ModuleType:
     try:
         return ENGINES[name]
     except KeyError:
-        raise ValueError(f"unknown reference engine {name!r} (known: {', '.join(ENGINES)})") from None
+        raise ValueError(
+            f"unknown reference engine {name!r} (known: {', '.join(ENGINES)})"
+        ) from None
 
 
 def _run_chunk(args: tuple[str, str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +61,7 @@ def compute_references(
     family: Family | str,
     points: pd.DataFrame | Mapping[str, np.ndarray],
     engine: str = "arb",
-    cache_dir: Path | str | None | bool = None,
+    cache_dir: Path | str | bool | None = None,
     progress: bool | None = None,
     workers: int | None = None,
 ) -> pd.DataFrame:
@@ -131,9 +133,7 @@ def compute_references(
         else:
             _collect(map(_run_chunk, tasks), missing, values, certified, cache, bar)
 
-    out = pd.DataFrame(
-        {q: values[i, inverse] for i, q in enumerate(fam.quantities)}, index=index
-    )
+    out = pd.DataFrame({q: values[i, inverse] for i, q in enumerate(fam.quantities)}, index=index)
     out["certified"] = certified[inverse]
     out.attrs["reference_stats"] = {
         "unique_points": len(unique),

@@ -62,7 +62,9 @@ def _point(family: str, formula, args: tuple, nq: int) -> tuple[list[float], boo
         prec *= 2
 
 
-def evaluate_chunk(family: str, k: np.ndarray, *params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_chunk(
+    family: str, k: np.ndarray, *params: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Certified float64 quantities at each point.
 
     Returns ``(values, certified)``: values has shape (n_quantities, n) in the family's

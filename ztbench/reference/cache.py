@@ -67,8 +67,10 @@ class ReferenceCache:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            print(f"ztbench: cannot read cache file {path}: {exc.strerror}; recomputing",
-                  file=sys.stderr)
+            print(
+                f"ztbench: cannot read cache file {path}: {exc.strerror}; recomputing",
+                file=sys.stderr,
+            )
             return None
         problem = _check(blob)
         if problem is None:
@@ -82,7 +84,9 @@ class ReferenceCache:
             except (ValueError, KeyError, OSError) as exc:
                 problem = f"unreadable payload ({exc})"
         if problem is not None:
-            print(f"ztbench: cache file {path} is corrupt ({problem}); recomputing", file=sys.stderr)
+            print(
+                f"ztbench: cache file {path} is corrupt ({problem}); recomputing", file=sys.stderr
+            )
             path.unlink(missing_ok=True)
             return None
         return values, certified
@@ -90,8 +94,11 @@ class ReferenceCache:
     def store(self, key: str, values: np.ndarray, certified: np.ndarray) -> None:
         """Write an entry atomically (temporary file in the same directory, then rename)."""
         buf = io.BytesIO()
-        np.savez(buf, values=np.ascontiguousarray(values, dtype=np.float64),
-                 certified=np.ascontiguousarray(certified, dtype=bool))
+        np.savez(
+            buf,
+            values=np.ascontiguousarray(values, dtype=np.float64),
+            certified=np.ascontiguousarray(certified, dtype=bool),
+        )
         payload = buf.getvalue()
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,4 +112,3 @@ def _check(blob: bytes) -> str | None:
     if len(digest) < 32 or hashlib.sha256(blob[len(MAGIC) + 32 :]).digest() != digest:
         return "checksum mismatch"
     return None
-

@@ -68,7 +68,9 @@ def _point(family: str, formula, args: tuple, nq: int) -> tuple[list[float], boo
         low = high
 
 
-def evaluate_chunk(family: str, k: np.ndarray, *params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_chunk(
+    family: str, k: np.ndarray, *params: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Same contract as :func:`ztbench.reference.arb_engine.evaluate_chunk`."""
     formula = FORMULAS[family]
     nq = 2 + len(params)
