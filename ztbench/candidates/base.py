@@ -1,0 +1,137 @@
+"""Candidate metadata, the registry, and the typed "unsupported" result.
+
+A candidate is one formulation of a family's NLL under test. Torch candidates are pure
+functions ``fn(k, *params, threshold=None) -> Tensor`` of tensors of one dtype on one
+device (``k`` is passed as a float tensor of that dtype), computing the elementwise NLL in
+that dtype, differentiable by autograd. Peer candidates wrap other libraries: numpy
+float64 in, float64 out, no autograd.
+
+``form`` says which quantity a candidate computes: ``"full"`` (the negative log
+probability, with lgamma(k + 1)) or ``"loss"`` (the training loss, without it); the
+accuracy runner compares each candidate with the reference of its form.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DTYPES_ALL: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
+DTYPES_PEER: tuple[str, ...] = ("float64",)
+FAMILY_ORDER: tuple[str, ...] = ("ztpoisson", "ztnb")
+
+
+class Unsupported(Exception):  # noqa: N818 - a result, not an error condition
+    """A candidate cannot run for this dtype, device or environment (a typed result).
+
+    Raised by a candidate (or by the machinery around it) instead of computing garbage;
+    :func:`ztbench.evaluate.evaluate` turns it into ``status="unsupported"`` with
+    ``reason`` = the message.
+    """
+
+    @property
+    def reason(self) -> str:
+        return str(self.args[0]) if self.args else "unsupported"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One formulation under test and its metadata.
+
+    Attributes:
+        id: ``"family/name"``, unique.
+        family: ``"ztpoisson"`` or ``"ztnb"``.
+        form: ``"full"`` (with lgamma(k+1)) or ``"loss"`` (without).
+        description: one sentence stating the formula.
+        provenance: where the formula comes from.
+        kind: ``"torch"`` (tensor function, autograd) or ``"peer"`` (numpy float64 only).
+        dtypes: dtype names it accepts.
+        threshold: default threshold of a threshold-family candidate, None otherwise.
+        published_thresholds: thresholds used by published code or text (may be empty).
+        fn: the callable, ``fn(k, *params, threshold=None)``.
+    """
+
+    id: str
+    family: str
+    form: Literal["full", "loss"]
+    description: str
+    provenance: str
+    kind: Literal["torch", "peer"]
+    dtypes: tuple[str, ...]
+    fn: Callable[..., Any] = field(repr=False, compare=False)
+    threshold: float | None = None
+    published_thresholds: tuple[float, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The part of the id after the family."""
+        return self.id.split("/", 1)[1]
+
+    @property
+    def is_threshold_family(self) -> bool:
+        """True for candidates with a threshold parameter (swept by the accuracy runner)."""
+        return self.threshold is not None
+
+    def __call__(self, k: Any, *params: Any, threshold: float | None = None) -> Any:
+        return self.fn(k, *params, threshold=threshold)
+
+
+_REGISTRY: dict[str, Candidate] = {}
+
+
+def register(candidate: Candidate) -> Candidate:
+    """Add ``candidate`` to the registry (ValueError on a duplicate or malformed id)."""
+    family, sep, name = candidate.id.partition("/")
+    if not sep or not name or family != candidate.family:
+        raise ValueError(f"candidate id {candidate.id!r} must be '{candidate.family}/<name>'")
+    if candidate.form not in ("full", "loss"):
+        raise ValueError(f"{candidate.id}: form must be 'full' or 'loss'")
+    if candidate.kind not in ("torch", "peer"):
+        raise ValueError(f"{candidate.id}: kind must be 'torch' or 'peer'")
+    if candidate.id in _REGISTRY:
+        raise ValueError(f"candidate {candidate.id!r} registered twice")
+    _REGISTRY[candidate.id] = candidate
+    return candidate
+
+
+def _order(c: Candidate) -> tuple[int, int, int]:
+    fam = FAMILY_ORDER.index(c.family) if c.family in FAMILY_ORDER else len(FAMILY_ORDER)
+    kind = 0 if c.kind == "torch" else 1
+    return fam, kind, list(_REGISTRY).index(c.id)
+
+
+def list_candidates(family: str | None = None) -> list[Candidate]:
+    """Registered candidates, optionally of one family, in a stable order.
+
+    Order: family (ztpoisson, ztnb), torch candidates before peers, then registration order.
+    """
+    out = [c for c in _REGISTRY.values() if family is None or c.family == family]
+    return sorted(out, key=_order)
+
+
+def get_candidate(candidate_id: str) -> Candidate:
+    """The candidate with this id; ValueError listing the known ids otherwise."""
+    try:
+        return _REGISTRY[candidate_id]
+    except KeyError:
+        known = ", ".join(c.id for c in list_candidates())
+        raise ValueError(f"unknown candidate {candidate_id!r} (known: {known})") from None
+
+
+def select_candidates(patterns: list[str]) -> list[Candidate]:
+    """Candidates matching any of ``patterns`` (ids or fnmatch globs such as ``ztnb/*``).
+
+    Returned in the registry's stable order, without duplicates. ValueError naming the
+    first pattern that matches nothing.
+    """
+    all_c = list_candidates()
+    chosen: set[str] = set()
+    for pat in patterns:
+        hits = [c.id for c in all_c if fnmatch.fnmatchcase(c.id, pat)]
+        if not hits:
+            known = ", ".join(c.id for c in all_c)
+            raise ValueError(f"candidate pattern {pat!r} matches nothing (known: {known})")
+        chosen.update(hits)
+    return [c for c in all_c if c.id in chosen]

@@ -1,0 +1,311 @@
+"""Zero-truncated negative binomial candidates (torch): the NLL in (k, mu, theta).
+
+Forms: the candidates written from the issue's formulas (naive, the published rules, the
+softplus forms, the threshold families) compute the **loss** form, without lgamma(k + 1),
+as the original training code does; ``ztnb/torch-distributions`` and ``ztnb/scvi-style``
+compute the **full** form because the log-pmfs they start from include -lgamma(k + 1).
+
+Exact loss (NUMERICS.md), with l = log(mu) - log(theta) and w = theta softplus(l) =
+theta log1p(mu/theta) = -log P(X = 0)::
+
+    lgamma(theta) - lgamma(k + theta) - theta log(theta) + log((theta + mu)^theta - theta^theta)
+        - k log(mu) + k log(theta + mu)
+  = lgamma(theta) - lgamma(k + theta) + k softplus(-l) + log(expm1(w))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ztbench.candidates import primitives as P
+from ztbench.candidates.base import DTYPES_ALL, Candidate, register
+
+FAMILY = "ztnb"
+PUBLISHED_THRESHOLD = 15.0
+PUBLISHED_THETA_CLAMP = 14.0
+SCVI_EPS = 1e-8
+
+
+def _inf_where_k0(k: Tensor, value: Tensor) -> Tensor:
+    """+inf where k < 1 (probability zero under truncation), ``value`` elsewhere."""
+    return torch.where(k >= 1.0, value, torch.full_like(value, float("inf")))
+
+
+def naive(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
+    """The pow form with plain lgamma terms, loss form::
+
+    lgamma(theta) - lgamma(k + theta) - theta log(theta)
+        + log((theta + mu)^theta - theta^theta) - k log(mu) + k log(theta + mu)
+    """
+    s = theta + mu
+    return (
+        torch.lgamma(theta)
+        - torch.lgamma(k + theta)
+        - theta * torch.log(theta)
+        + torch.log(torch.pow(s, theta) - torch.pow(theta, theta))
+        - k * torch.log(mu)
+        + k * torch.log(s)
+    )
+
+
+def published_code(
+    k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None
+) -> Tensor:
+    """The original code's rule, reproduced faithfully (loss form).
+
+    With tiny = the smallest normal number of the input dtype, mu' = mu + tiny,
+    s = theta + mu', log_theta = log(theta + tiny) (our reading of "tiny added to log
+    theta": inside the log, the usual idiom), and G(z) = lgamma evaluated in float32 then
+    cast back to the input dtype (whatever the input dtype)::
+
+        G(theta) - G(k + theta) - theta log_theta + T - k log(mu') + k log(s)
+        T = theta log(s)                                   if s > 15
+        T = log(min(s, 15)^min(theta, 14) - min(theta, 14)^min(theta, 14))   otherwise
+
+    The clamps are applied on both sides (the code clamps inside the pow); s = 15 exactly
+    takes the pow form. The approximation drops log(1 - e^-w), which is large when mu is
+    small whatever theta is.
+    """
+    dt = mu.dtype
+    tiny = torch.finfo(dt).tiny
+    mu_t = mu + tiny
+    s = theta + mu_t
+    log_theta = torch.log(theta + tiny)
+
+    def g(z: Tensor) -> Tensor:
+        return torch.lgamma(z.to(torch.float32)).to(dt)
+
+    th_c = torch.clamp(theta, max=PUBLISHED_THETA_CLAMP)
+    s_c = torch.clamp(s, max=PUBLISHED_THRESHOLD)
+    exact = torch.log(torch.pow(s_c, th_c) - torch.pow(th_c, th_c))
+    trunc = torch.where(s > PUBLISHED_THRESHOLD, theta * torch.log(s), exact)
+    return (
+        g(theta)
+        - g(k + theta)
+        - theta * log_theta
+        + trunc
+        - k * torch.log(mu_t)
+        + k * torch.log(s)
+    )
+
+
+def published_text(
+    k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None
+) -> Tensor:
+    """The rule as the published text states it (loss form, plain formula otherwise).
+
+    The approximation T = theta log(theta + mu) (dropping theta^theta) is used when
+    mu + theta > 15 or (mu - 1)(theta - 1) > 15 (both strict); otherwise the exact pow
+    form log((theta + mu)^theta - theta^theta), unclamped (the text states no clamp), fed
+    safe inputs where not taken so the where does not manufacture NaN gradients. Other
+    terms as in ``ztnb/naive``.
+    """
+    s = theta + mu
+    approx = (s > PUBLISHED_THRESHOLD) | ((mu - 1.0) * (theta - 1.0) > PUBLISHED_THRESHOLD)
+    one = torch.ones_like(theta)
+    th_e = torch.where(approx, one, theta)
+    s_e = torch.where(approx, one + one, s)
+    exact = torch.log(torch.pow(s_e, th_e) - torch.pow(th_e, th_e))
+    trunc = torch.where(approx, theta * torch.log(s), exact)
+    return (
+        torch.lgamma(theta)
+        - torch.lgamma(k + theta)
+        - theta * torch.log(theta)
+        + trunc
+        - k * torch.log(mu)
+        + k * torch.log(s)
+    )
+
+
+def _softplus_parts(mu: Tensor, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(softplus(l), softplus(-l), w) with l = log(mu) - log(theta), w = theta softplus(l)."""
+    lg = torch.log(mu) - torch.log(theta)
+    sp = P.softplus(lg)
+    return sp, P.softplus(-lg), theta * sp
+
+
+def softplus_form(
+    k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None
+) -> Tensor:
+    """lgamma(theta) - lgamma(k + theta) + k softplus(-l) + log_expm1(w), loss form.
+
+    l = log(mu) - log(theta), w = theta softplus(l); softplus and log_expm1 are the
+    stable primitives. The lgamma difference is plain (cancels for large theta).
+    """
+    _, sp_neg, w = _softplus_parts(mu, theta)
+    return torch.lgamma(theta) - torch.lgamma(k + theta) + k * sp_neg + P.log_expm1(w)
+
+
+def stable(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
+    """-lgamma_difference(k, theta) + k softplus(-l) + log_expm1(w), loss form.
+
+    The softplus form with lgamma(k + theta) - lgamma(theta) from
+    :func:`~ztbench.candidates.primitives.lgamma_difference` (Stirling difference for
+    theta >= 10, accurate up to theta = 1e10). Every branch is fed safe inputs, so value
+    and gradients are finite for all k >= 1, mu > 0, theta > 0 representable; k = 0
+    gives +inf. Known limit (a later issue): at k = 1, small mu and large theta the three
+    terms cancel to a tiny NLL and relative accuracy is lost.
+    """
+    _, sp_neg, w = _softplus_parts(mu, theta)
+    value = -P.lgamma_difference(k, theta) + k * sp_neg + P.log_expm1(w)
+    return _inf_where_k0(k, value)
+
+
+def _threshold(k: Tensor, mu: Tensor, theta: Tensor, approx: Tensor, w: Tensor, sp_neg: Tensor):
+    trunc = torch.where(approx, w, P.log_expm1(w))
+    value = -P.lgamma_difference(k, theta) + k * sp_neg + trunc
+    return _inf_where_k0(k, value)
+
+
+def threshold_sum(
+    k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None
+) -> Tensor:
+    """``ztnb/stable`` with log(expm1(w)) replaced by w where theta + mu > t (default 15).
+
+    Switches on the published variable theta + mu; the error of the approximation is
+    -log(1 - e^-w), which is not small where mu is small, so no t makes it safe.
+    """
+    t = PUBLISHED_THRESHOLD if threshold is None else float(threshold)
+    _, sp_neg, w = _softplus_parts(mu, theta)
+    return _threshold(k, mu, theta, (theta + mu) > t, w, sp_neg)
+
+
+def threshold_w(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
+    """``ztnb/stable`` with log(expm1(w)) replaced by w where w > t (default 15).
+
+    w = theta log1p(mu/theta) = -log P(0): the error of the approximation is
+    -log(1 - e^-w) ~ e^-w < e^-t, bounded for every mu and theta.
+    """
+    t = PUBLISHED_THRESHOLD if threshold is None else float(threshold)
+    _, sp_neg, w = _softplus_parts(mu, theta)
+    return _threshold(k, mu, theta, w > t, w, sp_neg)
+
+
+def torch_distributions(
+    k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None
+) -> Tensor:
+    """-NB.log_prob(k) + log1p(-exp(NB.log_prob(0))), full form, as a user would write it.
+
+    NB = torch.distributions.NegativeBinomial(total_count=theta, logits=log mu - log theta)
+    (mean theta e^logits = mu).
+    """
+    dist = torch.distributions.NegativeBinomial(
+        total_count=theta, logits=torch.log(mu) - torch.log(theta), validate_args=False
+    )
+    log_p0 = dist.log_prob(torch.zeros_like(k))
+    return -dist.log_prob(k) + torch.log1p(-torch.exp(log_p0))
+
+
+def _scvi_log_nb_positive(x: Tensor, mu: Tensor, theta: Tensor, eps: float = SCVI_EPS) -> Tensor:
+    """scvi-tools' ``log_nb_positive`` formula (re-expressed; scvi-tools not imported)::
+
+    theta (log(theta + eps) - log(theta + mu + eps)) + x (log(mu + eps) - log(theta + mu + eps))
+        + lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)
+    """
+    log_theta_mu_eps = torch.log(theta + mu + eps)
+    return (
+        theta * (torch.log(theta + eps) - log_theta_mu_eps)
+        + x * (torch.log(mu + eps) - log_theta_mu_eps)
+        + torch.lgamma(x + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(x + 1)
+    )
+
+
+def scvi_style(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
+    """-log_nb_positive(k) + log1p(-exp(log_nb_positive(0))), full form (eps = 1e-8)."""
+    log_p0 = _scvi_log_nb_positive(torch.zeros_like(k), mu, theta)
+    return -_scvi_log_nb_positive(k, mu, theta) + torch.log1p(-torch.exp(log_p0))
+
+
+def _torch(name: str, fn, form: str, description: str, provenance: str, **kw) -> Candidate:
+    return register(
+        Candidate(
+            id=f"{FAMILY}/{name}",
+            family=FAMILY,
+            form=form,  # type: ignore[arg-type]
+            description=description,
+            provenance=provenance,
+            kind="torch",
+            dtypes=DTYPES_ALL,
+            fn=fn,
+            **kw,
+        )
+    )
+
+
+_torch(
+    "naive",
+    naive,
+    "loss",
+    "Pow form log((theta+mu)^theta - theta^theta) with plain lgamma terms.",
+    "textbook ZTNB likelihood (NUMERICS.md)",
+)
+_torch(
+    "published-code",
+    published_code,
+    "loss",
+    "theta log(theta+mu) when theta+mu > 15, else the pow form with theta <= 14, "
+    "theta+mu <= 15 clamps; lgamma in float32; tiny added to mu and inside log theta.",
+    "the original (published) training code's rule, reproduced faithfully",
+)
+_torch(
+    "published-text",
+    published_text,
+    "loss",
+    "Pow form, approximated by theta log(theta+mu) when mu+theta > 15 or "
+    "(mu-1)(theta-1) > 15.",
+    "the rule as stated in the original publication's text",
+)
+_torch(
+    "softplus",
+    softplus_form,
+    "loss",
+    "lgamma(theta) - lgamma(k+theta) + k softplus(-l) + log(expm1(theta softplus(l))), "
+    "l = log mu - log theta.",
+    "softplus form as in glmmTMB's truncated nbinom2 and torch NegativeBinomial logits",
+)
+_torch(
+    "stable",
+    stable,
+    "loss",
+    "The softplus form with a Stirling-difference lgamma(k+theta) - lgamma(theta) "
+    "and safe branches; finite gradients.",
+    "ztbench: TOMS 708 algdiv / TFP log_gamma_difference idea plus safe-input where",
+)
+_torch(
+    "threshold-sum",
+    threshold_sum,
+    "loss",
+    "The stable form with log(expm1(w)) replaced by w where theta + mu > t (t swept; "
+    "default 15).",
+    "threshold family generalising the published theta + mu > 15 rule",
+    threshold=PUBLISHED_THRESHOLD,
+    published_thresholds=(PUBLISHED_THRESHOLD,),
+)
+_torch(
+    "threshold-w",
+    threshold_w,
+    "loss",
+    "The stable form with log(expm1(w)) replaced by w where w = theta log1p(mu/theta) > t "
+    "(t swept; default 15).",
+    "ztbench: switch on -log P(0), the variable that bounds the error (NUMERICS.md)",
+    threshold=PUBLISHED_THRESHOLD,
+)
+_torch(
+    "torch-distributions",
+    torch_distributions,
+    "full",
+    "-NegativeBinomial(theta, logits=log mu - log theta).log_prob(k) + "
+    "log1p(-exp(log_prob(0))) (full form).",
+    "torch.distributions.NegativeBinomial plus a user-written truncation term",
+)
+_torch(
+    "scvi-style",
+    scvi_style,
+    "full",
+    "scvi-tools' log_nb_positive (eps = 1e-8 inside the logs) negated, plus "
+    "log1p(-exp(log_nb_positive(0))) (full form).",
+    "scvi-tools log_nb_positive published formula, re-expressed (not imported)",
+)

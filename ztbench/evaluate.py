@@ -1,0 +1,204 @@
+"""Evaluate one candidate at a batch of points: value and autograd gradients.
+
+``evaluate(candidate, points, dtype, device, mode, threshold) -> Evaluation``. Points are
+float64 arrays already rounded to ``dtype`` (see :func:`ztbench.dtypes.round_to`); the
+candidate runs on tensors of ``dtype`` on ``device`` (parameters with requires_grad, ``k``
+as a float tensor of the same dtype), the gradients come from one backward of
+``value.sum()`` (the NLL is elementwise, so they are per point), and everything comes back
+as float64 numpy. Whatever a candidate cannot do here (dtype not supported, missing torch
+kernel, torch.compile failure, peer on a non-float64 dtype or off CPU, R absent) is a
+result, ``status="unsupported"`` with the reason, never an exception.
+
+Determinism: the same inputs give the same bits. Points are processed in fixed-size
+chunks (so an element's position in its chunk, which can decide vectorised versus scalar
+code paths, depends only on its index), and nothing reduces across points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ztbench.candidates.base import Candidate, Unsupported
+from ztbench.dtypes import get_format
+from ztbench.families import Family, get_family
+
+MODES: tuple[str, ...] = ("eager", "compile")
+CHUNK_POINTS = 1 << 20
+
+_COMPILED: dict[tuple[str, float | None], Callable[..., Any]] = {}
+
+
+@dataclass
+class Evaluation:
+    """Result of evaluating a candidate at a batch of points.
+
+    ``value`` (float64, one per point; NaN-filled when unsupported), ``grads`` keyed
+    ``d_<param>`` (empty for peers: "no gradient"), ``status`` ``"ok"`` or
+    ``"unsupported"``, ``reason`` (empty when ok).
+    """
+
+    value: np.ndarray
+    grads: dict[str, np.ndarray] = field(default_factory=dict)
+    status: str = "ok"
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _unsupported(n: int, reason: str) -> Evaluation:
+    return Evaluation(np.full(n, np.nan), {}, "unsupported", reason)
+
+
+def _is_missing_kernel(exc: BaseException) -> bool:
+    msg = str(exc)
+    return isinstance(exc, NotImplementedError) or any(
+        s in msg
+        for s in ("not implemented for", "not supported", "No kernel", "no kernel", "Could not run")
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+def compiled_fn(candidate: Candidate, threshold: float | None) -> Callable[..., Any]:
+    """torch.compile of the candidate with its threshold bound; cached per (id, threshold)."""
+    key = (candidate.id, threshold)
+    fn = _COMPILED.get(key)
+    if fn is None:
+        base = candidate.fn
+
+        def bound(k: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+            return base(k, *params, threshold=threshold)
+
+        fn = torch.compile(bound, dynamic=True)
+        _COMPILED[key] = fn
+    return fn
+
+
+def evaluate(
+    candidate: Candidate,
+    points: Mapping[str, np.ndarray],
+    dtype: str,
+    device: str = "cpu",
+    mode: str = "eager",
+    threshold: float | None = None,
+) -> Evaluation:
+    """Evaluate ``candidate`` at ``points`` in ``dtype`` on ``device`` (eager or compiled).
+
+    ``threshold`` is for threshold-family candidates (None: their default); ValueError
+    if given to another candidate, or on an unknown dtype/mode or missing column.
+    """
+    family = get_family(candidate.family)
+    fmt = get_format(dtype)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
+    if threshold is not None and not candidate.is_threshold_family:
+        raise ValueError(f"{candidate.id} takes no threshold")
+    for col in family.columns:
+        if col not in points:
+            raise ValueError(f"{candidate.id}: points lack column {col!r}")
+    arrays = [np.asarray(points[c], dtype=np.float64).reshape(-1) for c in family.columns]
+    n = arrays[0].shape[0]
+    if threshold is None:
+        threshold = candidate.threshold
+
+    if dtype not in candidate.dtypes:
+        return _unsupported(n, f"{candidate.id} supports {', '.join(candidate.dtypes)} only")
+    if candidate.kind == "peer":
+        return _evaluate_peer(candidate, arrays, device, mode, threshold)
+
+    try:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            return _unsupported(n, "CUDA is not available")
+        torch.empty(0, dtype=fmt.torch_dtype, device=dev)
+    except (RuntimeError, ValueError) as exc:
+        return _unsupported(n, f"device {device!r}: {_first_line(exc)}")
+
+    if mode == "compile":
+        try:
+            fn = compiled_fn(candidate, threshold)
+        except Exception as exc:  # torch.compile itself failing is a result
+            return _unsupported(n, f"torch.compile failed: {_first_line(exc)}")
+    else:
+
+        def fn(k: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+            return candidate.fn(k, *params, threshold=threshold)
+
+    value = np.empty(n, dtype=np.float64)
+    grads = {g: np.empty(n, dtype=np.float64) for g in family.gradients}
+    try:
+        for start in range(0, n, CHUNK_POINTS):
+            stop = min(start + CHUNK_POINTS, n)
+            _run_chunk(fn, arrays, start, stop, fmt.torch_dtype, dev, value, grads, family)
+    except Unsupported as exc:
+        return _unsupported(n, exc.reason)
+    except Exception as exc:
+        if mode == "compile":
+            return _unsupported(n, f"torch.compile failed: {_first_line(exc)}")
+        if _is_missing_kernel(exc):
+            return _unsupported(n, f"missing kernel: {_first_line(exc)}")
+        raise
+    return Evaluation(value, grads)
+
+
+def _run_chunk(
+    fn: Callable[..., Any],
+    arrays: list[np.ndarray],
+    start: int,
+    stop: int,
+    tdtype: torch.dtype,
+    dev: torch.device,
+    value: np.ndarray,
+    grads: dict[str, np.ndarray],
+    family: Family,
+) -> None:
+    def tensor(a: np.ndarray, grad: bool) -> torch.Tensor:
+        # float64 -> dtype is exact: the points are already rounded to dtype.
+        t = torch.from_numpy(np.ascontiguousarray(a[start:stop])).to(device=dev, dtype=tdtype)
+        return t.requires_grad_(grad)
+
+    k = tensor(arrays[0], False)
+    params = [tensor(a, True) for a in arrays[1:]]
+    out = fn(k, *params)
+    if not isinstance(out, torch.Tensor) or out.shape != k.shape:
+        raise RuntimeError(f"candidate returned {type(out).__name__} of wrong shape")
+    if out.dtype != tdtype:
+        raise RuntimeError(f"candidate returned {out.dtype}, expected {tdtype}")
+    if out.requires_grad:
+        gs = torch.autograd.grad(out.sum(), params, allow_unused=True)
+    else:
+        gs = (None,) * len(params)
+    value[start:stop] = out.detach().to(torch.float64).cpu().numpy()
+    for name, g in zip(family.gradients, gs, strict=True):
+        grads[name][start:stop] = (
+            0.0 if g is None else g.detach().to(torch.float64).cpu().numpy()
+        )
+
+
+def _evaluate_peer(
+    candidate: Candidate,
+    arrays: list[np.ndarray],
+    device: str,
+    mode: str,
+    threshold: float | None,
+) -> Evaluation:
+    n = arrays[0].shape[0]
+    if device != "cpu":
+        return _unsupported(n, f"{candidate.id} is a CPU-only peer (no device {device!r})")
+    if mode != "eager":
+        return _unsupported(n, f"{candidate.id} is a peer outside torch: no torch.compile")
+    try:
+        out = np.asarray(candidate.fn(*arrays, threshold=threshold), dtype=np.float64)
+    except Unsupported as exc:
+        return _unsupported(n, exc.reason)
+    return Evaluation(out.reshape(n), {})
