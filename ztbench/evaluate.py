@@ -180,9 +180,7 @@ def _run_chunk(
         gs = (None,) * len(params)
     value[start:stop] = out.detach().to(torch.float64).cpu().numpy()
     for name, g in zip(family.gradients, gs, strict=True):
-        grads[name][start:stop] = (
-            0.0 if g is None else g.detach().to(torch.float64).cpu().numpy()
-        )
+        grads[name][start:stop] = 0.0 if g is None else g.detach().to(torch.float64).cpu().numpy()
 
 
 def _evaluate_peer(

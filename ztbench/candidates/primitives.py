@@ -13,6 +13,8 @@ Contents:
 - :func:`log_expm1`: log(e^w - 1), the truncation term of both families.
 - :func:`log_expm1_over_x`: log(expm1(x) / x), the ZTP truncation term minus log(x).
 - :func:`softplus`: log(1 + e^x), exact in both tails (torch's has a threshold).
+- :func:`log1p_over_x`: log(1 + x) / x, 1 at x = 0.
+- :func:`nb_log_p0`: w = theta log1p(mu/theta) = -log P(X = 0) of the negative binomial.
 - :func:`log1pmx`: log(1 + x) - x without cancellation for small x.
 - :func:`stirling_correction`: lgamma(z) minus Stirling's approximation, z >= 10.
 - :func:`lgamma_difference`: lgamma(k + theta) - lgamma(theta) without cancellation for
@@ -104,6 +106,44 @@ def softplus(x: Tensor) -> Tensor:
     pos = x > 0
     x_p, x_n = split(pos, x, 1.0, -1.0)
     return torch.where(pos, x_p + torch.log1p(torch.exp(-x_p)), torch.log1p(torch.exp(x_n)))
+
+
+# log1p(x)/x = sum_{n>=0} (-x)^n / (n + 1); six terms leave x^6/7 < 2e-19 below x = 1e-3.
+_LOG1P_OVER_X_COEFFS = tuple((-1.0) ** n / (n + 1) for n in range(6))
+LOG1P_OVER_X_SERIES_MAX = 1e-3
+
+
+def log1p_over_x(x: Tensor) -> Tensor:
+    """log(1 + x) / x for x >= 0 (1 at x = 0).
+
+    Series 1 - x/2 + x^2/3 - ... (six terms) for x < 1e-3, where the quotient would be
+    0/0 at x = 0 and its autograd derivative 1/(x(1+x)) - log1p(x)/x^2 cancels; the
+    quotient itself above.
+    """
+    small = x < LOG1P_OVER_X_SERIES_MAX
+    x_s, x_l = split(small, x, 0.0, 1.0)
+    s = torch.zeros_like(x_s)
+    for c in reversed(_LOG1P_OVER_X_COEFFS):
+        s = s * x_s + c
+    return torch.where(small, s, torch.log1p(x_l) / x_l)
+
+
+def nb_log_p0(mu: Tensor, theta: Tensor, l: Tensor | None = None) -> Tensor:
+    """w = theta log1p(mu / theta) = theta softplus(l) = -log P(X = 0), l = log(mu/theta).
+
+    For l >= 0: ``theta * softplus(l)``. For l < 0: ``mu * log1p_over_x(exp(l))``, which
+    equals it but never forms softplus(l) ~ mu/theta, a number that is subnormal (so
+    imprecise) in float32 once mu/theta < 1e-38 and whose autograd chain
+    theta * (1/w) then overflows; here w is mu times a factor in (log 2, 1] and
+    dw/dmu ~ 1. ``l`` may be passed when already computed.
+    """
+    if l is None:
+        l = torch.log(mu) - torch.log(theta)
+    neg = l < 0
+    l_n, l_p = split(neg, l, -1.0, 0.0)
+    w_n = mu * log1p_over_x(torch.exp(l_n))
+    w_p = theta * softplus(l_p)
+    return torch.where(neg, w_n, w_p)
 
 
 # log1p(x) - x = -x*u + 2 * sum_{j>=1} u^(2j+1) / (2j+1),  u = x / (2 + x)

@@ -49,9 +49,7 @@ def naive(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) 
     )
 
 
-def published_code(
-    k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None
-) -> Tensor:
+def published_code(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
     """The original code's rule, reproduced faithfully (loss form).
 
     With tiny = the smallest normal number of the input dtype, mu' = mu + tiny,
@@ -81,18 +79,11 @@ def published_code(
     exact = torch.log(torch.pow(s_c, th_c) - torch.pow(th_c, th_c))
     trunc = torch.where(s > PUBLISHED_THRESHOLD, theta * torch.log(s), exact)
     return (
-        g(theta)
-        - g(k + theta)
-        - theta * log_theta
-        + trunc
-        - k * torch.log(mu_t)
-        + k * torch.log(s)
+        g(theta) - g(k + theta) - theta * log_theta + trunc - k * torch.log(mu_t) + k * torch.log(s)
     )
 
 
-def published_text(
-    k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None
-) -> Tensor:
+def published_text(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
     """The rule as the published text states it (loss form, plain formula otherwise).
 
     The approximation T = theta log(theta + mu) (dropping theta^theta) is used when
@@ -118,22 +109,23 @@ def published_text(
     )
 
 
-def _softplus_parts(mu: Tensor, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(softplus(l), softplus(-l), w) with l = log(mu) - log(theta), w = theta softplus(l)."""
+def _softplus_parts(mu: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+    """(softplus(-l), w) with l = log(mu) - log(theta), w = theta softplus(l).
+
+    w comes from :func:`~ztbench.candidates.primitives.nb_log_p0` (mu log1p(x)/x for
+    l < 0, so no subnormal softplus(l) and no overflow in its gradient chain).
+    """
     lg = torch.log(mu) - torch.log(theta)
-    sp = P.softplus(lg)
-    return sp, P.softplus(-lg), theta * sp
+    return P.softplus(-lg), P.nb_log_p0(mu, theta, lg)
 
 
-def softplus_form(
-    k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None
-) -> Tensor:
+def softplus_form(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
     """lgamma(theta) - lgamma(k + theta) + k softplus(-l) + log_expm1(w), loss form.
 
     l = log(mu) - log(theta), w = theta softplus(l); softplus and log_expm1 are the
     stable primitives. The lgamma difference is plain (cancels for large theta).
     """
-    _, sp_neg, w = _softplus_parts(mu, theta)
+    sp_neg, w = _softplus_parts(mu, theta)
     return torch.lgamma(theta) - torch.lgamma(k + theta) + k * sp_neg + P.log_expm1(w)
 
 
@@ -147,7 +139,7 @@ def stable(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None)
     gives +inf. Known limit (a later issue): at k = 1, small mu and large theta the three
     terms cancel to a tiny NLL and relative accuracy is lost.
     """
-    _, sp_neg, w = _softplus_parts(mu, theta)
+    sp_neg, w = _softplus_parts(mu, theta)
     value = -P.lgamma_difference(k, theta) + k * sp_neg + P.log_expm1(w)
     return _inf_where_k0(k, value)
 
@@ -158,16 +150,14 @@ def _threshold(k: Tensor, mu: Tensor, theta: Tensor, approx: Tensor, w: Tensor, 
     return _inf_where_k0(k, value)
 
 
-def threshold_sum(
-    k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None
-) -> Tensor:
+def threshold_sum(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
     """``ztnb/stable`` with log(expm1(w)) replaced by w where theta + mu > t (default 15).
 
     Switches on the published variable theta + mu; the error of the approximation is
     -log(1 - e^-w), which is not small where mu is small, so no t makes it safe.
     """
     t = PUBLISHED_THRESHOLD if threshold is None else float(threshold)
-    _, sp_neg, w = _softplus_parts(mu, theta)
+    sp_neg, w = _softplus_parts(mu, theta)
     return _threshold(k, mu, theta, (theta + mu) > t, w, sp_neg)
 
 
@@ -178,7 +168,7 @@ def threshold_w(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = 
     -log(1 - e^-w) ~ e^-w < e^-t, bounded for every mu and theta.
     """
     t = PUBLISHED_THRESHOLD if threshold is None else float(threshold)
-    _, sp_neg, w = _softplus_parts(mu, theta)
+    sp_neg, w = _softplus_parts(mu, theta)
     return _threshold(k, mu, theta, w > t, w, sp_neg)
 
 
@@ -254,8 +244,7 @@ _torch(
     "published-text",
     published_text,
     "loss",
-    "Pow form, approximated by theta log(theta+mu) when mu+theta > 15 or "
-    "(mu-1)(theta-1) > 15.",
+    "Pow form, approximated by theta log(theta+mu) when mu+theta > 15 or (mu-1)(theta-1) > 15.",
     "the rule as stated in the original publication's text",
 )
 _torch(
@@ -278,8 +267,7 @@ _torch(
     "threshold-sum",
     threshold_sum,
     "loss",
-    "The stable form with log(expm1(w)) replaced by w where theta + mu > t (t swept; "
-    "default 15).",
+    "The stable form with log(expm1(w)) replaced by w where theta + mu > t (t swept; default 15).",
     "threshold family generalising the published theta + mu > 15 rule",
     threshold=PUBLISHED_THRESHOLD,
     published_thresholds=(PUBLISHED_THRESHOLD,),

@@ -1,0 +1,57 @@
+"""``ztbench candidates``: the table of registered candidates and their metadata."""
+
+from __future__ import annotations
+
+import argparse
+
+from ztbench.candidates import list_candidates
+from ztbench.errors import UserError
+from ztbench.families import FAMILIES
+
+HELP = "list the candidate formulations: id, family, form, dtypes, description, provenance"
+
+COLUMNS = ("id", "family", "form", "dtypes", "description", "provenance")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--family", default=None, help=f"only this family ({', '.join(FAMILIES)})")
+
+
+def rows(family: str | None = None) -> list[dict[str, str]]:
+    """One dict per candidate with the table's columns as text."""
+    out = []
+    for c in list_candidates(family):
+        dtypes = ",".join(c.dtypes)
+        if c.kind == "peer":
+            dtypes += " (cpu, no grad)"
+        desc = c.description
+        if c.threshold is not None:
+            desc += f" [threshold {c.threshold:g}]"
+        out.append(
+            {
+                "id": c.id,
+                "family": c.family,
+                "form": c.form,
+                "dtypes": dtypes,
+                "description": desc,
+                "provenance": c.provenance,
+            }
+        )
+    return out
+
+
+def format_table(table: list[dict[str, str]]) -> str:
+    """Plain-text table, columns padded to their widest cell (the last one unpadded)."""
+    widths = {c: max([len(c), *(len(r[c]) for r in table)]) for c in COLUMNS}
+    lines = []
+    for r in [dict(zip(COLUMNS, COLUMNS, strict=True)), *table]:
+        cells = [r[c].ljust(widths[c]) for c in COLUMNS[:-1]] + [r[COLUMNS[-1]]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.family is not None and args.family not in FAMILIES:
+        raise UserError(f"unknown family {args.family!r} (known: {', '.join(FAMILIES)})")
+    print(format_table(rows(args.family)))
+    return 0
