@@ -23,7 +23,7 @@ DTYPES_PEER: tuple[str, ...] = ("float64",)
 FAMILY_ORDER: tuple[str, ...] = ("ztpoisson", "ztnb")
 
 
-class Unsupported(Exception):  # noqa: N818 - a result, not an error condition
+class Unsupported(Exception):
     """A candidate cannot run for this dtype, device or environment (a typed result).
 
     Raised by a candidate (or by the machinery around it) instead of computing garbage;

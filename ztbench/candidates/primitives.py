@@ -128,19 +128,19 @@ def log1p_over_x(x: Tensor) -> Tensor:
     return torch.where(small, s, torch.log1p(x_l) / x_l)
 
 
-def nb_log_p0(mu: Tensor, theta: Tensor, l: Tensor | None = None) -> Tensor:
+def nb_log_p0(mu: Tensor, theta: Tensor, logit: Tensor | None = None) -> Tensor:
     """w = theta log1p(mu / theta) = theta softplus(l) = -log P(X = 0), l = log(mu/theta).
 
     For l >= 0: ``theta * softplus(l)``. For l < 0: ``mu * log1p_over_x(exp(l))``, which
     equals it but never forms softplus(l) ~ mu/theta, a number that is subnormal (so
     imprecise) in float32 once mu/theta < 1e-38 and whose autograd chain
     theta * (1/w) then overflows; here w is mu times a factor in (log 2, 1] and
-    dw/dmu ~ 1. ``l`` may be passed when already computed.
+    dw/dmu ~ 1. ``logit`` (= l) may be passed when already computed.
     """
-    if l is None:
-        l = torch.log(mu) - torch.log(theta)
-    neg = l < 0
-    l_n, l_p = split(neg, l, -1.0, 0.0)
+    if logit is None:
+        logit = torch.log(mu) - torch.log(theta)
+    neg = logit < 0
+    l_n, l_p = split(neg, logit, -1.0, 0.0)
     w_n = mu * log1p_over_x(torch.exp(l_n))
     w_p = theta * softplus(l_p)
     return torch.where(neg, w_n, w_p)

@@ -83,14 +83,15 @@ def stable(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:
 
 
 def threshold_rule(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:
-    """The stable loss for lam <= t, the approximation lam - k log(lam) for lam > t.
+    """The stable loss for lam < t, the approximation lam - k log(lam) for lam >= t.
 
-    Dropping log(1 - e^-lam) costs about e^-t nats just above t. t defaults to the
-    published 10; the accuracy runner sweeps it.
+    Switches exactly like ``ztpoisson/published`` (lam = t takes the approximation).
+    Dropping log(1 - e^-lam) costs about e^-t nats at t. t defaults to the published 10;
+    the accuracy runner sweeps it.
     """
     t = PUBLISHED_THRESHOLD if threshold is None else float(threshold)
     approx = lam - torch.xlogy(k, lam)
-    return torch.where(lam > t, _k0_inf(k, approx), stable(k, lam))
+    return torch.where(lam >= t, _k0_inf(k, approx), stable(k, lam))
 
 
 def torch_distributions(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:
@@ -161,7 +162,7 @@ _torch(
     "threshold",
     threshold_rule,
     "loss",
-    "The stable loss for lam <= t and lam - k log(lam) above t (t swept; default 10).",
+    "The stable loss for lam < t and lam - k log(lam) from t on (t swept; default 10).",
     "threshold family generalising the published lam > 10 rule",
     threshold=PUBLISHED_THRESHOLD,
     published_thresholds=(PUBLISHED_THRESHOLD,),
