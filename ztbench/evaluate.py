@@ -164,7 +164,7 @@ def _run_chunk(
 ) -> None:
     def tensor(a: np.ndarray, grad: bool) -> torch.Tensor:
         # float64 -> dtype is exact: the points are already rounded to dtype.
-        t = torch.from_numpy(np.ascontiguousarray(a[start:stop])).to(device=dev, dtype=tdtype)
+        t = torch.from_numpy(np.array(a[start:stop], dtype=np.float64)).to(device=dev, dtype=tdtype)
         return t.requires_grad_(grad)
 
     k = tensor(arrays[0], False)
