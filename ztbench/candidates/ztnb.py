@@ -136,8 +136,10 @@ def stable(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None)
     :func:`~ztbench.candidates.primitives.lgamma_difference` (Stirling difference for
     theta >= 10, accurate up to theta = 1e10). Every branch is fed safe inputs, so value
     and gradients are finite for all k >= 1, mu > 0, theta > 0 representable; k = 0
-    gives +inf. Known limit (a later issue): at k = 1, small mu and large theta the three
-    terms cancel to a tiny NLL and relative accuracy is lost.
+    gives +inf. Known limits (a later issue): at k = 1 and small mu the terms cancel to a
+    tiny NLL (relative accuracy lost; d_mu's -k/mu and 1/w terms cancel likewise), and for
+    large k and theta, -lgamma_difference ~ -k log(theta) cancels against
+    k softplus(-l) ~ k log(theta/mu) (absolute error a few ulp of k log(theta)).
     """
     sp_neg, w = _softplus_parts(mu, theta)
     value = -P.lgamma_difference(k, theta) + k * sp_neg + P.log_expm1(w)
