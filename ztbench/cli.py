@@ -1,7 +1,7 @@
 """The ``ztbench`` command: dispatches to the verbs in :mod:`ztbench.commands`.
 
-Bad input (a :class:`~ztbench.errors.UserError`, or a ValueError/OSError raised while
-reading the user's files) ends in one line on stderr and exit code 2, never a traceback.
+Bad input ends in one line on stderr and exit code 2, never a traceback: each verb turns
+what is wrong with its files and arguments into a :class:`~ztbench.errors.UserError`.
 """
 
 from __future__ import annotations

@@ -73,4 +73,5 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
     if fmt.name == "float64":
         return arr.copy()
-    return torch.from_numpy(arr).to(fmt.torch_dtype).to(torch.float64).numpy()
+    # torch.tensor copies, so read-only inputs (pandas' arrays) are fine
+    return torch.tensor(arr, dtype=torch.float64).to(fmt.torch_dtype).to(torch.float64).numpy()

@@ -46,7 +46,8 @@ def read_points_csv(path: Path | str, family: Family) -> pd.DataFrame:
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise UserError(f"{path}: line {i + 2}: {col} = {df[col].iloc[i]!r} is not a number")
-        df[col] = num.astype(np.float64)
+        # numpy's parser rounds decimal strings correctly (pandas' fast path may not)
+        df[col] = np.asarray(text.to_numpy(dtype=str), dtype=np.float64)
     try:
         validate_points(family, df)
     except ValueError as exc:
