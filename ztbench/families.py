@@ -68,6 +68,28 @@ def get_family(name: str) -> Family:
         raise ValueError(f"unknown family {name!r} (known: {known})") from None
 
 
+def _bad_rows(family: Family, col: str, arr: np.ndarray) -> tuple[np.ndarray, str]:
+    """Mask of invalid values of one column, and the rule they break."""
+    lo, hi = family.domain[col]
+    if col == "k":
+        bad = ~np.isfinite(arr) | (arr != np.floor(arr)) | (arr < 0.0) | (arr > hi)
+        return bad, f"must be an integer in [0, {hi:g}]"
+    bad = ~np.isfinite(arr) | (arr < lo) | (arr > hi)
+    return bad, f"must be finite and in [{lo:g}, {hi:g}]"
+
+
+def domain_mask(family: Family, points: Mapping[str, np.ndarray]) -> np.ndarray:
+    """True where a point is a valid input of ``family`` (the rules of :func:`validate_points`).
+
+    Used to tell points that leave the domain after rounding to a low-precision dtype
+    (e.g. lam = 1e-30 underflowing to 0 in float16) from points a candidate gets wrong.
+    """
+    ok = np.ones(len(np.asarray(points["k"])), dtype=bool)
+    for col in family.columns:
+        ok &= ~_bad_rows(family, col, np.asarray(points[col], dtype=np.float64))[0]
+    return ok
+
+
 def validate_points(family: Family, points: Mapping[str, np.ndarray]) -> None:
     """Check that ``points`` holds valid inputs of ``family``; ValueError naming the row.
 
@@ -85,14 +107,7 @@ def validate_points(family: Family, points: Mapping[str, np.ndarray]) -> None:
             raise ValueError(
                 f"{family.name}: column {col!r} has shape {arr.shape}, expected ({n},)"
             )
-        lo, hi = family.domain[col]
-        if col == "k":
-            lo = 0.0
-            bad = ~np.isfinite(arr) | (arr != np.floor(arr)) | (arr < lo) | (arr > hi)
-            what = f"must be an integer in [0, {hi:g}]"
-        else:
-            bad = ~np.isfinite(arr) | (arr < lo) | (arr > hi)
-            what = f"must be finite and in [{lo:g}, {hi:g}]"
+        bad, what = _bad_rows(family, col, arr)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise ValueError(f"{family.name}: row {row}: {col} = {float(arr[row])!r} {what}")
