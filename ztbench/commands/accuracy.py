@@ -1,0 +1,46 @@
+"""``ztbench accuracy``: run a suite's accuracy measurements and write the result files."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ztbench.accuracy import run_accuracy
+from ztbench.suite import load_suite
+
+HELP = "measure every candidate of a suite against certified references (value and gradients)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("suite", metavar="SUITE.toml")
+    p.add_argument("-o", "--out", metavar="DIR", help="output directory (default results/<suite>)")
+    p.add_argument("--cache-dir", help="reference cache directory (default $ZTBENCH_CACHE_DIR "
+                   "or the user cache dir)")  # fmt: skip
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--no-points", action="store_true", help="skip the per-point Parquet file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    out = Path(args.out) if args.out else Path("results") / suite.name
+    start = time.perf_counter()
+    result = run_accuracy(
+        suite,
+        out,
+        cache_dir=False if args.no_cache else args.cache_dir,
+        progress=False if args.no_progress else None,
+        write_points=not args.no_points,
+    )
+    total = time.perf_counter() - start
+    s = result.summary
+    ok = s[(s["status"] == "ok") & (s["region"] == "all")]
+    print(f"accuracy: suite {suite.name}: {len(ok)} measured rows, "
+          f"{int((s['status'] != 'ok').sum())} skipped/unsupported rows, "
+          f"{int(ok['failures'].sum())} failures")  # fmt: skip
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+    print(f"accuracy: {total:.1f} s in all ({stages})")
+    print(f"accuracy: wrote {out}/summary.csv, summary.json, thresholds.csv, env.json"
+          + ("" if args.no_points else ", points.parquet"))  # fmt: skip
+    return 0
