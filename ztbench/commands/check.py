@@ -1,0 +1,158 @@
+"""``ztbench check``: rerun a suite and compare its summary with the committed baseline.
+
+Exit codes: 0 the gate passes (improvements never fail), 1 a regression (an ulp metric
+grew beyond the suite's tolerance, failures appeared or grew, a status went from ok to
+something else, a baseline row disappeared, or the environment that decides the numerics
+differs from the baseline's), 2 bad input (suite, or a missing, unreadable or malformed
+baseline: one line on stderr). The rules are in :mod:`ztbench.gate`.
+
+The stages (suite, baseline, run, compare) are announced on stdout as they start; the
+report is plain fixed-width text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ztbench import gate
+from ztbench.errors import UserError
+
+HELP = "CI gate: rerun a suite and fail (exit 1) if it is less accurate than the baseline"
+
+DEFAULT_BASELINE_DIR = Path("results") / "baseline"
+
+Printer = Callable[[str], None]
+
+
+def default_baseline_path(suite_name: str) -> Path:
+    """``results/baseline/<suite name>.json``, relative to the current directory."""
+    return DEFAULT_BASELINE_DIR / f"{suite_name}.json"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("suite", metavar="SUITE.toml", help="the suite to rerun")
+    p.add_argument(
+        "--baseline",
+        metavar="FILE",
+        default=None,
+        help="baseline JSON (default: results/baseline/<suite name>.json)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        default=None,
+        help="reference cache directory (default: $ZTBENCH_CACHE_DIR or the user cache)",
+    )
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """A loaded suite and the summary and environment of one run of it."""
+
+    suite: Any
+    summary: pd.DataFrame
+    env: dict[str, Any]
+
+
+def load_suite_checked(path: str | Path) -> Any:
+    """:func:`ztbench.suite.load_suite`, with file errors turned into one-line UserErrors."""
+    from ztbench.suite import load_suite
+
+    try:
+        return load_suite(Path(path))
+    except UserError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise UserError(f"suite {path}: {exc}") from None
+
+
+def run_suite(suite: Any, cache_dir: str | Path | None, say: Printer, stage: str) -> SuiteRun:
+    """Run the accuracy suite (no output files) and return its summary and environment."""
+    from ztbench.accuracy import run_accuracy
+
+    sizes = []
+    for name in ("candidate", "dtype", "device", "mode"):
+        v = getattr(suite, f"{name}s", None)
+        if v is not None and hasattr(v, "__len__"):
+            sizes.append(f"{len(v)} {name}{'' if len(v) == 1 else 's'}")
+    what = " x ".join(sizes)
+    say(f"{stage} running suite {suite.name}" + (f" ({what})" if what else "") + " ...")
+    t0 = time.perf_counter()
+    result = run_accuracy(
+        suite, out_dir=None, cache_dir=Path(cache_dir) if cache_dir else None, progress=False
+    )
+    summary = result.summary
+    env = dict(result.env)
+    say(f"      {len(summary)} summary rows in {time.perf_counter() - t0:.1f} s")
+    return SuiteRun(suite, summary, env)
+
+
+def env_text(env: Any) -> str:
+    """``torch 2.13.0 on cpu`` from an environment mapping."""
+    return f"torch {env.get('torch', '?')} on {env.get('device_kind', '?')}"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What :func:`check` did: the gate result, the fresh summary and its environment."""
+
+    result: gate.GateResult
+    summary: pd.DataFrame
+    env: dict[str, Any]
+    baseline_path: Path
+
+    @property
+    def exit_code(self) -> int:
+        return self.result.exit_code
+
+
+def check(
+    suite_path: str | Path,
+    baseline_path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    say: Printer = print,
+) -> CheckOutcome:
+    """Load the suite and its baseline, rerun the suite, compare, print the report.
+
+    Raises UserError (exit 2) for a bad suite or a missing/unreadable/malformed baseline;
+    the baseline is loaded before the (long) run so that such input fails fast.
+    """
+    say(f"[1/4] loading suite {suite_path}")
+    suite = load_suite_checked(suite_path)
+    path = Path(baseline_path) if baseline_path else default_baseline_path(suite.name)
+    say(f"[2/4] loading baseline {path}")
+    baseline = gate.load_baseline(path, suite.name)
+    say(f"      {len(baseline.rows)} rows, recorded with {env_text(baseline.env)}")
+    run = run_suite(suite, cache_dir, say, "[3/4]")
+    say(f"[4/4] comparing with the baseline ({env_text(run.env)})")
+    result = gate.compare(
+        baseline,
+        run.summary,
+        run.env,
+        gate.tolerance_from_suite(suite),
+        suite_sha256=getattr(suite, "sha256", None),
+    )
+    hint = (
+        f"`ztbench baseline {suite_path}` here, or one file per environment with "
+        f"`ztbench baseline {suite_path} -o FILE` and `ztbench check --baseline FILE`"
+    )
+    say("")
+    for line in gate.format_report(result, env_hint=hint):
+        say(line)
+    return CheckOutcome(result, run.summary, run.env, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    outcome = check(args.suite, args.baseline, args.cache_dir, say=_say)
+    return outcome.exit_code
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
