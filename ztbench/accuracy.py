@@ -291,7 +291,7 @@ def _sweep(
     arrays = {c: pts[c].to_numpy() for c in family.columns}
     rows = []
     for t in sorted(set(ts) | set(cand.published_thresholds)):
-        ev = evaluate(cand, arrays, data.dtype, device, "eager", threshold=t)
+        ev = evaluate(cand, arrays, data.dtype, device, "eager", threshold=t, gradients=False)
         base = {"family": family.name, "candidate": cand.id, "dtype": data.dtype,
                 "device": device, "mode": "eager", "t": t,
                 "published": t in cand.published_thresholds}  # fmt: skip

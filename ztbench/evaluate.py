@@ -91,9 +91,12 @@ def evaluate(
     device: str = "cpu",
     mode: str = "eager",
     threshold: float | None = None,
+    gradients: bool = True,
 ) -> Evaluation:
     """Evaluate ``candidate`` at ``points`` in ``dtype`` on ``device`` (eager or compiled).
 
+    ``gradients=False`` computes the value only (``grads`` is then empty): threshold
+    sweeps need no gradients and run several times faster without autograd.
     ``threshold`` is for threshold-family candidates (None: their default); ValueError
     if given to another candidate, or on an unknown dtype/mode or missing column.
     """
@@ -135,7 +138,7 @@ def evaluate(
             return candidate.fn(k, *params, threshold=threshold)
 
     value = np.empty(n, dtype=np.float64)
-    grads = {g: np.empty(n, dtype=np.float64) for g in family.gradients}
+    grads = {g: np.empty(n, dtype=np.float64) for g in family.gradients} if gradients else {}
     try:
         for start in range(0, n, CHUNK_POINTS):
             stop = min(start + CHUNK_POINTS, n)
@@ -168,17 +171,20 @@ def _run_chunk(
         return t.requires_grad_(grad)
 
     k = tensor(arrays[0], False)
-    params = [tensor(a, True) for a in arrays[1:]]
-    out = fn(k, *params)
+    params = [tensor(a, bool(grads)) for a in arrays[1:]]
+    with torch.set_grad_enabled(bool(grads)):
+        out = fn(k, *params)
     if not isinstance(out, torch.Tensor) or out.shape != k.shape:
         raise RuntimeError(f"candidate returned {type(out).__name__} of wrong shape")
     if out.dtype != tdtype:
         raise RuntimeError(f"candidate returned {out.dtype}, expected {tdtype}")
+    value[start:stop] = out.detach().to(torch.float64).cpu().numpy()
+    if not grads:
+        return
     if out.requires_grad:
         gs = torch.autograd.grad(out.sum(), params, allow_unused=True)
     else:
         gs = (None,) * len(params)
-    value[start:stop] = out.detach().to(torch.float64).cpu().numpy()
     for name, g in zip(family.gradients, gs, strict=True):
         grads[name][start:stop] = 0.0 if g is None else g.detach().to(torch.float64).cpu().numpy()
 
