@@ -24,6 +24,10 @@ test: install
 	@$(BIN)/python -m pytest --ignore=tests/bench; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# The CI gate: rerun the quick suite and compare with results/baseline/quick.json.
+check: install
+	$(BIN)/ztbench check suites/quick.toml
+
 lint: install
 	$(BIN)/ruff check ztbench tests
 
