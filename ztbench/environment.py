@@ -41,15 +41,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _affinity() -> int | None:
+    """Number of CPUs this process may run on (None where the OS does not say)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
 def environment_info(
     suite_path: Path | str | None = None, devices: Iterable[str] = ("cpu",)
 ) -> dict:
     """Versions, machine and devices of this run, as a JSON-ready dict.
 
-    Keys: ztbench, python, packages (name -> version), torch (its full version string),
-    platform, cpu, cpu_count, torch_threads, cuda_available, cuda_devices (names), devices
-    (those asked for), device_kind, and suite_path / suite_sha256 (hash of the suite file's
-    bytes) when a suite is given.
+    Keys: ztbench, python, packages (name -> version, None when not installed: torch,
+    numpy, python-flint, mpmath, ...), torch (its full version string), torch_cuda (the
+    CUDA version torch was built with, None for CPU builds), platform, cpu (model name from
+    /proc/cpuinfo), cpu_count (logical CPUs), cpu_affinity (CPUs this process may use),
+    torch_threads and torch_interop_threads (at the time of the call: set the thread count
+    first), cuda_available, cuda_devices (names of every visible CUDA device), devices (those
+    asked for), device_kind, and suite_path / suite_sha256 (hash of the suite file's bytes)
+    when a suite is given. Every value is JSON-serialisable. Callers may add keys (the
+    throughput runner records the thread count it fixed).
     """
     devices = tuple(devices)
     cuda = torch.cuda.is_available()
@@ -65,7 +78,10 @@ def environment_info(
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_affinity": _affinity(),
+        "torch_cuda": torch.version.cuda,
         "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
         "cuda_available": cuda,
         "cuda_devices": cuda_names,
         "devices": list(devices),
