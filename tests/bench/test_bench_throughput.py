@@ -1,0 +1,121 @@
+"""pytest-benchmark suite: the kernels of ``ztbench throughput`` in pytest-benchmark's format.
+
+Run by ``make bench`` (``pytest tests/bench --benchmark-enable --benchmark-autosave``),
+excluded from ``make test``. The calls are exactly those of :mod:`ztbench.throughput`
+(:func:`~ztbench.throughput.make_call`, the same seeded log-uniform inputs, the same copy
+floor), so a regression seen here is one the throughput verb measures. Compare runs by hand
+with ``pytest tests/bench --benchmark-enable --benchmark-compare``; results are saved under
+``.benchmarks/`` (git-ignored).
+
+Grid: every torch candidate, float32, CPU, 10^6 elements, eager, both passes; the naive and
+stable candidates also under torch.compile (compilation happens in an untimed warm-up);
+the copy floor of each family and pass. On CUDA (skipped without a GPU): naive and stable
+at 10^8 elements, eager and compiled, plus the copy, timed with a synchronize after each
+call. ``ZTBENCH_THREADS`` fixes torch's thread count (default: torch's own), recorded in
+each benchmark's extra_info.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from ztbench import throughput as T
+from ztbench.candidates import list_candidates
+
+CPU_SIZE = 10**6
+CUDA_SIZE = 10**8
+DTYPE = "float32"
+TORCH_IDS = [c.id for c in list_candidates() if c.kind == "torch"]
+COMPILE_IDS = [i for i in TORCH_IDS if i.endswith(("/naive", "/stable"))]
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+_INPUTS: dict[tuple[str, str, int], list[torch.Tensor]] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _settings() -> Iterator[None]:
+    """Fixed thread count and a raised dynamo recompile limit for the whole module."""
+    old = torch.get_num_threads()
+    threads = int(os.environ.get("ZTBENCH_THREADS", "0")) or old
+    torch.set_num_threads(threads)
+    with T.compile_limits():
+        yield
+    torch.set_num_threads(old)
+    _INPUTS.clear()
+
+
+def _inputs(family: str, device: str, size: int) -> list[torch.Tensor]:
+    key = (family, device, size)
+    if key not in _INPUTS:
+        _INPUTS.clear()  # one input set alive at a time (10^8 elements on CUDA)
+        _INPUTS[key] = T.timing_inputs(family, DTYPE, device, size, seed=0)
+    return _INPUTS[key]
+
+
+def _bench(benchmark: Any, call: Callable[[], Any], device: str, **info: Any) -> None:
+    if device.startswith("cuda"):
+        inner = call
+
+        def call() -> None:
+            inner()
+            torch.cuda.synchronize()
+
+    call()  # warm-up: compiles in compile mode; not timed
+    call()
+    benchmark.group = f"{info['family']} {DTYPE} {device} {info['pass']} {info['size']:.0e}"
+    benchmark.extra_info.update(info, dtype=DTYPE, device=device,
+                                threads=torch.get_num_threads())  # fmt: skip
+    benchmark(call)
+
+
+def _candidate_case(benchmark: Any, cid: str, device: str, mode: str, pass_: str, size: int):
+    from ztbench.candidates import get_candidate
+
+    c = get_candidate(cid)
+    call = T.make_call(c, mode, pass_, _inputs(c.family, device, size))
+    _bench(benchmark, call, device, family=c.family, candidate=cid, mode=mode, size=size,
+           **{"pass": pass_})  # fmt: skip
+
+
+@pytest.mark.parametrize("pass_", T.PASSES)
+@pytest.mark.parametrize("cid", TORCH_IDS)
+def test_cpu_eager(benchmark: Any, cid: str, pass_: str) -> None:
+    _candidate_case(benchmark, cid, "cpu", "eager", pass_, CPU_SIZE)
+
+
+@pytest.mark.parametrize("pass_", T.PASSES)
+@pytest.mark.parametrize("cid", COMPILE_IDS)
+def test_cpu_compile(benchmark: Any, cid: str, pass_: str) -> None:
+    _candidate_case(benchmark, cid, "cpu", "compile", pass_, CPU_SIZE)
+
+
+def _copy_case(benchmark: Any, family: str, device: str, pass_: str, size: int) -> None:
+    call = T.make_copy(T.copy_elements(family, pass_, size), DTYPE, device)
+    _bench(benchmark, call, device, family=family, candidate=f"{family}/copy", mode="eager",
+           size=size, **{"pass": pass_})  # fmt: skip
+
+
+@pytest.mark.parametrize("pass_", T.PASSES)
+@pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
+def test_cpu_copy(benchmark: Any, family: str, pass_: str) -> None:
+    _copy_case(benchmark, family, "cpu", pass_, CPU_SIZE)
+
+
+@CUDA
+@pytest.mark.parametrize("pass_", T.PASSES)
+@pytest.mark.parametrize("mode", T.MODES)
+@pytest.mark.parametrize("cid", COMPILE_IDS)
+def test_cuda(benchmark: Any, cid: str, mode: str, pass_: str) -> None:
+    _candidate_case(benchmark, cid, "cuda", mode, pass_, CUDA_SIZE)
+
+
+@CUDA
+@pytest.mark.parametrize("pass_", T.PASSES)
+@pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
+def test_cuda_copy(benchmark: Any, family: str, pass_: str) -> None:
+    _copy_case(benchmark, family, "cuda", pass_, CUDA_SIZE)
