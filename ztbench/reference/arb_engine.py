@@ -16,7 +16,7 @@ import flint
 import numpy as np
 from flint import arb, ctx
 
-from ztbench.reference.formulas import FORMULAS, Backend, start_precision
+from ztbench.reference.formulas import Backend, evaluate_points, start_precision
 
 NAME = "arb"
 START_BITS = 64
@@ -65,27 +65,9 @@ def _point(family: str, formula, args: tuple, nq: int) -> tuple[list[float], boo
 def evaluate_chunk(
     family: str, k: np.ndarray, *params: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Certified float64 quantities at each point.
-
-    Returns ``(values, certified)``: values has shape (n_quantities, n) in the family's
-    quantity order, certified has shape (n,). Rows with k = 0 get NLL = +inf and NaN
-    gradients (a zero-truncated law gives k = 0 probability zero), certified.
-    """
-    formula = FORMULAS[family]
-    nq = 2 + len(params)
-    n = len(k)
-    values = np.empty((nq, n), dtype=np.float64)
-    certified = np.ones(n, dtype=bool)
+    """Certified float64 quantities at each point (see :func:`formulas.evaluate_points`)."""
     saved = ctx.prec
     try:
-        for j in range(n):
-            kj = int(k[j])
-            if kj == 0:
-                values[:, j] = [np.inf, np.inf] + [np.nan] * len(params)
-                continue
-            vals, ok = _point(family, formula, (kj, *(float(p[j]) for p in params)), nq)
-            values[:, j] = vals
-            certified[j] = ok
+        return evaluate_points(_point, family, k, params)
     finally:
         ctx.prec = saved
-    return values, certified

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -95,3 +97,32 @@ def start_precision(family: str, k: int, params: tuple[float, ...], first: int) 
     while prec < need:
         prec *= 2
     return prec
+
+
+PointFn = Callable[[str, Callable[..., tuple[Any, ...]], tuple, int], tuple[list[float], bool]]
+
+
+def evaluate_points(
+    point: PointFn, family: str, k: np.ndarray, params: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run an engine's per-point certifier over a chunk; the loop both engines share.
+
+    ``point(family, formula, (k, *params), n_quantities)`` returns the float64 quantities
+    of one point and whether they are certified. Returns ``(values, certified)`` with
+    shapes (n_quantities, n) and (n,). Rows with k = 0 get NLL = +inf and NaN gradients
+    (a zero-truncated law gives k = 0 probability zero), certified.
+    """
+    formula = FORMULAS[family]
+    nq = 2 + len(params)
+    n = len(k)
+    values = np.empty((nq, n), dtype=np.float64)
+    certified = np.ones(n, dtype=bool)
+    for j in range(n):
+        kj = int(k[j])
+        if kj == 0:
+            values[:, j] = [np.inf, np.inf] + [np.nan] * len(params)
+            continue
+        values[:, j], certified[j] = point(
+            family, formula, (kj, *(float(p[j]) for p in params)), nq
+        )
+    return values, certified

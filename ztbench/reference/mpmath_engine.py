@@ -14,7 +14,7 @@ import mpmath
 import numpy as np
 from mpmath import libmp
 
-from ztbench.reference.formulas import FORMULAS, Backend, start_precision
+from ztbench.reference.formulas import Backend, evaluate_points, start_precision
 
 NAME = "mpmath"
 START_BITS = 64
@@ -72,17 +72,4 @@ def evaluate_chunk(
     family: str, k: np.ndarray, *params: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Same contract as :func:`ztbench.reference.arb_engine.evaluate_chunk`."""
-    formula = FORMULAS[family]
-    nq = 2 + len(params)
-    n = len(k)
-    values = np.empty((nq, n), dtype=np.float64)
-    certified = np.ones(n, dtype=bool)
-    for j in range(n):
-        kj = int(k[j])
-        if kj == 0:
-            values[:, j] = [np.inf, np.inf] + [np.nan] * len(params)
-            continue
-        vals, ok = _point(family, formula, (kj, *(float(p[j]) for p in params)), nq)
-        values[:, j] = vals
-        certified[j] = ok
-    return values, certified
+    return evaluate_points(_point, family, k, params)
