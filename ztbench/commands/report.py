@@ -1,0 +1,22 @@
+"""``ztbench report``: turn a results directory into DIR/REPORT.md and its figures."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+HELP = "write DIR/REPORT.md (tables, heatmaps, sweeps, Pareto front) from a results directory"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="results directory (summary.csv, thresholds.csv, "
+                   "env.json; optional points.parquet, throughput.csv)")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from ztbench.report import build_report
+
+    t0 = time.perf_counter()
+    path = build_report(args.dir)
+    print(f"report: wrote {path} in {time.perf_counter() - t0:.1f} s")
+    return 0

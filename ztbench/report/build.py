@@ -1,0 +1,340 @@
+"""Build ``DIR/REPORT.md`` (and its figures) from a results directory.
+
+Sections (in order, see :data:`SECTIONS`): the recommendation per family and dtype, the
+published rules in plain words, the leaderboards, torch.compile against eager, the error
+heatmaps (value and gradients), the threshold sweeps, accuracy against throughput, the
+worst cases (with the ``ztbench eval`` command and input file that reproduce each) and the
+environment block. Optional inputs that are missing (throughput.csv, points.parquet) are
+named in the report, and the parts that need them are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ztbench.atomic import atomic_write_text
+from ztbench.report import plots
+from ztbench.report.data import Results, load_results
+from ztbench.report.tables import (
+    DTYPE_ORDER,
+    FAMILY_ORDER,
+    RANK_MODE,
+    board_keys,
+    board_markdown,
+    fmt,
+    inputs_text,
+    leaderboard,
+    markdown_table,
+    ordered,
+    published_paragraphs,
+    recommendations,
+    worst_cases,
+    worst_cases_markdown,
+)
+
+SECTIONS: tuple[str, ...] = (
+    "## Recommended candidates",
+    "## Published rules",
+    "## Leaderboards",
+    "## torch.compile against eager",
+    "## Error heatmaps",
+    "## Threshold sweeps",
+    "## Accuracy against throughput",
+    "## Worst cases",
+    "## Environment",
+)
+# the main candidates drawn in the heatmaps and listed in the worst cases (plus the
+# recommended one of each family, when it is not among them)
+MAIN_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "ztpoisson": ("ztpoisson/naive", "ztpoisson/published", "ztpoisson/stable",
+                  "ztpoisson/torch-distributions"),
+    "ztnb": ("ztnb/naive", "ztnb/published-code", "ztnb/published-text", "ztnb/softplus",
+             "ztnb/stable"),
+}  # fmt: skip
+REPORT_NAME = "REPORT.md"
+# (mu range, theta range) of the magnified ztnb heatmaps around the published switch curves
+RULES_WINDOW: tuple[tuple[float, float], tuple[float, float]] = ((1e-4, 1e3), (1e-2, 1e4))
+
+
+def _main_candidates(results: Results, recs: pd.DataFrame) -> dict[str, list[str]]:
+    s = results.summary
+    ok = s[(s["status"] == "ok") & (s["mode"] == RANK_MODE)]
+    present = set(ok["candidate"])
+    out: dict[str, list[str]] = {}
+    for fam in ordered(s["family"], FAMILY_ORDER):
+        main = [c for c in MAIN_CANDIDATES.get(fam, ()) if c in present]
+        if not recs.empty:
+            for c in recs[recs["family"] == fam]["candidate"]:
+                if c not in main and c in present:
+                    main.append(c)
+        if not main:  # unknown family set (e.g. a custom suite): the first few present
+            main = [c for c in dict.fromkeys(ok[ok["family"] == fam]["candidate"])][:4]
+        out[fam] = main
+    return out
+
+
+def _recommended_section(recs: pd.DataFrame, with_speed: bool) -> str:
+    if recs.empty:
+        return "No candidate was measured successfully, so there is no recommendation.\n"
+    rows = []
+    for r in recs.to_dict(orient="records"):
+        grads = [c[: -len("_max_ulp")] for c in r if c.endswith("_max_ulp") and c != "grad_max_ulp"
+                 and not (isinstance(r[c], float) and math.isnan(r[c]))]  # fmt: skip
+        gtext = ", ".join(f"{g} {fmt(r[f'{g}_max_ulp'])}" for g in grads) or "no gradient"
+        row = {"family": r["family"], "dtype": r["dtype"], "device": r["device"],
+               "recommended": f"**`{r['candidate']}`**",
+               "value max ulp": fmt(r["max_ulp"]) if not r["failures"]
+               else f"inf ({r['failures']} fail)",
+               "p99 ulp": fmt(r["p99_ulp"]), "gradient max ulp": gtext}  # fmt: skip
+        if with_speed:
+            row["fwd+bwd ×naive"] = fmt(r["ratio_fb"], 2)
+        rows.append(row)
+    rule = ("Rule: among the candidates measured in eager mode, the lowest max ulp error of the "
+            "value with zero failures (NaN/inf where the exact value is finite), then the "
+            "fewest gradient failures and lowest gradient max ulp, then the lowest "
+            "forward+backward cost relative to naive, then the id. It is the first row of the "
+            "matching leaderboard below.")  # fmt: skip
+    return markdown_table(pd.DataFrame(rows)) + "\n\n" + rule + "\n"
+
+
+def _compile_section(results: Results) -> str:
+    s = results.summary
+    s = s[(s["region"] == "all") & (s["quantity"] == "value") & (s["status"] == "ok")]
+    comp = s[s["mode"] == "compile"]
+    if comp.empty:
+        return "No candidate was measured under torch.compile in this run.\n"
+    eager = s[s["mode"] == RANK_MODE].set_index(["candidate", "dtype", "device"])
+    rows = []
+    for r in comp.to_dict(orient="records"):
+        key = (r["candidate"], r["dtype"], r["device"])
+        e = eager.loc[key] if key in eager.index else None
+        rows.append({"candidate": f"`{r['candidate']}`", "dtype": r["dtype"],
+                     "device": r["device"],
+                     "eager max ulp": "—" if e is None else
+                     (fmt(e["max_ulp"]) if not e["failures"] else f"inf ({e['failures']} fail)"),
+                     "compile max ulp": fmt(r["max_ulp"]) if not r["failures"]
+                     else f"inf ({r['failures']} fail)",
+                     "eager p99": "—" if e is None else fmt(e["p99_ulp"]),
+                     "compile p99": fmt(r["p99_ulp"])})  # fmt: skip
+    return (
+        "Value errors of the compiled candidates next to eager (compiled code is not "
+        "bit-identical to eager, so it is measured as a separate target):\n\n"
+        + markdown_table(pd.DataFrame(rows))
+        + "\n"
+    )
+
+
+def _figure_md(fig: plots.Figure | None) -> str:
+    if fig is None:
+        return ""
+    return f"![{fig.caption}]({fig.path})\n\n*{fig.caption}*\n\n"
+
+
+def _heatmaps(results: Results, main: dict[str, list[str]], device: str) -> str:
+    if results.points_path is None:
+        return (
+            "No points.parquet in this directory (run accuracy without `--no-points`), "
+            "so there are no heatmaps.\n"
+        )
+    s = results.summary
+    dtypes = ordered(s["dtype"], DTYPE_ORDER)
+    md = ["Each panel bins the plane in log-spaced cells and shows the largest log10 ulp error "
+          "of the points in each cell (grid and random points alike), on one colour scale per "
+          "figure. Panels: the main candidates "
+          + "; ".join(f"{fam}: " + ", ".join(f"`{c}`" for c in cs) for fam, cs in main.items())
+          + " (the recommended candidate is added when it is not among them). "
+          "These are the error counterparts of the NLL-value heatmaps of the original "
+          "write-up.\n"]  # fmt: skip
+    from ztbench.families import get_family
+
+    for fam, cands in main.items():
+        quantities = ("value", *get_family(fam).gradients)
+        md.append(f"### {fam}\n")
+        for q in quantities:
+            qc = cands
+            if q != "value":  # candidates without gradients (peers) have no panel
+                g = s[(s["quantity"] == q) & (s["status"] == "ok")]
+                qc = [c for c in cands if c in set(g["candidate"])]
+            if not qc:
+                continue
+            if fam == "ztpoisson":
+                fig = plots.heatmap_ztpoisson(results, results.dir, f"heatmap-{fam}-{q}.png", qc,
+                                              dtypes, device, q)  # fmt: skip
+                md.append(_figure_md(fig))
+            elif fam == "ztnb":
+                for d in dtypes:
+                    fig = plots.heatmap_ztnb(results, results.dir, f"heatmap-{fam}-{q}-{d}.png",
+                                             qc, d, device, q)  # fmt: skip
+                    md.append(_figure_md(fig))
+                if q == "value":  # the published rules' neighbourhood, magnified
+                    for d in dtypes:
+                        fig = plots.heatmap_ztnb(results, results.dir,
+                                                 f"heatmap-{fam}-{q}-{d}-rules.png", qc, d,
+                                                 device, q, zoom=RULES_WINDOW)  # fmt: skip
+                        md.append(_figure_md(fig))
+    return "\n".join(md)
+
+
+def _sweeps(results: Results) -> str:
+    t = results.thresholds
+    if t.empty:
+        return "This run swept no thresholds.\n"
+    rows = []
+    for (cand, dtype, device), g in t.groupby(["candidate", "dtype", "device"], sort=False):
+        best = g[g["best"]]
+        pub = g[g["published"]]
+        rows.append({"candidate": f"`{cand}`", "dtype": dtype, "device": device,
+                     "best t": fmt(best["t"].iloc[0]) if not best.empty else "—",
+                     "best max ulp": fmt(best["max_ulp"].iloc[0]) if not best.empty else "—",
+                     "published t": ", ".join(fmt(x) for x in pub["t"]) or "—",
+                     "published max ulp": ", ".join(fmt(x) for x in pub["max_ulp"]) or "—",
+                     "published max nats": ", ".join(fmt(x) for x in pub["max_abs_err"])
+                     or "—"})  # fmt: skip
+    fig = plots.sweep_plot(results, results.dir, "threshold-sweeps.png")
+    return _figure_md(fig) + markdown_table(pd.DataFrame(rows)) + "\n"
+
+
+def _pareto(results: Results) -> str:
+    if results.throughput is None:
+        return (
+            "No throughput.csv in this directory: throughput was not measured, so the "
+            "leaderboards have no speed columns and there is no Pareto plot. Run "
+            "`ztbench bench` (or the throughput verb) to add it.\n"
+        )
+    devices = ordered(results.summary["device"], ("cpu", "cuda"))
+    md = []
+    for device in devices:
+        md.append(_figure_md(plots.pareto_plot(results, results.dir, f"pareto-{device}.png",
+                                               device)))  # fmt: skip
+    text = "".join(md) or "The throughput rows do not match any measured candidate.\n"
+    return (text + "Throughput: eager mode, forward+backward, at the largest size measured for "
+            "the family's naive candidate; peers (float64, CPU, forward only, small sizes) have "
+            "no point here.\n")  # fmt: skip
+
+
+def _environment(results: Results) -> str:
+    env = results.env
+    pk = env.get("packages", {}) or {}
+    lines = [
+        f"ztbench {env.get('ztbench', '?')}, Python {env.get('python', '?')}, "
+        f"torch {env.get('torch', '?')}",
+        "packages: " + ", ".join(f"{k} {v}" for k, v in sorted(pk.items()) if v),
+        f"platform: {env.get('platform', '?')}",
+        f"cpu: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores), torch threads "
+        f"{env.get('torch_threads', '?')}",
+        f"devices: {', '.join(env.get('devices', []) or ['?'])}; CUDA "
+        + (", ".join(env.get("cuda_devices") or []) or "not available"),
+        f"suite: {env.get('suite_path', '?')} (sha256 {env.get('suite_sha256', '?')})",
+    ]
+    if results.throughput_settings:
+        st = results.throughput_settings
+        lines.append("throughput: " + ", ".join(f"{k} {v}" for k, v in st.items()
+                                                 if not isinstance(v, dict | list)))  # fmt: skip
+    return (
+        "```\n" + "\n".join(lines) + "\n```\n\n<details><summary>env.json</summary>\n\n"
+        "```json\n" + json.dumps(env, indent=2, sort_keys=True) + "\n```\n\n</details>\n"
+    )
+
+
+def build_report(directory: Path | str) -> Path:
+    """Write ``DIR/REPORT.md`` and its PNGs; return the report's path.
+
+    Raises :class:`~ztbench.errors.UserError` when a required file is missing or unreadable.
+    """
+    t0 = time.perf_counter()
+    results = load_results(directory)
+    s = results.summary
+    with_speed = results.throughput is not None
+    recs = recommendations(results)
+    main = _main_candidates(results, recs)
+    devices = ordered(s["device"], ("cpu", "cuda"))
+    first_device = devices[0] if devices else "cpu"
+    missing = []
+    if results.throughput is None:
+        missing.append("throughput.csv (no speed columns, no Pareto plot)")
+    if results.points_path is None:
+        missing.append("points.parquet (no heatmaps; worst cases without computed values)")
+
+    md = [f"# ztbench report: {results.env.get('suite_path', results.dir)}\n",
+          f"Results in `{results.dir}`: {int((s['status'] == 'ok').sum())} measured summary "
+          f"rows over {s['candidate'].nunique()} candidates, dtypes "
+          f"{', '.join(ordered(s['dtype'], DTYPE_ORDER))}, devices {', '.join(devices)}, "
+          f"modes {', '.join(ordered(s['mode'], ('eager', 'compile')))}. Errors are in ulp of the "
+          "dtype (units in the last place of the exact value rounded to that dtype) against "
+          "certified references at the dtype-rounded inputs; a failure is NaN/inf where the "
+          "exact value is finite. Absolute errors are in nats.\n"]  # fmt: skip
+    if missing:
+        md.append("**Not in this directory:** " + "; ".join(missing) + ".\n")
+    md.append(SECTIONS[0] + "\n")
+    md.append(_recommended_section(recs, with_speed))
+    md.append(SECTIONS[1] + "\n")
+    paras = published_paragraphs(results)
+    md.append("\n\n".join(paras) + "\n" if paras else "No published rule was measured.\n")
+    md.append(SECTIONS[2] + "\n")
+    md.append("Ranked by the max ulp error of the value (failures last), eager mode, region "
+              "`all`. Gradient columns: max ulp of each autograd gradient; peers have no "
+              "gradient. ×naive: time per element relative to the family's naive formula "
+              "(above 1 is slower)"
+              + (" at the largest size measured." if with_speed else
+                 "; not measured in this run.") + "\n")  # fmt: skip
+    for key in board_keys(results):
+        board = leaderboard(results, key)
+        if board.empty:
+            continue
+        md.append(f"### {key.family} · {key.dtype} · {key.device}\n")
+        md.append(board_markdown(board, key.family, with_speed) + "\n")
+    md.append(SECTIONS[3] + "\n")
+    md.append(_compile_section(results))
+    md.append(SECTIONS[4] + "\n")
+    md.append(_heatmaps(results, main, first_device))
+    md.append(SECTIONS[5] + "\n")
+    md.append(_sweeps(results))
+    md.append(SECTIONS[6] + "\n")
+    md.append(_pareto(results))
+    md.append(SECTIONS[7] + "\n")
+    dtypes = ordered(s["dtype"], DTYPE_ORDER)
+    cases = worst_cases(results, main, dtypes)
+    if cases.empty:
+        md.append("No worst cases (nothing was measured).\n")
+    else:
+        md.append("The input with the largest value error of each main candidate per dtype "
+                  "(eager). The input files are in `worst_cases/` (inputs already rounded to "
+                  "the dtype); `ztbench eval` prints the value it computes."
+                  + ("" if results.points_path else " Computed and exact values need "
+                     "points.parquet, absent here.") + "\n")  # fmt: skip
+        md.append(worst_cases_markdown(cases) + "\n")
+    md.append(SECTIONS[8] + "\n")
+    md.append(_environment(results))
+    md.append(f"\n*Report built by `ztbench report` in {time.perf_counter() - t0:.1f} s.*\n")
+    path = results.dir / REPORT_NAME
+    atomic_write_text(path, "\n".join(md))
+    return path
+
+
+def terminal_leaderboard(directory: Path | str, dtypes: tuple[str, ...] = ("float32", "float64"),
+                         top: int = 3) -> list[str]:  # fmt: skip
+    """Short text leaderboard: the top ``top`` candidates per family for ``dtypes``."""
+    results = load_results(directory)
+    lines = []
+    for key in board_keys(results):
+        if key.dtype not in dtypes:
+            continue
+        board = leaderboard(results, key)
+        ranked = board[board["rank"].notna()].head(top) if not board.empty else board
+        if ranked.empty:
+            continue
+        lines.append(f"{key.family} {key.dtype} {key.device}:")
+        for r in ranked.to_dict(orient="records"):
+            val = fmt(r["max_ulp"]) if not r["failures"] else f"inf ({r['failures']} fail)"
+            speed = "" if math.isnan(r["ratio_fb"]) else f"  x{r['ratio_fb']:.2f} naive"
+            lines.append(f"  {int(r['rank'])}. {r['candidate']:<30} max {val:>10} ulp  "
+                         f"p99 {fmt(r['p99_ulp']):>8} ulp{speed}")  # fmt: skip
+    return lines
+
+
+__all__ = ["SECTIONS", "build_report", "inputs_text", "terminal_leaderboard"]

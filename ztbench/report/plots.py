@@ -1,0 +1,439 @@
+"""Report figures (matplotlib, Agg backend): error heatmaps, threshold sweeps, Pareto fronts.
+
+Every figure is written atomically as a modest-dpi PNG (the committed report must stay
+small) and returned with its caption. Colour maps are colour-blind safe (cividis); a bin
+with a failure (NaN/inf where the reference is finite) is drawn red AND hatched, so it
+reads as distinct without colour; a bin without points is light grey.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.colors import ListedColormap
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import LogLocator, NullLocator
+
+from ztbench.atomic import atomic_path
+from ztbench.report.data import Results
+from ztbench.report.tables import DTYPE_ORDER, RANK_MODE, ordered, speed_table
+
+DPI = 72
+CMAP = "cividis"
+FAIL_COLOR = "#d62728"
+EMPTY_COLOR = "#e6e6e6"
+NBINS_X = 48
+NBINS_Y = 28
+# ztnb heatmaps: one column per band of k (a max over the band, so random samples count)
+K_BANDS: tuple[tuple[str, float, float], ...] = (
+    ("k = 1", 1.0, 1.0),
+    ("2 ≤ k ≤ 100", 2.0, 100.0),
+    ("k > 100", 101.0, math.inf),
+)
+SWEEP_STYLES = {"float64": ("#0072b2", "o"), "float32": ("#e69f00", "s"),
+                "bfloat16": ("#009e73", "^"), "float16": ("#cc79a7", "D")}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A written figure: its file (relative to the results directory) and caption."""
+
+    path: str
+    caption: str
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- heatmaps
+
+
+def _log_ulp(ulp: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log10(np.maximum(ulp, 1e-300))
+
+
+def bin_max(x: np.ndarray, y: np.ndarray, err: np.ndarray, fail: np.ndarray,
+            xedges: np.ndarray, yedges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Max of ``err`` per (log10 x, log10 y) bin, and whether a bin holds a failure.
+
+    Returns ``(values, failed)`` of shape (len(yedges)-1, len(xedges)-1); bins without
+    points are NaN in ``values``.
+    """
+    nx, ny = len(xedges) - 1, len(yedges) - 1
+    lx, ly = np.log10(x), np.log10(y)
+    ix = np.clip(np.searchsorted(xedges, lx, side="right") - 1, 0, nx - 1)
+    iy = np.clip(np.searchsorted(yedges, ly, side="right") - 1, 0, ny - 1)
+    flat = iy * nx + ix
+    vals = np.full(nx * ny, -np.inf)
+    count = np.zeros(nx * ny, dtype=np.int64)
+    np.add.at(count, flat, 1)
+    good = ~fail & np.isfinite(err)
+    np.maximum.at(vals, flat[good], err[good])
+    failed = np.zeros(nx * ny, dtype=bool)
+    failed[flat[~good]] = True
+    vals[count == 0] = np.nan
+    vals[failed] = np.nan
+    vals[(count > 0) & ~failed & np.isneginf(vals)] = np.nan
+    return vals.reshape(ny, nx), failed.reshape(ny, nx)
+
+
+def nbins_for(n_points: int, most: int) -> int:
+    """Bins per axis: fewer for sparse data (about 4 points per bin on a full grid)."""
+    return int(min(most, max(10, math.sqrt(max(n_points, 1)) / 2)))
+
+
+def _edges(values: list[np.ndarray], nbins: int) -> np.ndarray:
+    allv = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values] or [np.array([1.0])])
+    if allv.size == 0:
+        allv = np.array([1.0, 10.0])
+    lo, hi = np.log10(allv.min()), np.log10(allv.max())
+    if hi - lo < 1:
+        lo, hi = lo - 0.5, hi + 0.5
+    pad = (hi - lo) / nbins / 2
+    return np.linspace(lo - pad, hi + pad, nbins + 1)
+
+
+def _panel(ax: plt.Axes, xe: np.ndarray, ye: np.ndarray, vals: np.ndarray, failed: np.ndarray,
+           vmax: float) -> object:  # fmt: skip
+    X, Y = 10.0**xe, 10.0**ye
+    ax.set_facecolor(EMPTY_COLOR)
+    mesh = ax.pcolormesh(X, Y, np.ma.masked_invalid(vals), cmap=CMAP, vmin=0.0, vmax=vmax,
+                         shading="flat", rasterized=True)  # fmt: skip
+    if failed.any():
+        ax.pcolor(X, Y, np.ma.masked_where(~failed, np.ones_like(vals)),
+                  cmap=ListedColormap([FAIL_COLOR]), hatch="xxx", edgecolor="black",
+                  linewidth=0.0)  # fmt: skip
+    _log_axes(ax)
+    return mesh
+
+
+def _log_axes(ax: plt.Axes) -> None:
+    """Log axes with a few major ticks and no minor ones (fast, legible when small)."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10.0, numticks=5))
+        axis.set_minor_locator(NullLocator())
+
+
+def rule_curves(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The published ztnb switch curves as theta(mu), NaN where a curve does not exist.
+
+    Code rule: theta + mu = 15. Text rule: the boundary of {mu + theta > 15} union
+    {(mu - 1)(theta - 1) > 15}, i.e. theta = min(15 - mu, 1 + 15/(mu - 1)) for mu > 1
+    (the second set is empty for mu <= 1).
+    """
+    code = np.where(mu < 15, 15 - mu, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hyper = np.where(mu > 1, 1 + 15 / (mu - 1), np.inf)
+    text = np.where(mu < 15, np.minimum(15 - mu, hyper), np.nan)
+    return code, text
+
+
+def _ztnb_rule_curves(ax: plt.Axes, xe: np.ndarray, ye: np.ndarray) -> None:
+    mu = np.logspace(xe[0], min(xe[-1], np.log10(15.0) - 1e-9), 300)
+    code, text = rule_curves(mu)
+    ax.plot(mu, code, color="white", lw=2.0)
+    ax.plot(mu, text, color="#ff7f0e", lw=1.4, ls="--")
+    ax.set_xlim(10.0 ** xe[0], 10.0 ** xe[-1])
+    ax.set_ylim(10.0 ** ye[0], 10.0 ** ye[-1])
+
+
+def _read_heat(results: Results, family: str, cand: str, dtype: str, device: str,
+               quantity: str, xcol: str, ycol: str) -> pd.DataFrame:  # fmt: skip
+    cols = [xcol, ycol, "ulp_err", "failure"] + (["k"] if "k" not in (xcol, ycol) else [])
+    return results.read_points(cols, family=family, candidate=cand, dtype=dtype, device=device,
+                               mode=RANK_MODE, quantity=quantity)  # fmt: skip
+
+
+def heatmap_ztpoisson(results: Results, out: Path, name: str, candidates: list[str],
+                      dtypes: list[str], device: str, quantity: str) -> Figure | None:  # fmt: skip
+    """log10 ulp error over (lam, k): rows candidates, columns dtypes."""
+    data = {(c, d): _read_heat(results, "ztpoisson", c, d, device, quantity, "lam", "k")
+            for c in candidates for d in dtypes}  # fmt: skip
+    data = {key: df for key, df in data.items() if not df.empty}
+    if not data:
+        return None
+    rows = [c for c in candidates if any((c, d) in data for d in dtypes)]
+    n = max(len(df) for df in data.values())
+    xe = _edges([df["lam"].to_numpy() for df in data.values()], nbins_for(n, NBINS_X))
+    ye = _edges([df["k"].to_numpy() for df in data.values()], nbins_for(n, NBINS_Y))
+    binned = {key: bin_max(df["lam"].to_numpy(), df["k"].to_numpy(),
+                           _log_ulp(df["ulp_err"].to_numpy()), df["failure"].to_numpy(), xe, ye)
+              for key, df in data.items()}  # fmt: skip
+    vmax = _vmax(binned)
+    fig, axes = plt.subplots(
+        len(rows),
+        len(dtypes),
+        figsize=(3.3 * len(dtypes) + 1.2, 2.5 * len(rows) + 1.3),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
+    mesh = None
+    for i, c in enumerate(rows):
+        for j, d in enumerate(dtypes):
+            ax = axes[i, j]
+            if (c, d) not in binned:
+                ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
+                ax.set_facecolor(EMPTY_COLOR)
+            else:
+                mesh = _panel(ax, xe, ye, *binned[(c, d)], vmax)
+                ax.axvline(10.0, color="white", lw=1.8)
+            ax.set_title(f"{c.split('/', 1)[1]} · {d}", fontsize=10)
+            if i == len(rows) - 1:
+                ax.set_xlabel("lam (mean, log scale)")
+            if j == 0:
+                ax.set_ylabel("k (count, log scale)")
+    what = "value" if quantity == "value" else f"gradient {quantity}"
+    fig.suptitle(f"ztpoisson: log10 ulp error of the {what} over (lam, k), {device}, eager\n"
+                 "max over each bin", fontsize=12)  # fmt: skip
+    legend = [Patch(facecolor=FAIL_COLOR, hatch="xxx", edgecolor="black",
+                    label="failure (NaN/inf) in bin"),
+              Patch(facecolor=EMPTY_COLOR, edgecolor="grey", label="no points"),
+              Line2D([], [], color="white", lw=1.6, marker="", label="published switch lam = 10",
+                     markeredgecolor="black", path_effects=None)]  # fmt: skip
+    _finish(fig, axes, mesh, legend)
+    _save(fig, out / name)
+    return Figure(
+        name,
+        f"ztpoisson {what}: log10 ulp error over (lam, k); rows "
+        f"{', '.join(f'`{c}`' for c in rows)}; columns {', '.join(dtypes)}.",
+    )
+
+
+def heatmap_ztnb(results: Results, out: Path, name: str, candidates: list[str], dtype: str,
+                 device: str, quantity: str,
+                 zoom: tuple[tuple[float, float], tuple[float, float]] | None = None,
+                 ) -> Figure | None:  # fmt: skip
+    """log10 ulp error over (mu, theta): rows candidates, columns bands of k.
+
+    ``zoom``: ``((mu_min, mu_max), (theta_min, theta_max))`` to draw only that window.
+    """
+    data = {c: _read_heat(results, "ztnb", c, dtype, device, quantity, "mu", "theta")
+            for c in candidates}  # fmt: skip
+    data = {c: df for c, df in data.items() if not df.empty}
+    if not data:
+        return None
+    if zoom is not None:
+        (x0, x1), (y0, y1) = zoom
+        data = {c: df[(df["mu"] >= x0) & (df["mu"] <= x1) & (df["theta"] >= y0)
+                      & (df["theta"] <= y1)] for c, df in data.items()}  # fmt: skip
+        data = {c: df for c, df in data.items() if not df.empty}
+        if not data:
+            return None
+    rows = list(data)
+    n = max(len(df) for df in data.values()) // len(K_BANDS)
+    xe = _edges([df["mu"].to_numpy() for df in data.values()], nbins_for(n, NBINS_X))
+    ye = _edges([df["theta"].to_numpy() for df in data.values()], nbins_for(n, NBINS_Y + 8))
+    binned = {}
+    for c, df in data.items():
+        k = df["k"].to_numpy()
+        for b, (_, lo, hi) in enumerate(K_BANDS):
+            m = (k >= lo) & (k <= hi)
+            if m.any():
+                binned[(c, b)] = bin_max(df["mu"].to_numpy()[m], df["theta"].to_numpy()[m],
+                                         _log_ulp(df["ulp_err"].to_numpy()[m]),
+                                         df["failure"].to_numpy()[m], xe, ye)  # fmt: skip
+    vmax = _vmax(binned)
+    nb = len(K_BANDS)
+    fig, axes = plt.subplots(len(rows), nb, figsize=(3.3 * nb + 1.2, 2.5 * len(rows) + 1.3),
+                             squeeze=False, sharex=True, sharey=True)  # fmt: skip
+    mesh = None
+    for i, c in enumerate(rows):
+        for j, (label, _, _) in enumerate(K_BANDS):
+            ax = axes[i, j]
+            if (c, j) not in binned:
+                ax.text(0.5, 0.5, "no points", ha="center", transform=ax.transAxes)
+                ax.set_facecolor(EMPTY_COLOR)
+                _log_axes(ax)
+            else:
+                mesh = _panel(ax, xe, ye, *binned[(c, j)], vmax)
+                _ztnb_rule_curves(ax, xe, ye)
+            ax.set_title(f"{c.split('/', 1)[1]} · {label}", fontsize=10)
+            if i == len(rows) - 1:
+                ax.set_xlabel("mu (mean, log scale)")
+            if j == 0:
+                ax.set_ylabel("theta (log scale)")
+    what = "value" if quantity == "value" else f"gradient {quantity}"
+    window = "" if zoom is None else " (the published rules' neighbourhood)"
+    fig.suptitle(f"ztnb: log10 ulp error of the {what} over (mu, theta){window}, {dtype}, "
+                 f"{device}, eager\nmax over each bin and band of k", fontsize=12)  # fmt: skip
+    legend = [Patch(facecolor=FAIL_COLOR, hatch="xxx", edgecolor="black",
+                    label="failure (NaN/inf) in bin"),
+              Patch(facecolor=EMPTY_COLOR, edgecolor="grey", label="no points"),
+              Line2D([], [], color="white", lw=1.6, label="code rule theta + mu = 15"),
+              Line2D([], [], color="#ff7f0e", lw=1.4, ls="--",
+                     label="text rule: mu + theta > 15 or (mu-1)(theta-1) > 15")]  # fmt: skip
+    _finish(fig, axes, mesh, legend)
+    _save(fig, out / name)
+    return Figure(
+        name,
+        f"ztnb {what}, {dtype}: log10 ulp error over (mu, theta){window} by "
+        "band of k; "
+        f"rows {', '.join(f'`{c}`' for c in rows)}.",
+    )
+
+
+def _vmax(binned: dict) -> float:
+    finite = [v[np.isfinite(v)] for v, _ in binned.values()]
+    finite = [f for f in finite if f.size]
+    vmax = max((float(f.max()) for f in finite), default=1.0)
+    return max(1.0, math.ceil(vmax))
+
+
+def _finish(fig: plt.Figure, axes: np.ndarray, mesh: object, legend: list) -> None:
+    h = fig.get_figheight()
+    fig.subplots_adjust(left=0.1, right=0.88, top=1 - 0.95 / h, bottom=1.05 / h,
+                        hspace=0.32, wspace=0.08)  # fmt: skip
+    if mesh is not None:
+        cax = fig.add_axes((0.9, 0.15, 0.018, 0.7))
+        cb = fig.colorbar(mesh, cax=cax)
+        cb.set_label("log10(ulp error)  (0 = within 1 ulp)")
+    leg = fig.legend(handles=legend, loc="lower center", ncol=min(len(legend), 4),
+                     fontsize=9, frameon=True, facecolor="#b0b0b0")  # fmt: skip
+    leg.get_frame().set_edgecolor("black")
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def sweep_plot(results: Results, out: Path, name: str) -> Figure | None:
+    """Max and p99 ulp error of each threshold family against t, per dtype (first device)."""
+    t = results.thresholds
+    if t.empty:
+        return None
+    cands = list(dict.fromkeys(t["candidate"]))
+    fig, axes = plt.subplots(1, len(cands), figsize=(4.6 * len(cands), 4.4), squeeze=False)
+    for ax, cand in zip(axes[0], cands, strict=True):
+        ct = t[t["candidate"] == cand]
+        device = ordered(ct["device"], ("cpu", "cuda"))[0]
+        ct = ct[ct["device"] == device]
+        for dtype in ordered(ct["dtype"], DTYPE_ORDER):
+            d = ct[ct["dtype"] == dtype].sort_values("t")
+            color, marker = SWEEP_STYLES.get(dtype, ("black", "o"))
+            fin = np.isfinite(d["max_ulp"])
+            ax.plot(d["t"][fin], d["max_ulp"][fin], color=color, marker=marker, ms=3.5,
+                    label=f"{dtype} max")  # fmt: skip
+            ax.plot(d["t"], d["p99_ulp"], color=color, ls="--", lw=1, label=f"{dtype} p99")
+            best = d[d["best"]]
+            if not best.empty:
+                ax.plot(best["t"], best["max_ulp"], marker="*", ms=14, color=color,
+                        markeredgecolor="black", ls="none")  # fmt: skip
+        for tp in sorted(set(ct[ct["published"]]["t"])):
+            ax.axvline(tp, color="black", ls=":", lw=1.2)
+            ax.annotate(f"published t={tp:g}", (tp, 0), xycoords=("data", "axes fraction"),
+                        xytext=(3, 4), textcoords="offset points", fontsize=8)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("threshold t (log scale)")
+        ax.set_ylabel("value error (ulp, log scale)")
+        ax.set_title(f"{cand} ({device}, eager)", fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    handles.append(Line2D([], [], marker="*", ms=12, color="grey", markeredgecolor="black",
+                          ls="none"))  # fmt: skip
+    labels.append("best t (per dtype)")
+    handles.append(Line2D([], [], color="black", ls=":"))
+    labels.append("published t")
+    fig.suptitle("Threshold sweeps: max (solid) and p99 (dashed) ulp error of the value "
+                 "against the switch threshold t", fontsize=12)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=9)
+    _save(fig, out / name)
+    return Figure(
+        name,
+        "Threshold sweeps: max and p99 ulp error against t per dtype; stars "
+        "mark the best t, dotted lines the published t. Points where the max is "
+        "infinite (failures) are left out of the solid line.",
+    )
+
+
+# ----------------------------------------------------------------------------- Pareto
+
+
+def pareto_front(speed: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated points (higher speed, lower error), by speed."""
+    order = np.argsort(-speed, kind="stable")
+    front, best = [], math.inf
+    for i in order:
+        if err[i] < best:
+            front.append(i)
+            best = err[i]
+    return np.array(front, dtype=np.int64)
+
+
+def pareto_plot(results: Results, out: Path, name: str, device: str,
+                pass_: str = "forward+backward") -> Figure | None:  # fmt: skip
+    """Max ulp error of the value against elements/s (eager, largest size), per dtype."""
+    speed = speed_table(results)
+    if speed.empty:
+        return None
+    s = results.summary
+    s = s[(s["quantity"] == "value") & (s["region"] == "all") & (s["mode"] == RANK_MODE)
+          & (s["device"] == device) & (s["status"] == "ok")]  # fmt: skip
+    sp = speed[(speed["device"] == device) & (speed["mode"] == RANK_MODE)
+               & (speed["pass"] == pass_)]  # fmt: skip
+    merged = s.merge(sp, on=["family", "candidate", "dtype", "device", "mode"])
+    if merged.empty:
+        return None
+    fams = ordered(merged["family"], ("ztpoisson", "ztnb"))
+    dtypes = ordered(merged["dtype"], DTYPE_ORDER)
+    fig, axes = plt.subplots(len(fams), len(dtypes), figsize=(4.8 * len(dtypes),
+                             4.0 * len(fams) + 0.8), squeeze=False)  # fmt: skip
+    for i, fam in enumerate(fams):
+        for j, dtype in enumerate(dtypes):
+            ax = axes[i, j]
+            d = merged[(merged["family"] == fam) & (merged["dtype"] == dtype)]
+            if d.empty:
+                ax.text(0.5, 0.5, "no data", ha="center", transform=ax.transAxes)
+                continue
+            x = d["elements_per_s"].to_numpy(dtype=float)
+            y = d["max_ulp"].to_numpy(dtype=float)
+            fin = np.isfinite(y)
+            top = (np.nanmax(y[fin]) if fin.any() else 1.0) * 30
+            yp = np.where(fin, np.maximum(y, 0.1), top)
+            ax.scatter(x[fin], yp[fin], color="#0072b2", s=28, zorder=3, label="candidate")
+            if (~fin).any():
+                ax.scatter(x[~fin], yp[~fin], color=FAIL_COLOR, marker="X", s=50, zorder=3,
+                           label="failures (max = inf), drawn at the top")  # fmt: skip
+            front = pareto_front(x, np.where(fin, y, np.inf))
+            front = front[np.isfinite(y[front])]
+            if front.size:
+                ax.step(x[front], yp[front], where="post", color="#e69f00", lw=1.5, zorder=2)
+                ax.scatter(x[front], yp[front], s=110, facecolors="none", edgecolors="#e69f00",
+                           linewidths=1.8, zorder=4, label="Pareto front")  # fmt: skip
+            for xi, yi, c in zip(x, yp, d["candidate"], strict=True):
+                ax.annotate(c.split("/", 1)[1], (xi, yi), xytext=(4, 3),
+                            textcoords="offset points", fontsize=7.5)  # fmt: skip
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            size = int(d["size"].iloc[0])
+            ax.set_title(f"{fam} · {dtype} (size {size:.0e})", fontsize=10)
+            ax.set_xlabel(f"throughput, {pass_} (elements/s, log scale)")
+            ax.set_ylabel("max ulp error of the value (log)")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Accuracy against throughput ({device}, eager, {pass_}): lower right is "
+                 "better", fontsize=12)  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    _save(fig, out / name)
+    return Figure(
+        name,
+        f"Accuracy against throughput on {device} ({pass_}, eager, the largest "
+        "size measured); the orange steps join the Pareto-optimal candidates.",
+    )

@@ -1,0 +1,462 @@
+"""Report tables: leaderboards, recommendations, published-rule paragraphs, worst cases.
+
+Ranking (leaderboard and recommendation use the same key, so the recommended candidate is
+always the leaderboard's first row): among the candidates measured (status ``ok``) in
+eager mode on one family x dtype x device, region ``all``:
+
+1. value failures (NaN/inf where the reference is finite), fewest first (zero first);
+2. max ulp error of the value, smallest first;
+3. gradients: total gradient failures, then the worst max ulp over the parameters
+   (candidates without gradients, i.e. peers, rank after every candidate with them);
+4. speed: forward+backward cost relative to naive (throughput.csv, eager, the largest size
+   measured; missing: last), then forward;
+5. the candidate id (a deterministic last resort).
+
+Unsupported candidates (dtype not supported, evaluation failed) are listed below the
+ranked rows, without a rank.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ztbench.atomic import atomic_path
+from ztbench.families import get_family
+from ztbench.report.data import Results
+
+RANK_MODE = "eager"
+SPEED_PASSES: tuple[str, ...] = ("forward+backward", "forward")
+# each published rule and the threshold families that sweep its switch
+PUBLISHED_RULES: dict[str, tuple[str, ...]] = {
+    "ztpoisson/published": ("ztpoisson/threshold",),
+    "ztnb/published-code": ("ztnb/threshold-sum", "ztnb/threshold-w"),
+    "ztnb/published-text": ("ztnb/threshold-sum", "ztnb/threshold-w"),
+}
+RULE_TEXT: dict[str, str] = {
+    "ztpoisson/published": "replaces log(e^lam - 1) by lam when lam > 10 (the published code)",
+    "ztnb/published-code": "replaces log((theta+mu)^theta - theta^theta) by theta log(theta+mu) "
+    "when theta + mu > 15 (the published code, with its clamps and float32 lgamma)",
+    "ztnb/published-text": "makes the same replacement when mu + theta > 15 or "
+    "(mu - 1)(theta - 1) > 15 (the rule as the publication's text states it)",
+}
+# the regions where each rule's switch matters (when the suite defines them)
+RULE_REGIONS: dict[str, tuple[str, ...]] = {
+    "ztpoisson/published": ("near-lam-10",),
+    "ztnb/published-code": ("sum-rule-wrong", "near-sum-15"),
+    "ztnb/published-text": ("sum-rule-wrong", "near-sum-15"),
+}
+FAMILY_ORDER: tuple[str, ...] = ("ztpoisson", "ztnb")
+DTYPE_ORDER: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    """A number for a table: ``inf``, ``—`` for NaN, else ``digits`` significant digits."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    x = float(x)
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0"
+    if 1e-3 <= abs(x) < 1e5:
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits - 1}e}".replace("e+0", "e+").replace("e-0", "e-")
+
+
+def fmt_input(x: float) -> str:
+    """An input value, exactly enough to find it again (shortest repr of the float64)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    x = float(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table of a frame of strings (no index)."""
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        cells = [str(c).replace("|", "\\|").replace("\n", " ") for c in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ordered(values: Iterable[str], order: tuple[str, ...]) -> list[str]:
+    """Unique values, those in ``order`` first (in that order), then the rest sorted."""
+    uniq = list(dict.fromkeys(values))
+    return [v for v in order if v in uniq] + sorted(v for v in uniq if v not in order)
+
+
+def inputs_text(family: str, k: float, lam: float, mu: float, theta: float) -> str:
+    """``k = 1, lam = 1e-30`` style text for one input point."""
+    if family == "ztpoisson":
+        return f"k = {fmt_input(k)}, lam = {fmt_input(lam)}"
+    return f"k = {fmt_input(k)}, mu = {fmt_input(mu)}, theta = {fmt_input(theta)}"
+
+
+# ----------------------------------------------------------------------------- speed
+
+
+def speed_table(results: Results) -> pd.DataFrame:
+    """Per family x candidate x dtype x device x mode x pass: throughput at the largest size.
+
+    The largest size with an ``ok`` row for the family's naive candidate (else for any
+    candidate) in that dtype/device/mode/pass; columns ``size``, ``elements_per_s``,
+    ``ratio_to_naive``. Empty when there is no throughput.csv.
+    """
+    cols = ["family", "candidate", "dtype", "device", "mode", "pass", "size",
+            "elements_per_s", "ratio_to_naive"]  # fmt: skip
+    tp = results.throughput
+    if tp is None or tp.empty:
+        return pd.DataFrame(columns=cols)
+    ok = tp[tp["status"] == "ok"].copy()
+    if ok.empty:
+        return pd.DataFrame(columns=cols)
+    group = ["family", "dtype", "device", "mode", "pass"]
+    naive = ok[ok["candidate"] == ok["family"] + "/naive"]
+    sizes = naive.groupby(group)["size"].max()
+    sizes_any = ok.groupby(group)["size"].max()
+    sizes = sizes.combine_first(sizes_any).rename("ref_size").reset_index()
+    ok = ok.merge(sizes, on=group)
+    ok = ok[ok["size"] == ok["ref_size"]]
+    return ok[cols].reset_index(drop=True)
+
+
+def _speed_of(speed: pd.DataFrame, family: str, cand: str, dtype: str, device: str,
+              mode: str, pass_: str) -> tuple[float, float, float]:  # fmt: skip
+    """(ratio_to_naive, elements_per_s, size) or NaNs."""
+    if speed.empty:
+        return math.nan, math.nan, math.nan
+    m = speed[(speed["family"] == family) & (speed["candidate"] == cand)
+              & (speed["dtype"] == dtype) & (speed["device"] == device)
+              & (speed["mode"] == mode) & (speed["pass"] == pass_)]  # fmt: skip
+    if m.empty:
+        return math.nan, math.nan, math.nan
+    r = m.iloc[0]
+    return float(r["ratio_to_naive"]), float(r["elements_per_s"]), float(r["size"])
+
+
+# ----------------------------------------------------------------------------- leaderboard
+
+
+@dataclass(frozen=True)
+class BoardKey:
+    """One leaderboard: a family on one dtype and device (eager mode)."""
+
+    family: str
+    dtype: str
+    device: str
+
+
+def board_keys(results: Results) -> list[BoardKey]:
+    """Every family x dtype x device the summary has rows for, in report order."""
+    s = results.summary
+    keys = []
+    for fam in ordered(s["family"], FAMILY_ORDER):
+        fs = s[s["family"] == fam]
+        for dtype in ordered(fs["dtype"], DTYPE_ORDER):
+            for device in ordered(fs[fs["dtype"] == dtype]["device"], ("cpu", "cuda")):
+                keys.append(BoardKey(fam, dtype, device))
+    return keys
+
+
+def _kind(candidate_id: str) -> str:
+    from ztbench.candidates import get_candidate
+
+    try:
+        return get_candidate(candidate_id).kind
+    except ValueError:
+        return "?"
+
+
+def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.DataFrame:
+    """Numeric leaderboard of ``key``: ranked rows (``rank`` 1..n) then unranked ones.
+
+    Columns: rank, candidate, kind, status, failures, max_ulp, p99_ulp, max_abs_err,
+    worst_k/lam/mu/theta, one ``<grad>_max_ulp``, ``<grad>_failures`` and
+    ``<grad>_status`` per gradient, grad_failures, grad_max_ulp, ratio_fb, ratio_fwd,
+    speed_size.
+    """
+    fam = get_family(key.family)
+    grads = fam.gradients
+    s = results.summary
+    s = s[(s["family"] == key.family) & (s["dtype"] == key.dtype) & (s["device"] == key.device)
+          & (s["mode"] == mode) & (s["region"] == "all")]  # fmt: skip
+    speed = speed_table(results)
+    rows = []
+    for cand in dict.fromkeys(s["candidate"]):
+        cs = s[s["candidate"] == cand]
+        val = cs[cs["quantity"] == "value"]
+        if val.empty:
+            continue
+        v = val.iloc[0]
+        row: dict = {"candidate": cand, "kind": _kind(cand), "status": v["status"],
+                     "failures": int(v["failures"]), "max_ulp": float(v["max_ulp"]),
+                     "p99_ulp": float(v["p99_ulp"]), "max_abs_err": float(v["max_abs_err"]),
+                     "n": int(v["n"])}  # fmt: skip
+        for c in ("k", "lam", "mu", "theta"):
+            row[f"worst_{c}"] = float(v[f"worst_{c}"])
+        gfail, gmax, has_grad = 0, 0.0, False
+        for g in grads:
+            gr = cs[cs["quantity"] == g]
+            status = gr.iloc[0]["status"] if not gr.empty else "no gradient"
+            row[f"{g}_status"] = status
+            if status == "ok":
+                has_grad = True
+                row[f"{g}_max_ulp"] = float(gr.iloc[0]["max_ulp"])
+                row[f"{g}_failures"] = int(gr.iloc[0]["failures"])
+                gfail += row[f"{g}_failures"]
+                gmax = max(gmax, row[f"{g}_max_ulp"])
+            else:
+                row[f"{g}_max_ulp"], row[f"{g}_failures"] = math.nan, 0
+        row["grad_failures"] = gfail if has_grad else math.inf
+        row["grad_max_ulp"] = gmax if has_grad else math.inf
+        fb = _speed_of(speed, key.family, cand, key.dtype, key.device, mode, SPEED_PASSES[0])
+        fw = _speed_of(speed, key.family, cand, key.dtype, key.device, mode, SPEED_PASSES[1])
+        row["ratio_fb"], row["ratio_fwd"] = fb[0], fw[0]
+        row["eps_fb"], row["eps_fwd"] = fb[1], fw[1]
+        row["speed_size"] = fb[2] if not math.isnan(fb[2]) else fw[2]
+        rows.append(row)
+    board = pd.DataFrame(rows)
+    if board.empty:
+        return board
+    ok = board[board["status"] == "ok"].copy()
+    rest = board[board["status"] != "ok"].copy()
+
+    def nan_last(x: pd.Series) -> pd.Series:
+        return x.fillna(math.inf)
+
+    ok["_k"] = list(zip(ok["failures"], nan_last(ok["max_ulp"]), ok["grad_failures"],
+                        nan_last(ok["grad_max_ulp"]), nan_last(ok["ratio_fb"]),
+                        nan_last(ok["ratio_fwd"]), ok["candidate"], strict=True))  # fmt: skip
+    ok = ok.sort_values("_k", kind="stable").drop(columns="_k")
+    ok.insert(0, "rank", np.arange(1, len(ok) + 1))
+    rest = rest.sort_values("candidate", kind="stable")
+    rest.insert(0, "rank", np.nan)
+    return pd.concat([ok, rest], ignore_index=True)
+
+
+def recommendations(results: Results) -> pd.DataFrame:
+    """The leaderboard's first row of every family x dtype x device (empty if none ranked)."""
+    out = []
+    for key in board_keys(results):
+        board = leaderboard(results, key)
+        ranked = board[board["rank"] == 1] if not board.empty else board
+        if not ranked.empty:
+            out.append({"family": key.family, "dtype": key.dtype, "device": key.device,
+                        **ranked.iloc[0].to_dict()})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def _ulp_cell(max_ulp: float, failures: int, n: int | None = None) -> str:
+    if failures:
+        return f"inf ({failures} fail)"
+    return fmt(max_ulp)
+
+
+def board_markdown(board: pd.DataFrame, family: str, with_speed: bool) -> str:
+    """The leaderboard as a Markdown table (strings)."""
+    grads = get_family(family).gradients
+    rows = []
+    for r in board.to_dict(orient="records"):
+        cells = {"#": "" if pd.isna(r["rank"]) else str(int(r["rank"])),
+                 "candidate": f"`{r['candidate']}`"}  # fmt: skip
+        if r["status"] != "ok":
+            cells |= {"max ulp": r["status"], "p99 ulp": "", "failures": ""}
+            cells |= {f"{g} max ulp": "" for g in grads}
+        else:
+            cells |= {"max ulp": _ulp_cell(r["max_ulp"], r["failures"]),
+                      "p99 ulp": fmt(r["p99_ulp"]), "failures": str(r["failures"])}  # fmt: skip
+            for g in grads:
+                st = r[f"{g}_status"]
+                cells[f"{g} max ulp"] = (
+                    _ulp_cell(r[f"{g}_max_ulp"], r[f"{g}_failures"]) if st == "ok" else st
+                )
+        if with_speed:
+            cells["fwd+bwd ×naive"] = fmt(r["ratio_fb"], 2)
+            cells["fwd ×naive"] = fmt(r["ratio_fwd"], 2)
+        rows.append(cells)
+    return markdown_table(pd.DataFrame(rows))
+
+
+# ----------------------------------------------------------------------------- published rules
+
+
+def sweep_best(results: Results, candidate: str, dtype: str, device: str) -> dict | None:
+    """The sweep's best and published rows of ``candidate`` (None when it was not swept)."""
+    t = results.thresholds
+    t = t[(t["candidate"] == candidate) & (t["dtype"] == dtype) & (t["device"] == device)]
+    if t.empty:
+        return None
+    best = t[t["best"]]
+    pub = t[t["published"]]
+    return {"best": best.iloc[0].to_dict() if not best.empty else None,
+            "published": [r for r in pub.to_dict(orient="records")]}  # fmt: skip
+
+
+def worst_abs_point(results: Results, candidate: str, dtype: str, device: str) -> dict | None:
+    """The finite point with the largest absolute value error (needs points.parquet).
+
+    Failures (NaN/inf) are left out: they are reported by count; this is the worst error
+    the formula makes while still returning a number.
+    """
+    pts = results.read_points(
+        ["k", "lam", "mu", "theta", "computed", "reference", "abs_err", "failure"],
+        candidate=candidate, dtype=dtype, device=device, mode=RANK_MODE, quantity="value",
+    )  # fmt: skip
+    if pts.empty:
+        return None
+    err = pts["abs_err"].to_numpy(dtype=np.float64)
+    err = np.where(np.isfinite(err) & ~pts["failure"].to_numpy(dtype=bool), err, -np.inf)
+    if not np.isfinite(err).any():
+        return None
+    return pts.iloc[int(np.argmax(err))].to_dict()
+
+
+def published_paragraphs(results: Results) -> list[str]:
+    """One plain-words paragraph per published rule present in the summary."""
+    out = []
+    s = results.summary
+    for rule, sweeps in PUBLISHED_RULES.items():
+        rs = s[(s["candidate"] == rule) & (s["quantity"] == "value") & (s["mode"] == RANK_MODE)
+               & (s["status"] == "ok")]  # fmt: skip
+        if rs.empty:
+            continue
+        fam = rule.split("/", 1)[0]
+        sentences = [f"**`{rule}`** {RULE_TEXT[rule]}.\n"]
+        allr = rs[rs["region"] == "all"]
+        for dtype in ordered(allr["dtype"], DTYPE_ORDER):
+            for device in ordered(allr[allr["dtype"] == dtype]["device"], ("cpu", "cuda")):
+                r = allr[(allr["dtype"] == dtype) & (allr["device"] == device)].iloc[0]
+                where = inputs_text(fam, r["worst_k"], r["worst_lam"], r["worst_mu"],
+                                    r["worst_theta"])  # fmt: skip
+                fails = (f"; it returns NaN/inf at {int(r['failures'])} of {int(r['n'])} "
+                         "points" if r["failures"] else "")  # fmt: skip
+                text = (f"- **{dtype}** ({device}): it is off by up to "
+                        f"{fmt(r['max_abs_err'])} nats; "
+                        f"its largest error in ulp is {fmt(r['max_ulp'])} ulp, at {where}; "
+                        f"the 99th percentile is {fmt(r['p99_ulp'])} ulp{fails}.")  # fmt: skip
+                wa = worst_abs_point(results, rule, dtype, device)
+                if wa is not None:
+                    text += (f" Where it returns a number, its largest error is "
+                             f"{fmt(wa['abs_err'])} nats, at "
+                             f"{inputs_text(fam, wa['k'], wa['lam'], wa['mu'], wa['theta'])} "
+                             f"(computed {fmt(wa['computed'], 6)}, "
+                             f"exact {fmt(wa['reference'], 6)}).")  # fmt: skip
+                regions = rs[
+                    (rs["dtype"] == dtype)
+                    & (rs["device"] == device)
+                    & (rs["region"].isin(RULE_REGIONS.get(rule, ())))
+                    & (rs["n"] > 0)
+                ]
+                for reg in regions.to_dict(orient="records"):
+                    where_r = inputs_text(fam, reg["worst_k"], reg["worst_lam"], reg["worst_mu"],
+                                          reg["worst_theta"])  # fmt: skip
+                    fails_r = f", {int(reg['failures'])} failures" if reg["failures"] else ""
+                    text += (
+                        f" In region `{reg['region']}` ({int(reg['n'])} points) the error "
+                        f"reaches {fmt(reg['max_abs_err'])} nats and "
+                        f"{fmt(reg['max_ulp'])} ulp (worst at {where_r}{fails_r})."
+                    )
+                for sw in sweeps:
+                    info = sweep_best(results, sw, dtype, device)
+                    if info is None or info["best"] is None:
+                        continue
+                    b = info["best"]
+                    pubs = ", ".join(f"t = {fmt(p['t'])}: {fmt(p['max_ulp'])} ulp max"
+                                     for p in info["published"])  # fmt: skip
+                    text += (f" The sweep of `{sw}` finds t = {fmt(b['t'])} best "
+                             f"({fmt(b['max_ulp'])} ulp max, {fmt(b['p99_ulp'])} p99)"
+                             + (f" against {pubs}." if pubs else "."))  # fmt: skip
+                sentences.append(text)
+        out.append("\n".join(sentences))
+    return out
+
+
+# ----------------------------------------------------------------------------- worst cases
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in text).strip("-")
+
+
+def worst_cases(results: Results, candidates: dict[str, list[str]],
+                dtypes: list[str]) -> pd.DataFrame:  # fmt: skip
+    """The worst value error of each listed candidate per dtype (eager, first device).
+
+    Writes one input CSV per case under ``DIR/worst_cases/`` (``k,lam`` or ``k,mu,theta``
+    as float64 repr, already rounded to the dtype) so that the printed ``ztbench eval``
+    command reproduces it. Computed/reference come from points.parquet when present.
+    """
+    rows = []
+    s = results.summary
+    for fam, cands in candidates.items():
+        family = get_family(fam)
+        for cand in cands:
+            for dtype in dtypes:
+                r = s[(s["candidate"] == cand) & (s["dtype"] == dtype) & (s["quantity"] == "value")
+                      & (s["mode"] == RANK_MODE) & (s["region"] == "all")
+                      & (s["status"] == "ok")]  # fmt: skip
+                if r.empty:
+                    continue
+                r = r.iloc[0]
+                point = {c: float(r[f"worst_{c}"]) for c in family.columns}
+                if any(math.isnan(v) for v in point.values()):
+                    continue
+                computed = reference = math.nan
+                pts = results.read_points(
+                    ["k", *family.params, "computed", "reference", "ulp_err"],
+                    candidate=cand, dtype=dtype, device=r["device"], mode=RANK_MODE,
+                    quantity="value",
+                )  # fmt: skip
+                if not pts.empty:
+                    m = np.ones(len(pts), dtype=bool)
+                    for c, v in point.items():
+                        m &= pts[c].to_numpy() == v
+                    if m.any():
+                        hit = pts[m].iloc[0]
+                        computed, reference = float(hit["computed"]), float(hit["reference"])
+                name = _slug(f"{cand.replace('/', '-')}-{dtype}") + ".csv"
+                path = results.dir / "worst_cases" / name
+                with atomic_path(path) as tmp:
+                    tmp.write_text(
+                        ",".join(family.columns)
+                        + "\n"
+                        + ",".join(repr(point[c]) for c in family.columns)
+                        + "\n"
+                    )
+                thr = r["threshold"]
+                cmd = (f"ztbench eval {cand} {path} --dtype {dtype}"
+                       + ("" if pd.isna(thr) else f" --threshold {fmt_input(thr)}")
+                       + (f" --device {r['device']}" if r["device"] != "cpu" else "")
+                       + " -o out.csv")  # fmt: skip
+                rows.append({"family": fam, "candidate": cand, "dtype": dtype,
+                             "input": inputs_text(fam, r["worst_k"], r["worst_lam"],
+                                                  r["worst_mu"], r["worst_theta"]),
+                             "reference": reference, "computed": computed,
+                             "max_ulp": float(r["max_ulp"]), "failures": int(r["failures"]),
+                             "abs_err": abs(computed - reference), "command": cmd,
+                             "csv": path})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def worst_cases_markdown(cases: pd.DataFrame) -> str:
+    """The worst-case table (Markdown) and, under it, the command of each case."""
+    rows = []
+    for i, r in enumerate(cases.to_dict(orient="records"), 1):
+        rows.append({"#": str(i), "candidate": f"`{r['candidate']}`", "dtype": r["dtype"],
+                     "input": r["input"], "reference": fmt(r["reference"], 17),
+                     "computed": fmt(r["computed"], 17),
+                     "ulp error": "inf (failure)" if not np.isfinite(r["max_ulp"])
+                     else fmt(r["max_ulp"]),
+                     "abs error (nats)": fmt(r["abs_err"])})  # fmt: skip
+    cmds = "\n".join(f"{i}. `{r['command']}`" for i, r in enumerate(cases.to_dict("records"), 1))
+    return markdown_table(pd.DataFrame(rows)) + "\n\nTo reproduce a case:\n\n" + cmds
