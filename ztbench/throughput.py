@@ -41,6 +41,9 @@ How a row is measured (:func:`time_call`):
   Peers: ``tracemalloc`` (numpy's allocations; memory of a subprocess such as Rscript is
   not seen). The column ``peak_memory_measure`` names the method of each row.
 - Threads: ``torch.set_num_threads(threads)`` for the whole run, recorded in every row.
+  The system load averages at the start and end of the run are recorded in
+  ``throughput.json`` (``settings.loadavg``): timings taken while other processes compete
+  for the cores are not comparable.
 - Peers (numpy float64, CPU, no autograd) run forward, float64, CPU, eager only, and only
   at sizes up to ``peer_max_size`` (default 10^4: a peer such as R through Rscript must
   not dominate the run). Other combinations are rows with status ``unsupported`` or
@@ -149,6 +152,7 @@ class ThroughputResult:
     config: TimingConfig
     seed: int
     memory_measures: dict[str, str] = field(default_factory=lambda: dict(MEMORY_MEASURES))
+    loadavg: dict[str, list[float] | None] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -590,7 +594,8 @@ def run_throughput(
     threads = threads or old_threads
     torch.set_num_threads(threads)
     runner = _Runner(config, seed)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    load_start = _loadavg()
     try:
         with compile_limits():
             _run_jobs(jobs, runner, threads, progress, rows)
@@ -598,7 +603,16 @@ def run_throughput(
         torch.set_num_threads(old_threads)
     table = pd.DataFrame(rows, columns=[*COLUMNS, *EXTRA_COLUMNS])
     _naive_ratios(table)
-    return ThroughputResult(table, threads, config, seed)
+    loadavg = {"start": load_start, "end": _loadavg()}
+    return ThroughputResult(table, threads, config, seed, loadavg=loadavg)
+
+
+def _loadavg() -> list[float] | None:
+    """The 1, 5, 15-minute load averages (other processes competing for the CPU), or None."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _run_jobs(
@@ -663,6 +677,7 @@ def write_throughput(result: ThroughputResult, out: Path, env: dict[str, Any]) -
             "min_round_s": cfg.min_round_s,
             "warmup": cfg.warmup,
             "peer_max_size": cfg.peer_max_size,
+            "loadavg": result.loadavg,
             "ratios": "cost multiples: median_s / copy_median_s and median_s / naive_median_s",
         },
         "peak_memory_measures": result.memory_measures,

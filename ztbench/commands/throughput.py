@@ -150,10 +150,13 @@ def run(args: argparse.Namespace) -> int:
         jobs, config, threads=args.threads, seed=suite.seed, progress=not args.no_progress
     )
     env = environment_info(suite.path, devices)
+    env["suite_sha256"] = suite.sha256  # as the accuracy runner: also covers a `base` suite
     env["torch_threads"] = result.threads
     out = Path(args.out) if args.out else Path("results") / suite.name
     write_throughput(result, out, env)
     for line in summary_lines(result.table):
         print(line)
+    print(f"threads {result.threads}; load average at start {result.loadavg.get('start')}, "
+          f"at end {result.loadavg.get('end')} (1, 5, 15 min)")  # fmt: skip
     print(f"throughput: wrote {out}/throughput.csv, throughput.json, env.json")
     return 0
