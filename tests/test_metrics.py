@@ -226,3 +226,14 @@ def test_vectorised_shapes() -> None:
     assert ulp_error(c, 1.0, "float32").shape == (3, 4)
     assert bits_error(c, np.ones(4), "bfloat16").shape == (3, 4)
     assert ulp(np.float64(1.0), "float16").shape == ()
+
+
+def test_summary_mean_and_rms_do_not_overflow():
+    # a zero reference makes errors of ~1e308 ulp; their mean and RMS must stay finite
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = summarise_errors(np.array([1e308, 1e308, 3.0]))
+    assert s.mean_ulp == pytest.approx(1e308 * (2 / 3) + 1.0, rel=1e-15)
+    assert s.rms_ulp == pytest.approx(1e308 * math.sqrt(2 / 3), rel=1e-15)

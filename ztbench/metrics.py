@@ -272,8 +272,22 @@ class ErrorSummary:
 
 
 def _finite_mean(x: np.ndarray) -> float:
+    """Mean of the finite entries, scaled so that a sum of 1e308-ulp errors cannot overflow."""
     fin = x[np.isfinite(x)]
-    return float(fin.mean()) if fin.size else float("nan")
+    if not fin.size:
+        return float("nan")
+    scale = float(np.abs(fin).max()) or 1.0
+    return scale * float(np.mean(fin / scale))
+
+
+def _rms(x: np.ndarray) -> float:
+    """Root mean square without overflow: errors can reach 1e308 ulp (a zero reference)."""
+    if not x.size:
+        return float("nan")
+    scale = float(np.abs(x).max())
+    if scale == 0.0:
+        return 0.0
+    return scale * float(np.sqrt(np.mean((x / scale) ** 2)))
 
 
 def summarise_errors(
@@ -307,8 +321,8 @@ def summarise_errors(
         max_ulp=float(err.max()),
         p99_ulp=float(np.quantile(err, 0.99, method="higher")),
         median_ulp=float(np.quantile(err, 0.5, method="higher")),
-        mean_ulp=float(fin.mean()) if fin.size else float("nan"),
-        rms_ulp=float(np.sqrt(np.mean(fin**2))) if fin.size else float("nan"),
+        mean_ulp=_finite_mean(fin),
+        rms_ulp=_rms(fin),
         worst=int(np.argmax(err)),
         max_bits=max_bits,
         mean_bits=mean_bits,

@@ -175,7 +175,8 @@ class Region:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Gate tolerance: a summary regresses when it exceeds max(max_ratio * base, min_ulp)."""
+    """Gate tolerance: a summary regresses when it grows to more than ``max_ratio`` times
+    its baseline AND by more than ``min_ulp`` ulp (both must hold; see :mod:`ztbench.gate`)."""
 
     max_ratio: float = 2.0
     min_ulp: float = 1.0
