@@ -107,7 +107,7 @@ def _prepare(family: Family, suite: Suite, cache_dir, progress: bool | None) -> 
     per_dtype = []
     for dtype in suite.dtypes:
         rounded = pd.DataFrame({c: round_to(points[c].to_numpy(), dtype) for c in family.columns})
-        keep = domain_mask(family, rounded) & (rounded["k"].to_numpy() >= 1)
+        keep = domain_mask(family, rounded, allow_k0=False)
         per_dtype.append((dtype, rounded[keep].reset_index(drop=True), int((~keep).sum())))
     stacked = pd.concat([p for _, p, _ in per_dtype], ignore_index=True)
     refs = compute_references(family, stacked, cache_dir=cache_dir, progress=progress)

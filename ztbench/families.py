@@ -78,13 +78,17 @@ def _bad_rows(family: Family, col: str, arr: np.ndarray) -> tuple[np.ndarray, st
     return bad, f"must be finite and in [{lo:g}, {hi:g}]"
 
 
-def domain_mask(family: Family, points: Mapping[str, np.ndarray]) -> np.ndarray:
+def domain_mask(
+    family: Family, points: Mapping[str, np.ndarray], allow_k0: bool = True
+) -> np.ndarray:
     """True where a point is a valid input of ``family`` (the rules of :func:`validate_points`).
 
+    ``allow_k0=False`` also excludes k = 0 (valid, NLL = +inf, but nothing to measure).
     Used to tell points that leave the domain after rounding to a low-precision dtype
     (e.g. lam = 1e-30 underflowing to 0 in float16) from points a candidate gets wrong.
     """
-    ok = np.ones(len(np.asarray(points["k"])), dtype=bool)
+    k = np.asarray(points["k"], dtype=np.float64)
+    ok = np.ones(len(k), dtype=bool) if allow_k0 else k >= 1
     for col in family.columns:
         ok &= ~_bad_rows(family, col, np.asarray(points[col], dtype=np.float64))[0]
     return ok

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ztbench.dtypes import round_to
-from ztbench.families import Family, get_family, validate_points
+from ztbench.families import Family, domain_mask, get_family, validate_points
 from ztbench.metrics import step_floats
 from ztbench.suite import (
     RATIO_KEYS,
@@ -165,16 +165,6 @@ def _near(family: Family, spec: NearThresholds, dtypes: Sequence[str]) -> dict[s
     return cols
 
 
-def _in_domain(family: Family, cols: Mapping[str, np.ndarray]) -> np.ndarray:
-    n = len(cols["k"])
-    ok = np.ones(n, dtype=bool)
-    for c in family.columns:
-        lo, hi = family.domain[c]
-        x = cols[c]
-        ok &= np.isfinite(x) & (x >= (1.0 if c == "k" else lo)) & (x <= hi)
-    return ok & (cols["k"] == np.floor(cols["k"]))
-
-
 def build_family_points(
     spec: FamilyPoints, seed: int, dtypes: Sequence[str] = ("float64",)
 ) -> pd.DataFrame:
@@ -192,7 +182,8 @@ def build_family_points(
     ncol = len(family.columns)
     mats = [np.column_stack([b[c] for c in family.columns]) for b in blocks if len(b["k"])]
     mat = np.concatenate(mats) if mats else np.empty((0, ncol))
-    mat = mat[_in_domain(family, {c: mat[:, i] for i, c in enumerate(family.columns)})]
+    cols = {c: mat[:, i] for i, c in enumerate(family.columns)}
+    mat = mat[domain_mask(family, cols, allow_k0=False)]
     mat = np.unique(mat, axis=0)  # deduplicate, sort lexicographically by (k, params...)
     df = pd.DataFrame({c: np.ascontiguousarray(mat[:, i]) for i, c in enumerate(family.columns)})
     validate_points(family, df)
