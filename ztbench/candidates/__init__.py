@@ -18,3 +18,4 @@ from ztbench.candidates.base import (
 )
 
 __all__ = ["Candidate", "Unsupported", "get_candidate", "list_candidates", "select_candidates"]
+from ztbench.candidates import ztbench_nll  # noqa: F401  (registers */ztbench)

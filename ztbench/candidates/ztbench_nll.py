@@ -1,0 +1,51 @@
+"""The public API's losses (:mod:`ztbench.nll`) registered as candidates.
+
+``ztpoisson/ztbench`` and ``ztnb/ztbench``: the loss form (``full=False``), elementwise
+(``reduction="none"``), natural parameters, ``validate=False`` (NaN, not an exception, at
+invalid points), exactly as a training loop would call them.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+import ztbench.nll as api  # module import: ztbench.nll itself imports ztbench.candidates
+from ztbench.candidates.base import DTYPES_ALL, Candidate, register
+
+
+def ztpoisson_ztbench(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:
+    """``zt_poisson_nll(k, lam, reduction="none", validate=False)`` (loss form)."""
+    return api.zt_poisson_nll(k, lam, reduction="none", validate=False)
+
+
+def ztnb_ztbench(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
+    """``zt_negbin_nll(k, mu, theta, reduction="none", validate=False)`` (loss form)."""
+    return api.zt_negbin_nll(k, mu, theta, reduction="none", validate=False)
+
+
+register(
+    Candidate(
+        id="ztpoisson/ztbench",
+        family="ztpoisson",
+        form="loss",
+        description="ztbench.nll.zt_poisson_nll: float64 internals, -(k-1) log lam + "
+        "log(expm1(lam)/lam), analytic backward without cancellation.",
+        provenance="ztbench public API (issue 8)",
+        kind="torch",
+        dtypes=DTYPES_ALL,
+        fn=ztpoisson_ztbench,
+    )
+)
+register(
+    Candidate(
+        id="ztnb/ztbench",
+        family="ztnb",
+        form="loss",
+        description="ztbench.nll.zt_negbin_nll: float64 internals, log-gamma/digamma "
+        "excess series, log w + log(expm1(w)/w) split, analytic backward.",
+        provenance="ztbench public API (issue 8)",
+        kind="torch",
+        dtypes=DTYPES_ALL,
+        fn=ztnb_ztbench,
+    )
+)
