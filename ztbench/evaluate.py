@@ -16,7 +16,8 @@ code paths, depends only on its index), and nothing reduces across points.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,19 +70,41 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
-def compiled_fn(candidate: Candidate, threshold: float | None) -> Callable[..., Any]:
-    """torch.compile of the candidate with its threshold bound; cached per (id, threshold)."""
-    key = (candidate.id, threshold)
-    fn = _COMPILED.get(key)
+RECOMPILE_LIMIT = 256
+_COMPILED: dict[str, Callable[..., Any]] = {}
+
+
+def compiled(candidate: Candidate) -> Callable[..., Any]:
+    """``torch.compile(candidate.fn, dynamic=True)``, cached per candidate id.
+
+    The candidate's own function is compiled, not a shared wrapper: dynamo caches graphs
+    per code object, and a wrapper shared by every candidate reaches the recompile limit
+    after a few (candidate, dtype, grad mode) combinations. Call it inside
+    :func:`compile_limits`.
+    """
+    fn = _COMPILED.get(candidate.id)
     if fn is None:
-        base = candidate.fn
-
-        def bound(k: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-            return base(k, *params, threshold=threshold)
-
-        fn = torch.compile(bound, dynamic=True)
-        _COMPILED[key] = fn
+        fn = _COMPILED[candidate.id] = torch.compile(candidate.fn, dynamic=True)
     return fn
+
+
+@contextmanager
+def compile_limits() -> Iterator[None]:
+    """Raise dynamo's recompile limit for a block, and make hitting it an error.
+
+    One graph is compiled per dtype x device x grad mode (and threshold value); past the
+    limit dynamo would otherwise fall back to eager silently, and a "compile" result
+    would really be an eager one.
+    """
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    patch: dict[str, Any] = {name: max(getattr(cfg, name), RECOMPILE_LIMIT)}
+    if hasattr(cfg, "fail_on_recompile_limit_hit"):
+        patch["fail_on_recompile_limit_hit"] = True
+    with cfg.patch(patch):
+        yield
 
 
 def evaluate(
@@ -127,22 +150,21 @@ def evaluate(
     except (RuntimeError, ValueError) as exc:
         return _unsupported(n, f"device {device!r}: {_first_line(exc)}")
 
-    if mode == "compile":
-        try:
-            fn = compiled_fn(candidate, threshold)
-        except Exception as exc:  # torch.compile itself failing is a result
-            return _unsupported(n, f"torch.compile failed: {_first_line(exc)}")
-    else:
+    try:
+        base = compiled(candidate) if mode == "compile" else candidate.fn
+    except Exception as exc:  # torch.compile itself failing is a result
+        return _unsupported(n, f"torch.compile failed: {_first_line(exc)}")
 
-        def fn(k: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-            return candidate.fn(k, *params, threshold=threshold)
+    def fn(k: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        return base(k, *params, threshold=threshold)
 
     value = np.empty(n, dtype=np.float64)
     grads = {g: np.empty(n, dtype=np.float64) for g in family.gradients} if gradients else {}
     try:
-        for start in range(0, n, CHUNK_POINTS):
-            stop = min(start + CHUNK_POINTS, n)
-            _run_chunk(fn, arrays, start, stop, fmt.torch_dtype, dev, value, grads, family)
+        with compile_limits():
+            for start in range(0, n, CHUNK_POINTS):
+                stop = min(start + CHUNK_POINTS, n)
+                _run_chunk(fn, arrays, start, stop, fmt.torch_dtype, dev, value, grads, family)
     except Unsupported as exc:
         return _unsupported(n, exc.reason)
     except Exception as exc:

@@ -75,6 +75,7 @@ import torch
 
 from ztbench.candidates.base import Candidate, Unsupported, get_candidate
 from ztbench.dtypes import get_format
+from ztbench.evaluate import compile_limits, compiled
 from ztbench.families import get_family
 
 PASSES: tuple[str, ...] = ("forward", "forward+backward")
@@ -258,34 +259,6 @@ def make_copy(n: int, dtype: str, device: str) -> Callable[[], Any]:
     src = torch.ones(n, dtype=tdtype, device=device)
     dst = torch.empty_like(src)
     return lambda: dst.copy_(src)
-
-
-_COMPILED: dict[str, Callable[..., Any]] = {}
-RECOMPILE_LIMIT = 256
-
-
-def compiled(candidate: Candidate) -> Callable[..., Any]:
-    """``torch.compile(candidate.fn, dynamic=True)``, cached per candidate id.
-
-    The candidate's own function is compiled (not a shared wrapper): dynamo caches graphs
-    per code object, and a wrapper shared by every candidate would reach the recompile
-    limit after a few (candidate, dtype, grad mode) combinations and silently run eager.
-    """
-    fn = _COMPILED.get(candidate.id)
-    if fn is None:
-        fn = _COMPILED[candidate.id] = torch.compile(candidate.fn, dynamic=True)
-    return fn
-
-
-@contextmanager
-def compile_limits() -> Iterator[None]:
-    """Raise dynamo's recompile limit (one graph per dtype x device x grad mode) for a block."""
-    import torch._dynamo
-
-    cfg = torch._dynamo.config
-    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
-    with cfg.patch({name: max(getattr(cfg, name), RECOMPILE_LIMIT)}):
-        yield
 
 
 # ----------------------------------------------------------------------------- timing
