@@ -79,7 +79,8 @@ def _ztnb_kernel(
     G = D + (k - 1) log(theta) (:func:`~ztbench.candidates.primitives.lgamma_excess`),
     the loss lgamma(theta) - lgamma(k+theta) + k log1p(theta/mu) + log(expm1(w)) is
 
-    - x < 1: ``-D - (k - 1) log(mu) + k lx + log(r) + h(w)``: no k log(theta) is formed
+    - x < 1: ``-D - (k - 1) log(mu) + k lx + log(r) + h(w)`` (theta >= 10; for theta < 10
+      -D - (k - 1) log(mu) is evaluated as -G - (k - 1) log(x)): no k log(theta) is formed
       and subtracted (the large-theta cancellation); at k = 1 the loss is
       lx + log r + h(w) ~ x/2 + w/2 (the tiny-NLL region) to full relative accuracy;
       log r = log1p(log1pmx(x)/x).
@@ -117,7 +118,15 @@ def _ztnb_kernel(
     w = torch.where(below, mu * r_b, theta * lx)
     h = P.log_expm1_over_x(w)
     d, g = P.lgamma_excess(k, theta)
-    v_below = -d - torch.xlogy(k - 1.0, mu) + k * torch.log1p(x_b)
+    # -D - (k-1) log(mu) for theta >= 10; for theta < 10 the same as -G - (k-1) log(x)
+    # (x = mu/theta is rounded once, so log(x) is accurate to ~1 ulp of |log x| whereas
+    # D = G - (k-1) log(theta) and (k-1) log(mu) would each carry ulps of much larger
+    # numbers into a cancellation).
+    logx = torch.where(x > 1e-300, torch.log(x_b), torch.log(mu) - torch.log(theta))
+    head = torch.where(
+        theta >= P.STIRLING_MIN, -d - torch.xlogy(k - 1.0, mu), -g - (k - 1.0) * logx
+    )
+    v_below = head + k * torch.log1p(x_b)
     v_below = v_below + torch.log1p(P.log1pmx(x_b) / x_b) + h
     v_above = -g + k * torch.log1p(1.0 / x_a) + torch.log(torch.log1p(x_a)) + h
     value = torch.where(below, v_below, v_above)
@@ -142,10 +151,15 @@ def _ztnb_kernel(
     # w > 1: psi(theta) - psi(k+theta) + k/(theta+mu) + s + s/expm1(w), regrouped around
     # t = (k - mu)/(theta + mu) (k - mu exact near the mode; the Poisson limit's
     # (k - mu)^2 term then comes out of -log1pmx(t) to full relative accuracy).
+    # log1pmx(t) = log((k+theta)/(theta+mu)) - t away from t = 0 (1 + t formed from the
+    # rounded t would cancel when k << mu).
     t = (k - mu) / (theta + mu)
     t_w = torch.where(wsmall, torch.zeros_like(t), t)
+    t_near = t_w.abs() <= 0.5
+    t_n = torch.where(t_near, t_w, torch.zeros_like(t_w))
+    lpm_t = torch.where(t_near, P.log1pmx(t_n), torch.log((k + theta) / (theta + mu)) - t_w)
     w_l = torch.where(wsmall, torch.ones_like(w), w)
-    t_big_w = P.digamma_log_difference(k, theta) - P.log1pmx(t_w) + s / torch.expm1(w_l)
+    t_big_w = P.digamma_log_difference(k, theta) - lpm_t + s / torch.expm1(w_l)
     d_theta = torch.where(wsmall, torch.where((x < 1.0) | (theta >= 1.0), t_l, t_s), t_big_w)
     return value, d_mu, d_theta
 

@@ -373,28 +373,26 @@ def digamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     return e, f
 
 
-def digamma_minus_log(z: Tensor) -> Tensor:
-    """psi(z) - log(z) for z > 0 (about -1/(2z) for large z, -1/z for small z).
-
-    z >= 10: -1/(2z) - sum B_2n/(2n z^2n) (the asymptotic series, no log or digamma
-    formed, so no cancellation between two numbers ~ log z); z < 10: digamma(z) - log(z).
-    """
-    big = z >= STIRLING_MIN
-    z_b, z_s = split(big, z, STIRLING_MIN, 1.0)
-    return torch.where(big, -0.5 / z_b - _psi_tail(z_b), torch.digamma(z_s) - torch.log(z_s))
-
-
 def digamma_log_difference(k: Tensor, theta: Tensor) -> Tensor:
-    """psi(theta) - psi(k + theta) + log1p(k/theta) = (psi - log)(theta) - (psi - log)(k + theta).
+    """psi(theta) - psi(k + theta) + log1p(k/theta) = Phi(theta) - Phi(k + theta), Phi = psi - log.
 
     The part of the digamma difference left after its logarithmic growth is taken out
-    (k >= 0, theta > 0). theta >= 10: -k/(2 theta (theta + k)) + P(theta + k) - P(theta)
-    (no cancellation; P the asymptotic tail of psi); theta < 10:
-    :func:`digamma_minus_log` at theta and k + theta.
+    (k >= 0 integer, theta > 0); negative. Phi(z) - Phi(z + 1) = log1pmx(1/z) < 0, so
+    while z = theta + j < 10 (at most 10 steps, j < k) the steps are summed as
+    log1pmx(1/(theta + j)) (all of one sign: no cancellation, no digamma); the rest,
+    from z >= 10 on, is -m/(2z(z + m)) + P(z + m) - P(z) with P the asymptotic tail of
+    psi (no cancellation either).
     """
-    big = theta >= STIRLING_MIN
-    th_b, th_s = split(big, theta, STIRLING_MIN, 1.0)
-    k_b = torch.where(big, k, torch.zeros_like(k))
-    asym = -k_b / (2.0 * th_b * (th_b + k_b)) + (_psi_tail(th_b + k_b) - _psi_tail(th_b))
-    direct = digamma_minus_log(th_s) - digamma_minus_log(k + th_s)
-    return torch.where(big, asym, direct)
+    acc = torch.zeros_like(theta)
+    steps = torch.zeros_like(theta)
+    for j in range(int(STIRLING_MIN)):
+        z = theta + j
+        use = (k > j) & (z < STIRLING_MIN)
+        z_s = torch.where(use, z, torch.full_like(z, 2.0))
+        acc = acc + torch.where(use, log1pmx(1.0 / z_s), torch.zeros_like(z))
+        steps = steps + use.to(theta.dtype)
+    z0 = theta + steps
+    m = k - steps
+    tail = -m / (2.0 * z0 * (z0 + m)) + (_psi_tail(z0 + m) - _psi_tail(z0))
+    rest = (m > 0) & (z0 >= STIRLING_MIN)
+    return acc + torch.where(rest, tail, torch.zeros_like(tail))

@@ -1,0 +1,308 @@
+"""ztbench.nll (issue 8): accuracy against certified references on the hard regions,
+log-parameter gradients, validation, reductions, dtypes, torch.compile, and a short
+training loop that must reach the float64 maximum-likelihood estimate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ztbench import zt_negbin_nll, zt_poisson_nll
+from ztbench.candidates import get_candidate
+from ztbench.dtypes import round_to
+from ztbench.evaluate import evaluate
+from ztbench.metrics import ulp_error
+from ztbench.reference import compute_references
+
+# Goal of the issue: value <= 4 ulp, gradients <= 16 ulp (float64 and float32).
+GOAL_VALUE = 4.0
+GOAL_GRAD = 16.0
+# Pinned float64 figures where the goal is not reached (measured on suites/default.toml
+# and on the points below; bounds slightly above today's figure, so they can only
+# improve). See the module docstring of ztbench.nll and the issue-8 note for the
+# limiting terms.
+PINNED_F64 = {
+    ("ztpoisson", "value"): 16.0,  # zero crossings of lam - k log(lam) (k log lam ~ lam)
+    ("ztpoisson", "d_lam"): GOAL_GRAD,
+    ("ztnb", "value"): 160.0,  # zero crossings / the NB tail k >> theta, x < 1, theta < 10
+    ("ztnb", "d_mu"): 400.0,  # mu == k exactly: e^-w with w ~ 300 amplifies w's rounding
+    ("ztnb", "d_theta"): 250.0,  # near zeros of d_theta (theta MLE) for theta in [1, 10)
+}
+
+
+def _hard_points(family: str) -> dict[str, np.ndarray]:
+    """Points of every hard region named by the issue (plus a few benign ones)."""
+    rng = np.random.default_rng(8)
+    if family == "ztpoisson":
+        k = [1, 1, 1, 2, 3, 1, 100, 1000, 10**6, 10**7, 10**7, 3025, 233, 5, 1]
+        lam = [
+            1e-30,
+            1e-15,
+            0.5,
+            1e-8,
+            2.0,
+            1e9,
+            100.0,
+            999.0,
+            1e6,
+            1e7,
+            9999999.0,
+            30054.3,
+            1557.5,
+        ]
+        lam += [4.2, 710.0]
+        kk = np.round(np.exp(rng.uniform(0, np.log(1e7), 40)))
+        ll = kk * np.exp(rng.uniform(np.log(0.5), np.log(2.0), 40))
+        return {"k": np.r_[k, kk].astype(float), "lam": np.r_[lam, ll]}
+    rows = [
+        # k = 1, tiny mu, large theta (tiny NLL); tiny w
+        (1, 1e-30, 1e10),
+        (1, 1e-6, 1e10),
+        (1, 1e-3, 1e6),
+        (2, 1e-3, 31.6),
+        (3, 1e-20, 1e8),
+        (10, 1e-12, 1e4),
+        # large theta, k ~ mu
+        (10**7, 10**7, 1e10),
+        (316, 316.0, 3.98e5),
+        (1000, 1010.0, 1e9),
+        (10**5, 9.9e4, 1e7),
+        # tiny theta
+        (1, 1e-30, 2e-12),
+        (10**7, 1e9, 2e-12),
+        (219, 7.456648e-11, 5.625050e-09),
+        (2, 3.06e8, 0.098),
+        (1, 1e9, 1.0),
+        # the published rules' neighbourhood
+        (1, 1.0, 100.0),
+        (1, 14.0, 1.0),
+        (5, 3.0, 12.0),
+        (10, 5.0, 2.185854),
+    ]
+    k, mu, th = (np.array(c, dtype=float) for c in zip(*rows, strict=True))
+    n = 60
+    kk = np.round(np.exp(rng.uniform(0, np.log(1e7), n)))
+    mm = np.exp(rng.uniform(np.log(1e-30), np.log(1e9), n))
+    tt = np.exp(rng.uniform(np.log(2e-12), np.log(1e10), n))
+    return {"k": np.r_[k, kk], "mu": np.r_[mu, mm], "theta": np.r_[th, tt]}
+
+
+@pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_accuracy_hard_regions(family: str, dtype: str) -> None:
+    cand = get_candidate(f"{family}/ztbench")
+    pts = {c: round_to(v, dtype) for c, v in _hard_points(family).items()}
+    ref = compute_references(family, pts)
+    ev = evaluate(cand, pts, dtype)
+    assert ev.ok
+    checks = {"value": (ev.value, ref["nll_loss"].to_numpy())}
+    for g, arr in ev.grads.items():
+        checks[g] = (arr, ref[g].to_numpy())
+    for q, (computed, reference) in checks.items():
+        assert np.isfinite(computed).all(), (q, "non-finite")
+        err = ulp_error(computed, reference, dtype)
+        goal = GOAL_VALUE if q == "value" else GOAL_GRAD
+        bound = goal if dtype != "float64" else max(goal, PINNED_F64[(family, q)])
+        worst = int(np.argmax(err))
+        where = {c: pts[c][worst] for c in pts}
+        assert err.max() <= bound, f"{family} {dtype} {q}: {err.max()} ulp at {where}"
+
+
+def test_low_precision_dtypes_round_once() -> None:
+    k = torch.tensor([1.0, 3.0, 50.0])
+    for dt in (torch.bfloat16, torch.float16):
+        lam = torch.tensor([0.5, 3.0, 40.0], dtype=dt, requires_grad=True)
+        out = zt_poisson_nll(k, lam, reduction="none")
+        assert out.dtype == dt
+        ref = zt_poisson_nll(k, lam.detach().double(), reduction="none")
+        assert torch.equal(out, ref.to(dt))
+        out.sum().backward()
+        assert lam.grad is not None and lam.grad.dtype == dt
+        assert torch.isfinite(lam.grad).all()
+        mu = torch.tensor([0.5, 3.0, 40.0], dtype=dt)
+        th = torch.tensor([2.0, 0.5, 100.0], dtype=dt)
+        out = zt_negbin_nll(k, mu, th, reduction="none")
+        assert out.dtype == dt
+        assert torch.equal(out, zt_negbin_nll(k, mu.double(), th.double(), reduction="none").to(dt))
+
+
+def _grad(fn, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    xs = [a.clone().requires_grad_(True) for a in args]
+    out = fn(*xs)
+    return torch.autograd.grad(out.sum(), xs)
+
+
+def test_log_parameter_gradients_match_natural() -> None:
+    k = torch.tensor([1.0, 2.0, 7.0, 100.0, 1.0], dtype=torch.float64)
+    # parameters that are exactly exp(log(p)), so both parametrisations see the same p
+    lam = torch.tensor([1e-8, 0.7, 7.0, 120.0, 50.0], dtype=torch.float64).log().exp()
+    (g_nat,) = _grad(lambda lm: zt_poisson_nll(k, lm, reduction="none"), lam)
+    (g_log,) = _grad(lambda ll: zt_poisson_nll(k, log_lam=ll, reduction="none"), lam.log())
+    torch.testing.assert_close(g_log, g_nat * lam, rtol=1e-14, atol=0)
+    v_nat = zt_poisson_nll(k, lam, reduction="none")
+    v_log = zt_poisson_nll(k, log_lam=lam.log(), reduction="none")
+    torch.testing.assert_close(v_log, v_nat, rtol=1e-13, atol=1e-300)
+
+    mu = torch.tensor([1e-6, 0.7, 7.0, 120.0, 3e5], dtype=torch.float64).log().exp()
+    th = torch.tensor([1e6, 0.3, 7.0, 2.0, 1e-3], dtype=torch.float64).log().exp()
+    gm, gt = _grad(lambda m, t: zt_negbin_nll(k, m, t, reduction="none"), mu, th)
+    glm, glt = _grad(
+        lambda a, b: zt_negbin_nll(k, log_mu=a, log_theta=b, reduction="none"), mu.log(), th.log()
+    )
+    torch.testing.assert_close(glm, gm * mu, rtol=1e-13, atol=0)
+    torch.testing.assert_close(glt, gt * th, rtol=1e-13, atol=0)
+    # mixed parametrisation
+    gm2, glt2 = _grad(lambda m, b: zt_negbin_nll(k, m, log_theta=b, reduction="none"), mu, th.log())
+    torch.testing.assert_close(gm2, gm, rtol=1e-15, atol=0)
+    torch.testing.assert_close(glt2, glt, rtol=1e-15, atol=0)
+
+
+def test_gradcheck_custom_backward() -> None:
+    k = torch.tensor([1.0, 3.0, 12.0], dtype=torch.float64)
+    lam = torch.tensor([0.3, 2.5, 9.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda lm: zt_poisson_nll(k, lm, reduction="none"), (lam,))
+    mu = torch.tensor([0.3, 2.5, 9.0], dtype=torch.float64, requires_grad=True)
+    th = torch.tensor([0.7, 15.0, 3.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda m, t: zt_negbin_nll(k, m, t, reduction="none"), (mu, th))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": [0.0, 1.0], "lam": [1.0, 1.0]}, "k must be >= 1"),
+        ({"k": [1.5, 1.0], "lam": [1.0, 1.0]}, "integer"),
+        ({"k": [float("nan")], "lam": [1.0]}, "k contains NaN"),
+        ({"k": [1.0], "lam": [0.0]}, "lam must be > 0"),
+        ({"k": [1.0], "lam": [-2.0]}, "lam must be > 0"),
+        ({"k": [1.0], "lam": [float("nan")]}, "lam contains NaN"),
+        ({"k": [1.0], "lam": [float("inf")]}, "lam must be finite"),
+        ({"k": [1.0], "log_lam": [float("nan")]}, "log_lam contains NaN"),
+        ({"k": [1.0], "log_lam": [float("inf")]}, "log_lam must be finite"),
+        ({"k": [1.0], "log_lam": [-800.0]}, "log_lam out of range"),
+    ],
+)
+def test_poisson_validation(kwargs: dict, message: str) -> None:
+    args = {n: torch.tensor(v, dtype=torch.float64) for n, v in kwargs.items()}
+    with pytest.raises(ValueError, match=message):
+        zt_poisson_nll(**args)
+    args_nv = dict(args)
+    out = zt_poisson_nll(**args_nv, validate=False, reduction="none")
+    assert torch.isnan(out).any()
+
+
+def test_negbin_validation() -> None:
+    k = torch.tensor([1.0, 2.0])
+    one = torch.ones(2)
+    with pytest.raises(ValueError, match="theta must be > 0"):
+        zt_negbin_nll(k, one, torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match="mu contains NaN"):
+        zt_negbin_nll(k, torch.tensor([1.0, float("nan")]), one)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        zt_negbin_nll(torch.tensor([0, 2]), one, one)
+    with pytest.raises(ValueError, match="exactly one of mu= and log_mu="):
+        zt_negbin_nll(k, one, one, log_mu=one)
+    with pytest.raises(ValueError, match="exactly one of theta="):
+        zt_negbin_nll(k, one)
+    with pytest.raises(ValueError, match="reduction"):
+        zt_negbin_nll(k, one, one, reduction="avg")  # type: ignore[arg-type]
+    out = zt_negbin_nll(
+        torch.tensor([0.0, 2.0, 2.5, 3.0]),
+        torch.tensor([1.0, -1.0, 1.0, 1.0]),
+        torch.tensor([1.0, 1.0, 1.0, 1.0]),
+        validate=False,
+        reduction="none",
+    )
+    assert torch.isnan(out[:3]).all() and torch.isfinite(out[3])
+    assert torch.isnan(zt_negbin_nll(torch.tensor([0.0, 2.0]), one, one, validate=False))
+
+
+def test_reductions_and_full_form() -> None:
+    k = torch.tensor([1, 2, 5, 40])  # integer k is accepted
+    lam = torch.tensor([0.5, 2.0, 4.0, 35.0], dtype=torch.float64)
+    none = zt_poisson_nll(k, lam, reduction="none")
+    assert none.shape == (4,)
+    torch.testing.assert_close(zt_poisson_nll(k, lam, reduction="sum"), none.sum())
+    torch.testing.assert_close(zt_poisson_nll(k, lam), none.mean())
+    full = zt_poisson_nll(k, lam, reduction="none", full=True)
+    torch.testing.assert_close(full - none, torch.lgamma(k.double() + 1.0))
+    # the full form is -log P(X = k | X > 0)
+    pk = torch.exp(-lam) * lam**k / torch.exp(torch.lgamma(k.double() + 1)) / (1 - torch.exp(-lam))
+    torch.testing.assert_close(full, -torch.log(pk))
+    mu, th = lam, torch.tensor([0.5, 3.0, 1e3, 2.0], dtype=torch.float64)
+    nb = zt_negbin_nll(k, mu, th, reduction="none", full=True)
+    p = th / (th + mu)
+    dist = torch.distributions.NegativeBinomial(total_count=th, probs=1 - p)
+    want = -dist.log_prob(k.double()) + torch.log1p(-(p**th))
+    torch.testing.assert_close(nb, want)
+    # broadcasting: scalar theta
+    b = zt_negbin_nll(k, mu, 3.0, reduction="none")
+    torch.testing.assert_close(b, zt_negbin_nll(k, mu, torch.full_like(mu, 3.0), reduction="none"))
+
+
+def test_compile_no_graph_break() -> None:
+    # fullgraph=True: any graph break in the validate=False path is an error
+    torch._dynamo.reset()
+    fn = torch.compile(
+        lambda k, a, b: zt_negbin_nll(k, log_mu=a, log_theta=b, validate=False),
+        fullgraph=True,
+        backend="aot_eager",
+    )
+    k = torch.tensor([1.0, 4.0, 30.0])
+    a = torch.tensor([0.1, 1.0, 3.0], requires_grad=True)
+    b = torch.tensor([-1.0, 2.0, 8.0], requires_grad=True)
+    out = fn(k, a, b)
+    out.backward()
+    want = zt_negbin_nll(k, log_mu=a.detach(), log_theta=b.detach(), validate=False)
+    torch.testing.assert_close(out.detach(), want, rtol=1e-6, atol=0)
+    assert a.grad is not None and torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+
+
+def _ztnb_samples(n: int, mu: float, theta: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    while sum(len(o) for o in out) < n:
+        s = rng.negative_binomial(theta, theta / (theta + mu), size=2 * n)
+        out.append(s[s > 0])
+    return np.concatenate(out)[:n].astype(np.float64)
+
+
+def test_training_loop_reaches_float64_mle() -> None:
+    torch.manual_seed(0)
+    k64 = torch.from_numpy(_ztnb_samples(1500, mu=1.5, theta=2.0, seed=8))
+
+    # float64 maximum-likelihood estimate (LBFGS on the log-parameters)
+    p64 = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt64 = torch.optim.LBFGS(
+        [p64],
+        lr=1.0,
+        max_iter=200,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        opt64.zero_grad()
+        loss = zt_negbin_nll(k64, log_mu=p64[0], log_theta=p64[1])
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        opt64.step(closure)
+    mle = p64.detach()
+
+    # float32 Adam from a poor start
+    k32 = k64.float()
+    p = torch.tensor([1.0, -1.0], dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.Adam([p], lr=0.05)
+    for step in range(500):
+        if step == 300:
+            for grp in opt.param_groups:
+                grp["lr"] = 0.005
+        opt.zero_grad()
+        loss = zt_negbin_nll(k32, log_mu=p[0], log_theta=p[1])
+        assert torch.isfinite(loss)
+        loss.backward()
+        opt.step()
+    torch.testing.assert_close(p.detach().double(), mle, rtol=0, atol=2e-3)
