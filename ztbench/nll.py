@@ -65,7 +65,9 @@ def _ztp_kernel(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor
     small = lam <= 1.0
     l_s, l_l = P.split(small, lam, 0.5, 2.0)
     g_small = -(k - 1.0) / l_s + P.inv1mexp_minus_inv(l_s)
-    g_large = (l_l - k) / l_l + 1.0 / torch.expm1(l_l)
+    # 1/expm1(lam) = e^-lam / (1 - e^-lam): no overflow of expm1 past lam ~ 709 (the
+    # term is then a subnormal that the reference keeps)
+    g_large = (l_l - k) / l_l + torch.exp(-l_l) / (-torch.expm1(-l_l))
     return value, torch.where(small, g_small, g_large)
 
 
@@ -138,7 +140,9 @@ def _ztnb_kernel(
     # d/dmu
     wsmall = w <= 1.0
     num_s = -lpm / lx - (k - 1.0) + mu * q
-    num_l = (mu - k) + mu / torch.expm1(torch.where(wsmall, torch.ones_like(w), w))
+    w_1 = torch.where(wsmall, torch.ones_like(w), w)
+    em1 = -torch.expm1(-w_1)  # 1 - e^-w; mu/expm1(w) = exp(log(mu) - w)/(1 - e^-w)
+    num_l = (mu - k) + torch.exp(torch.log(mu) - w_1) / em1
     d_mu = torch.where(wsmall, num_s, num_l) / (mu * one_x)
     # d/dtheta
     y = x / one_x
@@ -159,7 +163,9 @@ def _ztnb_kernel(
     t_n = torch.where(t_near, t_w, torch.zeros_like(t_w))
     lpm_t = torch.where(t_near, P.log1pmx(t_n), torch.log((k + theta) / (theta + mu)) - t_w)
     w_l = torch.where(wsmall, torch.ones_like(w), w)
-    t_big_w = P.digamma_log_difference(k, theta) - lpm_t + s / torch.expm1(w_l)
+    s_pos = torch.where(s > 0, s, torch.ones_like(s))
+    s_em1 = torch.where(s > 0, torch.exp(torch.log(s_pos) - w_l) / (-torch.expm1(-w_l)), 0.0 * s)
+    t_big_w = P.digamma_log_difference(k, theta) - lpm_t + s_em1
     d_theta = torch.where(wsmall, torch.where((x < 1.0) | (theta >= 1.0), t_l, t_s), t_big_w)
     return value, d_mu, d_theta
 
