@@ -1,26 +1,30 @@
 """``ztbench bench``: accuracy, throughput and the report on one suite (what `make bench` runs).
 
 Stages: (1) :func:`ztbench.accuracy.run_accuracy` into DIR; (2) throughput into DIR
-(``throughput.csv``/``.json``) through :mod:`ztbench.throughput` when that module is
-installed (skipped with a note otherwise, or with ``--skip-throughput``); (3) the report
-(DIR/REPORT.md). Prints each stage's wall time, the report's path and a short leaderboard
-(top 3 per family for float32 and float64).
+(``throughput.csv``/``.json``) through the ``throughput`` verb, at bench's sizes and
+budget (skipped with a note when that verb is not installed, or with
+``--skip-throughput``); (3) the report (DIR/REPORT.md). Prints each stage's wall time, the
+report's path and a short leaderboard (top 3 per family for float32 and float64).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
+import json
 import time
 from pathlib import Path
-from types import ModuleType
+
+from ztbench.atomic import atomic_write_text
 
 HELP = "run accuracy, throughput and the report on a suite; print the report path and leaders"
 DEFAULT_SUITE = "suites/default.toml"
 DEFAULT_OUT = "results/default"
-# bench's throughput settings when ztbench.throughput offers no suite-level entry point:
-# enough to rank candidates by speed, short enough for the `make bench` time target
-BENCH_SIZES: dict[str, tuple[int, ...]] = {"cpu": (10**4, 10**6), "cuda": (10**4, 10**6, 10**7)}
+# bench's throughput settings: enough to rank candidates by speed, short enough for the
+# `make bench` time target (the throughput verb's own defaults time more sizes, longer)
+BENCH_SIZES = "1e4,1e6"
 BENCH_BUDGET_S = 0.25
 
 
@@ -38,41 +42,52 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip the per-point Parquet file (the report then has no heatmaps)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--throughput-sizes",
+        default=BENCH_SIZES,
+        metavar="LIST",
+        help=f"sizes timed by the throughput stage (default {BENCH_SIZES})",
+    )
+    p.add_argument(
+        "--throughput-budget",
+        type=float,
+        default=BENCH_BUDGET_S,
+        metavar="S",
+        help=f"seconds of timing per throughput row (default {BENCH_BUDGET_S})",
+    )
 
 
-def _throughput_module() -> ModuleType | None:
-    try:
-        return importlib.import_module("ztbench.throughput")
-    except ImportError:
-        return None
+def run_throughput_stage(
+    suite_path: str, out: Path, acc_env: dict, sizes: str, budget: float, progress: bool
+) -> str:
+    """Run the ``throughput`` verb on the suite into ``out``; return a one-line note.
 
-
-def run_throughput_stage(suite, out: Path, env: dict, progress: bool) -> str:
-    """Measure throughput for ``suite`` into ``out``; return a one-line note of what ran.
-
-    Uses ``ztbench.throughput.run_suite(suite, out, env=..., progress=...)`` when the module
-    provides it, else builds the jobs with its ``plan`` / ``run_throughput`` /
-    ``write_throughput`` at bench's sizes (:data:`BENCH_SIZES`).
+    Goes through the verb (:mod:`ztbench.commands.throughput`: its argument checks and its
+    reading of the suite's candidates, dtypes, devices and modes) with bench's ``--sizes``
+    and ``--budget``; its per-row lines are not echoed. The verb rewrites env.json: the
+    accuracy run's ``suite_sha256`` (which covers a ``base`` suite) is kept in it.
     """
-    tp = _throughput_module()
-    if tp is None:
-        return "throughput: skipped (ztbench.throughput is not installed)"
-    if hasattr(tp, "run_suite"):
-        tp.run_suite(suite, out, env=env, progress=progress)
-        return f"throughput: wrote {out}/throughput.csv"
-    if not all(hasattr(tp, n) for n in ("plan", "run_throughput", "write_throughput")):
-        return "throughput: skipped (ztbench.throughput has no run function)"
-    from ztbench.candidates import get_candidate
-
-    cands = [get_candidate(c) for c in suite.candidates]
-    if hasattr(tp, "with_naive"):
-        cands = tp.with_naive(cands)
-    jobs = tp.plan(cands, suite.dtypes, suite.devices, suite.modes, tp.PASSES, BENCH_SIZES,
-                   modes_for=lambda c: suite.modes_for(c.id) or ("eager",))  # fmt: skip
-    config = tp.TimingConfig(budget_s=BENCH_BUDGET_S) if hasattr(tp, "TimingConfig") else None
-    result = tp.run_throughput(jobs, config=config, seed=suite.seed, progress=progress)
-    tp.write_throughput(result, out, env)
-    return f"throughput: wrote {out}/throughput.csv ({len(jobs)} rows)"
+    try:
+        verb = importlib.import_module("ztbench.commands.throughput")
+    except ImportError:
+        return "throughput: skipped (the throughput verb is not installed)"
+    parser = argparse.ArgumentParser(prog="ztbench throughput")
+    verb.add_arguments(parser)
+    argv = [suite_path, "-o", str(out), "--sizes", sizes, "--budget", repr(budget)]
+    args = parser.parse_args(argv + ([] if progress else ["--no-progress"]))
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        verb.run(args)
+    env_path = out / "env.json"
+    if "suite_sha256" in acc_env and env_path.is_file():
+        env = json.loads(env_path.read_text())
+        env["suite_sha256"] = acc_env["suite_sha256"]
+        atomic_write_text(env_path, json.dumps(env, indent=2, sort_keys=True) + "\n")
+    lines = [ln for ln in captured.getvalue().splitlines() if ln.strip()]
+    tail = [ln for ln in lines if ln.startswith(("rows:", "threads"))]
+    return (
+        "throughput: wrote " + f"{out}/throughput.csv" + (f" ({'; '.join(tail)})" if tail else "")
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         if stale.exists():
             note += f"; the report uses the existing {stale}"
     else:
-        note = run_throughput_stage(suite, out, result.env, progress)
+        note = run_throughput_stage(args.suite, out, result.env, args.throughput_sizes,
+                                    args.throughput_budget, progress)  # fmt: skip
     times["throughput"] = time.perf_counter() - t0
     print(f"bench: {note} ({times['throughput']:.1f} s)", flush=True)
 

@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import LogLocator, NullLocator
+from matplotlib.patches import Patch, PathPatch
+from matplotlib.path import Path as MplPath
+from matplotlib.ticker import LogLocator, NullFormatter, NullLocator
 
 from ztbench.atomic import atomic_path
 from ztbench.report.data import Results
@@ -32,6 +33,9 @@ DPI = 72
 CMAP = "cividis"
 FAIL_COLOR = "#d62728"
 EMPTY_COLOR = "#e6e6e6"
+# colour scale cap (log10 ulp): 1e20 ulp is past every digit even in float64 (2^53 ~ 9e15);
+# larger errors take the top colour (the colour bar shows an arrow)
+VMAX_CAP = 20.0
 NBINS_X = 48
 NBINS_Y = 28
 # ztnb heatmaps: one column per band of k (a max over the band, so random samples count)
@@ -114,11 +118,37 @@ def _panel(ax: plt.Axes, xe: np.ndarray, ye: np.ndarray, vals: np.ndarray, faile
     mesh = ax.pcolormesh(X, Y, np.ma.masked_invalid(vals), cmap=CMAP, vmin=0.0, vmax=vmax,
                          shading="flat", rasterized=True)  # fmt: skip
     if failed.any():
-        ax.pcolor(X, Y, np.ma.masked_where(~failed, np.ones_like(vals)),
-                  cmap=ListedColormap([FAIL_COLOR]), hatch="xxx", edgecolor="black",
-                  linewidth=0.0)  # fmt: skip
+        ax.pcolormesh(
+            X,
+            Y,
+            np.ma.masked_where(~failed, np.ones_like(vals)),
+            cmap=ListedColormap([FAIL_COLOR]),
+            shading="flat",
+            rasterized=True,
+        )
+        ax.add_artist(_hatch_patch(X, Y, failed))  # add_patch would scan it for limits
     _log_axes(ax)
     return mesh
+
+
+def _hatch_patch(X: np.ndarray, Y: np.ndarray, failed: np.ndarray) -> PathPatch:
+    """One compound patch over every failed cell, hatched (one hatch pass, fast to draw)."""
+    iy, ix = np.nonzero(failed)
+    x0, x1, y0, y1 = X[ix], X[ix + 1], Y[iy], Y[iy + 1]
+    verts = np.stack(
+        [
+            np.stack([x0, y0], 1),
+            np.stack([x1, y0], 1),
+            np.stack([x1, y1], 1),
+            np.stack([x0, y1], 1),
+            np.stack([x0, y0], 1),
+        ],
+        axis=1,
+    ).reshape(-1, 2)
+    cell = [MplPath.MOVETO, *[MplPath.LINETO] * 3, MplPath.CLOSEPOLY]
+    codes = np.tile(cell, len(ix))
+    return PathPatch(MplPath(verts, codes), facecolor="none", edgecolor="black", hatch="xxx",
+                     linewidth=0.0)  # fmt: skip
 
 
 def _log_axes(ax: plt.Axes) -> None:
@@ -293,7 +323,7 @@ def _vmax(binned: dict) -> float:
     finite = [v[np.isfinite(v)] for v, _ in binned.values()]
     finite = [f for f in finite if f.size]
     vmax = max((float(f.max()) for f in finite), default=1.0)
-    return max(1.0, math.ceil(vmax))
+    return float(min(VMAX_CAP, max(1.0, math.ceil(vmax))))
 
 
 def _finish(fig: plt.Figure, axes: np.ndarray, mesh: object, legend: list) -> None:
@@ -302,8 +332,12 @@ def _finish(fig: plt.Figure, axes: np.ndarray, mesh: object, legend: list) -> No
                         hspace=0.32, wspace=0.08)  # fmt: skip
     if mesh is not None:
         cax = fig.add_axes((0.9, 0.15, 0.018, 0.7))
-        cb = fig.colorbar(mesh, cax=cax)
-        cb.set_label("log10(ulp error)  (0 = within 1 ulp)")
+        vmax = mesh.norm.vmax  # type: ignore[attr-defined]
+        cb = fig.colorbar(mesh, cax=cax, extend="max" if vmax >= VMAX_CAP else "neither")
+        cb.set_label(
+            "log10(ulp error)  (0 = within 1 ulp"
+            + (f"; top colour = {VMAX_CAP:g} or more)" if vmax >= VMAX_CAP else ")")
+        )
     leg = fig.legend(handles=legend, loc="lower center", ncol=min(len(legend), 4),
                      fontsize=9, frameon=True, facecolor="#b0b0b0")  # fmt: skip
     leg.get_frame().set_edgecolor("black")
@@ -407,30 +441,41 @@ def pareto_plot(results: Results, out: Path, name: str, device: str,
             fin = np.isfinite(y)
             top = (np.nanmax(y[fin]) if fin.any() else 1.0) * 30
             yp = np.where(fin, np.maximum(y, 0.1), top)
-            ax.scatter(x[fin], yp[fin], color="#0072b2", s=28, zorder=3, label="candidate")
+            ax.scatter(x[fin], yp[fin], color="#0072b2", s=28, zorder=3)
             if (~fin).any():
-                ax.scatter(x[~fin], yp[~fin], color=FAIL_COLOR, marker="X", s=50, zorder=3,
-                           label="failures (max = inf), drawn at the top")  # fmt: skip
+                ax.scatter(x[~fin], yp[~fin], color=FAIL_COLOR, marker="X", s=50, zorder=3)
             front = pareto_front(x, np.where(fin, y, np.inf))
             front = front[np.isfinite(y[front])]
             if front.size:
                 ax.step(x[front], yp[front], where="post", color="#e69f00", lw=1.5, zorder=2)
                 ax.scatter(x[front], yp[front], s=110, facecolors="none", edgecolors="#e69f00",
-                           linewidths=1.8, zorder=4, label="Pareto front")  # fmt: skip
-            for xi, yi, c in zip(x, yp, d["candidate"], strict=True):
-                ax.annotate(c.split("/", 1)[1], (xi, yi), xytext=(4, 3),
-                            textcoords="offset points", fontsize=7.5)  # fmt: skip
+                           linewidths=1.8, zorder=4)  # fmt: skip
+            order = np.argsort(x)
+            for n, m in enumerate(o for o in order if fin[o]):
+                ax.annotate(d["candidate"].iloc[m].split("/", 1)[1], (x[m], yp[m]),
+                            xytext=(4, 4 if n % 2 == 0 else -10), textcoords="offset points",
+                            fontsize=7.5)  # fmt: skip
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_minor_locator(NullLocator())
+            ax.set_ylim(top=top * 30)
             size = int(d["size"].iloc[0])
             ax.set_title(f"{fam} · {dtype} (size {size:.0e})", fontsize=10)
             ax.set_xlabel(f"throughput, {pass_} (elements/s, log scale)")
             ax.set_ylabel("max ulp error of the value (log)")
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"Accuracy against throughput ({device}, eager, {pass_}): lower right is "
                  "better", fontsize=12)  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    handles = [
+        Line2D([], [], ls="none", marker="o", color="#0072b2", label="candidate (labelled)"),
+        Line2D([], [], ls="none", marker="X", color=FAIL_COLOR, ms=8,
+               label="failures (max ulp = inf), drawn at the top; see the leaderboards"),
+        Line2D([], [], color="#e69f00", marker="o", mfc="none", ms=10, mew=1.8,
+               label="Pareto front (no other candidate is both faster and more accurate)"),
+    ]  # fmt: skip
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9)
     _save(fig, out / name)
     return Figure(
         name,

@@ -66,8 +66,10 @@ def fmt(x: float, digits: int = 3) -> str:
         return "inf" if x > 0 else "-inf"
     if x == 0:
         return "0"
-    if 1e-3 <= abs(x) < 1e5:
+    if 1e-3 <= abs(x) < 10**digits:
         return f"{x:.{digits}g}"
+    if 10**digits <= abs(x) < 1e5:
+        return f"{x:.0f}"
     return f"{x:.{digits - 1}e}".replace("e+0", "e+").replace("e-0", "e-")
 
 
@@ -338,12 +340,16 @@ def published_paragraphs(results: Results) -> list[str]:
                 r = allr[(allr["dtype"] == dtype) & (allr["device"] == device)].iloc[0]
                 where = inputs_text(fam, r["worst_k"], r["worst_lam"], r["worst_mu"],
                                     r["worst_theta"])  # fmt: skip
-                fails = (f"; it returns NaN/inf at {int(r['failures'])} of {int(r['n'])} "
-                         "points" if r["failures"] else "")  # fmt: skip
-                text = (f"- **{dtype}** ({device}): it is off by up to "
-                        f"{fmt(r['max_abs_err'])} nats; "
-                        f"its largest error in ulp is {fmt(r['max_ulp'])} ulp, at {where}; "
-                        f"the 99th percentile is {fmt(r['p99_ulp'])} ulp{fails}.")  # fmt: skip
+                if r["failures"]:
+                    text = (f"- **{dtype}** ({device}): it returns NaN/inf at "
+                            f"{int(r['failures'])} of {int(r['n'])} points, for example at "
+                            f"{where}; the 99th percentile of its error is "
+                            f"{fmt(r['p99_ulp'])} ulp.")  # fmt: skip
+                else:
+                    text = (f"- **{dtype}** ({device}): it is off by up to "
+                            f"{fmt(r['max_abs_err'])} nats; its largest error in ulp is "
+                            f"{fmt(r['max_ulp'])} ulp, at {where}; the 99th percentile is "
+                            f"{fmt(r['p99_ulp'])} ulp.")  # fmt: skip
                 wa = worst_abs_point(results, rule, dtype, device)
                 if wa is not None:
                     text += (f" Where it returns a number, its largest error is "
@@ -360,12 +366,17 @@ def published_paragraphs(results: Results) -> list[str]:
                 for reg in regions.to_dict(orient="records"):
                     where_r = inputs_text(fam, reg["worst_k"], reg["worst_lam"], reg["worst_mu"],
                                           reg["worst_theta"])  # fmt: skip
-                    fails_r = f", {int(reg['failures'])} failures" if reg["failures"] else ""
-                    text += (
-                        f" In region `{reg['region']}` ({int(reg['n'])} points) the error "
-                        f"reaches {fmt(reg['max_abs_err'])} nats and "
-                        f"{fmt(reg['max_ulp'])} ulp (worst at {where_r}{fails_r})."
-                    )
+                    if reg["failures"]:
+                        text += (
+                            f" In region `{reg['region']}` ({int(reg['n'])} points) it "
+                            f"fails at {int(reg['failures'])} points (e.g. {where_r})."
+                        )
+                    else:
+                        text += (
+                            f" In region `{reg['region']}` ({int(reg['n'])} points) the "
+                            f"error reaches {fmt(reg['max_abs_err'])} nats and "
+                            f"{fmt(reg['max_ulp'])} ulp (worst at {where_r})."
+                        )
                 for sw in sweeps:
                     info = sweep_best(results, sw, dtype, device)
                     if info is None or info["best"] is None:
