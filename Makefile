@@ -31,8 +31,14 @@ check: install
 lint: install
 	$(BIN)/ruff check ztbench tests
 
+# Accuracy + throughput + report on the default suite (results/default/REPORT.md), then the
+# pytest-benchmark suite (results under .benchmarks/, for --benchmark-compare by hand).
 bench: install
-	$(BIN)/ztbench bench-refs --points 100000
+	$(BIN)/ztbench bench suites/default.toml -o results/default
+	$(BIN)/python -m pytest tests/bench -q --benchmark-enable --benchmark-autosave
+
+report: install
+	$(BIN)/ztbench report results/default
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks build *.egg-info

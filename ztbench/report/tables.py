@@ -9,7 +9,9 @@ eager mode on one family x dtype x device, region ``all``:
 3. gradients: total gradient failures, then the worst max ulp over the parameters
    (candidates without gradients, i.e. peers, rank after every candidate with them);
 4. speed: forward+backward cost relative to naive (throughput.csv, eager, the largest size
-   measured; missing: last), then forward;
+   measured; missing: last), then forward; compared in classes 10% wide (the class of a
+   ratio r is round(log(r) / log(1.1))) so that timing noise between candidates of
+   equal speed cannot flip the ranking;
 5. the candidate id (a deterministic last resort).
 
 Unsupported candidates (dtype not supported, evaluation failed) are listed below the
@@ -149,6 +151,10 @@ def _speed_of(speed: pd.DataFrame, family: str, cand: str, dtype: str, device: s
 # ----------------------------------------------------------------------------- leaderboard
 
 
+# Speed ratios within a factor of this of each other rank as equally fast (timing noise).
+SPEED_TIE = 1.1
+
+
 @dataclass(frozen=True)
 class BoardKey:
     """One leaderboard: a family on one dtype and device (eager mode)."""
@@ -236,9 +242,12 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
     def nan_last(x: pd.Series) -> pd.Series:
         return x.fillna(math.inf)
 
+    def speed_class(x: pd.Series) -> pd.Series:
+        return nan_last(np.round(np.log(x) / math.log(SPEED_TIE)))
+
     ok["_k"] = list(zip(ok["failures"], nan_last(ok["max_ulp"]), ok["grad_failures"],
-                        nan_last(ok["grad_max_ulp"]), nan_last(ok["ratio_fb"]),
-                        nan_last(ok["ratio_fwd"]), ok["candidate"], strict=True))  # fmt: skip
+                        nan_last(ok["grad_max_ulp"]), speed_class(ok["ratio_fb"]),
+                        speed_class(ok["ratio_fwd"]), ok["candidate"], strict=True))  # fmt: skip
     ok = ok.sort_values("_k", kind="stable").drop(columns="_k")
     ok.insert(0, "rank", np.arange(1, len(ok) + 1))
     rest = rest.sort_values("candidate", kind="stable")
