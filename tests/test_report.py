@@ -278,6 +278,7 @@ def test_speed_within_ten_percent_is_a_tie(results_dir: Path, code_ratio: float,
     # published-code and published-text have identical errors in the synthetic summary:
     # only speed separates them, and a 5% difference is timing noise (the id decides)
     tp = _throughput()
+    tp["ratio_to_naive"] = tp["ratio_to_naive"].astype(float)
     fb = (tp["family"] == "ztnb") & (tp["pass"] == "forward+backward")
     tp.loc[fb & (tp["candidate"] == "ztnb/published-code"), "ratio_to_naive"] = code_ratio
     tp.loc[fb & (tp["candidate"] == "ztnb/published-text"), "ratio_to_naive"] = 1.0

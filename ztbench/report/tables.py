@@ -9,9 +9,9 @@ eager mode on one family x dtype x device, region ``all``:
 3. gradients: total gradient failures, then the worst max ulp over the parameters
    (candidates without gradients, i.e. peers, rank after every candidate with them);
 4. speed: forward+backward cost relative to naive (throughput.csv, eager, the largest size
-   measured; missing: last), then forward; compared in classes 10% wide (the class of a
-   ratio r is round(log(r) / log(1.1))) so that timing noise between candidates of
-   equal speed cannot flip the ranking;
+   measured; missing: last), then forward; among candidates with equal errors, those
+   within 10% of the fastest count as equally fast, so that timing noise cannot flip the
+   ranking (the id then decides);
 5. the candidate id (a deterministic last resort).
 
 Unsupported candidates (dtype not supported, evaluation failed) are listed below the
@@ -242,12 +242,21 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
     def nan_last(x: pd.Series) -> pd.Series:
         return x.fillna(math.inf)
 
-    def speed_class(x: pd.Series) -> pd.Series:
-        return nan_last(np.round(np.log(x) / math.log(SPEED_TIE)))
+    errors = ["failures", "max_ulp", "grad_failures", "grad_max_ulp"]
+    for col in errors[1:]:
+        ok[col + "_key"] = nan_last(ok[col])
+    error_key = ["failures", "max_ulp_key", "grad_failures_key", "grad_max_ulp_key"]
 
-    ok["_k"] = list(zip(ok["failures"], nan_last(ok["max_ulp"]), ok["grad_failures"],
-                        nan_last(ok["grad_max_ulp"]), speed_class(ok["ratio_fb"]),
-                        speed_class(ok["ratio_fwd"]), ok["candidate"], strict=True))  # fmt: skip
+    def speed_key(col: str) -> pd.Series:
+        # within a group of equal errors, every candidate within SPEED_TIE of the fastest
+        # counts as the fastest (its speed key is the group's minimum)
+        x = nan_last(ok[col])
+        fastest = x.groupby([ok[c] for c in error_key]).transform("min")
+        return x.where(x > SPEED_TIE * fastest, fastest)
+
+    ok["_k"] = list(zip(*(ok[c] for c in error_key), speed_key("ratio_fb"),
+                        speed_key("ratio_fwd"), ok["candidate"], strict=True))  # fmt: skip
+    ok = ok.drop(columns=[c for c in error_key if c.endswith("_key")])
     ok = ok.sort_values("_k", kind="stable").drop(columns="_k")
     ok.insert(0, "rank", np.arange(1, len(ok) + 1))
     rest = rest.sort_values("candidate", kind="stable")
