@@ -32,10 +32,12 @@ lint: install
 	$(BIN)/ruff check ztbench tests
 
 # Accuracy + throughput + report on the default suite (results/default/REPORT.md), then the
-# pytest-benchmark suite (results under .benchmarks/, for --benchmark-compare by hand).
+# pytest-benchmark suite, eager kernels (results under .benchmarks/, for --benchmark-compare
+# by hand; `pytest tests/bench --benchmark-enable` runs all of it, compiled kernels too).
 bench: install
 	$(BIN)/ztbench bench suites/default.toml -o results/default
-	$(BIN)/python -m pytest tests/bench -q --benchmark-enable --benchmark-autosave
+	$(BIN)/python -m pytest tests/bench -q -k 'not compile' --benchmark-enable \
+		--benchmark-autosave --benchmark-max-time=0.1 --benchmark-min-rounds=3
 
 report: install
 	$(BIN)/ztbench report results/default

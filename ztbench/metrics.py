@@ -234,7 +234,8 @@ def rel_error(computed: Any, reference: Any) -> np.ndarray:
     """``|computed - reference| / |reference|``; a zero reference gives 0 (c == 0) or inf."""
     c, r = np.broadcast_arrays(_f64(computed), _f64(reference))
     a = abs_error(c, r)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # a tiny reference can overflow the quotient: inf is the right relative error then
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         err = a / np.abs(r)
     err = np.where(r == 0, np.where(a == 0, 0.0, np.inf), err)
     err = np.where(np.isinf(r), a, err)  # equal infinities 0, otherwise inf (from abs)

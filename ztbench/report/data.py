@@ -9,6 +9,7 @@ required: a missing or unreadable one is a :class:`~ztbench.errors.UserError` (o
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +67,16 @@ class Results:
             term = ds.field(name) == value
             expr = term if expr is None else expr & term
         try:
-            table = ds.dataset(self.points_path, format="parquet").to_table(
-                columns=columns, filter=expr
-            )
+            table = _dataset(self.points_path).to_table(columns=columns, filter=expr)
         except (OSError, ValueError) as exc:  # pyarrow's errors subclass these
             raise UserError(f"{self.points_path}: cannot read ({_first_line(exc)})") from None
         return table.to_pandas()
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(path: Path) -> ds.Dataset:
+    """The opened points.parquet (opened once per report: the heatmaps read it ~100 times)."""
+    return ds.dataset(path, format="parquet")
 
 
 def _first_line(exc: BaseException) -> str:
