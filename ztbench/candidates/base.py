@@ -96,6 +96,31 @@ def register(candidate: Candidate) -> Candidate:
     return candidate
 
 
+def register_torch(
+    family: str,
+    name: str,
+    fn: Callable[..., Any],
+    form: str,
+    description: str,
+    provenance: str,
+    **metadata: Any,
+) -> Candidate:
+    """Register a torch candidate ``family/name`` accepting every dtype (see :class:`Candidate`)."""
+    return register(
+        Candidate(
+            id=f"{family}/{name}",
+            family=family,
+            form=form,  # type: ignore[arg-type]
+            description=description,
+            provenance=provenance,
+            kind="torch",
+            dtypes=DTYPES_ALL,
+            fn=fn,
+            **metadata,
+        )
+    )
+
+
 def _order(c: Candidate) -> tuple[int, int, int]:
     fam = FAMILY_ORDER.index(c.family) if c.family in FAMILY_ORDER else len(FAMILY_ORDER)
     kind = 0 if c.kind == "torch" else 1

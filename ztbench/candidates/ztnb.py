@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ztbench.candidates import primitives as P
-from ztbench.candidates.base import DTYPES_ALL, Candidate, register
+from ztbench.candidates.base import Candidate, register_torch
 
 FAMILY = "ztnb"
 PUBLISHED_THRESHOLD = 15.0
@@ -212,19 +212,7 @@ def scvi_style(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = N
 
 
 def _torch(name: str, fn, form: str, description: str, provenance: str, **kw) -> Candidate:
-    return register(
-        Candidate(
-            id=f"{FAMILY}/{name}",
-            family=FAMILY,
-            form=form,  # type: ignore[arg-type]
-            description=description,
-            provenance=provenance,
-            kind="torch",
-            dtypes=DTYPES_ALL,
-            fn=fn,
-            **kw,
-        )
-    )
+    return register_torch(FAMILY, name, fn, form, description, provenance, **kw)
 
 
 _torch(

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ztbench.candidates import primitives as P
-from ztbench.candidates.base import DTYPES_ALL, Candidate, register
+from ztbench.candidates.base import Candidate, register_torch
 
 FAMILY = "ztpoisson"
 PUBLISHED_THRESHOLD = 10.0
@@ -101,19 +101,7 @@ def torch_distributions(k: Tensor, lam: Tensor, threshold: float | None = None) 
 
 
 def _torch(name: str, fn, form: str, description: str, provenance: str, **kw) -> Candidate:
-    return register(
-        Candidate(
-            id=f"{FAMILY}/{name}",
-            family=FAMILY,
-            form=form,  # type: ignore[arg-type]
-            description=description,
-            provenance=provenance,
-            kind="torch",
-            dtypes=DTYPES_ALL,
-            fn=fn,
-            **kw,
-        )
-    )
+    return register_torch(FAMILY, name, fn, form, description, provenance, **kw)
 
 
 _torch(
