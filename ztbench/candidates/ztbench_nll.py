@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor
 
 import ztbench.nll as api  # module import: ztbench.nll itself imports ztbench.candidates
-from ztbench.candidates.base import DTYPES_ALL, Candidate, register
+from ztbench.candidates.base import register_torch
 
 
 def ztpoisson_ztbench(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:
@@ -23,29 +23,21 @@ def ztnb_ztbench(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None =
     return api.zt_negbin_nll(k, mu, theta, reduction="none", validate=False)
 
 
-register(
-    Candidate(
-        id="ztpoisson/ztbench",
-        family="ztpoisson",
-        form="loss",
-        description="ztbench.nll.zt_poisson_nll: float64 internals, -(k-1) log lam + "
-        "log(expm1(lam)/lam), analytic backward without cancellation.",
-        provenance="ztbench public API (issue 8)",
-        kind="torch",
-        dtypes=DTYPES_ALL,
-        fn=ztpoisson_ztbench,
-    )
+register_torch(
+    "ztpoisson",
+    "ztbench",
+    ztpoisson_ztbench,
+    "loss",
+    "ztbench.nll.zt_poisson_nll: float64 internals, -(k-1) log lam + "
+    "log(expm1(lam)/lam), analytic backward without cancellation.",
+    "ztbench public API (issue 8)",
 )
-register(
-    Candidate(
-        id="ztnb/ztbench",
-        family="ztnb",
-        form="loss",
-        description="ztbench.nll.zt_negbin_nll: float64 internals, log-gamma/digamma "
-        "excess series, log w + log(expm1(w)/w) split, analytic backward.",
-        provenance="ztbench public API (issue 8)",
-        kind="torch",
-        dtypes=DTYPES_ALL,
-        fn=ztnb_ztbench,
-    )
+register_torch(
+    "ztnb",
+    "ztbench",
+    ztnb_ztbench,
+    "loss",
+    "ztbench.nll.zt_negbin_nll: float64 internals, log-gamma/digamma "
+    "excess series, log w + log(expm1(w)/w) split, analytic backward.",
+    "ztbench public API (issue 8)",
 )
