@@ -6,11 +6,12 @@ import argparse
 import os
 import time
 
-import numpy as np
 import pandas as pd
 
 from ztbench.families import Family, get_family
+from ztbench.grids import build_family_points
 from ztbench.reference import ENGINES, compute_references
+from ztbench.suite import FamilyPoints, RandomSpec, Range
 
 HELP = "benchmark: certified reference points per second of each engine on the ztnb domain"
 
@@ -28,14 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _sample(family: Family, n: int, seed: int) -> pd.DataFrame:
-    # TODO(grids): use the suite grid sampler once ztbench.grids lands.
-    rng = np.random.default_rng(seed)
-    cols = {}
-    for c in family.columns:
-        lo, hi = family.domain[c]
-        x = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
-        cols[c] = np.floor(x) if c == "k" else x
-    return pd.DataFrame(cols)
+    """``n`` log-uniform points over the whole domain (the suites' random sampler)."""
+    columns = {c: Range(*family.domain[c]) for c in family.columns}
+    spec = FamilyPoints(family.name, randoms=(RandomSpec(n, columns),))
+    # the sampler sorts its points: shuffle (seeded) so that mpmath's subset is a fair sample
+    return build_family_points(spec, seed).sample(frac=1.0, random_state=seed)
 
 
 def run(args: argparse.Namespace) -> int:
