@@ -97,7 +97,8 @@ def _recommended_section(recs: pd.DataFrame, with_speed: bool) -> str:
     rule = ("Rule: among the candidates measured in eager mode, the lowest max ulp error of the "
             "value with zero failures (NaN/inf where the exact value is finite), then the "
             "fewest gradient failures and lowest gradient max ulp, then the lowest "
-            "forward+backward cost relative to naive, then the id. It is the first row of the "
+            "forward+backward cost relative to naive (costs within 10% of the fastest of equal "
+            "error count as equal: timing noise), then the id. It is the first row of the "
             "matching leaderboard below.")  # fmt: skip
     return markdown_table(pd.DataFrame(rows)) + "\n\n" + rule + "\n"
 
