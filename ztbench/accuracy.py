@@ -169,7 +169,7 @@ def _worst_inputs(family: Family, pts: pd.DataFrame, worst: int) -> dict[str, fl
     return out
 
 
-def _status_rows(base: dict, family: Family, status: str, quantities, n_out: int) -> list[dict]:
+def _status_rows(base: dict, status: str, quantities, n_out: int) -> list[dict]:
     return [
         {**base, "quantity": q, "region": "all", "n": 0, "failures": 0, "status": status,
          "out_of_range": n_out, "uncertified": 0}
@@ -226,12 +226,12 @@ def _measure(
     quantities = ("value", *family.gradients)
     if not _device_available(device):
         collector.rows += _status_rows(
-            base, family, f"skipped: device {device} not available", ("value",), data.out_of_range
+            base, f"skipped: device {device} not available", ("value",), data.out_of_range
         )
         return
     if data.dtype not in cand.dtypes:
         collector.rows += _status_rows(
-            base, family, f"unsupported: dtype {data.dtype}", quantities, data.out_of_range
+            base, f"unsupported: dtype {data.dtype}", quantities, data.out_of_range
         )
         return
     cert = data.refs["certified"].to_numpy()
@@ -243,7 +243,7 @@ def _measure(
     timings["evaluation"] += time.perf_counter() - t0
     if ev.status != "ok":
         collector.rows += _status_rows(
-            base, family, f"unsupported: {ev.reason}", quantities, data.out_of_range
+            base, f"unsupported: {ev.reason}", quantities, data.out_of_range
         )
         return
     t0 = time.perf_counter()
@@ -255,7 +255,7 @@ def _measure(
         computed = ev.value if q == "value" else ev.grads.get(q)
         extra = {"out_of_range": data.out_of_range, "uncertified": int((~cert).sum())}
         if computed is None:
-            collector.rows += _status_rows(base, family, "no gradient", (q,), data.out_of_range)
+            collector.rows += _status_rows(base, "no gradient", (q,), data.out_of_range)
             continue
         reference = refs[_reference_of(cand, q)].to_numpy()
         err = _errors(computed, reference, data.dtype)

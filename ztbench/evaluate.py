@@ -57,7 +57,8 @@ def _unsupported(n: int, reason: str) -> Evaluation:
     return Evaluation(np.full(n, np.nan), {}, "unsupported", reason)
 
 
-def _is_missing_kernel(exc: BaseException) -> bool:
+def is_missing_kernel(exc: BaseException) -> bool:
+    """True when ``exc`` says torch has no kernel for this dtype/device (a typed result)."""
     msg = str(exc)
     return isinstance(exc, NotImplementedError) or any(
         s in msg
@@ -65,7 +66,8 @@ def _is_missing_kernel(exc: BaseException) -> bool:
     )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for one-line status reasons."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
@@ -148,12 +150,12 @@ def evaluate(
             return _unsupported(n, "CUDA is not available")
         torch.empty(0, dtype=fmt.torch_dtype, device=dev)
     except (RuntimeError, ValueError) as exc:
-        return _unsupported(n, f"device {device!r}: {_first_line(exc)}")
+        return _unsupported(n, f"device {device!r}: {first_line(exc)}")
 
     try:
         base = compiled(candidate) if mode == "compile" else candidate.fn
     except Exception as exc:  # torch.compile itself failing is a result
-        return _unsupported(n, f"torch.compile failed: {_first_line(exc)}")
+        return _unsupported(n, f"torch.compile failed: {first_line(exc)}")
 
     def fn(k: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         return base(k, *params, threshold=threshold)
@@ -169,9 +171,9 @@ def evaluate(
         return _unsupported(n, exc.reason)
     except Exception as exc:
         if mode == "compile":
-            return _unsupported(n, f"torch.compile failed: {_first_line(exc)}")
-        if _is_missing_kernel(exc):
-            return _unsupported(n, f"missing kernel: {_first_line(exc)}")
+            return _unsupported(n, f"torch.compile failed: {first_line(exc)}")
+        if is_missing_kernel(exc):
+            return _unsupported(n, f"missing kernel: {first_line(exc)}")
         raise
     return Evaluation(value, grads)
 

@@ -92,11 +92,11 @@ import numpy as np
 
 from ztbench.dtypes import DTYPE_NAMES
 from ztbench.errors import UserError
+from ztbench.evaluate import MODES
 from ztbench.families import FAMILIES, get_family
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
-MODES: tuple[str, ...] = ("eager", "compile")  # as ztbench.evaluate.MODES
 KINDS: tuple[str, ...] = ("torch", "peer")
 # Published thresholds (as the candidates' published_thresholds): near_thresholds' default.
 PUBLISHED_THRESHOLDS: dict[str, tuple[float, ...]] = {"ztpoisson": (10.0,), "ztnb": (15.0,)}

@@ -75,11 +75,10 @@ import torch
 
 from ztbench.candidates.base import Candidate, Unsupported, get_candidate
 from ztbench.dtypes import get_format
-from ztbench.evaluate import compile_limits, compiled
+from ztbench.evaluate import MODES, compile_limits, compiled, first_line, is_missing_kernel
 from ztbench.families import get_family
 
 PASSES: tuple[str, ...] = ("forward", "forward+backward")
-MODES: tuple[str, ...] = ("eager", "compile")
 COLUMNS: tuple[str, ...] = (
     "family",
     "candidate",
@@ -404,18 +403,6 @@ def _skip_reason(job: Job, config: TimingConfig) -> tuple[str, str] | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-
-
-def _missing_kernel(exc: BaseException) -> bool:
-    msg = str(exc)
-    return isinstance(exc, NotImplementedError) or any(
-        s in msg for s in ("not implemented for", "not supported", "No kernel", "Could not run")
-    )
-
-
 def _row(job: Job, threads: int) -> dict[str, Any]:
     c = job.candidate
     nan = float("nan")
@@ -491,11 +478,11 @@ class _Runner:
             return
         except Exception as exc:
             if job.mode == "compile":
-                row.update(status="unsupported", reason=f"torch.compile failed: {_first_line(exc)}")
-            elif _missing_kernel(exc):
-                row.update(status="unsupported", reason=f"missing kernel: {_first_line(exc)}")
+                row.update(status="unsupported", reason=f"torch.compile failed: {first_line(exc)}")
+            elif is_missing_kernel(exc):
+                row.update(status="unsupported", reason=f"missing kernel: {first_line(exc)}")
             else:
-                row.update(status="failed", reason=_first_line(exc))
+                row.update(status="failed", reason=first_line(exc))
             return
         copy = self.copy(job)
         row.update(

@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-DTYPES_ALL: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
+from ztbench.dtypes import DTYPE_NAMES
+
+DTYPES_ALL: tuple[str, ...] = DTYPE_NAMES
 DTYPES_PEER: tuple[str, ...] = ("float64",)
 FAMILY_ORDER: tuple[str, ...] = ("ztpoisson", "ztnb")
 
