@@ -1,0 +1,173 @@
+"""The shipped loss (``ztbench.nll``) against the goals it was built to (issue 8).
+
+Goals, measured over a suite's whole domain in eager mode:
+
+- value: max error <= :data:`VALUE_GOAL_ULP` ulp with zero failures, in each of
+  :data:`GOAL_DTYPES`;
+- each gradient: max error <= :data:`GRADIENT_GOAL_ULP` ulp with zero failures;
+- speed: forward+backward at >= :data:`SPEED_GOAL` times the element rate of the family's
+  naive candidate, on CPU in float32, eager, in the same throughput run
+  (:data:`SPEED_GOAL_AT`). Compiled and CUDA ratios are listed without a goal.
+
+A missed goal is listed with the regions where the max error occurs and the worst input,
+so the report itself shows where the gap is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ztbench.report.data import Results
+from ztbench.report.tables import (
+    DTYPE_ORDER,
+    FAMILY_ORDER,
+    RANK_MODE,
+    SPEED_PASSES,
+    fmt,
+    inputs_text,
+    markdown_table,
+    ordered,
+    speed_table,
+)
+
+SHIPPED: dict[str, str] = {"ztpoisson": "ztpoisson/ztbench", "ztnb": "ztnb/ztbench"}
+GOAL_DTYPES: tuple[str, ...] = ("float64", "float32")
+VALUE_GOAL_ULP = 4.0
+GRADIENT_GOAL_ULP = 16.0
+SPEED_GOAL = 0.8
+SPEED_GOAL_AT: dict[str, str] = {"dtype": "float32", "device": "cpu", "mode": "eager"}
+ACCURACY_COLUMNS: tuple[str, ...] = (
+    "family", "candidate", "dtype", "device", "quantity", "goal_ulp", "max_ulp", "p99_ulp",
+    "failures", "met", "regions", "worst",
+)  # fmt: skip
+SPEED_COLUMNS: tuple[str, ...] = (
+    "family", "candidate", "dtype", "device", "mode", "size", "rate_vs_naive", "goal", "met",
+)  # fmt: skip
+
+
+def accuracy_goals(results: Results) -> pd.DataFrame:
+    """One row per shipped candidate x goal dtype x device x quantity (eager, region "all").
+
+    ``met`` is True when there are no failures and max_ulp <= the goal; ``regions`` names
+    the suite regions (other than "all") whose max error equals the overall max, and
+    ``worst`` the input where it occurs.
+    """
+    s = results.summary
+    s = s[s["candidate"].isin(SHIPPED.values()) & s["dtype"].isin(GOAL_DTYPES)
+          & (s["mode"] == RANK_MODE) & (s["status"] == "ok")]  # fmt: skip
+    rows = []
+    for r in s[s["region"] == "all"].to_dict(orient="records"):
+        goal = VALUE_GOAL_ULP if r["quantity"] == "value" else GRADIENT_GOAL_ULP
+        same = s[(s["candidate"] == r["candidate"]) & (s["dtype"] == r["dtype"])
+                 & (s["device"] == r["device"]) & (s["quantity"] == r["quantity"])
+                 & (s["region"] != "all")]  # fmt: skip
+        at_max = same[same["max_ulp"] == r["max_ulp"]]["region"]
+        failures = int(r["failures"])
+        rows.append({
+            "family": r["family"], "candidate": r["candidate"], "dtype": r["dtype"],
+            "device": r["device"], "quantity": r["quantity"], "goal_ulp": goal,
+            "max_ulp": float(r["max_ulp"]), "p99_ulp": float(r["p99_ulp"]),
+            "failures": failures,
+            "met": failures == 0 and float(r["max_ulp"]) <= goal,
+            "regions": ", ".join(at_max) or "(outside the named regions)",
+            "worst": inputs_text(r["family"], r["worst_k"], r["worst_lam"], r["worst_mu"],
+                                 r["worst_theta"]),
+        })  # fmt: skip
+    df = pd.DataFrame(rows, columns=list(ACCURACY_COLUMNS))
+    return _sorted(df, ["family", "dtype", "device"])
+
+
+def speed_goals(results: Results) -> pd.DataFrame:
+    """Forward+backward element rate of each shipped candidate / naive's (same run).
+
+    One row per dtype/device/mode at the largest size measured (``rate_vs_naive`` > 1:
+    faster than naive).
+
+    ``goal`` and ``met`` are set on the :data:`SPEED_GOAL_AT` rows only (NaN / None
+    elsewhere: those figures are reported, not judged).
+    """
+    # ratio_to_naive in throughput.csv is a cost (candidate time / naive time); the goal is
+    # on the element rate, its inverse
+    speed = speed_table(results)
+    sp = speed[speed["candidate"].isin(SHIPPED.values()) & (speed["pass"] == SPEED_PASSES[0])]
+    rows = []
+    for r in sp.to_dict(orient="records"):
+        judged = all(r[c] == v for c, v in SPEED_GOAL_AT.items())
+        ratio = 1.0 / float(r["ratio_to_naive"])
+        rows.append({
+            "family": r["family"], "candidate": r["candidate"], "dtype": r["dtype"],
+            "device": r["device"], "mode": r["mode"], "size": int(r["size"]),
+            "rate_vs_naive": ratio, "goal": SPEED_GOAL if judged else math.nan,
+            "met": (ratio >= SPEED_GOAL) if judged else None,
+        })  # fmt: skip
+    df = pd.DataFrame(rows, columns=list(SPEED_COLUMNS))
+    return _sorted(df, ["family", "dtype", "device", "mode"])
+
+
+def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    if df.empty:
+        return df
+    rank = {"family": FAMILY_ORDER, "dtype": DTYPE_ORDER}
+    for col, order in rank.items():
+        pos = {v: i for i, v in enumerate(ordered(df[col], order))}
+        df[f"_{col}"] = df[col].map(pos)
+    sort_keys = [f"_{k}" if k in rank else k for k in keys]
+    return df.sort_values(sort_keys, kind="stable").drop(columns=["_family", "_dtype"])
+
+
+def _met_text(met: object) -> str:
+    if met is None or (isinstance(met, float) and math.isnan(met)):
+        return "—"
+    return "met" if met else "**missed**"
+
+
+def goals_markdown(results: Results) -> str:
+    """The section body: the accuracy table, the speed table, one line on each miss."""
+    acc = accuracy_goals(results)
+    if acc.empty:
+        return (
+            "The shipped candidates ("
+            + ", ".join(f"`{c}`" for c in SHIPPED.values())
+            + ") were not measured in eager mode in "
+            + "/".join(GOAL_DTYPES)
+            + " here.\n"
+        )
+    md = [
+        f"Goals: value max error <= {fmt(VALUE_GOAL_ULP)} ulp and each gradient <= "
+        f"{fmt(GRADIENT_GOAL_ULP)} ulp with zero failures in {' and '.join(GOAL_DTYPES)} "
+        f"(eager, the whole suite); forward+backward >= {SPEED_GOAL}x the naive candidate's "
+        "element rate in float32 on CPU, eager. Regions: the suite regions where the max "
+        "error occurs.\n",
+    ]
+    rows = [{
+        "candidate": f"`{r['candidate']}`", "dtype": r["dtype"], "device": r["device"],
+        "quantity": r["quantity"], "goal (ulp)": fmt(r["goal_ulp"]),
+        "max ulp": f"inf ({r['failures']} fail)" if r["failures"] else fmt(r["max_ulp"]),
+        "p99 ulp": fmt(r["p99_ulp"]), "": _met_text(r["met"]),
+        "regions at the max": r["regions"] if not r["met"] else "",
+        "worst input": r["worst"] if not r["met"] else "",
+    } for r in acc.to_dict(orient="records")]  # fmt: skip
+    md.append(markdown_table(pd.DataFrame(rows)) + "\n")
+    sp = speed_goals(results)
+    if sp.empty:
+        md.append("No throughput was measured for the shipped candidates here.\n")
+    else:
+        srows = [{
+            "candidate": f"`{r['candidate']}`", "dtype": r["dtype"], "device": r["device"],
+            "mode": r["mode"], "elements": f"{r['size']:.0e}",
+            "fwd+bwd rate / naive rate": fmt(r["rate_vs_naive"], 2),
+            "goal": "—" if math.isnan(r["goal"]) else f">= {r['goal']}",
+            "": _met_text(r["met"]),
+        } for r in sp.to_dict(orient="records")]  # fmt: skip
+        md.append(markdown_table(pd.DataFrame(srows)) + "\n")
+    missed = int((~acc["met"]).sum()) + int((sp["met"] == False).sum())  # noqa: E712
+    md.append(
+        f"{missed} goal(s) missed. Why, and which term limits each, is in the README "
+        '("The shipped loss"); tests/test_nll.py pins today\'s figures so they can only '
+        "improve.\n"
+        if missed
+        else "Every goal is met.\n"
+    )
+    return "\n".join(md)
