@@ -44,31 +44,55 @@ _F64 = torch.float64
 
 
 # --------------------------------------------------------------------------- kernels
+def _ztp_small(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """The ZTP loss and d/dlam for lam < 1 (see :func:`_ztp_kernel`)."""
+    value = _h_series(lam) - (k - 1.0) * torch.log(lam)
+    if not need_grad:
+        return value, None
+    return value, _q_series(lam) - (k - 1.0) / lam
+
+
+def _ztp_large(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """The ZTP loss and d/dlam for lam >= 1 (see :func:`_ztp_kernel`)."""
+    log_lam = torch.log(lam)
+    e = torch.exp(-lam)  # underflows to 0 past lam ~ 745, where it no longer matters
+    value = (lam + torch.log1p(-e) - log_lam) - (k - 1.0) * log_lam
+    if not need_grad:
+        return value, None
+    # 1/expm1(lam) = e^-lam / (1 - e^-lam): no overflow of expm1 past lam ~ 709 (the
+    # term is then a subnormal that the reference keeps)
+    return value, (lam - k) / lam + e / (-torch.expm1(-lam))
+
+
 def _ztp_kernel(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
     """ZTP loss -k log(lam) + log(expm1(lam)) and its derivative in lam (float64).
 
-    Value: ``-(k - 1) log(lam) + h(lam)``, h(x) = log(expm1(x)/x)
-    (:func:`~ztbench.candidates.primitives.log_expm1_over_x`); taking one log(lam) out of
-    the truncation term removes the small-lam cancellation (k = 1: the loss ~ lam/2).
+    Value: ``h(lam) - (k - 1) log(lam)``, h(x) = log(expm1(x)/x); taking one log(lam)
+    out of the truncation term removes the small-lam cancellation (k = 1: the loss ~
+    lam/2). h(x) = log1p(sum_{n>=1} x^n/(n+1)!) for x < 1 (no cancellation) and
+    x + log1p(-e^-x) - log(x) for x >= 1 (never overflows; at least half the larger
+    term, see :func:`~ztbench.candidates.primitives.log_expm1_over_x`).
 
     Derivative ``-k/lam + 1/(1 - e^-lam)``:
 
-    - lam <= 1: ``-(k - 1)/lam + q(lam)``, q(x) = 1/(1 - e^-x) - 1/x by its series
-      (1/2 at k = 1; for k >= 2 the first term dominates q < 0.6 by at least 1/0.6);
-    - lam > 1: ``(lam - k)/lam + 1/expm1(lam)``; lam - k is exact when k/2 <= lam <= 2k
+    - lam < 1: ``q(lam) - (k - 1)/lam``, q(x) = 1/(1 - e^-x) - 1/x by its Bernoulli series
+      (1/2 at k = 1; for k >= 2 the second term dominates q < 0.6 by at least 1/0.6);
+    - lam >= 1: ``(lam - k)/lam + 1/expm1(lam)``; lam - k is exact when k/2 <= lam <= 2k
       (Sterbenz), so at k = lam the result is exactly 1/expm1(lam) (tiny, not rounding
       noise of 1 - k/lam).
+
+    Both branches are computed on every element with safe inputs where they are not
+    taken (the traceable form for torch.compile); :func:`_ztp_fast` computes each on
+    its own elements only, with the same functions, hence the same bits.
     """
-    value = -torch.xlogy(k - 1.0, lam) + P.log_expm1_over_x(lam)
+    small = lam < 1.0
+    l_s, l_l = P.split(small, lam, 0.5, 2.0)
+    v_s, g_s = _ztp_small(k, l_s, need_grad)
+    v_l, g_l = _ztp_large(k, l_l, need_grad)
+    value = torch.where(small, v_s, v_l)
     if not need_grad:
         return value, None
-    small = lam <= 1.0
-    l_s, l_l = P.split(small, lam, 0.5, 2.0)
-    g_small = -(k - 1.0) / l_s + P.inv1mexp_minus_inv(l_s)
-    # 1/expm1(lam) = e^-lam / (1 - e^-lam): no overflow of expm1 past lam ~ 709 (the
-    # term is then a subnormal that the reference keeps)
-    g_large = (l_l - k) / l_l + torch.exp(-l_l) / (-torch.expm1(-l_l))
-    return value, torch.where(small, g_small, g_large)
+    return value, torch.where(small, g_s, g_l)
 
 
 def _ztnb_kernel(
@@ -386,18 +410,17 @@ def _ztp_fast(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor |
     """:func:`_ztp_kernel`, eager, each branch on its subset."""
     shape = lam.shape
     k, lam = k.reshape(-1), lam.reshape(-1)
-    value = -torch.xlogy(k - 1.0, lam) + _log_expm1_over_x(lam)
-    if not need_grad:
-        return value.reshape(shape), None
-
-    def g_small(k_s: Tensor, l_s: Tensor) -> Tensor:
-        return -(k_s - 1.0) / l_s + _q(l_s)
-
-    def g_large(k_l: Tensor, l_l: Tensor) -> Tensor:
-        return (l_l - k_l) / l_l + torch.exp(-l_l) / (-torch.expm1(-l_l))
-
-    grad = _branch(lam <= 1.0, g_small, g_large, k, lam)
-    return value.reshape(shape), grad.reshape(shape)
+    value = torch.empty_like(lam)
+    grad = torch.empty_like(lam) if need_grad else None
+    small = lam < 1.0
+    for mask, fn in ((small, _ztp_small), (~small, _ztp_large)):
+        idx = _idx(mask)
+        if idx.numel():
+            v, g = fn(k.index_select(0, idx), lam.index_select(0, idx), need_grad)
+            value.index_copy_(0, idx, v)
+            if grad is not None:
+                grad.index_copy_(0, idx, g)
+    return value.reshape(shape), None if grad is None else grad.reshape(shape)
 
 
 def _ztnb_fast(
@@ -480,40 +503,72 @@ def _ztnb_fast(
 
 
 # --------------------------------------------------------------------------- autograd
-class _ZTPoissonFn(torch.autograd.Function):
-    """Loss and analytic d/dlam (float64 tensors, already broadcast)."""
+# family -> (where-based kernel for torch.compile, eager fast path); each kernel maps
+# (k, *params, need_grad) to (value, *d_params) in float64
+_KERNELS = {
+    "ztpoisson": (_ztp_kernel, _ztp_fast),
+    "ztnb": (_ztnb_kernel, _ztnb_fast),
+}
+
+
+class _ZTLossFn(torch.autograd.Function):
+    """Elementwise loss from the caller's tensors, in one autograd node.
+
+    Forward (no autograd inside): k and the parameters to float64 (exp of a
+    log-parameter), broadcast, invalid positions replaced by 1 for the kernel and set to
+    NaN in the result (on the CPU in eager mode only when there is one), ``full`` adds
+    lgamma(k + 1), one rounding to ``out_dtype``. The saved derivatives are float64,
+    already in the caller's parametrisation (d/dlog p = p d/dp) and 0 at invalid
+    positions. Backward: grad (to float64) x derivative, summed
+    to the parameter's shape (broadcasting), rounded once to its dtype. One node instead
+    of a chain of casts and wheres saves their backward passes.
+    """
 
     @staticmethod
-    def forward(ctx, k: Tensor, lam: Tensor) -> Tensor:  # type: ignore[override]
-        need = bool(ctx.needs_input_grad[1])
-        kernel = _ztp_kernel if torch.compiler.is_compiling() else _ztp_fast
-        value, d_lam = kernel(k, lam, need)
+    def forward(ctx, family: str, is_log: tuple[bool, ...], full: bool,  # type: ignore[override]
+                out_dtype: torch.dtype, k: Tensor, *params: Tensor) -> Tensor:  # fmt: skip
+        need = any(ctx.needs_input_grad[5:])
+        k64 = k.to(device=params[0].device, dtype=_F64)
+        p64 = [_to64(p, lg) for p, lg in zip(params, is_log, strict=True)]
+        k64, *p64 = torch.broadcast_tensors(k64, *p64)
+        ok = _valid_k(k64)
+        for p in p64:
+            ok = ok & _valid_p(p)
+        # on the CPU a host check is free (no device to wait for): skip the masking when
+        # every element is valid, the common case; elsewhere mask without synchronising
+        masked = torch.compiler.is_compiling() or ok.device.type != "cpu" or not bool(ok.all())
+        if masked:
+            one = torch.ones_like(k64)
+            k64 = torch.where(ok, k64, one)
+            p_in = [torch.where(ok, p, one) for p in p64]
+        else:
+            p_in = p64
+        compiled, eager = _KERNELS[family]
+        kernel = compiled if torch.compiler.is_compiling() else eager
+        value, *grads = kernel(k64, *p_in, need)
+        if full:
+            value = value + torch.lgamma(k64 + 1.0)
+        if masked:
+            value = torch.where(ok, value, torch.full_like(value, float("nan")))
         if need:
-            ctx.save_for_backward(d_lam)
-        return value
+            saved = []
+            for g, p, lg in zip(grads, p64, is_log, strict=True):
+                d = g * p if lg else g
+                saved.append(torch.where(ok, d, torch.zeros_like(d)) if masked else d)
+            ctx.save_for_backward(*saved)
+            ctx.shapes = [(p.shape, p.dtype) for p in params]
+        return value.to(out_dtype)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
-        (d_lam,) = ctx.saved_tensors
-        return None, grad * d_lam
-
-
-class _ZTNegBinFn(torch.autograd.Function):
-    """Loss and analytic d/dmu, d/dtheta (float64 tensors, already broadcast)."""
-
-    @staticmethod
-    def forward(ctx, k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:  # type: ignore[override]
-        need = bool(ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
-        kernel = _ztnb_kernel if torch.compiler.is_compiling() else _ztnb_fast
-        value, d_mu, d_theta = kernel(k, mu, theta, need)
-        if need:
-            ctx.save_for_backward(d_mu, d_theta)
-        return value
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, Tensor]:  # type: ignore[override]
-        d_mu, d_theta = ctx.saved_tensors
-        return None, grad * d_mu, grad * d_theta
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        g64 = grad.to(_F64)
+        out: list[Tensor | None] = [None] * 5
+        for i, (d, (shape, dtype)) in enumerate(zip(ctx.saved_tensors, ctx.shapes, strict=True)):
+            if ctx.needs_input_grad[5 + i]:
+                out.append((g64 * d).sum_to_size(shape).to(dtype))
+            else:
+                out.append(None)
+        return tuple(out)
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -604,6 +659,16 @@ def _to64(t: Tensor, is_log: bool) -> Tensor:
     return torch.exp(t64) if is_log else t64
 
 
+def _apply(family: str, k: Tensor, params: tuple[Tensor, ...], is_log: tuple[bool, ...],
+           reduction: str, full: bool) -> Tensor:  # fmt: skip
+    """The loss node, then the reduction (in float64) and one rounding to the output dtype."""
+    out_dtype = _float_dtype(*params)
+    if reduction == "none":
+        return _ZTLossFn.apply(family, is_log, full, out_dtype, k, *params)
+    value = _ZTLossFn.apply(family, is_log, full, _F64, k, *params)
+    return _reduce(value, reduction).to(out_dtype)
+
+
 # --------------------------------------------------------------------------- public API
 def zt_poisson_nll(
     k: Tensor,
@@ -634,20 +699,10 @@ def zt_poisson_nll(
     _check_reduction(reduction)
     label, p, is_log = _param("lam", lam, log_lam, k.device if isinstance(k, Tensor) else None)
     k = _as_tensor(k, p.device)
-    out_dtype = _float_dtype(p)
-    k64 = k.to(device=p.device, dtype=_F64)
-    lam64 = _to64(p, is_log)
     if validate:
         _check_k(k)
-        _check_param(label, p, lam64, is_log)
-    k64, lam64 = torch.broadcast_tensors(k64, lam64)
-    ok = _valid_k(k64) & _valid_p(lam64)
-    one = torch.ones_like(lam64)
-    value = _ZTPoissonFn.apply(torch.where(ok, k64, one), torch.where(ok, lam64, one))
-    if full:
-        value = value + torch.lgamma(torch.where(ok, k64, one) + 1.0)
-    value = torch.where(ok, value, torch.full_like(value, float("nan")))
-    return _reduce(value, reduction).to(out_dtype)
+        _check_param(label, p, _to64(p, is_log), is_log)
+    return _apply("ztpoisson", k, (p,), (is_log,), reduction, full)
 
 
 def zt_negbin_nll(
@@ -681,21 +736,9 @@ def zt_negbin_nll(
     mlabel, pm, m_log = _param("mu", mu, log_mu, dev)
     tlabel, pt, t_log = _param("theta", theta, log_theta, pm.device)
     k = _as_tensor(k, pm.device)
-    out_dtype = _float_dtype(pm, pt)
-    k64 = k.to(device=pm.device, dtype=_F64)
-    mu64 = _to64(pm, m_log)
-    th64 = _to64(pt.to(pm.device), t_log)
+    pt = pt.to(pm.device)
     if validate:
         _check_k(k)
-        _check_param(mlabel, pm, mu64, m_log)
-        _check_param(tlabel, pt, th64, t_log)
-    k64, mu64, th64 = torch.broadcast_tensors(k64, mu64, th64)
-    ok = _valid_k(k64) & _valid_p(mu64) & _valid_p(th64)
-    one = torch.ones_like(mu64)
-    value = _ZTNegBinFn.apply(
-        torch.where(ok, k64, one), torch.where(ok, mu64, one), torch.where(ok, th64, one)
-    )
-    if full:
-        value = value + torch.lgamma(torch.where(ok, k64, one) + 1.0)
-    value = torch.where(ok, value, torch.full_like(value, float("nan")))
-    return _reduce(value, reduction).to(out_dtype)
+        _check_param(mlabel, pm, _to64(pm, m_log), m_log)
+        _check_param(tlabel, pt, _to64(pt, t_log), t_log)
+    return _apply("ztnb", k, (pm, pt), (m_log, t_log), reduction, full)
