@@ -352,3 +352,28 @@ def test_evaluate_threshold_argument() -> None:
     assert exact - approx == pytest.approx(np.log1p(-np.exp(-12.0)), rel=1e-12)
     with pytest.raises(ValueError, match="no threshold"):
         evaluate(get_candidate("ztpoisson/stable"), pts, "float64", threshold=3.0)
+
+
+def test_naive_float64_is_naive_in_double_rounded_once() -> None:
+    # ztpoisson: lam = 100 overflows exp(lam) in float32 but not in float64
+    k = torch.tensor([1.0, 3.0, 50.0])
+    lam = torch.tensor([0.5, 4.0, 100.0], requires_grad=True)
+    c = get_candidate("ztpoisson/naive-float64")
+    out = c.fn(k, lam)
+    assert out.dtype == torch.float32
+    want = get_candidate("ztpoisson/naive").fn(k.double(), lam.detach().double()).float()
+    assert torch.equal(out, want)
+    assert torch.isinf(get_candidate("ztpoisson/naive").fn(k, lam.detach())[2])
+    (g,) = torch.autograd.grad(out.sum(), lam)
+    assert g.dtype == torch.float32
+    # d/dlam = -k/lam + 1/(1 - e^-lam)
+    lam64 = lam.detach().double()
+    torch.testing.assert_close(g.double(), -k.double() / lam64 + 1 / (1 - torch.exp(-lam64)),
+                               rtol=1e-6, atol=0)  # fmt: skip
+    # ztnb: exactly the float64 naive rounded to bfloat16
+    mu = torch.tensor([0.5, 30.0], dtype=torch.bfloat16)
+    th = torch.tensor([2.0, 0.25], dtype=torch.bfloat16)
+    kk = torch.tensor([1.0, 7.0], dtype=torch.bfloat16)
+    out = get_candidate("ztnb/naive-float64").fn(kk, mu, th)
+    want = get_candidate("ztnb/naive").fn(kk.double(), mu.double(), th.double())
+    assert out.dtype == torch.bfloat16 and torch.equal(out, want.to(torch.bfloat16))

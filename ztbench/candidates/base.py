@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
+
 from ztbench.dtypes import DTYPE_NAMES
 
 DTYPES_ALL: tuple[str, ...] = DTYPE_NAMES
@@ -121,6 +123,23 @@ def register_torch(
             **metadata,
         )
     )
+
+
+def in_float64(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fn`` evaluated on float64 copies of its inputs, the result rounded once to the
+    parameters' dtype ("just compute it in double"); gradients flow through the casts.
+
+    For float64 inputs it is ``fn`` itself. It isolates what float64 internals alone buy
+    (and cost) a formula, apart from any rewriting.
+    """
+
+    def wrapped(k: torch.Tensor, *params: torch.Tensor, threshold: float | None = None):  # type: ignore[no-untyped-def]
+        f64 = torch.float64
+        out = fn(k.to(f64), *(p.to(f64) for p in params), threshold=threshold)
+        return out.to(params[0].dtype)
+
+    wrapped.__doc__ = f"{fn.__name__} in float64, rounded once to the input dtype."
+    return wrapped
 
 
 def _order(c: Candidate) -> tuple[int, int, int]:

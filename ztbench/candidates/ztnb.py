@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ztbench.candidates import primitives as P
-from ztbench.candidates.base import Candidate, register_torch
+from ztbench.candidates.base import Candidate, in_float64, register_torch
 
 FAMILY = "ztnb"
 PUBLISHED_THRESHOLD = 15.0
@@ -221,6 +221,13 @@ _torch(
     "loss",
     "Pow form log((theta+mu)^theta - theta^theta) with plain lgamma terms.",
     "textbook ZTNB likelihood (NUMERICS.md)",
+)
+_torch(
+    "naive-float64",
+    in_float64(naive),
+    "loss",
+    "The naive pow form computed in float64 and rounded once to the input dtype.",
+    "the naive formula with float64 internals (the 'compute it in double' fix)",
 )
 _torch(
     "published-code",

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ztbench.candidates import primitives as P
-from ztbench.candidates.base import Candidate, register_torch
+from ztbench.candidates.base import Candidate, in_float64, register_torch
 
 FAMILY = "ztpoisson"
 PUBLISHED_THRESHOLD = 10.0
@@ -110,6 +110,13 @@ _torch(
     "loss",
     "-k log(lam) + log(exp(lam) - 1) as written.",
     "textbook ZTP likelihood (NUMERICS.md)",
+)
+_torch(
+    "naive-float64",
+    in_float64(naive),
+    "loss",
+    "-k log(lam) + log(exp(lam) - 1) as written, computed in float64, rounded once to the dtype.",
+    "the naive formula with float64 internals (the 'compute it in double' fix)",
 )
 _torch(
     "published",
