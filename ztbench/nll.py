@@ -511,6 +511,31 @@ _KERNELS = {
 }
 
 
+# Elements per call of an eager kernel: the eager path makes dozens of passes over its
+# float64 temporaries, and 2^17 elements (1 MiB per temporary) keep them in a core's L2
+# cache. Measured 1.2-1.5x faster than one call on 10^6 elements (ztpoisson and ztnb,
+# forward+backward, one thread); 2^14 is slower again (per-operation overhead).
+EAGER_CHUNK = 2**17
+
+
+def _in_chunks(kernel, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | None]:  # type: ignore[no-untyped-def]
+    """kernel(k, *params, need) on slices of EAGER_CHUNK elements (elementwise: the same
+    bits as one call), the outputs written into full-size tensors."""
+    shape = k.shape
+    flat = [t.reshape(-1) for t in (k, *params)]
+    n = flat[0].numel()
+    if n <= EAGER_CHUNK:
+        return list(kernel(*flat, need))
+    outs: list[Tensor | None] = [torch.empty_like(flat[0])]
+    outs += [torch.empty_like(flat[0]) if need else None for _ in params]
+    for start in range(0, n, EAGER_CHUNK):
+        part = kernel(*(t[start : start + EAGER_CHUNK] for t in flat), need)
+        for out, res in zip(outs, part, strict=True):
+            if out is not None:
+                out[start : start + EAGER_CHUNK] = res
+    return [None if o is None else o.reshape(shape) for o in outs]
+
+
 class _ZTLossFn(torch.autograd.Function):
     """Elementwise loss from the caller's tensors, in one autograd node.
 
@@ -544,8 +569,10 @@ class _ZTLossFn(torch.autograd.Function):
         else:
             p_in = p64
         compiled, eager = _KERNELS[family]
-        kernel = compiled if torch.compiler.is_compiling() else eager
-        value, *grads = kernel(k64, *p_in, need)
+        if torch.compiler.is_compiling():
+            value, *grads = compiled(k64, *p_in, need)
+        else:
+            value, *grads = _in_chunks(eager, need, k64, *p_in)
         if full:
             value = value + torch.lgamma(k64 + 1.0)
         if masked:
