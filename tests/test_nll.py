@@ -330,3 +330,24 @@ def test_eager_fast_path_equals_the_compiled_kernels_bit_for_bit():
     ):
         for a, b in zip(fast, slow, strict=True):
             torch.testing.assert_close(a, b, rtol=0.0, atol=0.0, equal_nan=True)
+
+
+def test_eager_chunks_give_the_same_bits(monkeypatch):
+    # the eager path slices long inputs (EAGER_CHUNK); a ragged last slice included,
+    # values and gradients must equal one unsliced call exactly
+    from ztbench import nll
+
+    rng = np.random.default_rng(12)
+    n = 2500
+    k = torch.from_numpy(np.floor(np.exp(rng.uniform(0, np.log(1e4), n))))
+    mu = _logu(rng, 1e-10, 1e6, n).requires_grad_(True)
+    theta = _logu(rng, 1e-6, 1e8, n).requires_grad_(True)
+    results = []
+    for chunk in (10**9, 1000):
+        monkeypatch.setattr(nll, "EAGER_CHUNK", chunk)
+        v = zt_negbin_nll(k, mu, theta, reduction="none")
+        g = torch.autograd.grad(v.sum(), (mu, theta))
+        vp = zt_poisson_nll(k, mu, reduction="none")
+        results.append((v.detach(), *g, vp.detach()))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
