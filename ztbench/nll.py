@@ -553,12 +553,15 @@ class _ZTLossFn(torch.autograd.Function):
     def forward(ctx, family: str, is_log: tuple[bool, ...], full: bool,  # type: ignore[override]
                 out_dtype: torch.dtype, k: Tensor, *params: Tensor) -> Tensor:  # fmt: skip
         need = any(ctx.needs_input_grad[5:])
-        k64 = k.to(device=params[0].device, dtype=_F64)
+        k = k.to(params[0].device)
         p64 = [_to64(p, lg) for p, lg in zip(params, is_log, strict=True)]
-        k64, *p64 = torch.broadcast_tensors(k64, *p64)
-        ok = _valid_k(k64)
-        for p in p64:
-            ok = ok & _valid_p(p)
+        # validity in the inputs' own dtypes where that is exact (exp of a log-parameter
+        # can over/underflow only in float64), broadcast by the & operators
+        ok = _valid_k(k)
+        for p, p_64, lg in zip(params, p64, is_log, strict=True):
+            ok = ok & _valid_p(p_64 if lg or not p.is_floating_point() else p)
+        k64, *p64 = torch.broadcast_tensors(k.to(_F64), *p64)
+        ok = ok.expand(k64.shape)
         # on the CPU a host check is free (no device to wait for): skip the masking when
         # every element is valid, the common case; elsewhere mask without synchronising
         masked = torch.compiler.is_compiling() or ok.device.type != "cpu" or not bool(ok.all())
@@ -660,12 +663,17 @@ def _check_param(label: str, raw: Tensor, nat64: Tensor, is_log: bool) -> None:
         raise ValueError(f"{label} must be finite, got inf")
 
 
-def _valid_k(k64: Tensor) -> Tensor:
-    return (k64 >= 1.0) & (k64 == torch.floor(k64)) & torch.isfinite(k64)
+def _valid_k(k: Tensor) -> Tensor:
+    """k >= 1, finite and integer-valued (in k's own dtype: an integer tensor needs no
+    floor, a float32 one costs half the float64 passes; NaN fails every comparison)."""
+    if not k.is_floating_point():
+        return k >= 1
+    return (k >= 1.0) & (k < float("inf")) & (torch.floor(k) == k)
 
 
-def _valid_p(p64: Tensor) -> Tensor:
-    return (p64 > 0.0) & torch.isfinite(p64)
+def _valid_p(p: Tensor) -> Tensor:
+    """0 < p < inf (NaN fails both)."""
+    return (p > 0.0) & (p < float("inf"))
 
 
 def _reduce(out: Tensor, reduction: str) -> Tensor:
