@@ -16,6 +16,10 @@ Design (the formulas are in the docstrings of the private kernels below):
   differences are taken relative to k log(theta) and k/theta with Stirling and
   asymptotic series, every log(1 + small) is a log1p / log1pmx): see
   :func:`_ztp_kernel` and :func:`_ztnb_kernel`.
+- Float64 ZTP results (eager): where the float64 sum cancels (the loss or d/dlam crosses
+  zero), the value or derivative is recomputed from terms exact to ~2^-104 and rounded
+  once (:mod:`ztbench.ddarith`, :func:`_refine_ztp`): at most 2 ulp on suites/default.toml.
+  ZTNB float64 has no such refinement yet (its zero crossings keep 10^4-10^5 ulp).
 - A custom :class:`torch.autograd.Function` returns analytic gradients computed in the
   same forward pass, each written as a sum of terms that do not cancel (differences
   such as mu - k are exact by Sterbenz's lemma where they would otherwise cancel).
