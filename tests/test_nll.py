@@ -354,3 +354,23 @@ def test_eager_chunks_give_the_same_bits(monkeypatch):
         results.append((v.detach(), *g, vp.detach()))
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
+
+
+def test_broadcast_shapes_and_gradients():
+    # (2, 1) counts against (3,) parameters: a (2, 3) loss; gradients summed back to (3,)
+    k = torch.tensor([[1.0], [4.0]])
+    lam = torch.tensor([0.5, 3.0, 40.0], requires_grad=True)
+    out = zt_poisson_nll(k, lam, reduction="none")
+    assert out.shape == (2, 3)
+    for i in range(2):
+        torch.testing.assert_close(out[i], zt_poisson_nll(k[i].expand(3), lam, reduction="none"))
+    (g,) = torch.autograd.grad(out.sum(), lam)
+    lam64 = lam.detach().double()
+    want = sum(-kk / lam64 + 1 / (1 - torch.exp(-lam64)) for kk in (1.0, 4.0))
+    assert g.shape == (3,)
+    torch.testing.assert_close(g.double(), want, rtol=1e-6, atol=0)
+    theta = torch.tensor(2.0, requires_grad=True)  # a 0-dim parameter
+    nb = zt_negbin_nll(k, lam, theta, reduction="none")
+    assert nb.shape == (2, 3)
+    (gt,) = torch.autograd.grad(nb.sum(), theta)
+    assert gt.shape == () and torch.isfinite(gt)

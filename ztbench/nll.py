@@ -550,20 +550,21 @@ EAGER_CHUNK = 2**17
 
 
 def _in_chunks(kernel, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | None]:  # type: ignore[no-untyped-def]
-    """kernel(k, *params, need) on slices of EAGER_CHUNK elements (elementwise: the same
-    bits as one call), the outputs written into full-size tensors."""
+    """kernel(k, *params, need) on slices of EAGER_CHUNK elements on the CPU (elementwise:
+    the same bits as one call), the outputs written into full-size tensors."""
     shape = k.shape
     flat = [t.reshape(-1) for t in (k, *params)]
     n = flat[0].numel()
-    if n <= EAGER_CHUNK:
-        return list(kernel(*flat, need))
-    outs: list[Tensor | None] = [torch.empty_like(flat[0])]
-    outs += [torch.empty_like(flat[0]) if need else None for _ in params]
-    for start in range(0, n, EAGER_CHUNK):
-        part = kernel(*(t[start : start + EAGER_CHUNK] for t in flat), need)
-        for out, res in zip(outs, part, strict=True):
-            if out is not None:
-                out[start : start + EAGER_CHUNK] = res
+    if n <= EAGER_CHUNK or k.device.type != "cpu":  # a GPU wants one large launch per op
+        outs = list(kernel(*flat, need))
+    else:
+        outs = [torch.empty_like(flat[0])]
+        outs += [torch.empty_like(flat[0]) if need else None for _ in params]
+        for start in range(0, n, EAGER_CHUNK):
+            part = kernel(*(t[start : start + EAGER_CHUNK] for t in flat), need)
+            for out, res in zip(outs, part, strict=True):
+                if out is not None:
+                    out[start : start + EAGER_CHUNK] = res
     return [None if o is None else o.reshape(shape) for o in outs]
 
 
