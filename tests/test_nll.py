@@ -374,3 +374,25 @@ def test_broadcast_shapes_and_gradients():
     assert nb.shape == (2, 3)
     (gt,) = torch.autograd.grad(nb.sum(), theta)
     assert gt.shape == () and torch.isfinite(gt)
+
+
+# The float64 worst points of ztnb/ztbench on suites/default.toml (results/default) and
+# their errors there; each is a zero of the quantity whose terms cancel 1e4-1e5-fold (see
+# README, "Against the goals of issue 8"). The bound is today's figure plus 25% (other
+# CPUs may round the transcendental functions differently), so it can only improve.
+ZTNB_F64_WORST = [
+    ("value", (5121.0, 2.4000500764647424e-13, 4.522698207286578e-10), 106234.0),
+    ("d_mu", (2.0, 1.584893192461114, 100.0), 11208.0),
+    ("d_theta", (25.0, 10000.0, 0.03162277660168379), 8672.0),
+]
+
+
+@pytest.mark.parametrize(("quantity", "point", "today"), ZTNB_F64_WORST)
+def test_ztnb_float64_worst_points_pinned(quantity: str, point: tuple, today: float) -> None:
+    pts = {c: np.array([v]) for c, v in zip(("k", "mu", "theta"), point, strict=True)}
+    ref = compute_references("ztnb", pts, cache_dir=False, progress=False)
+    ev = evaluate(get_candidate("ztnb/ztbench"), pts, "float64")
+    computed = ev.value if quantity == "value" else ev.grads[quantity]
+    reference = ref["nll_loss" if quantity == "value" else quantity].to_numpy()
+    err = float(ulp_error(computed, reference, "float64")[0])
+    assert err <= 1.25 * today, f"{quantity} at {point}: {err} ulp (pinned {today})"
