@@ -57,6 +57,7 @@ from typing import Any
 
 import pandas as pd
 
+from ztbench.accuracy import SUMMARY_COLUMNS
 from ztbench.atomic import atomic_write_text
 from ztbench.errors import UserError
 
@@ -83,21 +84,9 @@ FLOAT_FIELDS: tuple[str, ...] = (
     "worst_theta",
 )
 STR_FIELDS: tuple[str, ...] = ("status",)
-ROW_FIELDS: tuple[str, ...] = (
-    "n",
-    "failures",
-    "max_ulp",
-    "p99_ulp",
-    "median_ulp",
-    "mean_ulp",
-    "max_abs_err",
-    "worst_k",
-    "worst_lam",
-    "worst_mu",
-    "worst_theta",
-    "status",
-    "out_of_range",
-    "uncertified",
+# every gated field, in summary.csv's column order
+ROW_FIELDS: tuple[str, ...] = tuple(
+    c for c in SUMMARY_COLUMNS if c in (*INT_FIELDS, *FLOAT_FIELDS, *STR_FIELDS)
 )
 GATED_METRICS: tuple[str, ...] = ("max_ulp", "p99_ulp")
 ENV_KEYS: tuple[str, ...] = ("torch", "device_kind")
