@@ -47,6 +47,7 @@ from ztbench.environment import environment_info
 from ztbench.evaluate import Evaluation, evaluate
 from ztbench.families import Family, domain_mask, get_family
 from ztbench.grids import build_points, region_mask
+from ztbench.jsonfloat import encode
 from ztbench.reference import compute_references
 from ztbench.suite import Suite
 
@@ -380,20 +381,11 @@ def _frame(rows: list[dict], columns: tuple[str, ...]) -> pd.DataFrame:
     return df
 
 
-def _json_safe(value):
-    """JSON has no inf/nan: they are written as the strings "inf", "-inf" and "nan"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
-
-
 def write_results(result: AccuracyResult, out: Path) -> None:
     """Write summary.csv/json, thresholds.csv and env.json into ``out`` (atomically)."""
     with atomic_path(out / "summary.csv") as tmp:
         result.summary.to_csv(tmp, index=False)
-    records = [{k: _json_safe(v) for k, v in row.items()}
+    records = [{k: encode(v) for k, v in row.items()}
                for row in result.summary.to_dict(orient="records")]  # fmt: skip
     atomic_write_text(
         out / "summary.json",

@@ -60,6 +60,7 @@ import pandas as pd
 from ztbench.accuracy import SUMMARY_COLUMNS
 from ztbench.atomic import atomic_write_text
 from ztbench.errors import UserError
+from ztbench.jsonfloat import decode_float, encode
 
 FORMAT_VERSION = 1
 KEY_COLUMNS: tuple[str, ...] = (
@@ -263,14 +264,6 @@ def _key_text(key: Key) -> str:
     return " ".join(f"{c}={v}" for c, v in zip(KEY_COLUMNS, key, strict=True))
 
 
-def _encode_float(x: float) -> float | str | None:
-    if math.isnan(x):
-        return None
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
-
-
 def baseline_to_json(baseline: Baseline) -> str:
     """Serialise a baseline (format 1, see the module docstring); ends with a newline."""
     lines = ["{"]
@@ -283,7 +276,7 @@ def baseline_to_json(baseline: Baseline) -> str:
         obj: dict[str, Any] = dict(zip(KEY_COLUMNS, key, strict=True))
         for f in ROW_FIELDS:
             v = row[f]
-            obj[f] = _encode_float(v) if f in FLOAT_FIELDS else v
+            obj[f] = encode(v) if f in FLOAT_FIELDS else v
         row_lines.append(json.dumps(obj, allow_nan=False))
     lines.append(",\n".join(row_lines))
     lines.append("],")
@@ -307,15 +300,10 @@ def _reject_constant(name: str) -> Any:
 
 
 def _decode_float(v: Any, where: str) -> float:
-    if v is None:
-        return math.nan
-    if v == "inf":
-        return math.inf
-    if v == "-inf":
-        return -math.inf
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise _Malformed(f'{where} must be a number, null, "inf" or "-inf", got {v!r}')
-    return float(v)
+    try:
+        return decode_float(v)
+    except ValueError as exc:
+        raise _Malformed(f"{where} {exc}") from None
 
 
 def baseline_from_json(text: str) -> Baseline:

@@ -77,6 +77,7 @@ from ztbench.candidates.base import Candidate, Unsupported, get_candidate
 from ztbench.dtypes import get_format
 from ztbench.evaluate import MODES, compile_limits, compiled, first_line, is_missing_kernel
 from ztbench.families import get_family
+from ztbench.jsonfloat import encode
 
 PASSES: tuple[str, ...] = ("forward", "forward+backward")
 COLUMNS: tuple[str, ...] = (
@@ -598,18 +599,11 @@ def _run_jobs(
 # ----------------------------------------------------------------------------- output
 
 
-def _json_value(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def write_throughput(result: ThroughputResult, out: Path, env: dict[str, Any]) -> list[Path]:
     """Write throughput.csv, throughput.json and env.json into ``out`` (atomically).
 
-    JSON: ``{"columns", "rows" (objects, columns in order; NaN as null), "settings",
+    JSON: ``{"columns", "rows" (objects, columns in order; non-finite floats as in
+    :mod:`ztbench.jsonfloat`), "settings",
     "peak_memory_measures", "env"}``. Returns the paths written.
     """
     import json
@@ -641,9 +635,7 @@ def write_throughput(result: ThroughputResult, out: Path, env: dict[str, Any]) -
             "ratios": "cost multiples: median_s / copy_median_s and median_s / naive_median_s",
         },
         "peak_memory_measures": result.memory_measures,
-        "rows": [
-            {k: _json_value(v) for k, v in rec.items()} for rec in table.to_dict(orient="records")
-        ],
+        "rows": [{k: encode(v) for k, v in rec.items()} for rec in table.to_dict(orient="records")],
         "env": env,
     }
     atomic_write_text(json_path, json.dumps(doc, indent=1) + "\n")
