@@ -1,10 +1,11 @@
 """``ztbench bench``: accuracy, throughput and the report on one suite (what `make bench` runs).
 
 Stages: (1) :func:`ztbench.accuracy.run_accuracy` into DIR; (2) throughput into DIR
-(``throughput.csv``/``.json``) through the ``throughput`` verb, at bench's sizes and
-budget (skipped with a note when that verb is not installed, or with
-``--skip-throughput``); (3) the report (DIR/REPORT.md). Prints each stage's wall time, the
-report's path and a short leaderboard (top 3 per family for float32 and float64).
+(``throughput.csv``/``.json``) through the ``throughput`` verb, at bench's sizes, budget
+and thread count (one thread by default; skipped with a note when that verb is not
+installed, or with ``--skip-throughput``); (3) the report (DIR/REPORT.md). Prints each
+stage's wall time, the report's path and a short leaderboard (top 3 per family for
+float32 and float64).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from ztbench.atomic import atomic_write_text
+from ztbench.errors import UserError
 
 HELP = "run accuracy, throughput and the report on a suite; print the report path and leaders"
 DEFAULT_SUITE = "suites/default.toml"
@@ -25,7 +27,10 @@ DEFAULT_OUT = "results/default"
 # bench's throughput settings: enough to rank candidates by speed, short enough for the
 # `make bench` time target (the throughput verb's own defaults time more sizes, longer)
 BENCH_SIZES = "1e6"
-BENCH_BUDGET_S = 0.15
+BENCH_BUDGET_S = 0.3
+# one thread: on a shared or small machine, two threads made same-run ratios swing ~2x
+# between runs of make bench (e.g. the naive formula against itself in float64)
+BENCH_THREADS = 1
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,6 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"sizes timed by the throughput stage (default {BENCH_SIZES})",
     )
     p.add_argument(
+        "--throughput-threads",
+        type=int,
+        default=BENCH_THREADS,
+        metavar="N",
+        help=f"torch threads for the throughput stage (default {BENCH_THREADS})",
+    )
+    p.add_argument(
         "--throughput-budget",
         type=float,
         default=BENCH_BUDGET_S,
@@ -58,14 +70,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_throughput_stage(
-    suite_path: str, out: Path, acc_env: dict, sizes: str, budget: float, progress: bool
+    suite_path: str,
+    out: Path,
+    acc_env: dict,
+    sizes: str,
+    budget: float,
+    progress: bool,
+    threads: int = BENCH_THREADS,
 ) -> str:
     """Run the ``throughput`` verb on the suite into ``out``; return a one-line note.
 
     Goes through the verb (:mod:`ztbench.commands.throughput`: its argument checks and its
-    reading of the suite's candidates, dtypes, devices and modes) with bench's ``--sizes``
-    and ``--budget``; its per-row lines are not echoed. The verb rewrites env.json: the
-    accuracy run's ``suite_sha256`` (which covers a ``base`` suite) is kept in it.
+    reading of the suite's candidates, dtypes, devices and modes) with bench's ``--sizes``,
+    ``--budget`` and ``--threads``; its per-row lines are not echoed. The verb rewrites
+    env.json: the accuracy run's ``suite_sha256`` (which covers a ``base`` suite) is kept in it.
     """
     try:
         verb = importlib.import_module("ztbench.commands.throughput")
@@ -73,7 +91,8 @@ def run_throughput_stage(
         return "throughput: skipped (the throughput verb is not installed)"
     parser = argparse.ArgumentParser(prog="ztbench throughput")
     verb.add_arguments(parser)
-    argv = [suite_path, "-o", str(out), "--sizes", sizes, "--budget", repr(budget)]
+    argv = [suite_path, "-o", str(out), "--sizes", sizes, "--budget", repr(budget),
+            "--threads", str(threads)]  # fmt: skip
     args = parser.parse_args(argv + ([] if progress else ["--no-progress"]))
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
@@ -95,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     from ztbench.report import build_report, terminal_leaderboard
     from ztbench.suite import load_suite
 
+    if args.throughput_threads < 1:  # checked before the accuracy stage spends minutes
+        raise UserError(f"--throughput-threads must be >= 1, got {args.throughput_threads}")
     suite = load_suite(args.suite)
     out = Path(args.out)
     progress = not args.no_progress
@@ -120,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
             note += f"; the report uses the existing {stale}"
     else:
         note = run_throughput_stage(args.suite, out, result.env, args.throughput_sizes,
-                                    args.throughput_budget, progress)  # fmt: skip
+                                    args.throughput_budget, progress,
+                                    args.throughput_threads)  # fmt: skip
     times["throughput"] = time.perf_counter() - t0
     print(f"bench: {note} ({times['throughput']:.1f} s)", flush=True)
 
