@@ -1,10 +1,13 @@
 """ztbench.ddarith_nb against mpmath (60 digits, certified at 90) at the hard points of the
-ZTNB loss's d/dmu.
+ZTNB loss's d/dmu and (theta <= 4) d/dtheta.
 
 Hard points: the float64 neighbours (0, +-1 .. +-100 ulp in mu) of the zero crossings of
 d_mu = k/(theta+mu) - k/mu + theta/(theta+mu)/(1 - e^-w) for several k and theta (the
 crossing is where T = mu/(1 - e^-w) = k), the worst point of the float64 kernel on the
-project's suite, random log-uniform points, tiny mu, huge theta, tiny theta.
+project's suite, random log-uniform points, tiny mu, huge theta, tiny theta. d/dtheta: the
+float64 neighbours (0 .. +-100 ulp in mu) of its zero crossings in mu for several k and
+theta <= 4 (located by bisection with ztnb_dtheta_dd itself: only where the points are),
+the kernel's worst point, random log-uniform points with theta <= 4.
 """
 
 from __future__ import annotations
@@ -104,7 +107,22 @@ def _sets() -> dict[str, list[Point]]:
         (float(max(1, round(mu / -math.expm1(-mu)))), mu, 1e8)
         for mu in (0.999, 1.0, 1.001, 1.5, 39.99, 40.0, 40.01, 41.0, 700.0, 750.0)
     ]
+    troots = _dtheta_roots()
+    t_near = [(k, _step(m, o), th) for k, m, th in troots for o in TOFFSETS if abs(o) <= 3]
+    t_far = [(k, _step(m, o), th) for k, m, th in troots for o in TOFFSETS if abs(o) > 3]
+    t_worst = [(TWORST[0], _step(TWORST[1], o), TWORST[2]) for o in range(-20, 21)]
+    t_rand = [
+        (float(round(_loguni(rng, 1, 1e7))), _loguni(rng, 1e-30, 1e9), _loguni(rng, 1e-12, 4))
+        for _ in range(1000)
+    ] + [
+        (float(rng.randint(1, 40)), _loguni(rng, 1e-30, 1e9), _loguni(rng, 1e-12, 4))
+        for _ in range(500)
+    ]
     return {
+        "t_near": t_near,
+        "t_far": t_far,
+        "t_worst": t_worst,
+        "t_rand": t_rand,
         "roots": roots,
         "roots0": roots0,
         "worst": worst,
@@ -124,6 +142,55 @@ def _ulp_err(computed: torch.Tensor, refs: list[float]) -> list[float]:
 
 
 @cache
+def _measure_theta(name: str) -> dict[str, list[float]]:
+    pts = _sets()[name]
+    k, mu, th = (torch.tensor(c, dtype=torch.float64) for c in zip(*pts, strict=True))
+    with mp.workdps(DPS):
+        ref = [float(_dtheta_ref(*p)) for p in pts]
+    with mp.workdps(DPS + 30):
+        assert ref == [float(_dtheta_ref(*p)) for p in pts]
+    _, _, g64 = _ztnb_kernel(k, mu, th, True)
+    assert g64 is not None
+    flag = N.ztnb_dtheta_cancellation(k, mu, th, g64)
+    return {
+        "dd": _ulp_err(N.ztnb_dtheta_dd(k, mu, th), ref),
+        "f64": _ulp_err(g64, ref),
+        "flag": [float(f) for f in flag.tolist()],
+    }
+
+
+TNAMES = ("t_near", "t_far", "t_worst", "t_rand")
+
+
+@pytest.mark.parametrize("name", TNAMES)
+def test_dtheta_accuracy(name: str) -> None:
+    bound = DTHETA_ULP_MAX_NEAR if name == "t_near" else DTHETA_ULP_MAX
+    assert max(_measure_theta(name)["dd"]) <= bound
+
+
+@pytest.mark.parametrize("name", TNAMES)
+def test_dtheta_flags_every_bad_float64_point(name: str) -> None:
+    m = _measure_theta(name)
+    pairs = list(zip(m["f64"], m["flag"], strict=True))
+    missed = [i for i, (e, f) in enumerate(pairs) if e > 2 and not f]
+    assert len(missed) <= 0.01 * len(pairs) + 1
+    assert all(m["f64"][i] <= DTHETA_KERNEL_UNFLAGGED_MAX for i in missed)
+
+
+def test_dtheta_sets_are_hard_for_float64() -> None:
+    assert max(_measure_theta("t_near")["f64"]) > 1000
+    assert max(_measure_theta("t_worst")["f64"]) > 1000
+
+
+def test_dtheta_outside_region_is_nan() -> None:
+    one = torch.ones(2, dtype=torch.float64)
+    out = N.ztnb_dtheta_dd(one, one, torch.tensor([2.0, 5.0], dtype=torch.float64))
+    assert math.isfinite(out[0].item()) and math.isnan(out[1].item())
+    flag = N.ztnb_dtheta_cancellation(one, one, torch.tensor([5.0, 5.0]), torch.zeros(2))
+    assert not flag.any()
+
+
+@cache
 def _measure(name: str) -> dict[str, list[float]]:
     pts = _sets()[name]
     k, mu, th = (torch.tensor(c, dtype=torch.float64) for c in zip(*pts, strict=True))
@@ -139,6 +206,51 @@ def _measure(name: str) -> dict[str, list[float]]:
         "f64": _ulp_err(g64, ref),
         "flag": [float(f) for f in flag.tolist()],
     }
+
+
+TOFFSETS = (0, 1, -1, 2, -2, 3, -3, 5, -5, 10, -10, 30, -30, 100, -100)
+DTHETA_ULP_MAX = 8.0  # offsets >= 5 from a crossing, random sets (measured 5)
+DTHETA_ULP_MAX_NEAR = 256.0  # the float64s within 3 ulp of a crossing (measured 127)
+DTHETA_KERNEL_UNFLAGGED_MAX = 4.0
+TWORST = (25.0, 1e4, 0.03162277660168379)
+
+
+def _dtheta_ref(k: float, mu: float, theta: float) -> mp.mpf:
+    m, t = mp.mpf(mu), mp.mpf(theta)
+    x = m / t
+    s = mp.log1p(x) - x / (1 + x)
+    return mp.digamma(t) - mp.digamma(k + t) + k / (t + m) + s / -mp.expm1(-t * mp.log1p(x))
+
+
+def _step(v: float, off: int) -> float:
+    for _ in range(abs(off)):
+        v = math.nextafter(v, math.copysign(math.inf, off))
+    return v
+
+
+def _dtheta_roots() -> list[Point]:
+    """Zero crossings of d_theta in mu: sign changes on a log grid, then vectorised
+    bisection (geometric, then arithmetic) evaluated with ztnb_dtheta_dd."""
+    f64 = torch.float64
+    grid = torch.logspace(-30, 9, 300, dtype=f64)
+    lo, hi, ks, ths = [], [], [], []
+    for k in (1, 2, 5, 25, 1000, 10**5, 10**7):
+        for th in (1e-9, 0.0316, 0.3, 1.0, 3.9):
+            v = N.ztnb_dtheta_dd(torch.tensor(float(k), dtype=f64), grid, torch.tensor(th))
+            ch = ((v[:-1] < 0) != (v[1:] < 0)).nonzero().squeeze(1).tolist()
+            for i in ch:
+                lo.append(grid[i].item())
+                hi.append(grid[i + 1].item())
+                ks.append(float(k))
+                ths.append(th)
+    a, b = torch.tensor(lo, dtype=f64), torch.tensor(hi, dtype=f64)
+    k_t, t_t = torch.tensor(ks, dtype=f64), torch.tensor(ths, dtype=f64)
+    sa = N.ztnb_dtheta_dd(k_t, a, t_t) < 0
+    for it in range(200):
+        m = torch.sqrt(a * b) if it < 100 else a + (b - a) / 2
+        sm = N.ztnb_dtheta_dd(k_t, m, t_t) < 0
+        a, b = torch.where(sm == sa, m, a), torch.where(sm == sa, b, m)
+    return list(zip(ks, a.tolist(), ths, strict=True))
 
 
 NAMES = ("roots", "roots0", "worst", "random", "tiny_mu", "huge_theta", "tiny_theta", "wedge")
@@ -192,6 +304,13 @@ def test_shapes_and_broadcast() -> None:
 
 
 def main() -> None:  # pragma: no cover - measurement helper
+    for name in TNAMES:
+        m = _measure_theta(name)
+        bad = [e > 2 for e in m["f64"]]
+        print(
+            f"{name:11s} n={len(m['dd']):5d} dd max {max(m['dd']):7.2f} ulp | float64 max "
+            f"{max(m['f64']):9.1f} ulp, >2 ulp {sum(bad)}, flagged {int(sum(m['flag']))}"
+        )
     for name in NAMES:
         m = _measure(name)
         bad = [e > 2 for e in m["f64"]]

@@ -1,23 +1,44 @@
-"""Double-double refinement of the ZTNB loss's d/dmu at its zero crossings.
+"""Double-double refinement of the ZTNB loss's d/dmu and (theta <= 4) d/dtheta.
 
 The float64 ZTNB kernel (:func:`ztbench.nll._ztnb_kernel`) computes
 
     d_mu(k, mu, theta) = k/(theta+mu) - k/mu + theta/(theta+mu) / (1 - e^-w)
                        = (T - k) / (mu (1 + x)),   T = mu / (1 - e^-w),
+    d_theta = psi(theta) - psi(k+theta) + k/(theta+mu) + s/(1 - e^-w),
 
-with x = mu/theta and w = theta log1p(x) = -log P(0), as a float64 sum of terms that cancel
-where d_mu crosses zero (T = k): 10^4-fold and more on the project's suite, where the kernel
-is up to ~10^4 ulp off, because T depends on w (and so e^-w) which float64 rounds.
-:func:`ztnb_dmu_dd` recomputes T to ~2^-102 relative, subtracts k and divides by
-mu (1 + x) in double-double and rounds once; :func:`ztnb_dmu_cancellation` tells from the
-kernel's own float64 d_mu where that is worth doing.
+with x = mu/theta, w = theta log1p(x) = -log P(0), s = log1p(x) - x/(1+x), as float64 sums
+whose terms cancel where the gradient crosses zero: 10^4-fold and more on the project's
+suite, where the kernel is ~10^4 ulp off (w, e^-w and the digamma difference are rounded).
+:func:`ztnb_dmu_dd` and :func:`ztnb_dtheta_dd` recompute the terms to ~2^-104 relative to
+the largest, sum them in double-double and round once; :func:`ztnb_dmu_cancellation` and
+:func:`ztnb_dtheta_cancellation` tell from the kernel's own float64 results where that is
+worth doing.
+
+Measured (tests/test_ddarith_nb.py, mpmath at 60 digits certified at 90; ``PYTHONPATH=.
+python tests/test_ddarith_nb.py`` prints the table):
+
+- d_mu: <= 3 ulp at the float64 neighbours +-1 .. +-100 ulp of its zero crossings (k = 2 ..
+  1e7, theta = 1e-6 .. 1e8), the kernel's worst suite point, 1500 log-uniform points, tiny
+  mu, huge and tiny theta; up to 148 ulp at the float64 nearest a crossing (offset 0,
+  where the result is small by chance: no fixed precision bounds it).
+- d_theta (theta <= 4): <= 5 ulp from 5 ulp away from a crossing on, 0 ulp on 1500
+  log-uniform points and around the kernel's worst point (k = 25, mu = 1e4,
+  theta = 10^-1.5); up to 127 ulp within 3 ulp of a crossing: its crossings are shallow
+  (there the result is 2^-55 .. 2^-62 of the largest term, and the double-double sum was
+  measured at 2^-104.5 .. 2^-111 of it, i.e. at its limit).
+- Cost (CPU, 1 thread, 1e6 log-uniform points, shared 2-core machine, ~2x noise):
+  ``ztnb_dmu_dd`` ~1.0 us/element (0.4-0.7x ``_ztnb_kernel`` value + both gradients),
+  ``ztnb_dtheta_dd`` ~8.5 us/element (~3.6x; 31 double-double reciprocals for the
+  digamma recurrence), the flags 20-60 ns/element; the flags mark 1.7% (d_mu) and 5.2%
+  (d_theta; 9% of theta <= 4) of log-uniform points over k in [1, 1e7], mu in [1e-30, 1e9],
+  theta in [1e-12, 1e10].
 
 Built on :mod:`ztbench.ddarith` (error-free transforms, double-double +, *, /, ``dd_log``,
 ``dd_exp_neg``); same caveats: eager execution only (an FMA-contracting compiler breaks
-the error-free transforms), not differentiable (it replaces values only), inputs not
-validated (k >= 1 integer < 2^53, mu > 0, theta > 0 finite assumed).
-
-Accuracy and cost: see :func:`ztnb_dmu_dd` and tests/test_ddarith_nb.py.
+the error-free transforms), not differentiable (they replace values only), inputs not
+validated (k >= 1 integer < 2^53, mu > 0, theta > 0 finite assumed). Not covered:
+d_theta for theta > 4 (NaN there; see :func:`ztnb_dtheta_dd`), the exact zero of d_mu at
+theta = 1, mu = k - 1 (returned as ~1e-30, not 0).
 """
 
 from __future__ import annotations
@@ -116,6 +137,39 @@ def dd_one_minus_exp_neg(w: DD) -> DD:
     return -e[0], -e[1]
 
 
+def dd_expm1_neg_plus(w: DD) -> DD:
+    """g(w) = e^-w - 1 + w for a double-double 0 < w <= 1, double-double, ~2^-101 relative.
+
+    G(z) = expm1(z) - z at z = -w/2^6 from its Taylor series z^2 sum_{n>=2} z^(n-2)/n!
+    (to z^13/13!; terms to 1/7! in double-double), then six doublings
+    G(2z) = G(z)^2 + 2 G(z) (1 + z) + z^2, a sum of positive terms (G > 0, 1 + z > 0):
+    no cancellation, so g keeps its relative accuracy (g ~ w^2/2 for small w, where
+    w - (1 - e^-w) would cancel).
+    """
+    sc = 2.0**-_EXPM1_HALVINGS
+    z = (-w[0] * sc, -w[1] * sc)
+    zh = z[0]
+    zero = torch.zeros_like(zh)
+    tail = 1.0 / 40320.0 + zh * (
+        1.0 / 362880.0
+        + zh
+        * (
+            1.0 / 3628800.0
+            + zh * (1.0 / 39916800.0 + zh * (1.0 / 479001600.0 + zh * (1.0 / 6227020800.0)))
+        )
+    )
+    p = dd_add(_c(_INV_FACT[7], zh), (zh * tail, zero))
+    for n in (6, 5, 4, 3, 2):
+        p = dd_add(_c(_INV_FACT[n], zh), dd_mul(z, p))
+    g = dd_mul(dd_mul(z, z), p)
+    one = (torch.ones_like(zh), zero)
+    for _ in range(_EXPM1_HALVINGS):
+        t = dd_mul(g, dd_add(one, z))
+        g = dd_add(dd_add(dd_mul(g, g), (2.0 * t[0], 2.0 * t[1])), dd_mul(z, z))
+        z = (2.0 * z[0], 2.0 * z[1])
+    return g
+
+
 def _one_minus_exp_mid(w: DD) -> DD:
     """1 - e^-w for 1 <= w_hi <= 40: e^-w = e^-w_hi (1 - w_lo + w_lo^2/2), then 1 - y exact."""
     y = dd_exp_neg(w[0])
@@ -138,6 +192,22 @@ def _on(mask: Tensor, fn, *args: DD) -> list[tuple[Tensor, DD]]:  # type: ignore
     if not idx.numel():
         return []
     return [(idx, fn(*((a[0].index_select(0, idx), a[1].index_select(0, idx)) for a in args)))]
+
+
+def _one_minus_exp(w: DD) -> DD:
+    """1 - e^-w for a flat double-double w > 0, each branch on its own elements only."""
+    wh = w[0]
+    om_h = torch.ones_like(wh)
+    om_l = torch.zeros_like(wh)
+    parts = (
+        _on(wh <= 1.0, dd_one_minus_exp_neg, w)
+        + _on((wh > 1.0) & (wh <= _EXP_DD_MAX), _one_minus_exp_mid, w)
+        + _on(wh > _EXP_DD_MAX, _one_minus_exp_big, w)
+    )
+    for idx, (h, lo) in parts:
+        om_h.index_copy_(0, idx, h)
+        om_l.index_copy_(0, idx, lo)
+    return om_h, om_l
 
 
 # ---------------------------------------------------------------------------------- d/dmu
@@ -163,8 +233,8 @@ def ztnb_dmu_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
       num = -log1pmx(x)/log1p(x) + mu q(w), q(w) = 1/(1 - e^-w) - 1/w (both terms >= 0,
       float64 series of :mod:`~ztbench.candidates.primitives`, a few ulp).
 
-    Measured (tests/test_ddarith_nb.py, mpmath at 60 digits certified at 90): see
-    ``DMU_ULP_MAX`` there.
+    Measured: see the module docstring (<= 3 ulp except at the float64 nearest a zero
+    crossing, 148 ulp there at worst).
     """
     k = k.to(torch.float64)
     mu = mu.to(torch.float64)
@@ -177,18 +247,8 @@ def ztnb_dmu_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     x = dd_div_f(mu_d, theta)
     lx = dd_log1p(x)
     w = dd_mul((theta, zero), lx)
-    om_h = torch.ones_like(mu)
-    om_l = torch.zeros_like(mu)
     wh = w[0]
-    parts = (
-        _on(wh <= 1.0, dd_one_minus_exp_neg, w)
-        + _on((wh > 1.0) & (wh <= _EXP_DD_MAX), _one_minus_exp_mid, w)
-        + _on(wh > _EXP_DD_MAX, _one_minus_exp_big, w)
-    )
-    for idx, (h, lo) in parts:
-        om_h.index_copy_(0, idx, h)
-        om_l.index_copy_(0, idx, lo)
-    t = dd_div(mu_d, (om_h, om_l))
+    t = dd_div(mu_d, _one_minus_exp(w))
     num = dd_add(t, (-k, zero))
     den = dd_add(mu_d, dd_mul(mu_d, x))
     out = dd_div(num, den)[0]
@@ -236,3 +296,207 @@ def ztnb_dmu_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor) ->
     a = mu - k
     c_big = a.abs() + (num - a).abs() * (1.0 + torch.log(mu).abs() + w)
     return torch.where(w > 1.0, c_big, c_small) > DMU_CANCEL_FACTOR * num.abs()
+
+
+# ------------------------------------------------------------------------------- d/dtheta
+DTHETA_THETA_MAX = 4.0  # ztnb_dtheta_dd is accurate for theta <= this (see its docstring)
+_PSI_SHIFT = 32  # digamma: recurrence up to theta + 32, asymptotic series beyond
+# B_2n / (2n), n = 1..12 (the digamma asymptotic series' coefficients)
+_BERN = [
+    (1, 6),
+    (-1, 30),
+    (1, 42),
+    (-1, 30),
+    (5, 66),
+    (-691, 2730),
+    (7, 6),
+    (-3617, 510),
+    (43867, 798),
+    (-174611, 330),
+    (854513, 138),
+    (-236364091, 2730),
+]
+with localcontext() as _ctx:
+    _ctx.prec = 60
+    # 1/(2j + 1), j = 0..13 (the atanh series of _dd_s_small)
+    _ODD_INV = [_dec_parts(1 / Decimal(2 * j + 1), 2) for j in range(14)]
+    _PSI_C = [_dec_parts(Decimal(a) / b / (2 * (n + 1)), 2) for n, (a, b) in enumerate(_BERN)]
+
+
+def _psi_minus_log(z: DD) -> DD:
+    """psi(z) - log(z) for a double-double z >= 32 (absolute error ~2^-110).
+
+    -1/(2z) - sum_{n=1}^{12} B_2n/(2n) u^n, u = 1/z^2 <= 2^-10: the first omitted term
+    is < 2^-113; the coefficients to n = 4 in double-double (n >= 5: their float64 rounding
+    is < 2^-110 absolute), u and the Horner steps in double-double.
+    """
+    one = (torch.ones_like(z[0]), torch.zeros_like(z[0]))
+    inv = dd_div(one, z)
+    u = dd_mul(inv, inv)
+    uh = u[0]
+    tail = torch.full_like(uh, _PSI_C[11][0])
+    for n in range(10, 3, -1):
+        tail = _PSI_C[n][0] + uh * tail
+    p = dd_add(_c(_PSI_C[3], uh), (uh * tail, torch.zeros_like(uh)))
+    for n in (2, 1, 0):
+        p = dd_add(_c(_PSI_C[n], uh), dd_mul(u, p))
+    p = dd_mul(u, p)
+    return dd_add((-0.5 * inv[0], -0.5 * inv[1]), (-p[0], -p[1]))
+
+
+def _digamma_diff1(k: Tensor, theta: Tensor) -> DD:
+    """psi(theta + 1) - psi(k + theta) = psi(theta) - psi(k + theta) + 1/theta, double-double.
+
+    (k >= 1 integer, theta > 0; 0 at k = 1.) -sum_{1 <= j < min(k, 32)} 1/(theta + j)
+    (each term a double-double quotient, theta + j exact by :func:`two_sum`), plus for
+    k > 32 the difference psi(a) - psi(b), a = theta + 32, b = theta + k (both >= 32) as
+    -log1p((k - 32)/a) (:func:`dd_log1p`: no
+    cancellation of log(b) - log(a)) + (psi - log)(a) - (psi - log)(b)
+    (:func:`_psi_minus_log`). Absolute error ~2^-104 times the largest term (1/theta or
+    log(k)): without the 1/theta term, which the caller cancels analytically.
+    """
+    zero = torch.zeros_like(theta)
+    acc = (zero, zero)
+    one = (torch.ones_like(theta), zero)
+    for j in range(1, _PSI_SHIFT):
+        term = dd_div(one, two_sum(theta, torch.full_like(theta, float(j))))
+        on = k > j
+        acc = dd_add(acc, (torch.where(on, term[0], zero), torch.where(on, term[1], zero)))
+    out = (-acc[0], -acc[1])
+    idx = (k > _PSI_SHIFT).nonzero().squeeze(1)
+    if idx.numel():
+        ks = k.index_select(0, idx)
+        th = theta.index_select(0, idx)
+        a = two_sum(th, torch.full_like(th, float(_PSI_SHIFT)))
+        b = two_sum(th, ks)
+        q = dd_div((ks - _PSI_SHIFT, torch.zeros_like(ks)), a)
+        lg = dd_log1p(q)
+        pa = _psi_minus_log(a)
+        pb = _psi_minus_log(b)
+        d = dd_add(dd_add(pa, (-pb[0], -pb[1])), (-lg[0], -lg[1]))
+        h, lo = dd_add((out[0].index_select(0, idx), out[1].index_select(0, idx)), d)
+        out[0].index_copy_(0, idx, h)
+        out[1].index_copy_(0, idx, lo)
+    return out
+
+
+_S_SERIES_MAX = 0.125  # x below: s by its atanh series (no lx - y cancellation)
+
+
+def _dd_s_small(x: DD) -> DD:
+    """s = log1p(x) - x/(1 + x) for a double-double 0 <= x <= 1/8, ~2^-103 relative.
+
+    With v = x/(2 + x) (<= 1/17), log1p(x) = 2 atanh(v) and x/(1 + x) = 2v/(1 + v), so
+    s = 2v^2/(1 + v) + 2 v^3 P(v^2), P(u) = sum_{j>=1} u^(j-1)/(2j + 1), and
+    2v^2/(1 + v) = x^2/((1 + x)(2 + x)): positive terms only (lx - y would cancel
+    ~2/x-fold). P to j = 13 (omitted < 2^-110 of s) with double-double coefficients.
+    """
+    one = (torch.ones_like(x[0]), torch.zeros_like(x[0]))
+    two = (2.0 * one[0], one[1])
+    xp2 = dd_add(two, x)
+    v = dd_div(x, xp2)
+    u = dd_mul(v, v)
+    p = _c(_ODD_INV[13], x[0])
+    for j in range(12, 0, -1):
+        p = dd_add(_c(_ODD_INV[j], x[0]), dd_mul(u, p))
+    tail = dd_mul(dd_mul(v, u), p)
+    head = dd_div(dd_mul(x, x), dd_mul(dd_add(one, x), xp2))
+    return dd_add(head, (2.0 * tail[0], 2.0 * tail[1]))
+
+
+def ztnb_dtheta_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+    """d/dtheta of the ZTNB loss for theta <= 4, float64; NaN where theta > 4.
+
+    psi(theta) - psi(k+theta) + k/(theta+mu) + s/(1 - e^-w), s = log1p(x) - x/(1+x),
+    every term a double-double, summed and rounded once:
+
+    - the digamma difference by :func:`_digamma_diff` (recurrence + asymptotic series);
+    - k/(theta + mu) a double-double quotient (theta + mu exact by :func:`two_sum`); for
+      x < 1 the 1/theta of psi(theta) and k/(theta + mu) are regrouped exactly as
+      (k - 1)/theta - k y/theta (else at k = 1 and tiny x, -1/theta + 1/(theta + mu) =
+      -y/theta would cancel ~1/x-fold);
+    - s = lx - y with lx = :func:`dd_log1p` of x = mu/theta and y = x/(1 + x) in
+      double-double for x > 1/8 (at most ~4 bits lost to the cancellation), by
+      :func:`_dd_s_small` for x <= 1/8; 1 - e^-w as in :func:`ztnb_dmu_dd`.
+
+    The error is ~2^-104 times the largest term (up to ~1/theta, |log k|, s/(1 - e^-w)),
+    so the zero crossings keep a few ulp. Why only theta <= 4: for theta >> k, mu the
+    terms are ~k/theta and the result ~(k - mu)^2/theta^2 (the Poisson limit), a
+    cancellation ~theta/k that this plain sum does not remove (the kernel's regrouping
+    around log1pmx((k - mu)/(theta + mu)) does); theta <= 4 bounds it to 4-fold. Also
+    the 1/theta of psi(theta) cancels against s/w (= 1/theta - 1/w at x >> 1): up to
+    log1p(x) ~ 48-fold (~6 bits) for tiny theta, not removed analytically.
+    """
+    k = k.to(torch.float64)
+    mu = mu.to(torch.float64)
+    theta = theta.to(torch.float64)
+    k, mu, theta = torch.broadcast_tensors(k, mu, theta)
+    shape = mu.shape
+    k, mu, theta = k.reshape(-1), mu.reshape(-1), theta.reshape(-1)
+    out = torch.full_like(mu, math.nan)
+    idx = (theta <= DTHETA_THETA_MAX).nonzero().squeeze(1)
+    if not idx.numel():
+        return out.reshape(shape)
+    k, mu, theta = (t.index_select(0, idx) for t in (k, mu, theta))
+    zero = torch.zeros_like(mu)
+    x = dd_div_f((mu, zero), theta)
+    lx = dd_log1p(x)
+    w = dd_mul((theta, zero), lx)
+    one_x = dd_add((torch.ones_like(mu), zero), x)
+    y = dd_div(x, one_x)
+    s = dd_add(lx, (-y[0], -y[1]))
+    small_x = x[0] <= _S_SERIES_MAX
+    xs = (torch.where(small_x, x[0], zero), torch.where(small_x, x[1], zero))
+    s_ser = _dd_s_small(xs)
+    s = (torch.where(small_x, s_ser[0], s[0]), torch.where(small_x, s_ser[1], s[1]))
+    om = _one_minus_exp(w)
+    sq = dd_div(s, om)
+    d1 = _digamma_diff1(k, theta)
+    # x < 1: psi(theta) - psi(k+theta) + k/(theta+mu) = d1 + (k - 1)/theta - k y/theta
+    # (1/(theta+mu) = (1 - y)/theta): the 1/theta and k/theta parts cancelled exactly
+    ky = dd_div_f(dd_mul((k, zero), y), theta)
+    lo_x = dd_add(dd_div_f((k - 1.0, zero), theta), (-ky[0], -ky[1]))
+    lo_x = dd_add(lo_x, sq)
+    # x >= 1: d1 + k/(theta + mu) - y/w + s q(w): s/(1 - e^-w) - 1/theta = s q(w) - y/w
+    # (s/w = 1/theta - y/w), q(w) = 1/(1 - e^-w) - 1/w = g(w)/(w (1 - e^-w)) for w <= 1
+    c = dd_div((k, zero), two_sum(theta, mu))
+    yw = dd_div(y, w)
+    w_s = w[0] <= 1.0
+    ws = (torch.where(w_s, w[0], 0.5 * torch.ones_like(mu)), torch.where(w_s, w[1], zero))
+    g = dd_expm1_neg_plus(ws)
+    q_s = dd_div(g, dd_mul(ws, dd_one_minus_exp_neg(ws)))
+    inv_w = dd_div((torch.ones_like(mu), zero), w)
+    q_b = dd_add(dd_div((torch.ones_like(mu), zero), om), (-inv_w[0], -inv_w[1]))
+    q = (torch.where(w_s, q_s[0], q_b[0]), torch.where(w_s, q_s[1], q_b[1]))
+    hi_x = dd_add(dd_add(c, (-yw[0], -yw[1])), dd_mul(s, q))
+    below = x[0] < 1.0
+    mid = (torch.where(below, lo_x[0], hi_x[0]), torch.where(below, lo_x[1], hi_x[1]))
+    tot = dd_add(d1, mid)
+    out.index_copy_(0, idx, tot[0] + tot[1])
+    return out.reshape(shape)
+
+
+DTHETA_CANCEL_FACTOR = 2.0
+
+
+def ztnb_dtheta_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor) -> Tensor:
+    """Where the kernel's float64 d_theta can be > ~2 ulp off through cancellation (bool).
+
+    Only for theta <= ``DTHETA_THETA_MAX`` (False elsewhere: :func:`ztnb_dtheta_dd` does
+    not cover it). From the kernel's own d_theta and the regrouped terms of
+    :func:`ztnb_dtheta_dd` recomputed in float64: D1 = psi(theta + 1) - psi(k + theta)
+    (``torch.digamma``), for x < 1 t1 = (k - 1)/theta, t2 = -k y/theta, for x >= 1
+    t1 = k/(theta + mu), t2 = -y/w, and the rest r = d_theta - D1 - t1 - t2; flagged where
+    (|D1| + |t1| + |t2| + |r|) > ``DTHETA_CANCEL_FACTOR`` |d_theta|.
+    """
+    k = k.to(torch.float64)
+    x = mu / theta
+    y = x / (1.0 + x)
+    w = theta * torch.log1p(x)
+    d1 = torch.digamma(theta + 1.0) - torch.digamma(k + theta)
+    below = x < 1.0
+    t1 = torch.where(below, (k - 1.0) / theta, k / (theta + mu))
+    t2 = torch.where(below, -k * y / theta, -y / w)
+    r = d_theta - d1 - t1 - t2
+    cond = d1.abs() + t1.abs() + t2.abs() + r.abs()
+    return (theta <= DTHETA_THETA_MAX) & (cond > DTHETA_CANCEL_FACTOR * d_theta.abs())
