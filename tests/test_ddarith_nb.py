@@ -322,3 +322,23 @@ def main() -> None:  # pragma: no cover - measurement helper
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def test_dmu_theta_one_is_the_closed_form() -> None:
+    # theta = 1: d_mu = (1 + mu - k) / (mu (1 + mu)) exactly, zero at mu = k - 1; exact
+    # rational arithmetic in mpmath (no log/exp), at mu = k - 1 and its float64 neighbours
+    rows = []
+    for k in (2.0, 5.0, 100.0, 1e6):
+        m = k - 1.0
+        for mu in (m, math.nextafter(m, 0.0), math.nextafter(m, math.inf), m * (1 + 2**-40)):
+            rows.append((k, mu))
+    k = torch.tensor([r[0] for r in rows], dtype=torch.float64)
+    mu = torch.tensor([r[1] for r in rows], dtype=torch.float64)
+    got = N.ztnb_dmu_dd(k, mu, torch.ones_like(mu)).tolist()
+    with mp.workdps(60):
+        for (kk, mm), g in zip(rows, got, strict=True):
+            ref = (1 + mp.mpf(mm) - kk) / (mp.mpf(mm) * (1 + mp.mpf(mm)))
+            if ref == 0:
+                assert g == 0.0
+            else:
+                assert abs(mp.mpf(g) - ref) <= 2 * mp.mpf(math.ulp(float(ref))), (kk, mm, g)

@@ -229,6 +229,8 @@ def ztnb_dmu_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
       The cancellation T - k costs nothing beyond T's ~2^-102 relative error, so a result
       that cancels 2^40-fold still has a few ulp; at the float64 nearest a zero crossing
       the result is arbitrarily small by chance and no fixed precision bounds its ulp error.
+    - theta = 1: the closed form (1 + mu - k) / (mu (1 + mu)) in double-double (its zero at
+      mu = k - 1 is exact).
     - Exception, k = 1 with T - 1 < 2^-30 (tiny x and w, where T = 1 + (x + w)/2 + ...):
       T - 1 would lose its relative accuracy, so the kernel's non-cancelling form is used,
       num = -log1pmx(x)/log1p(x) + mu q(w), q(w) = 1/(1 - e^-w) - 1/w (both terms >= 0,
@@ -261,6 +263,15 @@ def ztnb_dmu_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
         w_s = wh.index_select(0, idx)
         num_s = -P.log1pmx(x_s) / torch.log1p(x_s) + m_s * P.inv1mexp_minus_inv(w_s)
         out.index_copy_(0, idx, num_s / (m_s * (1.0 + x_s)))
+    # theta = 1: w = log1p(mu) and d_mu = (1 + mu - k) / (mu (1 + mu)) exactly, whose zero
+    # at mu = k - 1 is exact; the general sum leaves a ~2^-105 residue there (~1e-30 for
+    # an exact 0, an unbounded ulp error), so the closed form is used, in double-double
+    one = theta == 1.0
+    if bool(one.any()):
+        ones = torch.ones_like(mu)
+        one_mu = two_sum(ones, mu)
+        closed = dd_div(dd_add(one_mu, (-k, zero)), dd_mul(mu_d, one_mu))[0]
+        out = torch.where(one, closed, out)
     return out.reshape(shape)
 
 

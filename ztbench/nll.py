@@ -18,8 +18,9 @@ Design (the formulas are in the docstrings of the private kernels below):
   :func:`_ztp_kernel` and :func:`_ztnb_kernel`.
 - Float64 ZTP results (eager): where the float64 sum cancels (the loss or d/dlam crosses
   zero), the value or derivative is recomputed from terms exact to ~2^-104 and rounded
-  once (:mod:`ztbench.ddarith`, :func:`_refine_ztp`): at most 2 ulp on suites/default.toml.
-  ZTNB float64 has no such refinement yet (its zero crossings keep 10^4-10^5 ulp).
+  once (:mod:`ztbench.ddarith`, :func:`_refine_float64`): at most 2 ulp on suites/default.toml.
+  Likewise ZTNB d/dmu, and d/dtheta for theta <= 16 (:mod:`ztbench.ddarith_nb`); the
+  ZTNB value has no double-double form yet (its zero crossings keep 10^4-10^5 ulp).
 - A custom :class:`torch.autograd.Function` returns analytic gradients computed in the
   same forward pass, each written as a sum of terms that do not cancel (differences
   such as mu - k are exact by Sterbenz's lemma where they would otherwise cancel).
@@ -38,7 +39,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ztbench import ddarith
+from ztbench import ddarith, ddarith_nb
 from ztbench.candidates import primitives as P
 
 __all__ = ["zt_negbin_nll", "zt_poisson_nll"]
@@ -516,30 +517,46 @@ _KERNELS = {
 }
 
 
-def _refine_ztp(
-    k: Tensor, lam: Tensor, value: Tensor, d_lam: Tensor | None
-) -> tuple[Tensor, Tensor | None]:
-    """Float64 results only, eager only: where the kernel's float64 sum cancels (the loss
-    or d/dlam crosses zero; :func:`~ztbench.ddarith.ztp_cancellation`), recompute it from
-    terms exact to ~2^-104 and round once (:func:`~ztbench.ddarith.ztp_value_dd`,
-    :func:`~ztbench.ddarith.ztp_grad_dd`). Narrower outputs do not need it: the float64
-    kernel is already far inside half an ulp of float32 there. The error-free transforms
-    need every product rounded on its own, which torch.compile's fused code does not
-    promise, so the compiled path keeps the kernel's values (a separate target anyway).
+def _replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
+    """A copy of ``out`` with fn(*args at the flagged elements) there (``out`` if none)."""
+    idx = _idx(flag.reshape(-1))
+    if not idx.numel():
+        return out
+    flat = out.clone().reshape(-1)
+    flat[idx] = fn(*(a.reshape(-1)[idx] for a in args))
+    return flat.reshape(out.shape)
+
+
+def _refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
+                    grads: list[Tensor | None]) -> tuple[Tensor, list[Tensor | None]]:  # fmt: skip
+    """Float64 results only, eager only: where the kernel's float64 sum cancels (the
+    quantity crosses zero), recompute it from terms exact to ~2^-104 and round once.
+
+    - ZTP value and d/dlam (:mod:`ztbench.ddarith`: flags from the kernel's own results);
+    - ZTNB d/dmu, and d/dtheta for theta <= 16 (:mod:`ztbench.ddarith_nb`); the ZTNB
+      value has no double-double form yet.
+
+    Narrower outputs do not need it: the float64 kernel is already far inside half an ulp
+    of float32 there. The error-free transforms need every product rounded on its own,
+    which torch.compile's fused code does not promise, so the compiled path keeps the
+    kernel's values (a separate target anyway).
     """
-    flag_v, flag_g = ddarith.ztp_cancellation(k, lam, value, d_lam)
-    idx = _idx(flag_v.reshape(-1))
-    if idx.numel():
-        value = value.clone().reshape(-1)
-        value[idx] = ddarith.ztp_value_dd(k.reshape(-1)[idx], lam.reshape(-1)[idx])
-        value = value.reshape(lam.shape)
-    if d_lam is not None and flag_g is not None:
-        idx = _idx(flag_g.reshape(-1))
-        if idx.numel():
-            d_lam = d_lam.clone().reshape(-1)
-            d_lam[idx] = ddarith.ztp_grad_dd(k.reshape(-1)[idx], lam.reshape(-1)[idx])
-            d_lam = d_lam.reshape(lam.shape)
-    return value, d_lam
+    if family == "ztpoisson":
+        (lam,) = params
+        (d_lam,) = grads
+        flag_v, flag_g = ddarith.ztp_cancellation(k, lam, value, d_lam)
+        value = _replace_flagged(value, flag_v, ddarith.ztp_value_dd, k, lam)
+        if d_lam is not None and flag_g is not None:
+            d_lam = _replace_flagged(d_lam, flag_g, ddarith.ztp_grad_dd, k, lam)
+        return value, [d_lam]
+    mu, theta = params
+    d_mu, d_theta = grads
+    if d_mu is not None and d_theta is not None:
+        flag = ddarith_nb.ztnb_dmu_cancellation(k, mu, theta, d_mu)
+        d_mu = _replace_flagged(d_mu, flag, ddarith_nb.ztnb_dmu_dd, k, mu, theta)
+        flag = ddarith_nb.ztnb_dtheta_cancellation(k, mu, theta, d_theta)
+        d_theta = _replace_flagged(d_theta, flag, ddarith_nb.ztnb_dtheta_dd, k, mu, theta)
+    return value, [d_mu, d_theta]
 
 
 # Elements per call of an eager kernel: the eager path makes dozens of passes over its
@@ -608,8 +625,8 @@ class _ZTLossFn(torch.autograd.Function):
             value, *grads = compiled(k64, *p_in, need)
         else:
             value, *grads = _in_chunks(eager, need, k64, *p_in)
-            if family == "ztpoisson" and _float_dtype(*params) == _F64:
-                value, grads[0] = _refine_ztp(k64, p_in[0], value, grads[0])
+            if _float_dtype(*params) == _F64:
+                value, grads = _refine_float64(family, k64, p_in, value, grads)
         if full:
             value = value + torch.lgamma(k64 + 1.0)
         if masked:
