@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ztbench import ddarith as D
+from ztbench.metrics import step_floats
 from ztbench.nll import _ztp_kernel
 
 DPS = 80
@@ -37,15 +38,9 @@ def _grad_ref(k: float, lam: float) -> mp.mpf:
 
 
 def _neighbours(root: mp.mpf) -> list[float]:
-    f = float(root)
-    out = []
-    for off in OFFSETS:
-        for sgn in (1, -1) if off else (1,):
-            g = f
-            for _ in range(off):
-                g = math.nextafter(g, sgn * math.inf)
-            out.append(g)
-    return out
+    """The float64 nearest ``root`` first, then its neighbours OFFSETS floats either side."""
+    steps = [0] + [sign * off for off in OFFSETS if off for sign in (1, -1)]
+    return step_floats(float(root), "float64", steps).tolist()
 
 
 def _value_roots(k: int) -> list[mp.mpf]:

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from ztbench import ddarith_nb as N
+from ztbench.metrics import step_floats
 from ztbench.nll import _ztnb_kernel
 
 DPS = 60
@@ -62,15 +63,9 @@ def _root(k: int, theta: float) -> mp.mpf:
 
 
 def _neighbours(root: mp.mpf) -> list[float]:
-    f = float(root)
-    out = []
-    for off in OFFSETS:
-        for sgn in (1, -1) if off else (1,):
-            g = f
-            for _ in range(off):
-                g = math.nextafter(g, sgn * math.inf)
-            out.append(g)
-    return out
+    """The float64 nearest ``root`` first, then its neighbours OFFSETS floats either side."""
+    steps = [0] + [sign * off for off in OFFSETS if off for sign in (1, -1)]
+    return step_floats(float(root), "float64", steps).tolist()
 
 
 def _loguni(rng: random.Random, lo: float, hi: float) -> float:

@@ -84,6 +84,14 @@ _EXP_DD_MAX = 40.0  # above: e^-w < 2^-57, float64 exp is enough (see ztnb_dmu_d
 _T_NEAR_ONE = 2.0**-30  # k = 1 and T - 1 below this: the non-cancelling float64 form
 
 
+def _flat64(k: Tensor, mu: Tensor, theta: Tensor) -> tuple[Tensor, Tensor, Tensor, torch.Size]:
+    """k, mu, theta as flat float64 tensors of their broadcast shape (returned last)."""
+    k, mu, theta = torch.broadcast_tensors(
+        k.to(torch.float64), mu.to(torch.float64), theta.to(torch.float64)
+    )
+    return k.reshape(-1), mu.reshape(-1), theta.reshape(-1), mu.shape
+
+
 def _c(pair: tuple[float, ...], like: Tensor) -> DD:
     return torch.full_like(like, pair[0]), torch.full_like(like, pair[1])
 
@@ -239,12 +247,7 @@ def ztnb_dmu_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     Measured: see the module docstring (<= 3 ulp except at the float64 nearest a zero
     crossing, 148 ulp there at worst).
     """
-    k = k.to(torch.float64)
-    mu = mu.to(torch.float64)
-    theta = theta.to(torch.float64)
-    k, mu, theta = torch.broadcast_tensors(k, mu, theta)
-    shape = mu.shape
-    k, mu, theta = k.reshape(-1), mu.reshape(-1), theta.reshape(-1)
+    k, mu, theta, shape = _flat64(k, mu, theta)
     zero = torch.zeros_like(mu)
     mu_d = (mu, zero)
     x = dd_div_f(mu_d, theta)
@@ -444,12 +447,7 @@ def ztnb_dtheta_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     (:func:`dd_expm1_neg_plus`, no cancellation) and 1/(1 - e^-w) - 1/w for w > 1 (at
     most 2-fold); without it the result lost ~log1p(x) (up to ~48-fold) to 1/theta.
     """
-    k = k.to(torch.float64)
-    mu = mu.to(torch.float64)
-    theta = theta.to(torch.float64)
-    k, mu, theta = torch.broadcast_tensors(k, mu, theta)
-    shape = mu.shape
-    k, mu, theta = k.reshape(-1), mu.reshape(-1), theta.reshape(-1)
+    k, mu, theta, shape = _flat64(k, mu, theta)
     out = torch.full_like(mu, math.nan)
     idx = (theta <= DTHETA_THETA_MAX).nonzero().squeeze(1)
     if not idx.numel():
