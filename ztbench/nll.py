@@ -593,9 +593,10 @@ class _ZTLossFn(torch.autograd.Function):
     NaN in the result (on the CPU in eager mode only when there is one), ``full`` adds
     lgamma(k + 1), one rounding to ``out_dtype``. The saved derivatives are float64,
     already in the caller's parametrisation (d/dlog p = p d/dp) and 0 at invalid
-    positions. Backward: grad (to float64) x derivative, summed
-    to the parameter's shape (broadcasting), rounded once to its dtype. One node instead
-    of a chain of casts and wheres saves their backward passes.
+    positions; float64 results are refined where they cancel (:func:`_refine_float64`).
+    Backward: grad (to float64) x derivative, summed to the parameter's shape
+    (broadcasting), rounded once to its dtype. One node instead of a chain of casts and
+    wheres saves their backward passes.
     """
 
     @staticmethod
