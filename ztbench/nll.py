@@ -288,7 +288,8 @@ def _psi_tail(z: Tensor) -> Tensor:
 
 
 def _small_sums(k: Tensor, th: Tensor, terms) -> tuple[Tensor, Tensor]:  # type: ignore[no-untyped-def]
-    """(sum_j a_j, sum_j b_j) over 0 < j < k (k <= 8), accumulated in j order."""
+    """:func:`~ztbench.candidates.primitives.direct_sums`, step j on the elements with
+    k > j only (k <= 8), accumulated in j order."""
     a = torch.zeros_like(th)
     b = torch.zeros_like(th)
     for j in range(1, P.LGAMMA_EXCESS_DIRECT_K):
@@ -301,12 +302,29 @@ def _small_sums(k: Tensor, th: Tensor, terms) -> tuple[Tensor, Tensor]:  # type:
     return a, b
 
 
+def _excess_by_regime(k: Tensor, theta: Tensor, big_fn, direct_fn, special_fn):  # type: ignore[no-untyped-def]
+    """The pair of :func:`_lgamma_excess` / :func:`_digamma_excess`, each regime on its own
+    elements: theta >= 10 and k > 1 (``big_fn``), theta < 10 and 1 < k <= 8 (``direct_fn``),
+    theta < 10 and k > 8 (``special_fn``); k = 1 gives (0, 0). Each fn maps (k, theta) of
+    its elements to a stacked pair."""
+    first = torch.zeros_like(theta)
+    second = torch.zeros_like(theta)
+    big = theta >= P.STIRLING_MIN
+    for mask, fn in (
+        (big & (k > 1.0), big_fn),
+        (~big & (k > 1.0) & (k <= P.LGAMMA_EXCESS_DIRECT_K), direct_fn),
+        (~big & (k > P.LGAMMA_EXCESS_DIRECT_K), special_fn),
+    ):
+        idx = _idx(mask)
+        if idx.numel():
+            pair = fn(k.index_select(0, idx), theta.index_select(0, idx))
+            first.index_put_((idx,), pair[0])
+            second.index_put_((idx,), pair[1])
+    return first, second
+
+
 def _lgamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`~ztbench.candidates.primitives.lgamma_excess`, each branch on its subset."""
-    d = torch.zeros_like(theta)
-    g = torch.zeros_like(theta)
-    big = theta >= P.STIRLING_MIN
-    many = k > 1.0
 
     def stirling(k_b: Tensor, th_b: Tensor) -> Tensor:
         x = k_b / th_b
@@ -322,29 +340,13 @@ def _lgamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
         return torch.stack((g_lg - (k_s - 1.0) * torch.log(th_s), g_lg))
 
     def direct(k_s: Tensor, th_s: Tensor) -> Tensor:
-        return torch.stack(
-            _small_sums(k_s, th_s, lambda j, t: (torch.log1p(j / t), torch.log(j + t)))
-        )
+        return torch.stack(_small_sums(k_s, th_s, P.lgamma_terms))
 
-    for mask, fn in (
-        (big & many, stirling),
-        (~big & many & (k <= P.LGAMMA_EXCESS_DIRECT_K), direct),
-        (~big & (k > P.LGAMMA_EXCESS_DIRECT_K), lg),
-    ):
-        idx = _idx(mask)
-        if idx.numel():
-            dg = fn(k.index_select(0, idx), theta.index_select(0, idx))
-            d.index_put_((idx,), dg[0])
-            g.index_put_((idx,), dg[1])
-    return d, g
+    return _excess_by_regime(k, theta, stirling, direct, lg)
 
 
 def _digamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`~ztbench.candidates.primitives.digamma_excess`, each branch on its subset."""
-    e = torch.zeros_like(theta)
-    f = torch.zeros_like(theta)
-    big = theta >= P.STIRLING_MIN
-    many = k > 1.0
 
     def asym(k_b: Tensor, th_b: Tensor) -> Tensor:
         x = k_b / th_b
@@ -359,24 +361,10 @@ def _digamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
         f_dg = torch.digamma(k_s + th_s) - torch.digamma(1.0 + th_s)
         return torch.stack(((k_s - 1.0) / th_s - f_dg, f_dg))
 
-    def terms(j: int, t: Tensor) -> tuple[Tensor, Tensor]:
-        inv = 1.0 / (j + t)
-        return j * inv / t, inv
-
     def direct(k_s: Tensor, th_s: Tensor) -> Tensor:
-        return torch.stack(_small_sums(k_s, th_s, terms))
+        return torch.stack(_small_sums(k_s, th_s, P.digamma_terms))
 
-    for mask, fn in (
-        (big & many, asym),
-        (~big & many & (k <= P.LGAMMA_EXCESS_DIRECT_K), direct),
-        (~big & (k > P.LGAMMA_EXCESS_DIRECT_K), dg),
-    ):
-        idx = _idx(mask)
-        if idx.numel():
-            ef = fn(k.index_select(0, idx), theta.index_select(0, idx))
-            e.index_put_((idx,), ef[0])
-            f.index_put_((idx,), ef[1])
-    return e, f
+    return _excess_by_regime(k, theta, asym, direct, dg)
 
 
 def _digamma_log_difference(k: Tensor, theta: Tensor) -> Tensor:

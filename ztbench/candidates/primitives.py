@@ -24,6 +24,7 @@ Contents:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -287,6 +288,34 @@ def _psi_tail(z: Tensor) -> Tensor:
 LGAMMA_EXCESS_DIRECT_K = 8
 
 
+def lgamma_terms(j: int, theta: Tensor) -> tuple[Tensor, Tensor]:
+    """The j-th terms of the direct sums of :func:`lgamma_excess`: log1p(j/theta), log(j+theta)."""
+    return torch.log1p(j / theta), torch.log(j + theta)
+
+
+def digamma_terms(j: int, theta: Tensor) -> tuple[Tensor, Tensor]:
+    """The j-th terms of the direct sums of :func:`digamma_excess`: j/(theta (j+theta)),
+    1/(j+theta)."""
+    inv = 1.0 / (j + theta)
+    return j * inv / theta, inv
+
+
+def direct_sums(
+    k: Tensor, theta: Tensor, terms: Callable[[int, Tensor], tuple[Tensor, Tensor]]
+) -> tuple[Tensor, Tensor]:
+    """(sum_j a_j, sum_j b_j) over 0 < j < min(k, LGAMMA_EXCESS_DIRECT_K), (a_j, b_j) =
+    terms(j, theta), accumulated in j order (torch.where form: every element, every j)."""
+    a = torch.zeros_like(theta)
+    b = torch.zeros_like(theta)
+    zero = torch.zeros_like(theta)
+    for j in range(1, LGAMMA_EXCESS_DIRECT_K):
+        use = k > j
+        ta, tb = terms(j, theta)
+        a = a + torch.where(use, ta, zero)
+        b = b + torch.where(use, tb, zero)
+    return a, b
+
+
 def lgamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     """(D, G) with D = lgamma(k+theta) - lgamma(theta) - k log(theta) = sum_{j<k} log1p(j/theta)
     and G = lgamma(k+theta) - lgamma(1+theta) = sum_{0<j<k} log(theta + j); k >= 1 integer.
@@ -317,12 +346,7 @@ def lgamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     # theta < 10
     g_lg = torch.lgamma(k + th_s) - torch.lgamma(1.0 + th_s)
     d_lg = g_lg - (k - 1.0) * torch.log(th_s)
-    d_sum = torch.zeros_like(th_s)
-    g_sum = torch.zeros_like(th_s)
-    for j in range(1, LGAMMA_EXCESS_DIRECT_K):
-        use = k > j
-        d_sum = d_sum + torch.where(use, torch.log1p(j / th_s), torch.zeros_like(th_s))
-        g_sum = g_sum + torch.where(use, torch.log(j + th_s), torch.zeros_like(th_s))
+    d_sum, g_sum = direct_sums(k, th_s, lgamma_terms)
     direct = k <= LGAMMA_EXCESS_DIRECT_K
     d_small = torch.where(direct, d_sum, d_lg)
     g_small = torch.where(direct, g_sum, g_lg)
@@ -357,13 +381,7 @@ def digamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     f_big = (k_b - 1.0) / th_b - e_big
     f_dg = torch.digamma(k + th_s) - torch.digamma(1.0 + th_s)
     e_dg = (k - 1.0) / th_s - f_dg
-    e_sum = torch.zeros_like(th_s)
-    f_sum = torch.zeros_like(th_s)
-    for j in range(1, LGAMMA_EXCESS_DIRECT_K):
-        use = k > j
-        inv = 1.0 / (j + th_s)
-        e_sum = e_sum + torch.where(use, j * inv / th_s, torch.zeros_like(th_s))
-        f_sum = f_sum + torch.where(use, inv, torch.zeros_like(th_s))
+    e_sum, f_sum = direct_sums(k, th_s, digamma_terms)
     direct = k <= LGAMMA_EXCESS_DIRECT_K
     e_small = torch.where(direct, e_sum, e_dg)
     f_small = torch.where(direct, f_sum, f_dg)
