@@ -11,11 +11,12 @@ import math
 from functools import cache
 
 import mpmath as mp
+import numpy as np
 import pytest
 import torch
 
 from ztbench import ddarith as D
-from ztbench.metrics import step_floats
+from ztbench.metrics import step_floats, ulp_error
 from ztbench.nll import _ztp_kernel
 
 DPS = 80
@@ -115,11 +116,9 @@ def _sets() -> dict[str, list[tuple[float, float]]]:
 
 
 def _ulp_err(computed: torch.Tensor, refs: list[mp.mpf]) -> list[float]:
-    out = []
-    for c, r in zip(computed.tolist(), refs, strict=True):
-        rf = float(r)  # a zero reference (underflow) divides by the smallest subnormal
-        out.append(abs(c - rf) / math.ulp(rf) if rf != 0.0 else abs(c) / math.ulp(0.0))
-    return out
+    """float64 ulp errors (:func:`ztbench.metrics.ulp_error`) against mpmath references."""
+    ref = np.array([float(r) for r in refs], dtype=np.float64)
+    return ulp_error(computed.numpy(), ref, "float64").tolist()
 
 
 @cache

@@ -17,11 +17,12 @@ import random
 from functools import cache
 
 import mpmath as mp
+import numpy as np
 import pytest
 import torch
 
 from ztbench import ddarith_nb as N
-from ztbench.metrics import step_floats
+from ztbench.metrics import step_floats, ulp_error
 from ztbench.nll import _ztnb_kernel
 
 DPS = 60
@@ -130,28 +131,34 @@ def _sets() -> dict[str, list[Point]]:
 
 
 def _ulp_err(computed: torch.Tensor, refs: list[float]) -> list[float]:
-    out = []
-    for c, rf in zip(computed.tolist(), refs, strict=True):
-        out.append(abs(c - rf) / math.ulp(rf) if rf != 0.0 else abs(c) / math.ulp(0.0))
-    return out
+    """float64 ulp errors (:func:`ztbench.metrics.ulp_error`) against mpmath references."""
+    return ulp_error(computed.numpy(), np.array(refs, dtype=np.float64), "float64").tolist()
+
+
+def _measure_grad(name: str, quantity: str) -> dict[str, list[float]]:
+    """dd and kernel ulp errors and the cancellation flags of d_mu or d_theta on a set."""
+    ref_fn, dd_fn, flag_fn, col = {
+        "d_mu": (_dmu_ref, N.ztnb_dmu_dd, N.ztnb_dmu_cancellation, 1),
+        "d_theta": (_dtheta_ref, N.ztnb_dtheta_dd, N.ztnb_dtheta_cancellation, 2),
+    }[quantity]
+    pts = _sets()[name]
+    k, mu, th = (torch.tensor(c, dtype=torch.float64) for c in zip(*pts, strict=True))
+    with mp.workdps(DPS):
+        ref = [float(ref_fn(*p)) for p in pts]
+    with mp.workdps(DPS + 30):  # certify: a higher precision rounds to the same float64
+        assert ref == [float(ref_fn(*p)) for p in pts]
+    g64 = _ztnb_kernel(k, mu, th, True)[col]
+    assert g64 is not None
+    return {
+        "dd": _ulp_err(dd_fn(k, mu, th), ref),
+        "f64": _ulp_err(g64, ref),
+        "flag": [float(f) for f in flag_fn(k, mu, th, g64).tolist()],
+    }
 
 
 @cache
 def _measure_theta(name: str) -> dict[str, list[float]]:
-    pts = _sets()[name]
-    k, mu, th = (torch.tensor(c, dtype=torch.float64) for c in zip(*pts, strict=True))
-    with mp.workdps(DPS):
-        ref = [float(_dtheta_ref(*p)) for p in pts]
-    with mp.workdps(DPS + 30):
-        assert ref == [float(_dtheta_ref(*p)) for p in pts]
-    _, _, g64 = _ztnb_kernel(k, mu, th, True)
-    assert g64 is not None
-    flag = N.ztnb_dtheta_cancellation(k, mu, th, g64)
-    return {
-        "dd": _ulp_err(N.ztnb_dtheta_dd(k, mu, th), ref),
-        "f64": _ulp_err(g64, ref),
-        "flag": [float(f) for f in flag.tolist()],
-    }
+    return _measure_grad(name, "d_theta")
 
 
 TNAMES = ("t_near", "t_far", "t_worst", "t_rand")
@@ -187,20 +194,7 @@ def test_dtheta_outside_region_is_nan() -> None:
 
 @cache
 def _measure(name: str) -> dict[str, list[float]]:
-    pts = _sets()[name]
-    k, mu, th = (torch.tensor(c, dtype=torch.float64) for c in zip(*pts, strict=True))
-    with mp.workdps(DPS):
-        ref = [float(_dmu_ref(*p)) for p in pts]
-    with mp.workdps(DPS + 30):  # certify: a higher precision rounds to the same float64
-        assert ref == [float(_dmu_ref(*p)) for p in pts]
-    _, g64, _ = _ztnb_kernel(k, mu, th, True)
-    assert g64 is not None
-    flag = N.ztnb_dmu_cancellation(k, mu, th, g64)
-    return {
-        "dd": _ulp_err(N.ztnb_dmu_dd(k, mu, th), ref),
-        "f64": _ulp_err(g64, ref),
-        "flag": [float(f) for f in flag.tolist()],
-    }
+    return _measure_grad(name, "d_mu")
 
 
 TOFFSETS = (0, 1, -1, 2, -2, 3, -3, 5, -5, 10, -10, 30, -30, 100, -100)
