@@ -15,9 +15,9 @@ from ztbench.candidates import (
     list_candidates,
     select_candidates,
 )
-from ztbench.candidates import primitives as P
 from ztbench.dtypes import round_to
 from ztbench.evaluate import evaluate
+from ztbench.loss import primitives as P
 from ztbench.reference import compute_references
 
 REQUIRED = {

@@ -10,7 +10,7 @@ to the recorded one.
 
 How the mutations are injected (no edit of the candidate modules):
 
-- torch functions used by :mod:`ztbench.candidates.primitives` are replaced in that
+- torch functions used by :mod:`ztbench.loss.primitives` are replaced in that
   module's namespace only (``primitives.torch`` becomes a proxy that overrides one
   function and forwards the rest), so torch itself and other modules are untouched;
 - primitives and thresholds are module attributes looked up at call time
@@ -32,10 +32,11 @@ import pytest
 import torch
 
 from ztbench import gate
-from ztbench.candidates import base, primitives
+from ztbench.candidates import base
 from ztbench.cli import main
 from ztbench.commands.baseline import record
 from ztbench.commands.check import CheckOutcome, check
+from ztbench.loss import primitives
 
 SUITE = """\
 name = "gate-mutations"

@@ -1,4 +1,4 @@
-"""ztbench.nll (issue 8): accuracy against certified references on the hard regions,
+"""ztbench.loss.nll (issue 8): accuracy against certified references on the hard regions,
 log-parameter gradients, validation, reductions, dtypes, torch.compile, and a short
 training loop that must reach the float64 maximum-likelihood estimate."""
 
@@ -20,15 +20,15 @@ GOAL_VALUE = 4.0
 GOAL_GRAD = 16.0
 # Pinned float64 figures where the goal is not reached (measured on suites/default.toml
 # and on the points below; bounds slightly above today's figure, so they can only
-# improve). See the module docstring of ztbench.nll and the issue-8 note for the
+# improve). See the module docstring of ztbench.loss.nll and the issue-8 note for the
 # limiting terms.
 PINNED_F64 = {
-    # ztpoisson meets the goal: zero crossings are recomputed in double-double (ddarith)
+    # ztpoisson meets the goal: zero crossings are recomputed in double-double (ztbench.loss.dd.ztp)
     ("ztpoisson", "value"): GOAL_VALUE,
     ("ztpoisson", "d_lam"): GOAL_GRAD,
     ("ztnb", "value"): 160.0,  # zero crossings / the NB tail k >> theta, x < 1, theta < 10
-    ("ztnb", "d_mu"): GOAL_GRAD,  # double-double where it cancels (ztbench.ddarith_nb)
-    ("ztnb", "d_theta"): GOAL_GRAD,  # theta <= 16 refined in double-double (ddarith_nb)
+    ("ztnb", "d_mu"): GOAL_GRAD,  # double-double where it cancels (ztbench.loss.dd.ztnb)
+    ("ztnb", "d_theta"): GOAL_GRAD,  # theta <= 16 refined in double-double (ztbench.loss.dd.ztnb)
 }
 
 
@@ -318,7 +318,7 @@ def _logu(rng, lo, hi, n):
 def test_eager_fast_path_equals_the_compiled_kernels_bit_for_bit():
     # the eager path evaluates each branch on its own elements; torch.compile uses the
     # where-based kernels: both must compute the same float64 numbers exactly
-    from ztbench import nll
+    from ztbench.loss import nll
 
     rng = np.random.default_rng(11)
     n = 20000
@@ -338,7 +338,7 @@ def test_eager_fast_path_equals_the_compiled_kernels_bit_for_bit():
 def test_eager_chunks_give_the_same_bits(monkeypatch):
     # the eager path slices long inputs (EAGER_CHUNK); a ragged last slice included,
     # values and gradients must equal one unsliced call exactly
-    from ztbench import nll
+    from ztbench.loss import nll
 
     rng = np.random.default_rng(12)
     n = 2500
@@ -381,7 +381,7 @@ def test_broadcast_shapes_and_gradients():
 # README, "Against the goals of issue 8"). The bound is today's figure plus 25% (other
 # CPUs may round the transcendental functions differently), so it can only improve.
 # The d_mu and first d_theta points were the worst (11208 and 8672 ulp) before the
-# double-double refinement of ztbench.ddarith_nb; they are held to the goal now.
+# double-double refinement of ztbench.loss.dd.ztnb; they are held to the goal now.
 ZTNB_F64_WORST = [
     ("value", (5121.0, 2.4000500764647424e-13, 4.522698207286578e-10), 106234.0),
     ("d_mu", (2.0, 1.584893192461114, 100.0), GOAL_GRAD / 1.25),

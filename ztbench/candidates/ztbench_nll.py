@@ -1,4 +1,4 @@
-"""The public API's losses (:mod:`ztbench.nll`) registered as candidates.
+"""The public API's losses (:mod:`ztbench.loss`) registered as candidates.
 
 ``ztpoisson/ztbench`` and ``ztnb/ztbench``: the loss form (``full=False``), elementwise
 (``reduction="none"``), natural parameters, ``validate=False`` (NaN, not an exception, at
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-import ztbench.nll as api  # module import: ztbench.nll itself imports ztbench.candidates
+from ztbench import loss as api
 from ztbench.candidates.base import register_torch
 
 
@@ -28,7 +28,7 @@ register_torch(
     "ztbench",
     ztpoisson_ztbench,
     "loss",
-    "ztbench.nll.zt_poisson_nll: float64 internals, -(k-1) log lam + "
+    "ztbench.loss.zt_poisson_nll: float64 internals, -(k-1) log lam + "
     "log(expm1(lam)/lam), analytic backward without cancellation.",
     "ztbench public API (issue 8)",
 )
@@ -37,7 +37,7 @@ register_torch(
     "ztbench",
     ztnb_ztbench,
     "loss",
-    "ztbench.nll.zt_negbin_nll: float64 internals, log-gamma/digamma "
+    "ztbench.loss.zt_negbin_nll: float64 internals, log-gamma/digamma "
     "excess series, log w + log(expm1(w)/w) split, analytic backward.",
     "ztbench public API (issue 8)",
 )

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ztbench.candidates import primitives as P
 from ztbench.candidates.base import Candidate, in_float64, register_torch
+from ztbench.loss import primitives as P
 
 FAMILY = "ztnb"
 PUBLISHED_THRESHOLD = 15.0
@@ -112,7 +112,7 @@ def published_text(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None
 def _softplus_parts(mu: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     """(softplus(-l), w) with l = log(mu) - log(theta), w = theta softplus(l).
 
-    w comes from :func:`~ztbench.candidates.primitives.nb_log_p0` (mu log1p(x)/x for
+    w comes from :func:`~ztbench.loss.primitives.nb_log_p0` (mu log1p(x)/x for
     l < 0, so no subnormal softplus(l) and no overflow in its gradient chain).
     """
     lg = torch.log(mu) - torch.log(theta)
@@ -133,7 +133,7 @@ def stable(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None)
     """-lgamma_difference(k, theta) + k softplus(-l) + log_expm1(w), loss form.
 
     The softplus form with lgamma(k + theta) - lgamma(theta) from
-    :func:`~ztbench.candidates.primitives.lgamma_difference` (Stirling difference for
+    :func:`~ztbench.loss.primitives.lgamma_difference` (Stirling difference for
     theta >= 10, accurate up to theta = 1e10). Every branch is fed safe inputs, so value
     and gradients are finite for all k >= 1, mu > 0, theta > 0 representable; k = 0
     gives +inf. Known limits (a later issue): at k = 1 and small mu the terms cancel to a

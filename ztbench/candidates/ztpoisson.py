@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ztbench.candidates import primitives as P
 from ztbench.candidates.base import Candidate, in_float64, register_torch
+from ztbench.loss import primitives as P
 
 FAMILY = "ztpoisson"
 PUBLISHED_THRESHOLD = 10.0
@@ -72,7 +72,7 @@ def stable(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:
     Algebraically the loss; the regrouping takes one log(lam) out of the truncation term
     so that small-lam cancellation never happens (k = 1: the loss ~ lam/2 and its
     gradient ~ 1/2 come out to full relative accuracy). log(expm1(x)/x) is
-    :func:`~ztbench.candidates.primitives.log_expm1_over_x` (series below 1, log_expm1
+    :func:`~ztbench.loss.primitives.log_expm1_over_x` (series below 1, log_expm1
     above, no overflow). (k - 1) log(lam) is xlogy (0 at k = 1 even if lam underflowed).
     Value and gradient are finite for every k >= 1 and lam > 0 representable; k = 0 gives
     +inf. Remaining limit: none in the loss form; the full form's -k log lam + lam +

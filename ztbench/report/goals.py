@@ -1,4 +1,4 @@
-"""The shipped loss (``ztbench.nll``) against the goals it was built to (issue 8).
+"""The shipped loss (``ztbench.loss.nll``) against the goals it was built to (issue 8).
 
 Goals, measured over a suite's whole domain in eager mode:
 

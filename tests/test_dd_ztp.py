@@ -1,4 +1,4 @@
-"""ztbench.ddarith against mpmath (80 digits) at the hard points of the ZTP loss.
+"""ztbench.loss.dd.ztp against mpmath (80 digits) at the hard points of the ZTP loss.
 
 Hard points: the float64 neighbours (0, +-1 .. +-1000 ulp) of the zero crossings of the
 value -k log(lam) + log(expm1(lam)) (two per k >= 3) and of d_lam = -k/lam + 1/(1 - e^-lam)
@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from ztbench import ddarith as D
+from ztbench.loss.dd import arith as A
+from ztbench.loss.dd import ztp as D
+from ztbench.loss.nll import _ztp_kernel
 from ztbench.metrics import step_floats, ulp_error
-from ztbench.nll import _ztp_kernel
 
 DPS = 80
 OFFSETS = (0, 1, 2, 3, 5, 10, 30, 100, 300, 1000)
@@ -187,7 +188,7 @@ def test_error_free_transforms() -> None:
     g = torch.Generator().manual_seed(1)
     a = torch.randn(1000, dtype=torch.float64, generator=g) * 1e3
     b = torch.randn(1000, dtype=torch.float64, generator=g) * 1e-3
-    for (s, e), op in ((D.two_sum(a, b), "add"), (D.two_prod(a, b), "mul")):
+    for (s, e), op in ((A.two_sum(a, b), "add"), (A.two_prod(a, b), "mul")):
         for ai, bi, si, ei in zip(a.tolist(), b.tolist(), s.tolist(), e.tolist(), strict=True):
             exact = mp.mpf(ai) + mp.mpf(bi) if op == "add" else mp.mpf(ai) * mp.mpf(bi)
             assert mp.mpf(si) + mp.mpf(ei) == exact
@@ -196,9 +197,9 @@ def test_error_free_transforms() -> None:
 def test_dd_log_and_exp() -> None:
     g = torch.Generator().manual_seed(2)
     x = torch.exp(torch.empty(300, dtype=torch.float64).uniform_(-70, 21, generator=g))
-    hi, lo = D.dd_log(x)
+    hi, lo = A.dd_log(x)
     y = torch.empty(300, dtype=torch.float64).uniform_(1, 40, generator=g)
-    eh, el = D.dd_exp_neg(y)
+    eh, el = A.dd_exp_neg(y)
     with mp.workdps(DPS):
         for xi, h, low in zip(x.tolist(), hi.tolist(), lo.tolist(), strict=True):
             r = mp.log(xi)

@@ -1,6 +1,6 @@
 """The recommended zero-truncated Poisson and negative binomial losses (public API).
 
-``from ztbench import zt_poisson_nll, zt_negbin_nll``::
+``from ztbench.loss import zt_poisson_nll, zt_negbin_nll``::
 
     loss = zt_poisson_nll(k, log_lam=eta)                     # mean over elements
     loss = zt_negbin_nll(k, log_mu=eta, log_theta=phi, reduction="sum", full=True)
@@ -18,8 +18,8 @@ Design (the formulas are in the docstrings of the private kernels below):
   :func:`_ztp_kernel` and :func:`_ztnb_kernel`.
 - Float64 ZTP results (eager): where the float64 sum cancels (the loss or d/dlam crosses
   zero), the value or derivative is recomputed from terms exact to ~2^-104 and rounded
-  once (:mod:`ztbench.ddarith`, :func:`_refine_float64`): at most 2 ulp on suites/default.toml.
-  Likewise ZTNB d/dmu, and d/dtheta for theta <= 16 (:mod:`ztbench.ddarith_nb`); the
+  once (:mod:`ztbench.loss.dd.ztp`, :func:`_refine_float64`): at most 2 ulp on suites/default.toml.
+  Likewise ZTNB d/dmu, and d/dtheta for theta <= 16 (:mod:`ztbench.loss.dd.ztnb`); the
   ZTNB value has no double-double form yet (its zero crossings keep 10^4-10^5 ulp).
 - A custom :class:`torch.autograd.Function` returns analytic gradients computed in the
   same forward pass, each written as a sum of terms that do not cancel (differences
@@ -39,8 +39,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ztbench import ddarith, ddarith_nb
-from ztbench.candidates import primitives as P
+from ztbench.loss import primitives as P
+from ztbench.loss.dd import ztnb as dd_ztnb
+from ztbench.loss.dd import ztp as dd_ztp
 
 __all__ = ["zt_negbin_nll", "zt_poisson_nll"]
 
@@ -77,7 +78,7 @@ def _ztp_kernel(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor
     out of the truncation term removes the small-lam cancellation (k = 1: the loss ~
     lam/2). h(x) = log1p(sum_{n>=1} x^n/(n+1)!) for x < 1 (no cancellation) and
     x + log1p(-e^-x) - log(x) for x >= 1 (never overflows; at least half the larger
-    term, see :func:`~ztbench.candidates.primitives.log_expm1_over_x`).
+    term, see :func:`~ztbench.loss.primitives.log_expm1_over_x`).
 
     Derivative ``-k/lam + 1/(1 - e^-lam)``:
 
@@ -108,7 +109,7 @@ def _ztnb_kernel(
 
     With x = mu/theta, lx = log1p(x), w = theta lx = -log P(0), r = lx/x, h(w) =
     log(expm1(w)/w), D = lgamma(k+theta) - lgamma(theta) - k log(theta) and
-    G = D + (k - 1) log(theta) (:func:`~ztbench.candidates.primitives.lgamma_excess`),
+    G = D + (k - 1) log(theta) (:func:`~ztbench.loss.primitives.lgamma_excess`),
     the loss lgamma(theta) - lgamma(k+theta) + k log1p(theta/mu) + log(expm1(w)) is
 
     - x < 1: ``-D - (k - 1) log(mu) + k lx + log(r) + h(w)`` (theta >= 10; for theta < 10
@@ -127,11 +128,11 @@ def _ztnb_kernel(
     d/dtheta = psi(theta) - psi(k+theta) + k/(theta+mu) + s/(1 - e^-w), s = lx - y,
     y = x/(1+x) (s = -log1pmx(-y) for y <= 1/2); with E = k/theta - (psi(k+theta) -
     psi(theta)) and F = psi(k+theta) - psi(1+theta)
-    (:func:`~ztbench.candidates.primitives.digamma_excess`):
+    (:func:`~ztbench.loss.primitives.digamma_excess`):
 
     - w > 1: ``Dpsi - log1pmx(t) + s/expm1(w)``, t = (k - mu)/(theta + mu),
       Dpsi = psi(theta) - psi(k+theta) + log1p(k/theta)
-      (:func:`~ztbench.candidates.primitives.digamma_log_difference`): the logs of
+      (:func:`~ztbench.loss.primitives.digamma_log_difference`): the logs of
       the digamma difference, k/(theta+mu) and s cancel analytically into -log1pmx(t)
       ~ t^2/2, whose k - mu is exact near the mode (the Poisson limit's (k - mu)^2);
     - w <= 1 and (x < 1 or theta >= 1): ``E - (k - 1) y/theta + log1pmx(x)/((1 + x) w)
@@ -288,7 +289,7 @@ def _psi_tail(z: Tensor) -> Tensor:
 
 
 def _small_sums(k: Tensor, th: Tensor, terms) -> tuple[Tensor, Tensor]:  # type: ignore[no-untyped-def]
-    """:func:`~ztbench.candidates.primitives.direct_sums`, step j on the elements with
+    """:func:`~ztbench.loss.primitives.direct_sums`, step j on the elements with
     k > j only (k <= 8), accumulated in j order."""
     a = torch.zeros_like(th)
     b = torch.zeros_like(th)
@@ -324,7 +325,7 @@ def _excess_by_regime(k: Tensor, theta: Tensor, big_fn, direct_fn, special_fn): 
 
 
 def _lgamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`~ztbench.candidates.primitives.lgamma_excess`, each branch on its subset."""
+    """:func:`~ztbench.loss.primitives.lgamma_excess`, each branch on its subset."""
 
     def stirling(k_b: Tensor, th_b: Tensor) -> Tensor:
         x = k_b / th_b
@@ -346,7 +347,7 @@ def _lgamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _digamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`~ztbench.candidates.primitives.digamma_excess`, each branch on its subset."""
+    """:func:`~ztbench.loss.primitives.digamma_excess`, each branch on its subset."""
 
     def asym(k_b: Tensor, th_b: Tensor) -> Tensor:
         x = k_b / th_b
@@ -368,7 +369,7 @@ def _digamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _digamma_log_difference(k: Tensor, theta: Tensor) -> Tensor:
-    """:func:`~ztbench.candidates.primitives.digamma_log_difference` on subsets."""
+    """:func:`~ztbench.loss.primitives.digamma_log_difference` on subsets."""
     acc = torch.zeros_like(theta)
     steps = torch.zeros_like(theta)
     idx0 = _idx(theta < P.STIRLING_MIN)  # theta + j < 10 implies theta < 10
@@ -520,8 +521,8 @@ def _refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
     """Float64 results only, eager only: where the kernel's float64 sum cancels (the
     quantity crosses zero), recompute it from terms exact to ~2^-104 and round once.
 
-    - ZTP value and d/dlam (:mod:`ztbench.ddarith`: flags from the kernel's own results);
-    - ZTNB d/dmu, and d/dtheta for theta <= 16 (:mod:`ztbench.ddarith_nb`); the ZTNB
+    - ZTP value and d/dlam (:mod:`ztbench.loss.dd.ztp`: flags from the kernel's own results);
+    - ZTNB d/dmu, and d/dtheta for theta <= 16 (:mod:`ztbench.loss.dd.ztnb`); the ZTNB
       value has no double-double form yet.
 
     Narrower outputs do not need it: the float64 kernel is already far inside half an ulp
@@ -532,18 +533,18 @@ def _refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
     if family == "ztpoisson":
         (lam,) = params
         (d_lam,) = grads
-        flag_v, flag_g = ddarith.ztp_cancellation(k, lam, value, d_lam)
-        value = _replace_flagged(value, flag_v, ddarith.ztp_value_dd, k, lam)
+        flag_v, flag_g = dd_ztp.ztp_cancellation(k, lam, value, d_lam)
+        value = _replace_flagged(value, flag_v, dd_ztp.ztp_value_dd, k, lam)
         if d_lam is not None and flag_g is not None:
-            d_lam = _replace_flagged(d_lam, flag_g, ddarith.ztp_grad_dd, k, lam)
+            d_lam = _replace_flagged(d_lam, flag_g, dd_ztp.ztp_grad_dd, k, lam)
         return value, [d_lam]
     mu, theta = params
     d_mu, d_theta = grads
     if d_mu is not None and d_theta is not None:
-        flag = ddarith_nb.ztnb_dmu_cancellation(k, mu, theta, d_mu)
-        d_mu = _replace_flagged(d_mu, flag, ddarith_nb.ztnb_dmu_dd, k, mu, theta)
-        flag = ddarith_nb.ztnb_dtheta_cancellation(k, mu, theta, d_theta)
-        d_theta = _replace_flagged(d_theta, flag, ddarith_nb.ztnb_dtheta_dd, k, mu, theta)
+        flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu)
+        d_mu = _replace_flagged(d_mu, flag, dd_ztnb.ztnb_dmu_dd, k, mu, theta)
+        flag = dd_ztnb.ztnb_dtheta_cancellation(k, mu, theta, d_theta)
+        d_theta = _replace_flagged(d_theta, flag, dd_ztnb.ztnb_dtheta_dd, k, mu, theta)
     return value, [d_mu, d_theta]
 
 

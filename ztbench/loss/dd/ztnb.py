@@ -1,6 +1,6 @@
 """Double-double refinement of the ZTNB loss's d/dmu and (theta <= 16) d/dtheta.
 
-The float64 ZTNB kernel (:func:`ztbench.nll._ztnb_kernel`) computes
+The float64 ZTNB kernel (:func:`ztbench.loss.nll._ztnb_kernel`) computes
 
     d_mu(k, mu, theta) = k/(theta+mu) - k/mu + theta/(theta+mu) / (1 - e^-w)
                        = (T - k) / (mu (1 + x)),   T = mu / (1 - e^-w),
@@ -14,8 +14,8 @@ the largest, sum them in double-double and round once; :func:`ztnb_dmu_cancellat
 :func:`ztnb_dtheta_cancellation` tell from the kernel's own float64 results where that is
 worth doing.
 
-Measured (tests/test_ddarith_nb.py, mpmath at 60 digits certified at 90; ``PYTHONPATH=.
-python tests/test_ddarith_nb.py`` prints the table):
+Measured (tests/test_dd_ztnb.py, mpmath at 60 digits certified at 90; ``PYTHONPATH=.
+python tests/test_dd_ztnb.py`` prints the table):
 
 - d_mu: <= 3 ulp at the float64 neighbours +-1 .. +-100 ulp of its zero crossings (k = 2 ..
   1e7, theta = 1e-6 .. 1e8), the kernel's worst suite point, 1500 log-uniform points, tiny
@@ -34,7 +34,7 @@ python tests/test_ddarith_nb.py`` prints the table):
   10% of theta <= 16) of log-uniform points over k in [1, 1e7], mu in [1e-30, 1e9],
   theta in [1e-12, 1e10].
 
-Built on :mod:`ztbench.ddarith` (error-free transforms, double-double +, *, /, ``dd_log``,
+Built on :mod:`ztbench.loss.dd.arith` (error-free transforms, double-double +, *, /, ``dd_log``,
 ``dd_exp_neg``); same caveats: eager execution only (an FMA-contracting compiler breaks
 the error-free transforms), not differentiable (they replace values only), inputs not
 validated (k >= 1 integer < 2^53, mu > 0, theta > 0 finite assumed). Not covered:
@@ -50,37 +50,33 @@ from decimal import Decimal, localcontext
 import torch
 from torch import Tensor
 
-from ztbench.candidates import primitives as P
-from ztbench.ddarith import (
-    _dec_parts,
-    _one_minus,
+from ztbench.loss import primitives as P
+from ztbench.loss.dd.arith import (
+    DD,
+    const_dd,
     dd_add,
     dd_div,
     dd_div_f,
-    dd_exp_neg,
-    dd_log,
+    dd_expm1_neg_plus,
+    dd_log1p,
     dd_mul,
-    fast_two_sum,
+    dd_one_minus_exp_neg,
+    dec_parts,
+    one_minus_exp,
     two_sum,
 )
 
 __all__ = [
     "DMU_CANCEL_FACTOR",
-    "dd_log1p",
-    "dd_one_minus_exp_neg",
+    "DTHETA_CANCEL_FACTOR",
+    "DTHETA_THETA_MAX",
     "ztnb_dmu_cancellation",
     "ztnb_dmu_dd",
+    "ztnb_dtheta_cancellation",
+    "ztnb_dtheta_dd",
 ]
 
-DD = tuple[Tensor, Tensor]
 
-with localcontext() as _ctx:
-    _ctx.prec = 60
-    # 1/n!, n = 0..7, as double-double pairs (the head of the expm1 series)
-    _INV_FACT = [_dec_parts(1 / Decimal(math.factorial(n)), 2) for n in range(8)]
-
-_EXPM1_HALVINGS = 6  # expm1 argument reduction: a = w / 2^6 <= 2^-6
-_EXP_DD_MAX = 40.0  # above: e^-w < 2^-57, float64 exp is enough (see ztnb_dmu_dd)
 _T_NEAR_ONE = 2.0**-30  # k = 1 and T - 1 below this: the non-cancelling float64 form
 
 
@@ -92,143 +88,16 @@ def _flat64(k: Tensor, mu: Tensor, theta: Tensor) -> tuple[Tensor, Tensor, Tenso
     return k.reshape(-1), mu.reshape(-1), theta.reshape(-1), mu.shape
 
 
-def _c(pair: tuple[float, ...], like: Tensor) -> DD:
-    return torch.full_like(like, pair[0]), torch.full_like(like, pair[1])
-
-
-# ------------------------------------------------------------------------- building blocks
-def dd_log1p(x: DD) -> DD:
-    """log(1 + x) for a double-double x >= 0 as a double-double (relative error ~2^-104).
-
-    1 + x = s + d exactly as floats (:func:`two_sum` of 1 and x_hi, plus x_lo), |d| <=
-    ulp(s); log(1 + x) = log(s) + log1p(d/s) with log(s) from :func:`dd_log` (~2^-106
-    relative; for s near 1 its table reduction keeps the relative accuracy, and s = 1
-    gives exactly 0) and log1p(t) = t - t^2/2 for t = d/s (|t| <= 2^-52: the omitted t^3/3
-    is < 2^-156). Both parts are >= 0 (x >= 0), so no cancellation: relative to log1p(x)
-    the error stays ~2^-104 also for tiny x (where s = 1 and t = x).
-    """
-    s, e = two_sum(torch.ones_like(x[0]), x[0])
-    d = two_sum(e, x[1])
-    t = dd_div_f(d, s)
-    corr = fast_two_sum(t[0], t[1] - 0.5 * t[0] * t[0])
-    return dd_add(dd_log(s), corr)
-
-
-def dd_one_minus_exp_neg(w: DD) -> DD:
-    """1 - e^-w for a double-double 0 < w <= 1 (w_hi <= 1) as a double-double, ~2^-102 rel.
-
-    -expm1(-w) by argument reduction a = w/2^6 (exact), expm1(-a) from its Taylor series
-    to a^13/13! (a <= 2^-6: the omitted terms are < 2^-114 relative; terms to 1/7! in
-    double-double, the tail in float64, whose rounding is < 2^-110 relative), then six
-    doublings expm1(2b) = expm1(b) (expm1(b) + 2) in double-double. With E = expm1(b) in
-    (-1, 0) a doubling multiplies E's relative error by 1 + E/(E + 2) <= 1 and adds ~2^-104,
-    so the result is within ~7 * 2^-104 relative; it keeps its relative accuracy for tiny w
-    (no 1 - e^-w cancellation is ever formed).
-    """
-    sc = 2.0**-_EXPM1_HALVINGS
-    z = (-w[0] * sc, -w[1] * sc)
-    zh = z[0]
-    tail = 1.0 / 40320.0 + zh * (
-        1.0 / 362880.0
-        + zh
-        * (
-            1.0 / 3628800.0
-            + zh * (1.0 / 39916800.0 + zh * (1.0 / 479001600.0 + zh * (1.0 / 6227020800.0)))
-        )
-    )
-    p = dd_add(_c(_INV_FACT[7], zh), (zh * tail, torch.zeros_like(zh)))
-    for n in (6, 5, 4, 3, 2, 1):
-        p = dd_add(_c(_INV_FACT[n], zh), dd_mul(z, p))
-    e = dd_mul(z, p)  # expm1(-a)
-    two = (torch.full_like(zh, 2.0), torch.zeros_like(zh))
-    for _ in range(_EXPM1_HALVINGS):
-        e = dd_mul(e, dd_add(e, two))
-    return -e[0], -e[1]
-
-
-def dd_expm1_neg_plus(w: DD) -> DD:
-    """g(w) = e^-w - 1 + w for a double-double 0 < w <= 1, double-double, ~2^-101 relative.
-
-    G(z) = expm1(z) - z at z = -w/2^6 from its Taylor series z^2 sum_{n>=2} z^(n-2)/n!
-    (to z^13/13!; terms to 1/7! in double-double), then six doublings
-    G(2z) = G(z)^2 + 2 G(z) (1 + z) + z^2, a sum of positive terms (G > 0, 1 + z > 0):
-    no cancellation, so g keeps its relative accuracy (g ~ w^2/2 for small w, where
-    w - (1 - e^-w) would cancel).
-    """
-    sc = 2.0**-_EXPM1_HALVINGS
-    z = (-w[0] * sc, -w[1] * sc)
-    zh = z[0]
-    zero = torch.zeros_like(zh)
-    tail = 1.0 / 40320.0 + zh * (
-        1.0 / 362880.0
-        + zh
-        * (
-            1.0 / 3628800.0
-            + zh * (1.0 / 39916800.0 + zh * (1.0 / 479001600.0 + zh * (1.0 / 6227020800.0)))
-        )
-    )
-    p = dd_add(_c(_INV_FACT[7], zh), (zh * tail, zero))
-    for n in (6, 5, 4, 3, 2):
-        p = dd_add(_c(_INV_FACT[n], zh), dd_mul(z, p))
-    g = dd_mul(dd_mul(z, z), p)
-    one = (torch.ones_like(zh), zero)
-    for _ in range(_EXPM1_HALVINGS):
-        t = dd_mul(g, dd_add(one, z))
-        g = dd_add(dd_add(dd_mul(g, g), (2.0 * t[0], 2.0 * t[1])), dd_mul(z, z))
-        z = (2.0 * z[0], 2.0 * z[1])
-    return g
-
-
-def _one_minus_exp_mid(w: DD) -> DD:
-    """1 - e^-w for 1 <= w_hi <= 40: e^-w = e^-w_hi (1 - w_lo + w_lo^2/2), then 1 - y exact."""
-    y = dd_exp_neg(w[0])
-    lo = w[1]
-    c = two_sum(torch.ones_like(lo), -lo)
-    c = fast_two_sum(c[0], c[1] + 0.5 * lo * lo)
-    y = dd_mul(y, c)
-    z0, z1, z2 = _one_minus(y)
-    return fast_two_sum(z0, z1 + z2)
-
-
-def _one_minus_exp_big(w: DD) -> DD:
-    """1 - e^-w for w_hi > 40: y = e^-w_hi (1 - w_lo) in float64, 1 - y as a double-double."""
-    y = torch.exp(-w[0]) * (1.0 - w[1])
-    return fast_two_sum(torch.ones_like(y), -y)
-
-
-def _on(mask: Tensor, fn, *args: DD) -> list[tuple[Tensor, DD]]:  # type: ignore[no-untyped-def]
-    idx = mask.nonzero().squeeze(1)
-    if not idx.numel():
-        return []
-    return [(idx, fn(*((a[0].index_select(0, idx), a[1].index_select(0, idx)) for a in args)))]
-
-
-def _one_minus_exp(w: DD) -> DD:
-    """1 - e^-w for a flat double-double w > 0, each branch on its own elements only."""
-    wh = w[0]
-    om_h = torch.ones_like(wh)
-    om_l = torch.zeros_like(wh)
-    parts = (
-        _on(wh <= 1.0, dd_one_minus_exp_neg, w)
-        + _on((wh > 1.0) & (wh <= _EXP_DD_MAX), _one_minus_exp_mid, w)
-        + _on(wh > _EXP_DD_MAX, _one_minus_exp_big, w)
-    )
-    for idx, (h, lo) in parts:
-        om_h.index_copy_(0, idx, h)
-        om_l.index_copy_(0, idx, lo)
-    return om_h, om_l
-
-
 # ---------------------------------------------------------------------------------- d/dmu
 def ztnb_dmu_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     """d/dmu of the ZTNB loss, k/(theta+mu) - k/mu + theta/(theta+mu)/(1 - e^-w), float64.
 
     Computed as (T - k) / (mu (1 + x)), T = mu / (1 - e^-w), everything in double-double:
 
-    - x = mu/theta (:func:`~ztbench.ddarith.dd_div_f`), lx = log1p(x) (:func:`dd_log1p`),
+    - x = mu/theta (:func:`~ztbench.loss.dd.arith.dd_div_f`), lx = log1p(x) (:func:`dd_log1p`),
       w = theta lx: each ~2^-104 relative.
     - 1 - e^-w: w_hi <= 1 :func:`dd_one_minus_exp_neg` (series + doublings, ~2^-102
-      relative); 1 < w_hi <= 40 :func:`~ztbench.ddarith.dd_exp_neg` and 1 - y formed
+      relative); 1 < w_hi <= 40 :func:`~ztbench.loss.dd.arith.dd_exp_neg` and 1 - y formed
       exactly; w_hi > 40 float64 e^-w_hi (1 - w_lo): y < 2^-57 with relative error ~2^-52,
       so T = mu/(1 - y) = mu (1 + y/(1 - y)) is off by < 2^-108 relative. The sensitivity
       of T to w is d log T / dw = -1/expm1(w), at most 1/w, so w's relative error passes to
@@ -242,7 +111,7 @@ def ztnb_dmu_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     - Exception, k = 1 with T - 1 < 2^-30 (tiny x and w, where T = 1 + (x + w)/2 + ...):
       T - 1 would lose its relative accuracy, so the kernel's non-cancelling form is used,
       num = -log1pmx(x)/log1p(x) + mu q(w), q(w) = 1/(1 - e^-w) - 1/w (both terms >= 0,
-      float64 series of :mod:`~ztbench.candidates.primitives`, a few ulp).
+      float64 series of :mod:`~ztbench.loss.primitives`, a few ulp).
 
     Measured: see the module docstring (<= 3 ulp except at the float64 nearest a zero
     crossing, 148 ulp there at worst).
@@ -254,7 +123,7 @@ def ztnb_dmu_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     lx = dd_log1p(x)
     w = dd_mul((theta, zero), lx)
     wh = w[0]
-    t = dd_div(mu_d, _one_minus_exp(w))
+    t = dd_div(mu_d, one_minus_exp(w))
     num = dd_add(t, (-k, zero))
     den = dd_add(mu_d, dd_mul(mu_d, x))
     out = dd_div(num, den)[0]
@@ -316,26 +185,14 @@ def ztnb_dmu_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor) ->
 # ------------------------------------------------------------------------------- d/dtheta
 DTHETA_THETA_MAX = 16.0  # ztnb_dtheta_dd is accurate for theta <= this (see its docstring)
 _PSI_SHIFT = 32  # digamma: recurrence up to theta + 32, asymptotic series beyond
-# B_2n / (2n), n = 1..12 (the digamma asymptotic series' coefficients)
-_BERN = [
-    (1, 6),
-    (-1, 30),
-    (1, 42),
-    (-1, 30),
-    (5, 66),
-    (-691, 2730),
-    (7, 6),
-    (-3617, 510),
-    (43867, 798),
-    (-174611, 330),
-    (854513, 138),
-    (-236364091, 2730),
-]
 with localcontext() as _ctx:
     _ctx.prec = 60
     # 1/(2j + 1), j = 0..13 (the atanh series of _dd_s_small)
-    _ODD_INV = [_dec_parts(1 / Decimal(2 * j + 1), 2) for j in range(14)]
-    _PSI_C = [_dec_parts(Decimal(a) / b / (2 * (n + 1)), 2) for n, (a, b) in enumerate(_BERN)]
+    _ODD_INV = [dec_parts(1 / Decimal(2 * j + 1), 2) for j in range(14)]
+    # B_2n / (2n), n = 1..12: the digamma asymptotic series' coefficients
+    _PSI_C = [
+        dec_parts(Decimal(a) / b / (2 * (n + 1)), 2) for n, (a, b) in enumerate(P.BERNOULLI_2N)
+    ]
 
 
 def _psi_minus_log(z: DD) -> DD:
@@ -352,9 +209,9 @@ def _psi_minus_log(z: DD) -> DD:
     tail = torch.full_like(uh, _PSI_C[11][0])
     for n in range(10, 3, -1):
         tail = _PSI_C[n][0] + uh * tail
-    p = dd_add(_c(_PSI_C[3], uh), (uh * tail, torch.zeros_like(uh)))
+    p = dd_add(const_dd(_PSI_C[3], uh), (uh * tail, torch.zeros_like(uh)))
     for n in (2, 1, 0):
-        p = dd_add(_c(_PSI_C[n], uh), dd_mul(u, p))
+        p = dd_add(const_dd(_PSI_C[n], uh), dd_mul(u, p))
     p = dd_mul(u, p)
     return dd_add((-0.5 * inv[0], -0.5 * inv[1]), (-p[0], -p[1]))
 
@@ -411,9 +268,9 @@ def _dd_s_small(x: DD) -> DD:
     xp2 = dd_add(two, x)
     v = dd_div(x, xp2)
     u = dd_mul(v, v)
-    p = _c(_ODD_INV[13], x[0])
+    p = const_dd(_ODD_INV[13], x[0])
     for j in range(12, 0, -1):
-        p = dd_add(_c(_ODD_INV[j], x[0]), dd_mul(u, p))
+        p = dd_add(const_dd(_ODD_INV[j], x[0]), dd_mul(u, p))
     tail = dd_mul(dd_mul(v, u), p)
     head = dd_div(dd_mul(x, x), dd_mul(dd_add(one, x), xp2))
     return dd_add(head, (2.0 * tail[0], 2.0 * tail[1]))
@@ -464,7 +321,7 @@ def ztnb_dtheta_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     xs = (torch.where(small_x, x[0], zero), torch.where(small_x, x[1], zero))
     s_ser = _dd_s_small(xs)
     s = (torch.where(small_x, s_ser[0], s[0]), torch.where(small_x, s_ser[1], s[1]))
-    om = _one_minus_exp(w)
+    om = one_minus_exp(w)
     sq = dd_div(s, om)
     d1 = _digamma_diff1(k, theta)
     # x < 1: psi(theta) - psi(k+theta) + k/(theta+mu) = d1 + (k - 1)/theta - k y/theta

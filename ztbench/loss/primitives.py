@@ -233,23 +233,26 @@ def lgamma_difference(k: Tensor, theta: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------
-# Primitives of the analytic gradients and of the large-theta excess terms (ztbench.nll)
+# Primitives of the analytic gradients and of the large-theta excess terms (ztbench.loss.nll)
 # ------------------------------------------------------------------------------------
 
-# Bernoulli numbers B_2 .. B_22 (exact fractions as floats).
-_BERNOULLI_2N = (
-    1.0 / 6.0,
-    -1.0 / 30.0,
-    1.0 / 42.0,
-    -1.0 / 30.0,
-    5.0 / 66.0,
-    -691.0 / 2730.0,
-    7.0 / 6.0,
-    -3617.0 / 510.0,
-    43867.0 / 798.0,
-    -174611.0 / 330.0,
-    854513.0 / 138.0,
+# Bernoulli numbers B_2 .. B_24 as exact (numerator, denominator) pairs: the float series
+# below use B_2 .. B_22 (each rounded once), the double-double digamma series all twelve.
+BERNOULLI_2N = (
+    (1, 6),
+    (-1, 30),
+    (1, 42),
+    (-1, 30),
+    (5, 66),
+    (-691, 2730),
+    (7, 6),
+    (-3617, 510),
+    (43867, 798),
+    (-174611, 330),
+    (854513, 138),
+    (-236364091, 2730),
 )
+_BERNOULLI_2N = tuple(a / b for a, b in BERNOULLI_2N[:11])
 # 1/(1 - e^-x) - 1/x = 1/2 + sum_{n>=1} B_2n x^(2n-1) / (2n)!  (radius 2 pi); at x = 1
 # the first omitted term is about 2 (1/(2 pi))^24 < 1e-19.
 _Q_COEFFS = tuple(b / math.factorial(2 * n) for n, b in enumerate(_BERNOULLI_2N, start=1))

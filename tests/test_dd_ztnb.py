@@ -1,4 +1,4 @@
-"""ztbench.ddarith_nb against mpmath (60 digits, certified at 90) at the hard points of the
+"""ztbench.loss.dd.ztnb against mpmath (60 digits, certified at 90) at the hard points of the
 ZTNB loss's d/dmu and (theta <= 16) d/dtheta.
 
 Hard points: the float64 neighbours (0, +-1 .. +-100 ulp in mu) of the zero crossings of
@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from ztbench import ddarith_nb as N
+from ztbench.loss.dd import arith as A
+from ztbench.loss.dd import ztnb as N
+from ztbench.loss.nll import _ztnb_kernel
 from ztbench.metrics import step_floats, ulp_error
-from ztbench.nll import _ztnb_kernel
 
 DPS = 60
 OFFSETS = (0, 1, 2, 3, 5, 10, 30, 100)
@@ -273,9 +274,9 @@ def test_root_sets_are_hard_for_float64() -> None:
 def test_log1p_and_one_minus_exp() -> None:
     z = torch.zeros(6, dtype=torch.float64)
     xs = [1e-40, 1e-17, 2.0**-30, 0.3, 7.0, 1e21]
-    lx = N.dd_log1p((torch.tensor(xs, dtype=torch.float64), z))
+    lx = A.dd_log1p((torch.tensor(xs, dtype=torch.float64), z))
     ws = [1e-30, 1e-9, 0.01, 0.5, 0.999, 1.0]
-    om = N.dd_one_minus_exp_neg((torch.tensor(ws, dtype=torch.float64), z))
+    om = A.dd_one_minus_exp_neg((torch.tensor(ws, dtype=torch.float64), z))
     with mp.workdps(DPS):
         for i, (xi, wi) in enumerate(zip(xs, ws, strict=True)):
             r = mp.log1p(xi)
