@@ -102,8 +102,9 @@ def test_registry_order_and_selection() -> None:
 
 def test_forms_follow_lgamma_k_plus_one() -> None:
     """torch.distributions / scvi log-pmfs include lgamma(k+1): full; the issue's formulas do
-    not: loss; peers compute log-pmfs: full."""
-    full = {"ztpoisson/torch-distributions", "ztnb/torch-distributions", "ztnb/scvi-style"}
+    not: loss; peers compute log-pmfs: full; the shipped API's full=True forms: full."""
+    full = {"ztpoisson/torch-distributions", "ztnb/torch-distributions", "ztnb/scvi-style",
+            "ztpoisson/ztbench-full", "ztnb/ztbench-full"}
     for c in list_candidates():
         want = "full" if (c.id in full or c.kind == "peer") else "loss"
         assert c.form == want, c.id

@@ -2,7 +2,9 @@
 
 ``ztpoisson/ztbench`` and ``ztnb/ztbench``: the loss form (``full=False``), elementwise
 (``reduction="none"``), natural parameters, ``validate=False`` (NaN, not an exception, at
-invalid points), exactly as a training loop would call them.
+invalid points), exactly as a training loop would call them. ``ztpoisson/ztbench-full`` and
+``ztnb/ztbench-full``: the same calls with ``full=True`` (the negative log probability,
+with lgamma(k + 1)), measured against the full-form reference.
 """
 
 from __future__ import annotations
@@ -23,6 +25,18 @@ def ztnb_ztbench(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None =
     return api.zt_negbin_nll(k, mu, theta, reduction="none", validate=False)
 
 
+def ztpoisson_ztbench_full(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:
+    """``zt_poisson_nll(k, lam, reduction="none", full=True, validate=False)`` (full form)."""
+    return api.zt_poisson_nll(k, lam, reduction="none", full=True, validate=False)
+
+
+def ztnb_ztbench_full(
+    k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None
+) -> Tensor:
+    """``zt_negbin_nll(k, mu, theta, reduction="none", full=True, validate=False)`` (full form)."""
+    return api.zt_negbin_nll(k, mu, theta, reduction="none", full=True, validate=False)
+
+
 register_torch(
     "ztpoisson",
     "ztbench",
@@ -40,4 +54,22 @@ register_torch(
     "ztbench.loss.zt_negbin_nll: float64 internals, log-gamma/digamma "
     "excess series, log w + log(expm1(w)/w) split, analytic backward.",
     "ztbench public API (issue 8)",
+)
+register_torch(
+    "ztpoisson",
+    "ztbench-full",
+    ztpoisson_ztbench_full,
+    "full",
+    "ztbench.loss.zt_poisson_nll(full=True): -log P(X = k), lgamma(k + 1) computed with "
+    "the terms it cancels against (Stirling difference and bd0 where k ~ lam).",
+    "ztbench public API, full form",
+)
+register_torch(
+    "ztnb",
+    "ztbench-full",
+    ztnb_ztbench_full,
+    "full",
+    "ztbench.loss.zt_negbin_nll(full=True): -log P(X = k), lgamma(k + 1) computed with "
+    "the log-gamma differences it cancels against.",
+    "ztbench public API, full form",
 )
