@@ -42,6 +42,7 @@ from torch import Tensor
 from ztbench.loss import primitives as P
 from ztbench.loss.dd import ztnb as dd_ztnb
 from ztbench.loss.dd import ztp as dd_ztp
+from ztbench.loss.stirlerr import ztp_full_condition, ztp_full_value
 
 __all__ = ["zt_negbin_nll", "zt_poisson_nll"]
 
@@ -516,14 +517,26 @@ def _replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor) -> Tensor:  #
     return flat.reshape(out.shape)
 
 
+def _full_value(family: str, k: Tensor, params: list[Tensor], value: Tensor) -> Tensor:
+    """-log P(X = k) from the loss ``value`` (float64): ZTP in Loader's form (stirlerr +
+    bd0, :func:`ztbench.loss.stirlerr.ztp_full_value`: lgamma(k + 1) is never added to
+    the cancelling -k log(lam) + lam); ZTNB value + lgamma(k + 1), whose cancellation the
+    float64 refinement (:func:`_refine_float64`) removes where it costs precision."""
+    if family == "ztpoisson":
+        return ztp_full_value(k, params[0], value)
+    return value + torch.lgamma(k + 1.0)
+
+
 def _refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
-                    grads: list[Tensor | None]) -> tuple[Tensor, list[Tensor | None]]:  # fmt: skip
+                    grads: list[Tensor | None], full: bool = False,
+                    ) -> tuple[Tensor, list[Tensor | None]]:  # fmt: skip
     """Float64 results only, eager only: where the kernel's float64 sum cancels (the
     quantity crosses zero), recompute it from terms exact to ~2^-104 and round once.
 
-    - ZTP value and d/dlam (:mod:`ztbench.loss.dd.ztp`: flags from the kernel's own results);
-    - ZTNB d/dmu, and d/dtheta for theta <= 16 (:mod:`ztbench.loss.dd.ztnb`); the ZTNB
-      value has no double-double form yet.
+    - ZTP value and d/dlam (:mod:`ztbench.loss.dd.ztp`: flags from the kernel's own
+      results); the full form where Loader's bd0 is evaluated with cancellation;
+    - ZTNB value and full value (:func:`~ztbench.loss.dd.ztnb.ztnb_value_dd`, the
+      lgamma difference in double-double), d/dmu and d/dtheta (:mod:`ztbench.loss.dd.ztnb`).
 
     Narrower outputs do not need it: the float64 kernel is already far inside half an ulp
     of float32 there. The error-free transforms need every product rounded on its own,
@@ -534,12 +547,19 @@ def _refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
         (lam,) = params
         (d_lam,) = grads
         flag_v, flag_g = dd_ztp.ztp_cancellation(k, lam, value, d_lam)
-        value = _replace_flagged(value, flag_v, dd_ztp.ztp_value_dd, k, lam)
+        if full:
+            flag_v = ztp_full_condition(k, lam, value) > dd_ztp.FULL_CANCEL_FACTOR
+            value = _replace_flagged(value, flag_v, dd_ztp.ztp_full_value_dd, k, lam)
+        else:
+            value = _replace_flagged(value, flag_v, dd_ztp.ztp_value_dd, k, lam)
         if d_lam is not None and flag_g is not None:
             d_lam = _replace_flagged(d_lam, flag_g, dd_ztp.ztp_grad_dd, k, lam)
         return value, [d_lam]
     mu, theta = params
     d_mu, d_theta = grads
+    flag = dd_ztnb.ztnb_value_cancellation(k, mu, theta, value, full)
+    fn = dd_ztnb.ztnb_full_value_dd if full else dd_ztnb.ztnb_value_dd
+    value = _replace_flagged(value, flag, fn, k, mu, theta)
     if d_mu is not None and d_theta is not None:
         flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu)
         d_mu = _replace_flagged(d_mu, flag, dd_ztnb.ztnb_dmu_dd, k, mu, theta)
@@ -615,10 +635,10 @@ class _ZTLossFn(torch.autograd.Function):
             value, *grads = compiled(k64, *p_in, need)
         else:
             value, *grads = _in_chunks(eager, need, k64, *p_in)
-            if _float_dtype(*params) == _F64:
-                value, grads = _refine_float64(family, k64, p_in, value, grads)
         if full:
-            value = value + torch.lgamma(k64 + 1.0)
+            value = _full_value(family, k64, p_in, value)
+        if not torch.compiler.is_compiling() and _float_dtype(*params) == _F64:
+            value, grads = _refine_float64(family, k64, p_in, value, grads, full)
         if masked:
             value = torch.where(ok, value, torch.full_like(value, float("nan")))
         if need:

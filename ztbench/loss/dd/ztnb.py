@@ -62,18 +62,36 @@ from ztbench.loss.dd.arith import (
     dd_mul,
     dd_one_minus_exp_neg,
     dec_parts,
+    log_expansion,
     one_minus_exp,
+    sum_expansion,
     two_sum,
+)
+from ztbench.loss.dd.lgamma import (
+    dd_log1p_signed,
+    dd_log1pmx,
+    lgamma_diff_terms,
+    log_dd_terms,
+    log_factorial_terms,
+    neg,
+    scale_terms,
 )
 
 __all__ = [
     "DMU_CANCEL_FACTOR",
     "DTHETA_CANCEL_FACTOR",
     "DTHETA_THETA_MAX",
+    "FULL_CANCEL_FACTOR",
+    "VALUE_CANCEL_FACTOR",
     "ztnb_dmu_cancellation",
     "ztnb_dmu_dd",
     "ztnb_dtheta_cancellation",
     "ztnb_dtheta_dd",
+    "ztnb_full_value_dd",
+    "ztnb_value_cancellation",
+    "ztnb_value_dd",
+    "ztnb_value_magnitude",
+    "ztnb_value_terms",
 ]
 
 
@@ -377,3 +395,124 @@ def ztnb_dtheta_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tens
     r = d_theta - d1 - t1 - t2
     cond = d1.abs() + t1.abs() + t2.abs() + r.abs()
     return (theta <= DTHETA_THETA_MAX) & (cond > DTHETA_CANCEL_FACTOR * d_theta.abs())
+
+
+# ---------------------------------------------------------------------------------- value
+VALUE_CANCEL_FACTOR = 2.0
+FULL_CANCEL_FACTOR = 2.0
+
+
+def _h_terms(w: DD) -> list[Tensor]:
+    """h(w) = log(expm1(w)/w) for a flat double-double w > 0 as an expansion.
+
+    w_hi <= 1: w + log1p(-g/w), g = e^-w - 1 + w (:func:`dd_expm1_neg_plus`; 1 - e^-w =
+    w - g, so expm1(w)/w = e^w (w - g)/w): both parts ~w, h ~ w/2 keeps its relative
+    accuracy for tiny w; w_hi > 1: w + log(1 - e^-w) - log(w) (:func:`one_minus_exp`).
+    """
+    wh = w[0]
+    zero = torch.zeros_like(wh)
+    small = wh <= 1.0
+    ws = (torch.where(small, wh, torch.full_like(wh, 0.5)), torch.where(small, w[1], zero))
+    g = dd_expm1_neg_plus(ws)
+    ls = dd_log1p_signed(neg(dd_div(g, ws)))
+    wb = (torch.where(small, torch.full_like(wh, 2.0), wh), torch.where(small, zero, w[1]))
+    big = [*log_dd_terms(one_minus_exp(wb)), *(-t for t in log_dd_terms(wb))]
+    out = [w[0], w[1]]
+    out += [torch.where(small, ls[0], zero), torch.where(small, ls[1], zero)]
+    out += [torch.where(small, zero, t) for t in big]
+    return out
+
+
+def ztnb_value_terms(k: Tensor, mu: Tensor, theta: Tensor) -> list[Tensor]:
+    """The ZTNB loss lgamma(theta) - lgamma(k+theta) + k log1p(theta/mu) + log(expm1(w)) as
+    an expansion (flat float64 inputs), in the float64 kernel's grouping:
+
+    - x = mu/theta < 1: -Delta + k log(theta) - (k - 1) log(mu) + k log1p(x) + log(r) + h(w),
+      r = log1p(x)/x (log r = log1p(log1pmx(x)/x): ~-x/2 to full relative accuracy);
+    - x >= 1: -Delta + log(theta) + k log1p(1/x) + log(log1p(x)) + h(w);
+
+    Delta = lgamma(k + theta) - lgamma(theta) (:func:`~ztbench.loss.dd.lgamma.lgamma_diff_terms`),
+    h(w) = log(expm1(w)/w) (:func:`_h_terms`), w = theta log1p(x), every piece a
+    double-double or an exact product of k with an 8-float log expansion. The sum is
+    within a few units of 2^-104 of the largest term (Delta's, k log theta's or
+    (k - 1) log mu's), so a loss that cancels 2^40-fold keeps a few ulp.
+    """
+    zero = torch.zeros_like(mu)
+    x = dd_div_f((mu, zero), theta)
+    lx = dd_log1p(x)
+    w = dd_mul((theta, zero), lx)
+    below = x[0] < 1.0
+    out = [-t for t in lgamma_diff_terms(k, theta)]
+    out += _h_terms(w)
+    log_th = log_expansion(theta)
+    # x < 1
+    xb = (torch.where(below, x[0], torch.full_like(mu, 0.5)), torch.where(below, x[1], zero))
+    log_r = dd_log1p_signed(dd_div(dd_log1pmx(xb), xb))
+    klx = dd_mul((k, zero), lx)
+    lo = [*scale_terms(k, log_th), *scale_terms(1.0 - k, log_expansion(mu)), *klx, *log_r]
+    out += [torch.where(below, t, zero) for t in lo]
+    # x >= 1
+    inv_x = dd_div_f((theta, zero), torch.where(below, theta, mu))
+    kl1 = dd_mul((k, zero), dd_log1p(inv_x))
+    lxa = (torch.where(below, torch.ones_like(mu), lx[0]), torch.where(below, zero, lx[1]))
+    hi = [*log_th, *kl1, *log_dd_terms(lxa)]
+    out += [torch.where(below, zero, t) for t in hi]
+    return out
+
+
+def ztnb_value_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+    """The ZTNB loss (no lgamma(k + 1)), float64, from :func:`ztnb_value_terms` summed once."""
+    k, mu, theta, shape = _flat64(k, mu, theta)
+    return sum_expansion(ztnb_value_terms(k, mu, theta)).reshape(shape)
+
+
+def ztnb_full_value_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+    """-log P(X = k) of the ZTNB law (the loss plus lgamma(k + 1)), float64: the terms of
+    :func:`ztnb_value_terms` and of lgamma(k + 1)
+    (:func:`~ztbench.loss.dd.lgamma.log_factorial_terms`) summed once, so lgamma(k + 1)
+    cancels against lgamma(k + theta) without a float64 rounding in between."""
+    k, mu, theta, shape = _flat64(k, mu, theta)
+    terms = ztnb_value_terms(k, mu, theta) + log_factorial_terms(k)
+    return sum_expansion(terms).reshape(shape)
+
+
+def ztnb_value_magnitude(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+    """Sum of the magnitudes of the float64 kernel's value terms (float64).
+
+    The kernel (:func:`ztbench.loss.nll._ztnb_kernel`) forms, with D, G of
+    :func:`~ztbench.loss.primitives.lgamma_excess`: x < 1 and theta >= 10:
+    -D - (k - 1) log(mu) + k lx + log r + h; x < 1 and theta < 10: -G - (k - 1) log(x) +
+    k lx + log r + h; x >= 1: -G + k log1p(1/x) + log(lx) + h. Each term carries a few ulp
+    of itself, so |value| against this sum is the condition number of the value.
+    """
+    x = mu / theta
+    lx = torch.log1p(x)
+    w = theta * lx
+    d, g = P.lgamma_excess(k, theta)
+    below = x < 1.0
+    second = torch.where(
+        theta >= P.STIRLING_MIN,
+        d.abs() + ((k - 1.0) * torch.log(mu)).abs(),
+        g.abs() + ((k - 1.0) * (torch.log(mu) - torch.log(theta))).abs(),
+    )
+    h = P.log_expm1_over_x(w).abs()
+    lo = second + k * lx + 0.5 * x + h
+    x_a = torch.where(below, torch.full_like(x, 2.0), x)
+    hi = g.abs() + k * torch.log1p(1.0 / x_a) + torch.log(torch.log1p(x_a)).abs() + h
+    return torch.where(below, lo, hi)
+
+
+def ztnb_value_cancellation(
+    k: Tensor, mu: Tensor, theta: Tensor, value: Tensor, full: bool = False
+) -> Tensor:
+    """Where the float64 value (``full``: value + lgamma(k + 1)) can be > ~2 ulp off (bool).
+
+    Flagged where the sum of the magnitudes of its terms (:func:`ztnb_value_magnitude`,
+    plus lgamma(k + 1) for the full form) exceeds ``VALUE_CANCEL_FACTOR`` (resp.
+    ``FULL_CANCEL_FACTOR``) times |value|.
+    """
+    k = k.to(torch.float64)
+    mag = ztnb_value_magnitude(k, mu, theta)
+    if full:
+        return mag + torch.lgamma(k + 1.0) > FULL_CANCEL_FACTOR * value.abs()
+    return mag > VALUE_CANCEL_FACTOR * value.abs()

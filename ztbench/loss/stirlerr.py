@@ -1,0 +1,117 @@
+"""The full ZTP negative log-likelihood without adding lgamma(k + 1) at the end (float64).
+
+-log P(X = k) = -k log(lam) + lgamma(k + 1) + log(expm1(lam)): where k ~ lam is large the
+three first terms are ~k log k each and the result ~log(2 pi k)/2 (at k = lam = 1e7:
+~1.5e8 against 9, a loss of 2^24 in float64 if lgamma(k + 1) is added to the loss). Loader
+(2000, "Fast and accurate computation of binomial probabilities"; R's ``dpois_raw``)
+regroups it as
+
+    -log P(k) = stirlerr(k) + log(2 pi k)/2 + bd0(k, lam) + log(1 - e^-lam),
+
+    stirlerr(k) = lgamma(k + 1) - (k + 1/2) log k + k - log(2 pi)/2  (~1/(12 k), >= 0)
+    bd0(k, lam) = k log(k/lam) + lam - k = -k log1pmx((lam - k)/k)   (>= 0)
+
+in which the only negative term, log(1 - e^-lam), is at most 0.46 in magnitude for
+lam >= 1 while the result is then at least 0.54: no cancellation. bd0 itself is formed
+without one: -k log1pmx(d), d = (lam - k)/k, with the rounding of d corrected to first
+order (lam - k is exact for k/2 <= lam <= 2k by Sterbenz's lemma; d's remainder from an
+error-free product) and log1pmx from its atanh series for |d| <= 1/2; elsewhere
+k (d - log1p(d)) or, for lam < k/2, k log(k/lam) - (k - lam) (both at most ~11-fold
+cancellation; the float64 refinement of :mod:`ztbench.loss.dd.ztp` takes over where that
+costs more than a few ulp of the result).
+
+For lam < 1 (or k = 1, where lgamma(2) = 0) the loss form and lgamma(k + 1) are both
+>= 0, so their sum has no cancellation and is used as is.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal, localcontext
+
+import torch
+from torch import Tensor
+
+from ztbench.loss import primitives as P
+from ztbench.loss.dd.arith import two_prod
+from ztbench.loss.dd.lgamma import PI_DEC
+
+__all__ = ["bd0", "stirlerr", "ztp_full_value"]
+
+# stirlerr(k) for k = 1 .. 9 (math.lgamma would cancel against the Stirling terms):
+# from the factorial in 60-digit decimal arithmetic, rounded once; index 0 unused
+with localcontext() as _ctx:
+    _ctx.prec = 60
+    _STIRLERR_SMALL = (
+        0.0,
+        *(float(
+            Decimal(math.factorial(k)).ln()
+            - (k + Decimal("0.5")) * Decimal(k).ln()
+            + k
+            - (2 * PI_DEC).ln() / 2
+        )
+        for k in range(1, 10)),
+    )
+
+
+def stirlerr(k: Tensor) -> Tensor:
+    """lgamma(k + 1) - ((k + 1/2) log k - k + log(2 pi)/2) for integer k >= 1 (float64).
+
+    A table for k < 10; for k >= 10 it equals lgamma(k) - Stirling's formula at k, i.e.
+    :func:`~ztbench.loss.primitives.stirling_correction` (its series is accurate there).
+    """
+    small = k < P.STIRLING_MIN
+    tab = torch.tensor(_STIRLERR_SMALL, dtype=k.dtype, device=k.device)
+    ks = torch.where(small, k, torch.zeros_like(k)).long()
+    kb = torch.where(small, torch.full_like(k, P.STIRLING_MIN), k)
+    return torch.where(small, tab[ks], P.stirling_correction(kb))
+
+
+def bd0(k: Tensor, lam: Tensor) -> Tensor:
+    """k log(k/lam) + lam - k >= 0 (Loader's deviance term) for k >= 1, lam > 0 (float64).
+
+    |d| <= 1/2, d = (lam - k)/k: -k log1pmx(d + e), with e the rounding error of the
+    quotient (from an error-free product, exact numerator) applied to first order,
+    log1pmx(d + e) = log1pmx(d) - e d/(1 + d); d > 1/2: k (d - log1p(d)); d < -1/2:
+    k log(k/lam) - (k - lam).
+    """
+    num = lam - k  # exact for k/2 <= lam <= 2k
+    d = num / k
+    # remainder of the quotient: num - d k exactly (Dekker's product, no FMA needed)
+    p, pe = two_prod(d, k)
+    e = ((num - p) - pe) / k
+    near = d.abs() <= 0.5
+    d_n = torch.where(near, d, torch.zeros_like(d))
+    e_n = torch.where(near, e, torch.zeros_like(e))
+    v_near = -k * (P.log1pmx(d_n) - e_n * d_n / (1.0 + d_n))
+    d_p = torch.where(d > 0.5, d, torch.ones_like(d))
+    v_pos = k * (d_p - torch.log1p(d_p))
+    r = torch.where(d < -0.5, k / lam, torch.full_like(k, 4.0))
+    v_neg = k * torch.log(r) - (k - lam)
+    return torch.where(near, v_near, torch.where(d > 0.5, v_pos, v_neg))
+
+
+def ztp_full_value(k: Tensor, lam: Tensor, value: Tensor) -> Tensor:
+    """-log P(X = k) of the ZTP law, from the loss form ``value`` (float64, same shape).
+
+    lam >= 1 and k >= 2: stirlerr(k) + log(2 pi k)/2 + bd0(k, lam) + log(1 - e^-lam)
+    (Loader's form, see the module docstring); else value + lgamma(k + 1) (no cancellation).
+    """
+    loader = (lam >= 1.0) & (k >= 2.0)
+    k_l = torch.where(loader, k, torch.full_like(k, 2.0))
+    lam_l = torch.where(loader, lam, torch.full_like(lam, 2.0))
+    head = bd0(k_l, lam_l) + 0.5 * (math.log(2.0 * math.pi) + torch.log(k_l))
+    full_l = (head + stirlerr(k_l)) + torch.log1p(-torch.exp(-lam_l))
+    return torch.where(loader, full_l, value + torch.lgamma(k + 1.0))
+
+
+def ztp_full_condition(k: Tensor, lam: Tensor, full: Tensor) -> Tensor:
+    """Sum of |terms| / |result| of :func:`ztp_full_value` (float64), bd0's own evaluation
+    counted with its terms: 1 where the result is value + lgamma(k + 1) or bd0 comes from
+    its series (|d| <= 1/2), else (k |log(k/lam)| + |lam - k|) / full."""
+    loader = (lam >= 1.0) & (k >= 2.0)
+    d = (lam - k) / k
+    far = loader & (d.abs() > 0.5)
+    lam_f = torch.where(far, lam, k)
+    terms = k * torch.log(k / lam_f).abs() + (lam_f - k).abs() + 0.5 * torch.log(2.0 * math.pi * k)
+    return torch.where(far, (terms + 0.5) / full.abs(), torch.ones_like(full))
