@@ -1,27 +1,32 @@
-"""Double-double refinement of the ZTNB loss's d/dmu and (theta <= 16) d/dtheta.
+"""Double-double refinement of the ZTNB loss value (and full value), d/dmu and d/dtheta.
 
 The float64 ZTNB kernel (:func:`ztbench.loss.nll._ztnb_kernel`) computes
 
+    value = lgamma(theta) - lgamma(k+theta) + k log1p(theta/mu) + log(expm1(w))
     d_mu(k, mu, theta) = k/(theta+mu) - k/mu + theta/(theta+mu) / (1 - e^-w)
                        = (T - k) / (mu (1 + x)),   T = mu / (1 - e^-w),
     d_theta = psi(theta) - psi(k+theta) + k/(theta+mu) + s/(1 - e^-w),
 
 with x = mu/theta, w = theta log1p(x) = -log P(0), s = log1p(x) - x/(1+x), as float64 sums
-whose terms cancel where the gradient crosses zero: 10^4-fold and more on the project's
-suite, where the kernel is ~10^4 ulp off (w, e^-w and the digamma difference are rounded).
+whose terms cancel where the value or a gradient crosses zero: 10^4-fold and more on the
+project's suite, where the kernel is ~10^4 ulp off (w, e^-w and the digamma difference are
+rounded). :func:`ztnb_value_dd` (:func:`ztnb_full_value_dd` with lgamma(k + 1)),
 :func:`ztnb_dmu_dd` and :func:`ztnb_dtheta_dd` recompute the terms to ~2^-104 relative to
-the largest, sum them in double-double and round once; :func:`ztnb_dmu_cancellation` and
-:func:`ztnb_dtheta_cancellation` tell from the kernel's own float64 results where that is
-worth doing.
+the largest, sum them in double-double and round once; :func:`ztnb_value_cancellation`,
+:func:`ztnb_dmu_cancellation` and :func:`ztnb_dtheta_cancellation` tell from the kernel's
+own float64 results where that is worth doing.
 
-Measured (tests/test_dd_ztnb.py, mpmath at 60 digits certified at 90; ``PYTHONPATH=.
-python tests/test_dd_ztnb.py`` prints the table):
+Measured (tests/test_dd_ztnb.py and tests/test_dd_ztnb_value.py, mpmath at 60-90 digits;
+``PYTHONPATH=. python tests/test_dd_ztnb.py`` prints the d_mu / d_theta table):
 
+- value, full value, d_theta for theta > 16: see tests/test_dd_ztnb_value.py (a few ulp
+  at random, adversarial and zero-crossing points).
 - d_mu: <= 3 ulp at the float64 neighbours +-1 .. +-100 ulp of its zero crossings (k = 2 ..
   1e7, theta = 1e-6 .. 1e8), the kernel's worst suite point, 1500 log-uniform points, tiny
   mu, huge and tiny theta; up to 148 ulp at the float64 nearest a crossing (offset 0,
   where the result is small by chance: no fixed precision bounds it).
-- d_theta (theta <= 16): <= 6 ulp from 5 ulp away from a crossing on (k = 1 .. 1e7,
+- d_theta (theta <= 16; theta > 16 by :func:`_dtheta_big_dd`): <= 6 ulp from 5 ulp
+  away from a crossing on (k = 1 .. 1e7,
   theta = 1e-9 .. 16), 0 ulp on 1500 log-uniform points and around the kernel's worst
   point (k = 25, mu = 1e4, theta = 10^-1.5); within 3 ulp of a crossing up to 127 ulp
   (theta <= 4) and 392 ulp (theta = 8, 16): its crossings are shallow (there the result
@@ -37,9 +42,8 @@ python tests/test_dd_ztnb.py`` prints the table):
 Built on :mod:`ztbench.loss.dd.arith` (error-free transforms, double-double +, *, /, ``dd_log``,
 ``dd_exp_neg``); same caveats: eager execution only (an FMA-contracting compiler breaks
 the error-free transforms), not differentiable (they replace values only), inputs not
-validated (k >= 1 integer < 2^53, mu > 0, theta > 0 finite assumed). Not covered:
-d_theta for theta > 16 (NaN there; see :func:`ztnb_dtheta_dd`), the exact zero of d_mu at
-theta = 1, mu = k - 1 (returned as ~1e-30, not 0).
+validated (k >= 1 integer < 2^53, mu > 0, theta > 0 finite assumed). Not covered: the
+exact zero of d_mu at theta = 1, mu = k - 1 (returned as ~1e-30, not 0).
 """
 
 from __future__ import annotations
@@ -222,6 +226,13 @@ def _psi_minus_log(z: DD) -> DD:
     """
     one = (torch.ones_like(z[0]), torch.zeros_like(z[0]))
     inv = dd_div(one, z)
+    p = _psi_tail_dd(inv)
+    return dd_add((-0.5 * inv[0], -0.5 * inv[1]), (-p[0], -p[1]))
+
+
+def _psi_tail_dd(inv: DD) -> DD:
+    """P(z) = sum_{n=1}^{12} B_2n/(2n) z^-2n from inv = 1/z (a double-double, z >= 32):
+    log(z) - 1/(2z) - psi(z); absolute error ~2^-110 z^-2."""
     u = dd_mul(inv, inv)
     uh = u[0]
     tail = torch.full_like(uh, _PSI_C[11][0])
@@ -230,8 +241,7 @@ def _psi_minus_log(z: DD) -> DD:
     p = dd_add(const_dd(_PSI_C[3], uh), (uh * tail, torch.zeros_like(uh)))
     for n in (2, 1, 0):
         p = dd_add(const_dd(_PSI_C[n], uh), dd_mul(u, p))
-    p = dd_mul(u, p)
-    return dd_add((-0.5 * inv[0], -0.5 * inv[1]), (-p[0], -p[1]))
+    return dd_mul(u, p)
 
 
 def _digamma_diff1(k: Tensor, theta: Tensor) -> DD:
@@ -295,7 +305,9 @@ def _dd_s_small(x: DD) -> DD:
 
 
 def ztnb_dtheta_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
-    """d/dtheta of the ZTNB loss for theta <= 16, float64; NaN where theta > 16.
+    """d/dtheta of the ZTNB loss, float64 (theta > 16: :func:`_dtheta_big_dd`).
+
+    For theta <= 16:
 
     psi(theta) - psi(k+theta) + k/(theta+mu) + s/(1 - e^-w), s = log1p(x) - x/(1+x),
     every term a double-double, summed and rounded once:
@@ -324,6 +336,9 @@ def ztnb_dtheta_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     """
     k, mu, theta, shape = _flat64(k, mu, theta)
     out = torch.full_like(mu, math.nan)
+    big = (theta > DTHETA_THETA_MAX).nonzero().squeeze(1)
+    if big.numel():
+        out.index_copy_(0, big, _dtheta_big_dd(*(t.index_select(0, big) for t in (k, mu, theta))))
     idx = (theta <= DTHETA_THETA_MAX).nonzero().squeeze(1)
     if not idx.numel():
         return out.reshape(shape)
@@ -366,14 +381,126 @@ def ztnb_dtheta_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     return out.reshape(shape)
 
 
+_PSI_ASYM_MIN = 32.0  # psi's asymptotic series in double-double from here on
+
+
+def _phi_diff_dd(k: Tensor, theta: Tensor) -> DD:
+    """Phi(theta) - Phi(k + theta), Phi = psi - log, for theta > 16, k >= 1 (double-double).
+
+    While z = theta + j < 32 (at most 16 steps, j < k): Phi(z) - Phi(z + 1) =
+    log1pmx(1/z) (:func:`~ztbench.loss.dd.lgamma.dd_log1pmx`, all of one sign); then, from
+    z0 = theta + j (a double-double) with m = k - j steps left,
+    Phi(z0) - Phi(z0 + m) = -m/(2 z0 (z0 + m)) - (P(z0) - P(z0 + m)) with P the
+    asymptotic tail of psi (:func:`_psi_tail_dd`): the 1/(2z) parts subtracted
+    analytically, so the result ~ -k/(2 theta^2) keeps its relative accuracy for
+    theta >> k (P(z0) - P(z0 + m) is ~1/(6 theta) of it; its cancellation costs
+    ~2^-104/k relative).
+    """
+    zero = torch.zeros_like(theta)
+    acc = (zero, zero)
+    steps = zero
+    one = (torch.ones_like(theta), zero)
+    for j in range(int(_PSI_ASYM_MIN - DTHETA_THETA_MAX)):
+        z = two_sum(theta, torch.full_like(theta, float(j)))
+        use = (k > j) & (z[0] < _PSI_ASYM_MIN)
+        if not bool(use.any()):
+            break
+        zs = (torch.where(use, z[0], torch.full_like(theta, 64.0)), torch.where(use, z[1], zero))
+        st = dd_log1pmx(dd_div(one, zs))
+        acc = dd_add(acc, (torch.where(use, st[0], zero), torch.where(use, st[1], zero)))
+        steps = steps + use.to(theta.dtype)
+    z0 = two_sum(theta, steps)
+    m = k - steps
+    z1 = dd_add(z0, (m, zero))
+    lead = dd_div((0.5 * m, zero), dd_mul(z0, z1))
+    p0 = _psi_tail_dd(dd_div(one, z0))
+    p1 = _psi_tail_dd(dd_div(one, z1))
+    rest = dd_add(neg(lead), dd_add(neg(p0), p1))
+    return dd_add(acc, rest)
+
+
+def _dd_log1pmx_t(k: Tensor, mu: Tensor, theta: Tensor) -> DD:
+    """log1pmx(t), t = (k - mu)/(theta + mu) > -1, as a double-double (~2^-103 relative).
+
+    t from the exact k - mu and theta + mu (:func:`two_sum`); t >= -1/8:
+    :func:`~ztbench.loss.dd.lgamma.dd_log1pmx` (its series holds for |t| <= 1/8 of either
+    sign); t < -1/8: log((k + theta)/(theta + mu)) - t, the quotient in double-double (1 + t
+    formed from t would lose the relative accuracy of a small (k + theta)/(theta + mu)).
+    """
+    zero = torch.zeros_like(mu)
+    num = two_sum(k, -mu)
+    den = two_sum(theta, mu)
+    t = dd_div(num, den)
+    low = t[0] < -0.125
+    ts = (torch.where(low, zero, t[0]), torch.where(low, zero, t[1]))
+    ser = dd_log1pmx(ts)
+    kt = two_sum(k, theta)
+    q = dd_div(kt, den)
+    lq = log_dd_terms(q)
+    hi = sum_expansion([*lq, -t[0], -t[1]])
+    lo = sum_expansion([*lq, -t[0], -t[1], -hi])
+    return torch.where(low, hi, ser[0]), torch.where(low, lo, ser[1])
+
+
+def _dtheta_big_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+    """d/dtheta for theta > 16 (flat float64), the kernel's regroupings in double-double.
+
+    w <= 1: E - (k - 1) y/theta + log1pmx(x)/((1 + x) w) + s q(w) with E = k/theta -
+    (psi(k + theta) - psi(theta)) = [Phi(theta) - Phi(k + theta)] - log1pmx(k/theta) and
+    q(w) = g(w)/(w (1 - e^-w)) (no term ~1/theta: at k = 1 and tiny mu the result
+    ~ -mu/(2 theta^2) keeps its relative accuracy). w > 1:
+
+        d/dtheta = [Phi(theta) - Phi(k + theta)] - log1pmx(t) + s/expm1(w),
+        t = (k - mu)/(theta + mu),  s = log1p(x) - x/(1 + x),  Phi = psi - log
+
+    (psi(theta) - psi(k + theta) + k/(theta + mu) + s/(1 - e^-w) with the logs of the
+    digamma difference, k/(theta + mu) and s cancelled analytically into -log1pmx(t),
+    which is ~t^2/2 with k - mu exact: the Poisson limit's (k - mu)^2). Phi difference by
+    :func:`_phi_diff_dd`, log1pmx(t) by :func:`_dd_log1pmx_t`, s as in
+    :func:`ztnb_dtheta_dd`, s/expm1(w) = s (1 - o)/o with o = 1 - e^-w
+    (:func:`one_minus_exp`). Every term within ~2^-104 of itself; all three are
+    O(1/theta^2) for large theta, so the sum's cancellation is the zero crossing's own.
+    """
+    zero = torch.zeros_like(mu)
+    one = (torch.ones_like(mu), zero)
+    x = dd_div_f((mu, zero), theta)
+    lx = dd_log1p(x)
+    w = dd_mul((theta, zero), lx)
+    y = dd_div(x, dd_add(one, x))
+    s = dd_add(lx, neg(y))
+    small_x = x[0] <= _S_SERIES_MAX
+    xs = (torch.where(small_x, x[0], zero), torch.where(small_x, x[1], zero))
+    s_ser = _dd_s_small(xs)
+    s = (torch.where(small_x, s_ser[0], s[0]), torch.where(small_x, s_ser[1], s[1]))
+    om = one_minus_exp(w)
+    phi = _phi_diff_dd(k, theta)
+    # w > 1
+    sq = dd_div(dd_mul(s, dd_add(one, neg(om))), om)
+    big = dd_add(dd_add(phi, neg(_dd_log1pmx_t(k, mu, theta))), sq)
+    # w <= 1: E - (k - 1) y/theta + log1pmx(x)/((1 + x) w) + s q(w),
+    # E = k/theta - (psi(k + theta) - psi(theta)) = Phi diff - log1pmx(k/theta) (0 at k = 1)
+    w_s = w[0] <= 1.0
+    ws = (torch.where(w_s, w[0], torch.full_like(mu, 0.5)), torch.where(w_s, w[1], zero))
+    e = dd_add(phi, neg(dd_log1pmx(dd_div_f((k, zero), theta))))
+    e = (torch.where(k > 1.0, e[0], zero), torch.where(k > 1.0, e[1], zero))
+    ky = dd_div_f(dd_mul((k - 1.0, zero), y), theta)
+    lpm = dd_div(dd_log1pmx(x), dd_mul(dd_add(one, x), ws))
+    q = dd_div(dd_expm1_neg_plus(ws), dd_mul(ws, dd_one_minus_exp_neg(ws)))
+    small = dd_add(dd_add(e, neg(ky)), dd_add(lpm, dd_mul(s, q)))
+    return torch.where(w_s, small[0] + small[1], big[0] + big[1])
+
+
 DTHETA_CANCEL_FACTOR = 2.0
 
 
 def ztnb_dtheta_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor) -> Tensor:
     """Where the kernel's float64 d_theta can be > ~2 ulp off through cancellation (bool).
 
-    Only for theta <= ``DTHETA_THETA_MAX`` = 16 (False elsewhere: :func:`ztnb_dtheta_dd` does
-    not cover it). From the kernel's own d_theta and the regrouped terms of
+    theta > ``DTHETA_THETA_MAX`` = 16: the condition number of the kernel's regrouped sum
+    (:func:`_dtheta_big_magnitude`) against ``DTHETA_CANCEL_FACTOR`` (measured on 1000
+    mpmath-checked points, half with k ~ mu: unflagged within 5 ulp, 8 on a suite point
+    at condition 1.9; flags ~16% of that set). theta <= 16: from the kernel's own d_theta
+    and the regrouped terms of
     :func:`ztnb_dtheta_dd` recomputed in float64: D1 = psi(theta + 1) - psi(k + theta)
     (``torch.digamma``), for x < 1 t1 = (k - 1)/theta, t2 = -k y/theta, for x >= 1
     t1 = k/(theta + mu), t2 = -y/w, and the rest r = d_theta - D1 - t1 - t2; flagged where
@@ -394,7 +521,40 @@ def ztnb_dtheta_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tens
     t2 = torch.where(below, -k * y / theta, -y / w)
     r = d_theta - d1 - t1 - t2
     cond = d1.abs() + t1.abs() + t2.abs() + r.abs()
-    return (theta <= DTHETA_THETA_MAX) & (cond > DTHETA_CANCEL_FACTOR * d_theta.abs())
+    cond = torch.where(theta <= DTHETA_THETA_MAX, cond, _dtheta_big_magnitude(k, mu, theta))
+    return cond > DTHETA_CANCEL_FACTOR * d_theta.abs()
+
+
+def _dtheta_big_magnitude(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+    """Sum of the magnitudes of the float64 kernel's d_theta terms for theta > 16.
+
+    w > 1: |psi(theta) - psi(k + theta) + log1p(k/theta)| + |log1pmx(t)| + s/expm1(w)
+    (for |t| > 1/2 |log1p(t)| + |t| instead of |log1pmx(t)|: the kernel's difference);
+    w <= 1: |E| + (k - 1) y/theta + |log1pmx(x)|/((1 + x) w) + s q(w) (see
+    :func:`_dtheta_big_dd`; the float64 primitives the kernel uses).
+    """
+    th = torch.where(theta > DTHETA_THETA_MAX, theta, torch.full_like(theta, 32.0))
+    x = mu / th
+    lx = torch.log1p(x)
+    one_x = 1.0 + x
+    y = x / one_x
+    w = th * lx
+    s = torch.where(y <= 0.5, -P.log1pmx(-torch.where(y <= 0.5, y, 0.25 * torch.ones_like(y))),
+                    lx - y)
+    t = (k - mu) / (th + mu)
+    # |t| > 1/2: the kernel forms log((k + theta)/(theta + mu)) - t, both counted
+    lpm_t = torch.log((k + th) / (th + mu)).abs() + t.abs()
+    lpm_t = torch.where(t.abs() <= 0.5, P.log1pmx(torch.where(t.abs() <= 0.5, t, 0.0 * t)), lpm_t)
+    w_b = torch.where(w > 1.0, w, torch.full_like(w, 2.0))
+    # unflagged (condition <= 2) the kernel was measured within 8 ulp (k = mu = 2,
+    # theta = 7.2e6: its float64 digamma series carry a few ulp; weighting them 4x would
+    # flag ~60% of theta > 16 for 4 ulp: not worth it against the 16-ulp gradient goal)
+    big = P.digamma_log_difference(k, th).abs() + lpm_t.abs() + s / torch.expm1(w_b)
+    w_s = torch.where(w > 1.0, torch.full_like(w, 0.5), w)
+    e, _ = P.digamma_excess(k, th)
+    small = (e.abs() + (k - 1.0) * y / th + P.log1pmx(x).abs() / (one_x * w_s)
+             + s * P.inv1mexp_minus_inv(w_s))
+    return torch.where(w > 1.0, big, small)
 
 
 # ---------------------------------------------------------------------------------- value
