@@ -19,8 +19,11 @@ Design (the formulas are in the docstrings of the private kernels below):
 - Float64 ZTP results (eager): where the float64 sum cancels (the loss or d/dlam crosses
   zero), the value or derivative is recomputed from terms exact to ~2^-104 and rounded
   once (:mod:`ztbench.loss.dd.ztp`, :func:`_refine_float64`): at most 2 ulp on suites/default.toml.
-  Likewise ZTNB d/dmu, and d/dtheta for theta <= 16 (:mod:`ztbench.loss.dd.ztnb`); the
-  ZTNB value has no double-double form yet (its zero crossings keep 10^4-10^5 ulp).
+  Likewise the ZTNB value (a double-double lgamma(k + theta) - lgamma(theta),
+  :mod:`ztbench.loss.dd.lgamma`), d/dmu and d/dtheta (:mod:`ztbench.loss.dd.ztnb`).
+- ``full=True`` never adds lgamma(k + 1) to a cancelling sum in the end result: ZTP in
+  Loader's stirlerr + bd0 form (:mod:`ztbench.loss.stirlerr`), and float64 results
+  refined in double-double with lgamma(k + 1) among the summed terms.
 - A custom :class:`torch.autograd.Function` returns analytic gradients computed in the
   same forward pass, each written as a sum of terms that do not cancel (differences
   such as mu - k are exact by Sterbenz's lemma where they would otherwise cancel).
