@@ -27,8 +27,8 @@ import torch
 from ztbench.candidates.base import Candidate, Unsupported
 from ztbench.dtypes import get_format
 from ztbench.families import Family, get_family
+from ztbench.schema import MODES
 
-MODES: tuple[str, ...] = ("eager", "compile")
 CHUNK_POINTS = 1 << 20
 
 _COMPILED: dict[tuple[str, float | None], Callable[..., Any]] = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ztbench.candidates import list_candidates
 from ztbench.errors import UserError
 from ztbench.families import FAMILIES
 
@@ -19,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def rows(family: str | None = None) -> list[dict[str, str]]:
     """One dict per candidate with the table's columns as text."""
+    from ztbench.candidates import list_candidates
+
     out = []
     for c in list_candidates(family):
         dtypes = ",".join(c.dtypes)

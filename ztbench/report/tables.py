@@ -176,13 +176,10 @@ def board_keys(results: Results) -> list[BoardKey]:
     return keys
 
 
-def _kind(candidate_id: str) -> str:
-    from ztbench.candidates import get_candidate
-
-    try:
-        return get_candidate(candidate_id).kind
-    except ValueError:
-        return "?"
+def _kind(row: pd.Series) -> str:
+    """The candidate's kind as its run recorded it ("?" in summaries that predate it)."""
+    kind = row.get("kind")
+    return kind if isinstance(kind, str) and kind else "?"
 
 
 def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.DataFrame:
@@ -206,7 +203,7 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         if val.empty:
             continue
         v = val.iloc[0]
-        row: dict = {"candidate": cand, "kind": _kind(cand), "status": v["status"],
+        row: dict = {"candidate": cand, "kind": _kind(v), "status": v["status"],
                      "failures": int(v["failures"]), "max_ulp": float(v["max_ulp"]),
                      "p99_ulp": float(v["p99_ulp"]), "max_abs_err": float(v["max_abs_err"]),
                      "n": int(v["n"])}  # fmt: skip
