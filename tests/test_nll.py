@@ -246,6 +246,7 @@ def test_reductions_and_full_form() -> None:
     torch.testing.assert_close(b, zt_negbin_nll(k, mu, torch.full_like(mu, 3.0), reduction="none"))
 
 
+@pytest.mark.slow
 def test_compile_no_graph_break() -> None:
     # fullgraph=True: any graph break in the validate=False path is an error
     torch._dynamo.reset()
@@ -273,6 +274,7 @@ def _ztnb_samples(n: int, mu: float, theta: float, seed: int) -> np.ndarray:
     return np.concatenate(out)[:n].astype(np.float64)
 
 
+@pytest.mark.slow
 def test_training_loop_reaches_float64_mle() -> None:
     torch.manual_seed(0)
     k64 = torch.from_numpy(_ztnb_samples(1500, mu=1.5, theta=2.0, seed=8))

@@ -179,6 +179,7 @@ def _check_report(d: Path, text: str) -> list[str]:
     return images
 
 
+@pytest.mark.slow
 def test_every_section_and_valid_pngs(built: tuple[Path, str]) -> None:
     d, text = built
     images = _check_report(d, text)
