@@ -114,10 +114,10 @@ def speed_table(results: Results) -> pd.DataFrame:
 
     The largest size with an ``ok`` row for the family's naive candidate (else for any
     candidate) in that dtype/device/mode/pass; columns ``size``, ``elements_per_s``,
-    ``ratio_to_naive``. Empty when there is no throughput.csv.
+    ``cost_vs_naive``. Empty when there is no throughput.csv.
     """
     cols = ["family", "candidate", "dtype", "device", "mode", "pass", "size",
-            "elements_per_s", "ratio_to_naive"]  # fmt: skip
+            "elements_per_s", "cost_vs_naive"]  # fmt: skip
     tp = results.throughput
     if tp is None or tp.empty:
         return pd.DataFrame(columns=cols)
@@ -136,7 +136,7 @@ def speed_table(results: Results) -> pd.DataFrame:
 
 def _speed_of(speed: pd.DataFrame, family: str, cand: str, dtype: str, device: str,
               mode: str, pass_: str) -> tuple[float, float, float]:  # fmt: skip
-    """(ratio_to_naive, elements_per_s, size) or NaNs."""
+    """(cost_vs_naive, elements_per_s, size) or NaNs."""
     if speed.empty:
         return math.nan, math.nan, math.nan
     m = speed[(speed["family"] == family) & (speed["candidate"] == cand)
@@ -145,7 +145,7 @@ def _speed_of(speed: pd.DataFrame, family: str, cand: str, dtype: str, device: s
     if m.empty:
         return math.nan, math.nan, math.nan
     r = m.iloc[0]
-    return float(r["ratio_to_naive"]), float(r["elements_per_s"]), float(r["size"])
+    return float(r["cost_vs_naive"]), float(r["elements_per_s"]), float(r["size"])
 
 
 # ----------------------------------------------------------------------------- leaderboard
@@ -187,8 +187,8 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
 
     Columns: rank, candidate, kind, status, failures, max_ulp, p99_ulp, max_abs_err,
     worst_k/lam/mu/theta, one ``<grad>_max_ulp``, ``<grad>_failures`` and
-    ``<grad>_status`` per gradient, grad_failures, grad_max_ulp, ratio_fb, ratio_fwd,
-    speed_size.
+    ``<grad>_status`` per gradient, grad_failures, grad_max_ulp, cost_fb_vs_naive,
+    cost_fwd_vs_naive, speed_size.
     """
     fam = get_family(key.family)
     grads = fam.gradients
@@ -226,7 +226,7 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         row["grad_max_ulp"] = gmax if has_grad else math.inf
         fb = _speed_of(speed, key.family, cand, key.dtype, key.device, mode, SPEED_PASSES[0])
         fw = _speed_of(speed, key.family, cand, key.dtype, key.device, mode, SPEED_PASSES[1])
-        row["ratio_fb"], row["ratio_fwd"] = fb[0], fw[0]
+        row["cost_fb_vs_naive"], row["cost_fwd_vs_naive"] = fb[0], fw[0]
         row["eps_fb"], row["eps_fwd"] = fb[1], fw[1]
         row["speed_size"] = fb[2] if not math.isnan(fb[2]) else fw[2]
         rows.append(row)
@@ -251,8 +251,8 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         fastest = x.groupby([ok[c] for c in error_key]).transform("min")
         return x.where(x > SPEED_TIE * fastest, fastest)
 
-    ok["_k"] = list(zip(*(ok[c] for c in error_key), speed_key("ratio_fb"),
-                        speed_key("ratio_fwd"), ok["candidate"], strict=True))  # fmt: skip
+    ok["_k"] = list(zip(*(ok[c] for c in error_key), speed_key("cost_fb_vs_naive"),
+                        speed_key("cost_fwd_vs_naive"), ok["candidate"], strict=True))  # fmt: skip
     ok = ok.drop(columns=[c for c in error_key if c.endswith("_key")])
     ok = ok.sort_values("_k", kind="stable").drop(columns="_k")
     ok.insert(0, "rank", np.arange(1, len(ok) + 1))
@@ -298,8 +298,8 @@ def board_markdown(board: pd.DataFrame, family: str, with_speed: bool) -> str:
                     _ulp_cell(r[f"{g}_max_ulp"], r[f"{g}_failures"]) if st == "ok" else st
                 )
         if with_speed:
-            cells["fwd+bwd ×naive"] = fmt(r["ratio_fb"], 2)
-            cells["fwd ×naive"] = fmt(r["ratio_fwd"], 2)
+            cells["fwd+bwd cost_vs_naive"] = fmt(r["cost_fb_vs_naive"], 2)
+            cells["fwd cost_vs_naive"] = fmt(r["cost_fwd_vs_naive"], 2)
         rows.append(cells)
     return markdown_table(pd.DataFrame(rows))
 
