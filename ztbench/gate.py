@@ -51,7 +51,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ from ztbench.atomic import atomic_write_text
 from ztbench.errors import UserError
 from ztbench.jsonfloat import decode_float, encode
 from ztbench.schema import KEY_COLUMNS, SUMMARY_COLUMNS
+from ztbench.tolerance import GateTolerance, Tolerance
 
 FORMAT_VERSION = 1
 INT_FIELDS: tuple[str, ...] = ("n", "failures", "out_of_range", "uncertified")
@@ -88,70 +89,6 @@ BASELINE_ENV_KEYS: tuple[str, ...] = (*ENV_KEYS, "python", "numpy")
 STATUS_OK = "ok"
 
 Key = tuple[str, ...]
-
-
-# --------------------------------------------------------------------------- tolerance
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How much a gated ulp metric may grow: a regression needs both
-    ``now > max_ratio * base`` and ``now - base > min_ulp``."""
-
-    max_ratio: float = 2.0
-    min_ulp: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.max_ratio) and self.max_ratio >= 1.0):
-            raise ValueError(f"max_ratio must be finite and >= 1, got {self.max_ratio!r}")
-        if not (math.isfinite(self.min_ulp) and self.min_ulp >= 0.0):
-            raise ValueError(f"min_ulp must be finite and >= 0, got {self.min_ulp!r}")
-
-    def regressed(self, base: float, now: float) -> bool:
-        """True when ``now`` is worse than ``base`` beyond the tolerance (NaN-safe)."""
-        if math.isnan(base) or math.isnan(now):
-            # A region measured before and not now is a regression; the reverse is new data.
-            return math.isnan(now) and not math.isnan(base)
-        if math.isinf(base) and math.isinf(now):
-            return False
-        return now > self.max_ratio * base and now - base > self.min_ulp
-
-    def improved(self, base: float, now: float) -> bool:
-        """True when ``now`` is better than ``base`` beyond the tolerance (NaN-safe)."""
-        if math.isnan(base) or math.isnan(now):
-            return False
-        if math.isinf(base) and math.isinf(now):
-            return False
-        return base > self.max_ratio * now and base - now > self.min_ulp
-
-
-@dataclass(frozen=True)
-class GateTolerance:
-    """The suite's tolerance: a default and per-candidate overrides (by candidate id)."""
-
-    default: Tolerance = field(default_factory=Tolerance)
-    per_candidate: Mapping[str, Tolerance] = field(default_factory=dict)
-
-    def for_candidate(self, candidate: str) -> Tolerance:
-        return self.per_candidate.get(candidate, self.default)
-
-
-def tolerance_from_suite(suite: Any) -> GateTolerance:
-    """The :class:`GateTolerance` of a loaded :class:`ztbench.suite.Suite`.
-
-    Reads ``suite.gate.default`` and ``suite.gate.per_candidate`` (candidate id ->
-    tolerance, globs already resolved by the suite loader), each with ``max_ratio`` and
-    ``min_ulp``. A suite without a ``gate`` gets the defaults (2x and 1 ulp).
-    """
-    g = getattr(suite, "gate", None)
-    if g is None:
-        return GateTolerance()
-
-    def conv(t: Any) -> Tolerance:
-        return Tolerance(float(t.max_ratio), float(t.min_ulp))
-
-    per = getattr(g, "per_candidate", None) or {}
-    return GateTolerance(conv(g.default), {str(cid): conv(t) for cid, t in per.items()})
 
 
 # --------------------------------------------------------------------------- baseline

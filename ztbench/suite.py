@@ -92,7 +92,7 @@ import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,7 @@ import numpy as np
 from ztbench.errors import UserError
 from ztbench.families import FAMILIES, get_family
 from ztbench.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
+from ztbench.tolerance import GateTolerance, Tolerance
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 # Published thresholds (as the candidates' published_thresholds): near_thresholds' default.
@@ -179,27 +180,6 @@ class Region:
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    """Gate tolerance: a summary regresses when it grows to more than ``max_ratio`` times
-    its baseline AND by more than ``min_ulp`` ulp (both must hold; see :mod:`ztbench.gate`)."""
-
-    max_ratio: float = 2.0
-    min_ulp: float = 1.0
-
-
-@dataclass(frozen=True)
-class Gate:
-    """Gate tolerances: a default and per-candidate overrides (resolved to ids)."""
-
-    default: Tolerance = field(default_factory=Tolerance)
-    per_candidate: Mapping[str, Tolerance] = field(default_factory=dict)
-
-    def tolerance(self, candidate_id: str) -> Tolerance:
-        """The tolerance that applies to ``candidate_id``."""
-        return self.per_candidate.get(candidate_id, self.default)
-
-
-@dataclass(frozen=True)
 class Goals:
     """The shipped loss's goals: judged by the report, held by the tests.
 
@@ -242,7 +222,7 @@ class Suite:
     families: Mapping[str, FamilyPoints]
     thresholds: Mapping[str, tuple[float, ...]]
     regions: Mapping[str, Region]
-    gate: Gate
+    gate: GateTolerance
     goals: Goals | None = None
 
     def modes_for(self, candidate_id: str) -> tuple[str, ...]:
@@ -628,7 +608,7 @@ def _thresholds(
     return out
 
 
-def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Gate:
+def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> GateTolerance:
     t = ck.table(value, "gate", ("max_ratio", "min_ulp", "candidates"))
     default = _tolerance(ck, t, "gate", Tolerance())
     per: dict[str, Tolerance] = {}
@@ -644,7 +624,7 @@ def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Gate:
             st = ck.table(spec, key, ("max_ratio", "min_ulp"))
             for cid in hits:
                 per[cid] = _tolerance(ck, st, key, per.get(cid, default))
-    return Gate(default, per)
+    return GateTolerance(default, per)
 
 
 def _goals(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Goals:
