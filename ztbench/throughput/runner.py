@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from ztbench.candidates.base import Candidate, Unsupported, get_candidate
-from ztbench.evaluate import compile_limits, first_line, is_missing_kernel
+from ztbench.execution import compile_limits, first_line, is_missing_kernel
 from ztbench.throughput.config import (
     COLUMNS,
     EXTRA_COLUMNS,
