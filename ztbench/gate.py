@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ from ztbench.atomic import atomic_write_text
 from ztbench.errors import UserError
 from ztbench.jsonfloat import decode_float, encode
 from ztbench.schema import KEY_COLUMNS, SUMMARY_COLUMNS
+from ztbench.textfmt import format_table, gate_number, ratio
 from ztbench.tolerance import GateTolerance, Tolerance
 
 FORMAT_VERSION = 1
@@ -499,44 +500,6 @@ def _compare_row(
 # --------------------------------------------------------------------------- formatting
 
 
-def _fmt_num(x: float | str) -> str:
-    if isinstance(x, str):
-        return x
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x == int(x) and abs(x) < 1e7:
-        return str(int(x))
-    return f"{x:.4g}"
-
-
-def _fmt_ratio(x: float) -> str:
-    if math.isnan(x):
-        return "-"
-    if math.isinf(x):
-        return "inf"
-    return f"{x:.3g}x"
-
-
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()):
-    """Fixed-width plain-text table (two spaces between columns); returns the lines."""
-    rows = [list(r) for r in rows]
-    right = set(right)
-    widths = [len(h) for h in headers]
-    for r in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(out).rstrip()
-
-    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-
-
 CHANGE_HEADERS = (
     "candidate",
     "dtype",
@@ -564,9 +527,9 @@ def format_changes(changes: Sequence[Change]) -> list[str]:
             ch.key[ix["quantity"]],
             ch.key[ix["region"]],
             ch.metric,
-            _fmt_num(ch.baseline),
-            _fmt_num(ch.now),
-            _fmt_ratio(ch.ratio),
+            gate_number(ch.baseline),
+            gate_number(ch.now),
+            ratio(ch.ratio),
             ch.worst,
         )
         for ch in changes

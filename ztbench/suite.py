@@ -101,6 +101,7 @@ import numpy as np
 from ztbench.errors import UserError
 from ztbench.families import FAMILIES, get_family
 from ztbench.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
+from ztbench.textfmt import fmt_num
 from ztbench.tolerance import GateTolerance, Tolerance
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -244,15 +245,6 @@ def _join(prefix: str, key: str | int) -> str:
         return f"{prefix}[{key}]"
     part = key if _BARE_KEY.match(key) else f'"{key}"'
     return f"{prefix}.{part}" if prefix else part
-
-
-def fmt_num(x: float) -> str:
-    """Short number text for messages: 1e9, 1e-30, 15, 0.5."""
-    x = float(x)
-    if math.isfinite(x) and x == int(x) and abs(x) < 1e6:
-        return str(int(x))
-    text = f"{x:g}" if float(f"{x:g}") == x else repr(x)
-    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m[1] == "-" else "") + m[2], text)
 
 
 class _Checker:

@@ -30,6 +30,7 @@ import pandas as pd
 from ztbench.atomic import atomic_path
 from ztbench.families import get_family
 from ztbench.report.data import Results
+from ztbench.textfmt import fmt, markdown_table
 
 RANK_MODE = "eager"
 SPEED_PASSES: tuple[str, ...] = ("forward+backward", "forward")
@@ -59,21 +60,6 @@ DTYPE_ORDER: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
 # ----------------------------------------------------------------------------- formatting
 
 
-def fmt(x: float, digits: int = 3) -> str:
-    """A number for a table: ``inf``, ``—`` for NaN, else ``digits`` significant digits."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    x = float(x)
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x == 0:
-        return "0"
-    if 1e-3 <= abs(x) < 10**digits:
-        return f"{x:.{digits}g}"
-    if 10**digits <= abs(x) < 1e5:
-        return f"{x:.0f}"
-    return f"{x:.{digits - 1}e}".replace("e+0", "e+").replace("e-0", "e-")
-
 
 def fmt_input(x: float) -> str:
     """An input value, exactly enough to find it again (shortest repr of the float64)."""
@@ -81,16 +67,6 @@ def fmt_input(x: float) -> str:
         return "—"
     x = float(x)
     return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub Markdown table of a frame of strings (no index)."""
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in df.itertuples(index=False):
-        cells = [str(c).replace("|", "\\|").replace("\n", " ") for c in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def ordered(values: Iterable[str], order: tuple[str, ...]) -> list[str]:
