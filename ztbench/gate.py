@@ -9,7 +9,7 @@ that differ. :func:`format_report` turns it into fixed-width text.
 File part: :func:`load_baseline` (strict: anything missing, unreadable or malformed is a
 one-line :class:`~ztbench.errors.UserError`) and :func:`save_baseline` (atomic write).
 
-Rules (issue 7). A row is identified by :data:`KEY_COLUMNS`. For a candidate with
+Rules. A row is identified by :data:`KEY_COLUMNS`. For a candidate with
 tolerance (max_ratio r, min_ulp m), a gated metric (:data:`GATED_METRICS`: ``max_ulp``,
 ``p99_ulp``) regresses when ``now > r * base`` **and** ``now - base > m``; it improves
 when ``base > r * now`` and ``base - now > m`` (symmetric, so an improvement is a move the

@@ -5,7 +5,7 @@ softplus forms, the threshold families) compute the **loss** form, without lgamm
 as the original training code does; ``ztnb/torch-distributions`` and ``ztnb/scvi-style``
 compute the **full** form because the log-pmfs they start from include -lgamma(k + 1).
 
-Exact loss (NUMERICS.md), with l = log(mu) - log(theta) and w = theta softplus(l) =
+Exact loss, with l = log(mu) - log(theta) and w = theta softplus(l) =
 theta log1p(mu/theta) = -log P(X = 0)::
 
     lgamma(theta) - lgamma(k + theta) - theta log(theta) + log((theta + mu)^theta - theta^theta)
@@ -220,7 +220,7 @@ _torch(
     naive,
     "loss",
     "Pow form log((theta+mu)^theta - theta^theta) with plain lgamma terms.",
-    "textbook ZTNB likelihood (NUMERICS.md)",
+    "textbook ZTNB likelihood",
 )
 _torch(
     "naive-float64",
@@ -275,7 +275,7 @@ _torch(
     "loss",
     "The stable form with log(expm1(w)) replaced by w where w = theta log1p(mu/theta) > t "
     "(t swept; default 15).",
-    "ztbench: switch on -log P(0), the variable that bounds the error (NUMERICS.md)",
+    "ztbench: switch on -log P(0), the variable that bounds the error",
     threshold=PUBLISHED_THRESHOLD,
 )
 _torch(
