@@ -35,7 +35,7 @@ PINNED_F64 = {
 
 
 def _hard_points(family: str) -> dict[str, np.ndarray]:
-    """Points of every hard region named by the issue (plus a few benign ones)."""
+    """Points of every hard region of the domain (plus a few benign ones)."""
     rng = np.random.default_rng(8)
     if family == "ztpoisson":
         # the last two: the float64 worst cases of suites/default.toml before double-double

@@ -1,6 +1,6 @@
 """Zero-truncated Poisson candidates (torch): formulations of the NLL in (k, lam).
 
-Forms: every candidate here written from the issue's formulas computes the **loss** form
+Forms: every candidate here written from the textbook formulas computes the **loss** form
 (-k log lam + truncation term, no lgamma(k + 1)), as the original training code does;
 ``ztpoisson/torch-distributions`` computes the **full** form because Poisson.log_prob
 includes -lgamma(k + 1).
