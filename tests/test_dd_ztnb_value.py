@@ -287,3 +287,33 @@ def test_ztp_full_form_meets_the_value_goal() -> None:
     refs32 = np.array([_ztp_full_ref(a, b) for a, b in pairs])
     err32 = np.asarray(ulp_error(out32.double().numpy(), refs32, "float32"))
     assert err32.max() <= 0.5 + 1e-6
+
+
+@pytest.mark.parametrize("name", ["random", "named"])
+def test_loader_full_forms_unrefined_points_meet_the_goal(name: str) -> None:
+    """The float64 Loader forms (stirlerr + bd0) where their condition number leaves them
+    unrefined: within the value goal; and they do carry most k ~ mean points."""
+    from ztbench.loss.dd.ztp import FULL_CANCEL_FACTOR as ZTP_F
+    from ztbench.loss.nll import _ztp_kernel
+    from ztbench.loss.stirlerr import (
+        ztnb_full_condition,
+        ztnb_full_value,
+        ztp_full_condition,
+        ztp_full_value,
+    )
+
+    pts = _value_sets()[name]
+    k, mu, th = (_t([p[i] for p in pts]) for i in range(3))
+    v64, _, _ = _ztnb_kernel(k, mu, th, False)
+    full = ztnb_full_value(k, mu, th, v64)
+    keep = (ztnb_full_condition(k, mu, th, full) <= N.FULL_CANCEL_FACTOR).numpy()
+    refs = [_loss_ref(*p, full=True) for p in pts]
+    assert _ulp(full, refs)[keep].max() <= 4.0
+    if name == "random":
+        assert keep.sum() > 50
+    # ZTP: lam = mu
+    vp, _ = _ztp_kernel(k, mu, False)
+    fp = ztp_full_value(k, mu, vp)
+    keep_p = (ztp_full_condition(k, mu, fp) <= ZTP_F).numpy()
+    refs_p = [_ztp_full_ref(p[0], p[1]) for p in pts]
+    assert _ulp(fp, refs_p)[keep_p].max() <= 4.0

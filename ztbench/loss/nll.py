@@ -45,7 +45,12 @@ from torch import Tensor
 from ztbench.loss import primitives as P
 from ztbench.loss.dd import ztnb as dd_ztnb
 from ztbench.loss.dd import ztp as dd_ztp
-from ztbench.loss.stirlerr import ztp_full_condition, ztp_full_value
+from ztbench.loss.stirlerr import (
+    ztnb_full_condition,
+    ztnb_full_value,
+    ztp_full_condition,
+    ztp_full_value,
+)
 
 __all__ = ["zt_negbin_nll", "zt_poisson_nll"]
 
@@ -521,13 +526,15 @@ def _replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor) -> Tensor:  #
 
 
 def _full_value(family: str, k: Tensor, params: list[Tensor], value: Tensor) -> Tensor:
-    """-log P(X = k) from the loss ``value`` (float64): ZTP in Loader's form (stirlerr +
-    bd0, :func:`ztbench.loss.stirlerr.ztp_full_value`: lgamma(k + 1) is never added to
-    the cancelling -k log(lam) + lam); ZTNB value + lgamma(k + 1), whose cancellation the
-    float64 refinement (:func:`_refine_float64`) removes where it costs precision."""
+    """-log P(X = k) from the loss ``value`` (float64), in Loader's stirlerr + bd0 form
+    (:func:`ztbench.loss.stirlerr.ztp_full_value`, :func:`~ztbench.loss.stirlerr.ztnb_full_value`):
+    lgamma(k + 1) is never added to the cancelling -k log(lam) + lam, resp.
+    -lgamma(k + theta); where that form does not apply (lam < 1; ZTNB w < 1) value +
+    lgamma(k + 1), whose cancellation the float64 refinement (:func:`_refine_float64`)
+    removes where it costs precision."""
     if family == "ztpoisson":
         return ztp_full_value(k, params[0], value)
-    return value + torch.lgamma(k + 1.0)
+    return ztnb_full_value(k, params[0], params[1], value)
 
 
 def _refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
@@ -561,6 +568,9 @@ def _refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
     mu, theta = params
     d_mu, d_theta = grads
     flag = dd_ztnb.ztnb_value_cancellation(k, mu, theta, value, full)
+    if full:  # Loader's form where it applies (finite condition), else value + lgamma(k+1)
+        cond = ztnb_full_condition(k, mu, theta, value)
+        flag = torch.where(cond.isinf(), flag, cond > dd_ztnb.FULL_CANCEL_FACTOR)
     fn = dd_ztnb.ztnb_full_value_dd if full else dd_ztnb.ztnb_value_dd
     value = _replace_flagged(value, flag, fn, k, mu, theta)
     if d_mu is not None and d_theta is not None:

@@ -1,4 +1,6 @@
-"""The full ZTP negative log-likelihood without adding lgamma(k + 1) at the end (float64).
+"""The full ZTP and ZTNB negative log-likelihoods without adding lgamma(k + 1) at the end.
+
+(float64; the ZTNB form, R's ``dnbinom_mu`` regrouping, is at the end of the module.)
 
 -log P(X = k) = -k log(lam) + lgamma(k + 1) + log(expm1(lam)): where k ~ lam is large the
 three first terms are ~k log k each and the result ~log(2 pi k)/2 (at k = lam = 1e7:
@@ -33,10 +35,17 @@ import torch
 from torch import Tensor
 
 from ztbench.loss import primitives as P
-from ztbench.loss.dd.arith import two_prod
+from ztbench.loss.dd.arith import dd_div, dd_div_f, dd_mul, two_prod, two_sum
 from ztbench.loss.dd.lgamma import PI_DEC
 
-__all__ = ["bd0", "stirlerr", "ztp_full_value"]
+__all__ = [
+    "bd0",
+    "stirlerr",
+    "ztnb_full_condition",
+    "ztnb_full_value",
+    "ztp_full_condition",
+    "ztp_full_value",
+]
 
 # stirlerr(k) for k = 1 .. 9 (math.lgamma would cancel against the Stirling terms):
 # from the factorial in 60-digit decimal arithmetic, rounded once; index 0 unused
@@ -115,3 +124,101 @@ def ztp_full_condition(k: Tensor, lam: Tensor, full: Tensor) -> Tensor:
     lam_f = torch.where(far, lam, k)
     terms = k * torch.log(k / lam_f).abs() + (lam_f - k).abs() + 0.5 * torch.log(2.0 * math.pi * k)
     return torch.where(far, (terms + 0.5) / full.abs(), torch.ones_like(full))
+
+
+# ---------------------------------------------------------------------------- ZTNB full
+def _stirlerr_real(z: Tensor) -> Tensor:
+    """stirlerr(z) = lgamma(z + 1) - ((z + 1/2) log z - z + log(2 pi)/2) for real z > 0.
+
+    z >= 10: Stirling's series (:func:`~ztbench.loss.primitives.stirling_correction`);
+    below, the defining difference (up to ~25-fold cancellation near z = 1, counted by
+    :func:`ztnb_full_condition`).
+    """
+    big = z >= P.STIRLING_MIN
+    z_b = torch.where(big, z, torch.full_like(z, P.STIRLING_MIN))
+    z_s = torch.where(big, torch.ones_like(z), z)
+    small = torch.lgamma(z_s + 1.0) - (z_s + 0.5) * torch.log(z_s) + z_s - P.HALF_LOG_2PI
+    return torch.where(big, P.stirling_correction(z_b), small)
+
+
+def _nb_loader_terms(k: Tensor, mu: Tensor, theta: Tensor) -> list[Tensor]:
+    """The terms of the negative binomial -log P(k) in Loader's form (R's ``dnbinom_mu``):
+
+        stirlerr(k) + [stirlerr(theta) - stirlerr(k + theta)] + log(2 pi k (k + theta)/theta)/2
+        + bd0(theta, n p) + bd0(k, n q),   n = k + theta, p = theta/(theta + mu), q = 1 - p,
+
+    with t = (k - mu)/(theta + mu) (k - mu exact near the mode): bd0(theta, n p) =
+    -theta log1pmx(t) and bd0(k, n q) = -k log1pmx(d), d = -theta t/k (both >= 0; d's
+    relative accuracy is t's, which the rounded n q would not give near k = n q).
+    """
+    # t and d as double-doubles (k - mu exact near k): their roundings would pass into
+    # log1pmx doubled (log1pmx(u) ~ -u^2/2); first-order corrections below
+    zero = torch.zeros_like(k)
+    tm = two_sum(theta, mu)
+    t_dd = dd_div((k - mu, zero), tm)
+    d_dd = dd_mul(dd_div_f((mu - k, zero), k), dd_div((theta, zero), tm))
+    t, d = t_dd[0], d_dd[0]
+    near_t = t.abs() <= 0.5
+    t_n = torch.where(near_t, t, zero)
+    lpm_t = torch.where(
+        near_t,
+        P.log1pmx(t_n) - t_dd[1] * t_n / (1.0 + t_n),
+        torch.log((k + theta) / (theta + mu)) - t,
+    )
+    b1 = -theta * lpm_t
+    near_d = d.abs() <= 0.5
+    d_n = torch.where(near_d, d, zero)
+    d_p = torch.where(d > 0.5, d, torch.ones_like(d))
+    nq = (k + theta) * (mu / (theta + mu))
+    r = torch.where(d < -0.5, k / nq, torch.full_like(k, 4.0))
+    b2 = torch.where(
+        near_d,
+        -k * (P.log1pmx(d_n) - d_dd[1] * d_n / (1.0 + d_n)),
+        torch.where(d > 0.5, k * (d_p - torch.log1p(d_p)), k * torch.log(r) - (k - nq)),
+    )
+    s_diff = _stirlerr_real(theta) - _stirlerr_real(k + theta)
+    half_log = 0.5 * (math.log(2.0 * math.pi) + torch.log(k) + torch.log1p(k / theta))
+    return [stirlerr(k), s_diff, half_log, b1, b2]
+
+
+def ztnb_full_value(k: Tensor, mu: Tensor, theta: Tensor, value: Tensor) -> Tensor:
+    """-log P(X = k) of the ZTNB law from the loss form ``value`` (float64, same shape).
+
+    k >= 2 and w = theta log1p(mu/theta) >= 1: the negative binomial -log P(k) in Loader's
+    form (:func:`_nb_loader_terms`, every term >= 0) plus log(1 - e^-w) (in [-0.46, 0]):
+    lgamma(k + 1) is never formed against lgamma(k + theta); else value + lgamma(k + 1)
+    (k = 1: lgamma(2) = 0; w < 1: the float64 refinement takes over where it cancels).
+    """
+    w = theta * torch.log1p(mu / theta)
+    loader = (k >= 2.0) & (w >= 1.0)
+    two = torch.full_like(k, 2.0)
+    k_l = torch.where(loader, k, two)
+    mu_l = torch.where(loader, mu, two)
+    th_l = torch.where(loader, theta, two)
+    w_l = torch.where(loader, w, two)
+    terms = _nb_loader_terms(k_l, mu_l, th_l)
+    full_l = (terms[4] + terms[3]) + (terms[2] + (terms[1] + terms[0]))
+    full_l = full_l + torch.log1p(-torch.exp(-w_l))
+    return torch.where(loader, full_l, value + torch.lgamma(k + 1.0))
+
+
+def ztnb_full_condition(k: Tensor, mu: Tensor, theta: Tensor, full: Tensor) -> Tensor:
+    """Sum of |terms| / |full| of :func:`ztnb_full_value`'s Loader form (float64), each term
+    counted with the terms it is formed from where that cancels (stirlerr(theta) below
+    theta = 10; bd0 away from its series: k |log(k/nq)| + |k - nq|, theta (|log1p t| + |t|));
+    +inf where the Loader form is not used (the caller then uses its own flag)."""
+    w = theta * torch.log1p(mu / theta)
+    loader = (k >= 2.0) & (w >= 1.0)
+    two = torch.full_like(k, 2.0)
+    k, mu, theta = (torch.where(loader, a, two) for a in (k, mu, theta))
+    s0, s_diff, half_log, b1, b2 = _nb_loader_terms(k, mu, theta)
+    t = (k - mu) / (theta + mu)
+    d = ((mu - k) / k) * (theta / (theta + mu))  # = -theta t/k
+    nq = (k + theta) * (mu / (theta + mu))
+    b1_mag = torch.where(t.abs() <= 0.5, b1, theta * (torch.log1p(t).abs() + t.abs()))
+    b2_mag = torch.where(d.abs() <= 0.5, b2, k * torch.log(k / nq).abs() + (k - nq).abs())
+    th_s = torch.where(theta < P.STIRLING_MIN, theta, torch.ones_like(theta))
+    st_mag = torch.lgamma(th_s + 1.0).abs() + (th_s + 0.5) * torch.log(th_s).abs() + th_s + 1.0
+    st_mag = torch.where(theta < P.STIRLING_MIN, st_mag, s_diff.abs())
+    total = s0 + st_mag + half_log.abs() + b1_mag + b2_mag + 0.5
+    return torch.where(loader, total / full.abs(), torch.full_like(full, math.inf))
