@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ztbench.accuracy import run_accuracy
+from ztbench.executor import add_scheduler_option
 from ztbench.suite import load_suite
 
 HELP = "measure every candidate of a suite against certified references (value and gradients)"
@@ -20,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--no-points", action="store_true", help="skip the per-point Parquet file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_scheduler_option(p)
 
 
 def run(args: argparse.Namespace) -> int:

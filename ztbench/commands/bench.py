@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ztbench.atomic import atomic_write_text
 from ztbench.errors import UserError
+from ztbench.executor import add_scheduler_option
 
 HELP = "run accuracy, throughput and the report on a suite; print the report path and leaders"
 DEFAULT_SUITE = "suites/default.toml"
@@ -67,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"seconds of timing per throughput row (default {BENCH_BUDGET_S})",
     )
+    add_scheduler_option(p)
 
 
 def run_throughput_stage(

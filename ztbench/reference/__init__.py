@@ -8,17 +8,16 @@ must not be trusted; the accuracy runner excludes them).
 
 Work is split into chunks of unique points, sorted so that the same set of points always
 forms the same chunks. Each chunk is looked up in the content-addressed cache
-(:mod:`ztbench.reference.cache`) and, when missing, computed by the engine in a pool of
-worker processes and stored as soon as it is done, so an interrupted run resumes where it
-stopped.
+(:mod:`ztbench.reference.cache`) and, when missing, computed by the engine on an executor
+(:mod:`ztbench.executor`: this machine's process pool, or a Dask cluster) and stored by
+this process as soon as it is done, so an interrupted run resumes where it stopped and
+workers never touch the cache. A chunk's values do not depend on where it ran.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
+import contextlib
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -26,13 +25,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from ztbench.errors import UserError
+from ztbench.executor import Executor, LocalPool, active_executor
 from ztbench.families import Family, get_family, validate_points
 from ztbench.reference import arb_engine, mpmath_engine
 from ztbench.reference.cache import ReferenceCache, chunk_key, default_cache_dir
 
 ENGINES: dict[str, ModuleType] = {arb_engine.NAME: arb_engine, mpmath_engine.NAME: mpmath_engine}
 CHUNK_POINTS = 1024
-# Below this many points to compute, a process pool costs more than it saves.
+# Below this many points to compute, a local process pool costs more than it saves.
 MIN_PARALLEL_POINTS = 4 * CHUNK_POINTS
 
 __all__ = ["ENGINES", "compute_references", "engine_version"]
@@ -52,9 +53,14 @@ def _engine(name: str) -> ModuleType:
         ) from None
 
 
-def _run_chunk(args: tuple[str, str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _run_chunk(args: tuple[str, str, np.ndarray]) -> tuple[str, np.ndarray, np.ndarray]:
+    """One chunk's (engine version, values, certified flags), on whichever worker runs it.
+
+    The version is the worker's own: a cluster worker with other library versions than the
+    client's would otherwise file its values under the client's cache key.
+    """
     engine, family, block = args
-    return ENGINES[engine].evaluate_chunk(family, *block)
+    return (ENGINES[engine].VERSION, *ENGINES[engine].evaluate_chunk(family, *block))
 
 
 def compute_references(
@@ -64,6 +70,7 @@ def compute_references(
     cache_dir: Path | str | bool | None = None,
     progress: bool | None = None,
     workers: int | None = None,
+    executor: Executor | None = None,
 ) -> pd.DataFrame:
     """Certified reference quantities at each point.
 
@@ -75,7 +82,9 @@ def compute_references(
         cache_dir: cache directory; None for the default (:func:`default_cache_dir`),
             False to disable caching.
         progress: show a progress bar; None shows one only if the work lasts over 2 s.
-        workers: worker processes (default: the number of CPUs).
+        workers: worker processes of the local pool (default: the number of CPUs).
+        executor: where missing chunks run (default: the active executor of
+            :func:`ztbench.executor.scheduler_scope`, else the local pool).
 
     Returns:
         A DataFrame aligned with ``points`` (same index for a DataFrame), with one float64
@@ -115,7 +124,10 @@ def compute_references(
 
     n_missing = sum(min(CHUNK_POINTS, len(unique) - s) for s, _ in missing)
     tasks = [(eng.NAME, fam.name, unique[s : s + CHUNK_POINTS].T.copy()) for s, _ in missing]
-    n_workers = workers or os.cpu_count() or 1
+    if executor is None:
+        executor = active_executor()
+    if executor is None:
+        executor = LocalPool(workers if n_missing >= MIN_PARALLEL_POINTS else 1)
     bar = tqdm(
         total=n_missing,
         unit="pt",
@@ -124,14 +136,24 @@ def compute_references(
         delay=0 if progress else 2,
         leave=False,
     )
-    with bar:
-        if n_workers > 1 and n_missing >= MIN_PARALLEL_POINTS:
-            ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-                results = pool.map(_run_chunk, tasks)
-                _collect(results, missing, values, certified, cache, bar)
-        else:
-            _collect(map(_run_chunk, tasks), missing, values, certified, cache, bar)
+    if tasks:
+        results = executor.map_unordered(_run_chunk, tasks, keys=[f"ztref-{k}" for _, k in missing])
+        with bar, contextlib.closing(results):
+            # Each chunk is stored as it arrives (atomically): an interrupted run keeps
+            # every finished chunk and no partial one.
+            for i, (version, vals, cert) in results:
+                if version != eng.VERSION:
+                    raise UserError(
+                        f"a worker computed references with {eng.NAME} {version}, this "
+                        f"process has {eng.VERSION}: install the same versions on the workers"
+                    )
+                start, key = missing[i]
+                n = vals.shape[1]
+                values[:, start : start + n] = vals
+                certified[start : start + n] = cert
+                if cache is not None:
+                    cache.store(key, vals, cert)
+                bar.update(n)
 
     out = pd.DataFrame({q: values[i, inverse] for i, q in enumerate(fam.quantities)}, index=index)
     out["certified"] = certified[inverse]
@@ -144,13 +166,3 @@ def compute_references(
     }
     return out
 
-
-def _collect(results, missing, values, certified, cache, bar) -> None:
-    """Store each finished chunk in place and in the cache, in order, as it arrives."""
-    for (start, key), (vals, cert) in zip(missing, results, strict=True):
-        n = vals.shape[1]
-        values[:, start : start + n] = vals
-        certified[start : start + n] = cert
-        if cache is not None:
-            cache.store(key, vals, cert)
-        bar.update(n)
