@@ -30,6 +30,8 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextvars import ContextVar
@@ -143,13 +145,16 @@ class DaskExecutor:
         if local:
             # One thread per worker process: the arb engine runs Python code under the GIL.
             # Port 0 for the diagnostics server: several clusters may run on one machine.
-            self._cluster = LocalCluster(
-                n_workers=int(local.group(1)),
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-                silence_logs=logging.ERROR,
-            )
+            # Workers inherit an ignored SIGINT: Ctrl-C in a terminal reaches the whole
+            # process group, and this process, not each worker, shuts the cluster down.
+            with _sigint_ignored():
+                self._cluster = LocalCluster(
+                    n_workers=int(local.group(1)),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":0",
+                    silence_logs=logging.ERROR,
+                )
             return Client(self._cluster, set_as_default=False)
         try:
             return Client(self.address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
@@ -183,12 +188,15 @@ class DaskExecutor:
             return fut
 
         nxt = min(in_flight, len(tasks))
-        queue = as_completed([submit(i) for i in range(nxt)], loop=client.loop)
+        # with_results: results are gathered in the background, so a Ctrl-C lands in the
+        # wait for the next one rather than in a blocking fetch (distributed logs a spurious
+        # error when one of those is interrupted). A task's own exception is raised here.
+        first = [submit(i) for i in range(nxt)]
+        queue = as_completed(first, loop=client.loop, with_results=True)
         try:
-            for fut in queue:
+            for fut, result in queue:
                 i = index.pop(fut.key)
                 del futures[fut.key]
-                result = fut.result()  # raises the task's own exception, if any
                 fut.release()
                 if nxt < len(tasks):
                     queue.add(submit(nxt))
@@ -208,6 +216,19 @@ class DaskExecutor:
 
     def __repr__(self) -> str:
         return f"DaskExecutor({self.address!r})"
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT meanwhile (processes started now inherit it); main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def parse_scheduler(text: str) -> str:
