@@ -1,7 +1,7 @@
 """Missing reference chunks on a Dask cluster: same bytes as the local pool, faults handled.
 
 One LocalCluster of 2 worker processes (``--scheduler local:2``) serves the module; the
-test that kills one of its workers runs last.
+test that kills one of its workers runs after the others that use it.
 """
 
 import os
@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from ztbench.cli import main
+from ztbench.errors import UserError
 from ztbench.executor import (
     CONNECT_TIMEOUT_S,
     DaskExecutor,
@@ -27,10 +28,12 @@ from ztbench.executor import (
 )
 from ztbench.reference import CHUNK_POINTS, compute_references
 from ztbench.reference.cache import MAGIC, ReferenceCache
+from ztbench.suite import load_suite
 
 pytest.importorskip("distributed")
 
-N_CHUNKS = 12
+# 16 chunks on 2 workers: tasks of 2 chunks (DaskExecutor.items_per_task)
+N_CHUNKS = 16
 
 
 def _points(n: int, seed: int = 5) -> pd.DataFrame:
@@ -98,6 +101,14 @@ def test_default_pool_never_imports_dask(tmp_path):
 def test_local_pool_yields_every_task_once():
     got = list(LocalPool(2).map_unordered(abs, [-3, 1, -2, 5, -8]))
     assert sorted(got) == [(0, 3), (1, 1), (2, 2), (3, 5), (4, 8)]
+
+
+def test_cluster_tasks_group_chunks_but_keep_every_thread_busy(cluster):
+    # 2 worker threads: at least 8 tasks while there are chunks for them, at most 4 chunks
+    # per task
+    assert [cluster.items_per_task(n) for n in (1, 8, 15, 16, 31, 32, 1000)] == [
+        1, 1, 1, 2, 3, 4, 4,
+    ]  # fmt: skip
 
 
 def test_cluster_gives_the_pool_bytes_and_fills_the_cache(points, pooled, cluster, tmp_path):
@@ -221,6 +232,7 @@ def test_killed_worker_is_replaced_and_its_chunks_rerun(points, pooled, cluster,
             time.sleep(0.005)
 
     killer = threading.Thread(target=kill_after_first_chunk)
+    t0 = time.time()
     killer.start()
     try:
         got = compute_references("ztnb", points, cache_dir=cache, progress=False, executor=cluster)
@@ -228,12 +240,34 @@ def test_killed_worker_is_replaced_and_its_chunks_rerun(points, pooled, cluster,
         killer.join()
     assert killed_at and killed_at[0] < N_CHUNKS, "the worker was not killed mid-run"
     assert victim not in client.run(os.getpid).values()
-    # the scheduler put at least one chunk on a second worker after the first one died
-    story = cluster._cluster.scheduler.story(*[f"ztref-{p.stem}" for p in cache.rglob("*.ztref")])
+    # the scheduler put at least one task on a second worker after the first one died
     starts: dict[str, int] = {}
-    for event in story:
-        if len(event) >= 3 and event[2] == "processing":
+    for event in cluster._cluster.scheduler.transition_log:
+        # (key, start, finish, recommendations, stimulus id, time); earlier tests' runs of
+        # the same chunks are in the log too
+        if event[-1] >= t0 and str(event[0]).startswith("ztref-") and event[2] == "processing":
             starts[event[0]] = starts.get(event[0], 0) + 1
-    assert max(starts.values()) >= 2, "no chunk was rerun"
+    assert len(starts) == N_CHUNKS // 2  # two chunks per task
+    assert max(starts.values()) >= 2, "no task was rerun"
     assert _bytes(got) == _bytes(pooled)
     _check_cache(cache, N_CHUNKS)
+
+
+class _OtherVersion(LocalPool):
+    """In-process executor whose 'worker' reports another engine version."""
+
+    def map_unordered(self, fn, tasks, keys=None):
+        for i, (_, chunks) in super().map_unordered(fn, tasks, keys):
+            yield i, ("python-flint-0.0.1/alg-1", chunks)
+
+
+def test_worker_with_other_engine_version_stops_the_run_and_caches_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(UserError, match="install the same versions on the workers"):
+        compute_references("ztnb", _points(10), cache_dir=cache, executor=_OtherVersion(1))
+    assert not cache.exists() or not list(cache.rglob("*.ztref"))
+
+
+def test_dense_suite_validates():
+    suite = load_suite(Path(__file__).resolve().parent.parent / "suites" / "dense.toml")
+    assert list(suite.families) == ["ztnb"] and suite.dtypes == ("float64", "float32")

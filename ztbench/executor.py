@@ -47,6 +47,9 @@ CONNECT_TIMEOUT_S = 3
 # never starve while the client and the scheduler hold a bounded number of task inputs.
 MIN_IN_FLIGHT = 256
 IN_FLIGHT_PER_THREAD = 4
+# A chunk of references is ~30 ms of work: 4 of them make the ~100 ms task that Dask's
+# best practices suggest, and keep the scheduler's overhead under one per cent.
+MAX_ITEMS_PER_TASK = 4
 POOL = "pool"
 _LOCAL = re.compile(r"local:(\d+)")
 
@@ -80,6 +83,14 @@ class Executor(Protocol):
         """Start the workers now and import ``modules`` on each (before timing a run)."""
         ...
 
+    def n_workers(self) -> int:
+        """Worker processes (threads, on a cluster) that run tasks at once."""
+        ...
+
+    def items_per_task(self, n: int) -> int:
+        """How many of ``n`` small, equal work items to group into one task."""
+        ...
+
     def close(self) -> None:
         """Release workers and connections (the executor may be used again afterwards)."""
         ...
@@ -111,6 +122,12 @@ class LocalPool:
 
     def start(self, *modules: str) -> None:
         pass  # a pool is forked per call, from this process: nothing to start or import
+
+    def n_workers(self) -> int:
+        return self.workers
+
+    def items_per_task(self, n: int) -> int:
+        return 1  # a pool task costs a pipe round trip: one item each balances best
 
     def close(self) -> None:
         pass
@@ -167,6 +184,19 @@ class DaskExecutor:
         client = self.client()
         for module in modules:
             client.run(importlib.import_module, module)
+
+    def n_workers(self) -> int:
+        return sum(self.client().nthreads().values())
+
+    def items_per_task(self, n: int) -> int:
+        """Up to MAX_ITEMS_PER_TASK, while every worker thread still gets 4 tasks or more.
+
+        The scheduler spends up to about a millisecond per task and handles tasks one at a
+        time, so on a large cluster one-chunk tasks would make it the bottleneck; few large
+        tasks on a small run would leave workers idle at the end.
+        """
+        per_thread = IN_FLIGHT_PER_THREAD * max(1, self.n_workers())
+        return max(1, min(MAX_ITEMS_PER_TASK, n // per_thread))
 
     def map_unordered(
         self, fn: Callable[[T], R], tasks: Sequence[T], keys: Sequence[str] | None = None

@@ -53,14 +53,18 @@ def _engine(name: str) -> ModuleType:
         ) from None
 
 
-def _run_chunk(args: tuple[str, str, np.ndarray]) -> tuple[str, np.ndarray, np.ndarray]:
-    """One chunk's (engine version, values, certified flags), on whichever worker runs it.
+def _run_chunks(
+    args: tuple[str, str, list[np.ndarray]],
+) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Some chunks' (values, certified flags), and the engine version of the process.
 
-    The version is the worker's own: a cluster worker with other library versions than the
-    client's would otherwise file its values under the client's cache key.
+    Runs on whichever worker gets the task. The version is the worker's own: a cluster
+    worker with other library versions than the client's would otherwise file its values
+    under the client's cache key.
     """
-    engine, family, block = args
-    return (ENGINES[engine].VERSION, *ENGINES[engine].evaluate_chunk(family, *block))
+    engine, family, blocks = args
+    eng = ENGINES[engine]
+    return eng.VERSION, [eng.evaluate_chunk(family, *block) for block in blocks]
 
 
 def compute_references(
@@ -123,11 +127,19 @@ def compute_references(
             values[:, start : start + len(block)], certified[start : start + len(block)] = hit
 
     n_missing = sum(min(CHUNK_POINTS, len(unique) - s) for s, _ in missing)
-    tasks = [(eng.NAME, fam.name, unique[s : s + CHUNK_POINTS].T.copy()) for s, _ in missing]
     if executor is None:
         executor = active_executor()
     if executor is None:
         executor = LocalPool(workers if n_missing >= MIN_PARALLEL_POINTS else 1)
+    # Several chunks per task where the executor asks for it (a cluster's scheduler has a
+    # cost per task); each chunk is still cached on its own, under its own key.
+    per_task = executor.items_per_task(len(missing))
+    groups = [missing[i : i + per_task] for i in range(0, len(missing), per_task)]
+    tasks = [
+        (eng.NAME, fam.name, [unique[s : s + CHUNK_POINTS].T.copy() for s, _ in group])
+        for group in groups
+    ]
+    keys = [f"ztref-{group[0][1]}-{len(group)}" for group in groups]
     bar = tqdm(
         total=n_missing,
         unit="pt",
@@ -137,23 +149,23 @@ def compute_references(
         leave=False,
     )
     if tasks:
-        results = executor.map_unordered(_run_chunk, tasks, keys=[f"ztref-{k}" for _, k in missing])
+        results = executor.map_unordered(_run_chunks, tasks, keys=keys)
         with bar, contextlib.closing(results):
             # Each chunk is stored as it arrives (atomically): an interrupted run keeps
             # every finished chunk and no partial one.
-            for i, (version, vals, cert) in results:
+            for i, (version, chunks) in results:
                 if version != eng.VERSION:
                     raise UserError(
                         f"a worker computed references with {eng.NAME} {version}, this "
                         f"process has {eng.VERSION}: install the same versions on the workers"
                     )
-                start, key = missing[i]
-                n = vals.shape[1]
-                values[:, start : start + n] = vals
-                certified[start : start + n] = cert
-                if cache is not None:
-                    cache.store(key, vals, cert)
-                bar.update(n)
+                for (start, key), (vals, cert) in zip(groups[i], chunks, strict=True):
+                    n = vals.shape[1]
+                    values[:, start : start + n] = vals
+                    certified[start : start + n] = cert
+                    if cache is not None:
+                        cache.store(key, vals, cert)
+                    bar.update(n)
 
     out = pd.DataFrame({q: values[i, inverse] for i, q in enumerate(fam.quantities)}, index=index)
     out["certified"] = certified[inverse]
