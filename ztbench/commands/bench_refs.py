@@ -23,8 +23,6 @@ from ztbench.executor import (
     scheduler_scope,
 )
 from ztbench.families import Family, get_family
-from ztbench.grids import build_family_points
-from ztbench.reference import ENGINES, compute_references
 from ztbench.suite import FamilyPoints, RandomSpec, Range
 
 HELP = "benchmark: certified reference points per second of each engine on the ztnb domain"
@@ -52,12 +50,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _sample(family: Family, n: int, seed: int) -> pd.DataFrame:
     """``n`` log-uniform points over the whole domain (the suites' random sampler)."""
     columns = {c: Range(*family.domain[c]) for c in family.columns}
+    from ztbench.grids import build_family_points
+
     spec = FamilyPoints(family.name, randoms=(RandomSpec(n, columns),))
     # the sampler sorts its points: shuffle (seeded) so that mpmath's subset is a fair sample
     return build_family_points(spec, seed).sample(frac=1.0, random_state=seed)
 
 
 def _scaling(family: Family, points: pd.DataFrame, schedulers: list[str]) -> None:
+    from ztbench.reference import compute_references
+
     print(f"{len(points)} log-uniform points over the {family.name} domain, arb, no cache")
     first = None
     for address in schedulers:
@@ -74,6 +76,8 @@ def _scaling(family: Family, points: pd.DataFrame, schedulers: list[str]) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
+    from ztbench.reference import ENGINES, compute_references
+
     family = get_family(args.family)
     points = _sample(family, args.points, args.seed)
     if args.scaling is not None:
