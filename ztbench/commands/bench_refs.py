@@ -2,8 +2,9 @@
 
 With ``--scaling local:1,local:2`` (any ``--scheduler`` values) it times the arb engine on
 each executor in turn instead, and prints points per second, per worker, and the speed-up
-over the first: how the reference stage scales with workers. Workers are started and have
-imported the engine before the clock starts, so the figures are steady rates.
+over the first: how the reference stage scales with workers. Cluster workers are started
+and have imported the engine before the clock starts, so their figures are steady rates;
+``pool`` forks its processes per call, and that start-up is part of its figure, as in a run.
 """
 
 from __future__ import annotations
