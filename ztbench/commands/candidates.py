@@ -10,7 +10,7 @@ from ztbench.families import FAMILIES
 
 HELP = "list the candidate formulations: id, family, form, dtypes, description, provenance"
 
-COLUMNS = ("id", "family", "form", "dtypes", "description", "provenance")
+COLUMNS = ("id", "family", "form", "inputs", "dtypes", "description", "provenance")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +32,7 @@ def rows(family: str | None = None) -> list[dict[str, str]]:
                 "id": c.id,
                 "family": c.family,
                 "form": c.form,
+                "inputs": ",".join(c.columns),
                 "dtypes": dtypes,
                 "description": desc,
                 "provenance": c.provenance,
