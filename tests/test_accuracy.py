@@ -211,3 +211,42 @@ def test_cli_bad_suite_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dtypes" in err[0] and str(bad) in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_published_domain_first_then_elsewhere(tmp_path):
+    """The runner summarises the published domain and its complement; the report states
+    a published rule's errors inside that domain first (nats, ulp of the full NLL, gradient
+    relative error), elsewhere second."""
+    from ztbench.report.data import load_results
+    from ztbench.report.tables import published_paragraphs
+
+    suite = _suite(
+        tmp_path,
+        """
+dtypes = ["float64"]
+[candidates]
+include = ["ztpoisson/published"]
+[families.ztpoisson]
+edges = [[1, 0.5], [3, 0.01], [2, 2.0], [5, 30.0]]
+[regions.published-domain]
+family = ["ztpoisson", "ztnb"]
+mean_min = 1.0
+mean_max = 1e7
+""",
+    )
+    run_accuracy(suite, tmp_path / "o", cache_dir=False, progress=False)
+    s = pd.read_csv(tmp_path / "o" / "summary.csv")
+    v = s[s.quantity == "value"].set_index("region")
+    assert v.loc["published-domain", "n"] == 2 and v.loc["outside-published-domain", "n"] == 2
+    pts = {"k": np.array([2.0, 5.0]), "lam": np.array([2.0, 30.0])}
+    refs = compute_references("ztpoisson", pts, cache_dir=False)
+    # inside: lam = 2 keeps the exact term (+1e-8 inside the logs), lam = 30 drops e^-30
+    err = abs(-2 * math.log(2 + 1e-8) + math.log(math.expm1(2.0) + 1e-8) - refs["nll_loss"][0])
+    assert v.loc["published-domain", "max_abs_err"] == pytest.approx(err, rel=1e-6)
+    # in ulps of the full NLL (which the loss form leaves out), not of the loss
+    ulp_full = np.spacing(refs["nll"][0])
+    assert v.loc["published-domain", "max_ulp_full"] == pytest.approx(err / ulp_full, rel=1e-6)
+    (para,) = published_paragraphs(load_results(tmp_path / "o"))
+    inside, elsewhere = para.index("Inside the published domain"), para.index("Elsewhere")
+    assert inside < elsewhere < para.index("Over the whole domain")
+    assert "ulp of the full NLL" in para and "gradient relative error" in para

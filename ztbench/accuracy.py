@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from ztbench import metrics
+from ztbench import metrics, rules
 from ztbench.atomic import atomic_path, atomic_write_text
 from ztbench.candidates import Candidate, get_candidate
 from ztbench.dtypes import round_to
@@ -62,6 +62,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     # beyond the required columns:
     "max_bits", "mean_bits", "rms_ulp", "max_rel_err", "threshold", "status",
     "out_of_range", "uncertified", "worst_log_lam", "worst_log_mu", "worst_log_theta",
+    "max_ulp_full",
 )  # fmt: skip
 THRESHOLD_COLUMNS: tuple[str, ...] = (
     "family", "candidate", "dtype", "device", "mode", "t", "n", "failures", "max_ulp",
@@ -247,6 +248,18 @@ def _summary_row(
     }
 
 
+def _regions(suite: Suite, family: Family, nat: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """("all", every point), then each suite region of the family; the published domain's
+    region is followed by its complement (the points the published system cannot reach)."""
+    out = [("all", np.ones(len(nat), dtype=bool))]
+    for name, r in suite.regions.items():
+        if r.applies_to(family.name):
+            out.append((name, region_mask(nat, r, family.name)))
+            if name == rules.PUBLISHED_DOMAIN_REGION:
+                out.append((rules.OUTSIDE_PUBLISHED_DOMAIN_REGION, ~out[-1][1]))
+    return out
+
+
 def _measure(
     suite: Suite,
     family: Family,
@@ -286,9 +299,7 @@ def _measure(
         )
         return
     t0 = time.perf_counter()
-    regions = [("all", np.ones(len(pts), dtype=bool))] + [
-        (name, region_mask(nat, r)) for name, r in suite.regions.items() if r.family == family.name
-    ]
+    regions = _regions(suite, family, nat)
     per_point = []
     for q in quantities:
         computed = ev.value if q == "value" else ev.grads.get(q)
@@ -298,9 +309,13 @@ def _measure(
             continue
         reference = refs[_reference_of(cand, q)].to_numpy()
         err = _errors(computed, reference, data.dtype)
+        full = (metrics.ulp_error_at(computed, reference, refs["nll"].to_numpy(), data.dtype)
+                if q == "value" else None)  # fmt: skip
         for name, mask in regions:
             row = _summary_row({**base, "quantity": q, "region": name}, family, nat, pts, err,
                                mask)  # fmt: skip
+            if full is not None:  # the value's error in ulps of the full NLL
+                row["max_ulp_full"] = float(full[mask].max()) if mask.any() else math.nan
             collector.rows.append({**row, "status": "ok", **extra})
         per_point.append(
             pd.DataFrame(

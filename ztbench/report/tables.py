@@ -344,8 +344,51 @@ def worst_abs_point(results: Results, candidate: str, dtype: str, device: str) -
     return pts.iloc[int(np.argmax(err))].to_dict()
 
 
+def _domain_text(family: str) -> str:
+    """``1 <= lam <= 1e7`` from :data:`ztbench.rules.PUBLISHED_DOMAIN`."""
+    return ", ".join(f"{fmt_input(lo)} <= {p} <= {fmt(hi)}"
+                     for p, (lo, hi) in rules.PUBLISHED_DOMAIN[family].items())  # fmt: skip
+
+
+def _errors_sentence(family: str, value: dict, grads: pd.DataFrame) -> str:
+    """Nats, ulp of the full NLL, gradient relative error of one region's rows."""
+    where = inputs_text(family, value["worst_k"], value["worst_lam"], value["worst_mu"],
+                        value["worst_theta"])  # fmt: skip
+    full = value.get("max_ulp_full", math.nan)
+    text = (f"off by up to {fmt(value['max_abs_err'])} nats, {fmt(full)} ulp of the full "
+            f"NLL (largest ulp error of the loss at {where})")  # fmt: skip
+    if value["failures"]:
+        text += f", NaN/inf at {int(value['failures'])} points"
+    if not grads.empty:
+        parts = [f"{q} {fmt(e)}" + (f" (NaN/inf at {int(f)} points)" if f else "")
+                 for q, e, f in zip(grads["quantity"], grads["max_rel_err"], grads["failures"],
+                                    strict=True)]  # fmt: skip
+        text += f"; gradient relative error up to {', '.join(parts)}"
+    return text
+
+
+def _domain_sentences(family: str, value_rows: pd.DataFrame, grad_rows: pd.DataFrame) -> str:
+    """Inside the published domain first, elsewhere second ("" without that region)."""
+    out = []
+    for region, label in ((rules.PUBLISHED_DOMAIN_REGION,
+                           f"Inside the published domain ({_domain_text(family)})"),
+                          (rules.OUTSIDE_PUBLISHED_DOMAIN_REGION, "Elsewhere")):  # fmt: skip
+        v = value_rows[(value_rows["region"] == region) & (value_rows["n"] > 0)]
+        if v.empty:
+            continue
+        g = grad_rows[(grad_rows["region"] == region) & (grad_rows["n"] > 0)]
+        row = v.iloc[0].to_dict()
+        out.append(f"{label}, {int(row['n'])} points: {_errors_sentence(family, row, g)}.")
+    return " ".join(out)
+
+
 def published_paragraphs(results: Results) -> list[str]:
-    """One plain-words paragraph per published rule present in the summary."""
+    """One plain-words paragraph per published rule present in the summary.
+
+    Per dtype and device: its errors inside the published system's reachable domain first
+    (nats; ulp of the full NLL, -log P >= 0; gradient relative error), elsewhere second,
+    then over the whole domain, its regions and the threshold sweeps of its variable.
+    """
     out = []
     s = results.summary
     for rule, sweeps in PUBLISHED_RULES.items():
@@ -356,12 +399,27 @@ def published_paragraphs(results: Results) -> list[str]:
         fam = rule.split("/", 1)[0]
         sentences = [f"**`{rule}`** {RULE_TEXT[rule]}.\n"]
         allr = rs[rs["region"] == "all"]
+        grads = s[(s["candidate"] == rule) & (s["quantity"] != "value")
+                  & (s["mode"] == RANK_MODE) & (s["status"] == "ok")]  # fmt: skip
         for dtype in ordered(allr["dtype"], DTYPE_ORDER):
             for device in ordered(allr[allr["dtype"] == dtype]["device"], ("cpu", "cuda")):
                 r = allr[(allr["dtype"] == dtype) & (allr["device"] == device)].iloc[0]
                 where = inputs_text(fam, r["worst_k"], r["worst_lam"], r["worst_mu"],
                                     r["worst_theta"])  # fmt: skip
-                if r["failures"]:
+                at = (rs["dtype"] == dtype) & (rs["device"] == device)
+                g_at = grads[(grads["dtype"] == dtype) & (grads["device"] == device)]
+                domain = _domain_sentences(fam, rs[at], g_at)
+                if domain:
+                    text = f"- **{dtype}** ({device}): {domain} Over the whole domain"
+                    if r["failures"]:
+                        text += (f" it returns NaN/inf at {int(r['failures'])} of "
+                                 f"{int(r['n'])} points, for example at {where}; the 99th "
+                                 f"percentile of its error is {fmt(r['p99_ulp'])} ulp.")
+                    else:
+                        text += (f", its largest error in ulp of the loss is "
+                                 f"{fmt(r['max_ulp'])} ulp, at {where}; the 99th percentile "
+                                 f"is {fmt(r['p99_ulp'])} ulp.")  # fmt: skip
+                elif r["failures"]:
                     text = (f"- **{dtype}** ({device}): it returns NaN/inf at "
                             f"{int(r['failures'])} of {int(r['n'])} points, for example at "
                             f"{where}; the 99th percentile of its error is "
