@@ -314,15 +314,44 @@ def board_markdown(board: pd.DataFrame, family: str, with_speed: bool) -> str:
 
 
 def sweep_best(results: Results, candidate: str, dtype: str, device: str) -> dict | None:
-    """The sweep's best and published rows of ``candidate`` (None when it was not swept)."""
+    """The sweep's best and published rows of ``candidate`` over the whole domain, and the
+    smallest harmless t per region and bound (None when it was not swept).
+
+    ``harmless``: ``{region: {"harmless_half_ulp": t or None, "harmless_one_ulp": ...}}``,
+    None meaning no harmless t in the swept range.
+    """
     t = results.thresholds
     t = t[(t["candidate"] == candidate) & (t["dtype"] == dtype) & (t["device"] == device)]
     if t.empty:
         return None
-    best = t[t["best"]]
-    pub = t[t["published"]]
+    allt = t[t["region"] == "all"]
+    best = allt[allt["best"]]
+    pub = allt[allt["published"]]
+    harmless: dict[str, dict[str, float | None]] = {}
+    for region, g in t.groupby("region", sort=False):
+        if g["rule_max_ulp"].isna().all():
+            continue  # a sweep written before the rule's cost was measured
+        harmless[str(region)] = {
+            col: (float(g[g[col]]["t"].iloc[0]) if g[col].any() else None)
+            for col in ("harmless_half_ulp", "harmless_one_ulp")
+        }
     return {"best": best.iloc[0].to_dict() if not best.empty else None,
-            "published": [r for r in pub.to_dict(orient="records")]}  # fmt: skip
+            "published": [r for r in pub.to_dict(orient="records")],
+            "harmless": harmless}  # fmt: skip
+
+
+def harmless_text(harmless: dict[str, dict[str, float | None]]) -> str:
+    """The smallest harmless t per bound and region, in words (``none`` where no swept t
+    is harmless)."""
+    names = {"all": "whole domain", rules.PUBLISHED_DOMAIN_REGION: "published domain"}
+
+    def ts(h: dict[str, float | None]) -> str:
+        return " / ".join(fmt(h[c]) if h[c] is not None else "none"
+                          for c in ("harmless_half_ulp", "harmless_one_ulp"))  # fmt: skip
+
+    parts = [f"{ts(h)} ({names.get(r, r)})" for r, h in harmless.items()]
+    return ("The smallest t from which the rule alone costs at most 0.5 / 1 ulp of the full "
+            "NLL: " + ", ".join(parts) + " (none: no such t in the swept range).")
 
 
 def worst_abs_point(results: Results, candidate: str, dtype: str, device: str) -> dict | None:
@@ -466,6 +495,8 @@ def published_paragraphs(results: Results) -> list[str]:
                     text += (f" The sweep of `{sw}` finds t = {fmt(b['t'])} best "
                              f"({fmt(b['max_ulp'])} ulp max, {fmt(b['p99_ulp'])} p99)"
                              + (f" against {pubs}." if pubs else "."))  # fmt: skip
+                    if info["harmless"]:
+                        text += " " + harmless_text(info["harmless"])
                 sentences.append(text)
         out.append("\n".join(sentences))
     return out
