@@ -113,6 +113,20 @@ def _device_available(device: str) -> bool:
     return device == "cpu" or (device == "cuda" and torch.cuda.is_available())
 
 
+def _inside(
+    log_x: np.ndarray, x: pd.Series, bounds: tuple[float, float], dtype: str
+) -> np.ndarray:
+    """Rounded logs moved one float of dtype inwards where exp of them left the domain
+    [lo, hi] that the natural point ``x`` lies in (theta = 1e10 exactly: log(1e10) rounded
+    stands for a value just above it). The input stays the float nearest the suite's."""
+    lo, hi = bounds
+    x = x.to_numpy()
+    with np.errstate(over="ignore"):
+        nat = np.exp(log_x)
+    step = np.where((nat < lo) & (x >= lo), 1, np.where((nat > hi) & (x <= hi), -1, 0))
+    return np.where(step != 0, metrics.step_floats(log_x, dtype, step), log_x)
+
+
 def _prepare(
     family: Family,
     suite: Suite,
@@ -123,9 +137,10 @@ def _prepare(
     """Round the family's points to each dtype in each parameterisation (the log
     parameters of the candidates measured) and attach certified references.
 
-    A log parameter is rounded as log_p = round_T(log p) and its reference taken at
-    exp(log_p) exactly. The references of all dtypes of a parameterisation are computed in
-    one call (shared points are computed once, and the work is parallel over the cores).
+    A log parameter is rounded as log_p = round_T(log p) (one float inwards at the domain's
+    ends, :func:`_inside`) and its reference taken at exp(log_p) exactly. The references of
+    all dtypes of a parameterisation are computed in one call (shared points are computed
+    once, and the work is parallel over the cores).
     """
     points = build_points(suite, family.name)
     out: dict[tuple[str, ...], list[_Dtyped]] = {}
@@ -135,6 +150,9 @@ def _prepare(
         per_dtype = []
         for dtype in suite.dtypes:
             rounded = pd.DataFrame({c: round_to(own[c], dtype) for c in own_cols})
+            for p in logp:
+                rounded[f"log_{p}"] = _inside(rounded[f"log_{p}"].to_numpy(), points[p],
+                                              family.domain[p], dtype)  # fmt: skip
             natural = pd.DataFrame(to_natural(family, rounded, logp))
             keep = domain_mask(family, natural, allow_k0=False)
             per_dtype.append(
