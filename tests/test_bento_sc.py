@@ -95,7 +95,7 @@ def test_ztpoisson_published_matches_the_package_bit_for_bit(dtype: torch.dtype)
 
 
 @needs_bento
-def test_the_issue_point_the_old_transcription_missed() -> None:
+def test_a_point_the_october_2024_rule_gets_wrong() -> None:
     """k = 1, mu = 6, theta = 3.5: the package gives 2.7016, the October 2024 rule 2.6708."""
     pts = {"k": np.array([1.0]), "mu": np.array([6.0]), "theta": np.array([3.5])}
     pkg = evaluate(get_candidate("ztnb/bento-sc"), {"k": pts["k"], "mu": pts["mu"],

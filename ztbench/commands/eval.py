@@ -18,12 +18,10 @@ import sys
 
 import numpy as np
 
-from ztbench.candidates import get_candidate
-from ztbench.dtypes import DTYPE_NAMES
 from ztbench.errors import UserError
-from ztbench.evaluate import MODES, candidate_inputs, evaluate
 from ztbench.families import get_family
 from ztbench.pointsio import read_header, read_points_csv, write_csv
+from ztbench.schema import DTYPE_NAMES, MODES
 
 HELP = "evaluate one candidate (value and autograd gradients) at the points of a CSV file"
 
@@ -52,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ztbench.candidates import get_candidate
+    from ztbench.evaluate import candidate_inputs, evaluate
+
     try:
         cand = get_candidate(args.candidate)
     except ValueError as exc:
