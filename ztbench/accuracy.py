@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from ztbench import metrics
 from ztbench.atomic import atomic_path, atomic_write_text
-from ztbench.candidates import Candidate, get_candidate
+from ztbench.candidates import Candidate
 from ztbench.dtypes import round_to
 from ztbench.environment import environment_info
 from ztbench.evaluate import Evaluation, evaluate
@@ -122,7 +122,7 @@ def _prepare(family: Family, suite: Suite, cache_dir, progress: bool | None) -> 
 
 def _jobs(suite: Suite, family: Family) -> Iterator[tuple[Candidate, str, str]]:
     for cid in suite.candidates_of(family.name):
-        cand = get_candidate(cid)
+        cand = suite.candidate(cid)
         for device in suite.devices:
             for mode in suite.modes_for(cid):
                 yield cand, device, mode
@@ -338,6 +338,10 @@ def run_accuracy(
         out.mkdir(parents=True, exist_ok=True)
     env = environment_info(suite.path, suite.devices)
     env["suite_sha256"] = suite.sha256  # the loader's hash also covers a `base` suite
+    if suite.external:  # the user's own candidates: what was called, and its source's hash
+        from ztbench.candidates.external import info
+
+        env["external_candidates"] = [info(c) for c in suite.external.values()]
     points_path = out / "points.parquet" if (out is not None and write_points) else None
     torch.manual_seed(0)  # no candidate draws random numbers; guards against one that would
     with _Collector(points_path) as collector:
@@ -355,7 +359,7 @@ def run_accuracy(
                 _measure(suite, family, cand, device, mode, data, collector, timings)
             t0 = time.perf_counter()
             for cid, ts in suite.thresholds.items():
-                cand = get_candidate(cid)
+                cand = suite.candidate(cid)
                 if cand.family != fname:
                     continue
                 for device in filter(_device_available, suite.devices):

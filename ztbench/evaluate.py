@@ -31,8 +31,6 @@ from ztbench.families import Family, get_family
 MODES: tuple[str, ...] = ("eager", "compile")
 CHUNK_POINTS = 1 << 20
 
-_COMPILED: dict[tuple[str, float | None], Callable[..., Any]] = {}
-
 
 @dataclass
 class Evaluation:
@@ -73,20 +71,21 @@ def first_line(exc: BaseException) -> str:
 
 
 RECOMPILE_LIMIT = 256
-_COMPILED: dict[str, Callable[..., Any]] = {}
+_COMPILED: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def compiled(candidate: Candidate) -> Callable[..., Any]:
-    """``torch.compile(candidate.fn, dynamic=True)``, cached per candidate id.
+    """``torch.compile(candidate.fn, dynamic=True)``, cached per candidate function.
 
     The candidate's own function is compiled, not a shared wrapper: dynamo caches graphs
     per code object, and a wrapper shared by every candidate reaches the recompile limit
-    after a few (candidate, dtype, grad mode) combinations. Call it inside
-    :func:`compile_limits`.
+    after a few (candidate, dtype, grad mode) combinations. The cache is keyed by the
+    function object, not the id: two suites may declare different user functions under
+    one id. Call it inside :func:`compile_limits`.
     """
-    fn = _COMPILED.get(candidate.id)
+    fn = _COMPILED.get(candidate.fn)
     if fn is None:
-        fn = _COMPILED[candidate.id] = torch.compile(candidate.fn, dynamic=True)
+        fn = _COMPILED[candidate.fn] = torch.compile(candidate.fn, dynamic=True)
     return fn
 
 
@@ -170,6 +169,8 @@ def evaluate(
     except Unsupported as exc:
         return _unsupported(n, exc.reason)
     except Exception as exc:
+        if candidate.target is not None:  # the user's code failing is a result, not a crash
+            return _unsupported(n, f"{candidate.target}: {first_line(exc)}")
         if mode == "compile":
             return _unsupported(n, f"torch.compile failed: {first_line(exc)}")
         if is_missing_kernel(exc):
@@ -227,6 +228,12 @@ def _evaluate_peer(
         return _unsupported(n, f"{candidate.id} is a peer outside torch: no torch.compile")
     try:
         out = np.asarray(candidate.fn(*arrays, threshold=threshold), dtype=np.float64)
+        if candidate.target is not None and out.shape != (n,):
+            raise RuntimeError(f"returned shape {out.shape}, expected ({n},)")
     except Unsupported as exc:
         return _unsupported(n, exc.reason)
+    except Exception as exc:
+        if candidate.target is None:
+            raise
+        return _unsupported(n, f"{candidate.target}: {first_line(exc)}")
     return Evaluation(out.reshape(n), {})

@@ -55,6 +55,9 @@ class Candidate:
         threshold: default threshold of a threshold-family candidate, None otherwise.
         published_thresholds: thresholds used by published code or text (may be empty).
         fn: the callable, ``fn(k, *params, threshold=None)``.
+        target: for a user's own candidate declared in a suite
+            (:mod:`ztbench.candidates.external`), the ``module:function`` or
+            ``file.py:function`` it calls; None for the built-in ones.
     """
 
     id: str
@@ -67,6 +70,7 @@ class Candidate:
     fn: Callable[..., Any] = field(repr=False, compare=False)
     threshold: float | None = None
     published_thresholds: tuple[float, ...] = ()
+    target: str | None = None
 
     @property
     def name(self) -> str:

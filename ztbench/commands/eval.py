@@ -1,5 +1,10 @@
 """``ztbench eval``: evaluate one candidate at the points of a CSV file.
 
+CANDIDATE is a candidate id, or the user's own function as ``module:function`` or
+``path/to/file.py:function`` with ``--family`` (and ``--form``, ``--sign``, ``--kind``,
+``--parameters`` as in a suite's ``[[candidates.external]]``; see
+:mod:`ztbench.candidates.external`). Importing it runs the user's code.
+
 The inputs are rounded to ``--dtype`` first; OUTPUT holds the rounded inputs (float64
 repr), the other input columns unchanged, ``value`` and the gradients ``d_<param>``
 (empty cells where the candidate has no gradient, i.e. peers; ``nan`` where autograd gave
@@ -15,6 +20,7 @@ import sys
 import numpy as np
 
 from ztbench.candidates import get_candidate
+from ztbench.candidates.external import add_cli_arguments, from_cli
 from ztbench.dtypes import DTYPE_NAMES, round_to
 from ztbench.errors import UserError
 from ztbench.evaluate import MODES, evaluate
@@ -27,7 +33,12 @@ EXIT_UNSUPPORTED = 1
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("candidate", metavar="CANDIDATE", help="candidate id, e.g. ztnb/stable")
+    p.add_argument(
+        "candidate",
+        metavar="CANDIDATE",
+        help="candidate id, e.g. ztnb/stable, or your own module:function or "
+        "path/to/file.py:function (with --family)",
+    )
     p.add_argument(
         "input",
         metavar="INPUT.csv",
@@ -44,15 +55,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="T",
         help="threshold of a threshold-family candidate (default: its own)",
     )
+    add_cli_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cand = get_candidate(args.candidate)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
     if args.dtype not in DTYPE_NAMES:
         raise UserError(f"unknown dtype {args.dtype!r} (known: {', '.join(DTYPE_NAMES)})")
+    if ":" in args.candidate:  # the user's own function
+        if args.family is None:
+            raise UserError(f"{args.candidate}: give its family with --family")
+        cand = from_cli(args.candidate, args.family, args, (args.dtype,))
+    else:
+        try:
+            cand = get_candidate(args.candidate)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     if args.mode not in MODES:
         raise UserError(f"unknown mode {args.mode!r} (known: {', '.join(MODES)})")
     if args.threshold is not None:

@@ -85,7 +85,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ztbench.candidates import get_candidate
     from ztbench.dtypes import DTYPE_NAMES
     from ztbench.environment import environment_info
     from ztbench.suite import DEVICES, find_suite, load_suite
@@ -109,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             if not any(fnmatch.fnmatchcase(i, pat) for i in ids):
                 raise UserError(f"--candidates: {pat!r} matches no candidate of suite {suite.name}")
         ids = [i for i in ids if any(fnmatch.fnmatchcase(i, p) for p in patterns)]
-    candidates = with_naive([get_candidate(i) for i in ids])
+    candidates = with_naive([suite.candidate(i) for i in ids])
 
     dtypes = _check(_split(args.dtypes) or suite.dtypes, DTYPE_NAMES, "--dtypes")
     devices = _split(args.devices) or list(suite.devices)

@@ -176,9 +176,12 @@ def board_keys(results: Results) -> list[BoardKey]:
     return keys
 
 
-def _kind(candidate_id: str) -> str:
+def _kind(candidate_id: str, env: dict | None = None) -> str:
     from ztbench.candidates import get_candidate
 
+    for ext in (env or {}).get("external_candidates", []):  # the user's own (env.json)
+        if ext.get("id") == candidate_id:
+            return f"{ext.get('kind', '?')}, external"
     try:
         return get_candidate(candidate_id).kind
     except ValueError:
@@ -206,7 +209,7 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         if val.empty:
             continue
         v = val.iloc[0]
-        row: dict = {"candidate": cand, "kind": _kind(cand), "status": v["status"],
+        row: dict = {"candidate": cand, "kind": _kind(cand, results.env), "status": v["status"],
                      "failures": int(v["failures"]), "max_ulp": float(v["max_ulp"]),
                      "p99_ulp": float(v["p99_ulp"]), "max_abs_err": float(v["max_abs_err"]),
                      "n": int(v["n"])}  # fmt: skip
