@@ -121,7 +121,8 @@ def test_eval_unsupported_exit_1_no_output(
 def test_candidates_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["candidates"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["id", "family", "form", "dtypes", "description", "provenance"]
+    header = ["id", "family", "form", "inputs", "dtypes", "description", "provenance"]
+    assert lines[0].split() == header
     ids = [line.split()[0] for line in lines[1:]]
     assert ids == [c.id for c in list_candidates()]
     assert main(["candidates", "--family", "ztnb"]) == 0

@@ -8,8 +8,12 @@ Data flow (one way)::
 
 Measurement rules:
 
-- Inputs are rounded to the target dtype first and the reference is computed at the
-  rounded input, so input rounding is never charged to a formula. A point whose rounded
+- Each candidate's own inputs are rounded to the target dtype first (a candidate taking
+  log theta gets log_theta = round_T(log theta)) and the reference is computed at the
+  exact value those rounded inputs stand for (theta = exp(log_theta), inside the
+  reference engine), so input rounding is never charged to a formula. Gradients are
+  measured with respect to the candidate's own parameters (``d_log_theta`` against the
+  certified theta d/dtheta). A point whose rounded
   inputs leave the family's domain (lam = 1e-30 underflows to 0 in float16) is counted as
   ``out_of_range`` for that dtype, not as an error.
 - ``value`` is compared with ``nll`` or ``nll_loss`` according to the candidate's form;
@@ -45,7 +49,7 @@ from ztbench.candidates import Candidate
 from ztbench.dtypes import round_to
 from ztbench.environment import environment_info
 from ztbench.evaluate import Evaluation, evaluate
-from ztbench.families import Family, domain_mask, get_family
+from ztbench.families import Family, domain_mask, get_family, to_natural, to_own
 from ztbench.grids import build_points, region_mask
 from ztbench.jsonfloat import encode
 from ztbench.reference import compute_references
@@ -57,7 +61,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "worst_k", "worst_lam", "worst_mu", "worst_theta",
     # beyond the required columns:
     "max_bits", "mean_bits", "rms_ulp", "max_rel_err", "threshold", "status",
-    "out_of_range", "uncertified",
+    "out_of_range", "uncertified", "worst_log_lam", "worst_log_mu", "worst_log_theta",
 )  # fmt: skip
 THRESHOLD_COLUMNS: tuple[str, ...] = (
     "family", "candidate", "dtype", "device", "mode", "t", "n", "failures", "max_ulp",
@@ -65,6 +69,7 @@ THRESHOLD_COLUMNS: tuple[str, ...] = (
     "best", "published",
 )  # fmt: skip
 PARAMS: tuple[str, ...] = ("lam", "mu", "theta")
+LOG_COLUMNS: tuple[str, ...] = tuple(f"log_{p}" for p in PARAMS)
 
 
 @dataclass
@@ -80,12 +85,15 @@ class AccuracyResult:
 
 @dataclass
 class _Dtyped:
-    """The points of one family rounded to one dtype, with their references."""
+    """The points of one family rounded to one dtype in one parameterisation, with their
+    references."""
 
     dtype: str
-    points: pd.DataFrame  # rounded, in-range rows only
+    points: pd.DataFrame  # the parameterisation's columns, rounded, in-range rows only
+    natural: pd.DataFrame  # the same points in natural columns (float64 exp of log ones)
     refs: pd.DataFrame  # aligned with points
     out_of_range: int
+    log_params: tuple[str, ...] = ()
 
 
 def _reference_of(candidate: Candidate, quantity: str) -> str:
@@ -98,25 +106,46 @@ def _device_available(device: str) -> bool:
     return device == "cpu" or (device == "cuda" and torch.cuda.is_available())
 
 
-def _prepare(family: Family, suite: Suite, cache_dir, progress: bool | None) -> list[_Dtyped]:
-    """Round the family's points to each dtype and attach certified references.
+def _prepare(
+    family: Family,
+    suite: Suite,
+    cache_dir,
+    progress: bool | None,
+    parameterisations: tuple[tuple[str, ...], ...] = ((),),
+) -> dict[tuple[str, ...], list[_Dtyped]]:
+    """Round the family's points to each dtype in each parameterisation (the log
+    parameters of the candidates measured) and attach certified references.
 
-    The references of all dtypes are computed in one call (shared points are computed once,
-    and the work is parallel over the cores).
+    A log parameter is rounded as log_p = round_T(log p) and its reference taken at
+    exp(log_p) exactly. The references of all dtypes of a parameterisation are computed in
+    one call (shared points are computed once, and the work is parallel over the cores).
     """
     points = build_points(suite, family.name)
-    per_dtype = []
-    for dtype in suite.dtypes:
-        rounded = pd.DataFrame({c: round_to(points[c].to_numpy(), dtype) for c in family.columns})
-        keep = domain_mask(family, rounded, allow_k0=False)
-        per_dtype.append((dtype, rounded[keep].reset_index(drop=True), int((~keep).sum())))
-    stacked = pd.concat([p for _, p, _ in per_dtype], ignore_index=True)
-    refs = compute_references(family, stacked, cache_dir=cache_dir, progress=progress)
-    out, start = [], 0
-    for dtype, pts, n_out in per_dtype:
-        r = refs.iloc[start : start + len(pts)].reset_index(drop=True)
-        out.append(_Dtyped(dtype, pts, r, n_out))
-        start += len(pts)
+    out: dict[tuple[str, ...], list[_Dtyped]] = {}
+    for logp in parameterisations:
+        own_cols = family.columns_for(logp)
+        own = to_own(family, points, logp)
+        per_dtype = []
+        for dtype in suite.dtypes:
+            rounded = pd.DataFrame({c: round_to(own[c], dtype) for c in own_cols})
+            natural = pd.DataFrame(to_natural(family, rounded, logp))
+            keep = domain_mask(family, natural, allow_k0=False)
+            per_dtype.append(
+                (
+                    dtype,
+                    rounded[keep].reset_index(drop=True),
+                    natural[keep].reset_index(drop=True),
+                    int((~keep).sum()),
+                )
+            )
+        stacked = pd.concat([p for _, p, _, _ in per_dtype], ignore_index=True)
+        refs = compute_references(family, stacked, cache_dir=cache_dir, progress=progress,
+                                  log_params=logp)  # fmt: skip
+        out[logp], start = [], 0
+        for dtype, pts, nat, n_out in per_dtype:
+            r = refs.iloc[start : start + len(pts)].reset_index(drop=True)
+            out[logp].append(_Dtyped(dtype, pts, nat, r, n_out, logp))
+            start += len(pts)
     return out
 
 
@@ -162,11 +191,18 @@ class _Collector:
         self._writer.write_table(arrow.cast(self._writer.schema))
 
 
-def _worst_inputs(family: Family, pts: pd.DataFrame, worst: int) -> dict[str, float]:
-    out = {f"worst_{c}": math.nan for c in ("k", *PARAMS)}
+def _worst_inputs(
+    family: Family, nat: pd.DataFrame, worst: int, own: pd.DataFrame | None = None
+) -> dict[str, float]:
+    """``worst_<col>`` of the natural columns, and ``worst_log_<p>``: the candidate's own
+    rounded input where it takes a log parameter (exp of it is only float64's)."""
+    out = {f"worst_{c}": math.nan for c in ("k", *PARAMS, *LOG_COLUMNS)}
     if worst >= 0:
         for c in family.columns:
-            out[f"worst_{c}"] = float(pts[c].iloc[worst])
+            out[f"worst_{c}"] = float(nat[c].iloc[worst])
+        for c in () if own is None else own.columns:
+            if c in LOG_COLUMNS:
+                out[f"worst_{c}"] = float(own[c].iloc[worst])
     return out
 
 
@@ -188,9 +224,10 @@ def _errors(computed: np.ndarray, reference: np.ndarray, dtype: str) -> dict[str
     }
 
 
-def _summary_row(base: dict, family: Family, pts: pd.DataFrame, err: dict, mask) -> dict:
+def _summary_row(
+    base: dict, family: Family, nat: pd.DataFrame, own: pd.DataFrame, err: dict, mask
+) -> dict:
     s = metrics.summarise_errors(err["ulp_err"][mask], err["failure"][mask], err["bits_err"][mask])
-    sub = pts[mask]
     abs_err = err["abs_err"][mask]
     rel_err = err["rel_err"][mask]
     return {
@@ -202,7 +239,7 @@ def _summary_row(base: dict, family: Family, pts: pd.DataFrame, err: dict, mask)
         "median_ulp": s.median_ulp,
         "mean_ulp": s.mean_ulp,
         "max_abs_err": float(abs_err.max()) if abs_err.size else math.nan,
-        **_worst_inputs(family, sub, s.worst),
+        **_worst_inputs(family, nat[mask], s.worst, own[mask]),
         "max_bits": s.max_bits,
         "mean_bits": s.mean_bits,
         "rms_ulp": s.rms_ulp,
@@ -224,7 +261,7 @@ def _measure(
     threshold = cand.threshold if cand.threshold is not None else math.nan
     base = {"family": family.name, "candidate": cand.id, "dtype": data.dtype, "device": device,
             "mode": mode, "threshold": threshold}  # fmt: skip
-    quantities = ("value", *family.gradients)
+    quantities = ("value", *cand.gradients)
     if not _device_available(device):
         collector.rows += _status_rows(
             base, f"skipped: device {device} not available", ("value",), data.out_of_range
@@ -237,9 +274,10 @@ def _measure(
         return
     cert = data.refs["certified"].to_numpy()
     pts = data.points[cert].reset_index(drop=True)
+    nat = data.natural[cert].reset_index(drop=True)
     refs = data.refs[cert].reset_index(drop=True)
     t0 = time.perf_counter()
-    ev: Evaluation = evaluate(cand, {c: pts[c].to_numpy() for c in family.columns}, data.dtype,
+    ev: Evaluation = evaluate(cand, {c: pts[c].to_numpy() for c in cand.columns}, data.dtype,
                               device, mode)  # fmt: skip
     timings["evaluation"] += time.perf_counter() - t0
     if ev.status != "ok":
@@ -249,7 +287,7 @@ def _measure(
         return
     t0 = time.perf_counter()
     regions = [("all", np.ones(len(pts), dtype=bool))] + [
-        (name, region_mask(pts, r)) for name, r in suite.regions.items() if r.family == family.name
+        (name, region_mask(nat, r)) for name, r in suite.regions.items() if r.family == family.name
     ]
     per_point = []
     for q in quantities:
@@ -261,7 +299,8 @@ def _measure(
         reference = refs[_reference_of(cand, q)].to_numpy()
         err = _errors(computed, reference, data.dtype)
         for name, mask in regions:
-            row = _summary_row({**base, "quantity": q, "region": name}, family, pts, err, mask)
+            row = _summary_row({**base, "quantity": q, "region": name}, family, nat, pts, err,
+                               mask)  # fmt: skip
             collector.rows.append({**row, "status": "ok", **extra})
         per_point.append(
             pd.DataFrame(
@@ -269,8 +308,10 @@ def _measure(
                     "family": family.name, "candidate": cand.id, "dtype": data.dtype,
                     "device": device, "mode": mode, "quantity": q,
                     "k": pts["k"].to_numpy(),
-                    **{p: (pts[p].to_numpy() if p in pts else np.full(len(pts), np.nan))
+                    **{p: (nat[p].to_numpy() if p in nat else np.full(len(pts), np.nan))
                        for p in PARAMS},
+                    **{c: (pts[c].to_numpy() if c in pts else np.full(len(pts), np.nan))
+                       for c in LOG_COLUMNS},
                     "computed": computed, "reference": reference, **err,
                 }
             )
@@ -288,8 +329,9 @@ def _sweep(
     """Value errors of a threshold candidate at each t (eager), best and published marked."""
     cert = data.refs["certified"].to_numpy()
     pts = data.points[cert].reset_index(drop=True)
+    nat = data.natural[cert].reset_index(drop=True)
     reference = data.refs[cert][_reference_of(cand, "value")].to_numpy()
-    arrays = {c: pts[c].to_numpy() for c in family.columns}
+    arrays = {c: pts[c].to_numpy() for c in cand.columns}
     rows = []
     for t in sorted(set(ts) | set(cand.published_thresholds)):
         ev = evaluate(cand, arrays, data.dtype, device, "eager", threshold=t, gradients=False)
@@ -304,7 +346,7 @@ def _sweep(
         rows.append({**base, "n": s.n, "failures": s.failures, "max_ulp": s.max_ulp,
                      "p99_ulp": s.p99_ulp,
                      "max_abs_err": float(err["abs_err"].max()) if s.n else math.nan,
-                     **_worst_inputs(family, pts, s.worst)})  # fmt: skip
+                     **_worst_inputs(family, nat, s.worst, pts)})  # fmt: skip
     # best t: fewest failures, then smallest max, then p99, then the smaller t
     ranked = sorted(
         (r for r in rows if r["n"] > 0),
@@ -350,9 +392,13 @@ def run_accuracy(
             if not suite.candidates_of(fname):
                 continue
             t0 = time.perf_counter()
-            prepared = _prepare(family, suite, cache_dir, progress)
+            measured = [suite.candidate(c) for c in suite.candidates_of(fname)]
+            measured += [suite.candidate(c) for c in suite.thresholds]
+            logps = tuple(dict.fromkeys(c.log_params for c in measured if c.family == fname))
+            prepared = _prepare(family, suite, cache_dir, progress, logps)
             timings["references"] += time.perf_counter() - t0
-            jobs = [(c, dev, m, d) for c, dev, m in _jobs(suite, family) for d in prepared]
+            jobs = [(c, dev, m, d) for c, dev, m in _jobs(suite, family)
+                    for d in prepared[c.log_params]]  # fmt: skip
             bar = tqdm(jobs, desc=f"accuracy {fname}", unit="run", leave=False,
                        disable=progress is False, delay=0 if progress else 2)  # fmt: skip
             for cand, device, mode, data in bar:
@@ -363,7 +409,7 @@ def run_accuracy(
                 if cand.family != fname:
                     continue
                 for device in filter(_device_available, suite.devices):
-                    for data in prepared:
+                    for data in prepared[cand.log_params]:
                         collector.threshold_rows += _sweep(family, cand, ts, device, data)
             timings["evaluation"] += time.perf_counter() - t0
 

@@ -209,6 +209,9 @@ def make_call(
 ) -> Callable[[], Any]:
     """A no-argument callable running one ``pass_`` of ``candidate`` on ``inputs``.
 
+    ``inputs`` are natural (:func:`timing_inputs`); parameters the candidate takes as
+    logarithms are passed as their logs.
+
     Torch candidates only (peers: :func:`make_peer_call`). ``compile`` uses
     :func:`compiled` (``dynamic=True``, cached per candidate); run it inside
     :func:`compile_limits` so that dynamo does not silently fall back to eager.
@@ -225,6 +228,10 @@ def make_call(
         return cfn(k, *params, threshold=threshold)
 
     k = inputs[0]
+    # a candidate taking log parameters gets their logs (computed once, outside the timing)
+    names = get_family(candidate.family).params
+    inputs = [k, *(torch.log(p) if n in candidate.log_params else p
+                   for n, p in zip(names, inputs[1:], strict=True))]  # fmt: skip
     if pass_ == "forward":
         params = [p.detach() for p in inputs[1:]]
 

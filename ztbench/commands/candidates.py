@@ -14,7 +14,7 @@ from ztbench.suite import load_suite
 HELP = ("list the candidate formulations (built-in, and a suite's external ones): id, family, "
         "form, dtypes, description, provenance")
 
-COLUMNS = ("id", "family", "form", "dtypes", "description", "provenance")
+COLUMNS = ("id", "family", "form", "inputs", "dtypes", "description", "provenance")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +41,7 @@ def rows(family: str | None = None, external: Iterable[Any] = ()) -> list[dict[s
                 "id": c.id,
                 "family": c.family,
                 "form": c.form,
+                "inputs": ",".join(c.columns),
                 "dtypes": dtypes,
                 "description": desc,
                 "provenance": c.provenance,

@@ -5,11 +5,15 @@ CANDIDATE is a candidate id, or the user's own function as ``module:function`` o
 ``--parameters`` as in a suite's ``[[candidates.external]]``; see
 :mod:`ztbench.candidates.external`). Importing it runs the user's code.
 
-The inputs are rounded to ``--dtype`` first; OUTPUT holds the rounded inputs (float64
-repr), the other input columns unchanged, ``value`` and the gradients ``d_<param>``
-(empty cells where the candidate has no gradient, i.e. peers; ``nan`` where autograd gave
-NaN). Written atomically; nothing is written when the input is bad or the candidate is
-unsupported for the requested dtype/device/mode.
+INPUT gives the candidate's own columns (``k,mu,log_theta`` for a candidate taking log
+theta; ``ztbench candidates`` lists them) or the family's natural ones (``k,mu,theta``),
+which are converted (log_theta = log theta in float64). The inputs are rounded to
+``--dtype`` first; OUTPUT holds the candidate's rounded inputs (float64 repr), the other
+input columns unchanged, ``value`` and the gradients with respect to its own parameters,
+``d_<param>`` or ``d_log_<param>`` (empty cells where the candidate has no gradient,
+i.e. peers; ``nan`` where autograd gave NaN). Written atomically; nothing is written
+when the input is bad or the candidate is unsupported for the requested
+dtype/device/mode.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import numpy as np
 
 from ztbench.candidates import get_candidate
 from ztbench.candidates.external import add_cli_arguments, from_cli
-from ztbench.dtypes import DTYPE_NAMES, round_to
+from ztbench.dtypes import DTYPE_NAMES
 from ztbench.errors import UserError
-from ztbench.evaluate import MODES, evaluate
+from ztbench.evaluate import MODES, candidate_inputs, evaluate
 from ztbench.families import get_family
-from ztbench.pointsio import read_points_csv, write_csv
+from ztbench.pointsio import read_header, read_points_csv, write_csv
 
 HELP = "evaluate one candidate (value and autograd gradients) at the points of a CSV file"
 
@@ -42,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "input",
         metavar="INPUT.csv",
-        help="header row with k,lam (ztpoisson) or k,mu,theta (ztnb); other columns kept",
+        help="header row with k,lam (ztpoisson) or k,mu,theta (ztnb), or the candidate's "
+        "own columns (e.g. k,mu,log_theta); other columns kept",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT.csv")
     p.add_argument("--dtype", default="float64", help=f"one of: {', '.join(DTYPE_NAMES)}")
@@ -79,19 +84,26 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--threshold must be finite, got {args.threshold!r}")
 
     family = get_family(cand.family)
-    df = read_points_csv(args.input, family)
-    for col in family.columns:
-        df[col] = round_to(np.array(df[col], dtype=np.float64), args.dtype)
-    points = {c: df[c].to_numpy() for c in family.columns}
+    header = read_header(args.input)
+    own = all(c in header for c in cand.columns)
+    df = read_points_csv(args.input, family, cand.log_params if own else ())
+    points = candidate_inputs(cand, {c: df[c].to_numpy() for c in df.columns if c in
+                                     (*family.columns, *cand.columns)}, args.dtype)  # fmt: skip
+    if not own:  # natural columns converted: the candidate's own columns replace them
+        df = df.drop(columns=[c for c in family.columns if c not in cand.columns])
+        df = df.assign(**{c: 0.0 for c in cand.columns if c not in df.columns})
+        df = df[[*cand.columns, *(c for c in df.columns if c not in cand.columns)]]
+    for col in cand.columns:
+        df[col] = points[col]
 
     result = evaluate(cand, points, args.dtype, args.device, args.mode, args.threshold)
     if not result.ok:
         print(f"ztbench eval: {cand.id} unsupported: {result.reason}", file=sys.stderr)
         return EXIT_UNSUPPORTED
 
-    out = df.drop(columns=[c for c in ("value", *family.gradients) if c in df.columns])
+    out = df.drop(columns=[c for c in ("value", *cand.gradients) if c in df.columns])
     out["value"] = result.value
-    for g in family.gradients:
+    for g in cand.gradients:
         out[g] = result.grads[g] if g in result.grads else ""
     write_csv(out, args.output)
     return 0

@@ -218,6 +218,8 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         gfail, gmax, has_grad = 0, 0.0, False
         for g in grads:
             gr = cs[cs["quantity"] == g]
+            if gr.empty:  # a candidate taking log p is measured on d_log_p
+                gr = cs[cs["quantity"] == g.replace("d_", "d_log_", 1)]
             status = gr.iloc[0]["status"] if not gr.empty else "no gradient"
             row[f"{g}_status"] = status
             if status == "ok":
@@ -440,12 +442,16 @@ def worst_cases(results: Results, candidates: dict[str, list[str]],
                 if r.empty:
                     continue
                 r = r.iloc[0]
-                point = {c: float(r[f"worst_{c}"]) for c in family.columns}
+                # the candidate's own inputs: log_p where it takes log p (exp(log_p) in
+                # float64 would not round back to the same input in float64)
+                columns = tuple(f"log_{c}" if not pd.isna(r.get(f"worst_log_{c}", math.nan))
+                                else c for c in family.columns)  # fmt: skip
+                point = {c: float(r[f"worst_{c}"]) for c in columns}
                 if any(math.isnan(v) for v in point.values()):
                     continue
                 computed = reference = math.nan
                 pts = results.read_points(
-                    ["k", *family.params, "computed", "reference", "ulp_err"],
+                    [*columns, "computed", "reference", "ulp_err"],
                     candidate=cand, dtype=dtype, device=r["device"], mode=RANK_MODE,
                     quantity="value",
                 )  # fmt: skip
@@ -460,10 +466,7 @@ def worst_cases(results: Results, candidates: dict[str, list[str]],
                 path = results.dir / "worst_cases" / name
                 with atomic_path(path) as tmp:
                     tmp.write_text(
-                        ",".join(family.columns)
-                        + "\n"
-                        + ",".join(repr(point[c]) for c in family.columns)
-                        + "\n"
+                        ",".join(columns) + "\n" + ",".join(repr(point[c]) for c in columns) + "\n"
                     )
                 thr = r["threshold"]
                 cmd = (f"ztbench eval {cand} {path} --dtype {dtype}"
