@@ -40,6 +40,10 @@ def ztnb(k, mu, theta):
             + w + torch.log(-torch.expm1(-w)))
 
 
+def ztnb_logs(k, log_mu, log_theta):
+    return ztnb(k, torch.exp(log_mu), torch.exp(log_theta))
+
+
 def ztnb_log_prob(k, mu, theta):
     return -ztnb(k, mu, theta)
 
@@ -392,3 +396,23 @@ def test_bfloat16_probe_and_run(project: Path, tmp_path: Path) -> None:
     s = run_accuracy(suite, None, cache_dir=tmp_path / "c", progress=False).summary
     assert (s["status"] == "ok").all()
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_log_parameters_measured_in_their_own_parameterisation(
+    project: Path, tmp_path: Path
+) -> None:
+    """parameters = { mu = "log", theta = "log" }: the function gets log_mu and log_theta
+    rounded to the dtype, and is measured on d_log_mu, d_log_theta against the certified
+    p d/dp at p = exp(log_p); in float64 its values are within 1e-12 nats there."""
+    table = ext_table(id="mine/logs", target="code/user_loss.py:ztnb_logs",
+                      parameters='{ mu = "log", theta = "log" }')  # fmt: skip
+    suite = load_suite(write_suite(project, table))
+    cand = suite.candidate("mine/logs")
+    assert cand.columns == ("k", "log_mu", "log_theta")
+    assert cand.gradients == ("d_log_mu", "d_log_theta")
+    s = run_accuracy(suite, None, cache_dir=tmp_path / "c", progress=False).summary
+    s = s[(s["region"] == "all") & (s["dtype"] == "float64")].set_index("quantity")
+    assert set(s.index) == {"value", "d_log_mu", "d_log_theta"}
+    assert (s["status"] == "ok").all()
+    assert s.loc["value", "max_abs_err"] < 1e-12
+    assert s.loc["d_log_mu", "max_abs_err"] < 1e-10

@@ -9,6 +9,7 @@ Suite schema (an array of tables inside ``[candidates]``; unknown keys are an er
     family = "ztnb"                   # ztpoisson or ztnb
     form = "loss"                     # "loss" (without lgamma(k + 1)) or "full"
     sign = "nll"                      # optional: "nll" (default) or "log_prob" (negated)
+    parameters = { theta = "log" }    # optional: per parameter "natural" (default) or "log"
     kind = "torch"                    # optional: "torch" (default: tensor function, autograd)
                                       #   or "numpy" (float64 arrays, no gradient, CPU)
     dtypes = ["float64", "float32"]   # optional: default every suite dtype (numpy: float64)
@@ -18,8 +19,12 @@ Suite schema (an array of tables inside ``[candidates]``; unknown keys are an er
 
 The function is called as ``fn(k, *params)`` with ``k`` a float tensor of the measured
 dtype (numpy: a float64 array) and the family's parameters in order (``lam``; ``mu``,
-``theta``), and must return the elementwise value, same shape and dtype. Every declared
-external candidate is measured; ``include``/``exclude``/``kinds`` select built-in ones.
+``theta``), each natural or its logarithm as declared (``fn(k, mu, log_theta)`` above),
+and must return the elementwise value, same shape and dtype. It is measured like a
+built-in candidate: its own inputs are rounded to the dtype (log_theta = round_T(log
+theta)), the reference is taken at the exact values they stand for, and its gradients
+are those with respect to its own parameters (``d_log_theta``). Every declared external
+candidate is measured; ``include``/``exclude``/``kinds`` select built-in ones.
 
 Loading a target imports the user's module, that is, runs the user's code in this process:
 that is the user's act, and nothing here sandboxes it. The target is then called once per
@@ -50,7 +55,7 @@ import torch
 
 from ztbench.candidates.base import Candidate
 from ztbench.dtypes import DTYPE_NAMES, get_format, round_to
-from ztbench.families import FAMILIES, get_family
+from ztbench.families import FAMILIES, get_family, to_own
 
 KEYS: tuple[str, ...] = (
     "id", "target", "family", "form", "sign", "parameters", "kind", "dtypes", "threshold",
@@ -60,7 +65,7 @@ REQUIRED: tuple[str, ...] = ("id", "target", "family", "form")
 FORMS: tuple[str, ...] = ("loss", "full")
 SIGNS: tuple[str, ...] = ("nll", "log_prob")
 KINDS: tuple[str, ...] = ("torch", "numpy")
-PARAMETERISATIONS: tuple[str, ...] = ("natural",)
+PARAMETERISATIONS: tuple[str, ...] = ("natural", "log")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.+-]+$")
 # Benign points: moderate counts and parameters at which any sound formulation is finite
 # in every dtype (bfloat16 included).
@@ -95,6 +100,11 @@ class ExternalSpec:
         """Per parameter of the family, ``natural`` or ``log`` (default natural)."""
         given = dict(self.parameters or {})
         return {p: given.get(p, "natural") for p in get_family(self.family).params}
+
+    @property
+    def log_params(self) -> tuple[str, ...]:
+        """The parameters the function takes as logarithms (the runner's ``log_params``)."""
+        return tuple(p for p, how in self.parameterisation().items() if how == "log")
 
 
 # ------------------------------------------------------------------------- the target
@@ -205,9 +215,12 @@ def _threshold_default(fn: Callable[..., Any], keyword: str) -> float:
 # --------------------------------------------------------------------------- the probe
 
 
-def own_inputs(spec: ExternalSpec, params: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """The candidate's own parameters from the family's natural ones, in call order."""
-    return [np.asarray(params[p], dtype=np.float64) for p in get_family(spec.family).params]
+def own_inputs(spec: ExternalSpec, points: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """The candidate's own parameters (``p`` or ``log_p``) from the family's natural
+    columns, in call order (float64; the caller rounds them to its dtype)."""
+    family = get_family(spec.family)
+    own = to_own(family, points, spec.log_params)
+    return [own[c] for c in family.columns_for(spec.log_params)[1:]]
 
 
 def _points_text(family: str) -> str:
@@ -225,7 +238,8 @@ def probe(spec: ExternalSpec, fn: Callable[..., Any]) -> None:
     at = f"at the probe point ({_points_text(spec.family)})"
     for dtype in spec.dtypes:
         k64 = round_to(np.array(pts["k"]), dtype)
-        own = [round_to(a, dtype) for a in own_inputs(spec, {p: np.array(pts[p]) for p in names})]
+        natural = {c: np.array(pts[c]) for c in ("k", *names)}
+        own = [round_to(a, dtype) for a in own_inputs(spec, natural)]
         if spec.kind == "numpy":
             k, args = k64, own
         else:
@@ -298,10 +312,10 @@ def _call(fn: Callable[..., Any], spec: ExternalSpec) -> Callable[..., Any]:
 
 def describe(spec: ExternalSpec) -> str:
     """One line: the target and how it is called."""
-    params = ", ".join(f"{p} ({how})" for p, how in spec.parameterisation().items())
+    params = ", ".join(get_family(spec.family).columns_for(spec.log_params))
     text = spec.description or f"the user's own {spec.family} formulation"
     sign = "; log_prob, negated" if spec.sign == "log_prob" else ""
-    return f"{text}: {spec.target}(k, {params}){sign}"
+    return f"{text}: {spec.target}({params}){sign}"
 
 
 def build(spec: ExternalSpec, base_dir: Path | str = ".", check: bool = True) -> Candidate:
@@ -323,6 +337,7 @@ def build(spec: ExternalSpec, base_dir: Path | str = ".", check: bool = True) ->
         dtypes=spec.dtypes,
         fn=_call(fn, spec),
         threshold=default,
+        log_params=spec.log_params,
         target=spec.target,
     )
 
