@@ -44,6 +44,13 @@ def ztnb_logs(k, log_mu, log_theta):
     return ztnb(k, torch.exp(log_mu), torch.exp(log_theta))
 
 
+def nb_dist(k, total_count, logits):
+    """log P(k | k >= 1) from torch.distributions.NegativeBinomial (torch-nb parameters)."""
+    d = torch.distributions.NegativeBinomial(total_count=total_count, logits=logits,
+                                             validate_args=False)
+    return d.log_prob(k) - torch.log(-torch.expm1(d.log_prob(torch.zeros_like(k))))
+
+
 def ztnb_log_prob(k, mu, theta):
     return -ztnb(k, mu, theta)
 
@@ -416,3 +423,65 @@ def test_log_parameters_measured_in_their_own_parameterisation(
     assert (s["status"] == "ok").all()
     assert s.loc["value", "max_abs_err"] < 1e-12
     assert s.loc["d_log_mu", "max_abs_err"] < 1e-10
+
+
+def mp_ztnb_nll(k: int, total_count: float, logits: float) -> object:
+    """Full ZTNB NLL at theta = total_count, mu = total_count e^logits, in mpmath (written
+    here from the NB pmf, independently of ztbench's reference formulas)."""
+    import mpmath as mp
+
+    theta = mp.mpf(total_count)
+    mu = theta * mp.exp(mp.mpf(logits))
+    logpmf = (mp.loggamma(k + theta) - mp.loggamma(theta) - mp.loggamma(k + 1)
+              + theta * mp.log(theta / (theta + mu)) + k * mp.log(mu / (theta + mu)))  # fmt: skip
+    return -(logpmf - mp.log(1 - (theta / (theta + mu)) ** theta))
+
+
+def test_torch_nb_references_against_mpmath(tmp_path: Path) -> None:
+    """The torch-nb parameterisation's references: the NLL at (total_count, logits) and
+    its derivatives in those parameters, against mpmath at 60 digits (numerical
+    differentiation of the pmf written above)."""
+    import mpmath as mp
+
+    from ztbench.families import TORCH_NB
+
+    pts = {"k": np.array([1.0, 3.0, 40.0, 2.0]), "total_count": np.array([0.7, 5.0, 120.0, 3e4]),
+           "logits": np.array([-2.5, 0.3, 1.1, -9.0])}  # fmt: skip
+    ref = compute_references(get_family("ztnb"), pd.DataFrame(pts), cache_dir=tmp_path,
+                             progress=False, log_params=(TORCH_NB,))  # fmt: skip
+    assert list(ref.columns) == ["nll", "nll_loss", "d_total_count", "d_logits", "certified"]
+    assert ref["certified"].all()
+    with mp.workdps(60):
+        for i in range(4):
+            k, tc, lg = int(pts["k"][i]), pts["total_count"][i], pts["logits"][i]
+            nll = mp_ztnb_nll(k, tc, lg)
+            assert abs(ref["nll"][i] - float(nll)) <= 1e-15 * abs(float(nll))
+            d_tc = mp.diff(lambda t, k=k, lg=lg: mp_ztnb_nll(k, t, lg), mp.mpf(tc))
+            d_lg = mp.diff(lambda g, k=k, tc=tc: mp_ztnb_nll(k, tc, g), mp.mpf(lg))
+            assert abs(ref["d_total_count"][i] - float(d_tc)) <= 1e-13 * abs(float(d_tc))
+            assert abs(ref["d_logits"][i] - float(d_lg)) <= 1e-13 * abs(float(d_lg))
+
+
+def test_torch_nb_parameterisation(project: Path, tmp_path: Path) -> None:
+    """parameters = "torch-nb": the function gets (total_count, logits) rounded to the
+    dtype and is measured on d_total_count, d_logits; torch.distributions'
+    NegativeBinomial is within 1e-11 nats of the references in float64 on these points."""
+    table = ext_table(id="mine/nb-dist", target="code/user_loss.py:nb_dist", form="full",
+                      sign="log_prob", parameters='"torch-nb"')  # fmt: skip
+    suite = load_suite(write_suite(project, table))
+    cand = suite.candidate("mine/nb-dist")
+    assert cand.columns == ("k", "total_count", "logits")
+    assert cand.gradients == ("d_total_count", "d_logits")
+    s = run_accuracy(suite, None, cache_dir=tmp_path / "c", progress=False).summary
+    s = s[(s["region"] == "all") & (s["dtype"] == "float64")].set_index("quantity")
+    assert set(s.index) == {"value", "d_total_count", "d_logits"}
+    assert (s["status"] == "ok").all() and (s["failures"] == 0).all()
+    assert s.loc["value", "max_abs_err"] < 1e-11
+    assert s.loc["d_logits", "max_abs_err"] < 1e-9
+
+
+def test_torch_nb_is_ztnb_only(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = ext_table(id="mine/ztp", family="ztpoisson", target="code/user_loss.py:ztp_threshold",
+                      parameters='"torch-nb"')  # fmt: skip
+    err = one_line_error(capsys, ["candidates", str(write_suite(project, table))])
+    assert "candidates.external[0].parameters: \"torch-nb\" (total_count, logits) is a ztnb" in err

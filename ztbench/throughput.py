@@ -76,7 +76,7 @@ import torch
 from ztbench.candidates.base import Candidate, Unsupported, get_candidate
 from ztbench.dtypes import get_format
 from ztbench.evaluate import MODES, compile_limits, compiled, first_line, is_missing_kernel
-from ztbench.families import get_family
+from ztbench.families import get_family, is_torch_nb
 from ztbench.jsonfloat import encode
 
 PASSES: tuple[str, ...] = ("forward", "forward+backward")
@@ -229,9 +229,14 @@ def make_call(
 
     k = inputs[0]
     # a candidate taking log parameters gets their logs (computed once, outside the timing)
-    names = get_family(candidate.family).params
-    inputs = [k, *(torch.log(p) if n in candidate.log_params else p
-                   for n, p in zip(names, inputs[1:], strict=True))]  # fmt: skip
+    family = get_family(candidate.family)
+    names = family.params
+    if is_torch_nb(family, candidate.log_params):  # (total_count, logits) from (mu, theta)
+        mu, theta = inputs[1:]
+        inputs = [k, theta, torch.log(mu) - torch.log(theta)]
+    else:
+        inputs = [k, *(torch.log(p) if n in candidate.log_params else p
+                       for n, p in zip(names, inputs[1:], strict=True))]  # fmt: skip
     if pass_ == "forward":
         params = [p.detach() for p in inputs[1:]]
 

@@ -9,7 +9,10 @@ Suite schema (an array of tables inside ``[candidates]``; unknown keys are an er
     family = "ztnb"                   # ztpoisson or ztnb
     form = "loss"                     # "loss" (without lgamma(k + 1)) or "full"
     sign = "nll"                      # optional: "nll" (default) or "log_prob" (negated)
-    parameters = { theta = "log" }    # optional: per parameter "natural" (default) or "log"
+    parameters = { theta = "log" }    # optional: per parameter "natural" (default) or "log";
+                                      #   or "torch-nb": fn(k, total_count, logits) with
+                                      #   total_count = theta, logits = log(mu / theta), as
+                                      #   torch.distributions.NegativeBinomial takes them
     kind = "torch"                    # optional: "torch" (default: tensor function, autograd)
                                       #   or "numpy" (float64 arrays, no gradient, CPU)
     dtypes = ["float64", "float32"]   # optional: default every suite dtype (numpy: float64)
@@ -55,7 +58,7 @@ import torch
 
 from ztbench.candidates.base import Candidate
 from ztbench.dtypes import DTYPE_NAMES, get_format, round_to
-from ztbench.families import FAMILIES, get_family, to_own
+from ztbench.families import FAMILIES, TORCH_NB, get_family, to_own
 
 KEYS: tuple[str, ...] = (
     "id", "target", "family", "form", "sign", "parameters", "kind", "dtypes", "threshold",
@@ -92,18 +95,21 @@ class ExternalSpec:
     kind: str = "torch"
     dtypes: tuple[str, ...] = DTYPE_NAMES
     threshold: str | None = None
-    parameters: Mapping[str, str] | None = None
+    parameters: Mapping[str, str] | str | None = None
     description: str = ""
     origin: str = "the command line"
 
     def parameterisation(self) -> dict[str, str]:
         """Per parameter of the family, ``natural`` or ``log`` (default natural)."""
-        given = dict(self.parameters or {})
+        given = {} if isinstance(self.parameters, str) else dict(self.parameters or {})
         return {p: given.get(p, "natural") for p in get_family(self.family).params}
 
     @property
     def log_params(self) -> tuple[str, ...]:
-        """The parameters the function takes as logarithms (the runner's ``log_params``)."""
+        """The runner's ``log_params``: the parameters the function takes as logarithms,
+        or ``(TORCH_NB,)`` for ``parameters = "torch-nb"``."""
+        if self.parameters == TORCH_NB:
+            return (TORCH_NB,)
         return tuple(p for p, how in self.parameterisation().items() if how == "log")
 
 
@@ -433,10 +439,17 @@ def parse_spec(
     )
 
 
-def _parameters(value: Any, family: str, fail: Callable[[str], TargetError]) -> dict[str, str]:
+def _parameters(
+    value: Any, family: str, fail: Callable[[str], TargetError]
+) -> dict[str, str] | str:
     params = get_family(family).params
+    if value == TORCH_NB:
+        if family != "ztnb":
+            raise fail(f'"{TORCH_NB}" (total_count, logits) is a ztnb parameterisation')
+        return TORCH_NB
     if not isinstance(value, dict):
-        raise fail(f"must be a table (per parameter: {' or '.join(PARAMETERISATIONS)})")
+        raise fail(f"must be a table (per parameter: {' or '.join(PARAMETERISATIONS)}) "
+                   f'or "{TORCH_NB}"')  # fmt: skip
     out: dict[str, str] = {}
     for p, how in value.items():
         if p not in params:
@@ -494,13 +507,17 @@ def add_cli_arguments(p: Any, family_required: bool = True) -> None:
                    "gradient)")
     p.add_argument("--parameters", default=None, metavar="SPEC",
                    help="the target's parameterisation, per parameter natural or log, e.g. "
-                   "'mu=natural,theta=log' (default: natural)")  # fmt: skip
+                   "'mu=natural,theta=log' (default: natural), or torch-nb for "
+                   "(total_count = theta, logits = log(mu/theta))")  # fmt: skip
 
 
-def parse_parameters(text: str | None, family: str) -> dict[str, str] | None:
-    """``--parameters`` text (``p=how,p=how``) -> mapping; TargetError when malformed."""
+def parse_parameters(text: str | None, family: str) -> dict[str, str] | str | None:
+    """``--parameters`` text (``p=how,p=how`` or ``torch-nb``) -> the declaration;
+    TargetError when malformed."""
     if text is None:
         return None
+    if text.strip() == TORCH_NB:
+        return _parameters(TORCH_NB, family, lambda p: TargetError(f"--parameters: {p}"))
     out: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         p, sep, how = item.partition("=")
