@@ -16,7 +16,7 @@ from ztbench.candidates import (
     select_candidates,
 )
 from ztbench.dtypes import round_to
-from ztbench.evaluate import evaluate
+from ztbench.evaluate import candidate_inputs, evaluate
 from ztbench.loss import primitives as P
 from ztbench.reference import compute_references
 
@@ -37,6 +37,7 @@ REQUIRED = {
     "ztnb": [
         "naive",
         "published-code",
+        "published-code-2024-10",
         "published-text",
         "softplus",
         "stable",
@@ -52,8 +53,9 @@ REQUIRED = {
 TORCH = [c for c in list_candidates() if c.kind == "torch"]
 
 
-def refs(family: str, points: dict[str, np.ndarray]):
-    return compute_references(family, points, cache_dir=False, progress=False)
+def refs(family: str, points: dict[str, np.ndarray], log_params: tuple[str, ...] = ()):
+    return compute_references(family, points, cache_dir=False, progress=False,
+                              log_params=log_params)  # fmt: skip
 
 
 def benign(family: str) -> dict[str, np.ndarray]:
@@ -120,12 +122,15 @@ def test_benign_agreement_with_reference(family: str, dtype: str, rtol: float) -
     for c in list_candidates(family):
         if c.kind != "torch":
             continue  # peers: tests/test_peers.py
-        ev = evaluate(c, pts, dtype)
+        own = candidate_inputs(c, pts, dtype)  # log_theta for a candidate taking log theta
+        r = ref if not c.log_params else refs(family, own, c.log_params)
+        ev = evaluate(c, own, dtype)
         assert ev.status == "ok", (c.id, ev.reason)
-        want = ref["nll" if c.form == "full" else "nll_loss"].to_numpy()
+        want = r["nll" if c.form == "full" else "nll_loss"].to_numpy()
         np.testing.assert_allclose(ev.value, want, rtol=rtol, atol=rtol, err_msg=c.id)
+        assert set(ev.grads) == set(c.gradients)
         for g, got in ev.grads.items():
-            np.testing.assert_allclose(got, ref[g].to_numpy(), rtol=rtol, atol=rtol, err_msg=c.id)
+            np.testing.assert_allclose(got, r[g].to_numpy(), rtol=rtol, atol=rtol, err_msg=c.id)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])

@@ -71,7 +71,7 @@ def test_ztnb_published_code_rule() -> None:
     theta = np.array([3.0, below(10.0), 10.0, 10.0, 2.0, 14.5])  # last: clamp theta at 14
     k = np.array([2.0, 1.0, 3.0, 3.0, 7.0, 2.0])
     pts = {"k": k, "mu": mu, "theta": theta}
-    ev = evaluate(get_candidate("ztnb/published-code"), pts, "float64")
+    ev = evaluate(get_candidate("ztnb/published-code-2024-10"), pts, "float64")
     want = _published_code_expected(k, mu, theta)
     np.testing.assert_allclose(ev.value, want, rtol=1e-13)
     ref = refs("ztnb", pts)["nll_loss"].to_numpy()

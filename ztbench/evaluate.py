@@ -148,15 +148,16 @@ def evaluate(
     sweeps need no gradients and run several times faster without autograd.
     ``threshold`` is for threshold-family candidates (None: their default); ValueError
     if given to another candidate, or on an unknown dtype/mode or missing column.
+    ``points`` without the candidate's own columns but with the family's natural ones are
+    converted and rounded first (:func:`candidate_inputs`).
     """
     fmt = get_format(dtype)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
     if threshold is not None and not candidate.is_threshold_family:
         raise ValueError(f"{candidate.id} takes no threshold")
-    for col in candidate.columns:
-        if col not in points:
-            raise ValueError(f"{candidate.id}: points lack column {col!r}")
+    if not all(col in points for col in candidate.columns):
+        points = candidate_inputs(candidate, points, dtype)  # natural columns, converted
     arrays = [np.asarray(points[c], dtype=np.float64).reshape(-1) for c in candidate.columns]
     n = arrays[0].shape[0]
     if threshold is None:

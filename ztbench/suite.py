@@ -54,7 +54,9 @@ Schema (every key below; anything else is an error)::
     #     log-spaced points in [t / sqrt(10), t * sqrt(10)];
     #   ztnb: for each mu in sum_mu, theta = t - mu (the coded rule theta + mu = t); for
     #     each mu in product_mu, theta = 1 + t / (mu - 1) (the text rule (mu-1)(theta-1) =
-    #     t); for each theta in w_theta, mu with w = theta log1p(mu/theta) = t; each with
+    #     t); for each mu in pair_mu (> 1), theta on the published code's product curve
+    #     (mu - 1 + 1e-8)(theta + 1e-8) = t; for each theta in w_theta, mu with
+    #     w = theta log1p(mu/theta) = t; each with
     #     `ulps` floats either side (of theta, resp. mu) in each dtype, and `decade`
     #     points along the same curves with t scaled over a decade.
     [families.ztpoisson.near_thresholds]
@@ -62,7 +64,7 @@ Schema (every key below; anything else is an error)::
     at = [10.0]                     # default: the published thresholds (10; ztnb: 15)
     ulps = 3                        # default 2
     decade = 9                      # default 9
-    # ztnb only: sum_mu = [...], product_mu = [...], w_theta = [...] (default empty)
+    # ztnb only: sum_mu, product_mu, pair_mu, w_theta = [...] (default empty)
 
     [regions.tiny-mu]               # optional: named regions for per-region summaries
     family = "ztnb"
@@ -95,6 +97,7 @@ from typing import Any
 
 import numpy as np
 
+from ztbench import rules
 from ztbench.dtypes import DTYPE_NAMES
 from ztbench.errors import UserError
 from ztbench.evaluate import MODES
@@ -104,7 +107,7 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 KINDS: tuple[str, ...] = ("torch", "peer")
 # Published thresholds (as the candidates' published_thresholds): near_thresholds' default.
-PUBLISHED_THRESHOLDS: dict[str, tuple[float, ...]] = {"ztpoisson": (10.0,), "ztnb": (15.0,)}
+PUBLISHED_THRESHOLDS: dict[str, tuple[float, ...]] = rules.PUBLISHED_THRESHOLDS
 # The mean parameter given relative to k in point specs (ratio key -> column).
 RATIO_KEYS: dict[str, dict[str, str]] = {
     "ztpoisson": {"lam_over_k": "lam"},
@@ -154,6 +157,7 @@ class NearThresholds:
     decade: int = 9
     sum_mu: tuple[float, ...] = ()
     product_mu: tuple[float, ...] = ()
+    pair_mu: tuple[float, ...] = ()
     w_theta: tuple[float, ...] = ()
 
 
@@ -894,7 +898,7 @@ def _edges(ck: _Checker, value: Any, key: str, family: str) -> tuple[tuple[float
 
 
 def _near(ck: _Checker, value: Any, key: str, family: str) -> NearThresholds:
-    extra = ("sum_mu", "product_mu", "w_theta") if family == "ztnb" else ()
+    extra = ("sum_mu", "product_mu", "pair_mu", "w_theta") if family == "ztnb" else ()
     t = ck.table(value, key, ("k", "at", "ulps", "decade", *extra), ("k",))
     ks = ck.numbers(t["k"], _join(key, "k"))
     _check_domain(ck, _join(key, "k"), family, "k", ks)
@@ -916,12 +920,13 @@ def _near(ck: _Checker, value: Any, key: str, family: str) -> NearThresholds:
                 _join(key, "sum_mu"),
                 f"mu = {fmt_num(v)} must be in (0, t) for every t in at (theta = t - mu > 0)",
             )
-    for v in lists.get("product_mu", ()):
-        if v <= 1:
-            raise ck.fail(_join(key, "product_mu"), f"mu = {fmt_num(v)} must be > 1")
+    for name in ("product_mu", "pair_mu"):
+        for v in lists.get(name, ()):
+            if v <= 1:
+                raise ck.fail(_join(key, name), f"mu = {fmt_num(v)} must be > 1")
     for v in lists.get("w_theta", ()):
         if v <= 0:
             raise ck.fail(_join(key, "w_theta"), f"theta = {fmt_num(v)} must be positive")
     if family == "ztnb" and not lists:
-        raise ck.fail(key, "gives no curve (set sum_mu, product_mu or w_theta)")
+        raise ck.fail(key, "gives no curve (set sum_mu, product_mu, pair_mu or w_theta)")
     return NearThresholds(k=ks, at=at, ulps=ulps, decade=decade, **lists)

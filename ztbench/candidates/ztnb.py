@@ -18,12 +18,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ztbench import rules as R
 from ztbench.candidates.base import Candidate, in_float64, register_torch
 from ztbench.loss import primitives as P
 
 FAMILY = "ztnb"
-PUBLISHED_THRESHOLD = 15.0
-PUBLISHED_THETA_CLAMP = 14.0
+PUBLISHED_THRESHOLD = R.ZTNB_THRESHOLD
 SCVI_EPS = 1e-8
 
 
@@ -49,8 +49,47 @@ def naive(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) 
     )
 
 
-def published_code(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
-    """The original code's rule, reproduced faithfully (loss form).
+def published_code(
+    k: Tensor, mu: Tensor, log_theta: Tensor, threshold: float | None = None
+) -> Tensor:
+    """bento-sc 0.0.8's ``NegativeBinomialNLL.loss`` transcribed (loss form; takes mu and
+    log theta, as the package does), in its operation order so that it matches bit for bit.
+
+    With tiny = the smallest normal of the input dtype, log_theta' = log_theta + tiny,
+    theta = exp(log_theta'), mu' = mu + tiny, G(z) = lgamma of z cast to float32::
+
+        base = [G(theta) - G(k + theta) + k log(theta + mu') - theta log_theta'
+                - k log(mu')] cast to the input dtype
+        T    = theta log(theta + mu')      where (mu' - 1 + 1e-8)(theta + 1e-8) > 15
+                                              or mu' + theta > 15
+        T    = log(min(theta + mu', 15)^min(theta, 15) - min(theta, 15)^min(theta, 15)
+                   + 1e-8)                 otherwise
+        loss = base + T
+
+    The rule and its constants are :func:`ztbench.rules.ztnb_code_approximates`. The
+    approximation drops log(1 - e^-w), which is large when mu is small whatever theta is.
+    """
+    log_theta = log_theta + torch.finfo(mu.dtype).tiny
+    theta = log_theta.exp()
+    mu = mu + torch.finfo(mu.dtype).tiny
+    base = (
+        torch.lgamma(theta.float())
+        - torch.lgamma((k + theta).float())
+        + k * (theta + mu).log()
+        - theta * log_theta
+        - k * mu.log()
+    ).to(mu.dtype)
+    th_c = torch.clamp(theta, max=R.ZTNB_CLAMP)
+    exact = (torch.clamp(theta + mu, max=R.ZTNB_CLAMP) ** th_c - th_c**th_c + R.EPS).log()
+    return base + torch.where(
+        R.ztnb_code_approximates(mu, theta), theta * (theta + mu).log(), exact
+    )
+
+
+def published_code_2024_10(
+    k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None
+) -> Tensor:
+    """The October 2024 code's rule (loss form), kept for history.
 
     With tiny = the smallest normal number of the input dtype, mu' = mu + tiny,
     s = theta + mu', log_theta = log(theta + tiny) (our reading of "tiny added to log
@@ -62,8 +101,7 @@ def published_code(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None
         T = log(min(s, 15)^min(theta, 14) - min(theta, 14)^min(theta, 14))   otherwise
 
     The clamps are applied on both sides (the code clamps inside the pow); s = 15 exactly
-    takes the pow form. The approximation drops log(1 - e^-w), which is large when mu is
-    small whatever theta is.
+    takes the pow form.
     """
     dt = mu.dtype
     tiny = torch.finfo(dt).tiny
@@ -74,10 +112,10 @@ def published_code(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None
     def g(z: Tensor) -> Tensor:
         return torch.lgamma(z.to(torch.float32)).to(dt)
 
-    th_c = torch.clamp(theta, max=PUBLISHED_THETA_CLAMP)
-    s_c = torch.clamp(s, max=PUBLISHED_THRESHOLD)
+    th_c = torch.clamp(theta, max=R.ZTNB_THETA_CLAMP_2024_10)
+    s_c = torch.clamp(s, max=R.ZTNB_CLAMP)
     exact = torch.log(torch.pow(s_c, th_c) - torch.pow(th_c, th_c))
-    trunc = torch.where(s > PUBLISHED_THRESHOLD, theta * torch.log(s), exact)
+    trunc = torch.where(R.ztnb_code_2024_10_approximates(mu_t, theta), theta * torch.log(s), exact)
     return (
         g(theta) - g(k + theta) - theta * log_theta + trunc - k * torch.log(mu_t) + k * torch.log(s)
     )
@@ -93,7 +131,7 @@ def published_text(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None
     terms as in ``ztnb/naive``.
     """
     s = theta + mu
-    approx = (s > PUBLISHED_THRESHOLD) | ((mu - 1.0) * (theta - 1.0) > PUBLISHED_THRESHOLD)
+    approx = R.ztnb_text_approximates(mu, theta)
     one = torch.ones_like(theta)
     th_e = torch.where(approx, one, theta)
     s_e = torch.where(approx, one + one, s)
@@ -233,9 +271,19 @@ _torch(
     "published-code",
     published_code,
     "loss",
+    "Takes mu and log theta; theta log(theta+mu) when (mu-1+1e-8)(theta+1e-8) > 15 or "
+    "mu+theta > 15, else log(min(theta+mu,15)^min(theta,15) - min(theta,15)^min(theta,15) "
+    "+ 1e-8); lgamma in float32; tiny added to mu and log theta.",
+    "the code as published with the write-up (bento-sc 0.0.8 loss.py), transcribed",
+    log_params=("theta",),
+)
+_torch(
+    "published-code-2024-10",
+    published_code_2024_10,
+    "loss",
     "theta log(theta+mu) when theta+mu > 15, else the pow form with theta <= 14, "
     "theta+mu <= 15 clamps; lgamma in float32; tiny added to mu and inside log theta.",
-    "the original (published) training code's rule, reproduced faithfully",
+    "the October 2024 version of the published training code's rule",
 )
 _torch(
     "published-text",

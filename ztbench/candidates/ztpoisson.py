@@ -13,12 +13,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ztbench import rules as R
 from ztbench.candidates.base import Candidate, in_float64, register_torch
 from ztbench.loss import primitives as P
 
 FAMILY = "ztpoisson"
-PUBLISHED_THRESHOLD = 10.0
-PUBLISHED_EPS = 1e-8
+PUBLISHED_THRESHOLD = R.ZTP_THRESHOLD
 
 
 def naive(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:
@@ -27,16 +27,19 @@ def naive(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:
 
 
 def published(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:
-    """The original code's rule, loss form.
+    """bento-sc 0.0.8's ``PoissonNLL.loss`` (zero-truncated, loss form) transcribed in its
+    operation order (it matches the package bit for bit)::
 
-    -k log(lam + 1e-8) + T, with T = log(exp(min(lam, 10)) - 1 + 1e-8) for lam < 10 and
-    T = lam otherwise (lam = 10 takes the approximation). The constants are added in the
-    input dtype (1e-8 rounds to 0 in float16, as it would for a user).
+        T - k log(lam + 1e-8),  T = log(exp(min(lam, 10)) - 1 + 1e-8) where lam < 10,
+                                T = lam from lam = 10 on
+
+    The constants are added in the input dtype (1e-8 rounds to 0 in float16, as it would
+    for a user); the rule is :func:`ztbench.rules.ztp_approximates`.
     """
-    t = PUBLISHED_THRESHOLD
-    exact = torch.log(torch.exp(torch.clamp(lam, max=t)) - 1.0 + PUBLISHED_EPS)
-    trunc = torch.where(lam < t, exact, lam)
-    return -k * torch.log(lam + PUBLISHED_EPS) + trunc
+    t = R.ZTP_THRESHOLD
+    exact = (torch.clamp(lam, max=t).exp() - 1 + R.EPS).log()
+    trunc = torch.where(R.ztp_approximates(lam, t), lam, exact)
+    return trunc - k * (lam + R.EPS).log()
 
 
 def expm1_form(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ztbench import rules
 from ztbench.atomic import atomic_path
 from ztbench.families import get_family
 from ztbench.report.data import Results
@@ -36,20 +37,20 @@ SPEED_PASSES: tuple[str, ...] = ("forward+backward", "forward")
 # each published rule and the threshold families that sweep its switch
 PUBLISHED_RULES: dict[str, tuple[str, ...]] = {
     "ztpoisson/published": ("ztpoisson/threshold",),
-    "ztnb/published-code": ("ztnb/threshold-sum", "ztnb/threshold-w"),
+    "ztpoisson/bento-sc": ("ztpoisson/threshold",),
+    "ztnb/published-code": ("ztnb/threshold-pair", "ztnb/threshold-w"),
+    "ztnb/bento-sc": ("ztnb/threshold-pair", "ztnb/threshold-w"),
+    "ztnb/published-code-2024-10": ("ztnb/threshold-sum", "ztnb/threshold-w"),
     "ztnb/published-text": ("ztnb/threshold-sum", "ztnb/threshold-w"),
 }
-RULE_TEXT: dict[str, str] = {
-    "ztpoisson/published": "replaces log(e^lam - 1) by lam when lam > 10 (the published code)",
-    "ztnb/published-code": "replaces log((theta+mu)^theta - theta^theta) by theta log(theta+mu) "
-    "when theta + mu > 15 (the published code, with its clamps and float32 lgamma)",
-    "ztnb/published-text": "makes the same replacement when mu + theta > 15 or "
-    "(mu - 1)(theta - 1) > 15 (the rule as the publication's text states it)",
-}
+RULE_TEXT: dict[str, str] = rules.RULE_TEXT
 # the regions where each rule's switch matters (when the suite defines them)
 RULE_REGIONS: dict[str, tuple[str, ...]] = {
     "ztpoisson/published": ("near-lam-10",),
+    "ztpoisson/bento-sc": ("near-lam-10",),
     "ztnb/published-code": ("sum-rule-wrong", "near-sum-15"),
+    "ztnb/bento-sc": ("sum-rule-wrong", "near-sum-15"),
+    "ztnb/published-code-2024-10": ("sum-rule-wrong", "near-sum-15"),
     "ztnb/published-text": ("sum-rule-wrong", "near-sum-15"),
 }
 FAMILY_ORDER: tuple[str, ...] = ("ztpoisson", "ztnb")
