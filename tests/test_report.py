@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ztbench.accuracy import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 from ztbench.cli import main
 from ztbench.report import SECTIONS, build_report
 from ztbench.report.data import load_results
 from ztbench.report.plots import bin_max, pareto_front, rule_curves
 from ztbench.report.tables import board_keys, leaderboard, recommendations
+from ztbench.schema import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -179,6 +179,7 @@ def _check_report(d: Path, text: str) -> list[str]:
     return images
 
 
+@pytest.mark.slow
 def test_every_section_and_valid_pngs(built: tuple[Path, str]) -> None:
     d, text = built
     images = _check_report(d, text)

@@ -29,8 +29,8 @@ import torch
 from ztbench.candidates.base import Candidate, Unsupported
 from ztbench.dtypes import get_format, round_to
 from ztbench.families import get_family, to_own
+from ztbench.schema import MODES
 
-MODES: tuple[str, ...] = ("eager", "compile")
 CHUNK_POINTS = 1 << 20
 
 

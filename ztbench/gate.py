@@ -57,21 +57,12 @@ from typing import Any
 
 import pandas as pd
 
-from ztbench.accuracy import SUMMARY_COLUMNS
 from ztbench.atomic import atomic_write_text
 from ztbench.errors import UserError
 from ztbench.jsonfloat import decode_float, encode
+from ztbench.schema import KEY_COLUMNS, SUMMARY_COLUMNS
 
 FORMAT_VERSION = 1
-KEY_COLUMNS: tuple[str, ...] = (
-    "family",
-    "candidate",
-    "dtype",
-    "device",
-    "mode",
-    "quantity",
-    "region",
-)
 INT_FIELDS: tuple[str, ...] = ("n", "failures", "out_of_range", "uncertified")
 FLOAT_FIELDS: tuple[str, ...] = (
     "max_ulp",
@@ -94,7 +85,6 @@ ENV_KEYS: tuple[str, ...] = ("torch", "device_kind")
 # What a baseline records of the environment: the gated keys plus a few informative ones
 # (never timestamps or host names, which would make every re-recording a diff).
 BASELINE_ENV_KEYS: tuple[str, ...] = (*ENV_KEYS, "python", "numpy")
-WORST_COLUMNS: tuple[str, ...] = ("worst_k", "worst_lam", "worst_mu", "worst_theta")
 STATUS_OK = "ok"
 
 Key = tuple[str, ...]

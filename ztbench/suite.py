@@ -73,6 +73,14 @@ Schema (every key below; anything else is an error)::
     # variables: ztpoisson: k, lam, w (= lam), lam_over_k;
     #            ztnb: k, mu, theta, w (= theta log1p(mu/theta)), mu_over_k, theta_plus_mu
 
+    [goals]                         # optional: the shipped loss's goals (report, tests)
+    candidates = ["ztpoisson/ztbench", "ztnb/ztbench"]   # required: ids in this suite
+    dtypes = ["float64", "float32"] # required: judged in these dtypes (eager, region all)
+    value_ulp = 4.0                 # required: max ulp error of the value
+    gradient_ulp = 16.0             # required: max ulp error of each gradient
+    speed_vs_naive = 0.8            # required: forward+backward element rate / the naive
+                                    #   candidate's, CPU float32 eager, same throughput run
+
     [gate]                          # optional: tolerances of the regression gate
     max_ratio = 2.0                 # default 2.0 (>= 1)
     min_ulp = 1.0                   # default 1.0 (>= 0)
@@ -98,14 +106,11 @@ from typing import Any
 import numpy as np
 
 from ztbench import rules
-from ztbench.dtypes import DTYPE_NAMES
 from ztbench.errors import UserError
-from ztbench.evaluate import MODES
 from ztbench.families import FAMILIES, get_family
+from ztbench.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
-KINDS: tuple[str, ...] = ("torch", "peer")
 # Published thresholds (as the candidates' published_thresholds): near_thresholds' default.
 PUBLISHED_THRESHOLDS: dict[str, tuple[float, ...]] = rules.PUBLISHED_THRESHOLDS
 # The mean parameter given relative to k in point specs (ratio key -> column).
@@ -204,6 +209,23 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class Goals:
+    """The shipped loss's goals: judged by the report, held by the tests.
+
+    Accuracy: in each of ``dtypes`` (eager, the whole suite), zero failures, the value's
+    max error <= ``value_ulp`` and each gradient's <= ``gradient_ulp``. Speed:
+    forward+backward element rate >= ``speed_vs_naive`` times the family's naive
+    candidate's, on CPU in float32, eager, in the same throughput run.
+    """
+
+    candidates: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    value_ulp: float
+    gradient_ulp: float
+    speed_vs_naive: float
+
+
+@dataclass(frozen=True)
 class Suite:
     """A validated suite. Treat the mappings as read-only.
 
@@ -230,6 +252,7 @@ class Suite:
     thresholds: Mapping[str, tuple[float, ...]]
     regions: Mapping[str, Region]
     gate: Gate
+    goals: Goals | None = None
     external: Mapping[str, Any] = field(default_factory=dict)  # id -> Candidate
 
     def candidate(self, candidate_id: str) -> Any:
@@ -433,6 +456,7 @@ TOP_KEYS = (
     "thresholds",
     "regions",
     "gate",
+    "goals",
 )
 
 
@@ -498,6 +522,7 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
     thresholds = _thresholds(ck, raw.get("thresholds", {}), selected, known)
     regions = _regions(ck, raw.get("regions", {}))
     gate = _gate(ck, raw.get("gate", {}), selected)
+    goals = _goals(ck, raw["goals"], selected) if "goals" in raw else None
     return Suite(
         name=name,
         path=path,
@@ -516,6 +541,7 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
         thresholds=thresholds,
         regions=regions,
         gate=gate,
+        goals=goals,
         external=external,
     )
 
@@ -674,6 +700,19 @@ def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Gate:
             for cid in hits:
                 per[cid] = _tolerance(ck, st, key, per.get(cid, default))
     return Gate(default, per)
+
+
+def _goals(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Goals:
+    fields = ("candidates", "dtypes", "value_ulp", "gradient_ulp", "speed_vs_naive")
+    t = ck.table(value, "goals", fields, required=fields)
+    candidates = ck.strings(t["candidates"], "goals.candidates", selected, "candidate")
+    dtypes = ck.strings(t["dtypes"], "goals.dtypes", DTYPE_NAMES, "dtype")
+    numbers = {}
+    for f in ("value_ulp", "gradient_ulp", "speed_vs_naive"):
+        numbers[f] = ck.number(t[f], f"goals.{f}")
+        if numbers[f] <= 0:
+            raise ck.fail(f"goals.{f}", f"must be > 0, got {fmt_num(numbers[f])}")
+    return Goals(candidates, dtypes, **numbers)
 
 
 def _tolerance(ck: _Checker, t: dict[str, Any], key: str, base: Tolerance) -> Tolerance:

@@ -38,8 +38,8 @@ from typing import Any, Literal
 
 import torch
 
-from ztbench.dtypes import DTYPE_NAMES
 from ztbench.families import get_family
+from ztbench.schema import DTYPE_NAMES
 
 DTYPES_ALL: tuple[str, ...] = DTYPE_NAMES
 DTYPES_PEER: tuple[str, ...] = ("float64",)

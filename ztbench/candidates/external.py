@@ -57,17 +57,16 @@ import numpy as np
 import torch
 
 from ztbench.candidates.base import Candidate
-from ztbench.dtypes import DTYPE_NAMES, get_format, round_to
+from ztbench.dtypes import get_format, round_to
 from ztbench.families import FAMILIES, TORCH_NB, get_family, to_own
+from ztbench.schema import DTYPE_NAMES, FORMS, SIGNS
+from ztbench.schema import EXTERNAL_KINDS as KINDS
 
 KEYS: tuple[str, ...] = (
     "id", "target", "family", "form", "sign", "parameters", "kind", "dtypes", "threshold",
     "description",
 )  # fmt: skip
 REQUIRED: tuple[str, ...] = ("id", "target", "family", "form")
-FORMS: tuple[str, ...] = ("loss", "full")
-SIGNS: tuple[str, ...] = ("nll", "log_prob")
-KINDS: tuple[str, ...] = ("torch", "numpy")
 PARAMETERISATIONS: tuple[str, ...] = ("natural", "log")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.+-]+$")
 # Benign points: moderate counts and parameters at which any sound formulation is finite
@@ -490,25 +489,6 @@ def from_suite(
 
 
 # ----------------------------------------------------------------------- the command line
-
-
-def add_cli_arguments(p: Any, family_required: bool = True) -> None:
-    """The options that declare a target given on the command line (eval, accuracy)."""
-    p.add_argument("--family", required=False, choices=tuple(FAMILIES),
-                   help="family of a module:function target" + (
-                       "" if family_required else " (default: the suite's, if it has one)"))
-    p.add_argument("--form", default="loss", choices=FORMS,
-                   help="what a module:function target computes: loss (without lgamma(k+1), "
-                   "default) or full")
-    p.add_argument("--sign", default="nll", choices=SIGNS,
-                   help="nll (default) or log_prob (negated by ztbench)")
-    p.add_argument("--kind", default="torch", choices=KINDS,
-                   help="torch (tensor function, autograd; default) or numpy (float64, no "
-                   "gradient)")
-    p.add_argument("--parameters", default=None, metavar="SPEC",
-                   help="the target's parameterisation, per parameter natural or log, e.g. "
-                   "'mu=natural,theta=log' (default: natural), or torch-nb for "
-                   "(total_count = theta, logits = log(mu/theta))")  # fmt: skip
 
 
 def parse_parameters(text: str | None, family: str) -> dict[str, str] | str | None:

@@ -7,8 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from ztbench.accuracy import run_accuracy
-from ztbench.candidates.external import add_cli_arguments, from_cli
+from ztbench.commands._target import add_target_arguments
 from ztbench.errors import UserError
 from ztbench.suite import Suite, load_suite
 
@@ -30,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "imported and run by ztbench) on the suite's points; see --family, --form, --sign, "
         "--kind, --parameters",
     )
-    add_cli_arguments(p, family_required=False)
+    add_target_arguments(p, " (default: the suite's, if it has one)")
 
 
 def only_target(suite: Suite, args: argparse.Namespace) -> Suite:
@@ -43,6 +42,8 @@ def only_target(suite: Suite, args: argparse.Namespace) -> Suite:
                         f"{', '.join(families)})")  # fmt: skip
     if family not in suite.families:
         raise UserError(f"--family {family}: suite {suite.name} has no [families.{family}]")
+    from ztbench.candidates.external import from_cli
+
     cand = from_cli(args.candidate, family, args, suite.dtypes)
     return dataclasses.replace(
         suite, candidates=(cand.id,), candidate_modes={cand.id: suite.modes}, thresholds={},
@@ -51,6 +52,8 @@ def only_target(suite: Suite, args: argparse.Namespace) -> Suite:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ztbench.accuracy import run_accuracy
+
     suite = load_suite(args.suite)
     if args.candidate:
         suite = only_target(suite, args)

@@ -6,7 +6,6 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from ztbench.candidates import list_candidates
 from ztbench.errors import UserError
 from ztbench.families import FAMILIES
 from ztbench.suite import load_suite
@@ -27,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def rows(family: str | None = None, external: Iterable[Any] = ()) -> list[dict[str, str]]:
     """One dict per candidate (the built-in ones, then ``external``) with the table's
     columns as text."""
+    from ztbench.candidates import list_candidates
+
     out = []
     extra = [c for c in external if family is None or c.family == family]
     for c in [*list_candidates(family), *extra]:

@@ -23,13 +23,11 @@ import sys
 
 import numpy as np
 
-from ztbench.candidates import get_candidate
-from ztbench.candidates.external import add_cli_arguments, from_cli
-from ztbench.dtypes import DTYPE_NAMES
+from ztbench.commands._target import add_target_arguments
 from ztbench.errors import UserError
-from ztbench.evaluate import MODES, candidate_inputs, evaluate
 from ztbench.families import get_family
 from ztbench.pointsio import read_header, read_points_csv, write_csv
+from ztbench.schema import DTYPE_NAMES, MODES
 
 HELP = "evaluate one candidate (value and autograd gradients) at the points of a CSV file"
 
@@ -60,10 +58,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="T",
         help="threshold of a threshold-family candidate (default: its own)",
     )
-    add_cli_arguments(p)
+    add_target_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ztbench.candidates import get_candidate
+    from ztbench.candidates.external import from_cli
+    from ztbench.evaluate import candidate_inputs, evaluate
+
     if args.dtype not in DTYPE_NAMES:
         raise UserError(f"unknown dtype {args.dtype!r} (known: {', '.join(DTYPE_NAMES)})")
     if ":" in args.candidate:  # the user's own function

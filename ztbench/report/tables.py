@@ -177,16 +177,13 @@ def board_keys(results: Results) -> list[BoardKey]:
     return keys
 
 
-def _kind(candidate_id: str, env: dict | None = None) -> str:
-    from ztbench.candidates import get_candidate
-
-    for ext in (env or {}).get("external_candidates", []):  # the user's own (env.json)
-        if ext.get("id") == candidate_id:
-            return f"{ext.get('kind', '?')}, external"
-    try:
-        return get_candidate(candidate_id).kind
-    except ValueError:
-        return "?"
+def _kind(row: pd.Series, env: dict | None = None) -> str:
+    """The candidate's kind as its run recorded it ("?" in summaries that predate it),
+    marked ", external" for the user's own candidates (env.json lists them)."""
+    kind = row.get("kind")
+    kind = kind if isinstance(kind, str) and kind else "?"
+    external = {e.get("id") for e in (env or {}).get("external_candidates", [])}
+    return f"{kind}, external" if row.get("candidate") in external else kind
 
 
 def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.DataFrame:
@@ -210,7 +207,7 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         if val.empty:
             continue
         v = val.iloc[0]
-        row: dict = {"candidate": cand, "kind": _kind(cand, results.env), "status": v["status"],
+        row: dict = {"candidate": cand, "kind": _kind(v, results.env), "status": v["status"],
                      "failures": int(v["failures"]), "max_ulp": float(v["max_ulp"]),
                      "p99_ulp": float(v["p99_ulp"]), "max_abs_err": float(v["max_abs_err"]),
                      "n": int(v["n"])}  # fmt: skip
