@@ -383,16 +383,39 @@ def test_accuracy_quick_look_candidate(
     assert "give --family" in err
 
 
-def test_external_candidate_in_the_report(project: Path, tmp_path: Path) -> None:
-    """The report's leaderboard marks the user's candidate as external."""
+def test_external_candidate_in_the_report(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report marks the user's candidate as external, and its worst-case command
+    (`ztbench eval <file>:<function> --family ... --parameters ...`) reproduces, bit for
+    bit, the value the run recorded at that point."""
+    import shlex
+
     from ztbench.report.data import load_results
     from ztbench.report.tables import BoardKey, leaderboard
 
-    suite = load_suite(write_suite(project, ext_table()))
+    table = ext_table(id="mine/logs", target="code/user_loss.py:ztnb_logs",
+                      parameters='{ mu = "log", theta = "log" }')  # fmt: skip
+    monkeypatch.chdir(project)  # the command names the file relative to where ztbench ran
+    suite = load_suite(write_suite(project, table))
     out = tmp_path / "res"
-    run_accuracy(suite, out, cache_dir=tmp_path / "c", progress=False, write_points=False)
-    board = leaderboard(load_results(out), BoardKey("ztnb", "float64", "cpu"))
-    assert board.set_index("candidate").loc["mine/ztnb", "kind"] == "torch, external"
+    run_accuracy(suite, out, cache_dir=tmp_path / "c", progress=False)
+    board = leaderboard(load_results(out), BoardKey("ztnb", "float32", "cpu"))
+    assert board.set_index("candidate").loc["mine/logs", "kind"] == "torch, external"
+    assert main(["report", str(out)]) == 0
+    cmds = [ln.split("`")[1] for ln in (out / "REPORT.md").read_text().splitlines()
+            if "`ztbench eval " in ln and "float32.csv" in ln]  # fmt: skip
+    assert cmds and cmds[0].startswith(
+        "ztbench eval code/user_loss.py:ztnb_logs --family ztnb --parameters mu=log,theta=log ")
+    argv = shlex.split(cmds[0])[1:]
+    argv[argv.index("out.csv")] = str(tmp_path / "o.csv")
+    assert main(argv) == 0
+    got = pd.read_csv(tmp_path / "o.csv", dtype=str)
+    pts = pd.read_parquet(out / "points.parquet")
+    pts = pts[(pts["dtype"] == "float32") & (pts["quantity"] == "value")]
+    row = pts[(pts["k"] == float(got["k"][0])) & (pts["log_mu"] == float(got["log_mu"][0]))
+              & (pts["log_theta"] == float(got["log_theta"][0]))]  # fmt: skip
+    assert len(row) == 1 and float(got["value"][0]) == row["computed"].iloc[0]
 
 
 def test_bfloat16_probe_and_run(project: Path, tmp_path: Path) -> None:

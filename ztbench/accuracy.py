@@ -371,9 +371,9 @@ def run_accuracy(
     env = environment_info(suite.path, suite.devices)
     env["suite_sha256"] = suite.sha256  # the loader's hash also covers a `base` suite
     if suite.external:  # the user's own candidates: what was called, and its source's hash
-        from ztbench.candidates.external import info
+        from ztbench.candidates.external import env_entries
 
-        env["external_candidates"] = [info(c) for c in suite.external.values()]
+        env.update(env_entries(suite.external))
     points_path = out / "points.parquet" if (out is not None and write_points) else None
     torch.manual_seed(0)  # no candidate draws random numbers; guards against one that would
     with _Collector(points_path) as collector:

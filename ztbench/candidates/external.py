@@ -304,6 +304,7 @@ def _call(fn: Callable[..., Any], spec: ExternalSpec) -> Callable[..., Any]:
             return -out if negate else out
 
         call_numpy.user_function = fn  # type: ignore[attr-defined]
+        call_numpy.user_sign = spec.sign  # type: ignore[attr-defined]
         return call_numpy
 
     def call_torch(k: Any, *params: Any, threshold: float | None = None) -> Any:
@@ -312,6 +313,7 @@ def _call(fn: Callable[..., Any], spec: ExternalSpec) -> Callable[..., Any]:
         return -out if negate else out
 
     call_torch.user_function = fn  # type: ignore[attr-defined]
+    call_torch.user_sign = spec.sign  # type: ignore[attr-defined]
     return call_torch
 
 
@@ -347,15 +349,49 @@ def build(spec: ExternalSpec, base_dir: Path | str = ".", check: bool = True) ->
     )
 
 
+def eval_arguments(candidate: Candidate) -> str:
+    """The ``ztbench eval`` arguments that call an external candidate from the current
+    directory: its target (a file target as a path from here) and the declaration's
+    options, e.g. ``examples/bento-sc/bento_loss.py:ztnb --family ztnb --parameters
+    theta=log``."""
+    fn = getattr(candidate.fn, "user_function", candidate.fn)
+    where, _, attr = (candidate.target or "").rpartition(":")
+    target = candidate.target or candidate.id
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        try:
+            target = f"{os.path.relpath(inspect.getsourcefile(fn) or where)}:{attr}"
+        except (TypeError, ValueError):
+            pass
+    args = [target, "--family", candidate.family]
+    if candidate.form != "loss":
+        args += ["--form", candidate.form]
+    if getattr(candidate.fn, "user_sign", "nll") != "nll":
+        args += ["--sign", candidate.fn.user_sign]  # type: ignore[attr-defined]
+    if candidate.kind == "peer":
+        args += ["--kind", "numpy"]
+    if candidate.log_params:
+        spec = TORCH_NB if candidate.log_params == (TORCH_NB,) else ",".join(
+            f"{p}=log" for p in candidate.log_params)  # fmt: skip
+        args += ["--parameters", spec]
+    return " ".join(args)
+
+
 def info(candidate: Candidate) -> dict[str, Any]:
-    """What env.json records of an external candidate (JSON-ready): its declaration and
-    the SHA-256 of the file that defines the user's function (None if unknown)."""
+    """What env.json records of an external candidate (JSON-ready): its declaration, the
+    ``ztbench eval`` arguments that reproduce it, and the SHA-256 of the file that
+    defines the user's function (None if unknown)."""
     return {
         "id": candidate.id, "target": candidate.target, "family": candidate.family,
-        "form": candidate.form, "kind": candidate.kind, "dtypes": list(candidate.dtypes),
-        "threshold": candidate.threshold, "description": candidate.description,
-        "provenance": candidate.provenance, "source_sha256": source_sha256(candidate.fn),
+        "form": candidate.form, "kind": candidate.kind, "inputs": list(candidate.columns),
+        "dtypes": list(candidate.dtypes), "threshold": candidate.threshold,
+        "description": candidate.description, "provenance": candidate.provenance,
+        "eval": eval_arguments(candidate), "source_sha256": source_sha256(candidate.fn),
     }  # fmt: skip
+
+
+def env_entries(external: Mapping[str, Candidate]) -> dict[str, Any]:
+    """``{"external_candidates": [...]}`` for env.json, or ``{}`` when there is none."""
+    return {"external_candidates": [info(c) for c in external.values()]} if external else {}
 
 
 # ------------------------------------------------------------------ the suite's tables

@@ -143,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
     env = environment_info(suite.path, devices)
     env["suite_sha256"] = suite.sha256  # as the accuracy runner: also covers a `base` suite
     env["torch_threads"] = result.threads
+    if suite.external:  # as the accuracy runner records them (the report reads them)
+        from ztbench.candidates.external import env_entries
+
+        env.update(env_entries(suite.external))
     out = Path(args.out) if args.out else Path("results") / suite.name
     write_throughput(result, out, env)
     for line in summary_lines(result.table):

@@ -467,7 +467,9 @@ def worst_cases(results: Results, candidates: dict[str, list[str]],
                         ",".join(columns) + "\n" + ",".join(repr(point[c]) for c in columns) + "\n"
                     )
                 thr = r["threshold"]
-                cmd = (f"ztbench eval {cand} {path} --dtype {dtype}"
+                external = {e.get("id"): e.get("eval")
+                            for e in results.env.get("external_candidates", [])}  # fmt: skip
+                cmd = (f"ztbench eval {external.get(cand) or cand} {path} --dtype {dtype}"
                        + ("" if pd.isna(thr) else f" --threshold {fmt_input(thr)}")
                        + (f" --device {r['device']}" if r["device"] != "cpu" else "")
                        + " -o out.csv")  # fmt: skip
