@@ -428,6 +428,15 @@ def test_bfloat16_probe_and_run(project: Path, tmp_path: Path) -> None:
     assert torch.get_default_dtype() == torch.float32
 
 
+def measured_float64(project: Path, tmp_path: Path, table: str, cid: str):  # type: ignore[no-untyped-def]
+    """The candidate ``cid`` of a suite with ``table``, and its float64 rows over all
+    points, indexed by quantity."""
+    suite = load_suite(write_suite(project, table))
+    s = run_accuracy(suite, None, cache_dir=tmp_path / "c", progress=False).summary
+    return suite.candidate(cid), s[(s["region"] == "all") & (s["dtype"] == "float64")
+                                   ].set_index("quantity")  # fmt: skip
+
+
 def test_log_parameters_measured_in_their_own_parameterisation(
     project: Path, tmp_path: Path
 ) -> None:
@@ -436,12 +445,9 @@ def test_log_parameters_measured_in_their_own_parameterisation(
     p d/dp at p = exp(log_p); in float64 its values are within 1e-12 nats there."""
     table = ext_table(id="mine/logs", target="code/user_loss.py:ztnb_logs",
                       parameters='{ mu = "log", theta = "log" }')  # fmt: skip
-    suite = load_suite(write_suite(project, table))
-    cand = suite.candidate("mine/logs")
+    cand, s = measured_float64(project, tmp_path, table, "mine/logs")
     assert cand.columns == ("k", "log_mu", "log_theta")
     assert cand.gradients == ("d_log_mu", "d_log_theta")
-    s = run_accuracy(suite, None, cache_dir=tmp_path / "c", progress=False).summary
-    s = s[(s["region"] == "all") & (s["dtype"] == "float64")].set_index("quantity")
     assert set(s.index) == {"value", "d_log_mu", "d_log_theta"}
     assert (s["status"] == "ok").all()
     assert s.loc["value", "max_abs_err"] < 1e-12
@@ -491,12 +497,9 @@ def test_torch_nb_parameterisation(project: Path, tmp_path: Path) -> None:
     NegativeBinomial is within 1e-11 nats of the references in float64 on these points."""
     table = ext_table(id="mine/nb-dist", target="code/user_loss.py:nb_dist", form="full",
                       sign="log_prob", parameters='"torch-nb"')  # fmt: skip
-    suite = load_suite(write_suite(project, table))
-    cand = suite.candidate("mine/nb-dist")
+    cand, s = measured_float64(project, tmp_path, table, "mine/nb-dist")
     assert cand.columns == ("k", "total_count", "logits")
     assert cand.gradients == ("d_total_count", "d_logits")
-    s = run_accuracy(suite, None, cache_dir=tmp_path / "c", progress=False).summary
-    s = s[(s["region"] == "all") & (s["dtype"] == "float64")].set_index("quantity")
     assert set(s.index) == {"value", "d_total_count", "d_logits"}
     assert (s["status"] == "ok").all() and (s["failures"] == 0).all()
     assert s.loc["value", "max_abs_err"] < 1e-11
