@@ -123,10 +123,11 @@ def test_candidates_table(capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().out.splitlines()
     header = ["id", "family", "form", "inputs", "dtypes", "description", "provenance"]
     assert lines[0].split() == header
-    ids = [line.split()[0] for line in lines[1:]]
+    assert set(lines[1].replace(" ", "")) == {"-"}  # the rule under the header
+    ids = [line.split()[0] for line in lines[2:]]
     assert ids == [c.id for c in list_candidates()]
     assert main(["candidates", "--family", "ztnb"]) == 0
-    body = capsys.readouterr().out.splitlines()[1:]
+    body = capsys.readouterr().out.splitlines()[2:]
     assert all(line.startswith("ztnb/") for line in body)
     assert main(["candidates", "--family", "nb"]) == 2
 

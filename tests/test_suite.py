@@ -100,10 +100,10 @@ def test_good_suite(tmp_path: Path) -> None:
     assert s.thresholds["ztpoisson/threshold"] == (5.0, 10.0)
     assert s.thresholds["ztnb/threshold-sum"] == (1.0, 10.0, 15.0, 100.0)
     assert s.regions["tiny-mu"].bounds == {"mu": (float("-inf"), 1e-6)}
-    assert s.gate.tolerance("ztpoisson/naive").max_ratio == 3.0
-    assert s.gate.tolerance("ztpoisson/naive").min_ulp == 1.0
-    assert s.gate.tolerance("ztnb/naive").min_ulp == 4.0
-    assert s.gate.tolerance("ztnb/naive").max_ratio == 3.0
+    assert s.gate.for_candidate("ztpoisson/naive").max_ratio == 3.0
+    assert s.gate.for_candidate("ztpoisson/naive").min_ulp == 1.0
+    assert s.gate.for_candidate("ztnb/naive").min_ulp == 4.0
+    assert s.gate.for_candidate("ztnb/naive").max_ratio == 3.0
     assert s.families["ztpoisson"].edges == ((1.0, 1e-30), (2.0, 3.0))
     assert s.families["ztnb"].near_thresholds.at == (15.0,)
 

@@ -53,7 +53,7 @@ POINT_COLUMNS: tuple[str, ...] = (
 PASSES: tuple[str, ...] = ("forward", "forward+backward")
 THROUGHPUT_COLUMNS: tuple[str, ...] = (
     "family", "candidate", "dtype", "device", "mode", "pass", "size", "median_s", "min_s",
-    "elements_per_s", "ratio_to_copy", "ratio_to_naive", "compile_s",
+    "elements_per_s", "cost_vs_copy", "cost_vs_naive", "compile_s",
     "peak_bytes_per_element",
 )  # fmt: skip
 THROUGHPUT_EXTRA_COLUMNS: tuple[str, ...] = (
@@ -63,5 +63,5 @@ THROUGHPUT_EXTRA_COLUMNS: tuple[str, ...] = (
 # The throughput columns the report needs (older files may lack the rest).
 THROUGHPUT_REPORT_COLUMNS: tuple[str, ...] = (
     "family", "candidate", "dtype", "device", "mode", "pass", "size", "median_s",
-    "elements_per_s", "ratio_to_naive",
+    "elements_per_s", "cost_vs_naive",
 )  # fmt: skip

@@ -109,6 +109,8 @@ from ztbench import rules
 from ztbench.errors import UserError
 from ztbench.families import FAMILIES, get_family
 from ztbench.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
+from ztbench.textfmt import fmt_num
+from ztbench.tolerance import GateTolerance, Tolerance
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 # Published thresholds (as the candidates' published_thresholds): near_thresholds' default.
@@ -188,27 +190,6 @@ class Region:
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    """Gate tolerance: a summary regresses when it grows to more than ``max_ratio`` times
-    its baseline AND by more than ``min_ulp`` ulp (both must hold; see :mod:`ztbench.gate`)."""
-
-    max_ratio: float = 2.0
-    min_ulp: float = 1.0
-
-
-@dataclass(frozen=True)
-class Gate:
-    """Gate tolerances: a default and per-candidate overrides (resolved to ids)."""
-
-    default: Tolerance = field(default_factory=Tolerance)
-    per_candidate: Mapping[str, Tolerance] = field(default_factory=dict)
-
-    def tolerance(self, candidate_id: str) -> Tolerance:
-        """The tolerance that applies to ``candidate_id``."""
-        return self.per_candidate.get(candidate_id, self.default)
-
-
-@dataclass(frozen=True)
 class Goals:
     """The shipped loss's goals: judged by the report, held by the tests.
 
@@ -251,7 +232,7 @@ class Suite:
     families: Mapping[str, FamilyPoints]
     thresholds: Mapping[str, tuple[float, ...]]
     regions: Mapping[str, Region]
-    gate: Gate
+    gate: GateTolerance
     goals: Goals | None = None
     external: Mapping[str, Any] = field(default_factory=dict)  # id -> Candidate
 
@@ -288,15 +269,6 @@ def _join(prefix: str, key: str | int) -> str:
         return f"{prefix}[{key}]"
     part = key if _BARE_KEY.match(key) else f'"{key}"'
     return f"{prefix}.{part}" if prefix else part
-
-
-def fmt_num(x: float) -> str:
-    """Short number text for messages: 1e9, 1e-30, 15, 0.5."""
-    x = float(x)
-    if math.isfinite(x) and x == int(x) and abs(x) < 1e6:
-        return str(int(x))
-    text = f"{x:g}" if float(f"{x:g}") == x else repr(x)
-    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m[1] == "-" else "") + m[2], text)
 
 
 class _Checker:
@@ -683,7 +655,7 @@ def _thresholds(
     return out
 
 
-def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Gate:
+def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> GateTolerance:
     t = ck.table(value, "gate", ("max_ratio", "min_ulp", "candidates"))
     default = _tolerance(ck, t, "gate", Tolerance())
     per: dict[str, Tolerance] = {}
@@ -699,7 +671,7 @@ def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Gate:
             st = ck.table(spec, key, ("max_ratio", "min_ulp"))
             for cid in hits:
                 per[cid] = _tolerance(ck, st, key, per.get(cid, default))
-    return Gate(default, per)
+    return GateTolerance(default, per)
 
 
 def _goals(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Goals:

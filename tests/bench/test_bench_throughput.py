@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from ztbench.candidates import list_candidates
-from ztbench.evaluate import compile_limits
+from ztbench.execution import compile_limits
 from ztbench.schema import MODES, PASSES
 from ztbench.throughput.inputs import copy_elements, make_call, make_copy, timing_inputs
 

@@ -144,7 +144,7 @@ def load_target(target: str, base_dir: Path | str = ".") -> Callable[..., Any]:
 
 
 def _first_line(exc: BaseException) -> str:
-    from ztbench.evaluate import first_line
+    from ztbench.execution import first_line
 
     return first_line(exc)
 

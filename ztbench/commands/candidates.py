@@ -9,6 +9,7 @@ from typing import Any
 from ztbench.errors import UserError
 from ztbench.families import FAMILIES
 from ztbench.suite import load_suite
+from ztbench.textfmt import format_table
 
 HELP = ("list the candidate formulations (built-in, and a suite's external ones): id, family, "
         "form, dtypes, description, provenance")
@@ -51,19 +52,10 @@ def rows(family: str | None = None, external: Iterable[Any] = ()) -> list[dict[s
     return out
 
 
-def format_table(table: list[dict[str, str]]) -> str:
-    """Plain-text table, columns padded to their widest cell (the last one unpadded)."""
-    widths = {c: max([len(c), *(len(r[c]) for r in table)]) for c in COLUMNS}
-    lines = []
-    for r in [dict(zip(COLUMNS, COLUMNS, strict=True)), *table]:
-        cells = [r[c].ljust(widths[c]) for c in COLUMNS[:-1]] + [r[COLUMNS[-1]]]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.family is not None and args.family not in FAMILIES:
         raise UserError(f"unknown family {args.family!r} (known: {', '.join(FAMILIES)})")
     external = load_suite(args.suite).external.values() if args.suite else ()
-    print(format_table(rows(args.family, external)))
+    table = rows(args.family, external)
+    print("\n".join(format_table(COLUMNS, ([r[c] for c in COLUMNS] for r in table))))
     return 0

@@ -4,7 +4,7 @@ Times the suite's candidates over its dtypes, devices and modes, both passes, at
 (see :mod:`ztbench.throughput` for what is measured and how), and writes
 ``throughput.csv``, ``throughput.json`` and ``env.json`` into DIR (default
 ``results/<suite name>/``). The family's ``naive`` candidate is always timed too (the
-reference of ``ratio_to_naive``). Filters for quick runs: ``--candidates`` keeps the
+reference of ``cost_vs_naive``). Filters for quick runs: ``--candidates`` keeps the
 suite's candidates matching any pattern; ``--dtypes``, ``--devices``, ``--modes``,
 ``--passes`` and ``--sizes`` replace the suite's (or the default) values. Progress on
 stderr; a bad suite or option is one line and exit code 2.

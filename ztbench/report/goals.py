@@ -94,7 +94,7 @@ def speed_goals(results: Results) -> pd.DataFrame:
     ``goal`` and ``met`` are set on the :data:`SPEED_GOAL_AT` rows only (NaN / None
     elsewhere: those figures are reported, not judged).
     """
-    # ratio_to_naive in throughput.csv is a cost (candidate time / naive time); the goal is
+    # cost_vs_naive in throughput.csv is a cost (candidate time / naive time); the goal is
     # on the element rate, its inverse
     g = _goals(results)
     goal = g["speed_vs_naive"]
@@ -102,13 +102,13 @@ def speed_goals(results: Results) -> pd.DataFrame:
     sp = speed[speed["candidate"].isin(g["candidates"]) & (speed["pass"] == SPEED_PASSES[0])]
     fb = speed[speed["pass"] == SPEED_PASSES[0]].set_index(
         ["candidate", "dtype", "device", "mode"]
-    )["ratio_to_naive"]
+    )["cost_vs_naive"]
     rows = []
     for r in sp.to_dict(orient="records"):
         key = (f"{r['family']}/naive-float64", r["dtype"], r["device"], r["mode"])
         floor = 1.0 / float(fb[key]) if key in fb.index else math.nan
         judged = all(r[c] == v for c, v in SPEED_GOAL_AT.items())
-        ratio = 1.0 / float(r["ratio_to_naive"])
+        ratio = 1.0 / float(r["cost_vs_naive"])
         rows.append({
             "family": r["family"], "candidate": r["candidate"], "dtype": r["dtype"],
             "device": r["device"], "mode": r["mode"], "size": int(r["size"]),

@@ -30,8 +30,8 @@ How a row is measured (:func:`time_call`):
   elements as half the bytes the candidate must move at least (read every input once,
   write every output once: ``forward`` reads k and the parameters and writes the value;
   ``forward+backward`` also writes one gradient per parameter), so the copy reads and
-  writes the same total number of bytes. ``ratio_to_copy = median_s / copy_median_s``.
-- ``ratio_to_naive = median_s / naive_median_s``, with the family's ``naive`` candidate in
+  writes the same total number of bytes. ``cost_vs_copy = median_s / copy_median_s``.
+- ``cost_vs_naive = median_s / naive_median_s``, with the family's ``naive`` candidate in
   the same dtype, device, mode, pass and size (NaN where naive was not timed). Both ratios
   are cost multiples: above 1 is slower. The element-rate ratio is the reciprocal.
 - ``peak_bytes_per_element``: the high-water mark of memory allocated during one call,

@@ -13,7 +13,7 @@ import torch
 
 from ztbench.candidates.base import Candidate
 from ztbench.dtypes import get_format
-from ztbench.evaluate import compiled
+from ztbench.execution import compiled
 from ztbench.families import get_family, is_torch_nb
 from ztbench.schema import MODES, PASSES
 

@@ -68,6 +68,6 @@ def summary_lines(table: pd.DataFrame) -> list[str]:
         lines.append(
             f"{r['candidate']:<28} {r['dtype']:<8} {r['device']:<5} {r['mode']:<7} "
             f"{r['pass']:<16} {r['size']:>9.0e}  {r['elements_per_s']:.3g} el/s  "
-            f"x{r['ratio_to_copy']:.2f} copy  x{r['ratio_to_naive']:.2f} naive"
+            f"x{r['cost_vs_copy']:.2f} copy  x{r['cost_vs_naive']:.2f} naive"
         )
     return lines

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from ztbench.candidates.base import Candidate, Unsupported, get_candidate
-from ztbench.evaluate import compile_limits, first_line, is_missing_kernel
+from ztbench.execution import compile_limits, first_line, is_missing_kernel
 from ztbench.throughput.config import (
     COLUMNS,
     EXTRA_COLUMNS,
@@ -97,8 +97,8 @@ def _row(job: Job, threads: int) -> dict[str, Any]:
         "median_s": nan,
         "min_s": nan,
         "elements_per_s": nan,
-        "ratio_to_copy": nan,
-        "ratio_to_naive": nan,
+        "cost_vs_copy": nan,
+        "cost_vs_naive": nan,
         "compile_s": nan,
         "peak_bytes_per_element": nan,
         "status": "ok",
@@ -174,7 +174,7 @@ class _Runner:
             calls_per_round=t.calls_per_round,
             copy_median_s=copy.median_s,
             copy_min_s=copy.min_s,
-            ratio_to_copy=t.median_s / copy.median_s,
+            cost_vs_copy=t.median_s / copy.median_s,
         )
 
 
@@ -207,13 +207,13 @@ def plan(
 
 
 def _naive_ratios(table: pd.DataFrame) -> None:
-    """Fill naive_median_s and ratio_to_naive from the family's naive rows (in place)."""
+    """Fill naive_median_s and cost_vs_naive from the family's naive rows (in place)."""
     keys = ["family", "dtype", "device", "mode", "pass", "size"]
     naive = table[(table["candidate"] == table["family"] + "/naive") & (table["status"] == "ok")]
     ref = naive.set_index(keys)["median_s"]
     idx = pd.MultiIndex.from_frame(table[keys])
     table["naive_median_s"] = ref.reindex(idx).to_numpy(dtype=np.float64)
-    table["ratio_to_naive"] = table["median_s"] / table["naive_median_s"]
+    table["cost_vs_naive"] = table["median_s"] / table["naive_median_s"]
 
 
 def run_throughput(
