@@ -511,3 +511,30 @@ def test_torch_nb_is_ztnb_only(project: Path, capsys: pytest.CaptureFixture[str]
                       parameters='"torch-nb"')  # fmt: skip
     err = one_line_error(capsys, ["candidates", str(write_suite(project, table))])
     assert "candidates.external[0].parameters: \"torch-nb\" (total_count, logits) is a ztnb" in err
+
+
+def test_child_suite_inherits_external_candidates(project: Path) -> None:
+    """A suite whose [candidates] come from its base gets the base's external candidates,
+    with file targets resolved from the base's directory."""
+    sub = project / "ci"
+    sub.mkdir()
+    write_suite(sub, ext_table(target="../code/user_loss.py:ztnb"), name="parent.toml")
+    child = project / "child.toml"
+    child.write_text('base = "ci/parent.toml"\nname = "child"\ndtypes = ["float32"]\n')
+    suite = load_suite(child)
+    assert suite.candidates == ("mine/ztnb",)
+    assert suite.candidate("mine/ztnb").target == "../code/user_loss.py:ztnb"
+
+
+def test_compiled_cache_is_per_function_not_per_id() -> None:
+    """Two suites may declare different functions under one id: torch.compile's cache must
+    not hand the first one's compiled code to the second."""
+    import dataclasses as dc
+
+    from ztbench.candidates import get_candidate
+    from ztbench.execution import compiled
+
+    a = get_candidate("ztnb/stable")
+    b = dc.replace(a, fn=get_candidate("ztnb/naive").fn)
+    assert compiled(a) is not compiled(b)
+    assert compiled(a) is compiled(a)
