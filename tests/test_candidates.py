@@ -104,10 +104,11 @@ def test_registry_order_and_selection() -> None:
 
 def test_forms_follow_lgamma_k_plus_one() -> None:
     """torch.distributions / scvi log-pmfs include lgamma(k+1): full; the textbook formulas do
-    not: loss; peers compute log-pmfs: full."""
+    not: loss; peers compute log-pmfs: full; the threshold families give the full NLL (their
+    rule's cost is measured in ulps of -log P >= 0)."""
     full = {"ztpoisson/torch-distributions", "ztnb/torch-distributions", "ztnb/scvi-style"}
     for c in list_candidates():
-        want = "full" if (c.id in full or c.kind == "peer") else "loss"
+        want = "full" if (c.id in full or c.kind == "peer" or c.is_threshold_family) else "loss"
         assert c.form == want, c.id
 
 
@@ -353,7 +354,8 @@ def test_evaluate_threshold_argument() -> None:
     th = get_candidate("ztpoisson/threshold")
     approx = evaluate(th, pts, "float64").value[0]
     exact = evaluate(th, pts, "float64", threshold=20.0).value[0]
-    assert approx == pytest.approx(12.0 - 2.0 * np.log(12.0), rel=1e-15)
+    # full NLL: lgamma(3) = log 2 added
+    assert approx == pytest.approx(12.0 - 2.0 * np.log(12.0) + np.log(2.0), rel=1e-15)
     assert exact - approx == pytest.approx(np.log1p(-np.exp(-12.0)), rel=1e-12)
     with pytest.raises(ValueError, match="no threshold"):
         evaluate(get_candidate("ztpoisson/stable"), pts, "float64", threshold=3.0)

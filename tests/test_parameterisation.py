@@ -17,6 +17,7 @@ from ztbench.candidates.ztnb import stable
 from ztbench.dtypes import round_to
 from ztbench.evaluate import candidate_inputs, evaluate
 from ztbench.families import get_family
+from ztbench.metrics import ordinals
 from ztbench.reference import compute_references
 from ztbench.suite import load_suite
 
@@ -109,3 +110,23 @@ def test_runner_rounds_the_candidates_own_inputs(tmp_path) -> None:
         np.testing.assert_allclose(data.natural["theta"], np.exp(data.points["log_theta"]))
     for data in prepared[()]:
         assert list(data.points.columns) == ["k", "mu", "theta"]
+
+
+def test_log_inputs_at_the_domain_ends_stay_inside(tmp_path) -> None:
+    """theta = 1e10 and 1e-12: round_T(log theta) may stand for a value just outside the
+    domain; the runner takes the neighbouring float inwards, so the point is measured."""
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(
+        'dtypes = ["float64", "float32", "bfloat16"]\n[candidates]\ninclude = ["ztnb/stable"]\n'
+        "[families.ztnb]\nedges = [[1, 6.0, 1e10], [3, 0.5, 1e-12]]\n"
+    )
+    fam = get_family("ztnb")
+    for data in _prepare(fam, load_suite(suite_file), False, False, (("theta",),))[("theta",)]:
+        assert data.out_of_range == 0 and len(data.points) == 2
+        lo, hi = fam.domain["theta"]
+        assert ((data.natural["theta"] >= lo) & (data.natural["theta"] <= hi)).all()
+        want = round_to(np.log(np.array([1e-12, 1e10])), data.dtype)
+        got = np.sort(data.points["log_theta"].to_numpy())
+        # at most one float of the dtype from round_T(log theta)
+        steps = ordinals(got, data.dtype) - ordinals(want, data.dtype)
+        assert np.all(np.abs(steps) <= 1)

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from ztbench import metrics
+from ztbench import metrics, rules
 from ztbench.atomic import atomic_path, atomic_write_text
 from ztbench.candidates import Candidate
 from ztbench.dtypes import round_to
@@ -57,6 +57,8 @@ from ztbench.reference import compute_references
 from ztbench.schema import PARAMS, SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 from ztbench.suite import Suite
 
+HARMLESS_ULP: dict[str, float] = {"harmless_half_ulp": 0.5, "harmless_one_ulp": 1.0}
+"""The rule's cost (ulp of the full NLL) a threshold must keep to, from it on, to be marked."""
 LOG_COLUMNS: tuple[str, ...] = tuple(f"log_{p}" for p in PARAMS)
 
 
@@ -96,6 +98,20 @@ def _device_available(device: str) -> bool:
     return device == "cpu" or (device == "cuda" and torch.cuda.is_available())
 
 
+def _inside(
+    log_x: np.ndarray, x: pd.Series, bounds: tuple[float, float], dtype: str
+) -> np.ndarray:
+    """Rounded logs moved one float of dtype inwards where exp of them left the domain
+    [lo, hi] that the natural point ``x`` lies in (theta = 1e10 exactly: log(1e10) rounded
+    stands for a value just above it). The input stays the float nearest the suite's."""
+    lo, hi = bounds
+    x = x.to_numpy()
+    with np.errstate(over="ignore"):
+        nat = np.exp(log_x)
+    step = np.where((nat < lo) & (x >= lo), 1, np.where((nat > hi) & (x <= hi), -1, 0))
+    return np.where(step != 0, metrics.step_floats(log_x, dtype, step), log_x)
+
+
 def _prepare(
     family: Family,
     suite: Suite,
@@ -106,9 +122,10 @@ def _prepare(
     """Round the family's points to each dtype in each parameterisation (the log
     parameters of the candidates measured) and attach certified references.
 
-    A log parameter is rounded as log_p = round_T(log p) and its reference taken at
-    exp(log_p) exactly. The references of all dtypes of a parameterisation are computed in
-    one call (shared points are computed once, and the work is parallel over the cores).
+    A log parameter is rounded as log_p = round_T(log p) (one float inwards at the domain's
+    ends, :func:`_inside`) and its reference taken at exp(log_p) exactly. The references of
+    all dtypes of a parameterisation are computed in one call (shared points are computed
+    once, and the work is parallel over the cores).
     """
     points = build_points(suite, family.name)
     out: dict[tuple[str, ...], list[_Dtyped]] = {}
@@ -118,6 +135,9 @@ def _prepare(
         per_dtype = []
         for dtype in suite.dtypes:
             rounded = pd.DataFrame({c: round_to(own[c], dtype) for c in own_cols})
+            for p in (p for p in logp if p in family.params):  # (torch-nb: none)
+                rounded[f"log_{p}"] = _inside(rounded[f"log_{p}"].to_numpy(), points[p],
+                                              family.domain[p], dtype)  # fmt: skip
             natural = pd.DataFrame(to_natural(family, rounded, logp))
             keep = domain_mask(family, natural, allow_k0=False)
             per_dtype.append(
@@ -237,6 +257,18 @@ def _summary_row(
     }
 
 
+def _regions(suite: Suite, family: Family, nat: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """("all", every point), then each suite region of the family; the published domain's
+    region is followed by its complement (the points the published system cannot reach)."""
+    out = [("all", np.ones(len(nat), dtype=bool))]
+    for name, r in suite.regions.items():
+        if r.applies_to(family.name):
+            out.append((name, region_mask(nat, r, family.name)))
+            if name == rules.PUBLISHED_DOMAIN_REGION:
+                out.append((rules.OUTSIDE_PUBLISHED_DOMAIN_REGION, ~out[-1][1]))
+    return out
+
+
 def _measure(
     suite: Suite,
     family: Family,
@@ -276,9 +308,7 @@ def _measure(
         )
         return
     t0 = time.perf_counter()
-    regions = [("all", np.ones(len(pts), dtype=bool))] + [
-        (name, region_mask(nat, r)) for name, r in suite.regions.items() if r.family == family.name
-    ]
+    regions = _regions(suite, family, nat)
     per_point = []
     for q in quantities:
         computed = ev.value if q == "value" else ev.grads.get(q)
@@ -288,9 +318,13 @@ def _measure(
             continue
         reference = refs[_reference_of(cand, q)].to_numpy()
         err = _errors(computed, reference, data.dtype)
+        full = (metrics.ulp_error_at(computed, reference, refs["nll"].to_numpy(), data.dtype)
+                if q == "value" else None)  # fmt: skip
         for name, mask in regions:
             row = _summary_row({**base, "quantity": q, "region": name}, family, nat, pts, err,
                                mask)  # fmt: skip
+            if full is not None:  # the value's error in ulps of the full NLL
+                row["max_ulp_full"] = float(full[mask].max()) if mask.any() else math.nan
             collector.rows.append({**row, "status": "ok", **extra})
         per_point.append(
             pd.DataFrame(
@@ -313,37 +347,105 @@ def _measure(
     timings["writing"] += time.perf_counter() - t0
 
 
+def _rule_cost(now: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Error added by the rule: max(0, now - base); a new failure is inf, an old one 0."""
+    with np.errstate(invalid="ignore"):
+        cost = np.maximum(now - base, 0.0)
+    return np.where(np.isinf(base), 0.0, np.where(np.isinf(now), np.inf, cost))
+
+
+def _mark_harmless(rows: list[dict]) -> None:
+    """Per region, mark the smallest t from which every swept t costs at most the bound.
+
+    No row is marked when even the largest swept t costs more: there is no harmless t in
+    the swept range.
+    """
+    for region in dict.fromkeys(r["region"] for r in rows):
+        group = sorted((r for r in rows if r["region"] == region), key=lambda r: r["t"])
+        for col, bound in HARMLESS_ULP.items():
+            for r in group:
+                r[col] = False
+            smallest = None
+            for r in reversed(group):
+                if r["n"] == 0 or not r["rule_max_ulp"] <= bound:
+                    break
+                smallest = r
+            if smallest is not None:
+                smallest[col] = True
+
+
 def _sweep(
-    family: Family, cand: Candidate, ts: tuple[float, ...], device: str, data: _Dtyped
+    suite: Suite,
+    family: Family,
+    cand: Candidate,
+    ts: tuple[float, ...],
+    device: str,
+    data: _Dtyped,
 ) -> list[dict]:
-    """Value errors of a threshold candidate at each t (eager), best and published marked."""
+    """Value errors of a threshold candidate at each t (eager), best and published marked.
+
+    Beyond its error against the reference, each row gives the rule's own cost: the error
+    the candidate makes at t beyond the same candidate without the rule (t = inf), per
+    point max(0, err_t - err_inf), in ulps of the full NLL (-log P >= 0: no zero crossing
+    for the ulp to blow up at) and in nats; over the whole domain and, when the suite
+    defines it, the published domain; ``switched`` counts the points whose value the rule
+    changed. ``harmless_half_ulp`` / ``harmless_one_ulp`` mark the smallest swept t from
+    which the rule never costs more than 0.5 / 1 ulp.
+    """
     cert = data.refs["certified"].to_numpy()
     pts = data.points[cert].reset_index(drop=True)
     nat = data.natural[cert].reset_index(drop=True)
     reference = data.refs[cert][_reference_of(cand, "value")].to_numpy()
+    full = data.refs[cert]["nll"].to_numpy()
     arrays = {c: pts[c].to_numpy() for c in cand.columns}
+    regions = [(n, m) for n, m in _regions(suite, family, nat)
+               if n in ("all", rules.PUBLISHED_DOMAIN_REGION)]  # fmt: skip
+    common = {"family": family.name, "candidate": cand.id, "dtype": data.dtype,
+              "device": device, "mode": "eager",
+              "variable": cand.threshold_variable or ""}  # fmt: skip
+    without = evaluate(cand, arrays, data.dtype, device, "eager", threshold=math.inf,
+                       gradients=False)  # fmt: skip
+    if without.ok:
+        base_ulp = metrics.ulp_error_at(without.value, reference, full, data.dtype)
+        base_abs = metrics.abs_error(without.value, reference)
     rows = []
     for t in sorted(set(ts) | set(cand.published_thresholds)):
         ev = evaluate(cand, arrays, data.dtype, device, "eager", threshold=t, gradients=False)
-        base = {"family": family.name, "candidate": cand.id, "dtype": data.dtype,
-                "device": device, "mode": "eager", "t": t,
-                "published": t in cand.published_thresholds}  # fmt: skip
-        if ev.status != "ok":
-            rows.append({**base, "n": 0, "failures": 0, "max_ulp": math.nan})
-            continue
-        err = _errors(ev.value, reference, data.dtype)
-        s = metrics.summarise_errors(err["ulp_err"], err["failure"])
-        rows.append({**base, "n": s.n, "failures": s.failures, "max_ulp": s.max_ulp,
-                     "p99_ulp": s.p99_ulp,
-                     "max_abs_err": float(err["abs_err"].max()) if s.n else math.nan,
-                     **_worst_inputs(family, nat, s.worst, pts)})  # fmt: skip
-    # best t: fewest failures, then smallest max, then p99, then the smaller t
-    ranked = sorted(
-        (r for r in rows if r["n"] > 0),
-        key=lambda r: (r["failures"], r["max_ulp"], r["p99_ulp"], r["t"]),
-    )
-    for r in rows:
-        r["best"] = bool(ranked) and r is ranked[0]
+        for region, mask in regions:
+            base = {**common, "t": t, "region": region,
+                    "published": t in cand.published_thresholds}  # fmt: skip
+            if ev.status != "ok" or not without.ok:
+                rows.append({**base, "n": 0, "failures": 0, "max_ulp": math.nan,
+                             "rule_max_ulp": math.nan})  # fmt: skip
+                continue
+            err = _errors(ev.value[mask], reference[mask], data.dtype)
+            s = metrics.summarise_errors(err["ulp_err"], err["failure"])
+            cost_ulp = _rule_cost(metrics.ulp_error_at(ev.value[mask], reference[mask],
+                                                       full[mask], data.dtype),
+                                  base_ulp[mask])  # fmt: skip
+            cost_nats = _rule_cost(metrics.abs_error(ev.value[mask], reference[mask]),
+                                   base_abs[mask])  # fmt: skip
+            worst_rule = int(np.argmax(cost_ulp)) if cost_ulp.size and cost_ulp.max() > 0 else -1
+            rule_worst = _worst_inputs(family, nat[mask], worst_rule)
+            rows.append({**base, "n": s.n, "failures": s.failures, "max_ulp": s.max_ulp,
+                         "p99_ulp": s.p99_ulp,
+                         "max_abs_err": float(err["abs_err"].max()) if s.n else math.nan,
+                         **_worst_inputs(family, nat[mask], s.worst, pts[mask]),
+                         "switched": int((ev.value[mask] != without.value[mask]).sum()),
+                         "rule_max_ulp": float(cost_ulp.max()) if s.n else math.nan,
+                         "rule_max_nats": float(cost_nats.max()) if s.n else math.nan,
+                         **{f"rule_{k}": rule_worst[k] for k in
+                            ("worst_k", "worst_lam", "worst_mu", "worst_theta")}})  # fmt: skip
+    # best t (per region): fewest failures, then smallest max, then p99, then the smaller t
+    for region, _ in regions:
+        group = [r for r in rows if r["region"] == region]
+        ranked = sorted(
+            (r for r in group if r["n"] > 0),
+            key=lambda r: (r["failures"], r["max_ulp"], r["p99_ulp"], r["t"]),
+        )
+        for r in group:
+            r["best"] = bool(ranked) and r is ranked[0]
+    _mark_harmless(rows)
     return rows
 
 
@@ -400,7 +502,8 @@ def run_accuracy(
                     continue
                 for device in filter(_device_available, suite.devices):
                     for data in prepared[cand.log_params]:
-                        collector.threshold_rows += _sweep(family, cand, ts, device, data)
+                        collector.threshold_rows += _sweep(suite, family, cand, ts, device,
+                                                           data)  # fmt: skip
             timings["evaluation"] += time.perf_counter() - t0
 
     summary = _frame(collector.rows, SUMMARY_COLUMNS)

@@ -215,12 +215,13 @@ def region_variables(df: pd.DataFrame, family: str) -> dict[str, np.ndarray]:
     k = df["k"].to_numpy(dtype=np.float64)
     if fam.name == "ztpoisson":
         lam = df["lam"].to_numpy(dtype=np.float64)
-        return {"k": k, "lam": lam, "w": lam, "lam_over_k": lam / k}
+        return {"k": k, "lam": lam, "mean": lam, "w": lam, "lam_over_k": lam / k}
     mu = df["mu"].to_numpy(dtype=np.float64)
     theta = df["theta"].to_numpy(dtype=np.float64)
     return {
         "k": k,
         "mu": mu,
+        "mean": mu,
         "theta": theta,
         "w": theta * np.log1p(mu / theta),
         "mu_over_k": mu / k,
@@ -228,10 +229,11 @@ def region_variables(df: pd.DataFrame, family: str) -> dict[str, np.ndarray]:
     }
 
 
-def region_mask(df: pd.DataFrame, region: Region) -> np.ndarray:
-    """Boolean mask of the rows of ``df`` (points of ``region.family``) inside ``region``."""
+def region_mask(df: pd.DataFrame, region: Region, family: str | None = None) -> np.ndarray:
+    """Boolean mask of the rows of ``df`` (points of ``family``, default
+    ``region.family``) inside ``region``."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        variables = region_variables(df, region.family)
+        variables = region_variables(df, family or region.family)
     mask = np.ones(len(df), dtype=bool)
     for var, (lo, hi) in region.bounds.items():
         x = variables[var]

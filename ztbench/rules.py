@@ -58,6 +58,8 @@ PUBLISHED_DOMAIN: dict[str, dict[str, tuple[float, float]]] = {
 the lower bound exclusive (mu = exp(y) + 1 > 1) and the upper inclusive (the clamp)."""
 PUBLISHED_DOMAIN_REGION = "published-domain"
 """The region name every shipped suite gives that domain."""
+OUTSIDE_PUBLISHED_DOMAIN_REGION = "outside-published-domain"
+"""The summaries' name for its complement (added by the accuracy runner)."""
 
 
 # ---------------------------------------------------------------------------- predicates

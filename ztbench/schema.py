@@ -37,11 +37,17 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "out_of_range", "uncertified", "kind",
     # a candidate taking log p: its own rounded input at the worst point
     "worst_log_lam", "worst_log_mu", "worst_log_theta",
+    # the value's error in ulp of the full NLL (-log P >= 0)
+    "max_ulp_full",
 )  # fmt: skip
 # thresholds.csv: one row per swept threshold value.
 THRESHOLD_COLUMNS: tuple[str, ...] = (
     "family", "candidate", "dtype", "device", "mode", "t", "n", "failures", "max_ulp",
     "p99_ulp", "max_abs_err", *WORST_COLUMNS, "best", "published",
+    # beyond the required columns: the rule's own cost (see ztbench.accuracy's _sweep)
+    "region", "variable", "switched", "rule_max_ulp", "rule_max_nats", "rule_worst_k",
+    "rule_worst_lam", "rule_worst_mu", "rule_worst_theta", "harmless_half_ulp",
+    "harmless_one_ulp",
 )  # fmt: skip
 # points.parquet: the columns the report reads from the per-point results.
 POINT_COLUMNS: tuple[str, ...] = (

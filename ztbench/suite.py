@@ -67,11 +67,12 @@ Schema (every key below; anything else is an error)::
     # ztnb only: sum_mu, product_mu, pair_mu, w_theta = [...] (default empty)
 
     [regions.tiny-mu]               # optional: named regions for per-region summaries
-    family = "ztnb"
+    family = "ztnb"                 # a family, or a list of them (["ztpoisson", "ztnb"])
     mu_max = 1e-6                   # <var>_min / <var>_max, inclusive bounds, >= 1 of them
     description = "..."             # optional
-    # variables: ztpoisson: k, lam, w (= lam), lam_over_k;
-    #            ztnb: k, mu, theta, w (= theta log1p(mu/theta)), mu_over_k, theta_plus_mu
+    # variables: ztpoisson: k, lam, mean (= lam), w (= lam), lam_over_k;
+    #            ztnb: k, mu, mean (= mu), theta, w (= theta log1p(mu/theta)), mu_over_k,
+    #            theta_plus_mu; a region of several families: the variables they share
 
     [goals]                         # optional: the shipped loss's goals (report, tests)
     candidates = ["ztpoisson/ztbench", "ztnb/ztbench"]   # required: ids in this suite
@@ -122,8 +123,8 @@ RATIO_KEYS: dict[str, dict[str, str]] = {
 }
 # Variables a region may bound (computed by ztbench.grids.region_variables).
 REGION_VARIABLES: dict[str, tuple[str, ...]] = {
-    "ztpoisson": ("k", "lam", "w", "lam_over_k"),
-    "ztnb": ("k", "mu", "theta", "w", "mu_over_k", "theta_plus_mu"),
+    "ztpoisson": ("k", "lam", "mean", "w", "lam_over_k"),
+    "ztnb": ("k", "mu", "mean", "theta", "w", "mu_over_k", "theta_plus_mu"),
 }
 
 
@@ -187,6 +188,11 @@ class Region:
     family: str
     bounds: Mapping[str, tuple[float, float]]
     description: str = ""
+    families: tuple[str, ...] = ()
+
+    def applies_to(self, family: str) -> bool:
+        """True when the region bounds points of ``family``."""
+        return family in (self.families or (self.family,))
 
 
 @dataclass(frozen=True)
@@ -713,12 +719,18 @@ def _regions(ck: _Checker, value: Any) -> dict[str, Region]:
             raise ck.fail(key, f"must be a table, got {_type(spec)}")
         if "family" not in spec:
             raise ck.fail(_join(key, "family"), "missing required key")
-        fam = ck.string(spec["family"], _join(key, "family"))
-        if fam not in FAMILIES:
-            raise ck.fail(
-                _join(key, "family"), f"unknown family {fam!r} (known: {', '.join(FAMILIES)})"
-            )
-        variables = REGION_VARIABLES[fam]
+        raw = spec["family"]
+        fkey = _join(key, "family")
+        names = ([ck.string(f, fkey) for f in raw] if isinstance(raw, list)
+                 else [ck.string(raw, fkey)])  # fmt: skip
+        if not names:
+            raise ck.fail(fkey, "names no family")
+        for fam in names:
+            if fam not in FAMILIES:
+                raise ck.fail(fkey, f"unknown family {fam!r} (known: {', '.join(FAMILIES)})")
+        # variables every listed family has (e.g. `mean`: lam or mu)
+        variables = tuple(v for v in REGION_VARIABLES[names[0]]
+                          if all(v in REGION_VARIABLES[f] for f in names))  # fmt: skip
         allowed = (
             "family",
             "description",
@@ -741,7 +753,7 @@ def _regions(ck: _Checker, value: Any) -> dict[str, Region]:
         if not bounds:
             raise ck.fail(key, "bounds no variable (set <var>_min or <var>_max)")
         desc = ck.string(spec.get("description", ""), _join(key, "description"))
-        out[name] = Region(name, fam, bounds, desc)
+        out[name] = Region(name, names[0], bounds, desc, tuple(names))
     return out
 
 

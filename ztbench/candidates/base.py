@@ -76,6 +76,8 @@ class Candidate:
         fn: the callable, ``fn(k, *params, threshold=None)``, the parameters in the
             family's order, each natural or its log (``log_params``).
         log_params: the parameters taken as logarithms (e.g. ``("theta",)``); () = natural.
+        threshold_variable: what a threshold family switches on (a key of
+            :data:`ztbench.rules.SWEEP_VARIABLES`), None otherwise.
         target: for a user's own candidate declared in a suite
             (:mod:`ztbench.candidates.external`), the ``module:function`` or
             ``file.py:function`` it calls; None for the built-in ones.
@@ -92,6 +94,7 @@ class Candidate:
     threshold: float | None = None
     published_thresholds: tuple[float, ...] = ()
     log_params: tuple[str, ...] = ()
+    threshold_variable: str | None = None
     target: str | None = None
 
     @property

@@ -18,8 +18,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ztbench import loss as api
 from ztbench import rules as R
 from ztbench.candidates.base import Candidate, in_float64, register_torch
+from ztbench.candidates.rule_sweep import with_rule
 from ztbench.loss import primitives as P
 
 FAMILY = "ztnb"
@@ -184,32 +186,43 @@ def stable(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None)
     return _inf_where_k0(k, value)
 
 
-def _threshold(k: Tensor, mu: Tensor, theta: Tensor, approx: Tensor, w: Tensor, sp_neg: Tensor):
-    trunc = torch.where(approx, w, P.log_expm1(w))
-    value = -P.lgamma_difference(k, theta) + k * sp_neg + trunc
-    return _inf_where_k0(k, value)
+def _threshold(k: Tensor, mu: Tensor, theta: Tensor, variable: str, t: float) -> Tensor:
+    """``ztnb/ztbench``'s full NLL with log(expm1(w)) -> w where the rule on ``variable``
+    approximates at t (:func:`ztbench.rules.approximates`, on the float64 values)."""
+    k64, m64, th64 = k.double(), mu.double(), theta.double()
+    nll = api.zt_negbin_nll(k64, m64, th64, reduction="none", full=True, validate=False)
+    w = P.nb_log_p0(m64, th64)
+    approx = R.approximates(variable, t, mu=m64, theta=th64, w=w)
+    return with_rule(nll, w, approx).to(mu.dtype)
 
 
 def threshold_sum(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
-    """``ztnb/stable`` with log(expm1(w)) replaced by w where theta + mu > t (default 15).
+    """``ztnb/ztbench`` (full NLL) with log(expm1(w)) replaced by w where theta + mu > t
+    (default 15: the October 2024 code's rule).
 
-    Switches on the published variable theta + mu; the error of the approximation is
-    -log(1 - e^-w), which is not small where mu is small, so no t makes it safe.
+    Switches on theta + mu; the error of the approximation is -log(1 - e^-w), which is not
+    small where mu is small, so no t makes it safe.
     """
     t = PUBLISHED_THRESHOLD if threshold is None else float(threshold)
-    sp_neg, w = _softplus_parts(mu, theta)
-    return _threshold(k, mu, theta, (theta + mu) > t, w, sp_neg)
+    return _threshold(k, mu, theta, "theta_plus_mu", t)
+
+
+def threshold_pair(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
+    """``ztnb/ztbench`` (full NLL) with log(expm1(w)) replaced by w where
+    (mu - 1 + 1e-8)(theta + 1e-8) > t or mu + theta > t (default 15: the code as
+    published, both of its conditions scaled together)."""
+    t = PUBLISHED_THRESHOLD if threshold is None else float(threshold)
+    return _threshold(k, mu, theta, "code_pair", t)
 
 
 def threshold_w(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
-    """``ztnb/stable`` with log(expm1(w)) replaced by w where w > t (default 15).
+    """``ztnb/ztbench`` (full NLL) with log(expm1(w)) replaced by w where w > t (default 15).
 
     w = theta log1p(mu/theta) = -log P(0): the error of the approximation is
     -log(1 - e^-w) ~ e^-w < e^-t, bounded for every mu and theta.
     """
     t = PUBLISHED_THRESHOLD if threshold is None else float(threshold)
-    sp_neg, w = _softplus_parts(mu, theta)
-    return _threshold(k, mu, theta, w > t, w, sp_neg)
+    return _threshold(k, mu, theta, "w", t)
 
 
 def torch_distributions(
@@ -311,20 +324,34 @@ _torch(
 _torch(
     "threshold-sum",
     threshold_sum,
-    "loss",
-    "The stable form with log(expm1(w)) replaced by w where theta + mu > t (t swept; default 15).",
-    "threshold family generalising the published theta + mu > 15 rule",
+    "full",
+    "ztnb/ztbench's full NLL with log(expm1(w)) replaced by w where theta + mu > t "
+    "(t swept; default 15): the rule's error alone.",
+    "threshold family generalising the October 2024 code's theta + mu > 15 rule",
     threshold=PUBLISHED_THRESHOLD,
     published_thresholds=(PUBLISHED_THRESHOLD,),
+    threshold_variable="theta_plus_mu",
+)
+_torch(
+    "threshold-pair",
+    threshold_pair,
+    "full",
+    "ztnb/ztbench's full NLL with log(expm1(w)) replaced by w where "
+    "(mu-1+1e-8)(theta+1e-8) > t or mu+theta > t (t swept; default 15): the rule's error alone.",
+    "threshold family generalising the published code's pair of conditions (bento-sc 0.0.8)",
+    threshold=PUBLISHED_THRESHOLD,
+    published_thresholds=(PUBLISHED_THRESHOLD,),
+    threshold_variable="code_pair",
 )
 _torch(
     "threshold-w",
     threshold_w,
-    "loss",
-    "The stable form with log(expm1(w)) replaced by w where w = theta log1p(mu/theta) > t "
-    "(t swept; default 15).",
+    "full",
+    "ztnb/ztbench's full NLL with log(expm1(w)) replaced by w where w = theta log1p(mu/theta) "
+    "> t (t swept; default 15).",
     "ztbench: switch on -log P(0), the variable that bounds the error",
     threshold=PUBLISHED_THRESHOLD,
+    threshold_variable="w",
 )
 _torch(
     "torch-distributions",

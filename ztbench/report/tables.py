@@ -290,15 +290,44 @@ def board_markdown(board: pd.DataFrame, family: str, with_speed: bool) -> str:
 
 
 def sweep_best(results: Results, candidate: str, dtype: str, device: str) -> dict | None:
-    """The sweep's best and published rows of ``candidate`` (None when it was not swept)."""
+    """The sweep's best and published rows of ``candidate`` over the whole domain, and the
+    smallest harmless t per region and bound (None when it was not swept).
+
+    ``harmless``: ``{region: {"harmless_half_ulp": t or None, "harmless_one_ulp": ...}}``,
+    None meaning no harmless t in the swept range.
+    """
     t = results.thresholds
     t = t[(t["candidate"] == candidate) & (t["dtype"] == dtype) & (t["device"] == device)]
     if t.empty:
         return None
-    best = t[t["best"]]
-    pub = t[t["published"]]
+    allt = t[t["region"] == "all"]
+    best = allt[allt["best"]]
+    pub = allt[allt["published"]]
+    harmless: dict[str, dict[str, float | None]] = {}
+    for region, g in t.groupby("region", sort=False):
+        if g["rule_max_ulp"].isna().all():
+            continue  # a sweep written before the rule's cost was measured
+        harmless[str(region)] = {
+            col: (float(g[g[col]]["t"].iloc[0]) if g[col].any() else None)
+            for col in ("harmless_half_ulp", "harmless_one_ulp")
+        }
     return {"best": best.iloc[0].to_dict() if not best.empty else None,
-            "published": [r for r in pub.to_dict(orient="records")]}  # fmt: skip
+            "published": [r for r in pub.to_dict(orient="records")],
+            "harmless": harmless}  # fmt: skip
+
+
+def harmless_text(harmless: dict[str, dict[str, float | None]]) -> str:
+    """The smallest harmless t per bound and region, in words (``none`` where no swept t
+    is harmless)."""
+    names = {"all": "whole domain", rules.PUBLISHED_DOMAIN_REGION: "published domain"}
+
+    def ts(h: dict[str, float | None]) -> str:
+        return " / ".join(fmt(h[c]) if h[c] is not None else "none"
+                          for c in ("harmless_half_ulp", "harmless_one_ulp"))  # fmt: skip
+
+    parts = [f"{ts(h)} ({names.get(r, r)})" for r, h in harmless.items()]
+    return ("The smallest t from which the rule alone costs at most 0.5 / 1 ulp of the full "
+            "NLL: " + ", ".join(parts) + " (none: no such t in the swept range).")
 
 
 def worst_abs_point(results: Results, candidate: str, dtype: str, device: str) -> dict | None:
@@ -320,8 +349,51 @@ def worst_abs_point(results: Results, candidate: str, dtype: str, device: str) -
     return pts.iloc[int(np.argmax(err))].to_dict()
 
 
+def _domain_text(family: str) -> str:
+    """``1 <= lam <= 1e7`` from :data:`ztbench.rules.PUBLISHED_DOMAIN`."""
+    return ", ".join(f"{fmt_input(lo)} <= {p} <= {fmt(hi)}"
+                     for p, (lo, hi) in rules.PUBLISHED_DOMAIN[family].items())  # fmt: skip
+
+
+def _errors_sentence(family: str, value: dict, grads: pd.DataFrame) -> str:
+    """Nats, ulp of the full NLL, gradient relative error of one region's rows."""
+    where = inputs_text(family, value["worst_k"], value["worst_lam"], value["worst_mu"],
+                        value["worst_theta"])  # fmt: skip
+    full = value.get("max_ulp_full", math.nan)
+    text = (f"off by up to {fmt(value['max_abs_err'])} nats, {fmt(full)} ulp of the full "
+            f"NLL (largest ulp error of the loss at {where})")  # fmt: skip
+    if value["failures"]:
+        text += f", NaN/inf at {int(value['failures'])} points"
+    if not grads.empty:
+        parts = [f"{q} {fmt(e)}" + (f" (NaN/inf at {int(f)} points)" if f else "")
+                 for q, e, f in zip(grads["quantity"], grads["max_rel_err"], grads["failures"],
+                                    strict=True)]  # fmt: skip
+        text += f"; gradient relative error up to {', '.join(parts)}"
+    return text
+
+
+def _domain_sentences(family: str, value_rows: pd.DataFrame, grad_rows: pd.DataFrame) -> str:
+    """Inside the published domain first, elsewhere second ("" without that region)."""
+    out = []
+    for region, label in ((rules.PUBLISHED_DOMAIN_REGION,
+                           f"Inside the published domain ({_domain_text(family)})"),
+                          (rules.OUTSIDE_PUBLISHED_DOMAIN_REGION, "Elsewhere")):  # fmt: skip
+        v = value_rows[(value_rows["region"] == region) & (value_rows["n"] > 0)]
+        if v.empty:
+            continue
+        g = grad_rows[(grad_rows["region"] == region) & (grad_rows["n"] > 0)]
+        row = v.iloc[0].to_dict()
+        out.append(f"{label}, {int(row['n'])} points: {_errors_sentence(family, row, g)}.")
+    return " ".join(out)
+
+
 def published_paragraphs(results: Results) -> list[str]:
-    """One plain-words paragraph per published rule present in the summary."""
+    """One plain-words paragraph per published rule present in the summary.
+
+    Per dtype and device: its errors inside the published system's reachable domain first
+    (nats; ulp of the full NLL, -log P >= 0; gradient relative error), elsewhere second,
+    then over the whole domain, its regions and the threshold sweeps of its variable.
+    """
     out = []
     s = results.summary
     for rule, sweeps in PUBLISHED_RULES.items():
@@ -332,12 +404,27 @@ def published_paragraphs(results: Results) -> list[str]:
         fam = rule.split("/", 1)[0]
         sentences = [f"**`{rule}`** {RULE_TEXT[rule]}.\n"]
         allr = rs[rs["region"] == "all"]
+        grads = s[(s["candidate"] == rule) & (s["quantity"] != "value")
+                  & (s["mode"] == RANK_MODE) & (s["status"] == "ok")]  # fmt: skip
         for dtype in ordered(allr["dtype"], DTYPE_ORDER):
             for device in ordered(allr[allr["dtype"] == dtype]["device"], ("cpu", "cuda")):
                 r = allr[(allr["dtype"] == dtype) & (allr["device"] == device)].iloc[0]
                 where = inputs_text(fam, r["worst_k"], r["worst_lam"], r["worst_mu"],
                                     r["worst_theta"])  # fmt: skip
-                if r["failures"]:
+                at = (rs["dtype"] == dtype) & (rs["device"] == device)
+                g_at = grads[(grads["dtype"] == dtype) & (grads["device"] == device)]
+                domain = _domain_sentences(fam, rs[at], g_at)
+                if domain:
+                    text = f"- **{dtype}** ({device}): {domain} Over the whole domain"
+                    if r["failures"]:
+                        text += (f" it returns NaN/inf at {int(r['failures'])} of "
+                                 f"{int(r['n'])} points, for example at {where}; the 99th "
+                                 f"percentile of its error is {fmt(r['p99_ulp'])} ulp.")
+                    else:
+                        text += (f", its largest error in ulp of the loss is "
+                                 f"{fmt(r['max_ulp'])} ulp, at {where}; the 99th percentile "
+                                 f"is {fmt(r['p99_ulp'])} ulp.")  # fmt: skip
+                elif r["failures"]:
                     text = (f"- **{dtype}** ({device}): it returns NaN/inf at "
                             f"{int(r['failures'])} of {int(r['n'])} points, for example at "
                             f"{where}; the 99th percentile of its error is "
@@ -384,6 +471,8 @@ def published_paragraphs(results: Results) -> list[str]:
                     text += (f" The sweep of `{sw}` finds t = {fmt(b['t'])} best "
                              f"({fmt(b['max_ulp'])} ulp max, {fmt(b['p99_ulp'])} p99)"
                              + (f" against {pubs}." if pubs else "."))  # fmt: skip
+                    if info["harmless"]:
+                        text += " " + harmless_text(info["harmless"])
                 sentences.append(text)
         out.append("\n".join(sentences))
     return out
