@@ -143,12 +143,12 @@ def evaluate(
     except Unsupported as exc:
         return _unsupported(n, exc.reason)
     except Exception as exc:
-        if candidate.target is not None:  # the user's code failing is a result, not a crash
-            return _unsupported(n, f"{candidate.target}: {first_line(exc)}")
         if mode == "compile":
             return _unsupported(n, f"torch.compile failed: {first_line(exc)}")
         if is_missing_kernel(exc):
             return _unsupported(n, f"missing kernel: {first_line(exc)}")
+        if candidate.target is not None:  # the user's code failing is a result, not a crash
+            return _unsupported(n, f"{candidate.target}: {first_line(exc)}")
         raise
     return Evaluation(value, grads)
 
