@@ -538,3 +538,28 @@ def test_compiled_cache_is_per_function_not_per_id() -> None:
     b = dc.replace(a, fn=get_candidate("ztnb/naive").fn)
     assert compiled(a) is not compiled(b)
     assert compiled(a) is compiled(a)
+
+
+def test_throughput_times_external_candidates(project: Path, tmp_path: Path) -> None:
+    """The throughput verb times external candidates in their own parameterisation (torch
+    with log and torch-nb parameters, forward and backward; numpy, forward) beside naive."""
+    tables = [
+        ext_table(id="mine/logs", target="code/user_loss.py:ztnb_logs",
+                  parameters='{ mu = "log", theta = "log" }'),
+        ext_table(id="mine/nb-dist", target="code/user_loss.py:nb_dist", form="full",
+                  sign="log_prob", parameters='"torch-nb"'),
+        ext_table(id="mine/scipy", target="code/user_loss.py:scipy_ztnb_log_prob",
+                  form="full", sign="log_prob", kind="numpy"),
+    ]  # fmt: skip
+    out = tmp_path / "tp"
+    argv = ["throughput", str(write_suite(project, *tables)), "-o", str(out), "--sizes", "1e3",
+            "--budget", "0.001", "--min-rounds", "1", "--max-rounds", "2", "--dtypes", "float64",
+            "--no-memory", "--no-progress", "--threads", "1"]  # fmt: skip
+    assert main(argv) == 0
+    t = pd.read_csv(out / "throughput.csv").set_index(["candidate", "pass"])
+    for cid in ("mine/logs", "mine/nb-dist"):
+        for pass_ in ("forward", "forward+backward"):
+            assert t.loc[(cid, pass_), "status"] == "ok", (cid, pass_)
+    assert t.loc[("mine/scipy", "forward"), "status"] == "ok"
+    assert "ztnb/naive" in t.index.get_level_values(0)
+    assert "external_candidates" in (out / "env.json").read_text()
