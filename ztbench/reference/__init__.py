@@ -26,7 +26,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ztbench.families import Family, get_family, to_natural, validate_points
+from ztbench.families import (
+    TORCH_NB,
+    Family,
+    get_family,
+    is_torch_nb,
+    to_natural,
+    validate_points,
+)
 from ztbench.reference import arb_engine, mpmath_engine
 from ztbench.reference.cache import ReferenceCache, chunk_key, default_cache_dir
 from ztbench.schema import ENGINE_NAMES
@@ -98,7 +105,9 @@ def compute_references(
     eng = _engine(engine)
     columns = fam.columns_for(log_params)
     quantities = fam.quantities_for(log_params)
-    log_mask = tuple(p in log_params for p in fam.params)
+    # which parameters are logs; the torch-nb parameterisation travels as its own name
+    log_mask = (TORCH_NB,) if is_torch_nb(fam, log_params) else tuple(
+        p in log_params for p in fam.params)  # fmt: skip
     for col in columns:
         if col not in points:
             raise ValueError(f"{fam.name}: missing column {col!r}")
