@@ -27,7 +27,14 @@ from tqdm import tqdm
 
 from ztbench.errors import UserError
 from ztbench.executor import Executor, LocalPool, active_executor
-from ztbench.families import Family, get_family, validate_points
+from ztbench.families import (
+    TORCH_NB,
+    Family,
+    get_family,
+    is_torch_nb,
+    to_natural,
+    validate_points,
+)
 from ztbench.reference import arb_engine, mpmath_engine
 from ztbench.reference.cache import ReferenceCache, chunk_key, default_cache_dir
 from ztbench.schema import ENGINE_NAMES
@@ -56,7 +63,7 @@ def _engine(name: str) -> ModuleType:
 
 
 def _run_chunks(
-    args: tuple[str, str, list[np.ndarray]],
+    args: tuple[str, str, list[np.ndarray], tuple],
 ) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
     """Some chunks' (values, certified flags), and the engine version of the process.
 
@@ -64,9 +71,9 @@ def _run_chunks(
     worker with other library versions than the client's would otherwise file its values
     under the client's cache key.
     """
-    engine, family, blocks = args
+    engine, family, blocks, log_mask = args
     eng = ENGINES[engine]
-    return eng.VERSION, [eng.evaluate_chunk(family, *block) for block in blocks]
+    return eng.VERSION, [eng.evaluate_chunk(family, *b, log_mask=log_mask) for b in blocks]
 
 
 def compute_references(
@@ -76,6 +83,7 @@ def compute_references(
     cache_dir: Path | str | bool | None = None,
     progress: bool | None = None,
     workers: int | None = None,
+    log_params: tuple[str, ...] = (),
     executor: Executor | None = None,
 ) -> pd.DataFrame:
     """Certified reference quantities at each point.
@@ -89,6 +97,10 @@ def compute_references(
             False to disable caching.
         progress: show a progress bar; None shows one only if the work lasts over 2 s.
         workers: worker processes of the local pool (default: the number of CPUs).
+        log_params: parameters given as logarithms: ``points`` then has ``log_<p>``
+            instead of ``p``; the quantities are taken at p = exp(log_p) exactly (inside
+            the engine) and the gradients are ``d_log_<p>`` = p d/dp
+            (:meth:`~ztbench.families.Family.quantities_for`).
         executor: where missing chunks run (default: the active executor of
             :func:`ztbench.executor.scheduler_scope`, else the local pool).
 
@@ -102,10 +114,18 @@ def compute_references(
     """
     fam = family if isinstance(family, Family) else get_family(family)
     eng = _engine(engine)
-    validate_points(fam, points)
+    columns = fam.columns_for(log_params)
+    quantities = fam.quantities_for(log_params)
+    # which parameters are logs; the torch-nb parameterisation travels as its own name
+    log_mask = (TORCH_NB,) if is_torch_nb(fam, log_params) else tuple(
+        p in log_params for p in fam.params)  # fmt: skip
+    for col in columns:
+        if col not in points:
+            raise ValueError(f"{fam.name}: missing column {col!r}")
+    validate_points(fam, to_natural(fam, points, log_params) if log_params else points)
     index = points.index if isinstance(points, pd.DataFrame) else None
-    table = np.column_stack([np.asarray(points[c], dtype=np.float64) for c in fam.columns])
-    nq = len(fam.quantities)
+    table = np.column_stack([np.asarray(points[c], dtype=np.float64) for c in columns])
+    nq = len(quantities)
 
     unique, inverse = np.unique(table, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -121,7 +141,7 @@ def compute_references(
     for start in starts:
         block = unique[start : start + CHUNK_POINTS]
         cols = [block[:, j] for j in range(block.shape[1])]
-        key = chunk_key(fam.name, fam.quantities, eng.NAME, eng.VERSION, cols)
+        key = chunk_key(fam.name, quantities, eng.NAME, eng.VERSION, cols)
         hit = cache.load(key, nq, len(block)) if cache is not None else None
         if hit is None:
             missing.append((start, key))
@@ -138,8 +158,8 @@ def compute_references(
     per_task = executor.items_per_task(len(missing))
     groups = [missing[i : i + per_task] for i in range(0, len(missing), per_task)]
     tasks = [
-        (eng.NAME, fam.name, [unique[s : s + CHUNK_POINTS].T.copy() for s, _ in group])
-        for group in groups
+        (eng.NAME, fam.name, [unique[s : s + CHUNK_POINTS].T.copy() for s, _ in g], log_mask)
+        for g in groups
     ]
     keys = [f"ztref-{group[0][1]}-{len(group)}" for group in groups]
     bar = tqdm(
@@ -169,7 +189,7 @@ def compute_references(
                         cache.store(key, vals, cert)
                     bar.update(n)
 
-    out = pd.DataFrame({q: values[i, inverse] for i, q in enumerate(fam.quantities)}, index=index)
+    out = pd.DataFrame({q: values[i, inverse] for i, q in enumerate(quantities)}, index=index)
     out["certified"] = certified[inverse]
     out.attrs["reference_stats"] = {
         "unique_points": len(unique),
