@@ -122,6 +122,16 @@ def test_cluster_gives_the_pool_bytes_and_fills_the_cache(points, pooled, cluste
     assert _bytes(again) == _bytes(pooled)
 
 
+def test_cluster_gives_the_pool_bytes_for_log_parameters(points, cluster):
+    sub = points.iloc[: 2 * CHUNK_POINTS]
+    logged = pd.DataFrame({"k": sub["k"], "mu": sub["mu"], "log_theta": np.log(sub["theta"])})
+    kwargs = {"cache_dir": False, "progress": False, "log_params": ("theta",)}
+    pool = compute_references("ztnb", logged, executor=LocalPool(2), **kwargs)
+    got = compute_references("ztnb", logged, executor=cluster, **kwargs)
+    assert "d_log_theta" in got.columns
+    assert _bytes(got) == _bytes(pool)
+
+
 def test_refs_verb_on_a_scheduler_address_writes_the_pool_file(points, cluster, tmp_path):
     sub = points.iloc[: 3 * CHUNK_POINTS].astype({"k": "int64"})
     src = tmp_path / "in.csv"
