@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
-from ztbench.adversarial import DEFAULT_CANDIDATES, search, worst_points
-from ztbench.candidates import select_candidates
 from ztbench.errors import UserError
 from ztbench.families import FAMILIES
-from ztbench.pointsio import write_csv
 
 HELP = "adversarial search for the worst float64 points (zero crossings, arb references)"
 
@@ -65,6 +60,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # the search needs torch and the reference engines: imported here, so that the CLI's
+    # help loads neither
+    import pandas as pd
+
+    from ztbench.adversarial import DEFAULT_CANDIDATES, search, worst_points
+    from ztbench.candidates import select_candidates
+    from ztbench.pointsio import write_csv
+
     families = args.family or list(FAMILIES)
     for f in families:
         if f not in FAMILIES:
