@@ -1,0 +1,148 @@
+"""``ztbench impact``: refit every gene with each candidate's loss; what it does to the fit.
+
+Writes DIR/impact_genes.csv (one row per dataset, model, family, candidate, dtype and
+gene) and DIR/impact_summary.csv (one row per dataset, model, family, candidate and
+dtype); see :mod:`ztbench.fit.impact` for the columns. ``--synthetic`` adds the grid of
+exact ZTNB samples (dataset "synthetic", with the truth in mu_true and theta_true).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ztbench.commands.fit import check_choices
+from ztbench.datasets import DATASETS
+from ztbench.dtypes import DTYPE_NAMES
+from ztbench.errors import UserError
+from ztbench.fit.data import MIN_NONZERO, MODELS
+
+HELP = "refit each gene with each candidate's loss and dtype; excess NLL and parameter errors"
+DEFAULT_DTYPES = "float32,bfloat16"
+SYNTHETIC_N = 2000
+SYNTHETIC_GRID = "9x9"
+SYNTHETIC_SEED = 20240611
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", metavar="DATASET", nargs="?",
+                   help=f"a shipped dataset ({', '.join(DATASETS)}) or a path to an .npz")  # fmt: skip
+    p.add_argument("--family", default="ztnb", help="ztpoisson or ztnb (default ztnb)")
+    p.add_argument("--model", default="per-gene",
+                   help=f"one of: {', '.join(MODELS)} (default per-gene)")  # fmt: skip
+    p.add_argument("--candidates", default=None, metavar="LIST",
+                   help="comma-separated ids or globs (default: every torch candidate of the "
+                   "family, plus the published head variant)")  # fmt: skip
+    p.add_argument("--dtypes", default=DEFAULT_DTYPES, metavar="LIST",
+                   help=f"comma-separated dtypes (default {DEFAULT_DTYPES})")  # fmt: skip
+    p.add_argument("--min-nonzero", type=int, default=MIN_NONZERO, metavar="N",
+                   help=f"fit genes with at least N nonzero cells (default {MIN_NONZERO})")  # fmt: skip
+    p.add_argument("--synthetic", action="store_true",
+                   help="also fit the synthetic-truth grid (exact ZTNB samples)")  # fmt: skip
+    p.add_argument("--synthetic-n", type=int, default=SYNTHETIC_N, metavar="N",
+                   help=f"nonzero counts per grid cell (default {SYNTHETIC_N})")  # fmt: skip
+    p.add_argument("--synthetic-grid", default=SYNTHETIC_GRID, metavar="MxT",
+                   help=f"mu x theta grid points (default {SYNTHETIC_GRID})")  # fmt: skip
+    p.add_argument("--seed", type=int, default=SYNTHETIC_SEED, help="seed of the synthetic grid")
+    p.add_argument("-o", "--out", default="results/impact", metavar="DIR",
+                   help="output directory (default results/impact)")  # fmt: skip
+    p.add_argument("--cache-dir", help="cache directory (default $ZTBENCH_CACHE_DIR or the "
+                   "user cache dir)")  # fmt: skip
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _list(text: str, what: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise UserError(f"--{what}: empty list")
+    return items
+
+
+def _grid(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--synthetic-grid: expected MxT such as 9x9, got {text!r}") from None
+    if a < 1 or b < 1:
+        raise UserError(f"--synthetic-grid: sizes must be >= 1, got {text!r}")
+    return a, b
+
+
+def run_impact(
+    dataset: str | None,
+    family: str,
+    model: str,
+    candidates: list[str] | None,
+    dtypes: list[str],
+    out: Path,
+    cache_dir: str | bool | None = None,
+    synthetic: tuple[int, int, int, int] | None = None,
+    min_nonzero: int = MIN_NONZERO,
+    progress: bool = True,
+) -> tuple[Path, Path]:
+    """Run the impact stage and write its two CSV files; return their paths.
+
+    ``synthetic``: (seed, n, n_mu, n_theta) of the synthetic grid, or None.
+    """
+    import pandas as pd
+
+    from ztbench.candidates import list_candidates, select_candidates
+    from ztbench.datasets import load
+    from ztbench.fit import from_dataset
+    from ztbench.fit.impact import default_variants, impact_genes, summarize
+    from ztbench.fit.synthetic import grid, synthetic_data
+    from ztbench.pointsio import write_csv
+
+    check_choices(family, model, min_nonzero)
+    for d in dtypes:
+        if d not in DTYPE_NAMES:
+            raise UserError(f"--dtypes: unknown dtype {d!r} (known: {', '.join(DTYPE_NAMES)})")
+    try:
+        chosen = select_candidates(candidates) if candidates else list_candidates(family)
+    except ValueError as exc:
+        raise UserError(f"--candidates: {exc}") from None
+    frames = []
+    if dataset is not None:
+        variants = default_variants(family, chosen)
+        if not variants:
+            raise UserError(f"--candidates: no torch candidate of family {family}")
+        data = from_dataset(load(dataset), model, min_nonzero)
+        frames.append(impact_genes(data, family, variants, dtypes, cache_dir, progress))
+    if synthetic is not None:
+        seed, n, n_mu, n_theta = synthetic
+        variants = default_variants("ztnb", chosen)
+        if not variants:
+            raise UserError("--synthetic: needs ztnb candidates")
+        data, truth = synthetic_data(seed, n, *grid(n_mu, n_theta))
+        frames.append(impact_genes(data, "ztnb", variants, dtypes, cache_dir, progress, truth))
+    if not frames:
+        raise UserError("give a DATASET, --synthetic, or both")
+    genes = pd.concat(frames, ignore_index=True)
+    paths = (out / "impact_genes.csv", out / "impact_summary.csv")
+    write_csv(genes, paths[0])
+    write_csv(summarize(genes), paths[1])
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.synthetic_n < 1:
+        raise UserError(f"--synthetic-n must be >= 1, got {args.synthetic_n}")
+    synthetic = None
+    if args.synthetic:
+        synthetic = (args.seed, args.synthetic_n, *_grid(args.synthetic_grid))
+    paths = run_impact(
+        args.dataset,
+        args.family,
+        args.model,
+        _list(args.candidates, "candidates") if args.candidates else None,
+        _list(args.dtypes, "dtypes"),
+        Path(args.out),
+        False if args.no_cache else args.cache_dir,
+        synthetic,
+        args.min_nonzero,
+        not args.no_progress,
+    )
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
