@@ -14,7 +14,10 @@ from ztbench.errors import UserError
 
 @pytest.mark.parametrize(
     ("name", "shape", "nnz", "kmax"),
-    [("mouse_brain_10k", (10000, 1000), 691914, 624), ("human_pbmc_1k_subset", (1107, 507), 23866, 36)],
+    [
+        ("mouse_brain_10k", (10000, 1000), 691914, 624),
+        ("human_pbmc_1k_subset", (1107, 507), 23866, 36),
+    ],
 )
 def test_load_matches_provenance(name, shape, nnz, kmax):
     ds = datasets.load(name)

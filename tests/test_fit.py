@@ -25,8 +25,9 @@ def _gene_data(hists: list[dict[int, int]], sizes: list[np.ndarray] | None = Non
     gi_a, k_a = np.array(gi), np.array(ks, dtype=np.float64)
     s = np.ones(len(k_a)) if sizes is None else np.concatenate(sizes)
     names = np.array([f"g{i}" for i in range(len(hists))])
-    return from_columns("hand", "per-gene" if sizes is None else "size-factor", gi_a, k_a, s,
-                        names, names)  # fmt: skip
+    return from_columns(
+        "hand", "per-gene" if sizes is None else "size-factor", gi_a, k_a, s, names, names
+    )
 
 
 HISTS = [{1: 60, 2: 25, 3: 10, 5: 5}, {1: 30, 2: 30, 4: 20, 9: 20}, {1: 95, 2: 5}]
@@ -120,10 +121,12 @@ def test_published_rule_runs_away_where_the_shipped_loss_does_not():
     with a worse exact likelihood; the shipped loss returns to the exact optimum."""
     data, _ = synthetic_data(5, 20000, np.array([1.5]), np.array([15.0]))
     ref = reference_fit(data, "ztnb", cache_dir=False)
-    pub = candidate_fit(data, "ztnb", get_candidate("ztnb/published-code"), "float32",
-                        cache_dir=False, theta0=100.0)  # fmt: skip
-    ship = candidate_fit(data, "ztnb", get_candidate("ztnb/ztbench"), "float32",
-                         cache_dir=False, theta0=100.0)  # fmt: skip
+    pub = candidate_fit(
+        data, "ztnb", get_candidate("ztnb/published-code"), "float32", cache_dir=False, theta0=100.0
+    )
+    ship = candidate_fit(
+        data, "ztnb", get_candidate("ztnb/ztbench"), "float32", cache_dir=False, theta0=100.0
+    )
     ex_pub = pub["exact_nll_per_count"].iloc[0] - ref["exact_nll_per_count"].iloc[0]
     ex_ship = ship["exact_nll_per_count"].iloc[0] - ref["exact_nll_per_count"].iloc[0]
     assert ex_ship < 1e-7
@@ -148,8 +151,17 @@ def test_fits_are_bit_identical_and_cached(tmp_path):
 
 def test_fit_cli_twice_gives_identical_files(tmp_path, capsys):
     for d in ("a", "b"):
-        rc = main(["fit", "human_pbmc_1k_subset", "--family", "ztpoisson", "--no-cache",
-                   "-o", str(tmp_path / d)])  # fmt: skip
+        rc = main(
+            [
+                "fit",
+                "human_pbmc_1k_subset",
+                "--family",
+                "ztpoisson",
+                "--no-cache",
+                "-o",
+                str(tmp_path / d),
+            ]
+        )
         assert rc == 0
     fa = pd.read_parquet(tmp_path / "a" / "fits.parquet")
     fb = pd.read_parquet(tmp_path / "b" / "fits.parquet")

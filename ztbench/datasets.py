@@ -120,8 +120,7 @@ def _build(name: str, path: Path, a: dict[str, np.ndarray], digest: str) -> Data
     data = np.asarray(a["counts_data"])
     indices = np.asarray(a["counts_indices"])
     indptr = np.asarray(a["counts_indptr"])
-    for key, arr in (("counts_data", data), ("counts_indices", indices),
-                     ("counts_indptr", indptr)):  # fmt: skip
+    for key, arr in (("counts_data", data), ("counts_indices", indices), ("counts_indptr", indptr)):
         if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
             raise UserError(f"{path}: key {key!r} must be a 1-d integer array")
     if len(indptr) != n_cells + 1 or indptr[0] != 0 or indptr[-1] != len(data):

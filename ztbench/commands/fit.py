@@ -15,17 +15,32 @@ HELP = "maximum-likelihood reference fit (float64, certified stationary) of each
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", metavar="DATASET",
-                   help=f"a shipped dataset ({', '.join(DATASETS)}) or a path to an .npz")  # fmt: skip
+    p.add_argument(
+        "dataset",
+        metavar="DATASET",
+        help=f"a shipped dataset ({', '.join(DATASETS)}) or a path to an .npz",
+    )
     p.add_argument("--family", default="ztnb", help=f"one of: {', '.join(FAMILIES)} (default ztnb)")
-    p.add_argument("--model", default="per-gene",
-                   help=f"one of: {', '.join(MODELS)} (default per-gene)")  # fmt: skip
-    p.add_argument("--min-nonzero", type=int, default=MIN_NONZERO, metavar="N",
-                   help=f"fit genes with at least N nonzero cells (default {MIN_NONZERO})")  # fmt: skip
-    p.add_argument("-o", "--out", default="results/fit", metavar="DIR",
-                   help="output directory (default results/fit)")  # fmt: skip
-    p.add_argument("--cache-dir", help="cache directory (default $ZTBENCH_CACHE_DIR or the "
-                   "user cache dir)")  # fmt: skip
+    p.add_argument(
+        "--model", default="per-gene", help=f"one of: {', '.join(MODELS)} (default per-gene)"
+    )
+    p.add_argument(
+        "--min-nonzero",
+        type=int,
+        default=MIN_NONZERO,
+        metavar="N",
+        help=f"fit genes with at least N nonzero cells (default {MIN_NONZERO})",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default="results/fit",
+        metavar="DIR",
+        help="output directory (default results/fit)",
+    )
+    p.add_argument(
+        "--cache-dir", help="cache directory (default $ZTBENCH_CACHE_DIR or the user cache dir)"
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
 
 

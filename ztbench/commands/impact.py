@@ -25,29 +25,65 @@ SYNTHETIC_SEED = 20240611
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", metavar="DATASET", nargs="?",
-                   help=f"a shipped dataset ({', '.join(DATASETS)}) or a path to an .npz")  # fmt: skip
+    p.add_argument(
+        "dataset",
+        metavar="DATASET",
+        nargs="?",
+        help=f"a shipped dataset ({', '.join(DATASETS)}) or a path to an .npz",
+    )
     p.add_argument("--family", default="ztnb", help="ztpoisson or ztnb (default ztnb)")
-    p.add_argument("--model", default="per-gene",
-                   help=f"one of: {', '.join(MODELS)} (default per-gene)")  # fmt: skip
-    p.add_argument("--candidates", default=None, metavar="LIST",
-                   help="comma-separated ids or globs (default: every torch candidate of the "
-                   "family, plus the published head variant)")  # fmt: skip
-    p.add_argument("--dtypes", default=DEFAULT_DTYPES, metavar="LIST",
-                   help=f"comma-separated dtypes (default {DEFAULT_DTYPES})")  # fmt: skip
-    p.add_argument("--min-nonzero", type=int, default=MIN_NONZERO, metavar="N",
-                   help=f"fit genes with at least N nonzero cells (default {MIN_NONZERO})")  # fmt: skip
-    p.add_argument("--synthetic", action="store_true",
-                   help="also fit the synthetic-truth grid (exact ZTNB samples)")  # fmt: skip
-    p.add_argument("--synthetic-n", type=int, default=SYNTHETIC_N, metavar="N",
-                   help=f"nonzero counts per grid cell (default {SYNTHETIC_N})")  # fmt: skip
-    p.add_argument("--synthetic-grid", default=SYNTHETIC_GRID, metavar="MxT",
-                   help=f"mu x theta grid points (default {SYNTHETIC_GRID})")  # fmt: skip
+    p.add_argument(
+        "--model", default="per-gene", help=f"one of: {', '.join(MODELS)} (default per-gene)"
+    )
+    p.add_argument(
+        "--candidates",
+        default=None,
+        metavar="LIST",
+        help="comma-separated ids or globs (default: every torch candidate of the "
+        "family, plus the published head variant)",
+    )
+    p.add_argument(
+        "--dtypes",
+        default=DEFAULT_DTYPES,
+        metavar="LIST",
+        help=f"comma-separated dtypes (default {DEFAULT_DTYPES})",
+    )
+    p.add_argument(
+        "--min-nonzero",
+        type=int,
+        default=MIN_NONZERO,
+        metavar="N",
+        help=f"fit genes with at least N nonzero cells (default {MIN_NONZERO})",
+    )
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="also fit the synthetic-truth grid (exact ZTNB samples)",
+    )
+    p.add_argument(
+        "--synthetic-n",
+        type=int,
+        default=SYNTHETIC_N,
+        metavar="N",
+        help=f"nonzero counts per grid cell (default {SYNTHETIC_N})",
+    )
+    p.add_argument(
+        "--synthetic-grid",
+        default=SYNTHETIC_GRID,
+        metavar="MxT",
+        help=f"mu x theta grid points (default {SYNTHETIC_GRID})",
+    )
     p.add_argument("--seed", type=int, default=SYNTHETIC_SEED, help="seed of the synthetic grid")
-    p.add_argument("-o", "--out", default="results/impact", metavar="DIR",
-                   help="output directory (default results/impact)")  # fmt: skip
-    p.add_argument("--cache-dir", help="cache directory (default $ZTBENCH_CACHE_DIR or the "
-                   "user cache dir)")  # fmt: skip
+    p.add_argument(
+        "-o",
+        "--out",
+        default="results/impact",
+        metavar="DIR",
+        help="output directory (default results/impact)",
+    )
+    p.add_argument(
+        "--cache-dir", help="cache directory (default $ZTBENCH_CACHE_DIR or the user cache dir)"
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -96,8 +96,9 @@ def from_columns(
         }
     )
     key = b"|".join([name.encode(), model.encode(), uniq.tobytes(), weight.tobytes()])
-    return FitData(name, model, genes, g, uniq[:, 1].copy(), uniq[:, 2].copy(),
-                   weight.astype(np.float64), key)  # fmt: skip
+    return FitData(
+        name, model, genes, g, uniq[:, 1].copy(), uniq[:, 2].copy(), weight.astype(np.float64), key
+    )
 
 
 def from_dataset(ds: Dataset, model: str, min_nonzero: int = MIN_NONZERO) -> FitData:
@@ -111,5 +112,12 @@ def from_dataset(ds: Dataset, model: str, min_nonzero: int = MIN_NONZERO) -> Fit
         raise UserError(f"{ds.name}: no gene has {min_nonzero} or more nonzero cells")
     sub = csc[:, keep].tocoo()
     s = size_factors(ds.counts) if model == "size-factor" else np.ones(ds.counts.shape[0])
-    return from_columns(ds.name, model, sub.col.astype(np.int64), sub.data.astype(np.float64),
-                        s[sub.row], ds.gene_symbols[keep], ds.gene_ids[keep])  # fmt: skip
+    return from_columns(
+        ds.name,
+        model,
+        sub.col.astype(np.int64),
+        sub.data.astype(np.float64),
+        s[sub.row],
+        ds.gene_symbols[keep],
+        ds.gene_ids[keep],
+    )

@@ -55,8 +55,9 @@ def default_variants(family: str, candidates: Sequence[Candidate]) -> list[Varia
     chosen = [c for c in candidates if c.family == family and c.kind == "torch"]
     out = [Variant(c) for c in chosen]
     ids = {c.id for c in chosen}
-    out += [Variant(get_candidate(cid), "exp+1") for cid in HEAD_VARIANTS.get(family, ())
-            if cid in ids]  # fmt: skip
+    out += [
+        Variant(get_candidate(cid), "exp+1") for cid in HEAD_VARIANTS.get(family, ()) if cid in ids
+    ]
     return out
 
 
@@ -133,8 +134,12 @@ def summarize(genes: pd.DataFrame) -> pd.DataFrame:
         ex = g["excess_nll_per_count"].to_numpy(dtype=np.float64)
         ex_f = np.where(failed | ~np.isfinite(ex), np.inf, ex)
         row = dict(zip(KEYS, key, strict=True))
-        row.update(genes=n, ok=int((g["status"] == "ok").sum()),
-                   boundary=int((g["status"] == "boundary").sum()), failed=int(failed.sum()))  # fmt: skip
+        row.update(
+            genes=n,
+            ok=int((g["status"] == "ok").sum()),
+            boundary=int((g["status"] == "boundary").sum()),
+            failed=int(failed.sum()),
+        )
         for lv in EXCESS_LEVELS:
             row[f"frac_excess_gt_{lv:g}"] = _frac(ex_f > lv, n)
         fin = ex[~failed & np.isfinite(ex)]

@@ -62,7 +62,7 @@ class Problem:
     def point_params(
         self, x: np.ndarray, genes: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(point indices, owner, mu_i, theta_i, dmu_i/dy) for genes ``genes`` at x (len(genes), P)."""
+        """(point indices, owner, mu_i, theta_i, dmu_i/dy) of genes ``genes`` at x (n, P)."""
         pts, owner = self.points_of(genes)
         s = self.data.size[pts]
         mu = s * self.scale(x[owner, 0])
@@ -92,8 +92,9 @@ class Problem:
                 val = cand(k, *leaves)
                 # backward of each element with seed 1 (a sum in T could overflow; its
                 # backward is the same seed whatever the forward sum is)
-                grads = torch.autograd.grad(val, leaves, grad_outputs=torch.ones_like(val),
-                                            allow_unused=True)  # fmt: skip
+                grads = torch.autograd.grad(
+                    val, leaves, grad_outputs=torch.ones_like(val), allow_unused=True
+                )
                 v = val.detach().to(torch.float64).numpy()
                 n = len(genes)
                 cnt = self.per_count(genes)

@@ -76,9 +76,21 @@ def _key(
     problem: Problem, objective: str, dtype: str, gtol: float, ftol: float, theta0: float
 ) -> str:
     h = hashlib.sha256()
-    parts = [OPTIMIZER_VERSION, repr(theta0), problem.family, problem.head, problem.data.model, objective,
-             dtype, repr(gtol), repr(ftol), str(MAX_ITER), repr(sorted(BOX.items())),
-             repr(STATIONARY_RTOL), torch.__version__]  # fmt: skip
+    parts = [
+        OPTIMIZER_VERSION,
+        repr(theta0),
+        problem.family,
+        problem.head,
+        problem.data.model,
+        objective,
+        dtype,
+        repr(gtol),
+        repr(ftol),
+        str(MAX_ITER),
+        repr(sorted(BOX.items())),
+        repr(STATIONARY_RTOL),
+        torch.__version__,
+    ]
     h.update("|".join(parts).encode())
     h.update(hashlib.sha256(problem.data.key).digest())
     return h.hexdigest()
@@ -120,11 +132,20 @@ def _fit(
     return mat
 
 
-def _status(problem: Problem, code: np.ndarray, iters: np.ndarray, reference: bool,
-            rel: np.ndarray, certified: np.ndarray) -> tuple[list[str], list[str]]:  # fmt: skip
-    names = {"lower:0": "mu -> 1 (the head's bound)" if problem.head == "exp+1" else "mu -> 0",
-             "upper:0": "mu -> inf", "lower:1": "theta -> 0",
-             "upper:1": "theta -> inf"}  # fmt: skip
+def _status(
+    problem: Problem,
+    code: np.ndarray,
+    iters: np.ndarray,
+    reference: bool,
+    rel: np.ndarray,
+    certified: np.ndarray,
+) -> tuple[list[str], list[str]]:
+    names = {
+        "lower:0": "mu -> 1 (the head's bound)" if problem.head == "exp+1" else "mu -> 0",
+        "upper:0": "mu -> inf",
+        "lower:1": "theta -> 0",
+        "upper:1": "theta -> inf",
+    }
     status, reason = [], []
     for c, it, r, ok in zip(code.astype(int), iters.astype(int), rel, certified, strict=True):
         name = CODES[c] if c >= 0 else "unsupported"

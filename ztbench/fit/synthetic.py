@@ -54,6 +54,7 @@ def synthetic_data(
             names.append(f"mu={mu:.4g},theta={th:.4g}")
     k = np.concatenate(ks)
     labels = np.array(names)
-    data = from_columns("synthetic", "per-gene", np.concatenate(gene_idx), k,
-                        np.ones(len(k)), labels, labels)  # fmt: skip
+    data = from_columns(
+        "synthetic", "per-gene", np.concatenate(gene_idx), k, np.ones(len(k)), labels, labels
+    )
     return data, np.array(truth)
