@@ -9,9 +9,9 @@ import pytest
 
 from ztbench.candidates import get_candidate
 from ztbench.cli import main
-from ztbench.fit import candidate_fit, reference_fit
 from ztbench.fit.data import from_columns
 from ztbench.fit.objective import Problem
+from ztbench.fit.run import candidate_fit, reference_fit
 from ztbench.fit.synthetic import sample_ztnb, synthetic_data
 
 

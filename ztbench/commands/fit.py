@@ -56,7 +56,8 @@ def check_choices(family: str, model: str, min_nonzero: int = MIN_NONZERO) -> No
 
 def run(args: argparse.Namespace) -> int:
     from ztbench.datasets import load
-    from ztbench.fit import from_dataset, reference_fit
+    from ztbench.fit.data import from_dataset
+    from ztbench.fit.run import reference_fit
 
     check_choices(args.family, args.model, args.min_nonzero)
     data = from_dataset(load(args.dataset), args.model, args.min_nonzero)

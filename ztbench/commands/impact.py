@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pandas as pd
+
 from ztbench.commands.fit import check_choices
 from ztbench.datasets import DATASETS
 from ztbench.dtypes import DTYPE_NAMES
@@ -105,37 +107,31 @@ def _grid(text: str) -> tuple[int, int]:
     return a, b
 
 
-def run_impact(
+def impact_genes_frame(
     dataset: str | None,
     family: str,
     model: str,
     candidates: list[str] | None,
     dtypes: list[str],
-    out: Path,
     cache_dir: str | bool | None = None,
     synthetic: tuple[int, int, int, int] | None = None,
     min_nonzero: int = MIN_NONZERO,
     progress: bool = True,
-) -> tuple[Path, Path]:
-    """Run the impact stage and write its two CSV files; return their paths.
-
-    ``synthetic``: (seed, n, n_mu, n_theta) of the synthetic grid, or None.
-    """
-    import pandas as pd
-
+) -> pd.DataFrame:
+    """The per-gene impact rows of ``dataset`` (if given) and of the synthetic grid (if
+    ``synthetic`` = (seed, n, n_mu, n_theta) is given); UserError on bad arguments."""
     from ztbench.candidates import list_candidates, select_candidates
     from ztbench.datasets import load
-    from ztbench.fit import from_dataset
-    from ztbench.fit.impact import default_variants, impact_genes, summarize
+    from ztbench.fit.data import from_dataset
+    from ztbench.fit.impact import default_variants, impact_genes
     from ztbench.fit.synthetic import grid, synthetic_data
-    from ztbench.pointsio import write_csv
 
     check_choices(family, model, min_nonzero)
     for d in dtypes:
         if d not in DTYPE_NAMES:
             raise UserError(f"--dtypes: unknown dtype {d!r} (known: {', '.join(DTYPE_NAMES)})")
     try:
-        chosen = select_candidates(candidates) if candidates else list_candidates(family)
+        chosen = select_candidates(candidates) if candidates else list_candidates()
     except ValueError as exc:
         raise UserError(f"--candidates: {exc}") from None
     frames = []
@@ -154,7 +150,14 @@ def run_impact(
         frames.append(impact_genes(data, "ztnb", variants, dtypes, cache_dir, progress, truth))
     if not frames:
         raise UserError("give a DATASET, --synthetic, or both")
-    genes = pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_impact(genes: pd.DataFrame, out: Path) -> tuple[Path, Path]:
+    """Write impact_genes.csv and impact_summary.csv into ``out``; return their paths."""
+    from ztbench.fit.impact import summarize
+    from ztbench.pointsio import write_csv
+
     paths = (out / "impact_genes.csv", out / "impact_summary.csv")
     write_csv(genes, paths[0])
     write_csv(summarize(genes), paths[1])
@@ -167,18 +170,17 @@ def run(args: argparse.Namespace) -> int:
     synthetic = None
     if args.synthetic:
         synthetic = (args.seed, args.synthetic_n, *_grid(args.synthetic_grid))
-    paths = run_impact(
+    genes = impact_genes_frame(
         args.dataset,
         args.family,
         args.model,
         _list(args.candidates, "candidates") if args.candidates else None,
         _list(args.dtypes, "dtypes"),
-        Path(args.out),
         False if args.no_cache else args.cache_dir,
         synthetic,
         args.min_nonzero,
         not args.no_progress,
     )
-    for p in paths:
+    for p in write_impact(genes, Path(args.out)):
         print(f"wrote {p}")
     return 0

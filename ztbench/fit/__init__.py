@@ -4,12 +4,7 @@
 (each loss and dtype) -> impact tables``. Modules: :mod:`.data` (weighted points per gene),
 :mod:`.optimize` (the fixed optimiser), :mod:`.objective` (candidate and exact objectives),
 :mod:`.run` (fits, cached), :mod:`.impact` (per-gene rows and summaries), :mod:`.synthetic`
-(exact ZTNB samples on a grid of truths).
+(exact ZTNB samples on a grid of truths), :mod:`.points` (realistic points for suites).
+Import from the submodules (``from ztbench.fit.run import reference_fit``): this package
+imports nothing, so the suite schema can read :data:`ztbench.fit.data.MODELS` cheaply.
 """
-
-from __future__ import annotations
-
-from ztbench.fit.data import MODELS, FitData, from_dataset
-from ztbench.fit.run import candidate_fit, reference_fit
-
-__all__ = ["MODELS", "FitData", "candidate_fit", "from_dataset", "reference_fit"]
