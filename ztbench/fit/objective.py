@@ -21,7 +21,7 @@ loss form at each point and sums them in float64.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,15 @@ class Problem:
     data: FitData
     family: str
     head: str = "exp"
+    _n_counts: np.ndarray = field(init=False, repr=False, compare=False)
+    _starts: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # read once: every evaluation needs them (frozen dataclass, hence object.__setattr__)
+        n_counts = self.data.genes["n_counts"].to_numpy(dtype=np.float64)
+        starts = np.searchsorted(self.data.gene_of, np.arange(self.data.n_genes + 1))
+        object.__setattr__(self, "_n_counts", n_counts)
+        object.__setattr__(self, "_starts", starts)
 
     @property
     def n_params(self) -> int:
@@ -48,7 +57,7 @@ class Problem:
 
     def points_of(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(point indices, position in ``genes`` of each point's gene), gene-major."""
-        starts = np.searchsorted(self.data.gene_of, np.arange(self.data.n_genes + 1))
+        starts = self._starts
         lengths = starts[genes + 1] - starts[genes]
         owner = np.repeat(np.arange(len(genes)), lengths)
         first = np.repeat(starts[genes], lengths)
@@ -74,7 +83,7 @@ class Problem:
         return np.bincount(owner, weights=values, minlength=n)
 
     def per_count(self, genes: np.ndarray) -> np.ndarray:
-        return self.data.genes["n_counts"].to_numpy(dtype=np.float64)[genes]
+        return self._n_counts[genes]
 
     def candidate_objective(self, cand: Candidate, dtype: str):  # type: ignore[no-untyped-def]
         """fun(x, genes) -> (F, dF/dx) of ``cand`` in ``dtype`` (see the module docstring)."""
