@@ -62,8 +62,19 @@ def default_variants(family: str, candidates: Sequence[Candidate]) -> list[Varia
 
 
 def is_published(label: str) -> bool:
-    """True for the fit variants that reproduce a published rule or head."""
-    return "published" in label or "exp(y) + 1" in label or label.endswith("threshold-sum")
+    """True for the fit variants that reproduce a published rule or head: the published
+    head, a candidate named ``published*``, or a threshold family whose default threshold
+    is a published one (e.g. the earlier code's theta + mu > 15)."""
+    if "exp(y) + 1" in label:
+        return True
+    cid = label.split(" [", 1)[0]
+    if cid.split("/", 1)[-1].startswith("published"):
+        return True
+    try:
+        cand = get_candidate(cid)
+    except ValueError:
+        return False
+    return cand.threshold is not None and cand.threshold in cand.published_thresholds
 
 
 def impact_genes(
