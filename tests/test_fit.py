@@ -6,8 +6,9 @@ import mpmath
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from ztbench.candidates import get_candidate
+from ztbench.candidates import Unsupported, get_candidate
 from ztbench.cli import main
 from ztbench.fit.data import from_columns
 from ztbench.fit.objective import Problem
@@ -176,3 +177,39 @@ def test_impact_cli_bad_arguments(capsys):
     assert "unknown model 'bulk'" in capsys.readouterr().err
     assert main(["impact"]) == 2
     assert "give a DATASET" in capsys.readouterr().err
+
+
+class _LogTheta:
+    """ztnb/stable taking log theta (a candidate's ``log_params``), unregistered."""
+
+    id = "ztnb/test-log-theta"
+    family = "ztnb"
+    log_params = ("theta",)
+
+    def __call__(self, k, mu, log_theta, threshold=None):
+        return get_candidate("ztnb/stable")(k, mu, torch.exp(log_theta))
+
+
+class _Unsupported:
+    id = "ztnb/test-unsupported"
+    family = "ztnb"
+
+    def __call__(self, k, mu, theta, threshold=None):
+        raise Unsupported("needs a package that is not installed")
+
+
+def test_log_parameter_candidate_reaches_the_same_optimum():
+    """d/dlog theta is chained as such: the same loss in log theta fits the same optimum."""
+    data = _gene_data(HISTS[:2])
+    a = candidate_fit(data, "ztnb", get_candidate("ztnb/stable"), "float64", cache_dir=False)
+    b = candidate_fit(data, "ztnb", _LogTheta(), "float64", cache_dir=False)
+    ok = (a["status"] == "ok") & (b["status"] == "ok")
+    assert ok.any()
+    for p in ("mu", "theta"):
+        assert np.allclose(a[p][ok], b[p][ok], rtol=1e-5)
+
+
+def test_unsupported_candidate_fails_every_gene_with_its_reason():
+    fit = candidate_fit(_gene_data(HISTS), "ztnb", _Unsupported(), "float32", cache_dir=False)
+    assert (fit["status"] == "failed").all()
+    assert fit["reason"].iloc[0] == "step 0: unsupported (needs a package that is not installed)"

@@ -86,17 +86,30 @@ class Problem:
         return self._n_counts[genes]
 
     def candidate_objective(self, cand: Candidate, dtype: str):  # type: ignore[no-untyped-def]
-        """fun(x, genes) -> (F, dF/dx) of ``cand`` in ``dtype`` (see the module docstring)."""
+        """fun(x, genes) -> (F, dF/dx) of ``cand`` in ``dtype`` (see the module docstring).
+
+        A candidate that takes a parameter as its logarithm (``log_params``) gets log(p)
+        computed in float64 and rounded to the dtype, and its gradient d/dlog p.
+        """
         tdt = get_format(dtype).torch_dtype
+        fam_params = ("mu", "theta") if self.n_params == 2 else ("lam",)
+        logs = [p in getattr(cand, "log_params", ()) for p in fam_params]
+
+        def leaf(values: np.ndarray, log: bool) -> torch.Tensor:
+            arr = np.log(values) if log else values
+            return torch.from_numpy(arr).to(tdt).requires_grad_(True)
 
         def fun(x: np.ndarray, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             pts, owner, mu, theta, dmu = self.point_params(x, genes)
             w = self.data.weight[pts]
             k = torch.from_numpy(self.data.k[pts]).to(tdt)
-            mu_t = torch.from_numpy(mu).to(tdt).requires_grad_(True)
-            leaves = [mu_t]
+            params = [mu, theta][: self.n_params]
+            # d(candidate's own parameter)/dx: dmu/dy, or d log mu/dy = dmu/dy / mu; for
+            # theta = e^x1: theta, or 1 for log theta
+            chains = [dmu / mu if logs[0] else dmu]
             if self.n_params == 2:
-                leaves.append(torch.from_numpy(theta).to(tdt).requires_grad_(True))
+                chains.append(np.ones_like(theta) if logs[1] else theta)
+            leaves = [leaf(p, lg) for p, lg in zip(params, logs, strict=True)]
             with np.errstate(all="ignore"):
                 val = cand(k, *leaves)
                 # backward of each element with seed 1 (a sum in T could overflow; its
@@ -109,11 +122,9 @@ class Problem:
                 cnt = self.per_count(genes)
                 f = self._reduce(owner, n, w * v) / cnt
                 g = np.empty((n, self.n_params))
-                gm = grads[0].to(torch.float64).numpy() if grads[0] is not None else 0.0 * v
-                g[:, 0] = self._reduce(owner, n, w * gm * dmu) / cnt
-                if self.n_params == 2:
-                    gt = grads[1].to(torch.float64).numpy() if grads[1] is not None else 0.0 * v
-                    g[:, 1] = self._reduce(owner, n, w * gt * theta) / cnt
+                for j, (gr, chain) in enumerate(zip(grads, chains, strict=True)):
+                    gj = gr.to(torch.float64).numpy() if gr is not None else 0.0 * v
+                    g[:, j] = self._reduce(owner, n, w * gj * chain) / cnt
             return f, g
 
         return fun

@@ -117,24 +117,19 @@ def _fit(
         return hit[0]
     lo, hi = _box(problem)
     x0 = start(problem, theta0)
-    try:
-        fun = problem.candidate_objective(cand, dtype)
-        res = minimize(fun, x0, lo, hi, gtol, ftol, MAX_ITER)
-        x, f, code, iters = res.x, res.f, res.code.astype(np.float64), res.iters
-        if restart:
-            # once more from where it stopped, with a fresh Hessian estimate: BFGS can stop
-            # in a long curved valley short of the optimum (a stale estimate, not precision)
-            again = np.isin(res.code, [CODES.index(c) for c in ("flat", "stalled")])
-            if again.any():
-                sub = np.flatnonzero(again)
-                res2 = minimize(
-                    lambda xs, idx: fun(xs, sub[idx]), x[sub], lo, hi, gtol, ftol, MAX_ITER
-                )
-                x[sub], f[sub], code[sub] = res2.x, res2.f, res2.code
-                iters[sub] += res2.iters
-    except Unsupported:
-        x, f = x0, np.full(n, np.nan)
-        code, iters = np.full(n, -2.0), np.zeros(n)
+    # a candidate's Unsupported propagates to the caller: nothing is cached
+    fun = problem.candidate_objective(cand, dtype)
+    res = minimize(fun, x0, lo, hi, gtol, ftol, MAX_ITER)
+    x, f, code, iters = res.x, res.f, res.code.astype(np.float64), res.iters
+    if restart:
+        # once more from where it stopped, with a fresh Hessian estimate: BFGS can stop
+        # in a long curved valley short of the optimum (a stale estimate, not precision)
+        again = np.isin(res.code, [CODES.index(c) for c in ("flat", "stalled")])
+        if again.any():
+            sub = np.flatnonzero(again)
+            res2 = minimize(lambda xs, idx: fun(xs, sub[idx]), x[sub], lo, hi, gtol, ftol, MAX_ITER)
+            x[sub], f[sub], code[sub] = res2.x, res2.f, res2.code
+            iters[sub] += res2.iters
     refs_df, owner, dmu = problem.reference_points(x)
     refs = compute_references(problem.family, refs_df, cache_dir=False, progress=False)
     ex = problem.exact(x, refs, owner, dmu)
@@ -163,7 +158,7 @@ def _status(
     }
     status, reason = [], []
     for c, it, r, ok in zip(code.astype(int), iters.astype(int), rel, certified, strict=True):
-        name = CODES[c] if c >= 0 else "unsupported"
+        name = CODES[c]
         if name in names:
             status.append("boundary")
             reason.append(names[name])
@@ -176,9 +171,6 @@ def _status(
         elif name == "max-iter":
             status.append("failed")
             reason.append(f"step {it}: no convergence in {MAX_ITER} iterations")
-        elif name == "unsupported":
-            status.append("failed")
-            reason.append("step 0: the candidate does not support this dtype")
         elif not ok:
             status.append("failed")
             reason.append("the exact objective is not certified at the optimum")
@@ -196,7 +188,8 @@ def _frame(problem: Problem, mat: np.ndarray, reference: bool) -> pd.DataFrame:
     x = mat[:2].T[:, : problem.n_params]
     m = problem.scale(x[:, 0])
     theta = np.exp(x[:, 1]) if problem.n_params == 2 else np.full(len(m), np.nan)
-    rel = np.nanmax(mat[6:8], axis=0)
+    with np.errstate(invalid="ignore"):
+        rel = np.fmax(mat[6], mat[7])  # NaN only where both are (an unsupported fit)
     certified = np.isfinite(mat[5])
     status, reason = _status(problem, mat[3], mat[4], reference, rel, certified)
     # the truncated mean the fit implies, averaged over the gene's cells
@@ -264,5 +257,19 @@ def candidate_fit(
     """
     problem = Problem(data, family, head)
     get_format(dtype)  # ValueError for an unknown dtype
-    mat = _fit(problem, cand, dtype, CANDIDATE_GTOL, 0.0, _cache(cache_dir), cand.id, theta0)
+    try:
+        mat = _fit(problem, cand, dtype, CANDIDATE_GTOL, 0.0, _cache(cache_dir), cand.id, theta0)
+    except Unsupported as exc:  # every gene failed at step 0, with the candidate's reason
+        return _unsupported(problem, start(problem, theta0), exc.reason)
     return _frame(problem, mat, reference=False)
+
+
+def _unsupported(problem: Problem, x0: np.ndarray, why: str) -> pd.DataFrame:
+    n = problem.data.n_genes
+    nan = np.full(n, np.nan)
+    x1 = x0[:, 1] if problem.n_params == 2 else nan
+    code = np.full(n, float(CODES.index("nonfinite-start")))
+    mat = np.vstack([x0[:, 0], x1, nan, code, np.zeros(n), nan, nan, nan])
+    df = _frame(problem, mat, reference=False)
+    df["reason"] = f"step 0: unsupported ({why})"
+    return df
