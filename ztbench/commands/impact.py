@@ -15,9 +15,9 @@ import pandas as pd
 
 from ztbench.commands.fit import check_choices
 from ztbench.datasets import DATASETS
-from ztbench.dtypes import DTYPE_NAMES
 from ztbench.errors import UserError
 from ztbench.fit.data import MIN_NONZERO, MODELS
+from ztbench.schema import DTYPE_NAMES
 
 HELP = "refit each gene with each candidate's loss and dtype; excess NLL and parameter errors"
 DEFAULT_DTYPES = "float32,bfloat16"

@@ -114,6 +114,7 @@ def impact_genes(
         df = base.copy()
         df.insert(3, "candidate", v.label)
         df.insert(4, "dtype", dtype)
+        df.insert(5, "published", is_published(v.label))
         df["mu"] = fit["mu"]
         df["theta"] = fit["theta"]
         df["excess_nll_per_count"] = fit["exact_nll_per_count"] - ref["exact_nll_per_count"]
@@ -132,8 +133,8 @@ def _frac(mask: np.ndarray, n: int) -> float:
 def summarize(genes: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, model, family, candidate, dtype).
 
-    Columns: genes; ok, boundary, failed (counts); frac_excess_gt_<level> (a failed fit
-    counts as above every level); median_excess, max_excess (fits not failed);
+    Columns: published (a published rule or head); genes; ok, boundary, failed (counts);
+    frac_excess_gt_<level> (a failed fit counts as above every level); median_excess, max_excess (fits not failed);
     interior_genes (reference ok) and, over them, frac_mu_err_gt_<p>pct and
     frac_theta_err_gt_<p>pct (relative error; a failed fit counts as above);
     median_tmean_err, max_tmean_err: |E[k | k > 0] / sample mean - 1| over fits not failed.
@@ -145,6 +146,7 @@ def summarize(genes: pd.DataFrame) -> pd.DataFrame:
         ex = g["excess_nll_per_count"].to_numpy(dtype=np.float64)
         ex_f = np.where(failed | ~np.isfinite(ex), np.inf, ex)
         row = dict(zip(KEYS, key, strict=True))
+        row["published"] = bool(g["published"].iloc[0])
         row.update(
             genes=n,
             ok=int((g["status"] == "ok").sum()),

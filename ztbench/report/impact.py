@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from ztbench.errors import UserError
-from ztbench.fit.impact import is_published
 from ztbench.report import plots
 from ztbench.report.tables import DTYPE_ORDER, fmt, markdown_table, ordered
 
@@ -41,8 +40,15 @@ def _read(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
         raise UserError(f"{directory}: cannot read the impact files ({exc})") from None
 
 
-def _shown(labels: list[str]) -> list[str]:
-    return [c for c in labels if c in MAIN or is_published(c)]
+def _published(frame: pd.DataFrame) -> set[str]:
+    """The labels of the published rules and head (the impact files' ``published`` column)."""
+    col = frame["published"].astype(str).str.lower() == "true"
+    return set(frame.loc[col, "candidate"])
+
+
+def _shown(frame: pd.DataFrame) -> list[str]:
+    pub = _published(frame)
+    return [c for c in dict.fromkeys(frame["candidate"]) if c in MAIN or c in pub]
 
 
 def _table(s: pd.DataFrame) -> str:
@@ -68,7 +74,7 @@ def _table(s: pd.DataFrame) -> str:
 
 
 def _hist(g: pd.DataFrame, out: Path, name: str, title: str) -> plots.Figure | None:
-    labels = _shown(list(dict.fromkeys(g["candidate"])))
+    labels = _shown(g)
     dtypes = ordered(g["dtype"], DTYPE_ORDER)
     if not labels or not dtypes:
         return None
@@ -103,7 +109,7 @@ def _hist(g: pd.DataFrame, out: Path, name: str, title: str) -> plots.Figure | N
 
 
 def _heat(g: pd.DataFrame, out: Path, name: str, dtype: str, column: str) -> plots.Figure | None:
-    labels = _shown(list(dict.fromkeys(g["candidate"])))
+    labels = _shown(g)
     sel = g[g["dtype"] == dtype]
     if not labels or sel.empty:
         return None
@@ -259,8 +265,9 @@ def impact_section(directory: Path | str) -> str:
     verdicts = []
     for key, part in real.groupby(["dataset", "model", "family"], sort=False):
         gp = g[(g["dataset"] == key[0]) & (g["model"] == key[1]) & (g["family"] == key[2])]
+        pub = _published(part)
         for label in dict.fromkeys(part["candidate"]):
-            if is_published(label):
+            if label in pub:
                 v = _verdict(gp, part, label)
                 if v:
                     verdicts.append(v)
