@@ -134,10 +134,11 @@ def summarize(genes: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, model, family, candidate, dtype).
 
     Columns: published (a published rule or head); genes; ok, boundary, failed (counts);
-    frac_excess_gt_<level> (a failed fit counts as above every level); median_excess, max_excess (fits not failed);
-    interior_genes (reference ok) and, over them, frac_mu_err_gt_<p>pct and
-    frac_theta_err_gt_<p>pct (relative error; a failed fit counts as above);
-    median_tmean_err, max_tmean_err: |E[k | k > 0] / sample mean - 1| over fits not failed.
+    frac_excess_gt_<level> (a failed fit counts as above every level); median_excess,
+    max_excess (fits not failed); interior_genes (reference ok) and, over them,
+    frac_mu_err_gt_<p>pct and frac_theta_err_gt_<p>pct (relative error; a failed fit counts
+    as above); median_tmean_err, max_tmean_err: |E[k | k > 0] / sample mean - 1| over fits
+    not failed.
     """
     rows = []
     for key, g in genes.groupby(KEYS, sort=False):
