@@ -143,8 +143,7 @@ def _heat(g: pd.DataFrame, out: Path, name: str, dtype: str, column: str) -> plo
             mesh = ax.pcolormesh(xb, yb, z, cmap=plots.CMAP, vmin=np.log10(EXCESS_FLOOR), vmax=0)
         else:
             mesh = ax.pcolormesh(xb, yb, z, cmap="RdBu_r", vmin=-1, vmax=1)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        plots._log_axes(ax)
         mu_line = np.geomspace(xb[0], min(xb[-1], 15 - 1e-9), 200)
         code, text = plots.rule_curves(mu_line)
         ax.plot(mu_line, code, color="white", lw=2.0)
