@@ -234,7 +234,11 @@ def impact_section(directory: Path | str) -> str:
         "the excess NLL per count: the exact objective at the candidate's optimum minus at the "
         "exact optimum. Parameter errors count only genes whose exact optimum is interior: for "
         "genes whose counts are almost all 1 the likelihood is flat towards mu -> 0 and the "
-        "parameters are not identified. A failed fit counts as above every level. "
+        "parameters are not identified. A failed fit counts as above every level. Every fit "
+        "starts at m = the sample mean (over the mean size factor) and theta = 1, below the "
+        "published switch theta + mu = 15 for most genes: a rule whose loss jumps at its "
+        "switch gives a fit that depends on the start, and started above the switch it can "
+        "run away to a large theta. "
         + SOURCE_NOTE
         + "\n"
     ]
