@@ -63,8 +63,8 @@ def default_variants(family: str, candidates: Sequence[Candidate]) -> list[Varia
 
 def is_published(label: str) -> bool:
     """True for the fit variants that reproduce a published rule or head: the published
-    head, a candidate named ``published*``, or a threshold family whose default threshold
-    is a published one (e.g. the earlier code's theta + mu > 15)."""
+    head, a candidate named ``published*``, the published package itself, or a threshold
+    family whose default threshold is a published one (e.g. theta + mu > 15)."""
     if "exp(y) + 1" in label:
         return True
     cid = label.split(" [", 1)[0]
@@ -74,6 +74,8 @@ def is_published(label: str) -> bool:
         cand = get_candidate(cid)
     except ValueError:
         return False
+    if "the published package itself" in cand.provenance:
+        return True
     return cand.threshold is not None and cand.threshold in cand.published_thresholds
 
 

@@ -144,12 +144,7 @@ def _heat(g: pd.DataFrame, out: Path, name: str, dtype: str, column: str) -> plo
         else:
             mesh = ax.pcolormesh(xb, yb, z, cmap="RdBu_r", vmin=-1, vmax=1)
         plots._log_axes(ax)
-        mu_line = np.geomspace(xb[0], min(xb[-1], 15 - 1e-9), 200)
-        code, text = plots.rule_curves(mu_line)
-        ax.plot(mu_line, code, color="white", lw=2.0)
-        ax.plot(mu_line, text, color="#ff7f0e", lw=1.4, ls="--")
-        ax.set_xlim(xb[0], xb[-1])
-        ax.set_ylim(yb[0], yb[-1])
+        plots._ztnb_rule_curves(ax, np.log10(xb), np.log10(yb))  # the published switches
         ax.set_title(c, fontsize=8)
         ax.set_xlabel("true mu")
         ax.set_ylabel("true theta")
@@ -162,8 +157,9 @@ def _heat(g: pd.DataFrame, out: Path, name: str, dtype: str, column: str) -> plo
     )
     fig.colorbar(mesh, ax=axes.ravel().tolist(), shrink=0.8, label=what)
     title = (
-        f"Synthetic truth, {dtype}: {what}; white line theta + mu = 15 (code rule), orange "
-        "dashed the text rule's boundary; blank cells: failed fits"
+        f"Synthetic truth, {dtype}: {what}; the published switch curves: white the code as "
+        "published, grey dotted the October 2024 code (theta + mu = 15), orange dashed the "
+        "text; blank cells: failed fits"
     )
     plots._save(fig, out / name)
     return plots.Figure(name, title)
