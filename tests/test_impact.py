@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,9 @@ def test_impact_cli_real_and_synthetic(tmp_path: Path, monkeypatch) -> None:
     assert rc == 0
     g = pd.read_csv(out / "impact_genes.csv")
     s = pd.read_csv(out / "impact_summary.csv")
+    env = json.loads((out / "impact_env.json").read_text())
+    assert env["impact"]["datasets"]["human_pbmc_1k_subset"].startswith("f84aa6fe")
+    assert env["torch"]
     assert set(REQUIRED) <= set(g.columns)
     assert set(g["status"]) <= {"ok", "boundary", "failed"}
     head_ids = {f"{c} [mu = exp(y) + 1]" for c in ("ztnb/published-code", "ztnb/ztbench")}

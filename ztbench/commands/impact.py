@@ -154,13 +154,32 @@ def impact_genes_frame(
 
 
 def write_impact(genes: pd.DataFrame, out: Path) -> tuple[Path, Path]:
-    """Write impact_genes.csv and impact_summary.csv into ``out``; return their paths."""
+    """Write impact_genes.csv, impact_summary.csv and impact_env.json (versions, the
+    datasets' sha256, the optimiser's settings) into ``out``; return the CSV paths."""
+    import json
+
+    from ztbench.atomic import atomic_write_text
+    from ztbench.datasets import DATASETS
+    from ztbench.environment import environment_info
+    from ztbench.fit import run
     from ztbench.fit.impact import summarize
     from ztbench.pointsio import write_csv
 
     paths = (out / "impact_genes.csv", out / "impact_summary.csv")
     write_csv(genes, paths[0])
     write_csv(summarize(genes), paths[1])
+    env = environment_info()
+    env["impact"] = {
+        "datasets": {d: DATASETS.get(d) for d in dict.fromkeys(genes["dataset"])},
+        "optimizer": run.OPTIMIZER_VERSION,
+        "max_iter": run.MAX_ITER,
+        "candidate_gtol": run.CANDIDATE_GTOL,
+        "reference_gtol": run.REFERENCE_GTOL,
+        "stationary_rtol": run.STATIONARY_RTOL,
+        "box": {k: list(v) for k, v in run.BOX.items()},
+        "theta0": run.THETA0,
+    }
+    atomic_write_text(out / "impact_env.json", json.dumps(env, indent=2, sort_keys=True) + "\n")
     return paths
 
 

@@ -2,11 +2,11 @@
 
 :func:`reference_fit` runs maximum likelihood in float64 (the function minimised is the
 ``<family>/stable`` candidate in float64: accurate to a few ulp of its terms, and without
-the shipped loss's double-double refinement, which costs 10x and is not needed here) and
-then certifies the optimum with the reference engine (a gene that stopped without meeting
-the gradient tolerance is restarted once from where it stopped): a gene is ``ok`` when its certified
-gradient, summed over its counts, is at most :data:`STATIONARY_RTOL` times the sum of the
-absolute values of the terms, for each parameter. A gene whose optimiser stopped on a
+the shipped loss's double-double refinement, which costs 10x and is not needed here; a
+gene that stopped short of the gradient tolerance is restarted once from where it
+stopped) and then certifies the optimum with the reference engine: a gene is ``ok`` when
+its certified gradient, summed over its counts, is at most :data:`STATIONARY_RTOL` times
+the sum of the absolute values of the terms, for each parameter. A gene whose optimiser stopped on a
 bound of the box (:data:`BOX`) is ``boundary`` (mu -> 0, theta -> 0 or theta -> inf);
 one that did not converge or is not certified stationary is ``failed``, with the reason.
 Nothing is dropped.
