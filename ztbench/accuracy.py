@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from ztbench import metrics, rules
 from ztbench.atomic import atomic_path, atomic_write_text
-from ztbench.candidates import Candidate, get_candidate
+from ztbench.candidates import Candidate
 from ztbench.dtypes import round_to
 from ztbench.environment import environment_info
 from ztbench.evaluate import Evaluation, evaluate
@@ -133,7 +133,7 @@ def _prepare(
         per_dtype = []
         for dtype in suite.dtypes:
             rounded = pd.DataFrame({c: round_to(own[c], dtype) for c in own_cols})
-            for p in logp:
+            for p in (p for p in logp if p in family.params):  # (torch-nb: none)
                 rounded[f"log_{p}"] = _inside(rounded[f"log_{p}"].to_numpy(), points[p],
                                               family.domain[p], dtype)  # fmt: skip
             natural = pd.DataFrame(to_natural(family, rounded, logp))
@@ -159,7 +159,7 @@ def _prepare(
 
 def _jobs(suite: Suite, family: Family) -> Iterator[tuple[Candidate, str, str]]:
     for cid in suite.candidates_of(family.name):
-        cand = get_candidate(cid)
+        cand = suite.candidate(cid)
         for device in suite.devices:
             for mode in suite.modes_for(cid):
                 yield cand, device, mode
@@ -471,6 +471,10 @@ def run_accuracy(
         out.mkdir(parents=True, exist_ok=True)
     env = environment_info(suite.path, suite.devices)
     env["suite_sha256"] = suite.sha256  # the loader's hash also covers a `base` suite
+    if suite.external:  # the user's own candidates: what was called, and its source's hash
+        from ztbench.candidates.external import env_entries
+
+        env.update(env_entries(suite.external))
     points_path = out / "points.parquet" if (out is not None and write_points) else None
     torch.manual_seed(0)  # no candidate draws random numbers; guards against one that would
     with _Collector(points_path) as collector:
@@ -479,8 +483,8 @@ def run_accuracy(
             if not suite.candidates_of(fname):
                 continue
             t0 = time.perf_counter()
-            measured = [get_candidate(c) for c in suite.candidates_of(fname)]
-            measured += [get_candidate(c) for c in suite.thresholds]
+            measured = [suite.candidate(c) for c in suite.candidates_of(fname)]
+            measured += [suite.candidate(c) for c in suite.thresholds]
             logps = tuple(dict.fromkeys(c.log_params for c in measured if c.family == fname))
             prepared = _prepare(family, suite, cache_dir, progress, logps)
             timings["references"] += time.perf_counter() - t0
@@ -492,7 +496,7 @@ def run_accuracy(
                 _measure(suite, family, cand, device, mode, data, collector, timings)
             t0 = time.perf_counter()
             for cid, ts in suite.thresholds.items():
-                cand = get_candidate(cid)
+                cand = suite.candidate(cid)
                 if cand.family != fname:
                     continue
                 for device in filter(_device_available, suite.devices):

@@ -147,6 +147,8 @@ def evaluate(
             return _unsupported(n, f"torch.compile failed: {first_line(exc)}")
         if is_missing_kernel(exc):
             return _unsupported(n, f"missing kernel: {first_line(exc)}")
+        if candidate.target is not None:  # the user's code failing is a result, not a crash
+            return _unsupported(n, f"{candidate.target}: {first_line(exc)}")
         raise
     return Evaluation(value, grads)
 
@@ -200,6 +202,12 @@ def _evaluate_peer(
         return _unsupported(n, f"{candidate.id} is a peer outside torch: no torch.compile")
     try:
         out = np.asarray(candidate.fn(*arrays, threshold=threshold), dtype=np.float64)
+        if candidate.target is not None and out.shape != (n,):
+            raise RuntimeError(f"returned shape {out.shape}, expected ({n},)")
     except Unsupported as exc:
         return _unsupported(n, exc.reason)
+    except Exception as exc:
+        if candidate.target is None:
+            raise
+        return _unsupported(n, f"{candidate.target}: {first_line(exc)}")
     return Evaluation(out.reshape(n), {})

@@ -44,7 +44,10 @@ class Family:
         return ("nll", "nll_loss", *self.gradients)
 
     def own_params(self, log_params: Collection[str] = ()) -> tuple[str, ...]:
-        """The parameters in a parameterisation: ``log_<p>`` for each p in ``log_params``."""
+        """The parameters in a parameterisation: ``log_<p>`` for each p in ``log_params``
+        (or ``total_count, logits`` for :data:`TORCH_NB`)."""
+        if is_torch_nb(self, log_params):
+            return TORCH_NB_COLUMNS
         unknown = set(log_params) - set(self.params)
         if unknown:
             raise ValueError(
@@ -66,6 +69,20 @@ class Family:
         return ("nll", "nll_loss", *self.gradients_for(log_params))
 
 
+# torch.distributions.NegativeBinomial's parameters: total_count = theta and logits =
+# log(mu / theta) (its mean is total_count e^logits = mu). Not a log per parameter: a ztnb
+# candidate declares it as log_params = (TORCH_NB,); the reference is then taken at
+# theta = total_count, mu = total_count exp(logits) exactly, with d/dtotal_count (logits
+# held) = d/dtheta + e^logits d/dmu and d/dlogits = mu d/dmu (reference.formulas).
+TORCH_NB = "torch-nb"
+TORCH_NB_COLUMNS: tuple[str, ...] = ("total_count", "logits")
+
+
+def is_torch_nb(family: Family, log_params: Collection[str]) -> bool:
+    """True for the :data:`TORCH_NB` parameterisation of ztnb."""
+    return family.name == "ztnb" and tuple(log_params) == (TORCH_NB,)
+
+
 def param_column(param: str, log: bool) -> str:
     """The column of ``param`` in its parameterisation: ``param`` or ``log_<param>``."""
     return f"log_{param}" if log else param
@@ -81,6 +98,10 @@ def to_own(
     float64 exp is only an approximation of it, for regions and reports).
     """
     out = {"k": np.asarray(points["k"], dtype=np.float64)}
+    if is_torch_nb(family, log_params):
+        mu, theta = (np.asarray(points[p], dtype=np.float64) for p in ("mu", "theta"))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return {**out, "total_count": theta, "logits": np.log(mu) - np.log(theta)}
     for p in family.params:
         x = np.asarray(points[p], dtype=np.float64)
         if p in log_params:
@@ -93,8 +114,13 @@ def to_own(
 def to_natural(
     family: Family, points: Mapping[str, np.ndarray], log_params: Collection[str] = ()
 ) -> dict[str, np.ndarray]:
-    """A parameterisation's columns back to natural ones (float64 exp of each ``log_p``)."""
+    """A parameterisation's columns back to natural ones (float64 exp of each ``log_p``;
+    :data:`TORCH_NB`: mu = total_count exp(logits) in float64)."""
     out = {"k": np.asarray(points["k"], dtype=np.float64)}
+    if is_torch_nb(family, log_params):
+        tc, logits = (np.asarray(points[c], dtype=np.float64) for c in TORCH_NB_COLUMNS)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return {**out, "mu": tc * np.exp(logits), "theta": tc}
     for p in family.params:
         x = np.asarray(points[param_column(p, p in log_params)], dtype=np.float64)
         if p in log_params:

@@ -12,6 +12,11 @@ DEVICES: tuple[str, ...] = ("cpu", "cuda")
 # Candidate kinds: a torch function (dtypes, devices, modes, gradients) or a peer library
 # evaluated in float64 on the CPU without gradients.
 KINDS: tuple[str, ...] = ("torch", "peer")
+# A user's own candidate ([[candidates.external]], ztbench.candidates.external): what it
+# computes, its sign, how it is called, and the parameterisation named by one word.
+FORMS: tuple[str, ...] = ("loss", "full")
+SIGNS: tuple[str, ...] = ("nll", "log_prob")
+EXTERNAL_KINDS: tuple[str, ...] = ("torch", "numpy")
 # Reference engines (ztbench.reference.ENGINES), the default first.
 ENGINE_NAMES: tuple[str, ...] = ("arb", "mpmath")
 # Target floating-point formats, widest first (their constants: ztbench.dtypes).

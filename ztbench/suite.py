@@ -25,6 +25,11 @@ Schema (every key below; anything else is an error)::
     kinds = ["torch"]               # optional: keep only these kinds (torch, peer)
     [candidates.modes]              # optional: restrict a mode to some candidates
     compile = ["*/naive", "*/stable"]    #   (modes not listed here: every candidate)
+    [[candidates.external]]         # optional, repeatable: the user's own formulation
+    id = "mylab/ztnb"               #   (schema: ztbench/candidates/external.py); every
+    target = "losses.py:ztnb_nll"   #   declared one is measured, `include` is then optional
+    family = "ztnb"
+    form = "loss"
 
     [thresholds]                    # optional: threshold sweeps, candidate id -> t values
     "ztpoisson/threshold" = [5.0, 10.0, 20.0]          # explicit values, or
@@ -95,7 +100,7 @@ import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +240,21 @@ class Suite:
     regions: Mapping[str, Region]
     gate: GateTolerance
     goals: Goals | None = None
+    external: Mapping[str, Any] = field(default_factory=dict)  # id -> Candidate
+
+    def candidate(self, candidate_id: str) -> Any:
+        """The candidate object of ``candidate_id``: the suite's external one, else the
+        registry's (:func:`ztbench.candidates.get_candidate`)."""
+        if candidate_id in self.external:
+            return self.external[candidate_id]
+        from ztbench.candidates import get_candidate
+
+        return get_candidate(candidate_id)
+
+    def family_of(self, candidate_id: str) -> str:
+        """The family of one of the suite's candidates."""
+        ext = self.external.get(candidate_id)
+        return ext.family if ext is not None else candidate_id.split("/", 1)[0]
 
     def modes_for(self, candidate_id: str) -> tuple[str, ...]:
         """Modes ``candidate_id`` runs in (empty when it is not in the suite)."""
@@ -242,7 +262,7 @@ class Suite:
 
     def candidates_of(self, family: str) -> tuple[str, ...]:
         """The suite's candidate ids of ``family``."""
-        return tuple(c for c in self.candidates if c.split("/", 1)[0] == family)
+        return tuple(c for c in self.candidates if self.family_of(c) == family)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -437,6 +457,8 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
     ck = _Checker(str(path))
     ck.table(raw, "", TOP_KEYS)
     digest = hashlib.sha256(data)
+    base: Suite | None = None
+    own_candidates = "candidates" in raw
 
     if "base" in raw:
         base_path = path.parent / ck.string(raw["base"], "base")
@@ -464,10 +486,15 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
     modes = ck.strings(raw.get("modes", ["eager"]), "modes", MODES, "mode")
 
     families = _families(ck, raw["families"])
-    cand = _candidates(ck, raw["candidates"], known, modes)
+    if own_candidates or base is None:
+        external = _external(ck, raw["candidates"], path, dtypes, known)
+    else:  # [candidates] inherited: the base's external candidates, as the base loaded them
+        external = dict(base.external)
+    known = {**known, **{i: _Info(c.kind, c.threshold is not None) for i, c in external.items()}}
+    cand = _candidates(ck, raw["candidates"], known, modes, tuple(external))
     selected, patterns, exclude, kinds, cand_modes = cand
     for cid in selected:
-        fam = cid.split("/", 1)[0]
+        fam = external[cid].family if cid in external else cid.split("/", 1)[0]
         if fam not in families:
             raise ck.fail("candidates", f"{cid} needs points of family {fam} (no [families.{fam}])")
     thresholds = _thresholds(ck, raw.get("thresholds", {}), selected, known)
@@ -493,6 +520,7 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
         regions=regions,
         gate=gate,
         goals=goals,
+        external=external,
     )
 
 
@@ -511,12 +539,20 @@ def _merged_raw(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _candidates(
-    ck: _Checker, value: Any, known: dict[str, _Info], modes: tuple[str, ...]
+    ck: _Checker,
+    value: Any,
+    known: dict[str, _Info],
+    modes: tuple[str, ...],
+    external: tuple[str, ...] = (),
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...], dict]:
-    t = ck.table(value, "candidates", ("include", "exclude", "kinds", "modes"), ("include",))
+    required = () if external else ("include",)
+    t = ck.table(value, "candidates", ("include", "exclude", "kinds", "modes", "external"),
+                 required)  # fmt: skip
     ids = list(known)
     listing = ", ".join(ids)
-    include = ck.strings(t["include"], "candidates.include", what="pattern")
+    include: tuple[str, ...] = ()
+    if "include" in t:
+        include = ck.strings(t["include"], "candidates.include", what="pattern")
     for pat in include:
         if not _matches(pat, ids):
             raise ck.fail(
@@ -539,7 +575,7 @@ def _candidates(
             raise ValueError("a 'kinds' filter needs candidate kinds: pass id -> kind")
 
     def keep(cid: str) -> bool:
-        return (
+        return cid in external or (
             any(fnmatch.fnmatchcase(cid, p) for p in include)
             and not any(fnmatch.fnmatchcase(cid, p) for p in exclude)
             and (known[cid].kind is None or known[cid].kind in kinds)
@@ -571,6 +607,21 @@ def _candidates(
             raise ck.fail("candidates.modes", f"candidate {cid} runs in no mode")
         cand_modes[cid] = ms
     return selected, include, exclude, kinds, cand_modes
+
+
+def _external(
+    ck: _Checker, value: Any, path: Path, dtypes: tuple[str, ...], known: dict[str, _Info]
+) -> dict[str, Any]:
+    """``[[candidates.external]]``: the user's own candidates, loaded and probed (this
+    imports the user's code); see :mod:`ztbench.candidates.external`."""
+    if not isinstance(value, dict) or "external" not in value:
+        return {}
+    from ztbench.candidates.external import TargetError, from_suite
+
+    try:
+        return from_suite(value["external"], path, dtypes, known)
+    except TargetError as exc:
+        raise ck.fail(*exc.args) from None
 
 
 def _thresholds(

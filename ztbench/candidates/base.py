@@ -78,6 +78,9 @@ class Candidate:
         log_params: the parameters taken as logarithms (e.g. ``("theta",)``); () = natural.
         threshold_variable: what a threshold family switches on (a key of
             :data:`ztbench.rules.SWEEP_VARIABLES`), None otherwise.
+        target: for a user's own candidate declared in a suite
+            (:mod:`ztbench.candidates.external`), the ``module:function`` or
+            ``file.py:function`` it calls; None for the built-in ones.
     """
 
     id: str
@@ -92,6 +95,7 @@ class Candidate:
     published_thresholds: tuple[float, ...] = ()
     log_params: tuple[str, ...] = ()
     threshold_variable: str | None = None
+    target: str | None = None
 
     @property
     def parameterisation(self) -> dict[str, str]:

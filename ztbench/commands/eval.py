@@ -1,5 +1,10 @@
 """``ztbench eval``: evaluate one candidate at the points of a CSV file.
 
+CANDIDATE is a candidate id, or the user's own function as ``module:function`` or
+``path/to/file.py:function`` with ``--family`` (and ``--form``, ``--sign``, ``--kind``,
+``--parameters`` as in a suite's ``[[candidates.external]]``; see
+:mod:`ztbench.candidates.external`). Importing it runs the user's code.
+
 INPUT gives the candidate's own columns (``k,mu,log_theta`` for a candidate taking log
 theta; ``ztbench candidates`` lists them) or the family's natural ones (``k,mu,theta``),
 which are converted (log_theta = log theta in float64). The inputs are rounded to
@@ -18,6 +23,7 @@ import sys
 
 import numpy as np
 
+from ztbench.commands._target import add_target_arguments
 from ztbench.errors import UserError
 from ztbench.families import get_family
 from ztbench.pointsio import read_header, read_points_csv, write_csv
@@ -29,7 +35,12 @@ EXIT_UNSUPPORTED = 1
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("candidate", metavar="CANDIDATE", help="candidate id, e.g. ztnb/stable")
+    p.add_argument(
+        "candidate",
+        metavar="CANDIDATE",
+        help="candidate id, e.g. ztnb/stable, or your own module:function or "
+        "path/to/file.py:function (with --family)",
+    )
     p.add_argument(
         "input",
         metavar="INPUT.csv",
@@ -47,18 +58,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="T",
         help="threshold of a threshold-family candidate (default: its own)",
     )
+    add_target_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ztbench.candidates import get_candidate
+    from ztbench.candidates.external import from_cli
     from ztbench.evaluate import candidate_inputs, evaluate
 
-    try:
-        cand = get_candidate(args.candidate)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
     if args.dtype not in DTYPE_NAMES:
         raise UserError(f"unknown dtype {args.dtype!r} (known: {', '.join(DTYPE_NAMES)})")
+    if ":" in args.candidate:  # the user's own function
+        if args.family is None:
+            raise UserError(f"{args.candidate}: give its family with --family")
+        cand = from_cli(args.candidate, args.family, args, (args.dtype,))
+    else:
+        try:
+            cand = get_candidate(args.candidate)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     if args.mode not in MODES:
         raise UserError(f"unknown mode {args.mode!r} (known: {', '.join(MODES)})")
     if args.threshold is not None:

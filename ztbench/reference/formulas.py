@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from ztbench.families import TORCH_NB
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -101,6 +103,25 @@ def in_own_parameters(
     return own
 
 
+def in_torch_nb_parameters(
+    formula: Callable[..., tuple[Any, ...]],
+) -> Callable[..., tuple[Any, ...]]:
+    """The ztnb ``formula`` in torch.distributions.NegativeBinomial's parameters
+    (total_count, logits): theta = total_count and mu = total_count e^logits exactly (in
+    the backend's precision). Returns (nll, nll_loss, d/dtotal_count, d/dlogits) with,
+    by the chain rule at fixed logits, d/dtotal_count = d/dtheta + e^logits d/dmu and
+    d/dlogits = mu d/dmu.
+    """
+
+    def own(b: Backend, k: int, total_count: float, logits: float) -> tuple[Any, ...]:
+        e = b.exp(b.num(logits))
+        mu = b.num(total_count) * e
+        nll, loss, d_mu, d_theta = formula(b, k, mu, total_count)
+        return nll, loss, d_theta + e * d_mu, mu * d_mu
+
+    return own
+
+
 def cancelling_magnitude(family: str, k: int, *params: float) -> float:
     """Rough float64 size of the largest term that cancels in the family's expressions.
 
@@ -150,12 +171,17 @@ def evaluate_points(
     ``point(family, formula, (k, *params), n_quantities, natural)`` returns the float64
     quantities of one point and whether they are certified (``natural``: the parameters'
     float64 values, to choose the starting precision). ``log_mask`` marks the parameters
-    given as logarithms (:func:`in_own_parameters`). Returns ``(values, certified)`` with
+    given as logarithms (:func:`in_own_parameters`), or is ``(TORCH_NB,)`` for ztnb in
+    (total_count, logits) (:func:`in_torch_nb_parameters`). Returns ``(values, certified)`` with
     shapes (n_quantities, n) and (n,). Rows with k = 0 get NLL = +inf and NaN gradients
     (a zero-truncated law gives k = 0 probability zero), certified.
     """
+    torch_nb = tuple(log_mask) == (TORCH_NB,)  # (total_count, logits): families.TORCH_NB
     log_mask = tuple(log_mask) or (False,) * len(params)
-    formula = in_own_parameters(FORMULAS[family], log_mask)
+    if torch_nb:
+        formula = in_torch_nb_parameters(FORMULAS[family])
+    else:
+        formula = in_own_parameters(FORMULAS[family], log_mask)
     nq = 2 + len(params)
     n = len(k)
     values = np.empty((nq, n), dtype=np.float64)
@@ -166,6 +192,9 @@ def evaluate_points(
             values[:, j] = [np.inf, np.inf] + [np.nan] * len(params)
             continue
         args = tuple(float(p[j]) for p in params)
-        hint = tuple(_natural_hint(v, lg) for v, lg in zip(args, log_mask, strict=True))
+        if torch_nb:  # (mu, theta) = (total_count e^logits, total_count)
+            hint = (args[0] * _natural_hint(args[1], True), args[0])
+        else:
+            hint = tuple(_natural_hint(v, lg) for v, lg in zip(args, log_mask, strict=True))
         values[:, j], certified[j] = point(family, formula, (kj, *args), nq, hint)
     return values, certified

@@ -153,10 +153,13 @@ def board_keys(results: Results) -> list[BoardKey]:
     return keys
 
 
-def _kind(row: pd.Series) -> str:
-    """The candidate's kind as its run recorded it ("?" in summaries that predate it)."""
+def _kind(row: pd.Series, env: dict | None = None) -> str:
+    """The candidate's kind as its run recorded it ("?" in summaries that predate it),
+    marked ", external" for the user's own candidates (env.json lists them)."""
     kind = row.get("kind")
-    return kind if isinstance(kind, str) and kind else "?"
+    kind = kind if isinstance(kind, str) and kind else "?"
+    external = {e.get("id") for e in (env or {}).get("external_candidates", [])}
+    return f"{kind}, external" if row.get("candidate") in external else kind
 
 
 def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.DataFrame:
@@ -180,7 +183,7 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         if val.empty:
             continue
         v = val.iloc[0]
-        row: dict = {"candidate": cand, "kind": _kind(v), "status": v["status"],
+        row: dict = {"candidate": cand, "kind": _kind(v, results.env), "status": v["status"],
                      "failures": int(v["failures"]), "max_ulp": float(v["max_ulp"]),
                      "p99_ulp": float(v["p99_ulp"]), "max_abs_err": float(v["max_abs_err"]),
                      "n": int(v["n"])}  # fmt: skip
@@ -529,7 +532,9 @@ def worst_cases(results: Results, candidates: dict[str, list[str]],
                         ",".join(columns) + "\n" + ",".join(repr(point[c]) for c in columns) + "\n"
                     )
                 thr = r["threshold"]
-                cmd = (f"ztbench eval {cand} {path} --dtype {dtype}"
+                external = {e.get("id"): e.get("eval")
+                            for e in results.env.get("external_candidates", [])}  # fmt: skip
+                cmd = (f"ztbench eval {external.get(cand) or cand} {path} --dtype {dtype}"
                        + ("" if pd.isna(thr) else f" --threshold {fmt_input(thr)}")
                        + (f" --device {r['device']}" if r["device"] != "cpu" else "")
                        + " -o out.csv")  # fmt: skip
