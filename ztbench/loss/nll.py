@@ -37,9 +37,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from ztbench.loss import primitives as P
+from ztbench.loss import validation as V
 from ztbench.loss.dd import ztnb as dd_ztnb
 from ztbench.loss.dd import ztp as dd_ztp
 
@@ -574,72 +576,220 @@ def _in_chunks(kernel, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | 
     return [None if o is None else o.reshape(shape) for o in outs]
 
 
-class _ZTLossFn(torch.autograd.Function):
-    """Elementwise loss from the caller's tensors, in one autograd node.
+def _apply_full(family: str, k: Tensor, params: list[Tensor], value: Tensor) -> Tensor:
+    """``full=True``: the loss plus lgamma(k + 1), the constant that makes it -log P(X = k)
+    (float64, at the kernel's inputs)."""
+    return value + torch.lgamma(k + 1.0)
 
-    Forward (no autograd inside): k and the parameters to float64 (exp of a
-    log-parameter), broadcast, invalid positions replaced by 1 for the kernel and set to
-    NaN in the result (on the CPU in eager mode only when there is one), ``full`` adds
-    lgamma(k + 1), one rounding to ``out_dtype``. The saved derivatives are float64,
-    already in the caller's parametrisation (d/dlog p = p d/dp) and 0 at invalid
-    positions; float64 results are refined where they cancel (:func:`_refine_float64`).
-    Backward: grad (to float64) x derivative, summed to the parameter's shape
-    (broadcasting), rounded once to its dtype. One node instead of a chain of casts and
-    wheres saves their backward passes.
-    """
 
-    @staticmethod
-    def forward(ctx, family: str, is_log: tuple[bool, ...], full: bool,  # type: ignore[override]
-                out_dtype: torch.dtype, k: Tensor, *params: Tensor) -> Tensor:  # fmt: skip
-        need = any(ctx.needs_input_grad[5:])
-        k = k.to(params[0].device)
-        p64 = [_to64(p, lg) for p, lg in zip(params, is_log, strict=True)]
-        # validity in the inputs' own dtypes where that is exact (exp of a log-parameter
-        # can over/underflow only in float64), broadcast by the & operators
-        ok = _valid_k(k)
-        for p, p_64, lg in zip(params, p64, is_log, strict=True):
-            ok = ok & _valid_p(p_64 if lg or not p.is_floating_point() else p)
+# --------------------------------------------------------------------------- autograd
+# One autograd node per call (:class:`_ZTLoss`). Its forward returns the elementwise loss
+# and, as extra outputs marked non-differentiable, its first derivatives in the caller's
+# parametrisation (float64, computed in the same pass). First-order backward and jvp are
+# those derivatives times the incoming (co)tangent. Where the backward or the jvp is itself
+# differentiated (create_graph=True, torch.func transforms, nested forward AD), the
+# derivatives are recomputed as a differentiable graph of the where-based kernels
+# (:func:`_derivatives_graph`): their values stay the saved ones (the graph enters as
+# d_saved + (d - d.detach()), exactly d_saved), their derivatives are the kernels' own,
+# so Hessian-vector products, gradient penalties and gradgradcheck see every term.
+def _fill(x: Tensor, run: Tensor, keep: Tensor | None) -> Tensor:
+    """x where the element was computed; NaN at invalid kept elements (NaN in, NaN out),
+    exactly 0 at masked-out ones."""
+    nan = torch.full_like(x, float("nan"))
+    if keep is None:
+        return torch.where(run, x, nan)
+    return torch.where(run, x, torch.where(keep, nan, torch.zeros_like(x)))
+
+
+def _prepare(
+    k: Tensor, mask: Tensor | None, params: tuple[Tensor, ...], is_log: tuple[bool, ...]
+) -> tuple[Tensor, list[Tensor], Tensor, Tensor | None]:
+    """(k, natural parameters) in float64 broadcast to the loss's shape, the elements to
+    compute (valid and kept), and the broadcast mask (None without one)."""
+    dev = params[0].device
+    k = k.to(dev)
+    p64 = [_to64(p, lg) for p, lg in zip(params, is_log, strict=True)]
+    # validity in the inputs' own dtypes where that is exact (exp of a log-parameter can
+    # over/underflow only in float64)
+    ok = V.valid_k(k)
+    for p, p_64, lg in zip(params, p64, is_log, strict=True):
+        ok = ok & V.valid_param(p_64 if lg or not p.is_floating_point() else p)
+    keep = None if mask is None else mask.to(dev, torch.bool)
+    if keep is None:
         k64, *p64 = torch.broadcast_tensors(k.to(_F64), *p64)
-        ok = ok.expand(k64.shape)
-        # on the CPU a host check is free (no device to wait for): skip the masking when
-        # every element is valid, the common case; elsewhere mask without synchronising
-        masked = torch.compiler.is_compiling() or ok.device.type != "cpu" or not bool(ok.all())
-        if masked:
-            one = torch.ones_like(k64)
-            k64 = torch.where(ok, k64, one)
-            p_in = [torch.where(ok, p, one) for p in p64]
-        else:
-            p_in = p64
-        compiled, eager = _KERNELS[family]
-        if torch.compiler.is_compiling():
-            value, *grads = compiled(k64, *p_in, need)
-        else:
-            value, *grads = _in_chunks(eager, need, k64, *p_in)
-            if _float_dtype(*params) == _F64:
-                value, grads = _refine_float64(family, k64, p_in, value, grads)
-        if full:
-            value = value + torch.lgamma(k64 + 1.0)
-        if masked:
-            value = torch.where(ok, value, torch.full_like(value, float("nan")))
-        if need:
-            saved = []
-            for g, p, lg in zip(grads, p64, is_log, strict=True):
-                d = g * p if lg else g
-                saved.append(torch.where(ok, d, torch.zeros_like(d)) if masked else d)
-            ctx.save_for_backward(*saved)
-            ctx.shapes = [(p.shape, p.dtype) for p in params]
-        return value.to(out_dtype)
+        run = ok.expand(k64.shape)
+    else:
+        k64, *p64, keep = torch.broadcast_tensors(k.to(_F64), *p64, keep)
+        run = ok.expand(k64.shape) & keep
+    return k64, p64, run, keep
+
+
+def _safe(run: Tensor, k64: Tensor, p64: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """Inputs with 1 at the elements not computed (a point every kernel branch accepts)."""
+    one = torch.ones_like(k64)
+    return torch.where(run, k64, one), [torch.where(run, p, one) for p in p64]
+
+
+def _derivatives_graph(family: str, is_log: tuple[bool, ...], k: Tensor, mask: Tensor | None,
+                       params: tuple[Tensor, ...]) -> list[Tensor]:  # fmt: skip
+    """The first derivatives (caller's parametrisation, float64) as a differentiable graph
+    of the where-based kernel (safe inputs everywhere: no NaN from a branch not taken)."""
+    k64, p64, run, keep = _prepare(k, mask, params, is_log)
+    k_in, p_in = _safe(run, k64, p64)
+    _, *grads = _KERNELS[family][0](k_in, *p_in, True)
+    return [
+        _fill(g * p if lg else g, run, keep)
+        for g, p, lg in zip(grads, p_in, is_log, strict=True)
+    ]
+
+
+def _transform_active() -> bool:
+    """A torch.func transform is running (its levels wrap the tensors we see)."""
+    return torch._C._functorch.maybe_current_level() is not None
+
+
+def _derivatives(ctx, differentiable: bool) -> list[Tensor]:  # type: ignore[no-untyped-def]
+    """The saved derivatives; with ``differentiable``, the same values carrying the
+    kernels' derivatives (see the section comment)."""
+    k, mask, *rest = ctx.saved_tensors
+    params, saved = tuple(rest[: ctx.n]), rest[ctx.n :]
+    if not differentiable and saved:
+        return list(saved)
+    if not differentiable:  # derivatives were not needed at forward time (no_grad caller)
+        with torch.no_grad():
+            return _derivatives_graph(ctx.family, ctx.is_log, k, mask, params)
+    graph = _derivatives_graph(ctx.family, ctx.is_log, k, mask, params)
+    if not saved:
+        return graph
+    return [s + (d - d.detach()) for s, d in zip(saved, graph, strict=True)]
+
+
+_N_CONST = 8  # family, is_log, full, out_dtype, need, labels, k, mask precede the parameters
+
+
+class _ZTLossCompiled(torch.autograd.Function):
+    """The loss node as torch.compile traces it (Dynamo does not trace a custom jvp)."""
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        family: str,
+        is_log: tuple[bool, ...],
+        full: bool,
+        out_dtype: torch.dtype,
+        need: bool,
+        labels: tuple[str, ...] | None,
+        k: Tensor,
+        mask: Tensor | None,
+        *params: Tensor,
+    ) -> tuple[Tensor, ...]:
+        """(loss rounded to ``out_dtype``, *derivatives if ``need``).
+
+        k and the parameters to float64 (exp of a log-parameter), broadcast; elements that
+        are invalid or masked out get safe inputs (on the CPU in eager mode only when
+        there is one) and then NaN (invalid) or 0 (masked out) in every output;
+        ``full`` adds lgamma(k + 1). The derivatives are float64, already in the caller's
+        parametrisation (d/dlog p = p d/dp); float64 results are refined where they
+        cancel (:func:`_refine_float64`). ``labels`` (the parameters' names), when given,
+        asks for ``validate=True``'s checks: here, where a torch.func transform has
+        unwrapped the tensors, so that its host checks see plain tensors.
+        """
+        if labels is not None:
+            keep = None if mask is None else mask.to(torch.bool)
+            V.check_inputs(k, list(zip(labels, params, is_log, strict=True)), keep)
+        k64, p64, run, keep = _prepare(k, mask, params, is_log)
+        compiling = torch.compiler.is_compiling()
+        # on the CPU a host check is free (no device to wait for): skip the masking when
+        # every element is computed, the common case; elsewhere mask without synchronising
+        masked = compiling or run.device.type != "cpu" or not bool(run.all())
+        k_in, p_in = _safe(run, k64, p64) if masked else (k64, p64)
+        compiled, eager = _KERNELS[family]
+        if compiling:
+            value, *grads = compiled(k_in, *p_in, need)
+        else:
+            value, *grads = _in_chunks(eager, need, k_in, *p_in)
+            if _float_dtype(*params) == _F64:
+                value, grads = _refine_float64(family, k_in, p_in, value, grads)
+        if full:
+            value = _apply_full(family, k_in, p_in, value)
+        if masked:
+            value = _fill(value, run, keep)
+        derivs: list[Tensor] = []
+        if need:
+            for g, p, lg in zip(grads, p_in, is_log, strict=True):
+                d = g * p if lg else g
+                derivs.append(_fill(d, run, keep) if masked else d)
+        return (value.to(out_dtype), *derivs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def, override]
+        family, is_log, _, out_dtype, _, _, k, mask, *params = inputs
+        _, *derivs = output
+        ctx.mark_non_differentiable(*derivs)
+        ctx.save_for_backward(k, mask, *params, *derivs)
+        ctx.family, ctx.is_log, ctx.n, ctx.out_dtype = family, is_log, len(params), out_dtype
+        ctx.shapes = [(p.shape, p.dtype) for p in params]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        """grad (to float64) x derivative, summed to the parameter's shape (broadcasting),
+        rounded once to its dtype; differentiable when the backward is differentiated."""
+        if torch.compiler.is_compiling():
+            differentiable = torch.is_grad_enabled()
+        else:
+            differentiable = torch.is_grad_enabled() or _transform_active()
+        derivs = _derivatives(ctx, differentiable)
         g64 = grad.to(_F64)
-        out: list[Tensor | None] = [None] * 5
-        for i, (d, (shape, dtype)) in enumerate(zip(ctx.saved_tensors, ctx.shapes, strict=True)):
-            if ctx.needs_input_grad[5 + i]:
-                out.append((g64 * d).sum_to_size(shape).to(dtype))
-            else:
-                out.append(None)
+        out: list[Tensor | None] = [None] * _N_CONST
+        for i, (d, (shape, dtype)) in enumerate(zip(derivs, ctx.shapes, strict=True)):
+            needed = ctx.needs_input_grad[_N_CONST + i]
+            out.append((g64 * d).sum_to_size(shape).to(dtype) if needed else None)
         return tuple(out)
+
+
+class _ZTLoss(_ZTLossCompiled):
+    """The loss node in eager mode: adds forward-mode AD (torch.func.jvp, jacfwd) and a
+    vmap rule (the loss is elementwise: the batch dimension becomes a leading dimension
+    of one call)."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def, override]
+        _ZTLossCompiled.setup_context(ctx, inputs, output)
+        _, _, _, _, _, _, k, mask, *params = inputs
+        _, *derivs = output
+        ctx.save_for_forward(k, mask, *params, *derivs)
+
+    @staticmethod
+    def jvp(ctx, *tangents: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        derivs = _derivatives(ctx, True)
+        tv: Tensor | None = None
+        for d, t in zip(derivs, tangents[_N_CONST:], strict=True):
+            if t is not None:
+                term = d * t.to(_F64)
+                tv = term if tv is None else tv + term
+        if tv is not None:
+            tv = tv.to(ctx.out_dtype)
+        n_derivs = len(ctx.saved_tensors) - 2 - ctx.n
+        return (tv, *([None] * n_derivs))
+
+    @staticmethod
+    def vmap(info, in_dims, *args):  # type: ignore[no-untyped-def, override]
+        consts, tensors, dims = args[:6], args[6:], in_dims[6:]
+        logical = [
+            t.shape if d is None else t.shape[:d] + t.shape[d + 1 :]
+            for t, d in zip(tensors, dims, strict=True)
+            if t is not None
+        ]
+        ndim = len(torch.broadcast_shapes(*logical))
+
+        def lead(t: Tensor | None, d: int | None) -> Tensor | None:
+            # batch dimension first, then padded so that it broadcasts in front of the rest
+            if t is None or d is None:
+                return t
+            t = t.movedim(d, 0)
+            return t.reshape(t.shape[0], *([1] * (ndim - t.dim() + 1)), *t.shape[1:])
+
+        out = _ZTLoss.apply(*consts, *(lead(t, d) for t, d in zip(tensors, dims, strict=True)))
+        return out, tuple(0 for _ in out)
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -668,63 +818,6 @@ def _param(
     return f"log_{name}", _as_tensor(log, device), True
 
 
-def _check_k(k: Tensor) -> None:
-    if not k.is_floating_point() and k.dtype in (torch.bool, torch.complex64, torch.complex128):
-        raise ValueError(f"k must be a real tensor, got {k.dtype}")
-    kf = k.to(_F64)
-    if bool(torch.isnan(kf).any()):
-        raise ValueError("k contains NaN")
-    if bool(torch.isinf(kf).any()):
-        raise ValueError("k contains inf")
-    if bool((kf < 1).any()):
-        raise ValueError(
-            "k must be >= 1 (a zero-truncated law gives zero probability to k = 0), "
-            f"got min {kf.min().item()}"
-        )
-    if bool((kf != torch.floor(kf)).any()):
-        raise ValueError("k must be integer-valued (counts), got a non-integer value")
-
-
-def _check_param(label: str, raw: Tensor, nat64: Tensor, is_log: bool) -> None:
-    if not raw.is_floating_point():
-        raw = raw.to(_F64)
-    if bool(torch.isnan(raw).any()):
-        raise ValueError(f"{label} contains NaN")
-    if is_log:
-        if bool(torch.isinf(raw).any()):
-            raise ValueError(f"{label} must be finite, got inf")
-        if bool(((nat64 <= 0) | torch.isinf(nat64)).any()):
-            raise ValueError(
-                f"{label} out of range: exp({label}) underflows to 0 or overflows in float64"
-            )
-        return
-    if bool((raw <= 0).any()):
-        raise ValueError(f"{label} must be > 0, got min {raw.min().item()}")
-    if bool(torch.isinf(raw).any()):
-        raise ValueError(f"{label} must be finite, got inf")
-
-
-def _valid_k(k: Tensor) -> Tensor:
-    """k >= 1, finite and integer-valued (in k's own dtype: an integer tensor needs no
-    floor, a float32 one costs half the float64 passes; NaN fails every comparison)."""
-    if not k.is_floating_point():
-        return k >= 1
-    return (k >= 1.0) & (k < float("inf")) & (torch.floor(k) == k)
-
-
-def _valid_p(p: Tensor) -> Tensor:
-    """0 < p < inf (NaN fails both)."""
-    return (p > 0.0) & (p < float("inf"))
-
-
-def _reduce(out: Tensor, reduction: str) -> Tensor:
-    if reduction == "none":
-        return out
-    if reduction == "sum":
-        return out.sum()
-    return out.mean()
-
-
 def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
@@ -735,17 +828,69 @@ def _to64(t: Tensor, is_log: bool) -> Tensor:
     return torch.exp(t64) if is_log else t64
 
 
+def _needs_derivatives(params: tuple[Tensor, ...]) -> bool:
+    """Whether the forward should compute the derivatives too: autograd will ask for them,
+    or a torch.func transform or forward-mode AD may."""
+    grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+    if grad or torch.compiler.is_compiling():
+        return grad
+    if _transform_active():
+        return True
+    return any(fwAD.unpack_dual(p).tangent is not None for p in params)
+
+
 def _apply(family: str, k: Tensor, params: tuple[Tensor, ...], is_log: tuple[bool, ...],
-           reduction: str, full: bool) -> Tensor:  # fmt: skip
-    """The loss node, then the reduction (in float64) and one rounding to the output dtype."""
+           reduction: str, full: bool, mask: Tensor | None, weight: Tensor | None,
+           labels: tuple[str, ...] | None) -> Tensor:  # fmt: skip
+    """The loss node, weights, then the reduction (in float64) and one rounding to the
+    output dtype. The mean divides by the number of kept elements (the sum of the kept
+    weights with ``weight=``)."""
     out_dtype = _float_dtype(*params)
+    direct = reduction == "none" and weight is None
+    node = _ZTLossCompiled if torch.compiler.is_compiling() else _ZTLoss
+    need = _needs_derivatives(params)
+    inner = out_dtype if direct else _F64
+    value = node.apply(family, is_log, full, inner, need, labels, k, mask, *params)[0]
+    if direct:
+        return value
+    if weight is not None:
+        value = value * weight.to(value.device, _F64)
     if reduction == "none":
-        return _ZTLossFn.apply(family, is_log, full, out_dtype, k, *params)
-    value = _ZTLossFn.apply(family, is_log, full, _F64, k, *params)
-    return _reduce(value, reduction).to(out_dtype)
+        return value.to(out_dtype)
+    total = value.sum()
+    if reduction == "sum":
+        return total.to(out_dtype)
+    if mask is None and weight is None:
+        return (total / value.numel()).to(out_dtype)
+    count = torch.ones_like(value)
+    if weight is not None:
+        count = count * weight.to(value.device, _F64)
+    if mask is not None:
+        count = torch.where(mask.to(value.device, torch.bool), count, torch.zeros_like(count))
+    return (total / count.detach().sum()).to(out_dtype)
 
 
 # --------------------------------------------------------------------------- public API
+_COMMON_ARGS = """reduction: "mean" (default), "sum" or "none" (elementwise, broadcast shape).
+        full: add lgamma(k + 1), the constant that makes it -log P(X = k).
+        validate: check the input (k >= 1, integer-valued and finite; every parameter
+            finite and > 0). Eager: ``ValueError`` naming the problem (host checks).
+            Under torch.compile: one ``torch._assert_async`` inside the graph (no graph
+            break), which fails the call when an element is invalid. With False no check:
+            an invalid element gives NaN in the value and in the gradients (NaN in, NaN
+            out, as torch's own losses), which the reduction propagates.
+        mask: boolean tensor broadcastable to the loss, True where an element counts.
+            A masked-out element contributes exactly 0 to the value and to every gradient,
+            even when its inputs are invalid (k = 0, NaN), and is not validated; "mean"
+            divides by the number of kept elements. To fit the nonzero counts of a count
+            matrix ``x``: ``loss(x, ..., mask=x > 0)`` (``loss * (x > 0)`` would give NaN,
+            since NaN * 0 = NaN).
+        weight: tensor broadcastable to the loss: each element's loss is multiplied by
+            its weight; "mean" divides by the sum of the kept weights. A zero weight does
+            not mask: NaN * 0 is NaN (use ``mask``).
+"""
+
+
 def zt_poisson_nll(
     k: Tensor,
     lam: Tensor | float | None = None,
@@ -754,6 +899,8 @@ def zt_poisson_nll(
     reduction: Reduction = "mean",
     full: bool = False,
     validate: bool = True,
+    mask: Tensor | None = None,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """Zero-truncated Poisson negative log-likelihood.
 
@@ -762,12 +909,9 @@ def zt_poisson_nll(
     Args:
         k: counts >= 1 (integer-valued, integer or floating tensor).
         lam: the mean of the untruncated Poisson, > 0; or ``log_lam`` = log(lam) (give
-            exactly one). Gradients flow to whichever is given.
-        reduction: "mean" (default), "sum" or "none" (elementwise, broadcast shape).
-        full: add lgamma(k + 1), the constant that makes it -log P(X = k).
-        validate: raise ValueError on invalid input (k < 1, non-integer or non-finite k,
-            lam NaN / <= 0 / inf); with False, NaN at those positions (no host sync).
-
+            exactly one). Gradients flow to whichever is given. The truncated law's mean
+            is lam / (1 - e^-lam).
+        {common}
     Returns:
         A tensor of the floating dtype of the parameter (float64 for float64 input;
         float32 / bfloat16 / float16 inputs are computed in float64 and rounded once).
@@ -775,10 +919,8 @@ def zt_poisson_nll(
     _check_reduction(reduction)
     label, p, is_log = _param("lam", lam, log_lam, k.device if isinstance(k, Tensor) else None)
     k = _as_tensor(k, p.device)
-    if validate:
-        _check_k(k)
-        _check_param(label, p, _to64(p, is_log), is_log)
-    return _apply("ztpoisson", k, (p,), (is_log,), reduction, full)
+    labels = (label,) if validate else None
+    return _apply("ztpoisson", k, (p,), (is_log,), reduction, full, mask, weight, labels)
 
 
 def zt_negbin_nll(
@@ -791,6 +933,8 @@ def zt_negbin_nll(
     reduction: Reduction = "mean",
     full: bool = False,
     validate: bool = True,
+    mask: Tensor | None = None,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """Zero-truncated negative binomial negative log-likelihood (NB2: mean mu, size theta).
 
@@ -800,10 +944,10 @@ def zt_negbin_nll(
 
     Args:
         k: counts >= 1 (integer-valued).
-        mu / log_mu: the mean of the untruncated law (> 0), or its log (exactly one).
+        mu / log_mu: the mean of the untruncated law (> 0), or its log (exactly one). The
+            truncated law's mean is mu / (1 - (theta / (theta + mu))^theta).
         theta / log_theta: the inverse dispersion (> 0), or its log (exactly one).
-        reduction, full, validate: as :func:`zt_poisson_nll`.
-
+        {common}
     Returns:
         A tensor of the promoted floating dtype of the parameters (computed in float64).
     """
@@ -813,8 +957,9 @@ def zt_negbin_nll(
     tlabel, pt, t_log = _param("theta", theta, log_theta, pm.device)
     k = _as_tensor(k, pm.device)
     pt = pt.to(pm.device)
-    if validate:
-        _check_k(k)
-        _check_param(mlabel, pm, _to64(pm, m_log), m_log)
-        _check_param(tlabel, pt, _to64(pt, t_log), t_log)
-    return _apply("ztnb", k, (pm, pt), (m_log, t_log), reduction, full)
+    labels = (mlabel, tlabel) if validate else None
+    return _apply("ztnb", k, (pm, pt), (m_log, t_log), reduction, full, mask, weight, labels)
+
+
+for _fn in (zt_poisson_nll, zt_negbin_nll):
+    _fn.__doc__ = (_fn.__doc__ or "").replace("{common}", _COMMON_ARGS.rstrip() + "\n")
