@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install -q -e ".[dev]" "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install -q -e ".[bench,dev]" "torch==$(TORCH_VERSION)"
 	@rm -f $(VENV)/.installed-torch-*
 	@touch $@
 
