@@ -135,3 +135,10 @@ def test_light_install_in_a_fresh_venv(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert abs(float(out.stdout) - 2.0 / (1.0 - math.exp(-2.0))) < 1e-6
+    # the benchmark's command, without its extra: one line naming the extra, exit code 2
+    cli = subprocess.run(
+        [str(venv / "bin" / "ztbench"), "check", "x.toml"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert cli.returncode == 2 and "ztbench[bench]" in cli.stderr, cli.stderr
+    assert len(cli.stderr.strip().splitlines()) == 1
