@@ -4,6 +4,7 @@
 
     loss = zt_poisson_nll(k, log_lam=eta)                     # mean over elements
     loss = zt_negbin_nll(k, log_mu=eta, log_theta=phi, reduction="sum", full=True)
+    loss = zt_negbin_nll(x, log_mu=eta, log_theta=phi, mask=x > 0)  # nonzero counts of x
 
 Design (the formulas are in the docstrings of the private kernels below):
 
@@ -21,15 +22,18 @@ Design (the formulas are in the docstrings of the private kernels below):
   once (:mod:`ztbench.loss.dd.ztp`, :func:`_refine_float64`): at most 2 ulp on suites/default.toml.
   Likewise ZTNB d/dmu, and d/dtheta for theta <= 16 (:mod:`ztbench.loss.dd.ztnb`); the
   ZTNB value has no double-double form yet (its zero crossings keep 10^4-10^5 ulp).
-- A custom :class:`torch.autograd.Function` returns analytic gradients computed in the
-  same forward pass, each written as a sum of terms that do not cancel (differences
+- One autograd node (:class:`_ZTLoss`) returns analytic first derivatives computed in
+  the same forward pass, each written as a sum of terms that do not cancel (differences
   such as mu - k are exact by Sterbenz's lemma where they would otherwise cancel).
   Gradients with respect to log-parameters follow by the chain rule through exp (in
-  float64).
+  float64). The backward is differentiable (double backward, Hessians) and the node
+  supports torch.func (setup_context, jvp, a vmap rule): see the "autograd" section.
 - Invalid input (k < 1, non-integer or non-finite k, parameters that are NaN, not
-  positive or not finite): ``ValueError`` naming the problem with ``validate=True``
-  (a host synchronisation); NaN at those positions with ``validate=False`` (no
-  synchronisation, no graph break: the torch.compile hot path).
+  positive or not finite): with ``validate=True`` a ``ValueError`` naming the problem in
+  eager mode, one ``torch._assert_async`` under torch.compile (no graph break;
+  :mod:`ztbench.loss.validation`); with ``validate=False`` NaN in the value and the
+  gradients at those positions. ``mask=`` leaves elements out exactly (0 in the value
+  and the gradients, whatever their inputs).
 """
 
 from __future__ import annotations
