@@ -38,6 +38,7 @@ Design (the formulas are in the docstrings of the private kernels below):
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -48,6 +49,7 @@ from ztbench.loss import primitives as P
 from ztbench.loss import validation as V
 from ztbench.loss.dd import ztnb as dd_ztnb
 from ztbench.loss.dd import ztp as dd_ztp
+from ztbench.loss.dispatch import INDEX, WHERE, Dispatcher
 
 __all__ = ["zt_negbin_nll", "zt_poisson_nll"]
 
@@ -57,27 +59,12 @@ _F64 = torch.float64
 
 
 # --------------------------------------------------------------------------- kernels
-def _ztp_small(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """The ZTP loss and d/dlam for lam < 1 (see :func:`_ztp_kernel`)."""
-    value = _h_series(lam) - (k - 1.0) * torch.log(lam)
-    if not need_grad:
-        return value, None
-    return value, _q_series(lam) - (k - 1.0) / lam
-
-
-def _ztp_large(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """The ZTP loss and d/dlam for lam >= 1 (see :func:`_ztp_kernel`)."""
-    log_lam = torch.log(lam)
-    e = torch.exp(-lam)  # underflows to 0 past lam ~ 745, where it no longer matters
-    value = (lam + torch.log1p(-e) - log_lam) - (k - 1.0) * log_lam
-    if not need_grad:
-        return value, None
-    # 1/expm1(lam) = e^-lam / (1 - e^-lam): no overflow of expm1 past lam ~ 709 (the
-    # term is then a subnormal that the reference keeps)
-    return value, (lam - k) / lam + e / (-torch.expm1(-lam))
-
-
-def _ztp_kernel(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+# Each kernel is written once, as a function of a dispatcher D (:mod:`ztbench.loss.dispatch`):
+# WHERE evaluates every branch on every element with safe inputs where it is not taken
+# (traceable, differentiable: torch.compile and the differentiable backward use it);
+# INDEX evaluates each branch on its own elements (the eager path, flat inputs).
+# The two give the same bits (tests/test_nll.py).
+def _ztp(D: Dispatcher, k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
     """ZTP loss -k log(lam) + log(expm1(lam)) and its derivative in lam (float64).
 
     Value: ``h(lam) - (k - 1) log(lam)``, h(x) = log(expm1(x)/x); taking one log(lam)
@@ -93,23 +80,32 @@ def _ztp_kernel(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor
     - lam >= 1: ``(lam - k)/lam + 1/expm1(lam)``; lam - k is exact when k/2 <= lam <= 2k
       (Sterbenz), so at k = lam the result is exactly 1/expm1(lam) (tiny, not rounding
       noise of 1 - k/lam).
-
-    Both branches are computed on every element with safe inputs where they are not
-    taken (the traceable form for torch.compile); :func:`_ztp_fast` computes each on
-    its own elements only, with the same functions, hence the same bits.
     """
-    small = lam < 1.0
-    l_s, l_l = P.split(small, lam, 0.5, 2.0)
-    v_s, g_s = _ztp_small(k, l_s, need_grad)
-    v_l, g_l = _ztp_large(k, l_l, need_grad)
-    value = torch.where(small, v_s, v_l)
+
+    def small(k: Tensor, lam: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        value = P._h_small_fn(D)(lam) - (k - 1.0) * torch.log(lam)
+        if not need_grad:
+            return value
+        return value, P._q_small_fn(D)(lam) - (k - 1.0) / lam
+
+    def large(k: Tensor, lam: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        log_lam = torch.log(lam)
+        e = torch.exp(-lam)  # underflows to 0 past lam ~ 745, where it no longer matters
+        value = (lam + torch.log1p(-e) - log_lam) - (k - 1.0) * log_lam
+        if not need_grad:
+            return value
+        # 1/expm1(lam) = e^-lam / (1 - e^-lam): no overflow of expm1 past lam ~ 709 (the
+        # term is then a subnormal that the reference keeps)
+        return value, (lam - k) / lam + e / (-torch.expm1(-lam))
+
+    out = D.branch(lam < 1.0, small, large, (k, lam), (None, 0.5), (None, 2.0))
     if not need_grad:
-        return value, None
-    return value, torch.where(small, g_s, g_l)
+        return out, None  # type: ignore[return-value]
+    return out  # type: ignore[return-value]
 
 
-def _ztnb_kernel(
-    k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
+def _ztnb(
+    D: Dispatcher, k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """ZTNB loss and its derivatives in mu and theta (float64).
 
@@ -122,7 +118,7 @@ def _ztnb_kernel(
       -D - (k - 1) log(mu) is evaluated as -G - (k - 1) log(x)): no k log(theta) is formed
       and subtracted (the large-theta cancellation); at k = 1 the loss is
       lx + log r + h(w) ~ x/2 + w/2 (the tiny-NLL region) to full relative accuracy;
-      log r = log1p(log1pmx(x)/x).
+      log r = log1p(log1pmx(x)/x); w = mu r.
     - x >= 1: ``-G + k log1p(1/x) + log(lx) + h(w)`` (log(theta) cancelled analytically
       between lgamma(theta) ~ -log(theta) and log(w), which matters for tiny theta).
 
@@ -141,6 +137,8 @@ def _ztnb_kernel(
       (:func:`~ztbench.loss.primitives.digamma_log_difference`): the logs of
       the digamma difference, k/(theta+mu) and s cancel analytically into -log1pmx(t)
       ~ t^2/2, whose k - mu is exact near the mode (the Poisson limit's (k - mu)^2);
+      log1pmx(t) = log((k+theta)/(theta+mu)) - t away from t = 0 (1 + t formed from the
+      rounded t would cancel when k << mu);
     - w <= 1 and (x < 1 or theta >= 1): ``E - (k - 1) y/theta + log1pmx(x)/((1 + x) w)
       + s q(w)`` (the k/theta parts cancelled analytically; -y/theta + s/w =
       log1pmx(x)/((1+x)w));
@@ -149,296 +147,28 @@ def _ztnb_kernel(
     """
     x = mu / theta
     lx = torch.log1p(x)
-    lpm = P.log1pmx(x)
+    lpm = P.log1pmx(x, D)
     below = x < 1.0
-    # w = theta log1p(x), as mu * r for x < 1 (no subnormal log1p(x) when x is tiny)
-    x_b, x_a = P.split(below, x, 0.5, 2.0)
-    r_b = 1.0 + P.log1pmx(x_b) / x_b
-    w = torch.where(below, mu * r_b, theta * lx)
-    h = P.log_expm1_over_x(w)
-    d, g = P.lgamma_excess(k, theta)
-    # -D - (k-1) log(mu) for theta >= 10; for theta < 10 the same as -G - (k-1) log(x)
-    # (x = mu/theta is rounded once, so log(x) is accurate to ~1 ulp of |log x| whereas
-    # D = G - (k-1) log(theta) and (k-1) log(mu) would each carry ulps of much larger
-    # numbers into a cancellation).
-    logx = torch.where(x > 1e-300, torch.log(x_b), torch.log(mu) - torch.log(theta))
-    head = torch.where(
-        theta >= P.STIRLING_MIN, -d - torch.xlogy(k - 1.0, mu), -g - (k - 1.0) * logx
-    )
-    v_below = head + k * torch.log1p(x_b)
-    v_below = v_below + torch.log1p(P.log1pmx(x_b) / x_b) + h
-    v_above = -g + k * torch.log1p(1.0 / x_a) + torch.log(torch.log1p(x_a)) + h
-    value = torch.where(below, v_below, v_above)
-    if not need_grad:
-        return value, None, None
+    # safe stand-ins for (x, lx, lpm) in a branch not taken: a point of its own domain
+    at_half = (0.5, math.log1p(0.5), math.log1p(0.5) - 0.5)
+    at_two = (2.0, math.log(3.0), None)
 
-    q = P.inv1mexp_minus_inv(w)
-    one_x = 1.0 + x
-    # d/dmu
-    wsmall = w <= 1.0
-    num_s = -lpm / lx - (k - 1.0) + mu * q
-    w_1 = torch.where(wsmall, torch.ones_like(w), w)
-    em1 = -torch.expm1(-w_1)  # 1 - e^-w; mu/expm1(w) = exp(log(mu) - w)/(1 - e^-w)
-    num_l = (mu - k) + torch.exp(torch.log(mu) - w_1) / em1
-    d_mu = torch.where(wsmall, num_s, num_l) / (mu * one_x)
-    # d/dtheta
-    y = x / one_x
-    y_s = torch.where(y <= 0.5, y, torch.full_like(y, 0.25))
-    s = torch.where(y <= 0.5, -P.log1pmx(-y_s), lx - y)
-    e, f = P.digamma_excess(k, theta)
-    sq = s * q
-    t_l = e - (k - 1.0) * y / theta + lpm / (one_x * w) + sq
-    t_s = -f + k / (theta + mu) - x / (one_x * w) + sq
-    # w > 1: psi(theta) - psi(k+theta) + k/(theta+mu) + s + s/expm1(w), regrouped around
-    # t = (k - mu)/(theta + mu) (k - mu exact near the mode; the Poisson limit's
-    # (k - mu)^2 term then comes out of -log1pmx(t) to full relative accuracy).
-    # log1pmx(t) = log((k+theta)/(theta+mu)) - t away from t = 0 (1 + t formed from the
-    # rounded t would cancel when k << mu).
-    t = (k - mu) / (theta + mu)
-    t_w = torch.where(wsmall, torch.zeros_like(t), t)
-    t_near = t_w.abs() <= 0.5
-    t_n = torch.where(t_near, t_w, torch.zeros_like(t_w))
-    lpm_t = torch.where(t_near, P.log1pmx(t_n), torch.log((k + theta) / (theta + mu)) - t_w)
-    w_l = torch.where(wsmall, torch.ones_like(w), w)
-    s_pos = torch.where(s > 0, s, torch.ones_like(s))
-    s_em1 = torch.where(s > 0, torch.exp(torch.log(s_pos) - w_l) / (-torch.expm1(-w_l)), 0.0 * s)
-    t_big_w = P.digamma_log_difference(k, theta) - lpm_t + s_em1
-    d_theta = torch.where(wsmall, torch.where((x < 1.0) | (theta >= 1.0), t_l, t_s), t_big_w)
-    return value, d_mu, d_theta
+    def w_below(mu: Tensor, theta: Tensor, x: Tensor, lx: Tensor, lpm: Tensor) -> Tensor:
+        return mu * (1.0 + lpm / x)  # no subnormal log1p(x) when x is tiny
 
+    def w_above(mu: Tensor, theta: Tensor, x: Tensor, lx: Tensor, lpm: Tensor) -> Tensor:
+        return theta * lx
 
-# --------------------------------------------------------------------------- eager fast path
-# The kernels above evaluate every branch on every element (torch.where form: traceable,
-# no data-dependent shapes, what torch.compile gets). In eager mode the functions below
-# compute the same expressions, operation for operation, but each only on the elements
-# whose branch is taken (index_select, compute, index_put), with in-place Horner loops:
-# the same float64 results at a fraction of the work. Flat (1-D) float64 inputs, no grad.
-def _idx(mask: Tensor) -> Tensor:
-    return mask.nonzero().squeeze(1)
-
-
-def _put(out: Tensor, idx: Tensor, fn, *args: Tensor) -> None:  # type: ignore[no-untyped-def]
-    """out[idx] = fn(*(a[idx] for a in args)) (nothing when idx is empty)."""
-    if idx.numel():
-        out.index_put_((idx,), fn(*(a.index_select(0, idx) for a in args)))
-
-
-def _branch(mask: Tensor, f_true, f_false, *args: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
-    """torch.where(mask, f_true(*args), f_false(*args)), each evaluated on its subset."""
-    out = torch.empty_like(args[0])
-    _put(out, _idx(mask), f_true, *args)
-    _put(out, _idx(~mask), f_false, *args)
-    return out
-
-
-def _horner(z: Tensor, coeffs: tuple[float, ...]) -> Tensor:
-    """s = 0; for c in reversed(coeffs): s = s * z + c (bit for bit, in place)."""
-    rc = coeffs[::-1]
-    s = torch.full_like(z, rc[0])
-    for c in rc[1:]:
-        s.mul_(z).add_(c)
-    return s
-
-
-def _lpm_series(x: Tensor) -> Tensor:
-    u = x / (2.0 + x)
-    u2 = u * u
-    s = _horner(u2, P._ATANH_COEFFS)
-    return -x * u + 2.0 * u * u2 * s
-
-
-def _lpm_direct(x: Tensor) -> Tensor:
-    return torch.log1p(x) - x
-
-
-def _log1pmx(x: Tensor) -> Tensor:
-    return _branch(x.abs() <= 0.5, _lpm_series, _lpm_direct, x)
-
-
-def _h_series(x: Tensor) -> Tensor:
-    rc = P._H_COEFFS[::-1]
-    h = x * rc[0]
-    for c in rc[1:]:
-        h.add_(c).mul_(x)
-    return torch.log1p(h)
-
-
-def _h_large(x: Tensor) -> Tensor:
-    return P.log_expm1(x) - torch.log(x)
-
-
-def _log_expm1_over_x(x: Tensor) -> Tensor:
-    return _branch(x < 1.0, _h_series, _h_large, x)
-
-
-def _q_series(x: Tensor) -> Tensor:
-    s = _horner(x * x, P._Q_COEFFS)
-    return 0.5 + x * s
-
-
-def _q_large(x: Tensor) -> Tensor:
-    return 1.0 / (-torch.expm1(-x)) - 1.0 / x
-
-
-def _q(x: Tensor) -> Tensor:
-    return _branch(x < 1.0, _q_series, _q_large, x)
-
-
-def _stirling(z: Tensor) -> Tensor:
-    r = 1.0 / z
-    return _horner(r * r, P._STIRLING_COEFFS).mul_(r)
-
-
-def _psi_tail(z: Tensor) -> Tensor:
-    r2 = 1.0 / (z * z)
-    return _horner(r2, P._PSI_COEFFS).mul_(r2)
-
-
-def _small_sums(k: Tensor, th: Tensor, terms) -> tuple[Tensor, Tensor]:  # type: ignore[no-untyped-def]
-    """:func:`~ztbench.loss.primitives.direct_sums`, step j on the elements with
-    k > j only (k <= 8), accumulated in j order."""
-    a = torch.zeros_like(th)
-    b = torch.zeros_like(th)
-    for j in range(1, P.LGAMMA_EXCESS_DIRECT_K):
-        idx = _idx(k > j)
-        if not idx.numel():
-            break
-        ta, tb = terms(j, th.index_select(0, idx))
-        a.index_put_((idx,), a.index_select(0, idx) + ta)
-        b.index_put_((idx,), b.index_select(0, idx) + tb)
-    return a, b
-
-
-def _excess_by_regime(k: Tensor, theta: Tensor, big_fn, direct_fn, special_fn):  # type: ignore[no-untyped-def]
-    """The pair of :func:`_lgamma_excess` / :func:`_digamma_excess`, each regime on its own
-    elements: theta >= 10 and k > 1 (``big_fn``), theta < 10 and 1 < k <= 8 (``direct_fn``),
-    theta < 10 and k > 8 (``special_fn``); k = 1 gives (0, 0). Each fn maps (k, theta) of
-    its elements to a stacked pair."""
-    first = torch.zeros_like(theta)
-    second = torch.zeros_like(theta)
-    big = theta >= P.STIRLING_MIN
-    for mask, fn in (
-        (big & (k > 1.0), big_fn),
-        (~big & (k > 1.0) & (k <= P.LGAMMA_EXCESS_DIRECT_K), direct_fn),
-        (~big & (k > P.LGAMMA_EXCESS_DIRECT_K), special_fn),
-    ):
-        idx = _idx(mask)
-        if idx.numel():
-            pair = fn(k.index_select(0, idx), theta.index_select(0, idx))
-            first.index_put_((idx,), pair[0])
-            second.index_put_((idx,), pair[1])
-    return first, second
-
-
-def _lgamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`~ztbench.loss.primitives.lgamma_excess`, each branch on its subset."""
-
-    def stirling(k_b: Tensor, th_b: Tensor) -> Tensor:
-        x = k_b / th_b
-        d_big = (
-            (k_b - 0.5) * torch.log1p(x)
-            + th_b * _log1pmx(x)
-            + (_stirling(k_b + th_b) - _stirling(th_b))
-        )
-        return torch.stack((d_big, d_big + (k_b - 1.0) * torch.log(th_b)))
-
-    def lg(k_s: Tensor, th_s: Tensor) -> Tensor:
-        g_lg = torch.lgamma(k_s + th_s) - torch.lgamma(1.0 + th_s)
-        return torch.stack((g_lg - (k_s - 1.0) * torch.log(th_s), g_lg))
-
-    def direct(k_s: Tensor, th_s: Tensor) -> Tensor:
-        return torch.stack(_small_sums(k_s, th_s, P.lgamma_terms))
-
-    return _excess_by_regime(k, theta, stirling, direct, lg)
-
-
-def _digamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`~ztbench.loss.primitives.digamma_excess`, each branch on its subset."""
-
-    def asym(k_b: Tensor, th_b: Tensor) -> Tensor:
-        x = k_b / th_b
-        e_big = (
-            -_log1pmx(x)
-            - k_b / (2.0 * th_b * (th_b + k_b))
-            + (_psi_tail(th_b + k_b) - _psi_tail(th_b))
-        )
-        return torch.stack((e_big, (k_b - 1.0) / th_b - e_big))
-
-    def dg(k_s: Tensor, th_s: Tensor) -> Tensor:
-        f_dg = torch.digamma(k_s + th_s) - torch.digamma(1.0 + th_s)
-        return torch.stack(((k_s - 1.0) / th_s - f_dg, f_dg))
-
-    def direct(k_s: Tensor, th_s: Tensor) -> Tensor:
-        return torch.stack(_small_sums(k_s, th_s, P.digamma_terms))
-
-    return _excess_by_regime(k, theta, asym, direct, dg)
-
-
-def _digamma_log_difference(k: Tensor, theta: Tensor) -> Tensor:
-    """:func:`~ztbench.loss.primitives.digamma_log_difference` on subsets."""
-    acc = torch.zeros_like(theta)
-    steps = torch.zeros_like(theta)
-    idx0 = _idx(theta < P.STIRLING_MIN)  # theta + j < 10 implies theta < 10
-    if idx0.numel():
-        k0 = k.index_select(0, idx0)
-        th0 = theta.index_select(0, idx0)
-        acc0 = torch.zeros_like(th0)
-        steps0 = torch.zeros_like(th0)
-        for j in range(int(P.STIRLING_MIN)):
-            z = th0 + j
-            idx = _idx((k0 > j) & (z < P.STIRLING_MIN))
-            if not idx.numel():
-                break
-            acc0.index_put_(
-                (idx,), acc0.index_select(0, idx) + _log1pmx(1.0 / z.index_select(0, idx))
-            )
-            steps0.index_put_((idx,), steps0.index_select(0, idx) + 1.0)
-        acc.index_put_((idx0,), acc0)
-        steps.index_put_((idx0,), steps0)
-    z0 = theta + steps
-    m = k - steps
-    rest = (m > 0) & (z0 >= P.STIRLING_MIN)
-
-    def tail(acc_r: Tensor, z0_r: Tensor, m_r: Tensor) -> Tensor:
-        t = -m_r / (2.0 * z0_r * (z0_r + m_r)) + (_psi_tail(z0_r + m_r) - _psi_tail(z0_r))
-        return acc_r + t
-
-    _put(acc, _idx(rest), tail, acc, z0, m)
-    return acc
-
-
-def _ztp_fast(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """:func:`_ztp_kernel`, eager, each branch on its subset."""
-    shape = lam.shape
-    k, lam = k.reshape(-1), lam.reshape(-1)
-    value = torch.empty_like(lam)
-    grad = torch.empty_like(lam) if need_grad else None
-    small = lam < 1.0
-    for mask, fn in ((small, _ztp_small), (~small, _ztp_large)):
-        idx = _idx(mask)
-        if idx.numel():
-            v, g = fn(k.index_select(0, idx), lam.index_select(0, idx), need_grad)
-            value.index_copy_(0, idx, v)
-            if grad is not None:
-                grad.index_copy_(0, idx, g)
-    return value.reshape(shape), None if grad is None else grad.reshape(shape)
-
-
-def _ztnb_fast(
-    k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """:func:`_ztnb_kernel`, eager, each branch on its subset."""
-    shape = mu.shape
-    k, mu, theta = k.reshape(-1), mu.reshape(-1), theta.reshape(-1)
-    x = mu / theta
-    lx = torch.log1p(x)
-    lpm = _log1pmx(x)
-    below = x < 1.0
-    w = torch.where(below, mu * (1.0 + lpm / x), theta * lx)
-    h = _log_expm1_over_x(w)
-    d, g = _lgamma_excess(k, theta)
+    args_w = (mu, theta, x, lx, lpm)
+    w = D.branch(below, w_below, w_above, args_w, (None, None, *at_half), (None,) * 5)
+    h = P.log_expm1_over_x(w, D)  # type: ignore[arg-type]
+    d, g = P.lgamma_excess(k, theta, D)
 
     def v_below(k, mu, theta, x, lx, lpm, h, d, g):  # type: ignore[no-untyped-def]
+        # -D - (k-1) log(mu) for theta >= 10; for theta < 10 the same as -G - (k-1) log(x)
+        # (x = mu/theta is rounded once, so log(x) is accurate to ~1 ulp of |log x|
+        # whereas D = G - (k-1) log(theta) and (k-1) log(mu) would each carry ulps of
+        # much larger numbers into a cancellation).
         logx = torch.where(x > 1e-300, torch.log(x), torch.log(mu) - torch.log(theta))
         head = torch.where(
             theta >= P.STIRLING_MIN, -d - torch.xlogy(k - 1.0, mu), -g - (k - 1.0) * logx
@@ -449,58 +179,94 @@ def _ztnb_fast(
     def v_above(k, mu, theta, x, lx, lpm, h, d, g):  # type: ignore[no-untyped-def]
         return -g + k * torch.log1p(1.0 / x) + torch.log(lx) + h
 
-    value = _branch(below, v_below, v_above, k, mu, theta, x, lx, lpm, h, d, g)
+    args_v = (k, mu, theta, x, lx, lpm, h, d, g)
+    keep3 = (None, None, None)
+    value = D.branch(
+        below, v_below, v_above, args_v, (*keep3, *at_half, *keep3), (*keep3, *at_two, *keep3)
+    )
     if not need_grad:
-        return value.reshape(shape), None, None
+        return value, None, None  # type: ignore[return-value]
 
-    def s_of(x: Tensor, lx: Tensor, y: Tensor) -> Tensor:
-        return _branch(
-            y <= 0.5, lambda y_s, lx_s: -_log1pmx(-y_s), lambda y_l, lx_l: lx_l - y_l, y, lx
-        )
+    def s_of(lx: Tensor, y: Tensor) -> Tensor:
+        """s = log1p(x) - x/(1+x), as -log1pmx(-y) for y <= 1/2."""
+
+        def near(lx: Tensor, y: Tensor) -> Tensor:
+            return -P.log1pmx(-y, D)
+
+        def far(lx: Tensor, y: Tensor) -> Tensor:
+            return lx - y
+
+        return D.branch(y <= 0.5, near, far, (lx, y), (None, 0.25), (None, None))  # type: ignore[return-value]
 
     def g_wsmall(k, mu, theta, x, lx, lpm, w):  # type: ignore[no-untyped-def]
-        q = _q(w)
+        q = P.inv1mexp_minus_inv(w, D)
         one_x = 1.0 + x
-        num_s = -lpm / lx - (k - 1.0) + mu * q
-        d_mu = num_s / (mu * one_x)
+        d_mu = (-lpm / lx - (k - 1.0) + mu * q) / (mu * one_x)
         y = x / one_x
-        s = s_of(x, lx, y)
-        e, f = _digamma_excess(k, theta)
-        sq = s * q
+        sq = s_of(lx, y) * q
+        e, f = P.digamma_excess(k, theta, D)
         t_l = e - (k - 1.0) * y / theta + lpm / (one_x * w) + sq
         t_s = -f + k / (theta + mu) - x / (one_x * w) + sq
-        return torch.stack((d_mu, torch.where((x < 1.0) | (theta >= 1.0), t_l, t_s)))
+        return d_mu, torch.where((x < 1.0) | (theta >= 1.0), t_l, t_s)
 
     def g_wlarge(k, mu, theta, x, lx, lpm, w):  # type: ignore[no-untyped-def]
         one_x = 1.0 + x
-        em1 = -torch.expm1(-w)
-        num_l = (mu - k) + torch.exp(torch.log(mu) - w) / em1
-        d_mu = num_l / (mu * one_x)
-        y = x / one_x
-        s = s_of(x, lx, y)
+        em1 = -torch.expm1(-w)  # 1 - e^-w; mu/expm1(w) = exp(log(mu) - w)/(1 - e^-w)
+        d_mu = ((mu - k) + torch.exp(torch.log(mu) - w) / em1) / (mu * one_x)
+        s = s_of(lx, x / one_x)
+        # w > 1: psi(theta) - psi(k+theta) + k/(theta+mu) + s + s/expm1(w), regrouped
+        # around t = (k - mu)/(theta + mu)
         t = (k - mu) / (theta + mu)
-        near = t.abs() <= 0.5
-        lpm_t = _branch(
-            near,
-            lambda t_n, k_n, th_n, mu_n: _log1pmx(t_n),
-            lambda t_f, k_f, th_f, mu_f: torch.log((k_f + th_f) / (th_f + mu_f)) - t_f,
-            t,
-            k,
-            theta,
-            mu,
-        )
-        s_pos = torch.where(s > 0, s, torch.ones_like(s))
-        s_em1 = torch.where(s > 0, torch.exp(torch.log(s_pos) - w) / em1, 0.0 * s)
-        return torch.stack((d_mu, _digamma_log_difference(k, theta) - lpm_t + s_em1))
 
-    out = torch.empty((2, k.numel()), dtype=k.dtype, device=k.device)
-    args = (k, mu, theta, x, lx, lpm, w)
-    wsmall = w <= 1.0
-    for mask, fn in ((wsmall, g_wsmall), (~wsmall, g_wlarge)):
-        idx = _idx(mask)
-        if idx.numel():
-            out.index_copy_(1, idx, fn(*(a.index_select(0, idx) for a in args)))
-    return value.reshape(shape), out[0].reshape(shape), out[1].reshape(shape)
+        def lpm_near(t: Tensor, k: Tensor, theta: Tensor, mu: Tensor) -> Tensor:
+            return P.log1pmx(t, D)
+
+        def lpm_far(t: Tensor, k: Tensor, theta: Tensor, mu: Tensor) -> Tensor:
+            return torch.log((k + theta) / (theta + mu)) - t
+
+        lpm_t = D.branch(
+            t.abs() <= 0.5, lpm_near, lpm_far, (t, k, theta, mu), (0.0, *keep3), (None, *keep3)
+        )
+        s_pos = torch.where(s > 0, s, torch.ones_like(s))  # type: ignore[arg-type]
+        s_em1 = torch.where(s > 0, torch.exp(torch.log(s_pos) - w) / em1, 0.0 * s)  # type: ignore[operator]
+        return d_mu, P.digamma_log_difference(k, theta, D) - lpm_t + s_em1
+
+    args_g = (k, mu, theta, x, lx, lpm, w)
+    d_mu, d_theta = D.branch(
+        w <= 1.0, g_wsmall, g_wlarge, args_g, (None,) * 6 + (0.5,), (None,) * 6 + (1.0,)
+    )
+    return value, d_mu, d_theta  # type: ignore[return-value]
+
+
+def _ztp_kernel(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """:func:`_ztp` with every branch everywhere (torch.compile, autograd)."""
+    return _ztp(WHERE, k, lam, need_grad)
+
+
+def _ztnb_kernel(
+    k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:func:`_ztnb` with every branch everywhere (torch.compile, autograd)."""
+    return _ztnb(WHERE, k, mu, theta, need_grad)
+
+
+def _ztp_fast(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """:func:`_ztp`, eager, each branch on its own elements."""
+    v, g = _ztp(INDEX, k.reshape(-1), lam.reshape(-1), need_grad)
+    return v.reshape(lam.shape), None if g is None else g.reshape(lam.shape)
+
+
+def _ztnb_fast(
+    k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:func:`_ztnb`, eager, each branch on its own elements."""
+    outs = _ztnb(INDEX, k.reshape(-1), mu.reshape(-1), theta.reshape(-1), need_grad)
+    return tuple(None if o is None else o.reshape(mu.shape) for o in outs)  # type: ignore[return-value]
+
+
+def _idx(mask: Tensor) -> Tensor:
+    """The indices of the True elements of a flat mask."""
+    return mask.nonzero().squeeze(1)
 
 
 # --------------------------------------------------------------------------- autograd
