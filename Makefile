@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-torch-$(TORCH_VERSION)
 
-.PHONY: install test bench check report lint clean
+.PHONY: install test test-fast bench check report lint clean
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 test: install
 	@$(BIN)/python -m pytest --ignore=tests/bench; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# Quick feedback while editing: everything but the tests marked slow (not what CI runs).
+test-fast: install
+	@$(BIN)/python -m pytest --ignore=tests/bench -m "not slow"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # The CI gate: rerun the quick suite and compare with results/baseline/quick.json.
 check: install

@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from ztbench.accuracy import SUMMARY_COLUMNS, THRESHOLD_COLUMNS, run_accuracy
+from ztbench.accuracy import run_accuracy
 from ztbench.candidates import base as registry
 from ztbench.candidates.base import Candidate
 from ztbench.cli import main
 from ztbench.reference import compute_references
+from ztbench.schema import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 from ztbench.suite import load_suite
 
 

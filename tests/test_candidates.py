@@ -101,7 +101,7 @@ def test_registry_order_and_selection() -> None:
 
 
 def test_forms_follow_lgamma_k_plus_one() -> None:
-    """torch.distributions / scvi log-pmfs include lgamma(k+1): full; the issue's formulas do
+    """torch.distributions / scvi log-pmfs include lgamma(k+1): full; the textbook formulas do
     not: loss; peers compute log-pmfs: full."""
     full = {"ztpoisson/torch-distributions", "ztnb/torch-distributions", "ztnb/scvi-style"}
     for c in list_candidates():
@@ -188,7 +188,7 @@ def test_stable_finite_over_whole_domain(cid: str, dtype: str) -> None:
 def test_stable_candidates_error_bounded_by_term_size(dtype: str) -> None:
     """Over the whole grid the stable forms' absolute error is a few ulp of the size of the
     terms they add (k |log mu| + k |log theta| + |NLL| + 1), i.e. only the cancellation
-    between those terms remains (documented limits; a later issue improves it)."""
+    between those terms remains (documented limits)."""
     eps = float(np.finfo(dtype).eps)
     for family in ("ztpoisson", "ztnb"):
         cand = get_candidate(f"{family}/stable")

@@ -105,7 +105,7 @@ def test_ztnb_published_text_rule() -> None:
     np.testing.assert_allclose(
         (ev.value - ref)[~exact_rows], -np.log(-np.expm1(-w[~exact_rows])), rtol=1e-9
     )
-    # mu = 0.5, theta = 16: w = 0.49, the approximation is off by ~1 nat (NUMERICS.md)
+    # mu = 0.5, theta = 16: w = 0.49, the approximation is off by ~1 nat
     assert ev.value[6] - ref[6] > 0.9
     assert all(np.isfinite(g).all() for g in ev.grads.values())
 

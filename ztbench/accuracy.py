@@ -25,6 +25,7 @@ mode x quantity: inputs, computed, reference, errors), ``summary.csv`` / ``summa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -49,31 +50,19 @@ from ztbench.families import Family, domain_mask, get_family
 from ztbench.grids import build_points, region_mask
 from ztbench.jsonfloat import encode
 from ztbench.reference import compute_references
+from ztbench.schema import PARAMS, SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 from ztbench.suite import Suite
-
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "family", "candidate", "dtype", "device", "mode", "quantity", "region", "n", "failures",
-    "max_ulp", "p99_ulp", "median_ulp", "mean_ulp", "max_abs_err",
-    "worst_k", "worst_lam", "worst_mu", "worst_theta",
-    # beyond the required columns:
-    "max_bits", "mean_bits", "rms_ulp", "max_rel_err", "threshold", "status",
-    "out_of_range", "uncertified",
-)  # fmt: skip
-THRESHOLD_COLUMNS: tuple[str, ...] = (
-    "family", "candidate", "dtype", "device", "mode", "t", "n", "failures", "max_ulp",
-    "p99_ulp", "max_abs_err", "worst_k", "worst_lam", "worst_mu", "worst_theta",
-    "best", "published",
-)  # fmt: skip
-PARAMS: tuple[str, ...] = ("lam", "mu", "theta")
 
 
 @dataclass
 class AccuracyResult:
-    """What a run produced: the tables, the environment and per-stage timings (seconds)."""
+    """What a run produced: the tables, the environment, the suite's goals (or None) and
+    per-stage timings (seconds)."""
 
     summary: pd.DataFrame
     thresholds: pd.DataFrame
     env: dict
+    goals: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
     out_dir: Path | None = None
 
@@ -223,7 +212,7 @@ def _measure(
     """Evaluate one candidate on one dtype/device/mode; add summary and per-point rows."""
     threshold = cand.threshold if cand.threshold is not None else math.nan
     base = {"family": family.name, "candidate": cand.id, "dtype": data.dtype, "device": device,
-            "mode": mode, "threshold": threshold}  # fmt: skip
+            "mode": mode, "threshold": threshold, "kind": cand.kind}  # fmt: skip
     quantities = ("value", *family.gradients)
     if not _device_available(device):
         collector.rows += _status_rows(
@@ -365,7 +354,8 @@ def run_accuracy(
 
     summary = _frame(collector.rows, SUMMARY_COLUMNS)
     thresholds = _frame(collector.threshold_rows, THRESHOLD_COLUMNS)
-    result = AccuracyResult(summary, thresholds, env, timings, out)
+    goals = dataclasses.asdict(suite.goals) if suite.goals is not None else None
+    result = AccuracyResult(summary, thresholds, env, goals, timings, out)
     if out is not None:
         t0 = time.perf_counter()
         write_results(result, out)
@@ -394,3 +384,8 @@ def write_results(result: AccuracyResult, out: Path) -> None:
     with atomic_path(out / "thresholds.csv") as tmp:
         result.thresholds.to_csv(tmp, index=False)
     atomic_write_text(out / "env.json", json.dumps(result.env, indent=2, sort_keys=True) + "\n")
+    goals_path = out / "goals.json"
+    if result.goals is not None:
+        atomic_write_text(goals_path, json.dumps(result.goals, indent=2) + "\n")
+    else:
+        goals_path.unlink(missing_ok=True)

@@ -66,6 +66,14 @@ Schema (every key below; anything else is an error)::
     # variables: ztpoisson: k, lam, w (= lam), lam_over_k;
     #            ztnb: k, mu, theta, w (= theta log1p(mu/theta)), mu_over_k, theta_plus_mu
 
+    [goals]                         # optional: the shipped loss's goals (report, tests)
+    candidates = ["ztpoisson/ztbench", "ztnb/ztbench"]   # required: ids in this suite
+    dtypes = ["float64", "float32"] # required: judged in these dtypes (eager, region all)
+    value_ulp = 4.0                 # required: max ulp error of the value
+    gradient_ulp = 16.0             # required: max ulp error of each gradient
+    speed_vs_naive = 0.8            # required: forward+backward element rate / the naive
+                                    #   candidate's, CPU float32 eager, same throughput run
+
     [gate]                          # optional: tolerances of the regression gate
     max_ratio = 2.0                 # default 2.0 (>= 1)
     min_ulp = 1.0                   # default 1.0 (>= 0)
@@ -84,20 +92,19 @@ import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ztbench.dtypes import DTYPE_NAMES
 from ztbench.errors import UserError
-from ztbench.evaluate import MODES
 from ztbench.families import FAMILIES, get_family
+from ztbench.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
+from ztbench.textfmt import fmt_num
+from ztbench.tolerance import GateTolerance, Tolerance
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
-KINDS: tuple[str, ...] = ("torch", "peer")
 # Published thresholds (as the candidates' published_thresholds): near_thresholds' default.
 PUBLISHED_THRESHOLDS: dict[str, tuple[float, ...]] = {"ztpoisson": (10.0,), "ztnb": (15.0,)}
 # The mean parameter given relative to k in point specs (ratio key -> column).
@@ -174,24 +181,20 @@ class Region:
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    """Gate tolerance: a summary regresses when it grows to more than ``max_ratio`` times
-    its baseline AND by more than ``min_ulp`` ulp (both must hold; see :mod:`ztbench.gate`)."""
+class Goals:
+    """The shipped loss's goals: judged by the report, held by the tests.
 
-    max_ratio: float = 2.0
-    min_ulp: float = 1.0
+    Accuracy: in each of ``dtypes`` (eager, the whole suite), zero failures, the value's
+    max error <= ``value_ulp`` and each gradient's <= ``gradient_ulp``. Speed:
+    forward+backward element rate >= ``speed_vs_naive`` times the family's naive
+    candidate's, on CPU in float32, eager, in the same throughput run.
+    """
 
-
-@dataclass(frozen=True)
-class Gate:
-    """Gate tolerances: a default and per-candidate overrides (resolved to ids)."""
-
-    default: Tolerance = field(default_factory=Tolerance)
-    per_candidate: Mapping[str, Tolerance] = field(default_factory=dict)
-
-    def tolerance(self, candidate_id: str) -> Tolerance:
-        """The tolerance that applies to ``candidate_id``."""
-        return self.per_candidate.get(candidate_id, self.default)
+    candidates: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    value_ulp: float
+    gradient_ulp: float
+    speed_vs_naive: float
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,8 @@ class Suite:
     families: Mapping[str, FamilyPoints]
     thresholds: Mapping[str, tuple[float, ...]]
     regions: Mapping[str, Region]
-    gate: Gate
+    gate: GateTolerance
+    goals: Goals | None = None
 
     def modes_for(self, candidate_id: str) -> tuple[str, ...]:
         """Modes ``candidate_id`` runs in (empty when it is not in the suite)."""
@@ -241,15 +245,6 @@ def _join(prefix: str, key: str | int) -> str:
         return f"{prefix}[{key}]"
     part = key if _BARE_KEY.match(key) else f'"{key}"'
     return f"{prefix}.{part}" if prefix else part
-
-
-def fmt_num(x: float) -> str:
-    """Short number text for messages: 1e9, 1e-30, 15, 0.5."""
-    x = float(x)
-    if math.isfinite(x) and x == int(x) and abs(x) < 1e6:
-        return str(int(x))
-    text = f"{x:g}" if float(f"{x:g}") == x else repr(x)
-    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m[1] == "-" else "") + m[2], text)
 
 
 class _Checker:
@@ -409,6 +404,7 @@ TOP_KEYS = (
     "thresholds",
     "regions",
     "gate",
+    "goals",
 )
 
 
@@ -467,6 +463,7 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
     thresholds = _thresholds(ck, raw.get("thresholds", {}), selected, known)
     regions = _regions(ck, raw.get("regions", {}))
     gate = _gate(ck, raw.get("gate", {}), selected)
+    goals = _goals(ck, raw["goals"], selected) if "goals" in raw else None
     return Suite(
         name=name,
         path=path,
@@ -485,6 +482,7 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
         thresholds=thresholds,
         regions=regions,
         gate=gate,
+        goals=goals,
     )
 
 
@@ -602,7 +600,7 @@ def _thresholds(
     return out
 
 
-def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Gate:
+def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> GateTolerance:
     t = ck.table(value, "gate", ("max_ratio", "min_ulp", "candidates"))
     default = _tolerance(ck, t, "gate", Tolerance())
     per: dict[str, Tolerance] = {}
@@ -618,7 +616,20 @@ def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Gate:
             st = ck.table(spec, key, ("max_ratio", "min_ulp"))
             for cid in hits:
                 per[cid] = _tolerance(ck, st, key, per.get(cid, default))
-    return Gate(default, per)
+    return GateTolerance(default, per)
+
+
+def _goals(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Goals:
+    fields = ("candidates", "dtypes", "value_ulp", "gradient_ulp", "speed_vs_naive")
+    t = ck.table(value, "goals", fields, required=fields)
+    candidates = ck.strings(t["candidates"], "goals.candidates", selected, "candidate")
+    dtypes = ck.strings(t["dtypes"], "goals.dtypes", DTYPE_NAMES, "dtype")
+    numbers = {}
+    for f in ("value_ulp", "gradient_ulp", "speed_vs_naive"):
+        numbers[f] = ck.number(t[f], f"goals.{f}")
+        if numbers[f] <= 0:
+            raise ck.fail(f"goals.{f}", f"must be > 0, got {fmt_num(numbers[f])}")
+    return Goals(candidates, dtypes, **numbers)
 
 
 def _tolerance(ck: _Checker, t: dict[str, Any], key: str, base: Tolerance) -> Tolerance:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-from ztbench.dtypes import DTYPE_NAMES
+from ztbench.schema import DTYPE_NAMES
 
 DTYPES_ALL: tuple[str, ...] = DTYPE_NAMES
 DTYPES_PEER: tuple[str, ...] = ("float64",)

@@ -1,11 +1,11 @@
 """Zero-truncated negative binomial candidates (torch): the NLL in (k, mu, theta).
 
-Forms: the candidates written from the issue's formulas (naive, the published rules, the
+Forms: the candidates written from the textbook formulas (naive, the published rules, the
 softplus forms, the threshold families) compute the **loss** form, without lgamma(k + 1),
 as the original training code does; ``ztnb/torch-distributions`` and ``ztnb/scvi-style``
 compute the **full** form because the log-pmfs they start from include -lgamma(k + 1).
 
-Exact loss (NUMERICS.md), with l = log(mu) - log(theta) and w = theta softplus(l) =
+Exact loss, with l = log(mu) - log(theta) and w = theta softplus(l) =
 theta log1p(mu/theta) = -log P(X = 0)::
 
     lgamma(theta) - lgamma(k + theta) - theta log(theta) + log((theta + mu)^theta - theta^theta)
@@ -136,7 +136,7 @@ def stable(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None)
     :func:`~ztbench.loss.primitives.lgamma_difference` (Stirling difference for
     theta >= 10, accurate up to theta = 1e10). Every branch is fed safe inputs, so value
     and gradients are finite for all k >= 1, mu > 0, theta > 0 representable; k = 0
-    gives +inf. Known limits (a later issue): at k = 1 and small mu the terms cancel to a
+    gives +inf. Known limits: at k = 1 and small mu the terms cancel to a
     tiny NLL (relative accuracy lost; d_mu's -k/mu and 1/w terms cancel likewise), and for
     large k and theta, -lgamma_difference ~ -k log(theta) cancels against
     k softplus(-l) ~ k log(theta/mu) (absolute error a few ulp of k log(theta)).
@@ -220,7 +220,7 @@ _torch(
     naive,
     "loss",
     "Pow form log((theta+mu)^theta - theta^theta) with plain lgamma terms.",
-    "textbook ZTNB likelihood (NUMERICS.md)",
+    "textbook ZTNB likelihood",
 )
 _torch(
     "naive-float64",
@@ -275,7 +275,7 @@ _torch(
     "loss",
     "The stable form with log(expm1(w)) replaced by w where w = theta log1p(mu/theta) > t "
     "(t swept; default 15).",
-    "ztbench: switch on -log P(0), the variable that bounds the error (NUMERICS.md)",
+    "ztbench: switch on -log P(0), the variable that bounds the error",
     threshold=PUBLISHED_THRESHOLD,
 )
 _torch(

@@ -1,6 +1,6 @@
 """Zero-truncated Poisson candidates (torch): formulations of the NLL in (k, lam).
 
-Forms: every candidate here written from the issue's formulas computes the **loss** form
+Forms: every candidate here written from the textbook formulas computes the **loss** form
 (-k log lam + truncation term, no lgamma(k + 1)), as the original training code does;
 ``ztpoisson/torch-distributions`` computes the **full** form because Poisson.log_prob
 includes -lgamma(k + 1).
@@ -109,7 +109,7 @@ _torch(
     naive,
     "loss",
     "-k log(lam) + log(exp(lam) - 1) as written.",
-    "textbook ZTP likelihood (NUMERICS.md)",
+    "textbook ZTP likelihood",
 )
 _torch(
     "naive-float64",
@@ -151,7 +151,7 @@ _torch(
     stable,
     "loss",
     "-(k-1) log(lam) + log(expm1(lam)/lam) with series and safe branches; finite gradients.",
-    "ztbench: log1mexp/log_expm1 rules with safe-input where (NUMERICS.md)",
+    "ztbench: log1mexp/log_expm1 rules with safe-input where",
 )
 _torch(
     "threshold",

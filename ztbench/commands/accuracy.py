@@ -6,7 +6,6 @@ import argparse
 import time
 from pathlib import Path
 
-from ztbench.accuracy import run_accuracy
 from ztbench.suite import load_suite
 
 HELP = "measure every candidate of a suite against certified references (value and gradients)"
@@ -23,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ztbench.accuracy import run_accuracy
+
     suite = load_suite(args.suite)
     out = Path(args.out) if args.out else Path("results") / suite.name
     start = time.perf_counter()

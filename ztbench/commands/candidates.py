@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ztbench.candidates import list_candidates
 from ztbench.errors import UserError
 from ztbench.families import FAMILIES
+from ztbench.textfmt import format_table
 
 HELP = "list the candidate formulations: id, family, form, dtypes, description, provenance"
 
@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def rows(family: str | None = None) -> list[dict[str, str]]:
     """One dict per candidate with the table's columns as text."""
+    from ztbench.candidates import list_candidates
+
     out = []
     for c in list_candidates(family):
         dtypes = ",".join(c.dtypes)
@@ -40,18 +42,9 @@ def rows(family: str | None = None) -> list[dict[str, str]]:
     return out
 
 
-def format_table(table: list[dict[str, str]]) -> str:
-    """Plain-text table, columns padded to their widest cell (the last one unpadded)."""
-    widths = {c: max([len(c), *(len(r[c]) for r in table)]) for c in COLUMNS}
-    lines = []
-    for r in [dict(zip(COLUMNS, COLUMNS, strict=True)), *table]:
-        cells = [r[c].ljust(widths[c]) for c in COLUMNS[:-1]] + [r[COLUMNS[-1]]]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.family is not None and args.family not in FAMILIES:
         raise UserError(f"unknown family {args.family!r} (known: {', '.join(FAMILIES)})")
-    print(format_table(rows(args.family)))
+    table = rows(args.family)
+    print("\n".join(format_table(COLUMNS, ([r[c] for c in COLUMNS] for r in table))))
     return 0

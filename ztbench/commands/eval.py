@@ -14,12 +14,10 @@ import sys
 
 import numpy as np
 
-from ztbench.candidates import get_candidate
-from ztbench.dtypes import DTYPE_NAMES, round_to
 from ztbench.errors import UserError
-from ztbench.evaluate import MODES, evaluate
 from ztbench.families import get_family
 from ztbench.pointsio import read_points_csv, write_csv
+from ztbench.schema import DTYPE_NAMES, MODES
 
 HELP = "evaluate one candidate (value and autograd gradients) at the points of a CSV file"
 
@@ -47,6 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ztbench.candidates import get_candidate
+    from ztbench.dtypes import round_to
+    from ztbench.evaluate import evaluate
+
     try:
         cand = get_candidate(args.candidate)
     except ValueError as exc:

@@ -4,7 +4,7 @@ Times the suite's candidates over its dtypes, devices and modes, both passes, at
 (see :mod:`ztbench.throughput` for what is measured and how), and writes
 ``throughput.csv``, ``throughput.json`` and ``env.json`` into DIR (default
 ``results/<suite name>/``). The family's ``naive`` candidate is always timed too (the
-reference of ``ratio_to_naive``). Filters for quick runs: ``--candidates`` keeps the
+reference of ``cost_vs_naive``). Filters for quick runs: ``--candidates`` keeps the
 suite's candidates matching any pattern; ``--dtypes``, ``--devices``, ``--modes``,
 ``--passes`` and ``--sizes`` replace the suite's (or the default) values. Progress on
 stderr; a bad suite or option is one line and exit code 2.
@@ -54,7 +54,7 @@ def _check(names: Sequence[str], known: Sequence[str], option: str) -> tuple[str
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ztbench.throughput import DEFAULT_SIZES, TimingConfig
+    from ztbench.throughput.config import DEFAULT_SIZES, TimingConfig
 
     d = TimingConfig()
     sizes = "; ".join(f"{k}: {','.join(f'{s:.0e}' for s in v)}" for k, v in DEFAULT_SIZES.items())
@@ -86,20 +86,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ztbench.candidates import get_candidate
-    from ztbench.dtypes import DTYPE_NAMES
     from ztbench.environment import environment_info
-    from ztbench.suite import DEVICES, find_suite, load_suite
-    from ztbench.throughput import (
-        DEFAULT_SIZES,
-        MODES,
-        PASSES,
-        TimingConfig,
-        plan,
-        run_throughput,
-        summary_lines,
-        with_naive,
-        write_throughput,
-    )
+    from ztbench.schema import DEVICES, DTYPE_NAMES, MODES, PASSES
+    from ztbench.suite import find_suite, load_suite
+    from ztbench.throughput.config import DEFAULT_SIZES, TimingConfig
+    from ztbench.throughput.output import summary_lines, write_throughput
+    from ztbench.throughput.runner import plan, run_throughput, with_naive
 
     suite = load_suite(find_suite(args.suite))
     ids = list(suite.candidates)

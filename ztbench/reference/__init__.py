@@ -29,8 +29,10 @@ from tqdm import tqdm
 from ztbench.families import Family, get_family, validate_points
 from ztbench.reference import arb_engine, mpmath_engine
 from ztbench.reference.cache import ReferenceCache, chunk_key, default_cache_dir
+from ztbench.schema import ENGINE_NAMES
 
 ENGINES: dict[str, ModuleType] = {arb_engine.NAME: arb_engine, mpmath_engine.NAME: mpmath_engine}
+assert tuple(ENGINES) == ENGINE_NAMES
 CHUNK_POINTS = 1024
 # Below this many points to compute, a process pool costs more than it saves.
 MIN_PARALLEL_POINTS = 4 * CHUNK_POINTS

@@ -2,8 +2,8 @@
 
 Both engines evaluate the same expressions, through a small table of backend functions
 (``log``, ``log1p``, ``expm1``, ``lgamma``, ``digamma``) over numbers of the backend's
-type (flint ``arb`` balls or mpmath ``mpf``). The forms are the exact ones from
-NUMERICS.md; cancellation is not avoided here but paid for with working precision, which
+type (flint ``arb`` balls or mpmath ``mpf``). The forms are the exact
+definitions; cancellation is not avoided here but paid for with working precision, which
 the engines raise until the result is certified.
 
 ZTP (k >= 1, lam > 0)::

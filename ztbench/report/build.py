@@ -95,7 +95,7 @@ def _recommended_section(recs: pd.DataFrame, with_speed: bool) -> str:
                else f"inf ({r['failures']} fail)",
                "p99 ulp": fmt(r["p99_ulp"]), "gradient max ulp": gtext}  # fmt: skip
         if with_speed:
-            row["fwd+bwd ×naive"] = fmt(r["ratio_fb"], 2)
+            row["fwd+bwd cost_vs_naive"] = fmt(r["cost_fb_vs_naive"], 2)
         rows.append(row)
     rule = ("Rule: among the candidates measured in eager mode, the lowest max ulp error of the "
             "value with zero failures (NaN/inf where the exact value is finite), then the "
@@ -284,7 +284,7 @@ def build_report(directory: Path | str) -> Path:
     md.append(SECTIONS[3] + "\n")
     md.append("Ranked by the max ulp error of the value (failures last), eager mode, region "
               "`all`. Gradient columns: max ulp of each autograd gradient; peers have no "
-              "gradient. ×naive: time per element relative to the family's naive formula "
+              "gradient. cost_vs_naive: time per element relative to the family's naive formula "
               "(above 1 is slower)"
               + (" at the largest size measured." if with_speed else
                  "; not measured in this run.") + "\n")  # fmt: skip
@@ -337,7 +337,8 @@ def terminal_leaderboard(directory: Path | str, dtypes: tuple[str, ...] = ("floa
         lines.append(f"{key.family} {key.dtype} {key.device}:")
         for r in ranked.to_dict(orient="records"):
             val = fmt(r["max_ulp"]) if not r["failures"] else f"inf ({r['failures']} fail)"
-            speed = "" if math.isnan(r["ratio_fb"]) else f"  x{r['ratio_fb']:.2f} naive"
+            cost = r["cost_fb_vs_naive"]
+            speed = "" if math.isnan(cost) else f"  cost_vs_naive {cost:.2f}"
             lines.append(f"  {int(r['rank'])}. {r['candidate']:<30} max {val:>10} ulp  "
                          f"p99 {fmt(r['p99_ulp']):>8} ulp{speed}")  # fmt: skip
     return lines

@@ -18,18 +18,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from ztbench.accuracy import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 from ztbench.errors import UserError
+from ztbench.schema import (
+    SUMMARY_COLUMNS,
+    THRESHOLD_COLUMNS,
+    THROUGHPUT_REPORT_COLUMNS,
+)
 
 REQUIRED_FILES: tuple[str, ...] = ("summary.csv", "thresholds.csv", "env.json")
-THROUGHPUT_COLUMNS: tuple[str, ...] = (
-    "family", "candidate", "dtype", "device", "mode", "pass", "size", "median_s",
-    "elements_per_s", "ratio_to_naive",
-)  # fmt: skip
-POINT_COLUMNS: tuple[str, ...] = (
-    "family", "candidate", "dtype", "device", "mode", "quantity", "k", "lam", "mu", "theta",
-    "computed", "reference", "ulp_err", "abs_err", "failure",
-)  # fmt: skip
 
 
 @dataclass
@@ -42,6 +38,7 @@ class Results:
             quantity x region).
         thresholds: thresholds.csv (threshold sweeps).
         env: env.json.
+        goals: goals.json (the suite's goals for the shipped loss), or None when absent.
         throughput: throughput.csv, or None when absent.
         throughput_settings: the ``settings`` block of throughput.json, or None.
         points_path: points.parquet, or None when absent.
@@ -51,6 +48,7 @@ class Results:
     summary: pd.DataFrame
     thresholds: pd.DataFrame
     env: dict
+    goals: dict | None = None
     throughput: pd.DataFrame | None = None
     throughput_settings: dict | None = None
     points_path: Path | None = None
@@ -102,6 +100,24 @@ def _bool_column(df: pd.DataFrame, col: str) -> None:
         df[col] = df[col].astype(str).str.lower().isin(["true", "1"])
 
 
+GOAL_FIELDS: tuple[str, ...] = (
+    "candidates", "dtypes", "value_ulp", "gradient_ulp", "speed_vs_naive",
+)  # fmt: skip
+
+
+def _read_goals(path: Path) -> dict | None:
+    """goals.json as a dict, None when absent; UserError when it is not a goals object."""
+    if not path.is_file():
+        return None
+    try:
+        goals = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not readable JSON ({_first_line(exc)})") from None
+    if not isinstance(goals, dict) or any(f not in goals for f in GOAL_FIELDS):
+        raise UserError(f"{path}: expected an object with {', '.join(GOAL_FIELDS)}")
+    return goals
+
+
 def load_results(directory: Path | str) -> Results:
     """Read a results directory; UserError (one line) when a required file is missing/bad."""
     d = Path(directory)
@@ -127,9 +143,9 @@ def load_results(directory: Path | str) -> Results:
         raise UserError(f"{d / 'env.json'}: not readable JSON ({_first_line(exc)})") from None
     if not isinstance(env, dict):
         raise UserError(f"{d / 'env.json'}: expected a JSON object")
-    results = Results(d, summary, thresholds, env)
+    results = Results(d, summary, thresholds, env, _read_goals(d / "goals.json"))
     if (d / "throughput.csv").is_file():
-        tp = _read_csv(d / "throughput.csv", THROUGHPUT_COLUMNS)
+        tp = _read_csv(d / "throughput.csv", THROUGHPUT_REPORT_COLUMNS)
         if "status" not in tp:
             tp["status"] = "ok"
         tp["status"] = tp["status"].fillna("").astype(str)

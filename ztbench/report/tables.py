@@ -30,6 +30,7 @@ import pandas as pd
 from ztbench.atomic import atomic_path
 from ztbench.families import get_family
 from ztbench.report.data import Results
+from ztbench.textfmt import fmt, markdown_table
 
 RANK_MODE = "eager"
 SPEED_PASSES: tuple[str, ...] = ("forward+backward", "forward")
@@ -59,21 +60,6 @@ DTYPE_ORDER: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
 # ----------------------------------------------------------------------------- formatting
 
 
-def fmt(x: float, digits: int = 3) -> str:
-    """A number for a table: ``inf``, ``—`` for NaN, else ``digits`` significant digits."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    x = float(x)
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x == 0:
-        return "0"
-    if 1e-3 <= abs(x) < 10**digits:
-        return f"{x:.{digits}g}"
-    if 10**digits <= abs(x) < 1e5:
-        return f"{x:.0f}"
-    return f"{x:.{digits - 1}e}".replace("e+0", "e+").replace("e-0", "e-")
-
 
 def fmt_input(x: float) -> str:
     """An input value, exactly enough to find it again (shortest repr of the float64)."""
@@ -81,16 +67,6 @@ def fmt_input(x: float) -> str:
         return "—"
     x = float(x)
     return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub Markdown table of a frame of strings (no index)."""
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in df.itertuples(index=False):
-        cells = [str(c).replace("|", "\\|").replace("\n", " ") for c in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def ordered(values: Iterable[str], order: tuple[str, ...]) -> list[str]:
@@ -114,10 +90,10 @@ def speed_table(results: Results) -> pd.DataFrame:
 
     The largest size with an ``ok`` row for the family's naive candidate (else for any
     candidate) in that dtype/device/mode/pass; columns ``size``, ``elements_per_s``,
-    ``ratio_to_naive``. Empty when there is no throughput.csv.
+    ``cost_vs_naive``. Empty when there is no throughput.csv.
     """
     cols = ["family", "candidate", "dtype", "device", "mode", "pass", "size",
-            "elements_per_s", "ratio_to_naive"]  # fmt: skip
+            "elements_per_s", "cost_vs_naive"]  # fmt: skip
     tp = results.throughput
     if tp is None or tp.empty:
         return pd.DataFrame(columns=cols)
@@ -136,7 +112,7 @@ def speed_table(results: Results) -> pd.DataFrame:
 
 def _speed_of(speed: pd.DataFrame, family: str, cand: str, dtype: str, device: str,
               mode: str, pass_: str) -> tuple[float, float, float]:  # fmt: skip
-    """(ratio_to_naive, elements_per_s, size) or NaNs."""
+    """(cost_vs_naive, elements_per_s, size) or NaNs."""
     if speed.empty:
         return math.nan, math.nan, math.nan
     m = speed[(speed["family"] == family) & (speed["candidate"] == cand)
@@ -145,7 +121,7 @@ def _speed_of(speed: pd.DataFrame, family: str, cand: str, dtype: str, device: s
     if m.empty:
         return math.nan, math.nan, math.nan
     r = m.iloc[0]
-    return float(r["ratio_to_naive"]), float(r["elements_per_s"]), float(r["size"])
+    return float(r["cost_vs_naive"]), float(r["elements_per_s"]), float(r["size"])
 
 
 # ----------------------------------------------------------------------------- leaderboard
@@ -176,13 +152,10 @@ def board_keys(results: Results) -> list[BoardKey]:
     return keys
 
 
-def _kind(candidate_id: str) -> str:
-    from ztbench.candidates import get_candidate
-
-    try:
-        return get_candidate(candidate_id).kind
-    except ValueError:
-        return "?"
+def _kind(row: pd.Series) -> str:
+    """The candidate's kind as its run recorded it ("?" in summaries that predate it)."""
+    kind = row.get("kind")
+    return kind if isinstance(kind, str) and kind else "?"
 
 
 def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.DataFrame:
@@ -190,8 +163,8 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
 
     Columns: rank, candidate, kind, status, failures, max_ulp, p99_ulp, max_abs_err,
     worst_k/lam/mu/theta, one ``<grad>_max_ulp``, ``<grad>_failures`` and
-    ``<grad>_status`` per gradient, grad_failures, grad_max_ulp, ratio_fb, ratio_fwd,
-    speed_size.
+    ``<grad>_status`` per gradient, grad_failures, grad_max_ulp, cost_fb_vs_naive,
+    cost_fwd_vs_naive, speed_size.
     """
     fam = get_family(key.family)
     grads = fam.gradients
@@ -206,7 +179,7 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         if val.empty:
             continue
         v = val.iloc[0]
-        row: dict = {"candidate": cand, "kind": _kind(cand), "status": v["status"],
+        row: dict = {"candidate": cand, "kind": _kind(v), "status": v["status"],
                      "failures": int(v["failures"]), "max_ulp": float(v["max_ulp"]),
                      "p99_ulp": float(v["p99_ulp"]), "max_abs_err": float(v["max_abs_err"]),
                      "n": int(v["n"])}  # fmt: skip
@@ -229,7 +202,7 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         row["grad_max_ulp"] = gmax if has_grad else math.inf
         fb = _speed_of(speed, key.family, cand, key.dtype, key.device, mode, SPEED_PASSES[0])
         fw = _speed_of(speed, key.family, cand, key.dtype, key.device, mode, SPEED_PASSES[1])
-        row["ratio_fb"], row["ratio_fwd"] = fb[0], fw[0]
+        row["cost_fb_vs_naive"], row["cost_fwd_vs_naive"] = fb[0], fw[0]
         row["eps_fb"], row["eps_fwd"] = fb[1], fw[1]
         row["speed_size"] = fb[2] if not math.isnan(fb[2]) else fw[2]
         rows.append(row)
@@ -254,8 +227,8 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         fastest = x.groupby([ok[c] for c in error_key]).transform("min")
         return x.where(x > SPEED_TIE * fastest, fastest)
 
-    ok["_k"] = list(zip(*(ok[c] for c in error_key), speed_key("ratio_fb"),
-                        speed_key("ratio_fwd"), ok["candidate"], strict=True))  # fmt: skip
+    ok["_k"] = list(zip(*(ok[c] for c in error_key), speed_key("cost_fb_vs_naive"),
+                        speed_key("cost_fwd_vs_naive"), ok["candidate"], strict=True))  # fmt: skip
     ok = ok.drop(columns=[c for c in error_key if c.endswith("_key")])
     ok = ok.sort_values("_k", kind="stable").drop(columns="_k")
     ok.insert(0, "rank", np.arange(1, len(ok) + 1))
@@ -301,8 +274,8 @@ def board_markdown(board: pd.DataFrame, family: str, with_speed: bool) -> str:
                     _ulp_cell(r[f"{g}_max_ulp"], r[f"{g}_failures"]) if st == "ok" else st
                 )
         if with_speed:
-            cells["fwd+bwd ×naive"] = fmt(r["ratio_fb"], 2)
-            cells["fwd ×naive"] = fmt(r["ratio_fwd"], 2)
+            cells["fwd+bwd cost_vs_naive"] = fmt(r["cost_fb_vs_naive"], 2)
+            cells["fwd cost_vs_naive"] = fmt(r["cost_fwd_vs_naive"], 2)
         rows.append(cells)
     return markdown_table(pd.DataFrame(rows))
 
