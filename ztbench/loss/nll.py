@@ -463,14 +463,15 @@ class _ZTLossCompiled(torch.autograd.Function):
         asks for ``validate=True``'s checks: here, where a torch.func transform has
         unwrapped the tensors, so that its host checks see plain tensors.
         """
-        if labels is not None:
-            keep = None if mask is None else mask.to(torch.bool)
-            V.check_inputs(k, list(zip(labels, params, is_log, strict=True)), keep)
         k64, p64, run, keep = _prepare(k, mask, params, is_log)
         compiling = torch.compiler.is_compiling()
         # on the CPU a host check is free (no device to wait for): skip the masking when
         # every element is computed, the common case; elsewhere mask without synchronising
         masked = compiling or run.device.type != "cpu" or not bool(run.all())
+        # validate=True costs nothing more when every element is computed (run holds the
+        # same rules); otherwise the checks find the message (masked-out elements pass)
+        if labels is not None and masked:
+            V.check_inputs(k.to(run.device), list(zip(labels, params, is_log, strict=True)), keep)
         k_in, p_in = _safe(run, k64, p64) if masked else (k64, p64)
         compiled, eager = _KERNELS[family]
         if compiling:
