@@ -2,9 +2,10 @@
 function of tensors, and a dispatcher decides how the branches meet.
 
 - :data:`WHERE`: every branch on every element, joined by ``torch.where``. No
-  data-dependent shapes, so torch.compile traces it, and autograd through it is right:
-  each branch gets *safe inputs* where it is not taken (a constant from its own domain),
-  because ``torch.where`` back-propagates a NaN or inf from the branch not taken.
+  data-dependent shapes, so torch.compile traces it (on a GPU), and autograd through it
+  is right (the differentiable backward): each branch gets *safe inputs* where it is not
+  taken (a constant from its own domain), because ``torch.where`` back-propagates a NaN
+  or inf from the branch not taken.
 - :data:`INDEX`: each branch on its own elements only (``nonzero``, ``index_select``,
   compute, ``index_copy_``), with in-place polynomial evaluation: the eager path, a
   fraction of the work. Flat (1-D) inputs, no autograd.

@@ -61,7 +61,8 @@ _F64 = torch.float64
 # --------------------------------------------------------------------------- kernels
 # Each kernel is written once, as a function of a dispatcher D (:mod:`ztbench.loss.dispatch`):
 # WHERE evaluates every branch on every element with safe inputs where it is not taken
-# (traceable, differentiable: torch.compile and the differentiable backward use it);
+# (traceable, differentiable: torch.compile on a GPU and the differentiable backward use
+# it);
 # INDEX evaluates each branch on its own elements (the eager path, flat inputs).
 # The two give the same bits (tests/test_nll.py).
 def _ztp(D: Dispatcher, k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
@@ -239,14 +240,14 @@ def _ztnb(
 
 
 def _ztp_kernel(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """:func:`_ztp` with every branch everywhere (torch.compile, autograd)."""
+    """:func:`_ztp` with every branch everywhere (traced by torch.compile, autograd)."""
     return _ztp(WHERE, k, lam, need_grad)
 
 
 def _ztnb_kernel(
     k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """:func:`_ztnb` with every branch everywhere (torch.compile, autograd)."""
+    """:func:`_ztnb` with every branch everywhere (traced by torch.compile, autograd)."""
     return _ztnb(WHERE, k, mu, theta, need_grad)
 
 
@@ -270,7 +271,7 @@ def _idx(mask: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- autograd
-# family -> (where-based kernel for torch.compile, eager fast path); each kernel maps
+# family -> (where-based kernel, eager fast path); each kernel maps
 # (k, *params, need_grad) to (value, *d_params) in float64
 _KERNELS = {
     "ztpoisson": (_ztp_kernel, _ztp_fast),
@@ -437,8 +438,45 @@ def _derivatives(ctx, differentiable: bool) -> list[Tensor]:  # type: ignore[no-
 _N_CONST = 8  # family, is_log, full, out_dtype, need, labels, k, mask precede the parameters
 
 
+def _eager_kernel(family: str, need: bool, refine: bool, k: Tensor,
+                  *params: Tensor) -> list[Tensor | None]:  # fmt: skip
+    """The eager kernel (INDEX dispatch, in chunks), float64 results refined where they
+    cancel (``refine``): (value, *derivatives or None)."""
+    value, *grads = _in_chunks(_KERNELS[family][1], need, k, *params)
+    if refine:
+        value, grads = _refine_float64(family, k, list(params), value, grads)
+    return [value, *grads]
+
+
+@torch.library.custom_op("ztbench::zt_loss_kernel", mutates_args=())
+def _opaque_kernel(
+    family: str, need: bool, refine: bool, k: Tensor, params: list[Tensor]
+) -> list[Tensor]:
+    """:func:`_eager_kernel` as one opaque operator for torch.compile on the CPU.
+
+    Traced, the where-based kernels make a graph of thousands of nodes (every branch of
+    every series everywhere): minutes of cold compilation, and the compiled code runs
+    every branch on every element. As an operator, the kernel is one node: compiling the
+    loss costs about what compiling the naive formula costs, the compiled loss runs the
+    eager kernel (each branch on its own elements), and compiled results are those of
+    eager mode, bit for bit (double-double refinement included). Inputs: float64 tensors
+    of one shape (k, then the parameters); outputs: the value, then the derivatives when
+    ``need``.
+    """
+    return [t.clone() if t is k or any(t is p for p in params) else t
+            for t in _eager_kernel(family, need, refine, k, *params) if t is not None]  # fmt: skip
+
+
+@_opaque_kernel.register_fake
+def _(family: str, need: bool, refine: bool, k: Tensor, params: list[Tensor]) -> list[Tensor]:
+    return [torch.empty_like(k) for _ in range(1 + (len(params) if need else 0))]
+
+
 class _ZTLossCompiled(torch.autograd.Function):
-    """The loss node as torch.compile traces it (Dynamo does not trace a custom jvp)."""
+    """The loss node as torch.compile traces it (Dynamo does not trace a custom jvp).
+
+    Under torch.compile the kernel is :func:`_opaque_kernel` on the CPU (one node, eager
+    bits) and the where-based kernel elsewhere (traced and fused)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -473,13 +511,15 @@ class _ZTLossCompiled(torch.autograd.Function):
         if labels is not None and masked:
             V.check_inputs(k.to(run.device), list(zip(labels, params, is_log, strict=True)), keep)
         k_in, p_in = _safe(run, k64, p64) if masked else (k64, p64)
-        compiled, eager = _KERNELS[family]
-        if compiling:
-            value, *grads = compiled(k_in, *p_in, need)
-        else:
-            value, *grads = _in_chunks(eager, need, k_in, *p_in)
-            if _float_dtype(*params) == _F64:
-                value, grads = _refine_float64(family, k_in, p_in, value, grads)
+        refine = _float_dtype(*params) == _F64
+        if not compiling:
+            value, *grads = _eager_kernel(family, need, refine, k_in, *p_in)
+        elif run.device.type == "cpu":
+            # one opaque call to the eager kernel (see _opaque_kernel)
+            value, *rest = _opaque_kernel(family, need, refine, k_in, list(p_in))
+            grads = rest if need else [None] * len(p_in)
+        else:  # a GPU: every branch everywhere, traced and fused by torch.compile
+            value, *grads = _KERNELS[family][0](k_in, *p_in, need)
         if full:
             value = _apply_full(family, k_in, p_in, value)
         if masked:
