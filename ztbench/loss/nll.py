@@ -678,7 +678,7 @@ def _apply(family: str, k: Tensor, params: tuple[Tensor, ...], is_log: tuple[boo
         count = count * weight.to(value.device, _F64)
     if mask is not None:
         count = torch.where(mask.to(value.device, torch.bool), count, torch.zeros_like(count))
-    return (total / count.detach().sum()).to(out_dtype)
+    return (total / count.sum()).to(out_dtype)
 
 
 # --------------------------------------------------------------------------- public API
