@@ -14,6 +14,8 @@ functional form (:func:`~ztbench.loss.nll.zt_negbin_nll`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from ztbench.loss.nll import Reduction, _check_reduction, zt_negbin_nll, zt_poisson_nll
@@ -35,6 +37,11 @@ class _ZTLoss(nn.Module):
         self.full = full
         self.reduction: Reduction = reduction
         self.validate = validate
+
+    def _options(self, mask: Tensor | None, weight: Tensor | None) -> dict[str, Any]:
+        """The keyword arguments of the functional form."""
+        return {"reduction": self.reduction, "full": self.full, "validate": self.validate,
+                "mask": mask, "weight": weight}  # fmt: skip
 
     def extra_repr(self) -> str:
         return (
@@ -60,15 +67,7 @@ class ZeroTruncatedPoissonNLLLoss(_ZTLoss):
         weight: Tensor | None = None,
     ) -> Tensor:
         rate = {"log_lam": input} if self.log_input else {"lam": input}
-        return zt_poisson_nll(
-            target,
-            **rate,
-            reduction=self.reduction,
-            full=self.full,
-            validate=self.validate,
-            mask=mask,
-            weight=weight,
-        )
+        return zt_poisson_nll(target, **rate, **self._options(mask, weight))
 
 
 class ZeroTruncatedNegativeBinomialNLLLoss(_ZTLoss):
@@ -93,12 +92,4 @@ class ZeroTruncatedNegativeBinomialNLLLoss(_ZTLoss):
             params = {"log_mu": input, "log_theta": theta}
         else:
             params = {"mu": input, "theta": theta}
-        return zt_negbin_nll(
-            target,
-            **params,
-            reduction=self.reduction,
-            full=self.full,
-            validate=self.validate,
-            mask=mask,
-            weight=weight,
-        )
+        return zt_negbin_nll(target, **params, **self._options(mask, weight))
