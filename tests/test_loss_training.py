@@ -288,3 +288,23 @@ def test_compiled_on_cpu_equals_eager_bit_for_bit(dtype: torch.dtype) -> None:
     assert torch.equal(out_c, out_e)
     for a, b in zip(g_c, g_e, strict=True):
         assert torch.equal(a, b)
+
+
+def test_torch_func_with_mask_and_broadcasting() -> None:
+    # vmap and jvp through a masked, broadcast call: masked-out elements stay exactly 0
+    k = torch.tensor([[0.0, 2.0, 5.0], [1.0, 0.0, 3.0]], dtype=F64)
+    keep = k > 0
+    lt = torch.tensor([0.3, -0.5, 1.0], dtype=F64)  # broadcast over rows
+
+    def elem(a: torch.Tensor) -> torch.Tensor:
+        return zt_negbin_nll(k, log_mu=a, log_theta=lt, mask=keep, reduction="none")
+
+    batch = torch.tensor([[0.1, 0.2, 0.3], [1.0, -1.0, 2.0]], dtype=F64)
+    vm = torch.func.vmap(elem)(batch)
+    torch.testing.assert_close(vm, torch.stack([elem(b) for b in batch]), rtol=0, atol=0)
+    assert (vm[:, ~keep] == 0).all()
+    v = torch.ones(3, dtype=F64)
+    _, tan = torch.func.jvp(elem, (batch[0],), (v,))
+    jac = torch.func.jacrev(elem)(batch[0])  # (2, 3, 3)
+    torch.testing.assert_close(tan, jac.sum(-1), rtol=1e-12, atol=1e-14)
+    assert (tan[~keep] == 0).all()
