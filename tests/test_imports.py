@@ -27,11 +27,12 @@ def _heavy_after(statement: str) -> list[str]:
         "import ztbench.gate",
         "import ztbench.report",
         "import ztbench.schema",
+        "import ztbench.rules",
         "from ztbench.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
         "from ztbench.cli import main\ntry:\n    main(['check', '--help'])\n"
         "except SystemExit:\n    pass",
     ],
-    ids=["gate", "report", "schema", "help", "check-help"],
+    ids=["gate", "report", "schema", "rules", "help", "check-help"],
 )
 def test_no_torch(statement: str) -> None:
     assert _heavy_after(statement) == []

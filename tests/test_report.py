@@ -270,8 +270,10 @@ def test_helpers() -> None:
     assert failed[1, 1] and np.isnan(vals[1, 1]) and np.isnan(vals[1, 0])
     front = pareto_front(np.array([1.0, 2.0, 3.0]), np.array([1.0, 5.0, 2.0]))
     assert list(front) == [2, 0]
-    code, text = rule_curves(np.array([0.5, 5.0, 20.0]))
-    assert code[0] == 14.5 and text[1] == 4.75 and np.isnan(code[2])
+    code, code_2024, text = rule_curves(np.array([0.5, 5.0, 20.0]))
+    assert code_2024[0] == 14.5 and text[1] == 4.75 and np.isnan(code_2024[2])
+    # the code as published: (mu - 1 + 1e-8)(theta + 1e-8) = 15 at mu = 5 (below 15 - mu)
+    assert code[0] == 14.5 and 3.75 - 1e-7 < code[1] < 3.75
 
 
 @pytest.mark.parametrize(("code_ratio", "first"), [(1.05, "code"), (1.5, "text")])

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ztbench import __version__, commands
 from ztbench.errors import UserError
+from ztbench.executor import scheduler_scope
 
 
 def _verbs() -> dict[str, str]:
@@ -70,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        # A verb that added --scheduler (ztbench.executor.add_scheduler_option) runs with
+        # that executor active; the others with the local pool. $ZTBENCH_SCHEDULER applies
+        # only to the former.
+        if hasattr(args, "scheduler"):
+            with scheduler_scope(args.scheduler):
+                return int(args._run(args) or 0)
         return int(args._run(args) or 0)
     except UserError as exc:
         print(f"ztbench {args.verb}: error: {exc}", file=sys.stderr)

@@ -31,20 +31,21 @@ def first_line(exc: BaseException) -> str:
 
 
 RECOMPILE_LIMIT = 256
-_COMPILED: dict[str, Callable[..., Any]] = {}
+_COMPILED: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def compiled(candidate: Candidate) -> Callable[..., Any]:
-    """``torch.compile(candidate.fn, dynamic=True)``, cached per candidate id.
+    """``torch.compile(candidate.fn, dynamic=True)``, cached per candidate function.
 
     The candidate's own function is compiled, not a shared wrapper: dynamo caches graphs
     per code object, and a wrapper shared by every candidate reaches the recompile limit
-    after a few (candidate, dtype, grad mode) combinations. Call it inside
-    :func:`compile_limits`.
+    after a few (candidate, dtype, grad mode) combinations. The cache is keyed by the
+    function object, not the id: two suites may declare different user functions under
+    one id. Call it inside :func:`compile_limits`.
     """
-    fn = _COMPILED.get(candidate.id)
+    fn = _COMPILED.get(candidate.fn)
     if fn is None:
-        fn = _COMPILED[candidate.id] = torch.compile(candidate.fn, dynamic=True)
+        fn = _COMPILED[candidate.fn] = torch.compile(candidate.fn, dynamic=True)
     return fn
 
 

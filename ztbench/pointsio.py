@@ -8,6 +8,7 @@ same float64 bit for bit; files are written atomically.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +16,31 @@ import pandas as pd
 
 from ztbench.atomic import atomic_path
 from ztbench.errors import UserError
-from ztbench.families import Family, validate_points
+from ztbench.families import Family, to_natural, validate_points
 
 
-def read_points_csv(path: Path | str, family: Family) -> pd.DataFrame:
+def read_header(path: Path | str) -> list[str]:
+    """The column names of a CSV file's header row (UserError if unreadable)."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as fh:
+            return [c.strip() for c in next(csv.reader(fh), [])]
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{path}: not a readable CSV file ({type(exc).__name__})") from None
+
+
+def read_points_csv(
+    path: Path | str, family: Family, log_params: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """Read and validate a point table; UserError naming the file, line and problem.
 
-    The family's columns come back as float64; other columns stay as text.
+    The columns are the family's (``k, lam`` / ``k, mu, theta``), or with ``log_params``
+    that parameterisation's (``k, mu, log_theta``: validated as theta = exp(log_theta)).
+    They come back as float64; other columns stay as text.
     """
+    columns = family.columns_for(log_params)
     path = Path(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
@@ -31,15 +49,15 @@ def read_points_csv(path: Path | str, family: Family) -> pd.DataFrame:
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable CSV file ({first})") from None
-    missing = [c for c in family.columns if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise UserError(
             f"{path}: missing column(s) {', '.join(missing)} for family {family.name} "
-            f"(expected {', '.join(family.columns)})"
+            f"(expected {', '.join(columns)})"
         )
     if df.empty:
         raise UserError(f"{path}: no data rows")
-    for col in family.columns:
+    for col in columns:
         text = df[col].str.strip()
         num = pd.to_numeric(text, errors="coerce")
         bad = num.isna() & ~text.str.lower().isin(["nan", "+nan", "-nan"])
@@ -49,7 +67,7 @@ def read_points_csv(path: Path | str, family: Family) -> pd.DataFrame:
         # numpy's parser rounds decimal strings correctly (pandas' fast path may not)
         df[col] = np.asarray(text.to_numpy(dtype=str), dtype=np.float64)
     try:
-        validate_points(family, df)
+        validate_points(family, to_natural(family, df, log_params) if log_params else df)
     except ValueError as exc:
         raise UserError(f"{path}: {_line_of(str(exc))}") from None
     return df

@@ -21,6 +21,7 @@ from ztbench.commands.check import (
     run_suite,
 )
 from ztbench.errors import UserError
+from ztbench.executor import add_scheduler_option
 
 HELP = "run a suite and record its accuracy summary as the CI gate's baseline"
 
@@ -40,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="reference cache directory (default: $ZTBENCH_CACHE_DIR or the user cache)",
     )
+    add_scheduler_option(p)
 
 
 def record(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ztbench.atomic import atomic_write_text
 from ztbench.errors import UserError
+from ztbench.executor import add_scheduler_option, release_active
 
 HELP = "run accuracy, throughput and the report on a suite; print the report path and leaders"
 DEFAULT_SUITE = "suites/default.toml"
@@ -67,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"seconds of timing per throughput row (default {BENCH_BUDGET_S})",
     )
+    add_scheduler_option(p)
 
 
 def run_throughput_stage(
@@ -126,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
                           progress=None if progress else False,
                           write_points=not args.no_points)  # fmt: skip
     times["accuracy"] = time.perf_counter() - t0
+    release_active()  # a --scheduler local:N cluster idling here would disturb the timing
     print(
         f"bench: accuracy {times['accuracy']:.1f} s ("
         + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ztbench import gate
 from ztbench.errors import UserError
+from ztbench.executor import add_scheduler_option
 
 HELP = "CI gate: rerun a suite and fail (exit 1) if it is less accurate than the baseline"
 
@@ -50,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="reference cache directory (default: $ZTBENCH_CACHE_DIR or the user cache)",
     )
+    add_scheduler_option(p)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ztbench.candidates import get_candidate
     from ztbench.environment import environment_info
     from ztbench.schema import DEVICES, DTYPE_NAMES, MODES, PASSES
     from ztbench.suite import find_suite, load_suite
@@ -101,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             if not any(fnmatch.fnmatchcase(i, pat) for i in ids):
                 raise UserError(f"--candidates: {pat!r} matches no candidate of suite {suite.name}")
         ids = [i for i in ids if any(fnmatch.fnmatchcase(i, p) for p in patterns)]
-    candidates = with_naive([get_candidate(i) for i in ids])
+    candidates = with_naive([suite.candidate(i) for i in ids])
 
     dtypes = _check(_split(args.dtypes) or suite.dtypes, DTYPE_NAMES, "--dtypes")
     devices = _split(args.devices) or list(suite.devices)
@@ -144,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
     env = environment_info(suite.path, devices)
     env["suite_sha256"] = suite.sha256  # as the accuracy runner: also covers a `base` suite
     env["torch_threads"] = result.threads
+    if suite.external:  # as the accuracy runner records them (the report reads them)
+        from ztbench.candidates.external import env_entries
+
+        env.update(env_entries(suite.external))
     out = Path(args.out) if args.out else Path("results") / suite.name
     write_throughput(result, out, env)
     for line in summary_lines(result.table):

@@ -20,6 +20,7 @@ import pyarrow.dataset as ds
 
 from ztbench.errors import UserError
 from ztbench.schema import (
+    OPTIONAL_COLUMNS,
     SUMMARY_COLUMNS,
     THRESHOLD_COLUMNS,
     THROUGHPUT_REPORT_COLUMNS,
@@ -89,9 +90,12 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
         raise UserError(f"{path}: no such file") from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise UserError(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
-    missing = [c for c in columns if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+    for c in columns:
+        if c not in df.columns:
+            df[c] = np.nan
     return df
 
 
@@ -136,6 +140,11 @@ def load_results(directory: Path | str) -> Results:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float64)
     _bool_column(thresholds, "best")
     _bool_column(thresholds, "published")
+    for col in ("harmless_half_ulp", "harmless_one_ulp"):
+        if col in thresholds:
+            _bool_column(thresholds, col)
+    if "region" in thresholds:  # sweeps before the rule-cost columns had one region
+        thresholds["region"] = thresholds["region"].astype(object).fillna("all")
     summary["status"] = summary["status"].fillna("").astype(str)
     try:
         env = json.loads((d / "env.json").read_text())

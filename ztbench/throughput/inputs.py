@@ -14,7 +14,7 @@ import torch
 from ztbench.candidates.base import Candidate
 from ztbench.dtypes import get_format
 from ztbench.execution import compiled
-from ztbench.families import get_family
+from ztbench.families import get_family, is_torch_nb
 from ztbench.schema import MODES, PASSES
 
 
@@ -63,14 +63,32 @@ def copy_elements(family: str, pass_: str, size: int) -> int:
 # ------------------------------------------------------------------------------ calls
 
 
+def own_inputs(candidate: Candidate, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Natural inputs (:func:`timing_inputs`) in the candidate's own parameterisation: the
+    log of each parameter it takes as a logarithm, or (total_count, logits) = (theta,
+    log mu - log theta) for torch-nb. Computed once, outside the timing."""
+    k, *params = inputs
+    family = get_family(candidate.family)
+    if is_torch_nb(family, candidate.log_params):
+        mu, theta = params
+        return [k, theta, torch.log(mu) - torch.log(theta)]
+    return [k, *(torch.log(p) if n in candidate.log_params else p
+                 for n, p in zip(family.params, params, strict=True))]  # fmt: skip
+
+
 def make_call(
     candidate: Candidate, mode: str, pass_: str, inputs: Sequence[torch.Tensor]
 ) -> Callable[[], Any]:
     """A no-argument callable running one ``pass_`` of ``candidate`` on ``inputs``.
 
+    ``inputs`` are natural (:func:`timing_inputs`), passed in the candidate's own
+    parameterisation (:func:`own_inputs`).
+
     Torch candidates only (peers: :func:`make_peer_call`). ``compile`` uses
     :func:`compiled` (``dynamic=True``, cached per candidate); run it inside
-    :func:`compile_limits` so that dynamo does not silently fall back to eager.
+    :func:`compile_limits` so that dynamo does not silently fall back to eager. ``inputs``
+    are natural (:func:`timing_inputs`); parameters the candidate takes as logarithms are
+    passed as their logs.
     """
     threshold = candidate.threshold
     if mode == "compile":
@@ -83,7 +101,12 @@ def make_call(
     def fn(k: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         return cfn(k, *params, threshold=threshold)
 
+    inputs = own_inputs(candidate, inputs)
     k = inputs[0]
+    # a candidate taking log parameters gets their logs (computed once, outside the timing)
+    names = get_family(candidate.family).params
+    inputs = [k, *(torch.log(p) if n in candidate.log_params else p
+                   for n, p in zip(names, inputs[1:], strict=True))]  # fmt: skip
     if pass_ == "forward":
         params = [p.detach() for p in inputs[1:]]
 
@@ -107,7 +130,8 @@ def make_call(
 
 def make_peer_call(candidate: Candidate, inputs: Sequence[torch.Tensor]) -> Callable[[], Any]:
     """A no-argument callable running a peer forward on float64 CPU copies of ``inputs``."""
-    arrays = [np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64) for t in inputs]
+    arrays = [np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
+              for t in own_inputs(candidate, inputs)]  # fmt: skip
     threshold = candidate.threshold
     return lambda: candidate.fn(*arrays, threshold=threshold)
 
