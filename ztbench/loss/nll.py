@@ -53,13 +53,13 @@ from ztbench.loss import primitives as P
 from ztbench.loss import validation as V
 from ztbench.loss.dd import ztnb as dd_ztnb
 from ztbench.loss.dd import ztp as dd_ztp
+from ztbench.loss.dispatch import INDEX, WHERE, Dispatcher
 from ztbench.loss.stirlerr import (
     ztnb_full_condition,
     ztnb_full_value,
     ztp_full_condition,
     ztp_full_value,
 )
-from ztbench.loss.dispatch import INDEX, WHERE, Dispatcher
 
 __all__ = ["zt_negbin_nll", "zt_poisson_nll"]
 
