@@ -40,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from ztbench import metrics
-from ztbench.atomic import atomic_path, atomic_write_text
+from ztbench.atomic import atomic_path, atomic_paths, ensure_dir
 from ztbench.candidates import Candidate, get_candidate
 from ztbench.dtypes import round_to
 from ztbench.environment import environment_info
@@ -335,7 +335,7 @@ def run_accuracy(
     timings = {"references": 0.0, "evaluation": 0.0, "metrics": 0.0, "writing": 0.0}
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out)
     env = environment_info(suite.path, suite.devices)
     env["suite_sha256"] = suite.sha256  # the loader's hash also covers a `base` suite
     points_path = out / "points.parquet" if (out is not None and write_points) else None
@@ -383,14 +383,14 @@ def _frame(rows: list[dict], columns: tuple[str, ...]) -> pd.DataFrame:
 
 def write_results(result: AccuracyResult, out: Path) -> None:
     """Write summary.csv/json, thresholds.csv and env.json into ``out`` (atomically)."""
-    with atomic_path(out / "summary.csv") as tmp:
-        result.summary.to_csv(tmp, index=False)
     records = [{k: encode(v) for k, v in row.items()}
                for row in result.summary.to_dict(orient="records")]  # fmt: skip
-    atomic_write_text(
-        out / "summary.json",
-        "[\n" + ",\n".join(json.dumps(r, sort_keys=False) for r in records) + "\n]\n",
-    )
-    with atomic_path(out / "thresholds.csv") as tmp:
-        result.thresholds.to_csv(tmp, index=False)
-    atomic_write_text(out / "env.json", json.dumps(result.env, indent=2, sort_keys=True) + "\n")
+    names = ("summary.csv", "summary.json", "thresholds.csv", "env.json")
+    with atomic_paths(*(out / n for n in names)) as (summary_csv, summary_json, thr, env):
+        result.summary.to_csv(summary_csv, index=False)
+        summary_json.write_text(
+            "[\n" + ",\n".join(json.dumps(r, sort_keys=False) for r in records) + "\n]\n",
+            encoding="utf-8",
+        )
+        result.thresholds.to_csv(thr, index=False)
+        env.write_text(json.dumps(result.env, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -12,8 +12,9 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from ztbench import __version__, commands
+from ztbench import __version__, budget, commands
 from ztbench.errors import UserError
+from ztbench.procs import sigterm_as_interrupt
 
 
 def _verbs() -> dict[str, str]:
@@ -52,13 +53,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with sigterm_as_interrupt(), budget.limited(getattr(args, "max_points", None)):
+            return int(args._run(args) or 0)
     except UserError as exc:
-        print(f"ztbench {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"ztbench {args.verb}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ztbench {args.verb}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(text: str) -> str:
+    """The promise is one line: fold any newline a message picked up from its input."""
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

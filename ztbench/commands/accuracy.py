@@ -6,7 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
+from ztbench import budget
 from ztbench.accuracy import run_accuracy
+from ztbench.atomic import check_output_dir
 from ztbench.suite import load_suite
 
 HELP = "measure every candidate of a suite against certified references (value and gradients)"
@@ -20,11 +22,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--no-points", action="store_true", help="skip the per-point Parquet file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    budget.add_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     out = Path(args.out) if args.out else Path("results") / suite.name
+    check_output_dir(out)
     start = time.perf_counter()
     result = run_accuracy(
         suite,

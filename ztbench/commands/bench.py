@@ -18,8 +18,9 @@ import json
 import time
 from pathlib import Path
 
-from ztbench.atomic import atomic_write_text
-from ztbench.errors import UserError
+from ztbench import budget, jsonfloat
+from ztbench.atomic import atomic_write_text, check_output_dir
+from ztbench.errors import UserError, positive_float, positive_int
 
 HELP = "run accuracy, throughput and the report on a suite; print the report path and leaders"
 DEFAULT_SUITE = "suites/default.toml"
@@ -47,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip the per-point Parquet file (the report then has no heatmaps)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    budget.add_argument(p)
     p.add_argument(
         "--throughput-sizes",
         default=BENCH_SIZES,
@@ -55,14 +57,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--throughput-threads",
-        type=int,
+        type=positive_int,
         default=BENCH_THREADS,
         metavar="N",
         help=f"torch threads for the throughput stage (default {BENCH_THREADS})",
     )
     p.add_argument(
         "--throughput-budget",
-        type=float,
+        type=positive_float,
         default=BENCH_BUDGET_S,
         metavar="S",
         help=f"seconds of timing per throughput row (default {BENCH_BUDGET_S})",
@@ -99,7 +101,10 @@ def run_throughput_stage(
         verb.run(args)
     env_path = out / "env.json"
     if "suite_sha256" in acc_env and env_path.is_file():
-        env = json.loads(env_path.read_text())
+        try:
+            env = jsonfloat.loads(env_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{env_path}: cannot read ({exc})") from None
         env["suite_sha256"] = acc_env["suite_sha256"]
         atomic_write_text(env_path, json.dumps(env, indent=2, sort_keys=True) + "\n")
     lines = [ln for ln in captured.getvalue().splitlines() if ln.strip()]
@@ -114,10 +119,13 @@ def run(args: argparse.Namespace) -> int:
     from ztbench.report import build_report, terminal_leaderboard
     from ztbench.suite import load_suite
 
-    if args.throughput_threads < 1:  # checked before the accuracy stage spends minutes
-        raise UserError(f"--throughput-threads must be >= 1, got {args.throughput_threads}")
+    if not args.skip_throughput:  # checked before the accuracy stage spends minutes
+        from ztbench.commands.throughput import parse_sizes
+
+        parse_sizes(args.throughput_sizes)
     suite = load_suite(args.suite)
     out = Path(args.out)
+    check_output_dir(out)
     progress = not args.no_progress
     times: dict[str, float] = {}
 

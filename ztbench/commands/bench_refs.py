@@ -8,6 +8,8 @@ import time
 
 import pandas as pd
 
+from ztbench import budget
+from ztbench.errors import UserError, nonnegative_int, positive_int
 from ztbench.families import Family, get_family
 from ztbench.grids import build_family_points
 from ztbench.reference import ENGINES, compute_references
@@ -17,15 +19,18 @@ HELP = "benchmark: certified reference points per second of each engine on the z
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--points", type=int, default=100_000, help="arb points (default 100000)")
+    p.add_argument(
+        "--points", type=positive_int, default=100_000, help="arb points (default 100000)"
+    )
     p.add_argument(
         "--mpmath-points",
-        type=int,
+        type=positive_int,
         default=2_000,
         help="mpmath points, a subset of the same sample (default 2000; it is ~40x slower)",
     )
     p.add_argument("--family", default="ztnb", choices=("ztnb", "ztpoisson"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    budget.add_argument(p)
 
 
 def _sample(family: Family, n: int, seed: int) -> pd.DataFrame:
@@ -38,6 +43,9 @@ def _sample(family: Family, n: int, seed: int) -> pd.DataFrame:
 
 def run(args: argparse.Namespace) -> int:
     family = get_family(args.family)
+    problem = budget.excess(args.points)
+    if problem is not None:
+        raise UserError(f"--points {args.points}: {problem}")
     points = _sample(family, args.points, args.seed)
     print(
         f"{args.points} log-uniform points over the {family.name} domain, "

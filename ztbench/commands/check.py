@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from ztbench import gate
+from ztbench import budget, gate
 from ztbench.errors import UserError
 
 HELP = "CI gate: rerun a suite and fail (exit 1) if it is less accurate than the baseline"
@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="reference cache directory (default: $ZTBENCH_CACHE_DIR or the user cache)",
     )
+    budget.add_argument(p)
 
 
 @dataclass(frozen=True)

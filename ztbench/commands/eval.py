@@ -14,10 +14,11 @@ import sys
 
 import numpy as np
 
+from ztbench.atomic import check_output_file
 from ztbench.candidates import get_candidate
 from ztbench.dtypes import DTYPE_NAMES, round_to
 from ztbench.errors import UserError
-from ztbench.evaluate import MODES, evaluate
+from ztbench.evaluate import MODES, check_device, evaluate
 from ztbench.families import get_family
 from ztbench.pointsio import read_points_csv, write_csv
 
@@ -61,18 +62,20 @@ def run(args: argparse.Namespace) -> int:
         if not np.isfinite(args.threshold):
             raise UserError(f"--threshold must be finite, got {args.threshold!r}")
 
+    device = check_device(args.device)
     family = get_family(cand.family)
-    df = read_points_csv(args.input, family)
+    check_output_file(args.output, [args.input])
+    df = read_points_csv(args.input, family, reserved=("value", *family.gradients))
     for col in family.columns:
         df[col] = round_to(np.array(df[col], dtype=np.float64), args.dtype)
     points = {c: df[c].to_numpy() for c in family.columns}
 
-    result = evaluate(cand, points, args.dtype, args.device, args.mode, args.threshold)
+    result = evaluate(cand, points, args.dtype, device, args.mode, args.threshold)
     if not result.ok:
         print(f"ztbench eval: {cand.id} unsupported: {result.reason}", file=sys.stderr)
         return EXIT_UNSUPPORTED
 
-    out = df.drop(columns=[c for c in ("value", *family.gradients) if c in df.columns])
+    out = df
     out["value"] = result.value
     for g in family.gradients:
         out[g] = result.grads[g] if g in result.grads else ""

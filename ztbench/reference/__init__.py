@@ -18,7 +18,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -27,6 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ztbench.families import Family, get_family, validate_points
+from ztbench.procs import process_pool
 from ztbench.reference import arb_engine, mpmath_engine
 from ztbench.reference.cache import ReferenceCache, chunk_key, default_cache_dir
 
@@ -127,7 +127,7 @@ def compute_references(
     with bar:
         if n_workers > 1 and n_missing >= MIN_PARALLEL_POINTS:
             ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            with process_pool(n_workers, ctx) as pool:  # workers die with this process
                 results = pool.map(_run_chunk, tasks)
                 _collect(results, missing, values, certified, cache, bar)
         else:

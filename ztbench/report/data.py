@@ -10,7 +10,6 @@ required: a missing or unreadable one is a :class:`~ztbench.errors.UserError` (o
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
+from ztbench import jsonfloat
 from ztbench.accuracy import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 from ztbench.errors import UserError
+from ztbench.pointsio import read_csv_table
 
 REQUIRED_FILES: tuple[str, ...] = ("summary.csv", "thresholds.csv", "env.json")
 THROUGHPUT_COLUMNS: tuple[str, ...] = (
@@ -84,17 +85,20 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+def _read_csv(path: Path, columns: tuple[str, ...], allow_empty: bool = False) -> pd.DataFrame:
+    """A CSV file ztbench wrote: strict (see :func:`ztbench.pointsio.read_csv_table`); a
+    file cut short (no final newline) or, unless ``allow_empty``, with no rows is refused."""
+    return read_csv_table(path, columns, infer_types=True, complete=True,
+                          allow_empty=allow_empty)  # fmt: skip
+
+
+def _read_json(path: Path) -> object:
     try:
-        df = pd.read_csv(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
-    return df
+        return jsonfloat.loads(path.read_bytes())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or _first_line(exc)})") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 def _bool_column(df: pd.DataFrame, col: str) -> None:
@@ -114,17 +118,14 @@ def load_results(directory: Path | str) -> Results:
                 f"run `ztbench accuracy SUITE -o {d}`)"
             )
     summary = _read_csv(d / "summary.csv", SUMMARY_COLUMNS)
-    thresholds = _read_csv(d / "thresholds.csv", THRESHOLD_COLUMNS)
+    thresholds = _read_csv(d / "thresholds.csv", THRESHOLD_COLUMNS, allow_empty=True)
     for df in (summary, thresholds):
         for col in ("max_ulp", "p99_ulp", "max_abs_err"):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float64)
     _bool_column(thresholds, "best")
     _bool_column(thresholds, "published")
     summary["status"] = summary["status"].fillna("").astype(str)
-    try:
-        env = json.loads((d / "env.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{d / 'env.json'}: not readable JSON ({_first_line(exc)})") from None
+    env = _read_json(d / "env.json")
     if not isinstance(env, dict):
         raise UserError(f"{d / 'env.json'}: expected a JSON object")
     results = Results(d, summary, thresholds, env)
@@ -135,9 +136,9 @@ def load_results(directory: Path | str) -> Results:
         tp["status"] = tp["status"].fillna("").astype(str)
         results.throughput = tp
         try:
-            doc = json.loads((d / "throughput.json").read_text())
+            doc = jsonfloat.loads((d / "throughput.json").read_bytes())
             results.throughput_settings = doc.get("settings") if isinstance(doc, dict) else None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, ValueError):  # optional: the report says it has no settings
             results.throughput_settings = None
     if (d / "points.parquet").is_file():
         results.points_path = d / "points.parquet"
