@@ -60,7 +60,7 @@ def excess(count: float, limit: int | None = None, noun: str = "points") -> str 
 
 
 def _count_text(count: float) -> str:
-    if count < 1e15:
+    if count < 1e30:
         return f"{int(count):,}"
     return f"{count:.3g}" if math.isfinite(count) else "infinitely many"
 

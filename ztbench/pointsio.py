@@ -56,7 +56,7 @@ def read_csv_table(
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not a readable CSV file (not UTF-8 at byte {exc.start})") from None
+        raise UserError(f"{path}: not a readable CSV file (not UTF-8: byte {exc.start})") from None
     if not text.strip():
         raise UserError(f"{path}: not a readable CSV file (empty: no header row)")
     if complete and not text.endswith("\n"):

@@ -79,6 +79,7 @@ def run_throughput_stage(
     budget: float,
     progress: bool,
     threads: int = BENCH_THREADS,
+    max_elements: int = budget.DEFAULT_MAX_ELEMENTS,
 ) -> str:
     """Run the ``throughput`` verb on the suite into ``out``; return a one-line note.
 
@@ -94,7 +95,7 @@ def run_throughput_stage(
     parser = argparse.ArgumentParser(prog="ztbench throughput")
     verb.add_arguments(parser)
     argv = [suite_path, "-o", str(out), "--sizes", sizes, "--budget", repr(budget),
-            "--threads", str(threads)]  # fmt: skip
+            "--threads", str(threads), "--max-points", str(max_elements)]  # fmt: skip
     args = parser.parse_args(argv + ([] if progress else ["--no-progress"]))
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
@@ -114,6 +115,11 @@ def run_throughput_stage(
     )
 
 
+def _max_elements(args: argparse.Namespace) -> int:
+    """The throughput stage's element budget: bench's --max-points when it is larger."""
+    return max(args.max_points, budget.DEFAULT_MAX_ELEMENTS)
+
+
 def run(args: argparse.Namespace) -> int:
     from ztbench.accuracy import run_accuracy
     from ztbench.report import build_report, terminal_leaderboard
@@ -122,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_throughput:  # checked before the accuracy stage spends minutes
         from ztbench.commands.throughput import parse_sizes
 
-        parse_sizes(args.throughput_sizes)
+        parse_sizes(args.throughput_sizes, _max_elements(args), "--throughput-sizes")
     suite = load_suite(args.suite)
     out = Path(args.out)
     check_output_dir(out)
@@ -150,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         note = run_throughput_stage(args.suite, out, result.env, args.throughput_sizes,
                                     args.throughput_budget, progress,
-                                    args.throughput_threads)  # fmt: skip
+                                    args.throughput_threads, _max_elements(args))  # fmt: skip
     times["throughput"] = time.perf_counter() - t0
     print(f"bench: {note} ({times['throughput']:.1f} s)", flush=True)
 

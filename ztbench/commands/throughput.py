@@ -34,7 +34,9 @@ def _split(value: str | None) -> list[str] | None:
     return items
 
 
-def parse_sizes(value: str, limit: int = budget.DEFAULT_MAX_ELEMENTS) -> tuple[int, ...]:
+def parse_sizes(
+    value: str, limit: int = budget.DEFAULT_MAX_ELEMENTS, option: str = "--sizes"
+) -> tuple[int, ...]:
     """``"1e4,1e6"`` -> (10000, 1000000); UserError unless each is a positive integer
     within ``limit`` elements (the point budget, ``--max-points``)."""
     out = []
@@ -42,12 +44,12 @@ def parse_sizes(value: str, limit: int = budget.DEFAULT_MAX_ELEMENTS) -> tuple[i
         try:
             x = float(item)
         except ValueError:
-            raise UserError(f"--sizes: {item!r} is not a number") from None
+            raise UserError(f"{option}: {item!r} is not a number") from None
         if not math.isfinite(x) or x < 1 or x != math.floor(x):
-            raise UserError(f"--sizes: {item!r} is not a positive integer")
+            raise UserError(f"{option}: {item!r} is not a positive integer")
         problem = budget.excess(x, limit, "elements")
         if problem is not None:
-            raise UserError(f"--sizes: {item} {problem}")
+            raise UserError(f"{option}: {item} {problem}")
         out.append(int(x))
     return tuple(out)
 
