@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +48,16 @@ def run_cli(argv: list[str]) -> Run:
     return Run(rc, out.getvalue(), [ln for ln in err.getvalue().splitlines() if ln.strip()], exc)
 
 
+def traceback_of(run: Run) -> str:
+    """The traceback the user would have seen (for assertion messages)."""
+    if run.exc is None:
+        return ""
+    return "".join(traceback.format_exception(run.exc)[-6:])
+
+
 def assert_one_line(run: Run, *needles: str, rc: int = 2) -> str:
     """The run ended with exit code ``rc`` and one stderr line holding every needle."""
-    assert run.exc is None, f"traceback: {type(run.exc).__name__}: {run.exc}"
+    assert run.exc is None, traceback_of(run)
     assert run.rc == rc, (run.rc, run.err)
     assert len(run.err) == 1, run.err
     for needle in needles:

@@ -179,16 +179,18 @@ def test_output_equal_to_an_input_is_refused(tmp_path):
 # ------------------------------------------------------------------------ a full disk
 
 
-def _enospc(monkeypatch, under: Path) -> None:
-    """Every atomic write under ``under`` fails as on a full disk, after writing its temp."""
-    real = os.replace
+def _enospc(monkeypatch, under: Path, name: str | None = None) -> None:
+    """Every atomic write under ``under`` (of files called ``name``, when given) fails as on
+    a full disk when its temporary is flushed (delayed allocation), before any rename."""
+    real = atomic.sync_file
 
-    def replace(src, dst, *a, **k):
-        if Path(dst).resolve().is_relative_to(under.resolve()):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
-        return real(src, dst, *a, **k)
+    def sync(tmp: Path) -> None:
+        ours = name is None or tmp.name.startswith(f".{name}.")
+        if ours and tmp.resolve().is_relative_to(under.resolve()):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+        real(tmp)
 
-    monkeypatch.setattr(atomic.os, "replace", replace)
+    monkeypatch.setattr(atomic, "sync_file", sync)
 
 
 @pytest.fixture
@@ -238,6 +240,19 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_results(
     assert changed == set(), changed
     # what may appear: directories made on the way (the cache's fan-out, baseline's c2)
     assert all(after[p] is None for p in set(after) - set(before)), set(after) - set(before)
+
+
+@pytest.mark.parametrize("name", ["summary.csv", "env.json", "points.parquet"])
+def test_accuracy_replaces_all_its_files_or_none(tmp_path, tiny, monkeypatch, name):
+    out = tmp_path / "results"
+    argv = ["accuracy", str(tiny), "-o", str(out), "--no-progress", "--no-cache"]
+    assert run_cli(argv).rc == 0
+    for f in out.iterdir():
+        f.write_bytes(b"previous " + f.name.encode())
+    before = tree(out)
+    _enospc(monkeypatch, out, name)
+    assert_one_line(run_cli(argv), name, "no space left")
+    assert tree(out) == before  # points.parquet too: it waits for the others
 
 
 def _unshare_works() -> bool:
@@ -443,6 +458,16 @@ def test_unknown_or_absent_device_is_a_usage_error(tmp_path, device):
                    "--device", device])  # fmt: skip
     assert_one_line(run, "--device", repr(device))
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_points_that_leave_the_domain_when_rounded_are_named(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("k,mu,theta\n2,1.0,1.0\n1,1.0,1e-12\n")  # theta rounds below 1e-12
+    out = tmp_path / "o.csv"
+    run = run_cli(["eval", "ztnb/stable", str(src), "-o", str(out), "--dtype", "float32"])
+    line = assert_one_line(run, "1 point(s) leave the domain", "line 3", rc=0)
+    assert f"theta = {float(np.float32(1e-12))!r}" in line and float(np.float32(1e-12)) < 1e-12
+    assert len(pd.read_csv(out)) == 2
 
 
 def test_no_verb_prints_the_usage():

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from faultkit import TINY_SUITE, Run, run_cli, temporaries, tree
-from hypothesis import HealthCheck, given, settings
+from faultkit import TINY_SUITE, Run, run_cli, temporaries, traceback_of, tree
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ztbench.reference.cache import MAGIC
@@ -218,7 +218,8 @@ def check_promise(
     run: Run, root: Path, before: dict, outputs: tuple[str, ...], codes=(0, 2)
 ) -> None:
     """The one-line promise for one run in ``root`` whose outputs are ``outputs``."""
-    assert run.exc is None, f"traceback: {type(run.exc).__name__}: {run.exc}"
+    event(f"exit code {run.rc}")  # `pytest --hypothesis-show-statistics` shows the mix
+    assert run.exc is None, traceback_of(run)
     assert run.rc in codes, (run.rc, run.err)
     assert len(run.err) <= 1, run.err
     assert not any("Traceback" in line for line in run.err), run.err

@@ -25,6 +25,7 @@ mode x quantity: inputs, computed, reference, errors), ``summary.csv`` / ``summa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -39,7 +40,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from ztbench import metrics
+from ztbench import atomic, metrics
 from ztbench.atomic import atomic_path, atomic_paths, ensure_dir
 from ztbench.candidates import Candidate, get_candidate
 from ztbench.dtypes import round_to
@@ -138,6 +139,7 @@ class _Collector:
         self._writer: pq.ParquetWriter | None = None
         self._tmp_ctx = None
         self._tmp: Path | None = None
+        self._finished = False
 
     def __enter__(self) -> _Collector:
         if self._path is not None:
@@ -145,13 +147,34 @@ class _Collector:
             self._tmp = self._tmp_ctx.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def finish(self) -> None:
+        """Complete the Parquet temporary (renamed into place when the block exits), so
+        that the other result files can be written before anything is replaced."""
+        if self._tmp is None or self._finished:
+            return
+        self._finished = True
         if self._writer is not None:
             self._writer.close()
-        if self._tmp_ctx is not None:
-            if self._writer is None:  # nothing evaluated: still leave a valid, empty file
-                pq.write_table(pa.table({"family": pa.array([], pa.string())}), self._tmp)
-            self._tmp_ctx.__exit__(*exc)
+        else:  # nothing evaluated: still leave a valid, empty file
+            pq.write_table(pa.table({"family": pa.array([], pa.string())}), self._tmp)
+        atomic.sync_file(self._tmp)  # a full disk shows now, before the other files are replaced
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._tmp_ctx is None:
+            return False
+        failed: BaseException | None = None
+        if exc_type is None:
+            try:
+                self.finish()
+            except BaseException as err:  # a full disk at close: the temporary goes too
+                failed, exc_type, exc, tb = err, type(err), err, err.__traceback__
+        elif self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+        handled = self._tmp_ctx.__exit__(exc_type, exc, tb)
+        if failed is not None:
+            raise failed
+        return bool(handled)
 
     def write_points(self, table: pd.DataFrame) -> None:
         if self._path is None or table.empty:
@@ -363,13 +386,16 @@ def run_accuracy(
                         collector.threshold_rows += _sweep(family, cand, ts, device, data)
             timings["evaluation"] += time.perf_counter() - t0
 
-    summary = _frame(collector.rows, SUMMARY_COLUMNS)
-    thresholds = _frame(collector.threshold_rows, THRESHOLD_COLUMNS)
-    result = AccuracyResult(summary, thresholds, env, timings, out)
-    if out is not None:
-        t0 = time.perf_counter()
-        write_results(result, out)
-        timings["writing"] += time.perf_counter() - t0
+        summary = _frame(collector.rows, SUMMARY_COLUMNS)
+        thresholds = _frame(collector.threshold_rows, THRESHOLD_COLUMNS)
+        result = AccuracyResult(summary, thresholds, env, timings, out)
+        if out is not None:
+            # all files or none: points.parquet is complete before the others are written,
+            # and renamed into place only after they were
+            t0 = time.perf_counter()
+            collector.finish()
+            write_results(result, out)
+            timings["writing"] += time.perf_counter() - t0
     return result
 
 

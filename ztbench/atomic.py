@@ -130,17 +130,8 @@ def check_output_file(path: Path | str, inputs: Iterable[Path | str] = ()) -> No
     check_output_dir(path.parent)
 
 
-@contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it over ``path``.
-
-    For writers that want a file name (pandas ``to_csv``/``to_parquet``, matplotlib
-    ``savefig``). On any exception the temporary file is removed and ``path`` is untouched;
-    an OSError (full disk, permission, wrong kind of path) becomes a one-line
-    :class:`~ztbench.errors.WriteError`.
-    Nest several (:class:`contextlib.ExitStack`) to write a set of files all or none.
-    """
-    path = Path(path)
+def _new_temporary(path: Path) -> Path:
+    """An empty temporary next to ``path`` (after removing stale ones of killed runs)."""
     ensure_dir(path.parent)
     if path.is_dir():
         raise WriteError(f"{path}: is a directory, not a file")
@@ -154,30 +145,69 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
+    return Path(tmp)
+
+
+def sync_file(tmp: Path) -> None:
+    """Flush a written temporary to disk: a full disk shows here at the latest (delayed
+    allocation), before anything is renamed."""
+    fd = os.open(tmp, os.O_RDONLY)
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) or is_no_space(exc):
-            raise write_error(path, exc) from None
-        raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
 def atomic_paths(*paths: Path | str) -> Iterator[list[Path]]:
-    """Temporaries for a set of files, renamed over them together when the body succeeds:
-    a failure while writing any of them leaves all the previous files as they were."""
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(atomic_path(p)) for p in paths]
+    """Temporaries for a set of files, renamed over them together when the body succeeds.
+
+    For writers that want a file name (pandas ``to_csv``/``to_parquet``, matplotlib
+    ``savefig``). The temporaries are all written (body) and flushed before the first
+    rename, so a failure while writing any of them (a full disk included) leaves every
+    previous file as it was and no temporary. An OSError becomes a one-line
+    :class:`~ztbench.errors.WriteError` naming the file.
+    """
+    targets = [Path(p) for p in paths]
+    tmps: list[Path] = []
+    current = targets[0] if targets else Path(".")
+    try:
+        for p in targets:
+            current = p
+            tmps.append(_new_temporary(p))
+        yield list(tmps)
+        for tmp, p in zip(tmps, targets, strict=True):
+            current = p
+            sync_file(tmp)
+        for tmp, p in zip(tmps, targets, strict=True):
+            current = p
+            os.replace(tmp, p)
+    except BaseException as exc:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, WriteError):
+            raise
+        if isinstance(exc, OSError) or is_no_space(exc):
+            named = getattr(exc, "filename", None)
+            for tmp, p in zip(tmps, targets, strict=False):  # a writer's error names its temp
+                if named is not None and str(named) == str(tmp):
+                    current = p
+            raise write_error(current, exc) from None
+        raise
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it over ``path`` (one
+    file of :func:`atomic_paths`: on any failure ``path`` is untouched)."""
+    with atomic_paths(path) as (tmp,):
+        yield tmp
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (fsynced before the rename)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:

@@ -19,7 +19,7 @@ from ztbench.candidates import get_candidate
 from ztbench.dtypes import DTYPE_NAMES, round_to
 from ztbench.errors import UserError
 from ztbench.evaluate import MODES, check_device, evaluate
-from ztbench.families import get_family
+from ztbench.families import Family, domain_mask, get_family
 from ztbench.pointsio import read_points_csv, write_csv
 
 HELP = "evaluate one candidate (value and autograd gradients) at the points of a CSV file"
@@ -47,6 +47,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _warn_outside_domain(family: Family, points: dict[str, np.ndarray], dtype: str) -> None:
+    """One line when rounding to ``dtype`` moved points out of the domain (e.g. theta =
+    1e-12 rounds to 9.99999996e-13 in float32): they are evaluated as rounded, not refused,
+    since that is what a model in that dtype would compute."""
+    outside = ~domain_mask(family, points)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        where = ", ".join(f"{c} = {float(points[c][i])!r}" for c in family.columns)
+        print(f"ztbench eval: warning: {int(outside.sum())} point(s) leave the domain when "
+              f"rounded to {dtype} (first at line {i + 2}: {where}); evaluated as rounded",
+              file=sys.stderr)  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cand = get_candidate(args.candidate)
@@ -69,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     for col in family.columns:
         df[col] = round_to(np.array(df[col], dtype=np.float64), args.dtype)
     points = {c: df[c].to_numpy() for c in family.columns}
+    _warn_outside_domain(family, points, args.dtype)
 
     result = evaluate(cand, points, args.dtype, device, args.mode, args.threshold)
     if not result.ok:

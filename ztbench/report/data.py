@@ -19,7 +19,9 @@ import pyarrow.dataset as ds
 
 from ztbench import jsonfloat
 from ztbench.accuracy import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
+from ztbench.dtypes import DTYPE_NAMES
 from ztbench.errors import UserError
+from ztbench.families import FAMILIES
 from ztbench.pointsio import read_csv_table
 
 REQUIRED_FILES: tuple[str, ...] = ("summary.csv", "thresholds.csv", "env.json")
@@ -101,6 +103,56 @@ def _read_json(path: Path) -> object:
         raise UserError(f"{path}: {exc}") from None
 
 
+_KEY_TEXT = ("family", "candidate", "dtype", "device", "mode", "quantity", "region")
+_COUNTS = ("n", "failures", "out_of_range", "uncertified")
+
+
+def _check_rows(df: pd.DataFrame, path: Path) -> None:
+    """The values the report relies on, checked once (one line naming the file and line):
+    key columns non-empty text with a known family and dtype, counts non-negative
+    integers, every other column either empty, a number, or (``status``, ``best``,
+    ``published``) text."""
+
+    def bad(mask: np.ndarray, col: str, what: str) -> None:
+        if mask.any():
+            i = int(np.flatnonzero(mask)[0])
+            raise UserError(f"{path}: line {i + 2}: {col} = {df[col].iloc[i]!r} {what}")
+
+    for col in _KEY_TEXT:
+        if col in df:
+            text = df[col].astype(str)
+            bad((df[col].isna() | (text.str.strip() == "")).to_numpy(), col, "is empty")
+            df[col] = text
+    bad(~df["family"].isin(FAMILIES).to_numpy(), "family", f"is not one of {', '.join(FAMILIES)}")
+    if "dtype" in df:
+        bad(~df["dtype"].isin(DTYPE_NAMES).to_numpy(), "dtype", "is not a known dtype")
+    for col in df.columns:
+        if col in _KEY_TEXT or col in ("status", "best", "published"):
+            continue
+        num = pd.to_numeric(df[col], errors="coerce")
+        bad((num.isna() & df[col].notna()).to_numpy(), col, "is not a number")
+        if col in _COUNTS:
+            ok = num.isna() | ((num >= 0) & (num == np.floor(num)) & (num < 2**53))
+            bad(~ok.to_numpy(), col, "is not a count")
+        df[col] = num.astype(np.float64) if col not in _COUNTS else num
+
+
+def _check_env(env: object, path: Path) -> None:
+    """env.json as the report reads it: an object; ``devices`` and ``cuda_devices`` lists
+    of strings, ``packages`` an object of strings (any other value is printed as is)."""
+    if not isinstance(env, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    for key in ("devices", "cuda_devices"):
+        v = env.get(key)
+        if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            raise UserError(f"{path}: {key} must be a list of strings, got {v!r:.60}")
+    pk = env.get("packages")
+    if pk is not None and not (
+        isinstance(pk, dict) and all(x is None or isinstance(x, str) for x in pk.values())
+    ):
+        raise UserError(f"{path}: packages must be an object of strings or nulls, got {pk!r:.60}")
+
+
 def _bool_column(df: pd.DataFrame, col: str) -> None:
     if col in df and df[col].dtype != bool:
         df[col] = df[col].astype(str).str.lower().isin(["true", "1"])
@@ -119,15 +171,13 @@ def load_results(directory: Path | str) -> Results:
             )
     summary = _read_csv(d / "summary.csv", SUMMARY_COLUMNS)
     thresholds = _read_csv(d / "thresholds.csv", THRESHOLD_COLUMNS, allow_empty=True)
-    for df in (summary, thresholds):
-        for col in ("max_ulp", "p99_ulp", "max_abs_err"):
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float64)
+    _check_rows(summary, d / "summary.csv")
+    _check_rows(thresholds, d / "thresholds.csv")
     _bool_column(thresholds, "best")
     _bool_column(thresholds, "published")
     summary["status"] = summary["status"].fillna("").astype(str)
     env = _read_json(d / "env.json")
-    if not isinstance(env, dict):
-        raise UserError(f"{d / 'env.json'}: expected a JSON object")
+    _check_env(env, d / "env.json")
     results = Results(d, summary, thresholds, env)
     if (d / "throughput.csv").is_file():
         tp = _read_csv(d / "throughput.csv", THROUGHPUT_COLUMNS)
