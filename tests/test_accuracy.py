@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from ztbench.accuracy import SUMMARY_COLUMNS, THRESHOLD_COLUMNS, run_accuracy
+from ztbench.accuracy import run_accuracy
 from ztbench.candidates import base as registry
 from ztbench.candidates.base import Candidate
 from ztbench.cli import main
 from ztbench.reference import compute_references
+from ztbench.schema import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 from ztbench.suite import load_suite
 
 
@@ -211,3 +212,90 @@ def test_cli_bad_suite_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dtypes" in err[0] and str(bad) in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_published_domain_first_then_elsewhere(tmp_path):
+    """The runner summarises the published domain and its complement; the report states
+    a published rule's errors inside that domain first (nats, ulp of the full NLL, gradient
+    relative error), elsewhere second."""
+    from ztbench.report.data import load_results
+    from ztbench.report.tables import published_paragraphs
+
+    suite = _suite(
+        tmp_path,
+        """
+dtypes = ["float64"]
+[candidates]
+include = ["ztpoisson/published"]
+[families.ztpoisson]
+edges = [[1, 0.5], [3, 0.01], [2, 2.0], [5, 30.0]]
+[regions.published-domain]
+family = ["ztpoisson", "ztnb"]
+mean_min = 1.0
+mean_max = 1e7
+""",
+    )
+    run_accuracy(suite, tmp_path / "o", cache_dir=False, progress=False)
+    s = pd.read_csv(tmp_path / "o" / "summary.csv")
+    v = s[s.quantity == "value"].set_index("region")
+    assert v.loc["published-domain", "n"] == 2 and v.loc["outside-published-domain", "n"] == 2
+    pts = {"k": np.array([2.0, 5.0]), "lam": np.array([2.0, 30.0])}
+    refs = compute_references("ztpoisson", pts, cache_dir=False)
+    # inside: lam = 2 keeps the exact term (+1e-8 inside the logs), lam = 30 drops e^-30
+    err = abs(-2 * math.log(2 + 1e-8) + math.log(math.expm1(2.0) + 1e-8) - refs["nll_loss"][0])
+    assert v.loc["published-domain", "max_abs_err"] == pytest.approx(err, rel=1e-6)
+    # in ulps of the full NLL (which the loss form leaves out), not of the loss
+    ulp_full = np.spacing(refs["nll"][0])
+    assert v.loc["published-domain", "max_ulp_full"] == pytest.approx(err / ulp_full, rel=1e-6)
+    (para,) = published_paragraphs(load_results(tmp_path / "o"))
+    inside, elsewhere = para.index("Inside the published domain"), para.index("Elsewhere")
+    assert inside < elsewhere < para.index("Over the whole domain")
+    assert "ulp of the full NLL" in para and "gradient relative error" in para
+
+
+def test_harmless_threshold_is_the_smallest_from_which_every_t_is_harmless():
+    from ztbench.accuracy import _mark_harmless
+
+    costs = {1.0: 5.0, 2.0: 0.3, 3.0: 0.7, 4.0: 0.2}
+    rows = [{"region": "all", "t": t, "n": 10, "rule_max_ulp": c} for t, c in costs.items()]
+    rows.append({"region": "published-domain", "t": 1.0, "n": 10, "rule_max_ulp": 2.0})
+    _mark_harmless(rows)
+    half = [r["t"] for r in rows if r["harmless_half_ulp"]]
+    one = [r["t"] for r in rows if r["harmless_one_ulp"]]
+    assert half == [4.0] and one == [2.0]  # t = 3 costs 0.7: 0.5 ulp only from 4 on
+    assert not any(r["harmless_one_ulp"] for r in rows if r["region"] != "all")  # none
+
+
+def test_sweep_measures_the_rule_alone(tmp_path):
+    """ztpoisson/threshold is the shipped loss with log(e^lam - 1) -> lam from t on: its
+    cost beyond the shipped loss is -log(1 - e^-lam) at the smallest switched lam."""
+    suite = _suite(
+        tmp_path,
+        """
+dtypes = ["float64", "float32"]
+[candidates]
+include = ["ztpoisson/threshold"]
+[thresholds]
+"ztpoisson/threshold" = [3.0, 8.0, 45.0]
+[families.ztpoisson]
+grid = { k = [1, 3], lam = [0.5, 4.0, 9.0, 20.0, 40.0] }
+[regions.published-domain]
+family = ["ztpoisson", "ztnb"]
+mean_min = 1.0
+mean_max = 1e7
+""",
+    )
+    t = run_accuracy(suite, None, cache_dir=False, progress=False).thresholds
+    f64 = t[(t.dtype == "float64") & (t.region == "all")].set_index("t")
+    for th, lam0 in ((3.0, 4.0), (8.0, 9.0)):
+        assert f64.loc[th, "rule_max_nats"] == pytest.approx(-math.log(-math.expm1(-lam0)),
+                                                             rel=1e-9)  # fmt: skip
+        # points whose value the rule changed: e^-40 is below half an ulp of the NLL
+        assert f64.loc[th, "switched"] == 2 * sum(th <= x < 40 for x in (0.5, 4.0, 9.0, 20.0))
+    assert f64.loc[45.0, "rule_max_ulp"] == 0 and f64.loc[45.0, "switched"] == 0
+    # e^-9 ~ 1.2e-4 nats is millions of float64 ulps; past lam = 45 nothing switches
+    assert f64.loc[8.0, "rule_max_ulp"] > 1e6
+    assert f64.index.tolist() == [3.0, 8.0, 10.0, 45.0]  # the published 10 is always swept
+    assert f64["harmless_half_ulp"].tolist() == [False, False, False, True]
+    assert set(t["region"]) == {"all", "published-domain"}
+    assert set(t["variable"]) == {"lam"}

@@ -10,6 +10,7 @@ import pytest
 from ztbench.cli import main
 
 
+@pytest.mark.slow
 def test_bench_writes_everything_with_the_thread_count(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     rc = main(["bench", "suites/quick.toml", "-o", str(out), "--no-points", "--no-progress",

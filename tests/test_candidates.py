@@ -16,7 +16,7 @@ from ztbench.candidates import (
     select_candidates,
 )
 from ztbench.dtypes import round_to
-from ztbench.evaluate import evaluate
+from ztbench.evaluate import candidate_inputs, evaluate
 from ztbench.loss import primitives as P
 from ztbench.reference import compute_references
 
@@ -37,6 +37,7 @@ REQUIRED = {
     "ztnb": [
         "naive",
         "published-code",
+        "published-code-2024-10",
         "published-text",
         "softplus",
         "stable",
@@ -52,8 +53,9 @@ REQUIRED = {
 TORCH = [c for c in list_candidates() if c.kind == "torch"]
 
 
-def refs(family: str, points: dict[str, np.ndarray]):
-    return compute_references(family, points, cache_dir=False, progress=False)
+def refs(family: str, points: dict[str, np.ndarray], log_params: tuple[str, ...] = ()):
+    return compute_references(family, points, cache_dir=False, progress=False,
+                              log_params=log_params)  # fmt: skip
 
 
 def benign(family: str) -> dict[str, np.ndarray]:
@@ -101,11 +103,12 @@ def test_registry_order_and_selection() -> None:
 
 
 def test_forms_follow_lgamma_k_plus_one() -> None:
-    """torch.distributions / scvi log-pmfs include lgamma(k+1): full; the issue's formulas do
-    not: loss; peers compute log-pmfs: full."""
+    """torch.distributions / scvi log-pmfs include lgamma(k+1): full; the textbook formulas do
+    not: loss; peers compute log-pmfs: full; the threshold families give the full NLL (their
+    rule's cost is measured in ulps of -log P >= 0)."""
     full = {"ztpoisson/torch-distributions", "ztnb/torch-distributions", "ztnb/scvi-style"}
     for c in list_candidates():
-        want = "full" if (c.id in full or c.kind == "peer") else "loss"
+        want = "full" if (c.id in full or c.kind == "peer" or c.is_threshold_family) else "loss"
         assert c.form == want, c.id
 
 
@@ -120,12 +123,15 @@ def test_benign_agreement_with_reference(family: str, dtype: str, rtol: float) -
     for c in list_candidates(family):
         if c.kind != "torch":
             continue  # peers: tests/test_peers.py
-        ev = evaluate(c, pts, dtype)
+        own = candidate_inputs(c, pts, dtype)  # log_theta for a candidate taking log theta
+        r = ref if not c.log_params else refs(family, own, c.log_params)
+        ev = evaluate(c, own, dtype)
         assert ev.status == "ok", (c.id, ev.reason)
-        want = ref["nll" if c.form == "full" else "nll_loss"].to_numpy()
+        want = r["nll" if c.form == "full" else "nll_loss"].to_numpy()
         np.testing.assert_allclose(ev.value, want, rtol=rtol, atol=rtol, err_msg=c.id)
+        assert set(ev.grads) == set(c.gradients)
         for g, got in ev.grads.items():
-            np.testing.assert_allclose(got, ref[g].to_numpy(), rtol=rtol, atol=rtol, err_msg=c.id)
+            np.testing.assert_allclose(got, r[g].to_numpy(), rtol=rtol, atol=rtol, err_msg=c.id)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -188,7 +194,7 @@ def test_stable_finite_over_whole_domain(cid: str, dtype: str) -> None:
 def test_stable_candidates_error_bounded_by_term_size(dtype: str) -> None:
     """Over the whole grid the stable forms' absolute error is a few ulp of the size of the
     terms they add (k |log mu| + k |log theta| + |NLL| + 1), i.e. only the cancellation
-    between those terms remains (documented limits; a later issue improves it)."""
+    between those terms remains (documented limits)."""
     eps = float(np.finfo(dtype).eps)
     for family in ("ztpoisson", "ztnb"):
         cand = get_candidate(f"{family}/stable")
@@ -348,7 +354,8 @@ def test_evaluate_threshold_argument() -> None:
     th = get_candidate("ztpoisson/threshold")
     approx = evaluate(th, pts, "float64").value[0]
     exact = evaluate(th, pts, "float64", threshold=20.0).value[0]
-    assert approx == pytest.approx(12.0 - 2.0 * np.log(12.0), rel=1e-15)
+    # full NLL: lgamma(3) = log 2 added
+    assert approx == pytest.approx(12.0 - 2.0 * np.log(12.0) + np.log(2.0), rel=1e-15)
     assert exact - approx == pytest.approx(np.log1p(-np.exp(-12.0)), rel=1e-12)
     with pytest.raises(ValueError, match="no threshold"):
         evaluate(get_candidate("ztpoisson/stable"), pts, "float64", threshold=3.0)

@@ -38,6 +38,36 @@ def test_eval_writes_rounded_inputs_value_and_gradients(tmp_path: Path) -> None:
     np.testing.assert_allclose(df["value"], ref["nll_loss"], rtol=1e-6)
 
 
+def test_eval_log_parameter_candidate_natural_or_own_columns(tmp_path: Path) -> None:
+    """A candidate taking log theta reads k,mu,log_theta as given, or k,mu,theta converted
+    (log in float64, then rounded); both give its own columns and d_log_theta."""
+    nat = write(tmp_path / "nat.csv", "k,mu,theta,note\n1,6,3.5,x\n3,0.5,0.1,y\n")
+    lt32 = round_to(np.log(np.array([3.5, 0.1])), "float32")
+    a, b = map(float, lt32)
+    own = write(tmp_path / "own.csv", f"note,k,mu,log_theta\nx,1,6,{a!r}\ny,3,0.5,{b!r}\n")
+    outs = []
+    for inp in (nat, own):
+        out = tmp_path / f"out-{inp.stem}.csv"
+        args = ["eval", "ztnb/published-code", str(inp), "--dtype", "float32", "-o", str(out)]
+        assert main(args) == 0
+        outs.append(pd.read_csv(out, dtype={"note": str}))
+    assert list(outs[0].columns) == ["k", "mu", "log_theta", "note", "value", "d_mu",
+                                     "d_log_theta"]  # fmt: skip
+    for df in outs:
+        np.testing.assert_array_equal(df["log_theta"].to_numpy(), lt32)
+        assert df["note"].tolist() == ["x", "y"]
+    np.testing.assert_array_equal(outs[0]["value"], outs[1]["value"])
+    np.testing.assert_array_equal(outs[0]["d_log_theta"], outs[1]["d_log_theta"])
+    pts = {"k": np.array([1.0, 3.0]), "mu": np.array([6.0, 0.5]), "log_theta": lt32}
+    ref = compute_references("ztnb", pts, cache_dir=False, log_params=("theta",))
+    # where the rule keeps the exact term (row 1) the gradient is close to the certified
+    # theta d/dtheta; at row 0 ((mu - 1)theta = 17.5 > 15) it drops log(1 - e^-w)
+    assert outs[0]["d_log_theta"][1] == pytest.approx(ref["d_log_theta"][1], rel=2e-3)
+    assert abs(outs[0]["d_log_theta"][0] - ref["d_log_theta"][0]) > 0.03
+    bad = write(tmp_path / "bad.csv", "k,mu\n1,2\n")
+    assert main(["eval", "ztnb/published-code", str(bad), "-o", str(tmp_path / "o.csv")]) == 2
+
+
 def test_eval_ztnb_threshold_option(tmp_path: Path) -> None:
     inp = write(tmp_path / "in.csv", "k,mu,theta\n2,5,20\n")
     outs = []
@@ -121,11 +151,13 @@ def test_eval_unsupported_exit_1_no_output(
 def test_candidates_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["candidates"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["id", "family", "form", "dtypes", "description", "provenance"]
-    ids = [line.split()[0] for line in lines[1:]]
+    header = ["id", "family", "form", "inputs", "dtypes", "description", "provenance"]
+    assert lines[0].split() == header
+    assert set(lines[1]) <= {"-", " "}  # the rule under the header
+    ids = [line.split()[0] for line in lines[2:]]
     assert ids == [c.id for c in list_candidates()]
     assert main(["candidates", "--family", "ztnb"]) == 0
-    body = capsys.readouterr().out.splitlines()[1:]
+    body = capsys.readouterr().out.splitlines()[2:]
     assert all(line.startswith("ztnb/") for line in body)
     assert main(["candidates", "--family", "nb"]) == 2
 

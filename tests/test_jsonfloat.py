@@ -25,7 +25,7 @@ def test_round_trip_and_rejects() -> None:
 
 
 def test_summary_json_uses_it(tmp_path) -> None:
-    from ztbench.accuracy import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
+    from ztbench.schema import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 
     row = dict.fromkeys(SUMMARY_COLUMNS, math.nan)
     row |= {"family": "ztpoisson", "candidate": "ztpoisson/naive", "n": 3, "failures": 1,

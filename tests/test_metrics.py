@@ -100,13 +100,16 @@ def test_step_floats_is_nextafter() -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_ordinals_bfloat16_float16_match_torch_bits(dtype: str) -> None:
-    if dtype == "float64":
-        return
+def test_ordinals_match_torch_bits(dtype: str) -> None:
     rng = np.random.default_rng(1)
     x = round_to(rng.standard_normal(200) * 100, dtype)
     t = torch.from_numpy(x).to(getattr(torch, dtype))
-    ints = {"float32": torch.int32, "bfloat16": torch.int16, "float16": torch.int16}[dtype]
+    ints = {
+        "float64": torch.int64,
+        "float32": torch.int32,
+        "bfloat16": torch.int16,
+        "float16": torch.int16,
+    }[dtype]
     bits = t.view(ints).numpy().astype(np.int64)
     mag = bits & ((1 << (t.element_size() * 8 - 1)) - 1)
     np.testing.assert_array_equal(ordinals(x, dtype), np.where(bits < 0, -mag, mag))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ztbench.reference import CHUNK_POINTS, compute_references
 
@@ -28,6 +29,7 @@ def _entries(cache: Path) -> list[Path]:
     return sorted(cache.rglob("*.ztref"))
 
 
+@pytest.mark.slow
 def test_kill_and_resume(tmp_path):
     n = 40 * CHUNK_POINTS
     points = _points(n)

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ztbench.accuracy import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 from ztbench.report.data import Results
 from ztbench.report.goals import accuracy_goals, goals_markdown, speed_goals
+from ztbench.schema import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
+
+# the goals as a suite's [goals] table records them (goals.json)
+GOALS = {"candidates": ["ztpoisson/ztbench", "ztnb/ztbench"], "dtypes": ["float64", "float32"],
+         "value_ulp": 4.0, "gradient_ulp": 16.0, "speed_vs_naive": 0.8}  # fmt: skip
 
 
 def _row(cand: str, dtype: str, quantity: str, region: str, max_ulp: float,
@@ -36,13 +40,13 @@ def _results(throughput: pd.DataFrame | None = None) -> Results:
     ]
     summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     return Results(Path("."), summary, pd.DataFrame(columns=list(THRESHOLD_COLUMNS)), {},
-                   throughput=throughput)  # fmt: skip
+                   goals=GOALS, throughput=throughput)  # fmt: skip
 
 
 def _tp(cand: str, dtype: str, mode: str, cost: float, size: int = 10**6) -> dict:
     return {"family": cand.split("/")[0], "candidate": cand, "dtype": dtype, "device": "cpu",
             "mode": mode, "pass": "forward+backward", "size": size, "median_s": cost,
-            "elements_per_s": size / cost, "ratio_to_naive": cost, "status": "ok"}  # fmt: skip
+            "elements_per_s": size / cost, "cost_vs_naive": cost, "status": "ok"}  # fmt: skip
 
 
 def test_accuracy_goals_met_missed_and_regions() -> None:
@@ -80,5 +84,16 @@ def test_speed_goal_is_the_inverse_cost_on_float32_cpu_eager() -> None:
 
 def test_nothing_measured() -> None:
     empty = Results(Path("."), pd.DataFrame(columns=list(SUMMARY_COLUMNS)),
-                    pd.DataFrame(columns=list(THRESHOLD_COLUMNS)), {})  # fmt: skip
+                    pd.DataFrame(columns=list(THRESHOLD_COLUMNS)), {}, goals=GOALS)  # fmt: skip
     assert "were not measured" in goals_markdown(empty)
+
+
+def test_goals_come_from_the_suite() -> None:
+    """Other numbers in the goals table move the verdicts: nothing is hard-coded."""
+    res = _results()
+    res.goals = {**GOALS, "value_ulp": 1000.0, "dtypes": ["float64"]}
+    acc = accuracy_goals(res).set_index(["dtype", "quantity"])
+    assert acc.loc[("float64", "value"), "met"]  # 942 <= 1000
+    assert "float32" not in acc.index.get_level_values("dtype")
+    res.goals = None
+    assert "states no goals" in goals_markdown(res)

@@ -100,10 +100,10 @@ def test_good_suite(tmp_path: Path) -> None:
     assert s.thresholds["ztpoisson/threshold"] == (5.0, 10.0)
     assert s.thresholds["ztnb/threshold-sum"] == (1.0, 10.0, 15.0, 100.0)
     assert s.regions["tiny-mu"].bounds == {"mu": (float("-inf"), 1e-6)}
-    assert s.gate.tolerance("ztpoisson/naive").max_ratio == 3.0
-    assert s.gate.tolerance("ztpoisson/naive").min_ulp == 1.0
-    assert s.gate.tolerance("ztnb/naive").min_ulp == 4.0
-    assert s.gate.tolerance("ztnb/naive").max_ratio == 3.0
+    assert s.gate.for_candidate("ztpoisson/naive").max_ratio == 3.0
+    assert s.gate.for_candidate("ztpoisson/naive").min_ulp == 1.0
+    assert s.gate.for_candidate("ztnb/naive").min_ulp == 4.0
+    assert s.gate.for_candidate("ztnb/naive").max_ratio == 3.0
     assert s.families["ztpoisson"].edges == ((1.0, 1e-30), (2.0, 3.0))
     assert s.families["ztnb"].near_thresholds.at == (15.0,)
 
@@ -284,3 +284,35 @@ def test_shipped_suites_content() -> None:
 def test_find_suite() -> None:
     assert find_suite("quick") == SUITES_DIR / "quick.toml"
     assert find_suite("x/y.toml") == Path("x/y.toml")
+
+
+GOALS = """
+[goals]
+candidates = ["ztnb/stable"]
+dtypes = ["float64"]
+value_ulp = 4.0
+gradient_ulp = 16.0
+speed_vs_naive = 0.8
+"""
+
+
+def test_goals_table(tmp_path: Path) -> None:
+    s = load(tmp_path, GOOD + GOALS)
+    assert s.goals is not None
+    assert s.goals.candidates == ("ztnb/stable",) and s.goals.dtypes == ("float64",)
+    assert (s.goals.value_ulp, s.goals.gradient_ulp, s.goals.speed_vs_naive) == (4, 16, 0.8)
+    assert load(tmp_path, GOOD).goals is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('candidates = ["ztnb/stable"]', 'candidates = ["ztnb/nope"]', "goals.candidates: unknown"),
+        ("value_ulp = 4.0", "value_ulp = -1.0", "goals.value_ulp: must be > 0"),
+        ("speed_vs_naive = 0.8\n", "", "goals.speed_vs_naive: missing required key"),
+        ('dtypes = ["float64"]', 'dtypes = ["float128"]', "goals.dtypes: unknown dtype"),
+    ],
+)
+def test_bad_goals(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    with pytest.raises(UserError, match=expected):
+        load(tmp_path, GOOD + GOALS.replace(old, new))

@@ -11,12 +11,16 @@ import pandas as pd
 import pytest
 import torch
 
-from ztbench import throughput as T
 from ztbench.candidates import get_candidate
 from ztbench.candidates.base import Candidate
 from ztbench.cli import main
+from ztbench.schema import PASSES
+from ztbench.throughput.config import COLUMNS, TimingConfig
+from ztbench.throughput.inputs import copy_elements, timing_inputs
+from ztbench.throughput.runner import plan, run_throughput, with_naive
+from ztbench.throughput.timing import peak_bytes, time_call
 
-FAST = T.TimingConfig(budget_s=0.002, min_rounds=3, max_rounds=5, min_round_s=1e-4)
+FAST = TimingConfig(budget_s=0.002, min_rounds=3, max_rounds=5, min_round_s=1e-4)
 
 SUITE = """\
 name = "tiny"
@@ -43,12 +47,12 @@ def _boom(k, lam, threshold=None):
 
 
 def tiny_run(candidates: list[Candidate], dtypes=("float64",), devices=("cpu",), **kw):
-    jobs = T.plan(candidates, dtypes, devices, ("eager",), T.PASSES, {"cpu": (500,)}, **kw)
-    return T.run_throughput(jobs, FAST, threads=1, progress=False).table
+    jobs = plan(candidates, dtypes, devices, ("eager",), PASSES, {"cpu": (500,)}, **kw)
+    return run_throughput(jobs, FAST, threads=1, progress=False).table
 
 
 def test_every_column_for_every_row_and_consistent_ratios() -> None:
-    cands = T.with_naive([get_candidate("ztpoisson/stable"), get_candidate("ztnb/stable")])
+    cands = with_naive([get_candidate("ztpoisson/stable"), get_candidate("ztnb/stable")])
     assert [c.id for c in cands] == [
         "ztpoisson/naive",
         "ztpoisson/stable",
@@ -56,18 +60,18 @@ def test_every_column_for_every_row_and_consistent_ratios() -> None:
         "ztnb/stable",
     ]
     table = tiny_run(cands, dtypes=("float64", "float32"))
-    assert tuple(table.columns[: len(T.COLUMNS)]) == T.COLUMNS
+    assert tuple(table.columns[: len(COLUMNS)]) == COLUMNS
     assert len(table) == 4 * 2 * 2  # candidates x dtypes x passes
     assert (table["status"] == "ok").all(), table["reason"].tolist()
-    assert not table[list(T.COLUMNS)].isna().any().any()
+    assert not table[list(COLUMNS)].isna().any().any()
     assert (table["threads"] == 1).all() and (table["rounds"] >= 3).all()
     np.testing.assert_allclose(table["elements_per_s"], table["size"] / table["median_s"])
-    np.testing.assert_allclose(table["ratio_to_copy"], table["median_s"] / table["copy_median_s"])
-    np.testing.assert_allclose(table["ratio_to_naive"], table["median_s"] / table["naive_median_s"])
+    np.testing.assert_allclose(table["cost_vs_copy"], table["median_s"] / table["copy_median_s"])
+    np.testing.assert_allclose(table["cost_vs_naive"], table["median_s"] / table["naive_median_s"])
     assert (table["min_s"] <= table["median_s"]).all()
     assert (table["compile_s"] == 0.0).all()  # eager
     naive = table[table["candidate"].str.endswith("/naive")]
-    assert (naive["ratio_to_naive"] == 1.0).all()
+    assert (naive["cost_vs_naive"] == 1.0).all()
     # the naive reference is the same family, dtype, pass
     st = table.set_index(["candidate", "dtype", "pass"])
     nv = st.loc[("ztnb/naive", "float32", "forward+backward"), "median_s"]
@@ -84,7 +88,7 @@ def test_unsupported_and_failing_candidates_are_rows_not_exceptions() -> None:
     rows = table.set_index(["candidate", "dtype", "pass"])
     r = rows.loc[("ztpoisson/only64", "float32", "forward")]
     assert r["status"] == "unsupported" and "float64 only" in r["reason"]
-    assert math.isnan(r["median_s"]) and math.isnan(r["ratio_to_naive"])
+    assert math.isnan(r["median_s"]) and math.isnan(r["cost_vs_naive"])
     assert rows.loc[("ztpoisson/only64", "float64", "forward"), "status"] == "ok"
     b = rows.loc[("ztpoisson/boom", "float64", "forward")]
     assert b["status"] == "failed" and b["reason"] == "RuntimeError: boom"
@@ -102,8 +106,8 @@ def _product(k, lam, threshold=None):
 
 def test_compile_mode_reports_compile_time_and_failures() -> None:
     cands = [fake("product", _product), fake("boom", _boom)]
-    jobs = T.plan(cands, ("float32",), ("cpu",), ("compile",), T.PASSES, {"cpu": (64, 128)})
-    table = T.run_throughput(jobs, FAST, threads=1, progress=False).table
+    jobs = plan(cands, ("float32",), ("cpu",), ("compile",), PASSES, {"cpu": (64, 128)})
+    table = run_throughput(jobs, FAST, threads=1, progress=False).table
     ok = table[table["candidate"] == "ztpoisson/product"]
     assert (ok["status"] == "ok").all(), ok["reason"].tolist()
     assert (ok["compile_s"] >= 0).all()
@@ -116,62 +120,62 @@ def test_compile_mode_reports_compile_time_and_failures() -> None:
 
 
 def test_peer_size_cap_is_recorded() -> None:
-    jobs = T.plan([get_candidate("ztpoisson/scipy")], ("float64",), ("cpu",), ("eager",),
+    jobs = plan([get_candidate("ztpoisson/scipy")], ("float64",), ("cpu",), ("eager",),
                   ("forward",), {"cpu": (100, 1000)})  # fmt: skip
-    cfg = T.TimingConfig(budget_s=0.001, min_rounds=3, max_rounds=3, peer_max_size=100)
-    table = T.run_throughput(jobs, cfg, progress=False).table
+    cfg = TimingConfig(budget_s=0.001, min_rounds=3, max_rounds=3, peer_max_size=100)
+    table = run_throughput(jobs, cfg, progress=False).table
     assert list(table["status"]) == ["ok", "skipped"]
     assert "<= 100" in table["reason"].iloc[1]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU case")
 def test_cuda_without_gpu_is_unsupported() -> None:
-    jobs = T.plan([get_candidate("ztpoisson/naive")], ("float32",), ("cuda",), ("eager",),
+    jobs = plan([get_candidate("ztpoisson/naive")], ("float32",), ("cuda",), ("eager",),
                   ("forward",), {"cuda": (10**8,)})  # fmt: skip
-    table = T.run_throughput(jobs, FAST, progress=False).table
+    table = run_throughput(jobs, FAST, progress=False).table
     assert table["status"].tolist() == ["unsupported"]
     assert table["reason"].tolist() == ["CUDA is not available"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_timing_and_memory() -> None:
-    jobs = T.plan([get_candidate("ztnb/naive")], ("float32",), ("cuda",), ("eager",),
-                  T.PASSES, {"cuda": (10**5,)})  # fmt: skip
-    table = T.run_throughput(jobs, FAST, progress=False).table
+    jobs = plan([get_candidate("ztnb/naive")], ("float32",), ("cuda",), ("eager",),
+                  PASSES, {"cuda": (10**5,)})  # fmt: skip
+    table = run_throughput(jobs, FAST, progress=False).table
     assert (table["status"] == "ok").all()
     assert set(table["peak_memory_measure"]) == {"cuda"}
 
 
 def test_time_call_rounds_and_calls_per_round() -> None:
-    cfg = T.TimingConfig(budget_s=0.01, min_rounds=4, max_rounds=6, min_round_s=1e-3)
-    t = T.time_call(lambda: None, "cpu", cfg)
+    cfg = TimingConfig(budget_s=0.01, min_rounds=4, max_rounds=6, min_round_s=1e-3)
+    t = time_call(lambda: None, "cpu", cfg)
     assert 4 <= t.rounds <= 6 and t.calls_per_round > 1
     assert 0 < t.min_s <= t.median_s
 
 
 def test_peak_bytes_cpu_sees_a_temporary() -> None:
     n = 1 << 20
-    peak, how = T.peak_bytes(lambda: torch.ones(n, dtype=torch.float32) * 2.0, "cpu")
+    peak, how = peak_bytes(lambda: torch.ones(n, dtype=torch.float32) * 2.0, "cpu")
     assert how == "cpu" and 8 * n <= peak < 16 * n  # ones and the product live together
 
 
 def test_inputs_log_uniform_in_domain_and_seeded() -> None:
-    k, mu, theta = T.timing_inputs("ztnb", "float16", "cpu", 5000, seed=3)
+    k, mu, theta = timing_inputs("ztnb", "float16", "cpu", 5000, seed=3)
     assert k.dtype == torch.float16 and torch.isfinite(k).all()
     for t in (k, mu, theta):
         assert torch.isfinite(t).all() and (t > 0).all()
     assert (k >= 1).all() and (k == torch.floor(k)).all()
-    k2, mu2, _ = T.timing_inputs("ztnb", "float16", "cpu", 5000, seed=3)
+    k2, mu2, _ = timing_inputs("ztnb", "float16", "cpu", 5000, seed=3)
     assert torch.equal(k, k2) and torch.equal(mu, mu2)
-    (_, lam) = T.timing_inputs("ztpoisson", "float64", "cpu", 20000, seed=0)
+    (_, lam) = timing_inputs("ztpoisson", "float64", "cpu", 20000, seed=0)
     decades = torch.log10(lam)
     assert decades.min() < -25 and decades.max() > 8  # spans the domain 1e-30 .. 1e9
 
 
 def test_copy_bytes_match_the_traffic() -> None:
-    assert T.copy_elements("ztpoisson", "forward", 1000) == 1500  # reads 2, writes 1
-    assert T.copy_elements("ztnb", "forward", 1000) == 2000  # reads 3, writes 1
-    assert T.copy_elements("ztnb", "forward+backward", 1000) == 3000  # reads 3, writes 3
+    assert copy_elements("ztpoisson", "forward", 1000) == 1500  # reads 2, writes 1
+    assert copy_elements("ztnb", "forward", 1000) == 2000  # reads 3, writes 1
+    assert copy_elements("ztnb", "forward+backward", 1000) == 3000  # reads 3, writes 3
 
 
 def test_cli_tiny_run_writes_csv_json_env(tmp_path: Path, capsys) -> None:
@@ -182,16 +186,16 @@ def test_cli_tiny_run_writes_csv_json_env(tmp_path: Path, capsys) -> None:
                "--max-rounds", "3", "--no-progress", "--threads", "1"])  # fmt: skip
     assert rc == 0
     table = pd.read_csv(out / "throughput.csv", keep_default_na=False, na_values=[""])
-    assert tuple(table.columns[: len(T.COLUMNS)]) == T.COLUMNS
+    assert tuple(table.columns[: len(COLUMNS)]) == COLUMNS
     # naive of both families added; the peer is timed forward only
     assert set(table["candidate"]) == {
         "ztpoisson/naive", "ztpoisson/stable", "ztnb/naive", "ztnb/stable", "ztnb/scipy",
     }  # fmt: skip
     ok = table[table["status"] == "ok"]
-    assert len(ok) == 9 and not ok[list(T.COLUMNS)].isna().any().any()
+    assert len(ok) == 9 and not ok[list(COLUMNS)].isna().any().any()
     doc = json.loads((out / "throughput.json").read_text())
-    assert doc["columns"][: len(T.COLUMNS)] == list(T.COLUMNS)
-    assert list(doc["rows"][0])[: len(T.COLUMNS)] == list(T.COLUMNS)
+    assert doc["columns"][: len(COLUMNS)] == list(COLUMNS)
+    assert list(doc["rows"][0])[: len(COLUMNS)] == list(COLUMNS)
     assert len(doc["rows"]) == len(table)
     env = json.loads((out / "env.json").read_text())
     assert env["torch_threads"] == 1 and env["suite_sha256"] and doc["env"] == env

@@ -8,8 +8,12 @@ Data flow (one way)::
 
 Measurement rules:
 
-- Inputs are rounded to the target dtype first and the reference is computed at the
-  rounded input, so input rounding is never charged to a formula. A point whose rounded
+- Each candidate's own inputs are rounded to the target dtype first (a candidate taking
+  log theta gets log_theta = round_T(log theta)) and the reference is computed at the
+  exact value those rounded inputs stand for (theta = exp(log_theta), inside the
+  reference engine), so input rounding is never charged to a formula. Gradients are
+  measured with respect to the candidate's own parameters (``d_log_theta`` against the
+  certified theta d/dtheta). A point whose rounded
   inputs leave the family's domain (lam = 1e-30 underflows to 0 in float16) is counted as
   ``out_of_range`` for that dtype, not as an error.
 - ``value`` is compared with ``nll`` or ``nll_loss`` according to the candidate's form;
@@ -26,6 +30,7 @@ mode x quantity: inputs, computed, reference, errors), ``summary.csv`` / ``summa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -40,53 +45,46 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from ztbench import atomic, metrics
+from ztbench import atomic, metrics, rules
 from ztbench.atomic import atomic_path, atomic_paths, ensure_dir
-from ztbench.candidates import Candidate, get_candidate
+from ztbench.candidates import Candidate
 from ztbench.dtypes import round_to
 from ztbench.environment import environment_info
 from ztbench.evaluate import Evaluation, evaluate
-from ztbench.families import Family, domain_mask, get_family
+from ztbench.families import Family, domain_mask, get_family, to_natural, to_own
 from ztbench.grids import build_points, region_mask
 from ztbench.jsonfloat import encode
 from ztbench.reference import compute_references
+from ztbench.schema import LOG_COLUMNS, PARAMS, SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 from ztbench.suite import Suite
 
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "family", "candidate", "dtype", "device", "mode", "quantity", "region", "n", "failures",
-    "max_ulp", "p99_ulp", "median_ulp", "mean_ulp", "max_abs_err",
-    "worst_k", "worst_lam", "worst_mu", "worst_theta",
-    # beyond the required columns:
-    "max_bits", "mean_bits", "rms_ulp", "max_rel_err", "threshold", "status",
-    "out_of_range", "uncertified",
-)  # fmt: skip
-THRESHOLD_COLUMNS: tuple[str, ...] = (
-    "family", "candidate", "dtype", "device", "mode", "t", "n", "failures", "max_ulp",
-    "p99_ulp", "max_abs_err", "worst_k", "worst_lam", "worst_mu", "worst_theta",
-    "best", "published",
-)  # fmt: skip
-PARAMS: tuple[str, ...] = ("lam", "mu", "theta")
-
+HARMLESS_ULP: dict[str, float] = {"harmless_half_ulp": 0.5, "harmless_one_ulp": 1.0}
+"""The rule's cost (ulp of the full NLL) a threshold must keep to, from it on, to be marked."""
 
 @dataclass
 class AccuracyResult:
-    """What a run produced: the tables, the environment and per-stage timings (seconds)."""
+    """What a run produced: the tables, the environment, the suite's goals (or None) and
+    per-stage timings (seconds)."""
 
     summary: pd.DataFrame
     thresholds: pd.DataFrame
     env: dict
+    goals: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
     out_dir: Path | None = None
 
 
 @dataclass
 class _Dtyped:
-    """The points of one family rounded to one dtype, with their references."""
+    """The points of one family rounded to one dtype in one parameterisation, with their
+    references."""
 
     dtype: str
-    points: pd.DataFrame  # rounded, in-range rows only
+    points: pd.DataFrame  # the parameterisation's columns, rounded, in-range rows only
+    natural: pd.DataFrame  # the same points in natural columns (float64 exp of log ones)
     refs: pd.DataFrame  # aligned with points
     out_of_range: int
+    log_params: tuple[str, ...] = ()
 
 
 def _reference_of(candidate: Candidate, quantity: str) -> str:
@@ -99,31 +97,70 @@ def _device_available(device: str) -> bool:
     return device == "cpu" or (device == "cuda" and torch.cuda.is_available())
 
 
-def _prepare(family: Family, suite: Suite, cache_dir, progress: bool | None) -> list[_Dtyped]:
-    """Round the family's points to each dtype and attach certified references.
+def _inside(
+    log_x: np.ndarray, x: pd.Series, bounds: tuple[float, float], dtype: str
+) -> np.ndarray:
+    """Rounded logs moved one float of dtype inwards where exp of them left the domain
+    [lo, hi] that the natural point ``x`` lies in (theta = 1e10 exactly: log(1e10) rounded
+    stands for a value just above it). The input stays the float nearest the suite's."""
+    lo, hi = bounds
+    x = x.to_numpy()
+    with np.errstate(over="ignore"):
+        nat = np.exp(log_x)
+    step = np.where((nat < lo) & (x >= lo), 1, np.where((nat > hi) & (x <= hi), -1, 0))
+    return np.where(step != 0, metrics.step_floats(log_x, dtype, step), log_x)
 
-    The references of all dtypes are computed in one call (shared points are computed once,
-    and the work is parallel over the cores).
+
+def _prepare(
+    family: Family,
+    suite: Suite,
+    cache_dir,
+    progress: bool | None,
+    parameterisations: tuple[tuple[str, ...], ...] = ((),),
+) -> dict[tuple[str, ...], list[_Dtyped]]:
+    """Round the family's points to each dtype in each parameterisation (the log
+    parameters of the candidates measured) and attach certified references.
+
+    A log parameter is rounded as log_p = round_T(log p) (one float inwards at the domain's
+    ends, :func:`_inside`) and its reference taken at exp(log_p) exactly. The references of
+    all dtypes of a parameterisation are computed in one call (shared points are computed
+    once, and the work is parallel over the cores).
     """
     points = build_points(suite, family.name)
-    per_dtype = []
-    for dtype in suite.dtypes:
-        rounded = pd.DataFrame({c: round_to(points[c].to_numpy(), dtype) for c in family.columns})
-        keep = domain_mask(family, rounded, allow_k0=False)
-        per_dtype.append((dtype, rounded[keep].reset_index(drop=True), int((~keep).sum())))
-    stacked = pd.concat([p for _, p, _ in per_dtype], ignore_index=True)
-    refs = compute_references(family, stacked, cache_dir=cache_dir, progress=progress)
-    out, start = [], 0
-    for dtype, pts, n_out in per_dtype:
-        r = refs.iloc[start : start + len(pts)].reset_index(drop=True)
-        out.append(_Dtyped(dtype, pts, r, n_out))
-        start += len(pts)
+    out: dict[tuple[str, ...], list[_Dtyped]] = {}
+    for logp in parameterisations:
+        own_cols = family.columns_for(logp)
+        own = to_own(family, points, logp)
+        per_dtype = []
+        for dtype in suite.dtypes:
+            rounded = pd.DataFrame({c: round_to(own[c], dtype) for c in own_cols})
+            for p in (p for p in logp if p in family.params):  # (torch-nb: none)
+                rounded[f"log_{p}"] = _inside(rounded[f"log_{p}"].to_numpy(), points[p],
+                                              family.domain[p], dtype)  # fmt: skip
+            natural = pd.DataFrame(to_natural(family, rounded, logp))
+            keep = domain_mask(family, natural, allow_k0=False)
+            per_dtype.append(
+                (
+                    dtype,
+                    rounded[keep].reset_index(drop=True),
+                    natural[keep].reset_index(drop=True),
+                    int((~keep).sum()),
+                )
+            )
+        stacked = pd.concat([p for _, p, _, _ in per_dtype], ignore_index=True)
+        refs = compute_references(family, stacked, cache_dir=cache_dir, progress=progress,
+                                  log_params=logp)  # fmt: skip
+        out[logp], start = [], 0
+        for dtype, pts, nat, n_out in per_dtype:
+            r = refs.iloc[start : start + len(pts)].reset_index(drop=True)
+            out[logp].append(_Dtyped(dtype, pts, nat, r, n_out, logp))
+            start += len(pts)
     return out
 
 
 def _jobs(suite: Suite, family: Family) -> Iterator[tuple[Candidate, str, str]]:
     for cid in suite.candidates_of(family.name):
-        cand = get_candidate(cid)
+        cand = suite.candidate(cid)
         for device in suite.devices:
             for mode in suite.modes_for(cid):
                 yield cand, device, mode
@@ -185,11 +222,18 @@ class _Collector:
         self._writer.write_table(arrow.cast(self._writer.schema))
 
 
-def _worst_inputs(family: Family, pts: pd.DataFrame, worst: int) -> dict[str, float]:
-    out = {f"worst_{c}": math.nan for c in ("k", *PARAMS)}
+def _worst_inputs(
+    family: Family, nat: pd.DataFrame, worst: int, own: pd.DataFrame | None = None
+) -> dict[str, float]:
+    """``worst_<col>`` of the natural columns, and ``worst_log_<p>``: the candidate's own
+    rounded input where it takes a log parameter (exp of it is only float64's)."""
+    out = {f"worst_{c}": math.nan for c in ("k", *PARAMS, *LOG_COLUMNS)}
     if worst >= 0:
         for c in family.columns:
-            out[f"worst_{c}"] = float(pts[c].iloc[worst])
+            out[f"worst_{c}"] = float(nat[c].iloc[worst])
+        for c in () if own is None else own.columns:
+            if c in LOG_COLUMNS:
+                out[f"worst_{c}"] = float(own[c].iloc[worst])
     return out
 
 
@@ -211,9 +255,10 @@ def _errors(computed: np.ndarray, reference: np.ndarray, dtype: str) -> dict[str
     }
 
 
-def _summary_row(base: dict, family: Family, pts: pd.DataFrame, err: dict, mask) -> dict:
+def _summary_row(
+    base: dict, family: Family, nat: pd.DataFrame, own: pd.DataFrame, err: dict, mask
+) -> dict:
     s = metrics.summarise_errors(err["ulp_err"][mask], err["failure"][mask], err["bits_err"][mask])
-    sub = pts[mask]
     abs_err = err["abs_err"][mask]
     rel_err = err["rel_err"][mask]
     return {
@@ -225,12 +270,24 @@ def _summary_row(base: dict, family: Family, pts: pd.DataFrame, err: dict, mask)
         "median_ulp": s.median_ulp,
         "mean_ulp": s.mean_ulp,
         "max_abs_err": float(abs_err.max()) if abs_err.size else math.nan,
-        **_worst_inputs(family, sub, s.worst),
+        **_worst_inputs(family, nat[mask], s.worst, own[mask]),
         "max_bits": s.max_bits,
         "mean_bits": s.mean_bits,
         "rms_ulp": s.rms_ulp,
         "max_rel_err": float(rel_err.max()) if rel_err.size else math.nan,
     }
+
+
+def _regions(suite: Suite, family: Family, nat: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """("all", every point), then each suite region of the family; the published domain's
+    region is followed by its complement (the points the published system cannot reach)."""
+    out = [("all", np.ones(len(nat), dtype=bool))]
+    for name, r in suite.regions.items():
+        if r.applies_to(family.name):
+            out.append((name, region_mask(nat, r, family.name)))
+            if name == rules.PUBLISHED_DOMAIN_REGION:
+                out.append((rules.OUTSIDE_PUBLISHED_DOMAIN_REGION, ~out[-1][1]))
+    return out
 
 
 def _measure(
@@ -246,8 +303,8 @@ def _measure(
     """Evaluate one candidate on one dtype/device/mode; add summary and per-point rows."""
     threshold = cand.threshold if cand.threshold is not None else math.nan
     base = {"family": family.name, "candidate": cand.id, "dtype": data.dtype, "device": device,
-            "mode": mode, "threshold": threshold}  # fmt: skip
-    quantities = ("value", *family.gradients)
+            "mode": mode, "threshold": threshold, "kind": cand.kind}  # fmt: skip
+    quantities = ("value", *cand.gradients)
     if not _device_available(device):
         collector.rows += _status_rows(
             base, f"skipped: device {device} not available", ("value",), data.out_of_range
@@ -260,9 +317,10 @@ def _measure(
         return
     cert = data.refs["certified"].to_numpy()
     pts = data.points[cert].reset_index(drop=True)
+    nat = data.natural[cert].reset_index(drop=True)
     refs = data.refs[cert].reset_index(drop=True)
     t0 = time.perf_counter()
-    ev: Evaluation = evaluate(cand, {c: pts[c].to_numpy() for c in family.columns}, data.dtype,
+    ev: Evaluation = evaluate(cand, {c: pts[c].to_numpy() for c in cand.columns}, data.dtype,
                               device, mode)  # fmt: skip
     timings["evaluation"] += time.perf_counter() - t0
     if ev.status != "ok":
@@ -271,9 +329,7 @@ def _measure(
         )
         return
     t0 = time.perf_counter()
-    regions = [("all", np.ones(len(pts), dtype=bool))] + [
-        (name, region_mask(pts, r)) for name, r in suite.regions.items() if r.family == family.name
-    ]
+    regions = _regions(suite, family, nat)
     per_point = []
     for q in quantities:
         computed = ev.value if q == "value" else ev.grads.get(q)
@@ -283,8 +339,13 @@ def _measure(
             continue
         reference = refs[_reference_of(cand, q)].to_numpy()
         err = _errors(computed, reference, data.dtype)
+        full = (metrics.ulp_error_at(computed, reference, refs["nll"].to_numpy(), data.dtype)
+                if q == "value" else None)  # fmt: skip
         for name, mask in regions:
-            row = _summary_row({**base, "quantity": q, "region": name}, family, pts, err, mask)
+            row = _summary_row({**base, "quantity": q, "region": name}, family, nat, pts, err,
+                               mask)  # fmt: skip
+            if full is not None:  # the value's error in ulps of the full NLL
+                row["max_ulp_full"] = float(full[mask].max()) if mask.any() else math.nan
             collector.rows.append({**row, "status": "ok", **extra})
         per_point.append(
             pd.DataFrame(
@@ -292,8 +353,10 @@ def _measure(
                     "family": family.name, "candidate": cand.id, "dtype": data.dtype,
                     "device": device, "mode": mode, "quantity": q,
                     "k": pts["k"].to_numpy(),
-                    **{p: (pts[p].to_numpy() if p in pts else np.full(len(pts), np.nan))
+                    **{p: (nat[p].to_numpy() if p in nat else np.full(len(pts), np.nan))
                        for p in PARAMS},
+                    **{c: (pts[c].to_numpy() if c in pts else np.full(len(pts), np.nan))
+                       for c in LOG_COLUMNS},
                     "computed": computed, "reference": reference, **err,
                 }
             )
@@ -305,36 +368,105 @@ def _measure(
     timings["writing"] += time.perf_counter() - t0
 
 
+def _rule_cost(now: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Error added by the rule: max(0, now - base); a new failure is inf, an old one 0."""
+    with np.errstate(invalid="ignore"):
+        cost = np.maximum(now - base, 0.0)
+    return np.where(np.isinf(base), 0.0, np.where(np.isinf(now), np.inf, cost))
+
+
+def _mark_harmless(rows: list[dict]) -> None:
+    """Per region, mark the smallest t from which every swept t costs at most the bound.
+
+    No row is marked when even the largest swept t costs more: there is no harmless t in
+    the swept range.
+    """
+    for region in dict.fromkeys(r["region"] for r in rows):
+        group = sorted((r for r in rows if r["region"] == region), key=lambda r: r["t"])
+        for col, bound in HARMLESS_ULP.items():
+            for r in group:
+                r[col] = False
+            smallest = None
+            for r in reversed(group):
+                if r["n"] == 0 or not r["rule_max_ulp"] <= bound:
+                    break
+                smallest = r
+            if smallest is not None:
+                smallest[col] = True
+
+
 def _sweep(
-    family: Family, cand: Candidate, ts: tuple[float, ...], device: str, data: _Dtyped
+    suite: Suite,
+    family: Family,
+    cand: Candidate,
+    ts: tuple[float, ...],
+    device: str,
+    data: _Dtyped,
 ) -> list[dict]:
-    """Value errors of a threshold candidate at each t (eager), best and published marked."""
+    """Value errors of a threshold candidate at each t (eager), best and published marked.
+
+    Beyond its error against the reference, each row gives the rule's own cost: the error
+    the candidate makes at t beyond the same candidate without the rule (t = inf), per
+    point max(0, err_t - err_inf), in ulps of the full NLL (-log P >= 0: no zero crossing
+    for the ulp to blow up at) and in nats; over the whole domain and, when the suite
+    defines it, the published domain; ``switched`` counts the points whose value the rule
+    changed. ``harmless_half_ulp`` / ``harmless_one_ulp`` mark the smallest swept t from
+    which the rule never costs more than 0.5 / 1 ulp.
+    """
     cert = data.refs["certified"].to_numpy()
     pts = data.points[cert].reset_index(drop=True)
+    nat = data.natural[cert].reset_index(drop=True)
     reference = data.refs[cert][_reference_of(cand, "value")].to_numpy()
-    arrays = {c: pts[c].to_numpy() for c in family.columns}
+    full = data.refs[cert]["nll"].to_numpy()
+    arrays = {c: pts[c].to_numpy() for c in cand.columns}
+    regions = [(n, m) for n, m in _regions(suite, family, nat)
+               if n in ("all", rules.PUBLISHED_DOMAIN_REGION)]  # fmt: skip
+    common = {"family": family.name, "candidate": cand.id, "dtype": data.dtype,
+              "device": device, "mode": "eager",
+              "variable": cand.threshold_variable or ""}  # fmt: skip
+    without = evaluate(cand, arrays, data.dtype, device, "eager", threshold=math.inf,
+                       gradients=False)  # fmt: skip
+    if without.ok:
+        base_ulp = metrics.ulp_error_at(without.value, reference, full, data.dtype)
+        base_abs = metrics.abs_error(without.value, reference)
     rows = []
     for t in sorted(set(ts) | set(cand.published_thresholds)):
         ev = evaluate(cand, arrays, data.dtype, device, "eager", threshold=t, gradients=False)
-        base = {"family": family.name, "candidate": cand.id, "dtype": data.dtype,
-                "device": device, "mode": "eager", "t": t,
-                "published": t in cand.published_thresholds}  # fmt: skip
-        if ev.status != "ok":
-            rows.append({**base, "n": 0, "failures": 0, "max_ulp": math.nan})
-            continue
-        err = _errors(ev.value, reference, data.dtype)
-        s = metrics.summarise_errors(err["ulp_err"], err["failure"])
-        rows.append({**base, "n": s.n, "failures": s.failures, "max_ulp": s.max_ulp,
-                     "p99_ulp": s.p99_ulp,
-                     "max_abs_err": float(err["abs_err"].max()) if s.n else math.nan,
-                     **_worst_inputs(family, pts, s.worst)})  # fmt: skip
-    # best t: fewest failures, then smallest max, then p99, then the smaller t
-    ranked = sorted(
-        (r for r in rows if r["n"] > 0),
-        key=lambda r: (r["failures"], r["max_ulp"], r["p99_ulp"], r["t"]),
-    )
-    for r in rows:
-        r["best"] = bool(ranked) and r is ranked[0]
+        for region, mask in regions:
+            base = {**common, "t": t, "region": region,
+                    "published": t in cand.published_thresholds}  # fmt: skip
+            if ev.status != "ok" or not without.ok:
+                rows.append({**base, "n": 0, "failures": 0, "max_ulp": math.nan,
+                             "rule_max_ulp": math.nan})  # fmt: skip
+                continue
+            err = _errors(ev.value[mask], reference[mask], data.dtype)
+            s = metrics.summarise_errors(err["ulp_err"], err["failure"])
+            cost_ulp = _rule_cost(metrics.ulp_error_at(ev.value[mask], reference[mask],
+                                                       full[mask], data.dtype),
+                                  base_ulp[mask])  # fmt: skip
+            cost_nats = _rule_cost(metrics.abs_error(ev.value[mask], reference[mask]),
+                                   base_abs[mask])  # fmt: skip
+            worst_rule = int(np.argmax(cost_ulp)) if cost_ulp.size and cost_ulp.max() > 0 else -1
+            rule_worst = _worst_inputs(family, nat[mask], worst_rule)
+            rows.append({**base, "n": s.n, "failures": s.failures, "max_ulp": s.max_ulp,
+                         "p99_ulp": s.p99_ulp,
+                         "max_abs_err": float(err["abs_err"].max()) if s.n else math.nan,
+                         **_worst_inputs(family, nat[mask], s.worst, pts[mask]),
+                         "switched": int((ev.value[mask] != without.value[mask]).sum()),
+                         "rule_max_ulp": float(cost_ulp.max()) if s.n else math.nan,
+                         "rule_max_nats": float(cost_nats.max()) if s.n else math.nan,
+                         **{f"rule_{k}": rule_worst[k] for k in
+                            ("worst_k", "worst_lam", "worst_mu", "worst_theta")}})  # fmt: skip
+    # best t (per region): fewest failures, then smallest max, then p99, then the smaller t
+    for region, _ in regions:
+        group = [r for r in rows if r["region"] == region]
+        ranked = sorted(
+            (r for r in group if r["n"] > 0),
+            key=lambda r: (r["failures"], r["max_ulp"], r["p99_ulp"], r["t"]),
+        )
+        for r in group:
+            r["best"] = bool(ranked) and r is ranked[0]
+    _mark_harmless(rows)
     return rows
 
 
@@ -361,6 +493,10 @@ def run_accuracy(
         ensure_dir(out)
     env = environment_info(suite.path, suite.devices)
     env["suite_sha256"] = suite.sha256  # the loader's hash also covers a `base` suite
+    if suite.external:  # the user's own candidates: what was called, and its source's hash
+        from ztbench.candidates.external import env_entries
+
+        env.update(env_entries(suite.external))
     points_path = out / "points.parquet" if (out is not None and write_points) else None
     torch.manual_seed(0)  # no candidate draws random numbers; guards against one that would
     with _Collector(points_path) as collector:
@@ -369,26 +505,32 @@ def run_accuracy(
             if not suite.candidates_of(fname):
                 continue
             t0 = time.perf_counter()
-            prepared = _prepare(family, suite, cache_dir, progress)
+            measured = [suite.candidate(c) for c in suite.candidates_of(fname)]
+            measured += [suite.candidate(c) for c in suite.thresholds]
+            logps = tuple(dict.fromkeys(c.log_params for c in measured if c.family == fname))
+            prepared = _prepare(family, suite, cache_dir, progress, logps)
             timings["references"] += time.perf_counter() - t0
-            jobs = [(c, dev, m, d) for c, dev, m in _jobs(suite, family) for d in prepared]
+            jobs = [(c, dev, m, d) for c, dev, m in _jobs(suite, family)
+                    for d in prepared[c.log_params]]  # fmt: skip
             bar = tqdm(jobs, desc=f"accuracy {fname}", unit="run", leave=False,
                        disable=progress is False, delay=0 if progress else 2)  # fmt: skip
             for cand, device, mode, data in bar:
                 _measure(suite, family, cand, device, mode, data, collector, timings)
             t0 = time.perf_counter()
             for cid, ts in suite.thresholds.items():
-                cand = get_candidate(cid)
+                cand = suite.candidate(cid)
                 if cand.family != fname:
                     continue
                 for device in filter(_device_available, suite.devices):
-                    for data in prepared:
-                        collector.threshold_rows += _sweep(family, cand, ts, device, data)
+                    for data in prepared[cand.log_params]:
+                        collector.threshold_rows += _sweep(suite, family, cand, ts, device,
+                                                           data)  # fmt: skip
             timings["evaluation"] += time.perf_counter() - t0
 
         summary = _frame(collector.rows, SUMMARY_COLUMNS)
         thresholds = _frame(collector.threshold_rows, THRESHOLD_COLUMNS)
-        result = AccuracyResult(summary, thresholds, env, timings, out)
+        goals = dataclasses.asdict(suite.goals) if suite.goals is not None else None
+        result = AccuracyResult(summary, thresholds, env, goals, timings, out)
         if out is not None:
             # all files or none: points.parquet is complete before the others are written,
             # and renamed into place only after they were
@@ -411,12 +553,19 @@ def write_results(result: AccuracyResult, out: Path) -> None:
     """Write summary.csv/json, thresholds.csv and env.json into ``out`` (atomically)."""
     records = [{k: encode(v) for k, v in row.items()}
                for row in result.summary.to_dict(orient="records")]  # fmt: skip
-    names = ("summary.csv", "summary.json", "thresholds.csv", "env.json")
-    with atomic_paths(*(out / n for n in names)) as (summary_csv, summary_json, thr, env):
-        result.summary.to_csv(summary_csv, index=False)
-        summary_json.write_text(
+    names = ["summary.csv", "summary.json", "thresholds.csv", "env.json"]
+    if result.goals is not None:
+        names.append("goals.json")
+    with atomic_paths(*(out / n for n in names)) as tmps:
+        result.summary.to_csv(tmps[0], index=False)
+        tmps[1].write_text(
             "[\n" + ",\n".join(json.dumps(r, sort_keys=False) for r in records) + "\n]\n",
             encoding="utf-8",
         )
-        result.thresholds.to_csv(thr, index=False)
-        env.write_text(json.dumps(result.env, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        result.thresholds.to_csv(tmps[2], index=False)
+        tmps[3].write_text(json.dumps(result.env, indent=2, sort_keys=True) + "\n",
+                           encoding="utf-8")  # fmt: skip
+        if result.goals is not None:
+            tmps[4].write_text(json.dumps(result.goals, indent=2) + "\n", encoding="utf-8")
+    if result.goals is None:
+        (out / "goals.json").unlink(missing_ok=True)

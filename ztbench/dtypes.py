@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ztbench.schema import DTYPE_NAMES
+
 
 @dataclass(frozen=True)
 class FloatFormat:
@@ -52,7 +54,7 @@ FORMATS: dict[str, FloatFormat] = {
         FloatFormat("float16", 11, -14, 65504.0),
     )
 }
-DTYPE_NAMES: tuple[str, ...] = tuple(FORMATS)
+assert tuple(FORMATS) == DTYPE_NAMES
 
 
 def get_format(name: str) -> FloatFormat:

@@ -1,7 +1,9 @@
 """Evaluate one candidate at a batch of points: value and autograd gradients.
 
 ``evaluate(candidate, points, dtype, device, mode, threshold) -> Evaluation``. Points are
-float64 arrays already rounded to ``dtype`` (see :func:`ztbench.dtypes.round_to`); the
+float64 arrays of the candidate's own input columns (``k, mu, log_theta`` for a candidate
+taking log theta: :attr:`~ztbench.candidates.base.Candidate.columns`) already rounded to
+``dtype`` (:func:`candidate_inputs` makes them from natural columns); the
 candidate runs on tensors of ``dtype`` on ``device`` (parameters with requires_grad, ``k``
 as a float tensor of the same dtype), the gradients come from one backward of
 ``value.sum()`` (the NLL is elementwise, so they are per point), and everything comes back
@@ -16,8 +18,7 @@ code paths, depends only on its index), and nothing reduces across points.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +26,13 @@ import numpy as np
 import torch
 
 from ztbench.candidates.base import Candidate, Unsupported
-from ztbench.dtypes import get_format
-from ztbench.families import Family, get_family
+from ztbench.dtypes import get_format, round_to
+from ztbench.execution import compile_limits, compiled, first_line, is_missing_kernel
+from ztbench.families import get_family, to_own
+from ztbench.schema import MODES
 
-MODES: tuple[str, ...] = ("eager", "compile")
 CHUNK_POINTS = 1 << 20
 
-_COMPILED: dict[tuple[str, float | None], Callable[..., Any]] = {}
 
 
 @dataclass
@@ -39,7 +40,8 @@ class Evaluation:
     """Result of evaluating a candidate at a batch of points.
 
     ``value`` (float64, one per point; NaN-filled when unsupported), ``grads`` keyed
-    ``d_<param>`` (empty for peers: "no gradient"), ``status`` ``"ok"`` or
+    by the candidate's own gradient names, ``d_<param>`` or ``d_log_<param>`` (empty for
+    peers: "no gradient"), ``status`` ``"ok"`` or
     ``"unsupported"``, ``reason`` (empty when ok).
     """
 
@@ -84,56 +86,26 @@ def _unsupported(n: int, reason: str) -> Evaluation:
     return Evaluation(np.full(n, np.nan), {}, "unsupported", reason)
 
 
-def is_missing_kernel(exc: BaseException) -> bool:
-    """True when ``exc`` says torch has no kernel for this dtype/device (a typed result)."""
-    msg = str(exc)
-    return isinstance(exc, NotImplementedError) or any(
-        s in msg
-        for s in ("not implemented for", "not supported", "No kernel", "no kernel", "Could not run")
-    )
+def candidate_inputs(
+    candidate: Candidate, points: Mapping[str, np.ndarray], dtype: str
+) -> dict[str, np.ndarray]:
+    """The candidate's own input columns, rounded to ``dtype`` (float64 arrays).
 
-
-def first_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, for one-line status reasons."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-
-
-RECOMPILE_LIMIT = 256
-_COMPILED: dict[str, Callable[..., Any]] = {}
-
-
-def compiled(candidate: Candidate) -> Callable[..., Any]:
-    """``torch.compile(candidate.fn, dynamic=True)``, cached per candidate id.
-
-    The candidate's own function is compiled, not a shared wrapper: dynamo caches graphs
-    per code object, and a wrapper shared by every candidate reaches the recompile limit
-    after a few (candidate, dtype, grad mode) combinations. Call it inside
-    :func:`compile_limits`.
+    ``points`` holds either the candidate's own columns (taken as they are) or the
+    family's natural ones (``k, lam`` / ``k, mu, theta``), converted first (log_theta =
+    log theta in float64); then every column is rounded to ``dtype``. ValueError when
+    neither set of columns is complete.
     """
-    fn = _COMPILED.get(candidate.id)
-    if fn is None:
-        fn = _COMPILED[candidate.id] = torch.compile(candidate.fn, dynamic=True)
-    return fn
-
-
-@contextmanager
-def compile_limits() -> Iterator[None]:
-    """Raise dynamo's recompile limit for a block, and make hitting it an error.
-
-    One graph is compiled per dtype x device x grad mode (and threshold value); past the
-    limit dynamo would otherwise fall back to eager silently, and a "compile" result
-    would really be an eager one.
-    """
-    import torch._dynamo
-
-    cfg = torch._dynamo.config
-    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
-    patch: dict[str, Any] = {name: max(getattr(cfg, name), RECOMPILE_LIMIT)}
-    if hasattr(cfg, "fail_on_recompile_limit_hit"):
-        patch["fail_on_recompile_limit_hit"] = True
-    with cfg.patch(patch):
-        yield
+    own = candidate.columns
+    if not all(c in points for c in own):
+        family = get_family(candidate.family)
+        if not all(c in points for c in family.columns):
+            raise ValueError(
+                f"{candidate.id}: points need the columns {', '.join(own)} or "
+                f"{', '.join(family.columns)}"
+            )
+        points = to_own(family, points, candidate.log_params)
+    return {c: round_to(np.asarray(points[c], dtype=np.float64), dtype) for c in own}
 
 
 def evaluate(
@@ -151,17 +123,17 @@ def evaluate(
     sweeps need no gradients and run several times faster without autograd.
     ``threshold`` is for threshold-family candidates (None: their default); ValueError
     if given to another candidate, or on an unknown dtype/mode or missing column.
+    ``points`` without the candidate's own columns but with the family's natural ones are
+    converted and rounded first (:func:`candidate_inputs`).
     """
-    family = get_family(candidate.family)
     fmt = get_format(dtype)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
     if threshold is not None and not candidate.is_threshold_family:
         raise ValueError(f"{candidate.id} takes no threshold")
-    for col in family.columns:
-        if col not in points:
-            raise ValueError(f"{candidate.id}: points lack column {col!r}")
-    arrays = [np.asarray(points[c], dtype=np.float64).reshape(-1) for c in family.columns]
+    if not all(col in points for col in candidate.columns):
+        points = candidate_inputs(candidate, points, dtype)  # natural columns, converted
+    arrays = [np.asarray(points[c], dtype=np.float64).reshape(-1) for c in candidate.columns]
     n = arrays[0].shape[0]
     if threshold is None:
         threshold = candidate.threshold
@@ -188,12 +160,13 @@ def evaluate(
         return base(k, *params, threshold=threshold)
 
     value = np.empty(n, dtype=np.float64)
-    grads = {g: np.empty(n, dtype=np.float64) for g in family.gradients} if gradients else {}
+    names = candidate.gradients
+    grads = {g: np.empty(n, dtype=np.float64) for g in names} if gradients else {}
     try:
         with compile_limits():
             for start in range(0, n, CHUNK_POINTS):
                 stop = min(start + CHUNK_POINTS, n)
-                _run_chunk(fn, arrays, start, stop, fmt.torch_dtype, dev, value, grads, family)
+                _run_chunk(fn, arrays, start, stop, fmt.torch_dtype, dev, value, grads, names)
     except Unsupported as exc:
         return _unsupported(n, exc.reason)
     except Exception as exc:
@@ -201,6 +174,8 @@ def evaluate(
             return _unsupported(n, f"torch.compile failed: {first_line(exc)}")
         if is_missing_kernel(exc):
             return _unsupported(n, f"missing kernel: {first_line(exc)}")
+        if candidate.target is not None:  # the user's code failing is a result, not a crash
+            return _unsupported(n, f"{candidate.target}: {first_line(exc)}")
         raise
     return Evaluation(value, grads)
 
@@ -214,7 +189,7 @@ def _run_chunk(
     dev: torch.device,
     value: np.ndarray,
     grads: dict[str, np.ndarray],
-    family: Family,
+    names: tuple[str, ...],
 ) -> None:
     def tensor(a: np.ndarray, grad: bool) -> torch.Tensor:
         # float64 -> dtype is exact: the points are already rounded to dtype.
@@ -236,7 +211,7 @@ def _run_chunk(
         gs = torch.autograd.grad(out.sum(), params, allow_unused=True)
     else:
         gs = (None,) * len(params)
-    for name, g in zip(family.gradients, gs, strict=True):
+    for name, g in zip(names, gs, strict=True):
         grads[name][start:stop] = 0.0 if g is None else g.detach().to(torch.float64).cpu().numpy()
 
 
@@ -254,6 +229,12 @@ def _evaluate_peer(
         return _unsupported(n, f"{candidate.id} is a peer outside torch: no torch.compile")
     try:
         out = np.asarray(candidate.fn(*arrays, threshold=threshold), dtype=np.float64)
+        if candidate.target is not None and out.shape != (n,):
+            raise RuntimeError(f"returned shape {out.shape}, expected ({n},)")
     except Unsupported as exc:
         return _unsupported(n, exc.reason)
+    except Exception as exc:
+        if candidate.target is None:
+            raise
+        return _unsupported(n, f"{candidate.target}: {first_line(exc)}")
     return Evaluation(out.reshape(n), {})

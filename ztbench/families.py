@@ -7,7 +7,7 @@ Every other module asks this one what a family is, so the names of columns
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +42,92 @@ class Family:
     def quantities(self) -> tuple[str, ...]:
         """Every reference quantity: full NLL, loss form (no lgamma(k+1)), gradients."""
         return ("nll", "nll_loss", *self.gradients)
+
+    def own_params(self, log_params: Collection[str] = ()) -> tuple[str, ...]:
+        """The parameters in a parameterisation: ``log_<p>`` for each p in ``log_params``
+        (or ``total_count, logits`` for :data:`TORCH_NB`)."""
+        if is_torch_nb(self, log_params):
+            return TORCH_NB_COLUMNS
+        unknown = set(log_params) - set(self.params)
+        if unknown:
+            raise ValueError(
+                f"{self.name}: {', '.join(sorted(unknown))} is not a parameter "
+                f"(parameters: {', '.join(self.params)})"
+            )
+        return tuple(param_column(p, p in log_params) for p in self.params)
+
+    def columns_for(self, log_params: Collection[str] = ()) -> tuple[str, ...]:
+        """Input columns in a parameterisation: ``k``, then ``p`` or ``log_p``."""
+        return ("k", *self.own_params(log_params))
+
+    def gradients_for(self, log_params: Collection[str] = ()) -> tuple[str, ...]:
+        """Gradient names in a parameterisation: ``d_p`` or ``d_log_p``."""
+        return tuple(f"d_{c}" for c in self.own_params(log_params))
+
+    def quantities_for(self, log_params: Collection[str] = ()) -> tuple[str, ...]:
+        """Reference quantities in a parameterisation (gradients w.r.t. its parameters)."""
+        return ("nll", "nll_loss", *self.gradients_for(log_params))
+
+
+# torch.distributions.NegativeBinomial's parameters: total_count = theta and logits =
+# log(mu / theta) (its mean is total_count e^logits = mu). Not a log per parameter: a ztnb
+# candidate declares it as log_params = (TORCH_NB,); the reference is then taken at
+# theta = total_count, mu = total_count exp(logits) exactly, with d/dtotal_count (logits
+# held) = d/dtheta + e^logits d/dmu and d/dlogits = mu d/dmu (reference.formulas).
+TORCH_NB = "torch-nb"
+TORCH_NB_COLUMNS: tuple[str, ...] = ("total_count", "logits")
+
+
+def is_torch_nb(family: Family, log_params: Collection[str]) -> bool:
+    """True for the :data:`TORCH_NB` parameterisation of ztnb."""
+    return family.name == "ztnb" and tuple(log_params) == (TORCH_NB,)
+
+
+def param_column(param: str, log: bool) -> str:
+    """The column of ``param`` in its parameterisation: ``param`` or ``log_<param>``."""
+    return f"log_{param}" if log else param
+
+
+def to_own(
+    family: Family, points: Mapping[str, np.ndarray], log_params: Collection[str] = ()
+) -> dict[str, np.ndarray]:
+    """Natural columns (``k``, ``p``) to a parameterisation's columns (``log_p`` = log p).
+
+    The log is float64's; the caller rounds the result to its dtype, and the reference is
+    then taken at the exact value that rounded input stands for (:func:`to_natural`'s
+    float64 exp is only an approximation of it, for regions and reports).
+    """
+    out = {"k": np.asarray(points["k"], dtype=np.float64)}
+    if is_torch_nb(family, log_params):
+        mu, theta = (np.asarray(points[p], dtype=np.float64) for p in ("mu", "theta"))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return {**out, "total_count": theta, "logits": np.log(mu) - np.log(theta)}
+    for p in family.params:
+        x = np.asarray(points[p], dtype=np.float64)
+        if p in log_params:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x = np.log(x)
+        out[param_column(p, p in log_params)] = x
+    return out
+
+
+def to_natural(
+    family: Family, points: Mapping[str, np.ndarray], log_params: Collection[str] = ()
+) -> dict[str, np.ndarray]:
+    """A parameterisation's columns back to natural ones (float64 exp of each ``log_p``;
+    :data:`TORCH_NB`: mu = total_count exp(logits) in float64)."""
+    out = {"k": np.asarray(points["k"], dtype=np.float64)}
+    if is_torch_nb(family, log_params):
+        tc, logits = (np.asarray(points[c], dtype=np.float64) for c in TORCH_NB_COLUMNS)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return {**out, "mu": tc * np.exp(logits), "theta": tc}
+    for p in family.params:
+        x = np.asarray(points[param_column(p, p in log_params)], dtype=np.float64)
+        if p in log_params:
+            with np.errstate(over="ignore"):
+                x = np.exp(x)
+        out[p] = x
+    return out
 
 
 ZTPOISSON = Family(

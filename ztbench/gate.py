@@ -9,7 +9,7 @@ that differ. :func:`format_report` turns it into fixed-width text.
 File part: :func:`load_baseline` (strict: anything missing, unreadable or malformed is a
 one-line :class:`~ztbench.errors.UserError`) and :func:`save_baseline` (atomic write).
 
-Rules (issue 7). A row is identified by :data:`KEY_COLUMNS`. For a candidate with
+Rules. A row is identified by :data:`KEY_COLUMNS`. For a candidate with
 tolerance (max_ratio r, min_ulp m), a gated metric (:data:`GATED_METRICS`: ``max_ulp``,
 ``p99_ulp``) regresses when ``now > r * base`` **and** ``now - base > m``; it improves
 when ``base > r * now`` and ``base - now > m`` (symmetric, so an improvement is a move the
@@ -50,29 +50,22 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ztbench import jsonfloat
-from ztbench.accuracy import SUMMARY_COLUMNS
 from ztbench.atomic import atomic_write_text
 from ztbench.errors import UserError
 from ztbench.jsonfloat import decode_float, encode
+from ztbench.schema import KEY_COLUMNS, SUMMARY_COLUMNS
+from ztbench.textfmt import format_table, gate_number, ratio
+from ztbench.tolerance import GateTolerance, Tolerance
 
 FORMAT_VERSION = 1
-KEY_COLUMNS: tuple[str, ...] = (
-    "family",
-    "candidate",
-    "dtype",
-    "device",
-    "mode",
-    "quantity",
-    "region",
-)
 INT_FIELDS: tuple[str, ...] = ("n", "failures", "out_of_range", "uncertified")
 FLOAT_FIELDS: tuple[str, ...] = (
     "max_ulp",
@@ -95,74 +88,9 @@ ENV_KEYS: tuple[str, ...] = ("torch", "device_kind")
 # What a baseline records of the environment: the gated keys plus a few informative ones
 # (never timestamps or host names, which would make every re-recording a diff).
 BASELINE_ENV_KEYS: tuple[str, ...] = (*ENV_KEYS, "python", "numpy")
-WORST_COLUMNS: tuple[str, ...] = ("worst_k", "worst_lam", "worst_mu", "worst_theta")
 STATUS_OK = "ok"
 
 Key = tuple[str, ...]
-
-
-# --------------------------------------------------------------------------- tolerance
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How much a gated ulp metric may grow: a regression needs both
-    ``now > max_ratio * base`` and ``now - base > min_ulp``."""
-
-    max_ratio: float = 2.0
-    min_ulp: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.max_ratio) and self.max_ratio >= 1.0):
-            raise ValueError(f"max_ratio must be finite and >= 1, got {self.max_ratio!r}")
-        if not (math.isfinite(self.min_ulp) and self.min_ulp >= 0.0):
-            raise ValueError(f"min_ulp must be finite and >= 0, got {self.min_ulp!r}")
-
-    def regressed(self, base: float, now: float) -> bool:
-        """True when ``now`` is worse than ``base`` beyond the tolerance (NaN-safe)."""
-        if math.isnan(base) or math.isnan(now):
-            # A region measured before and not now is a regression; the reverse is new data.
-            return math.isnan(now) and not math.isnan(base)
-        if math.isinf(base) and math.isinf(now):
-            return False
-        return now > self.max_ratio * base and now - base > self.min_ulp
-
-    def improved(self, base: float, now: float) -> bool:
-        """True when ``now`` is better than ``base`` beyond the tolerance (NaN-safe)."""
-        if math.isnan(base) or math.isnan(now):
-            return False
-        if math.isinf(base) and math.isinf(now):
-            return False
-        return base > self.max_ratio * now and base - now > self.min_ulp
-
-
-@dataclass(frozen=True)
-class GateTolerance:
-    """The suite's tolerance: a default and per-candidate overrides (by candidate id)."""
-
-    default: Tolerance = field(default_factory=Tolerance)
-    per_candidate: Mapping[str, Tolerance] = field(default_factory=dict)
-
-    def for_candidate(self, candidate: str) -> Tolerance:
-        return self.per_candidate.get(candidate, self.default)
-
-
-def tolerance_from_suite(suite: Any) -> GateTolerance:
-    """The :class:`GateTolerance` of a loaded :class:`ztbench.suite.Suite`.
-
-    Reads ``suite.gate.default`` and ``suite.gate.per_candidate`` (candidate id ->
-    tolerance, globs already resolved by the suite loader), each with ``max_ratio`` and
-    ``min_ulp``. A suite without a ``gate`` gets the defaults (2x and 1 ulp).
-    """
-    g = getattr(suite, "gate", None)
-    if g is None:
-        return GateTolerance()
-
-    def conv(t: Any) -> Tolerance:
-        return Tolerance(float(t.max_ratio), float(t.min_ulp))
-
-    per = getattr(g, "per_candidate", None) or {}
-    return GateTolerance(conv(g.default), {str(cid): conv(t) for cid, t in per.items()})
 
 
 # --------------------------------------------------------------------------- baseline
@@ -562,44 +490,6 @@ def _compare_row(
 # --------------------------------------------------------------------------- formatting
 
 
-def _fmt_num(x: float | str) -> str:
-    if isinstance(x, str):
-        return x
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x == int(x) and abs(x) < 1e7:
-        return str(int(x))
-    return f"{x:.4g}"
-
-
-def _fmt_ratio(x: float) -> str:
-    if math.isnan(x):
-        return "-"
-    if math.isinf(x):
-        return "inf"
-    return f"{x:.3g}x"
-
-
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()):
-    """Fixed-width plain-text table (two spaces between columns); returns the lines."""
-    rows = [list(r) for r in rows]
-    right = set(right)
-    widths = [len(h) for h in headers]
-    for r in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(out).rstrip()
-
-    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-
-
 CHANGE_HEADERS = (
     "candidate",
     "dtype",
@@ -627,9 +517,9 @@ def format_changes(changes: Sequence[Change]) -> list[str]:
             ch.key[ix["quantity"]],
             ch.key[ix["region"]],
             ch.metric,
-            _fmt_num(ch.baseline),
-            _fmt_num(ch.now),
-            _fmt_ratio(ch.ratio),
+            gate_number(ch.baseline),
+            gate_number(ch.now),
+            ratio(ch.ratio),
             ch.worst,
         )
         for ch in changes

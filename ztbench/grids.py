@@ -35,6 +35,7 @@ import pandas as pd
 from ztbench.dtypes import round_to
 from ztbench.families import Family, domain_mask, get_family, validate_points
 from ztbench.metrics import step_floats
+from ztbench.rules import pair_curve_theta, product_curve_theta, sum_curve_theta, w_curve_mu
 from ztbench.suite import (
     RATIO_KEYS,
     FamilyPoints,
@@ -134,27 +135,31 @@ def _near(family: Family, spec: NearThresholds, dtypes: Sequence[str]) -> dict[s
                 parts.append(np.concatenate(lam)[:, None])
                 continue
             scales = _decade(t, spec.decade)
-            for mu0 in spec.sum_mu:  # the coded rule: theta + mu = t
+            for mu0 in spec.sum_mu:  # the October 2024 code's rule: theta + mu = t
                 for d in dtypes:
                     mu = float(round_to(np.float64(mu0), d))
-                    th = _neighbours(float(round_to(np.float64(t - mu), d)), d, spec.ulps)
+                    th = _neighbours(float(round_to(np.float64(sum_curve_theta(mu, t)), d)), d,
+                                     spec.ulps)  # fmt: skip
                     parts.append(np.column_stack([np.full_like(th, mu), th]))
                 mu_s = mu0 * scales / t
                 parts.append(np.column_stack([mu_s, scales - mu_s]))
-            for mu0 in spec.product_mu:  # the text rule: (mu - 1)(theta - 1) = t
-                for d in dtypes:
-                    mu = float(round_to(np.float64(mu0), d))
-                    th0 = 1.0 + t / (mu - 1.0) if mu != 1.0 else np.inf
-                    th = _neighbours(float(round_to(np.float64(th0), d)), d, spec.ulps)
-                    parts.append(np.column_stack([np.full_like(th, mu), th]))
-                parts.append(np.column_stack([np.full_like(scales, mu0), 1 + scales / (mu0 - 1)]))
+            for name, curve in (("product_mu", product_curve_theta),  # the text's product
+                                ("pair_mu", pair_curve_theta)):  # the code's product  # fmt: skip
+                for mu0 in getattr(spec, name):
+                    for d in dtypes:
+                        mu = float(round_to(np.float64(mu0), d))
+                        th = _neighbours(float(round_to(np.float64(curve(mu, t)), d)), d,
+                                         spec.ulps)  # fmt: skip
+                        parts.append(np.column_stack([np.full_like(th, mu), th]))
+                    th_s = np.array([curve(mu0, x) for x in scales])
+                    parts.append(np.column_stack([np.full_like(scales, mu0), th_s]))
             for th0 in spec.w_theta:  # the w rule: theta log1p(mu / theta) = t
                 for d in dtypes:
                     th = float(round_to(np.float64(th0), d))
-                    mu_c = th * math.expm1(t / th) if t / th < 700 else np.inf
+                    mu_c = w_curve_mu(th, t)
                     mu = _neighbours(float(round_to(np.float64(mu_c), d)), d, spec.ulps)
                     parts.append(np.column_stack([mu, np.full_like(mu, th)]))
-                mu_s = th0 * np.expm1(scales / th0)
+                mu_s = w_curve_mu(th0, scales)
                 parts.append(np.column_stack([mu_s, np.full_like(mu_s, th0)]))
     params = np.concatenate(parts) if parts else np.empty((0, len(family.params)))
     ks = np.asarray(spec.k, dtype=np.float64)
@@ -210,12 +215,13 @@ def region_variables(df: pd.DataFrame, family: str) -> dict[str, np.ndarray]:
     k = df["k"].to_numpy(dtype=np.float64)
     if fam.name == "ztpoisson":
         lam = df["lam"].to_numpy(dtype=np.float64)
-        return {"k": k, "lam": lam, "w": lam, "lam_over_k": lam / k}
+        return {"k": k, "lam": lam, "mean": lam, "w": lam, "lam_over_k": lam / k}
     mu = df["mu"].to_numpy(dtype=np.float64)
     theta = df["theta"].to_numpy(dtype=np.float64)
     return {
         "k": k,
         "mu": mu,
+        "mean": mu,
         "theta": theta,
         "w": theta * np.log1p(mu / theta),
         "mu_over_k": mu / k,
@@ -223,10 +229,11 @@ def region_variables(df: pd.DataFrame, family: str) -> dict[str, np.ndarray]:
     }
 
 
-def region_mask(df: pd.DataFrame, region: Region) -> np.ndarray:
-    """Boolean mask of the rows of ``df`` (points of ``region.family``) inside ``region``."""
+def region_mask(df: pd.DataFrame, region: Region, family: str | None = None) -> np.ndarray:
+    """Boolean mask of the rows of ``df`` (points of ``family``, default
+    ``region.family``) inside ``region``."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        variables = region_variables(df, region.family)
+        variables = region_variables(df, family or region.family)
     mask = np.ones(len(df), dtype=bool)
     for var, (lo, hi) in region.bounds.items():
         x = variables[var]

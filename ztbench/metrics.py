@@ -143,6 +143,20 @@ def ulp_error(computed: Any, reference: Any, dtype: str) -> np.ndarray:
     return _nan_conventions(c, r, err)
 
 
+def ulp_error_at(computed: Any, reference: Any, scale: Any, dtype: str) -> np.ndarray:
+    """``|computed - reference|`` in ulps of dtype at ``scale`` (not at the reference).
+
+    For a loss-form value (without lgamma(k + 1)) with ``scale`` the full NLL, -log P >= 0:
+    the error in ulps of the full NLL, which has no zero crossing for the ulp to blow up at
+    (the measure for threshold rules). :func:`ulp_error`'s conventions (failures are inf),
+    rescaled by ulp(reference) / ulp(scale).
+    """
+    err = ulp_error(computed, reference, dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = err * (ulp(_f64(reference), dtype) / ulp(_f64(scale), dtype))
+    return np.where(err == 0.0, 0.0, np.where(np.isinf(err), np.inf, scaled))
+
+
 def ordinals(x: Any, dtype: str) -> np.ndarray:
     """Ordinal index (int64) of the floats of T nearest ``x`` (``x`` is rounded to T first).
 

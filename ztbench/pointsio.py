@@ -8,6 +8,7 @@ same float64 bit for bit; files are written atomically.
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,22 @@ import pandas as pd
 
 from ztbench.atomic import atomic_path
 from ztbench.errors import UserError
-from ztbench.families import Family, validate_points
+from ztbench.families import Family, to_natural, validate_points
+
+
+def read_header(path: Path | str) -> list[str]:
+    """The column names of a CSV file's header row, trimmed (UserError if unreadable)."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            return [c.strip() for c in next(csv.reader(fh), [])]
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a readable CSV file (not UTF-8: byte {exc.start})") from None
+    except (OSError, csv.Error) as exc:
+        reason = getattr(exc, "strerror", None) or _first_line(exc)
+        raise UserError(f"{path}: not a readable CSV file ({reason})") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -97,16 +113,22 @@ def read_csv_table(
 
 
 def read_points_csv(
-    path: Path | str, family: Family, reserved: Sequence[str] = ()
+    path: Path | str,
+    family: Family,
+    log_params: tuple[str, ...] = (),
+    reserved: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Read and validate a point table; UserError naming the file, line and problem.
 
-    The family's columns come back as float64; other columns stay as text. ``reserved``:
-    output columns of the caller that an input column must not be named like.
+    The columns are the family's (``k, lam`` / ``k, mu, theta``), or with ``log_params``
+    that parameterisation's (``k, mu, log_theta``: validated as theta = exp(log_theta)).
+    They come back as float64; other columns stay as text. ``reserved``: output columns
+    of the caller that an input column must not be named like.
     """
+    columns = family.columns_for(log_params)
     path = Path(path)
-    df = read_csv_table(path, family.columns, reserved=reserved, what=f"family {family.name}")
-    for col in family.columns:
+    df = read_csv_table(path, columns, reserved=reserved, what=f"family {family.name}")
+    for col in columns:
         text = df[col].str.strip()
         num = pd.to_numeric(text, errors="coerce")
         bad = num.isna() & ~text.str.lower().isin(["nan", "+nan", "-nan"])
@@ -116,7 +138,7 @@ def read_points_csv(
         # numpy's parser rounds decimal strings correctly (pandas' fast path may not)
         df[col] = np.asarray(text.to_numpy(dtype=str), dtype=np.float64)
     try:
-        validate_points(family, df)
+        validate_points(family, to_natural(family, df, log_params) if log_params else df)
     except ValueError as exc:
         raise UserError(f"{path}: {_line_of(str(exc))}") from None
     return df

@@ -25,6 +25,11 @@ Schema (every key below; anything else is an error)::
     kinds = ["torch"]               # optional: keep only these kinds (torch, peer)
     [candidates.modes]              # optional: restrict a mode to some candidates
     compile = ["*/naive", "*/stable"]    #   (modes not listed here: every candidate)
+    [[candidates.external]]         # optional, repeatable: the user's own formulation
+    id = "mylab/ztnb"               #   (schema: ztbench/candidates/external.py); every
+    target = "losses.py:ztnb_nll"   #   declared one is measured, `include` is then optional
+    family = "ztnb"
+    form = "loss"
 
     [thresholds]                    # optional: threshold sweeps, candidate id -> t values
     "ztpoisson/threshold" = [5.0, 10.0, 20.0]          # explicit values, or
@@ -49,7 +54,9 @@ Schema (every key below; anything else is an error)::
     #     log-spaced points in [t / sqrt(10), t * sqrt(10)];
     #   ztnb: for each mu in sum_mu, theta = t - mu (the coded rule theta + mu = t); for
     #     each mu in product_mu, theta = 1 + t / (mu - 1) (the text rule (mu-1)(theta-1) =
-    #     t); for each theta in w_theta, mu with w = theta log1p(mu/theta) = t; each with
+    #     t); for each mu in pair_mu (> 1), theta on the published code's product curve
+    #     (mu - 1 + 1e-8)(theta + 1e-8) = t; for each theta in w_theta, mu with
+    #     w = theta log1p(mu/theta) = t; each with
     #     `ulps` floats either side (of theta, resp. mu) in each dtype, and `decade`
     #     points along the same curves with t scaled over a decade.
     [families.ztpoisson.near_thresholds]
@@ -57,14 +64,23 @@ Schema (every key below; anything else is an error)::
     at = [10.0]                     # default: the published thresholds (10; ztnb: 15)
     ulps = 3                        # default 2
     decade = 9                      # default 9
-    # ztnb only: sum_mu = [...], product_mu = [...], w_theta = [...] (default empty)
+    # ztnb only: sum_mu, product_mu, pair_mu, w_theta = [...] (default empty)
 
     [regions.tiny-mu]               # optional: named regions for per-region summaries
-    family = "ztnb"
+    family = "ztnb"                 # a family, or a list of them (["ztpoisson", "ztnb"])
     mu_max = 1e-6                   # <var>_min / <var>_max, inclusive bounds, >= 1 of them
     description = "..."             # optional
-    # variables: ztpoisson: k, lam, w (= lam), lam_over_k;
-    #            ztnb: k, mu, theta, w (= theta log1p(mu/theta)), mu_over_k, theta_plus_mu
+    # variables: ztpoisson: k, lam, mean (= lam), w (= lam), lam_over_k;
+    #            ztnb: k, mu, mean (= mu), theta, w (= theta log1p(mu/theta)), mu_over_k,
+    #            theta_plus_mu; a region of several families: the variables they share
+
+    [goals]                         # optional: the shipped loss's goals (report, tests)
+    candidates = ["ztpoisson/ztbench", "ztnb/ztbench"]   # required: ids in this suite
+    dtypes = ["float64", "float32"] # required: judged in these dtypes (eager, region all)
+    value_ulp = 4.0                 # required: max ulp error of the value
+    gradient_ulp = 16.0             # required: max ulp error of each gradient
+    speed_vs_naive = 0.8            # required: forward+backward element rate / the naive
+                                    #   candidate's, CPU float32 eager, same throughput run
 
     [gate]                          # optional: tolerances of the regression gate
     max_ratio = 2.0                 # default 2.0 (>= 1)
@@ -90,17 +106,16 @@ from typing import Any
 
 import numpy as np
 
-from ztbench import budget
-from ztbench.dtypes import DTYPE_NAMES
+from ztbench import budget, rules
 from ztbench.errors import UserError
-from ztbench.evaluate import MODES
 from ztbench.families import FAMILIES, get_family
+from ztbench.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
+from ztbench.textfmt import fmt_num
+from ztbench.tolerance import GateTolerance, Tolerance
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
-KINDS: tuple[str, ...] = ("torch", "peer")
 # Published thresholds (as the candidates' published_thresholds): near_thresholds' default.
-PUBLISHED_THRESHOLDS: dict[str, tuple[float, ...]] = {"ztpoisson": (10.0,), "ztnb": (15.0,)}
+PUBLISHED_THRESHOLDS: dict[str, tuple[float, ...]] = rules.PUBLISHED_THRESHOLDS
 # The mean parameter given relative to k in point specs (ratio key -> column).
 RATIO_KEYS: dict[str, dict[str, str]] = {
     "ztpoisson": {"lam_over_k": "lam"},
@@ -108,8 +123,8 @@ RATIO_KEYS: dict[str, dict[str, str]] = {
 }
 # Variables a region may bound (computed by ztbench.grids.region_variables).
 REGION_VARIABLES: dict[str, tuple[str, ...]] = {
-    "ztpoisson": ("k", "lam", "w", "lam_over_k"),
-    "ztnb": ("k", "mu", "theta", "w", "mu_over_k", "theta_plus_mu"),
+    "ztpoisson": ("k", "lam", "mean", "w", "lam_over_k"),
+    "ztnb": ("k", "mu", "mean", "theta", "w", "mu_over_k", "theta_plus_mu"),
 }
 
 
@@ -150,6 +165,7 @@ class NearThresholds:
     decade: int = 9
     sum_mu: tuple[float, ...] = ()
     product_mu: tuple[float, ...] = ()
+    pair_mu: tuple[float, ...] = ()
     w_theta: tuple[float, ...] = ()
 
 
@@ -172,27 +188,28 @@ class Region:
     family: str
     bounds: Mapping[str, tuple[float, float]]
     description: str = ""
+    families: tuple[str, ...] = ()
+
+    def applies_to(self, family: str) -> bool:
+        """True when the region bounds points of ``family``."""
+        return family in (self.families or (self.family,))
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    """Gate tolerance: a summary regresses when it grows to more than ``max_ratio`` times
-    its baseline AND by more than ``min_ulp`` ulp (both must hold; see :mod:`ztbench.gate`)."""
+class Goals:
+    """The shipped loss's goals: judged by the report, held by the tests.
 
-    max_ratio: float = 2.0
-    min_ulp: float = 1.0
+    Accuracy: in each of ``dtypes`` (eager, the whole suite), zero failures, the value's
+    max error <= ``value_ulp`` and each gradient's <= ``gradient_ulp``. Speed:
+    forward+backward element rate >= ``speed_vs_naive`` times the family's naive
+    candidate's, on CPU in float32, eager, in the same throughput run.
+    """
 
-
-@dataclass(frozen=True)
-class Gate:
-    """Gate tolerances: a default and per-candidate overrides (resolved to ids)."""
-
-    default: Tolerance = field(default_factory=Tolerance)
-    per_candidate: Mapping[str, Tolerance] = field(default_factory=dict)
-
-    def tolerance(self, candidate_id: str) -> Tolerance:
-        """The tolerance that applies to ``candidate_id``."""
-        return self.per_candidate.get(candidate_id, self.default)
+    candidates: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    value_ulp: float
+    gradient_ulp: float
+    speed_vs_naive: float
 
 
 @dataclass(frozen=True)
@@ -221,7 +238,23 @@ class Suite:
     families: Mapping[str, FamilyPoints]
     thresholds: Mapping[str, tuple[float, ...]]
     regions: Mapping[str, Region]
-    gate: Gate
+    gate: GateTolerance
+    goals: Goals | None = None
+    external: Mapping[str, Any] = field(default_factory=dict)  # id -> Candidate
+
+    def candidate(self, candidate_id: str) -> Any:
+        """The candidate object of ``candidate_id``: the suite's external one, else the
+        registry's (:func:`ztbench.candidates.get_candidate`)."""
+        if candidate_id in self.external:
+            return self.external[candidate_id]
+        from ztbench.candidates import get_candidate
+
+        return get_candidate(candidate_id)
+
+    def family_of(self, candidate_id: str) -> str:
+        """The family of one of the suite's candidates."""
+        ext = self.external.get(candidate_id)
+        return ext.family if ext is not None else candidate_id.split("/", 1)[0]
 
     def modes_for(self, candidate_id: str) -> tuple[str, ...]:
         """Modes ``candidate_id`` runs in (empty when it is not in the suite)."""
@@ -229,7 +262,7 @@ class Suite:
 
     def candidates_of(self, family: str) -> tuple[str, ...]:
         """The suite's candidate ids of ``family``."""
-        return tuple(c for c in self.candidates if c.split("/", 1)[0] == family)
+        return tuple(c for c in self.candidates if self.family_of(c) == family)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -242,15 +275,6 @@ def _join(prefix: str, key: str | int) -> str:
         return f"{prefix}[{key}]"
     part = key if _BARE_KEY.match(key) else f'"{key}"'
     return f"{prefix}.{part}" if prefix else part
-
-
-def fmt_num(x: float) -> str:
-    """Short number text for messages: 1e9, 1e-30, 15, 0.5."""
-    x = float(x)
-    if math.isfinite(x) and x == int(x) and abs(x) < 1e6:
-        return str(int(x))
-    text = f"{x:g}" if float(f"{x:g}") == x else repr(x)
-    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m[1] == "-" else "") + m[2], text)
 
 
 class _Checker:
@@ -412,6 +436,7 @@ TOP_KEYS = (
     "thresholds",
     "regions",
     "gate",
+    "goals",
 )
 
 
@@ -434,6 +459,8 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
     ck = _Checker(str(path))
     ck.table(raw, "", TOP_KEYS)
     digest = hashlib.sha256(data)
+    base: Suite | None = None
+    own_candidates = "candidates" in raw
 
     if "base" in raw:
         base_path = path.parent / ck.string(raw["base"], "base")
@@ -465,15 +492,21 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
     for f, count in counts.items():
         _check_budget(ck, _join("families", f), count)
     _check_budget(ck, "families", sum(counts.values()))
-    cand = _candidates(ck, raw["candidates"], known, modes)
+    if own_candidates or base is None:
+        external = _external(ck, raw["candidates"], path, dtypes, known)
+    else:  # [candidates] inherited: the base's external candidates, as the base loaded them
+        external = dict(base.external)
+    known = {**known, **{i: _Info(c.kind, c.threshold is not None) for i, c in external.items()}}
+    cand = _candidates(ck, raw["candidates"], known, modes, tuple(external))
     selected, patterns, exclude, kinds, cand_modes = cand
     for cid in selected:
-        fam = cid.split("/", 1)[0]
+        fam = external[cid].family if cid in external else cid.split("/", 1)[0]
         if fam not in families:
             raise ck.fail("candidates", f"{cid} needs points of family {fam} (no [families.{fam}])")
     thresholds = _thresholds(ck, raw.get("thresholds", {}), selected, known)
     regions = _regions(ck, raw.get("regions", {}))
     gate = _gate(ck, raw.get("gate", {}), selected)
+    goals = _goals(ck, raw["goals"], selected) if "goals" in raw else None
     return Suite(
         name=name,
         path=path,
@@ -492,6 +525,8 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
         thresholds=thresholds,
         regions=regions,
         gate=gate,
+        goals=goals,
+        external=external,
     )
 
 
@@ -510,12 +545,20 @@ def _merged_raw(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _candidates(
-    ck: _Checker, value: Any, known: dict[str, _Info], modes: tuple[str, ...]
+    ck: _Checker,
+    value: Any,
+    known: dict[str, _Info],
+    modes: tuple[str, ...],
+    external: tuple[str, ...] = (),
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...], dict]:
-    t = ck.table(value, "candidates", ("include", "exclude", "kinds", "modes"), ("include",))
+    required = () if external else ("include",)
+    t = ck.table(value, "candidates", ("include", "exclude", "kinds", "modes", "external"),
+                 required)  # fmt: skip
     ids = list(known)
     listing = ", ".join(ids)
-    include = ck.strings(t["include"], "candidates.include", what="pattern")
+    include: tuple[str, ...] = ()
+    if "include" in t:
+        include = ck.strings(t["include"], "candidates.include", what="pattern")
     for pat in include:
         if not _matches(pat, ids):
             raise ck.fail(
@@ -538,7 +581,7 @@ def _candidates(
             raise ValueError("a 'kinds' filter needs candidate kinds: pass id -> kind")
 
     def keep(cid: str) -> bool:
-        return (
+        return cid in external or (
             any(fnmatch.fnmatchcase(cid, p) for p in include)
             and not any(fnmatch.fnmatchcase(cid, p) for p in exclude)
             and (known[cid].kind is None or known[cid].kind in kinds)
@@ -570,6 +613,21 @@ def _candidates(
             raise ck.fail("candidates.modes", f"candidate {cid} runs in no mode")
         cand_modes[cid] = ms
     return selected, include, exclude, kinds, cand_modes
+
+
+def _external(
+    ck: _Checker, value: Any, path: Path, dtypes: tuple[str, ...], known: dict[str, _Info]
+) -> dict[str, Any]:
+    """``[[candidates.external]]``: the user's own candidates, loaded and probed (this
+    imports the user's code); see :mod:`ztbench.candidates.external`."""
+    if not isinstance(value, dict) or "external" not in value:
+        return {}
+    from ztbench.candidates.external import TargetError, from_suite
+
+    try:
+        return from_suite(value["external"], path, dtypes, known)
+    except TargetError as exc:
+        raise ck.fail(*exc.args) from None
 
 
 def _thresholds(
@@ -609,7 +667,7 @@ def _thresholds(
     return out
 
 
-def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Gate:
+def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> GateTolerance:
     t = ck.table(value, "gate", ("max_ratio", "min_ulp", "candidates"))
     default = _tolerance(ck, t, "gate", Tolerance())
     per: dict[str, Tolerance] = {}
@@ -625,7 +683,20 @@ def _gate(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Gate:
             st = ck.table(spec, key, ("max_ratio", "min_ulp"))
             for cid in hits:
                 per[cid] = _tolerance(ck, st, key, per.get(cid, default))
-    return Gate(default, per)
+    return GateTolerance(default, per)
+
+
+def _goals(ck: _Checker, value: Any, selected: tuple[str, ...]) -> Goals:
+    fields = ("candidates", "dtypes", "value_ulp", "gradient_ulp", "speed_vs_naive")
+    t = ck.table(value, "goals", fields, required=fields)
+    candidates = ck.strings(t["candidates"], "goals.candidates", selected, "candidate")
+    dtypes = ck.strings(t["dtypes"], "goals.dtypes", DTYPE_NAMES, "dtype")
+    numbers = {}
+    for f in ("value_ulp", "gradient_ulp", "speed_vs_naive"):
+        numbers[f] = ck.number(t[f], f"goals.{f}")
+        if numbers[f] <= 0:
+            raise ck.fail(f"goals.{f}", f"must be > 0, got {fmt_num(numbers[f])}")
+    return Goals(candidates, dtypes, **numbers)
 
 
 def _tolerance(ck: _Checker, t: dict[str, Any], key: str, base: Tolerance) -> Tolerance:
@@ -654,12 +725,18 @@ def _regions(ck: _Checker, value: Any) -> dict[str, Region]:
             raise ck.fail(key, f"must be a table, got {_type(spec)}")
         if "family" not in spec:
             raise ck.fail(_join(key, "family"), "missing required key")
-        fam = ck.string(spec["family"], _join(key, "family"))
-        if fam not in FAMILIES:
-            raise ck.fail(
-                _join(key, "family"), f"unknown family {fam!r} (known: {', '.join(FAMILIES)})"
-            )
-        variables = REGION_VARIABLES[fam]
+        raw = spec["family"]
+        fkey = _join(key, "family")
+        names = ([ck.string(f, fkey) for f in raw] if isinstance(raw, list)
+                 else [ck.string(raw, fkey)])  # fmt: skip
+        if not names:
+            raise ck.fail(fkey, "names no family")
+        for fam in names:
+            if fam not in FAMILIES:
+                raise ck.fail(fkey, f"unknown family {fam!r} (known: {', '.join(FAMILIES)})")
+        # variables every listed family has (e.g. `mean`: lam or mu)
+        variables = tuple(v for v in REGION_VARIABLES[names[0]]
+                          if all(v in REGION_VARIABLES[f] for f in names))  # fmt: skip
         allowed = (
             "family",
             "description",
@@ -682,7 +759,7 @@ def _regions(ck: _Checker, value: Any) -> dict[str, Region]:
         if not bounds:
             raise ck.fail(key, "bounds no variable (set <var>_min or <var>_max)")
         desc = ck.string(spec.get("description", ""), _join(key, "description"))
-        out[name] = Region(name, fam, bounds, desc)
+        out[name] = Region(name, names[0], bounds, desc, tuple(names))
     return out
 
 
@@ -859,7 +936,7 @@ def _edges(ck: _Checker, value: Any, key: str, family: str) -> tuple[tuple[float
 
 
 def _near(ck: _Checker, value: Any, key: str, family: str) -> NearThresholds:
-    extra = ("sum_mu", "product_mu", "w_theta") if family == "ztnb" else ()
+    extra = ("sum_mu", "product_mu", "pair_mu", "w_theta") if family == "ztnb" else ()
     t = ck.table(value, key, ("k", "at", "ulps", "decade", *extra), ("k",))
     ks = ck.numbers(t["k"], _join(key, "k"))
     _check_domain(ck, _join(key, "k"), family, "k", ks)
@@ -883,12 +960,13 @@ def _near(ck: _Checker, value: Any, key: str, family: str) -> NearThresholds:
                 _join(key, "sum_mu"),
                 f"mu = {fmt_num(v)} must be in (0, t) for every t in at (theta = t - mu > 0)",
             )
-    for v in lists.get("product_mu", ()):
-        if v <= 1:
-            raise ck.fail(_join(key, "product_mu"), f"mu = {fmt_num(v)} must be > 1")
+    for name in ("product_mu", "pair_mu"):
+        for v in lists.get(name, ()):
+            if v <= 1:
+                raise ck.fail(_join(key, name), f"mu = {fmt_num(v)} must be > 1")
     for v in lists.get("w_theta", ()):
         if v <= 0:
             raise ck.fail(_join(key, "w_theta"), f"theta = {fmt_num(v)} must be positive")
     if family == "ztnb" and not lists:
-        raise ck.fail(key, "gives no curve (set sum_mu, product_mu or w_theta)")
+        raise ck.fail(key, "gives no curve (set sum_mu, product_mu, pair_mu or w_theta)")
     return NearThresholds(k=ks, at=at, ulps=ulps, decade=decade, **lists)

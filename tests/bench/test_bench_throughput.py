@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 import torch
 
-from ztbench import throughput as T
 from ztbench.candidates import list_candidates
+from ztbench.execution import compile_limits
+from ztbench.schema import MODES, PASSES
+from ztbench.throughput.inputs import copy_elements, make_call, make_copy, timing_inputs
 
 CPU_SIZE = 10**6
 CUDA_SIZE = 10**8
@@ -43,7 +45,7 @@ def _settings() -> Iterator[None]:
     old = torch.get_num_threads()
     threads = int(os.environ.get("ZTBENCH_THREADS", "0")) or old
     torch.set_num_threads(threads)
-    with T.compile_limits():
+    with compile_limits():
         yield
     torch.set_num_threads(old)
     _INPUTS.clear()
@@ -53,7 +55,7 @@ def _inputs(family: str, device: str, size: int) -> list[torch.Tensor]:
     key = (family, device, size)
     if key not in _INPUTS:
         _INPUTS.clear()  # one input set alive at a time (10^8 elements on CUDA)
-        _INPUTS[key] = T.timing_inputs(family, DTYPE, device, size, seed=0)
+        _INPUTS[key] = timing_inputs(family, DTYPE, device, size, seed=0)
     return _INPUTS[key]
 
 
@@ -77,45 +79,45 @@ def _candidate_case(benchmark: Any, cid: str, device: str, mode: str, pass_: str
     from ztbench.candidates import get_candidate
 
     c = get_candidate(cid)
-    call = T.make_call(c, mode, pass_, _inputs(c.family, device, size))
+    call = make_call(c, mode, pass_, _inputs(c.family, device, size))
     _bench(benchmark, call, device, family=c.family, candidate=cid, mode=mode, size=size,
            **{"pass": pass_})  # fmt: skip
 
 
-@pytest.mark.parametrize("pass_", T.PASSES)
+@pytest.mark.parametrize("pass_", PASSES)
 @pytest.mark.parametrize("cid", TORCH_IDS)
 def test_cpu_eager(benchmark: Any, cid: str, pass_: str) -> None:
     _candidate_case(benchmark, cid, "cpu", "eager", pass_, CPU_SIZE)
 
 
-@pytest.mark.parametrize("pass_", T.PASSES)
+@pytest.mark.parametrize("pass_", PASSES)
 @pytest.mark.parametrize("cid", COMPILE_IDS)
 def test_cpu_compile(benchmark: Any, cid: str, pass_: str) -> None:
     _candidate_case(benchmark, cid, "cpu", "compile", pass_, CPU_SIZE)
 
 
 def _copy_case(benchmark: Any, family: str, device: str, pass_: str, size: int) -> None:
-    call = T.make_copy(T.copy_elements(family, pass_, size), DTYPE, device)
+    call = make_copy(copy_elements(family, pass_, size), DTYPE, device)
     _bench(benchmark, call, device, family=family, candidate=f"{family}/copy", mode="eager",
            size=size, **{"pass": pass_})  # fmt: skip
 
 
-@pytest.mark.parametrize("pass_", T.PASSES)
+@pytest.mark.parametrize("pass_", PASSES)
 @pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
 def test_cpu_copy(benchmark: Any, family: str, pass_: str) -> None:
     _copy_case(benchmark, family, "cpu", pass_, CPU_SIZE)
 
 
 @CUDA
-@pytest.mark.parametrize("pass_", T.PASSES)
-@pytest.mark.parametrize("mode", T.MODES)
+@pytest.mark.parametrize("pass_", PASSES)
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("cid", COMPILE_IDS)
 def test_cuda(benchmark: Any, cid: str, mode: str, pass_: str) -> None:
     _candidate_case(benchmark, cid, "cuda", mode, pass_, CUDA_SIZE)
 
 
 @CUDA
-@pytest.mark.parametrize("pass_", T.PASSES)
+@pytest.mark.parametrize("pass_", PASSES)
 @pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
 def test_cuda_copy(benchmark: Any, family: str, pass_: str) -> None:
     _copy_case(benchmark, family, "cuda", pass_, CUDA_SIZE)

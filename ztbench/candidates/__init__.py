@@ -2,8 +2,9 @@
 
 ``from ztbench.candidates import get_candidate, list_candidates, select_candidates``.
 Torch candidates live in :mod:`.ztpoisson` and :mod:`.ztnb`, peers from other libraries
-in :mod:`.peers`, the stable primitives in :mod:`ztbench.loss.primitives`; the metadata type,
-registry and :class:`Unsupported` result in :mod:`.base`.
+in :mod:`.peers`, the published package in :mod:`.bento`, the stable primitives in
+:mod:`ztbench.loss.primitives`; the metadata type, registry and :class:`Unsupported`
+result in :mod:`.base`.
 """
 
 from __future__ import annotations
@@ -19,5 +20,6 @@ from ztbench.candidates.base import (
 
 __all__ = ["Candidate", "Unsupported", "get_candidate", "list_candidates", "select_candidates"]
 
-# Registered last: the registry's order is the report's order.
-from ztbench.candidates import ztbench_nll  # noqa: F401
+# Registered last: the registry's order is the report's order (the published package after
+# its transcriptions, the shipped loss last).
+from ztbench.candidates import bento, ztbench_nll  # noqa: F401

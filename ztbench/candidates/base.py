@@ -9,6 +9,24 @@ float64 in, float64 out, no autograd.
 ``form`` says which quantity a candidate computes: ``"full"`` (the negative log
 probability, with lgamma(k + 1)) or ``"loss"`` (the training loss, without it); the
 accuracy runner compares each candidate with the reference of its form.
+
+Parameterisation: ``log_params`` names the parameters a candidate takes as logarithms
+(natural otherwise). A candidate with ``log_params=("theta",)`` is called
+``fn(k, mu, log_theta)``; its input columns are ``k, mu, log_theta`` and its gradients
+``d_mu, d_log_theta`` (:attr:`Candidate.columns`, :attr:`Candidate.gradients`). The
+accuracy runner rounds the candidate's own inputs to the dtype (log_theta =
+round_T(log theta)), takes the reference at the exact value they stand for (theta =
+exp(log_theta), evaluated inside the reference engine) and compares the gradients with
+the certified d/dlog_theta = theta d/dtheta, so that no candidate is charged for
+rounding an input it never sees. A minimal candidate of one's own::
+
+    from ztbench.candidates.base import register_torch
+
+    def my_nll(k, mu, log_theta, threshold=None):   # tensors of one dtype and device
+        ...                                          # the elementwise NLL, that dtype
+
+    register_torch("ztnb", "mine", my_nll, "loss", "what it computes",
+                   "where it comes from", log_params=("theta",))
 """
 
 from __future__ import annotations
@@ -20,7 +38,8 @@ from typing import Any, Literal
 
 import torch
 
-from ztbench.dtypes import DTYPE_NAMES
+from ztbench.families import get_family
+from ztbench.schema import DTYPE_NAMES
 
 DTYPES_ALL: tuple[str, ...] = DTYPE_NAMES
 DTYPES_PEER: tuple[str, ...] = ("float64",)
@@ -54,7 +73,14 @@ class Candidate:
         dtypes: dtype names it accepts.
         threshold: default threshold of a threshold-family candidate, None otherwise.
         published_thresholds: thresholds used by published code or text (may be empty).
-        fn: the callable, ``fn(k, *params, threshold=None)``.
+        fn: the callable, ``fn(k, *params, threshold=None)``, the parameters in the
+            family's order, each natural or its log (``log_params``).
+        log_params: the parameters taken as logarithms (e.g. ``("theta",)``); () = natural.
+        threshold_variable: what a threshold family switches on (a key of
+            :data:`ztbench.rules.SWEEP_VARIABLES`), None otherwise.
+        target: for a user's own candidate declared in a suite
+            (:mod:`ztbench.candidates.external`), the ``module:function`` or
+            ``file.py:function`` it calls; None for the built-in ones.
     """
 
     id: str
@@ -67,6 +93,25 @@ class Candidate:
     fn: Callable[..., Any] = field(repr=False, compare=False)
     threshold: float | None = None
     published_thresholds: tuple[float, ...] = ()
+    log_params: tuple[str, ...] = ()
+    threshold_variable: str | None = None
+    target: str | None = None
+
+    @property
+    def parameterisation(self) -> dict[str, str]:
+        """``{param: "natural" | "log"}`` in the family's order."""
+        return {p: ("log" if p in self.log_params else "natural")
+                for p in get_family(self.family).params}  # fmt: skip
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The candidate's own input columns: ``k`` then ``p`` or ``log_p`` per parameter."""
+        return get_family(self.family).columns_for(self.log_params)
+
+    @property
+    def gradients(self) -> tuple[str, ...]:
+        """The gradients it is measured on: ``d_p`` or ``d_log_p`` per parameter."""
+        return get_family(self.family).gradients_for(self.log_params)
 
     @property
     def name(self) -> str:
@@ -94,6 +139,10 @@ def register(candidate: Candidate) -> Candidate:
         raise ValueError(f"{candidate.id}: form must be 'full' or 'loss'")
     if candidate.kind not in ("torch", "peer"):
         raise ValueError(f"{candidate.id}: kind must be 'torch' or 'peer'")
+    try:
+        get_family(candidate.family).own_params(candidate.log_params)
+    except ValueError as exc:
+        raise ValueError(f"{candidate.id}: log_params: {exc}") from None
     if candidate.id in _REGISTRY:
         raise ValueError(f"candidate {candidate.id!r} registered twice")
     _REGISTRY[candidate.id] = candidate

@@ -1,11 +1,11 @@
 """Zero-truncated negative binomial candidates (torch): the NLL in (k, mu, theta).
 
-Forms: the candidates written from the issue's formulas (naive, the published rules, the
+Forms: the candidates written from the textbook formulas (naive, the published rules, the
 softplus forms, the threshold families) compute the **loss** form, without lgamma(k + 1),
 as the original training code does; ``ztnb/torch-distributions`` and ``ztnb/scvi-style``
 compute the **full** form because the log-pmfs they start from include -lgamma(k + 1).
 
-Exact loss (NUMERICS.md), with l = log(mu) - log(theta) and w = theta softplus(l) =
+Exact loss, with l = log(mu) - log(theta) and w = theta softplus(l) =
 theta log1p(mu/theta) = -log P(X = 0)::
 
     lgamma(theta) - lgamma(k + theta) - theta log(theta) + log((theta + mu)^theta - theta^theta)
@@ -18,12 +18,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ztbench import loss as api
+from ztbench import rules as R
 from ztbench.candidates.base import Candidate, in_float64, register_torch
+from ztbench.candidates.rule_sweep import with_rule
 from ztbench.loss import primitives as P
 
 FAMILY = "ztnb"
-PUBLISHED_THRESHOLD = 15.0
-PUBLISHED_THETA_CLAMP = 14.0
+PUBLISHED_THRESHOLD = R.ZTNB_THRESHOLD
 SCVI_EPS = 1e-8
 
 
@@ -49,8 +51,47 @@ def naive(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) 
     )
 
 
-def published_code(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
-    """The original code's rule, reproduced faithfully (loss form).
+def published_code(
+    k: Tensor, mu: Tensor, log_theta: Tensor, threshold: float | None = None
+) -> Tensor:
+    """bento-sc 0.0.8's ``NegativeBinomialNLL.loss`` transcribed (loss form; takes mu and
+    log theta, as the package does), in its operation order so that it matches bit for bit.
+
+    With tiny = the smallest normal of the input dtype, log_theta' = log_theta + tiny,
+    theta = exp(log_theta'), mu' = mu + tiny, G(z) = lgamma of z cast to float32::
+
+        base = [G(theta) - G(k + theta) + k log(theta + mu') - theta log_theta'
+                - k log(mu')] cast to the input dtype
+        T    = theta log(theta + mu')      where (mu' - 1 + 1e-8)(theta + 1e-8) > 15
+                                              or mu' + theta > 15
+        T    = log(min(theta + mu', 15)^min(theta, 15) - min(theta, 15)^min(theta, 15)
+                   + 1e-8)                 otherwise
+        loss = base + T
+
+    The rule and its constants are :func:`ztbench.rules.ztnb_code_approximates`. The
+    approximation drops log(1 - e^-w), which is large when mu is small whatever theta is.
+    """
+    log_theta = log_theta + torch.finfo(mu.dtype).tiny
+    theta = log_theta.exp()
+    mu = mu + torch.finfo(mu.dtype).tiny
+    base = (
+        torch.lgamma(theta.float())
+        - torch.lgamma((k + theta).float())
+        + k * (theta + mu).log()
+        - theta * log_theta
+        - k * mu.log()
+    ).to(mu.dtype)
+    th_c = torch.clamp(theta, max=R.ZTNB_CLAMP)
+    exact = (torch.clamp(theta + mu, max=R.ZTNB_CLAMP) ** th_c - th_c**th_c + R.EPS).log()
+    return base + torch.where(
+        R.ztnb_code_approximates(mu, theta), theta * (theta + mu).log(), exact
+    )
+
+
+def published_code_2024_10(
+    k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None
+) -> Tensor:
+    """The October 2024 code's rule (loss form), kept for history.
 
     With tiny = the smallest normal number of the input dtype, mu' = mu + tiny,
     s = theta + mu', log_theta = log(theta + tiny) (our reading of "tiny added to log
@@ -62,8 +103,7 @@ def published_code(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None
         T = log(min(s, 15)^min(theta, 14) - min(theta, 14)^min(theta, 14))   otherwise
 
     The clamps are applied on both sides (the code clamps inside the pow); s = 15 exactly
-    takes the pow form. The approximation drops log(1 - e^-w), which is large when mu is
-    small whatever theta is.
+    takes the pow form.
     """
     dt = mu.dtype
     tiny = torch.finfo(dt).tiny
@@ -74,10 +114,10 @@ def published_code(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None
     def g(z: Tensor) -> Tensor:
         return torch.lgamma(z.to(torch.float32)).to(dt)
 
-    th_c = torch.clamp(theta, max=PUBLISHED_THETA_CLAMP)
-    s_c = torch.clamp(s, max=PUBLISHED_THRESHOLD)
+    th_c = torch.clamp(theta, max=R.ZTNB_THETA_CLAMP_2024_10)
+    s_c = torch.clamp(s, max=R.ZTNB_CLAMP)
     exact = torch.log(torch.pow(s_c, th_c) - torch.pow(th_c, th_c))
-    trunc = torch.where(s > PUBLISHED_THRESHOLD, theta * torch.log(s), exact)
+    trunc = torch.where(R.ztnb_code_2024_10_approximates(mu_t, theta), theta * torch.log(s), exact)
     return (
         g(theta) - g(k + theta) - theta * log_theta + trunc - k * torch.log(mu_t) + k * torch.log(s)
     )
@@ -93,7 +133,7 @@ def published_text(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None
     terms as in ``ztnb/naive``.
     """
     s = theta + mu
-    approx = (s > PUBLISHED_THRESHOLD) | ((mu - 1.0) * (theta - 1.0) > PUBLISHED_THRESHOLD)
+    approx = R.ztnb_text_approximates(mu, theta)
     one = torch.ones_like(theta)
     th_e = torch.where(approx, one, theta)
     s_e = torch.where(approx, one + one, s)
@@ -136,7 +176,7 @@ def stable(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None)
     :func:`~ztbench.loss.primitives.lgamma_difference` (Stirling difference for
     theta >= 10, accurate up to theta = 1e10). Every branch is fed safe inputs, so value
     and gradients are finite for all k >= 1, mu > 0, theta > 0 representable; k = 0
-    gives +inf. Known limits (a later issue): at k = 1 and small mu the terms cancel to a
+    gives +inf. Known limits: at k = 1 and small mu the terms cancel to a
     tiny NLL (relative accuracy lost; d_mu's -k/mu and 1/w terms cancel likewise), and for
     large k and theta, -lgamma_difference ~ -k log(theta) cancels against
     k softplus(-l) ~ k log(theta/mu) (absolute error a few ulp of k log(theta)).
@@ -146,32 +186,43 @@ def stable(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None)
     return _inf_where_k0(k, value)
 
 
-def _threshold(k: Tensor, mu: Tensor, theta: Tensor, approx: Tensor, w: Tensor, sp_neg: Tensor):
-    trunc = torch.where(approx, w, P.log_expm1(w))
-    value = -P.lgamma_difference(k, theta) + k * sp_neg + trunc
-    return _inf_where_k0(k, value)
+def _threshold(k: Tensor, mu: Tensor, theta: Tensor, variable: str, t: float) -> Tensor:
+    """``ztnb/ztbench``'s full NLL with log(expm1(w)) -> w where the rule on ``variable``
+    approximates at t (:func:`ztbench.rules.approximates`, on the float64 values)."""
+    k64, m64, th64 = k.double(), mu.double(), theta.double()
+    nll = api.zt_negbin_nll(k64, m64, th64, reduction="none", full=True, validate=False)
+    w = P.nb_log_p0(m64, th64)
+    approx = R.approximates(variable, t, mu=m64, theta=th64, w=w)
+    return with_rule(nll, w, approx).to(mu.dtype)
 
 
 def threshold_sum(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
-    """``ztnb/stable`` with log(expm1(w)) replaced by w where theta + mu > t (default 15).
+    """``ztnb/ztbench`` (full NLL) with log(expm1(w)) replaced by w where theta + mu > t
+    (default 15: the October 2024 code's rule).
 
-    Switches on the published variable theta + mu; the error of the approximation is
-    -log(1 - e^-w), which is not small where mu is small, so no t makes it safe.
+    Switches on theta + mu; the error of the approximation is -log(1 - e^-w), which is not
+    small where mu is small, so no t makes it safe.
     """
     t = PUBLISHED_THRESHOLD if threshold is None else float(threshold)
-    sp_neg, w = _softplus_parts(mu, theta)
-    return _threshold(k, mu, theta, (theta + mu) > t, w, sp_neg)
+    return _threshold(k, mu, theta, "theta_plus_mu", t)
+
+
+def threshold_pair(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
+    """``ztnb/ztbench`` (full NLL) with log(expm1(w)) replaced by w where
+    (mu - 1 + 1e-8)(theta + 1e-8) > t or mu + theta > t (default 15: the code as
+    published, both of its conditions scaled together)."""
+    t = PUBLISHED_THRESHOLD if threshold is None else float(threshold)
+    return _threshold(k, mu, theta, "code_pair", t)
 
 
 def threshold_w(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:
-    """``ztnb/stable`` with log(expm1(w)) replaced by w where w > t (default 15).
+    """``ztnb/ztbench`` (full NLL) with log(expm1(w)) replaced by w where w > t (default 15).
 
     w = theta log1p(mu/theta) = -log P(0): the error of the approximation is
     -log(1 - e^-w) ~ e^-w < e^-t, bounded for every mu and theta.
     """
     t = PUBLISHED_THRESHOLD if threshold is None else float(threshold)
-    sp_neg, w = _softplus_parts(mu, theta)
-    return _threshold(k, mu, theta, w > t, w, sp_neg)
+    return _threshold(k, mu, theta, "w", t)
 
 
 def torch_distributions(
@@ -220,7 +271,7 @@ _torch(
     naive,
     "loss",
     "Pow form log((theta+mu)^theta - theta^theta) with plain lgamma terms.",
-    "textbook ZTNB likelihood (NUMERICS.md)",
+    "textbook ZTNB likelihood",
 )
 _torch(
     "naive-float64",
@@ -233,9 +284,19 @@ _torch(
     "published-code",
     published_code,
     "loss",
+    "Takes mu and log theta; theta log(theta+mu) when (mu-1+1e-8)(theta+1e-8) > 15 or "
+    "mu+theta > 15, else log(min(theta+mu,15)^min(theta,15) - min(theta,15)^min(theta,15) "
+    "+ 1e-8); lgamma in float32; tiny added to mu and log theta.",
+    "the code as published with the write-up (bento-sc 0.0.8 loss.py), transcribed",
+    log_params=("theta",),
+)
+_torch(
+    "published-code-2024-10",
+    published_code_2024_10,
+    "loss",
     "theta log(theta+mu) when theta+mu > 15, else the pow form with theta <= 14, "
     "theta+mu <= 15 clamps; lgamma in float32; tiny added to mu and inside log theta.",
-    "the original (published) training code's rule, reproduced faithfully",
+    "the October 2024 version of the published training code's rule",
 )
 _torch(
     "published-text",
@@ -263,20 +324,34 @@ _torch(
 _torch(
     "threshold-sum",
     threshold_sum,
-    "loss",
-    "The stable form with log(expm1(w)) replaced by w where theta + mu > t (t swept; default 15).",
-    "threshold family generalising the published theta + mu > 15 rule",
+    "full",
+    "ztnb/ztbench's full NLL with log(expm1(w)) replaced by w where theta + mu > t "
+    "(t swept; default 15): the rule's error alone.",
+    "threshold family generalising the October 2024 code's theta + mu > 15 rule",
     threshold=PUBLISHED_THRESHOLD,
     published_thresholds=(PUBLISHED_THRESHOLD,),
+    threshold_variable="theta_plus_mu",
+)
+_torch(
+    "threshold-pair",
+    threshold_pair,
+    "full",
+    "ztnb/ztbench's full NLL with log(expm1(w)) replaced by w where "
+    "(mu-1+1e-8)(theta+1e-8) > t or mu+theta > t (t swept; default 15): the rule's error alone.",
+    "threshold family generalising the published code's pair of conditions (bento-sc 0.0.8)",
+    threshold=PUBLISHED_THRESHOLD,
+    published_thresholds=(PUBLISHED_THRESHOLD,),
+    threshold_variable="code_pair",
 )
 _torch(
     "threshold-w",
     threshold_w,
-    "loss",
-    "The stable form with log(expm1(w)) replaced by w where w = theta log1p(mu/theta) > t "
-    "(t swept; default 15).",
-    "ztbench: switch on -log P(0), the variable that bounds the error (NUMERICS.md)",
+    "full",
+    "ztnb/ztbench's full NLL with log(expm1(w)) replaced by w where w = theta log1p(mu/theta) "
+    "> t (t swept; default 15).",
+    "ztbench: switch on -log P(0), the variable that bounds the error",
     threshold=PUBLISHED_THRESHOLD,
+    threshold_variable="w",
 )
 _torch(
     "torch-distributions",

@@ -74,7 +74,7 @@ def record(
             previous,
             run.summary,
             run.env,
-            gate.tolerance_from_suite(suite),
+            suite.gate,
             suite_sha256=suite.sha256,
         )
         say(_moved_line(result))

@@ -11,8 +11,6 @@ import pandas as pd
 from ztbench import budget
 from ztbench.errors import UserError, nonnegative_int, positive_int
 from ztbench.families import Family, get_family
-from ztbench.grids import build_family_points
-from ztbench.reference import ENGINES, compute_references
 from ztbench.suite import FamilyPoints, RandomSpec, Range
 
 HELP = "benchmark: certified reference points per second of each engine on the ztnb domain"
@@ -36,12 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _sample(family: Family, n: int, seed: int) -> pd.DataFrame:
     """``n`` log-uniform points over the whole domain (the suites' random sampler)."""
     columns = {c: Range(*family.domain[c]) for c in family.columns}
+    from ztbench.grids import build_family_points
+
     spec = FamilyPoints(family.name, randoms=(RandomSpec(n, columns),))
     # the sampler sorts its points: shuffle (seeded) so that mpmath's subset is a fair sample
     return build_family_points(spec, seed).sample(frac=1.0, random_state=seed)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ztbench.reference import ENGINES, compute_references
+
     family = get_family(args.family)
     problem = budget.excess(args.points)
     if problem is not None:

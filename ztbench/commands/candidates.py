@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
+from typing import Any
 
-from ztbench.candidates import list_candidates
 from ztbench.errors import UserError
 from ztbench.families import FAMILIES
+from ztbench.suite import load_suite
+from ztbench.textfmt import format_table
 
-HELP = "list the candidate formulations: id, family, form, dtypes, description, provenance"
+HELP = ("list the candidate formulations (built-in, and a suite's external ones): id, family, "
+        "form, dtypes, description, provenance")
 
-COLUMNS = ("id", "family", "form", "dtypes", "description", "provenance")
+COLUMNS = ("id", "family", "form", "inputs", "dtypes", "description", "provenance")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("suite", metavar="SUITE.toml", nargs="?", default=None,
+                   help="also list the suite's own [[candidates.external]] (loads and "
+                   "probes them: this imports their code)")  # fmt: skip
     p.add_argument("--family", default=None, help=f"only this family ({', '.join(FAMILIES)})")
 
 
-def rows(family: str | None = None) -> list[dict[str, str]]:
-    """One dict per candidate with the table's columns as text."""
+def rows(family: str | None = None, external: Iterable[Any] = ()) -> list[dict[str, str]]:
+    """One dict per candidate (the built-in ones, then ``external``) with the table's
+    columns as text."""
+    from ztbench.candidates import list_candidates
+
     out = []
-    for c in list_candidates(family):
+    extra = [c for c in external if family is None or c.family == family]
+    for c in [*list_candidates(family), *extra]:
         dtypes = ",".join(c.dtypes)
         if c.kind == "peer":
             dtypes += " (cpu, no grad)"
@@ -32,6 +43,7 @@ def rows(family: str | None = None) -> list[dict[str, str]]:
                 "id": c.id,
                 "family": c.family,
                 "form": c.form,
+                "inputs": ",".join(c.columns),
                 "dtypes": dtypes,
                 "description": desc,
                 "provenance": c.provenance,
@@ -40,18 +52,10 @@ def rows(family: str | None = None) -> list[dict[str, str]]:
     return out
 
 
-def format_table(table: list[dict[str, str]]) -> str:
-    """Plain-text table, columns padded to their widest cell (the last one unpadded)."""
-    widths = {c: max([len(c), *(len(r[c]) for r in table)]) for c in COLUMNS}
-    lines = []
-    for r in [dict(zip(COLUMNS, COLUMNS, strict=True)), *table]:
-        cells = [r[c].ljust(widths[c]) for c in COLUMNS[:-1]] + [r[COLUMNS[-1]]]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.family is not None and args.family not in FAMILIES:
         raise UserError(f"unknown family {args.family!r} (known: {', '.join(FAMILIES)})")
-    print(format_table(rows(args.family)))
+    external = load_suite(args.suite).external.values() if args.suite else ()
+    table = rows(args.family, external)
+    print("\n".join(format_table(COLUMNS, ([r[c] for c in COLUMNS] for r in table))))
     return 0

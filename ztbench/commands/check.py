@@ -137,7 +137,7 @@ def check(
         baseline,
         run.summary,
         run.env,
-        gate.tolerance_from_suite(suite),
+        suite.gate,
         suite_sha256=getattr(suite, "sha256", None),
     )
     hint = (

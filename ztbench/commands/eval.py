@@ -1,10 +1,19 @@
 """``ztbench eval``: evaluate one candidate at the points of a CSV file.
 
-The inputs are rounded to ``--dtype`` first; OUTPUT holds the rounded inputs (float64
-repr), the other input columns unchanged, ``value`` and the gradients ``d_<param>``
-(empty cells where the candidate has no gradient, i.e. peers; ``nan`` where autograd gave
-NaN). Written atomically; nothing is written when the input is bad or the candidate is
-unsupported for the requested dtype/device/mode.
+CANDIDATE is a candidate id, or the user's own function as ``module:function`` or
+``path/to/file.py:function`` with ``--family`` (and ``--form``, ``--sign``, ``--kind``,
+``--parameters`` as in a suite's ``[[candidates.external]]``; see
+:mod:`ztbench.candidates.external`). Importing it runs the user's code.
+
+INPUT gives the candidate's own columns (``k,mu,log_theta`` for a candidate taking log
+theta; ``ztbench candidates`` lists them) or the family's natural ones (``k,mu,theta``),
+which are converted (log_theta = log theta in float64). The inputs are rounded to
+``--dtype`` first; OUTPUT holds the candidate's rounded inputs (float64 repr), the other
+input columns unchanged, ``value`` and the gradients with respect to its own parameters,
+``d_<param>`` or ``d_log_<param>`` (empty cells where the candidate has no gradient,
+i.e. peers; ``nan`` where autograd gave NaN). Written atomically; nothing is written
+when the input is bad or the candidate is unsupported for the requested
+dtype/device/mode.
 """
 
 from __future__ import annotations
@@ -15,12 +24,11 @@ import sys
 import numpy as np
 
 from ztbench.atomic import check_output_file
-from ztbench.candidates import get_candidate
-from ztbench.dtypes import DTYPE_NAMES, round_to
+from ztbench.commands._target import add_target_arguments
 from ztbench.errors import UserError
-from ztbench.evaluate import MODES, check_device, evaluate
-from ztbench.families import Family, domain_mask, get_family
-from ztbench.pointsio import read_points_csv, write_csv
+from ztbench.families import Family, domain_mask, get_family, to_natural
+from ztbench.pointsio import read_header, read_points_csv, write_csv
+from ztbench.schema import DTYPE_NAMES, MODES
 
 HELP = "evaluate one candidate (value and autograd gradients) at the points of a CSV file"
 
@@ -28,11 +36,17 @@ EXIT_UNSUPPORTED = 1
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("candidate", metavar="CANDIDATE", help="candidate id, e.g. ztnb/stable")
+    p.add_argument(
+        "candidate",
+        metavar="CANDIDATE",
+        help="candidate id, e.g. ztnb/stable, or your own module:function or "
+        "path/to/file.py:function (with --family)",
+    )
     p.add_argument(
         "input",
         metavar="INPUT.csv",
-        help="header row with k,lam (ztpoisson) or k,mu,theta (ztnb); other columns kept",
+        help="header row with k,lam (ztpoisson) or k,mu,theta (ztnb), or the candidate's "
+        "own columns (e.g. k,mu,log_theta); other columns kept",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT.csv")
     p.add_argument("--dtype", default="float64", help=f"one of: {', '.join(DTYPE_NAMES)}")
@@ -45,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="T",
         help="threshold of a threshold-family candidate (default: its own)",
     )
+    add_target_arguments(p)
 
 
 def _warn_outside_domain(family: Family, points: dict[str, np.ndarray], dtype: str) -> None:
@@ -61,12 +76,21 @@ def _warn_outside_domain(family: Family, points: dict[str, np.ndarray], dtype: s
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cand = get_candidate(args.candidate)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    from ztbench.candidates import get_candidate
+    from ztbench.candidates.external import from_cli
+    from ztbench.evaluate import candidate_inputs, check_device, evaluate
+
     if args.dtype not in DTYPE_NAMES:
         raise UserError(f"unknown dtype {args.dtype!r} (known: {', '.join(DTYPE_NAMES)})")
+    if ":" in args.candidate:  # the user's own function
+        if args.family is None:
+            raise UserError(f"{args.candidate}: give its family with --family")
+        cand = from_cli(args.candidate, args.family, args, (args.dtype,))
+    else:
+        try:
+            cand = get_candidate(args.candidate)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     if args.mode not in MODES:
         raise UserError(f"unknown mode {args.mode!r} (known: {', '.join(MODES)})")
     if args.threshold is not None:
@@ -78,20 +102,28 @@ def run(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     family = get_family(cand.family)
     check_output_file(args.output, [args.input])
-    df = read_points_csv(args.input, family, reserved=("value", *family.gradients))
-    for col in family.columns:
-        df[col] = round_to(np.array(df[col], dtype=np.float64), args.dtype)
-    points = {c: df[c].to_numpy() for c in family.columns}
-    _warn_outside_domain(family, points, args.dtype)
+    header = read_header(args.input)
+    own = all(c in header for c in cand.columns)
+    df = read_points_csv(args.input, family, cand.log_params if own else (),
+                         reserved=("value", *cand.gradients))  # fmt: skip
+    points = candidate_inputs(cand, {c: df[c].to_numpy() for c in df.columns if c in
+                                     (*family.columns, *cand.columns)}, args.dtype)  # fmt: skip
+    if not own:  # natural columns converted: the candidate's own columns replace them
+        df = df.drop(columns=[c for c in family.columns if c not in cand.columns])
+        df = df.assign(**{c: 0.0 for c in cand.columns if c not in df.columns})
+        df = df[[*cand.columns, *(c for c in df.columns if c not in cand.columns)]]
+    for col in cand.columns:
+        df[col] = points[col]
+    _warn_outside_domain(family, to_natural(family, points, cand.log_params), args.dtype)
 
     result = evaluate(cand, points, args.dtype, device, args.mode, args.threshold)
     if not result.ok:
         print(f"ztbench eval: {cand.id} unsupported: {result.reason}", file=sys.stderr)
         return EXIT_UNSUPPORTED
 
-    out = df
+    out = df  # an input column named like an output column was refused above
     out["value"] = result.value
-    for g in family.gradients:
+    for g in cand.gradients:
         out[g] = result.grads[g] if g in result.grads else ""
     write_csv(out, args.output)
     return 0

@@ -8,7 +8,7 @@ from ztbench.atomic import check_output_file
 from ztbench.errors import UserError
 from ztbench.families import FAMILIES, get_family
 from ztbench.pointsio import read_points_csv, write_csv
-from ztbench.reference import ENGINES, compute_references
+from ztbench.schema import ENGINE_NAMES
 
 HELP = "certified reference NLL values and gradients for the points of a CSV file"
 
@@ -21,7 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT.csv")
     p.add_argument("--family", required=True, help=f"one of: {', '.join(FAMILIES)}")
-    p.add_argument("--engine", default="arb", help=f"one of: {', '.join(ENGINES)} (default arb)")
+    p.add_argument(
+        "--engine", default="arb", help=f"one of: {', '.join(ENGINE_NAMES)} (default arb)"
+    )
     p.add_argument(
         "--cache-dir",
         default=None,
@@ -32,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ztbench.reference import ENGINES, compute_references
+
     try:
         family = get_family(args.family)
         if args.engine not in ENGINES:

@@ -4,7 +4,7 @@ Times the suite's candidates over its dtypes, devices and modes, both passes, at
 (see :mod:`ztbench.throughput` for what is measured and how), and writes
 ``throughput.csv``, ``throughput.json`` and ``env.json`` into DIR (default
 ``results/<suite name>/``). The family's ``naive`` candidate is always timed too (the
-reference of ``ratio_to_naive``). Filters for quick runs: ``--candidates`` keeps the
+reference of ``cost_vs_naive``). Filters for quick runs: ``--candidates`` keeps the
 suite's candidates matching any pattern; ``--dtypes``, ``--devices``, ``--modes``,
 ``--passes`` and ``--sizes`` replace the suite's (or the default) values. Progress on
 stderr; a bad suite or option is one line and exit code 2.
@@ -62,7 +62,7 @@ def _check(names: Sequence[str], known: Sequence[str], option: str) -> tuple[str
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ztbench.throughput import DEFAULT_SIZES, TimingConfig
+    from ztbench.throughput.config import DEFAULT_SIZES, TimingConfig
 
     d = TimingConfig()
     sizes = "; ".join(f"{k}: {','.join(f'{s:.0e}' for s in v)}" for k, v in DEFAULT_SIZES.items())
@@ -94,21 +94,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ztbench.candidates import get_candidate
-    from ztbench.dtypes import DTYPE_NAMES
     from ztbench.environment import environment_info
-    from ztbench.suite import DEVICES, find_suite, load_suite
-    from ztbench.throughput import (
-        DEFAULT_SIZES,
-        MODES,
-        PASSES,
-        TimingConfig,
-        plan,
-        run_throughput,
-        summary_lines,
-        with_naive,
-        write_throughput,
-    )
+    from ztbench.schema import DEVICES, DTYPE_NAMES, MODES, PASSES
+    from ztbench.suite import find_suite, load_suite
+    from ztbench.throughput.config import DEFAULT_SIZES, TimingConfig
+    from ztbench.throughput.output import summary_lines, write_throughput
+    from ztbench.throughput.runner import plan, run_throughput, with_naive
 
     out = Path(args.out) if args.out else None
     if out is not None:
@@ -121,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             if not any(fnmatch.fnmatchcase(i, pat) for i in ids):
                 raise UserError(f"--candidates: {pat!r} matches no candidate of suite {suite.name}")
         ids = [i for i in ids if any(fnmatch.fnmatchcase(i, p) for p in patterns)]
-    candidates = with_naive([get_candidate(i) for i in ids])
+    candidates = with_naive([suite.candidate(i) for i in ids])
 
     dtypes = _check(_split(args.dtypes) or suite.dtypes, DTYPE_NAMES, "--dtypes")
     devices = _split(args.devices) or list(suite.devices)
@@ -164,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
     env = environment_info(suite.path, devices)
     env["suite_sha256"] = suite.sha256  # as the accuracy runner: also covers a `base` suite
     env["torch_threads"] = result.threads
+    if suite.external:  # as the accuracy runner records them (the report reads them)
+        from ztbench.candidates.external import env_entries
+
+        env.update(env_entries(suite.external))
     out = out or Path("results") / suite.name
     write_throughput(result, out, env)
     for line in summary_lines(result.table):

@@ -25,12 +25,21 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ztbench.families import Family, get_family, validate_points
+from ztbench.families import (
+    TORCH_NB,
+    Family,
+    get_family,
+    is_torch_nb,
+    to_natural,
+    validate_points,
+)
 from ztbench.procs import process_pool
 from ztbench.reference import arb_engine, mpmath_engine
 from ztbench.reference.cache import ReferenceCache, chunk_key, default_cache_dir
+from ztbench.schema import ENGINE_NAMES
 
 ENGINES: dict[str, ModuleType] = {arb_engine.NAME: arb_engine, mpmath_engine.NAME: mpmath_engine}
+assert tuple(ENGINES) == ENGINE_NAMES
 CHUNK_POINTS = 1024
 # Below this many points to compute, a process pool costs more than it saves.
 MIN_PARALLEL_POINTS = 4 * CHUNK_POINTS
@@ -52,9 +61,11 @@ def _engine(name: str) -> ModuleType:
         ) from None
 
 
-def _run_chunk(args: tuple[str, str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    engine, family, block = args
-    return ENGINES[engine].evaluate_chunk(family, *block)
+def _run_chunk(
+    args: tuple[str, str, np.ndarray, tuple[bool, ...]],
+) -> tuple[np.ndarray, np.ndarray]:
+    engine, family, block, log_mask = args
+    return ENGINES[engine].evaluate_chunk(family, *block, log_mask=log_mask)
 
 
 def compute_references(
@@ -64,6 +75,7 @@ def compute_references(
     cache_dir: Path | str | bool | None = None,
     progress: bool | None = None,
     workers: int | None = None,
+    log_params: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """Certified reference quantities at each point.
 
@@ -76,6 +88,10 @@ def compute_references(
             False to disable caching.
         progress: show a progress bar; None shows one only if the work lasts over 2 s.
         workers: worker processes (default: the number of CPUs).
+        log_params: parameters given as logarithms: ``points`` then has ``log_<p>``
+            instead of ``p``; the quantities are taken at p = exp(log_p) exactly (inside
+            the engine) and the gradients are ``d_log_<p>`` = p d/dp
+            (:meth:`~ztbench.families.Family.quantities_for`).
 
     Returns:
         A DataFrame aligned with ``points`` (same index for a DataFrame), with one float64
@@ -87,10 +103,18 @@ def compute_references(
     """
     fam = family if isinstance(family, Family) else get_family(family)
     eng = _engine(engine)
-    validate_points(fam, points)
+    columns = fam.columns_for(log_params)
+    quantities = fam.quantities_for(log_params)
+    # which parameters are logs; the torch-nb parameterisation travels as its own name
+    log_mask = (TORCH_NB,) if is_torch_nb(fam, log_params) else tuple(
+        p in log_params for p in fam.params)  # fmt: skip
+    for col in columns:
+        if col not in points:
+            raise ValueError(f"{fam.name}: missing column {col!r}")
+    validate_points(fam, to_natural(fam, points, log_params) if log_params else points)
     index = points.index if isinstance(points, pd.DataFrame) else None
-    table = np.column_stack([np.asarray(points[c], dtype=np.float64) for c in fam.columns])
-    nq = len(fam.quantities)
+    table = np.column_stack([np.asarray(points[c], dtype=np.float64) for c in columns])
+    nq = len(quantities)
 
     unique, inverse = np.unique(table, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -106,7 +130,7 @@ def compute_references(
     for start in starts:
         block = unique[start : start + CHUNK_POINTS]
         cols = [block[:, j] for j in range(block.shape[1])]
-        key = chunk_key(fam.name, fam.quantities, eng.NAME, eng.VERSION, cols)
+        key = chunk_key(fam.name, quantities, eng.NAME, eng.VERSION, cols)
         hit = cache.load(key, nq, len(block)) if cache is not None else None
         if hit is None:
             missing.append((start, key))
@@ -114,7 +138,9 @@ def compute_references(
             values[:, start : start + len(block)], certified[start : start + len(block)] = hit
 
     n_missing = sum(min(CHUNK_POINTS, len(unique) - s) for s, _ in missing)
-    tasks = [(eng.NAME, fam.name, unique[s : s + CHUNK_POINTS].T.copy()) for s, _ in missing]
+    tasks = [
+        (eng.NAME, fam.name, unique[s : s + CHUNK_POINTS].T.copy(), log_mask) for s, _ in missing
+    ]
     n_workers = workers or os.cpu_count() or 1
     bar = tqdm(
         total=n_missing,
@@ -133,7 +159,7 @@ def compute_references(
         else:
             _collect(map(_run_chunk, tasks), missing, values, certified, cache, bar)
 
-    out = pd.DataFrame({q: values[i, inverse] for i, q in enumerate(fam.quantities)}, index=index)
+    out = pd.DataFrame({q: values[i, inverse] for i, q in enumerate(quantities)}, index=index)
     out["certified"] = certified[inverse]
     out.attrs["reference_stats"] = {
         "unique_points": len(unique),

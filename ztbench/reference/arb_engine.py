@@ -30,16 +30,19 @@ BACKEND = Backend(
     num=arb,
     log=arb.log,
     log1p=arb.log1p,
+    exp=arb.exp,
     expm1=arb.expm1,
     lgamma=arb.lgamma,
     digamma=arb.digamma,
 )
 
 
-def _point(family: str, formula, args: tuple, nq: int) -> tuple[list[float], bool]:
+def _point(
+    family: str, formula, args: tuple, nq: int, hint: tuple[float, ...]
+) -> tuple[list[float], bool]:
     out: list[float] = [0.0] * nq
     pending = list(range(nq))
-    prec = start_precision(family, args[0], args[1:], START_BITS)
+    prec = start_precision(family, args[0], hint, START_BITS)
     while True:
         ctx.prec = prec
         balls = formula(BACKEND, *args)
@@ -63,11 +66,11 @@ def _point(family: str, formula, args: tuple, nq: int) -> tuple[list[float], boo
 
 
 def evaluate_chunk(
-    family: str, k: np.ndarray, *params: np.ndarray
+    family: str, k: np.ndarray, *params: np.ndarray, log_mask: tuple[bool, ...] = ()
 ) -> tuple[np.ndarray, np.ndarray]:
     """Certified float64 quantities at each point (see :func:`formulas.evaluate_points`)."""
     saved = ctx.prec
     try:
-        return evaluate_points(_point, family, k, params)
+        return evaluate_points(_point, family, k, params, log_mask)
     finally:
         ctx.prec = saved

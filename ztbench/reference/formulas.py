@@ -2,8 +2,8 @@
 
 Both engines evaluate the same expressions, through a small table of backend functions
 (``log``, ``log1p``, ``expm1``, ``lgamma``, ``digamma``) over numbers of the backend's
-type (flint ``arb`` balls or mpmath ``mpf``). The forms are the exact ones from
-NUMERICS.md; cancellation is not avoided here but paid for with working precision, which
+type (flint ``arb`` balls or mpmath ``mpf``). The forms are the exact
+definitions; cancellation is not avoided here but paid for with working precision, which
 the engines raise until the result is certified.
 
 ZTP (k >= 1, lam > 0)::
@@ -21,6 +21,11 @@ ZTNB (k >= 1, mu > 0, theta > 0), w = theta log1p(mu/theta) = -log P(X = 0)::
                + (log1p(mu/theta) - mu/(theta + mu)) / (1 - e^-w)
 
 The order of the returned tuple is the family's ``quantities``: (nll, nll_loss, d_...).
+
+Log parameters (a candidate's own parameterisation, :func:`in_own_parameters`): a
+parameter given as its logarithm v stands for exp(v) exactly; the formula is evaluated at
+that value inside the backend (exp in the working precision, so certification covers
+it), and the gradient is d/dv = exp(v) d/dp.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from ztbench.families import TORCH_NB
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -41,6 +48,7 @@ class Backend:
     log: Callable[[Any], Any]
     log1p: Callable[[Any], Any]
     expm1: Callable[[Any], Any]
+    exp: Callable[[Any], Any]
     lgamma: Callable[[Any], Any]
     digamma: Callable[[Any], Any]
 
@@ -74,6 +82,46 @@ def ztnb(b: Backend, k: int, mu: float, theta: float) -> tuple[Any, ...]:
 FORMULAS = {"ztpoisson": ztpoisson, "ztnb": ztnb}
 
 
+def in_own_parameters(
+    formula: Callable[..., tuple[Any, ...]], log_mask: tuple[bool, ...]
+) -> Callable[..., tuple[Any, ...]]:
+    """``formula`` taking each masked parameter as its logarithm v (p = exp(v) exactly).
+
+    Returns (nll, nll_loss, d/d(own parameter) ...), with d/dv = p d/dp for a log one.
+    """
+    if not any(log_mask):
+        return formula
+
+    def own(b: Backend, k: int, *params: float) -> tuple[Any, ...]:
+        nat = [b.exp(b.num(v)) if lg else v for v, lg in zip(params, log_mask, strict=True)]
+        out = list(formula(b, k, *nat))
+        for i, lg in enumerate(log_mask):
+            if lg:
+                out[2 + i] = out[2 + i] * nat[i]
+        return tuple(out)
+
+    return own
+
+
+def in_torch_nb_parameters(
+    formula: Callable[..., tuple[Any, ...]],
+) -> Callable[..., tuple[Any, ...]]:
+    """The ztnb ``formula`` in torch.distributions.NegativeBinomial's parameters
+    (total_count, logits): theta = total_count and mu = total_count e^logits exactly (in
+    the backend's precision). Returns (nll, nll_loss, d/dtotal_count, d/dlogits) with,
+    by the chain rule at fixed logits, d/dtotal_count = d/dtheta + e^logits d/dmu and
+    d/dlogits = mu d/dmu.
+    """
+
+    def own(b: Backend, k: int, total_count: float, logits: float) -> tuple[Any, ...]:
+        e = b.exp(b.num(logits))
+        mu = b.num(total_count) * e
+        nll, loss, d_mu, d_theta = formula(b, k, mu, total_count)
+        return nll, loss, d_theta + e * d_mu, mu * d_mu
+
+    return own
+
+
 def cancelling_magnitude(family: str, k: int, *params: float) -> float:
     """Rough float64 size of the largest term that cancels in the family's expressions.
 
@@ -99,20 +147,41 @@ def start_precision(family: str, k: int, params: tuple[float, ...], first: int) 
     return prec
 
 
-PointFn = Callable[[str, Callable[..., tuple[Any, ...]], tuple, int], tuple[list[float], bool]]
+PointFn = Callable[
+    [str, Callable[..., tuple[Any, ...]], tuple, int, tuple[float, ...]], tuple[list[float], bool]
+]
+
+
+def _natural_hint(v: float, log: bool) -> float:
+    """The float64 value of a parameter (exp of a log one, capped), for start_precision."""
+    if not log:
+        return v
+    return math.exp(min(max(v, -745.0), 709.0))
 
 
 def evaluate_points(
-    point: PointFn, family: str, k: np.ndarray, params: tuple[np.ndarray, ...]
+    point: PointFn,
+    family: str,
+    k: np.ndarray,
+    params: tuple[np.ndarray, ...],
+    log_mask: tuple[bool, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run an engine's per-point certifier over a chunk; the loop both engines share.
 
-    ``point(family, formula, (k, *params), n_quantities)`` returns the float64 quantities
-    of one point and whether they are certified. Returns ``(values, certified)`` with
+    ``point(family, formula, (k, *params), n_quantities, natural)`` returns the float64
+    quantities of one point and whether they are certified (``natural``: the parameters'
+    float64 values, to choose the starting precision). ``log_mask`` marks the parameters
+    given as logarithms (:func:`in_own_parameters`), or is ``(TORCH_NB,)`` for ztnb in
+    (total_count, logits) (:func:`in_torch_nb_parameters`). Returns ``(values, certified)`` with
     shapes (n_quantities, n) and (n,). Rows with k = 0 get NLL = +inf and NaN gradients
     (a zero-truncated law gives k = 0 probability zero), certified.
     """
-    formula = FORMULAS[family]
+    torch_nb = tuple(log_mask) == (TORCH_NB,)  # (total_count, logits): families.TORCH_NB
+    log_mask = tuple(log_mask) or (False,) * len(params)
+    if torch_nb:
+        formula = in_torch_nb_parameters(FORMULAS[family])
+    else:
+        formula = in_own_parameters(FORMULAS[family], log_mask)
     nq = 2 + len(params)
     n = len(k)
     values = np.empty((nq, n), dtype=np.float64)
@@ -122,7 +191,10 @@ def evaluate_points(
         if kj == 0:
             values[:, j] = [np.inf, np.inf] + [np.nan] * len(params)
             continue
-        values[:, j], certified[j] = point(
-            family, formula, (kj, *(float(p[j]) for p in params)), nq
-        )
+        args = tuple(float(p[j]) for p in params)
+        if torch_nb:  # (mu, theta) = (total_count e^logits, total_count)
+            hint = (args[0] * _natural_hint(args[1], True), args[0])
+        else:
+            hint = tuple(_natural_hint(v, lg) for v, lg in zip(args, log_mask, strict=True))
+        values[:, j], certified[j] = point(family, formula, (kj, *args), nq, hint)
     return values, certified

@@ -26,6 +26,7 @@ BACKEND = Backend(
     num=mpmath.mpf,
     log=mpmath.log,
     log1p=mpmath.log1p,
+    exp=mpmath.exp,
     expm1=mpmath.expm1,
     lgamma=mpmath.loggamma,
     digamma=mpmath.digamma,
@@ -44,8 +45,10 @@ def _at(formula, args: tuple, prec: int) -> list[float]:
         return [_to_float(v) for v in formula(BACKEND, *args)]
 
 
-def _point(family: str, formula, args: tuple, nq: int) -> tuple[list[float], bool]:
-    prec = start_precision(family, args[0], args[1:], START_BITS)
+def _point(
+    family: str, formula, args: tuple, nq: int, hint: tuple[float, ...]
+) -> tuple[list[float], bool]:
+    prec = start_precision(family, args[0], hint, START_BITS)
     low = _at(formula, args, prec)
     out: list[float] = [0.0] * nq
     pending = list(range(nq))
@@ -69,7 +72,7 @@ def _point(family: str, formula, args: tuple, nq: int) -> tuple[list[float], boo
 
 
 def evaluate_chunk(
-    family: str, k: np.ndarray, *params: np.ndarray
+    family: str, k: np.ndarray, *params: np.ndarray, log_mask: tuple[bool, ...] = ()
 ) -> tuple[np.ndarray, np.ndarray]:
     """Same contract as :func:`ztbench.reference.arb_engine.evaluate_chunk`."""
-    return evaluate_points(_point, family, k, params)
+    return evaluate_points(_point, family, k, params, log_mask)

@@ -35,9 +35,11 @@ from ztbench.report.tables import (
     ordered,
     published_paragraphs,
     recommendations,
+    sweep_best,
     worst_cases,
     worst_cases_markdown,
 )
+from ztbench.rules import PUBLISHED_DOMAIN_REGION
 
 SECTIONS: tuple[str, ...] = (
     "## Recommended candidates",
@@ -95,7 +97,7 @@ def _recommended_section(recs: pd.DataFrame, with_speed: bool) -> str:
                else f"inf ({r['failures']} fail)",
                "p99 ulp": fmt(r["p99_ulp"]), "gradient max ulp": gtext}  # fmt: skip
         if with_speed:
-            row["fwd+bwd ×naive"] = fmt(r["ratio_fb"], 2)
+            row["fwd+bwd cost_vs_naive"] = fmt(r["cost_fb_vs_naive"], 2)
         rows.append(row)
     rule = ("Rule: among the candidates measured in eager mode, the lowest max ulp error of the "
             "value with zero failures (NaN/inf where the exact value is finite), then the "
@@ -190,17 +192,35 @@ def _sweeps(results: Results) -> str:
         return "This run swept no thresholds.\n"
     rows = []
     for (cand, dtype, device), g in t.groupby(["candidate", "dtype", "device"], sort=False):
+        info = sweep_best(results, cand, dtype, device) or {"harmless": {}}
+        g = g[g["region"] == "all"]
         best = g[g["best"]]
         pub = g[g["published"]]
-        rows.append({"candidate": f"`{cand}`", "dtype": dtype, "device": device,
-                     "best t": fmt(best["t"].iloc[0]) if not best.empty else "—",
-                     "best max ulp": fmt(best["max_ulp"].iloc[0]) if not best.empty else "—",
-                     "published t": ", ".join(fmt(x) for x in pub["t"]) or "—",
-                     "published max ulp": ", ".join(fmt(x) for x in pub["max_ulp"]) or "—",
-                     "published max nats": ", ".join(fmt(x) for x in pub["max_abs_err"])
-                     or "—"})  # fmt: skip
+        row = {"candidate": f"`{cand}`", "dtype": dtype, "device": device,
+               "best t": fmt(best["t"].iloc[0]) if not best.empty else "—",
+               "best max ulp": fmt(best["max_ulp"].iloc[0]) if not best.empty else "—",
+               "published t": ", ".join(fmt(x) for x in pub["t"]) or "—",
+               "published max ulp": ", ".join(fmt(x) for x in pub["max_ulp"]) or "—",
+               "published max nats": ", ".join(fmt(x) for x in pub["max_abs_err"])
+               or "—"}  # fmt: skip
+        for region, label in (("all", "whole"), (PUBLISHED_DOMAIN_REGION, "published domain")):
+            h = info["harmless"].get(region)
+            if h is None:
+                continue
+            row[f"harmless t, {label} (0.5 / 1 ulp)"] = " / ".join(
+                fmt(h[c]) if h[c] is not None else "none"
+                for c in ("harmless_half_ulp", "harmless_one_ulp")
+            )
+        rows.append(row)
     fig = plots.sweep_plot(results, results.dir, "threshold-sweeps.png")
-    return _figure_md(fig) + markdown_table(pd.DataFrame(rows)) + "\n"
+    note = (
+        "Each threshold family is the shipped loss (`*/ztbench`, full NLL) with the "
+        "published replacement log(e^w - 1) -> w applied past t, so that its error beyond "
+        "the shipped loss's own is the rule's alone. *Harmless t*: the smallest swept t from "
+        "which the rule never costs more than 0.5 (resp. 1) ulp of the full NLL; *none*: "
+        "no such t in the swept range.\n\n"
+    )
+    return note + _figure_md(fig) + markdown_table(pd.DataFrame(rows).fillna("—")) + "\n"
 
 
 def _pareto(results: Results) -> str:
@@ -284,7 +304,7 @@ def build_report(directory: Path | str) -> Path:
     md.append(SECTIONS[3] + "\n")
     md.append("Ranked by the max ulp error of the value (failures last), eager mode, region "
               "`all`. Gradient columns: max ulp of each autograd gradient; peers have no "
-              "gradient. ×naive: time per element relative to the family's naive formula "
+              "gradient. cost_vs_naive: time per element relative to the family's naive formula "
               "(above 1 is slower)"
               + (" at the largest size measured." if with_speed else
                  "; not measured in this run.") + "\n")  # fmt: skip
@@ -337,7 +357,8 @@ def terminal_leaderboard(directory: Path | str, dtypes: tuple[str, ...] = ("floa
         lines.append(f"{key.family} {key.dtype} {key.device}:")
         for r in ranked.to_dict(orient="records"):
             val = fmt(r["max_ulp"]) if not r["failures"] else f"inf ({r['failures']} fail)"
-            speed = "" if math.isnan(r["ratio_fb"]) else f"  x{r['ratio_fb']:.2f} naive"
+            cost = r["cost_fb_vs_naive"]
+            speed = "" if math.isnan(cost) else f"  cost_vs_naive {cost:.2f}"
             lines.append(f"  {int(r['rank'])}. {r['candidate']:<30} max {val:>10} ulp  "
                          f"p99 {fmt(r['p99_ulp']):>8} ulp{speed}")  # fmt: skip
     return lines

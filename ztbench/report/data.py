@@ -18,21 +18,18 @@ import pandas as pd
 import pyarrow.dataset as ds
 
 from ztbench import jsonfloat
-from ztbench.accuracy import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
-from ztbench.dtypes import DTYPE_NAMES
 from ztbench.errors import UserError
 from ztbench.families import FAMILIES
 from ztbench.pointsio import read_csv_table
+from ztbench.schema import (
+    DTYPE_NAMES,
+    OPTIONAL_COLUMNS,
+    SUMMARY_COLUMNS,
+    THRESHOLD_COLUMNS,
+    THROUGHPUT_REPORT_COLUMNS,
+)
 
 REQUIRED_FILES: tuple[str, ...] = ("summary.csv", "thresholds.csv", "env.json")
-THROUGHPUT_COLUMNS: tuple[str, ...] = (
-    "family", "candidate", "dtype", "device", "mode", "pass", "size", "median_s",
-    "elements_per_s", "ratio_to_naive",
-)  # fmt: skip
-POINT_COLUMNS: tuple[str, ...] = (
-    "family", "candidate", "dtype", "device", "mode", "quantity", "k", "lam", "mu", "theta",
-    "computed", "reference", "ulp_err", "abs_err", "failure",
-)  # fmt: skip
 
 
 @dataclass
@@ -45,6 +42,7 @@ class Results:
             quantity x region).
         thresholds: thresholds.csv (threshold sweeps).
         env: env.json.
+        goals: goals.json (the suite's goals for the shipped loss), or None when absent.
         throughput: throughput.csv, or None when absent.
         throughput_settings: the ``settings`` block of throughput.json, or None.
         points_path: points.parquet, or None when absent.
@@ -54,6 +52,7 @@ class Results:
     summary: pd.DataFrame
     thresholds: pd.DataFrame
     env: dict
+    goals: dict | None = None
     throughput: pd.DataFrame | None = None
     throughput_settings: dict | None = None
     points_path: Path | None = None
@@ -89,9 +88,15 @@ def _first_line(exc: BaseException) -> str:
 
 def _read_csv(path: Path, columns: tuple[str, ...], allow_empty: bool = False) -> pd.DataFrame:
     """A CSV file ztbench wrote: strict (see :func:`ztbench.pointsio.read_csv_table`); a
-    file cut short (no final newline) or, unless ``allow_empty``, with no rows is refused."""
-    return read_csv_table(path, columns, infer_types=True, complete=True,
-                          allow_empty=allow_empty)  # fmt: skip
+    file cut short (no final newline) or, unless ``allow_empty``, with no rows is refused.
+    Optional columns an older file lacks read as NaN."""
+    required = [c for c in columns if c not in OPTIONAL_COLUMNS]
+    df = read_csv_table(path, required, infer_types=True, complete=True,
+                        allow_empty=allow_empty)  # fmt: skip
+    for c in columns:
+        if c not in df.columns:
+            df[c] = np.nan
+    return df
 
 
 def _read_json(path: Path) -> object:
@@ -103,15 +108,17 @@ def _read_json(path: Path) -> object:
         raise UserError(f"{path}: {exc}") from None
 
 
-_KEY_TEXT = ("family", "candidate", "dtype", "device", "mode", "quantity", "region")
-_COUNTS = ("n", "failures", "out_of_range", "uncertified")
+_KEY_TEXT = ("family", "candidate", "dtype", "device", "mode", "quantity")
+# Text (or boolean) columns; every other column of summary.csv and thresholds.csv is numeric.
+_OTHER_TEXT = ("region", "status", "kind", "variable", "best", "published",
+               "harmless_half_ulp", "harmless_one_ulp")  # fmt: skip
+_COUNTS = ("n", "failures", "out_of_range", "uncertified", "switched")
 
 
 def _check_rows(df: pd.DataFrame, path: Path) -> None:
     """The values the report relies on, checked once (one line naming the file and line):
     key columns non-empty text with a known family and dtype, counts non-negative
-    integers, every other column either empty, a number, or (``status``, ``best``,
-    ``published``) text."""
+    integers, the numeric columns empty or numbers."""
 
     def bad(mask: np.ndarray, col: str, what: str) -> None:
         if mask.any():
@@ -124,22 +131,24 @@ def _check_rows(df: pd.DataFrame, path: Path) -> None:
             bad((df[col].isna() | (text.str.strip() == "")).to_numpy(), col, "is empty")
             df[col] = text
     bad(~df["family"].isin(FAMILIES).to_numpy(), "family", f"is not one of {', '.join(FAMILIES)}")
-    if "dtype" in df:
-        bad(~df["dtype"].isin(DTYPE_NAMES).to_numpy(), "dtype", "is not a known dtype")
+    bad(~df["dtype"].isin(DTYPE_NAMES).to_numpy(), "dtype", "is not a known dtype")
     for col in df.columns:
-        if col in _KEY_TEXT or col in ("status", "best", "published"):
+        if col in _KEY_TEXT or col in _OTHER_TEXT:
             continue
         num = pd.to_numeric(df[col], errors="coerce")
         bad((num.isna() & df[col].notna()).to_numpy(), col, "is not a number")
         if col in _COUNTS:
             ok = num.isna() | ((num >= 0) & (num == np.floor(num)) & (num < 2**53))
             bad(~ok.to_numpy(), col, "is not a count")
-        df[col] = num.astype(np.float64) if col not in _COUNTS else num
+            df[col] = num
+        else:
+            df[col] = num.astype(np.float64)
 
 
 def _check_env(env: object, path: Path) -> None:
     """env.json as the report reads it: an object; ``devices`` and ``cuda_devices`` lists
-    of strings, ``packages`` an object of strings (any other value is printed as is)."""
+    of strings, ``packages`` an object of strings or nulls (any other value is printed as
+    is)."""
     if not isinstance(env, dict):
         raise UserError(f"{path}: expected a JSON object")
     for key in ("devices", "cuda_devices"):
@@ -156,6 +165,21 @@ def _check_env(env: object, path: Path) -> None:
 def _bool_column(df: pd.DataFrame, col: str) -> None:
     if col in df and df[col].dtype != bool:
         df[col] = df[col].astype(str).str.lower().isin(["true", "1"])
+
+
+GOAL_FIELDS: tuple[str, ...] = (
+    "candidates", "dtypes", "value_ulp", "gradient_ulp", "speed_vs_naive",
+)  # fmt: skip
+
+
+def _read_goals(path: Path) -> dict | None:
+    """goals.json as a dict, None when absent; UserError when it is not a goals object."""
+    if not path.is_file():
+        return None
+    goals = _read_json(path)
+    if not isinstance(goals, dict) or any(f not in goals for f in GOAL_FIELDS):
+        raise UserError(f"{path}: expected an object with {', '.join(GOAL_FIELDS)}")
+    return goals
 
 
 def load_results(directory: Path | str) -> Results:
@@ -175,12 +199,17 @@ def load_results(directory: Path | str) -> Results:
     _check_rows(thresholds, d / "thresholds.csv")
     _bool_column(thresholds, "best")
     _bool_column(thresholds, "published")
+    for col in ("harmless_half_ulp", "harmless_one_ulp"):
+        if col in thresholds:
+            _bool_column(thresholds, col)
+    if "region" in thresholds:  # sweeps before the rule-cost columns had one region
+        thresholds["region"] = thresholds["region"].astype(object).fillna("all")
     summary["status"] = summary["status"].fillna("").astype(str)
     env = _read_json(d / "env.json")
     _check_env(env, d / "env.json")
-    results = Results(d, summary, thresholds, env)
+    results = Results(d, summary, thresholds, env, _read_goals(d / "goals.json"))
     if (d / "throughput.csv").is_file():
-        tp = _read_csv(d / "throughput.csv", THROUGHPUT_COLUMNS)
+        tp = _read_csv(d / "throughput.csv", THROUGHPUT_REPORT_COLUMNS)
         if "status" not in tp:
             tp["status"] = "ok"
         tp["status"] = tp["status"].fillna("").astype(str)

@@ -1,11 +1,12 @@
-"""The shipped loss (``ztbench.loss.nll``) against the goals it was built to (issue 8).
+"""The shipped loss (:mod:`ztbench.loss`) against the goals its suite states.
 
-Goals, measured over a suite's whole domain in eager mode:
+The goals come from the suite's ``[goals]`` table (recorded in the results directory as
+goals.json; see :class:`ztbench.suite.Goals`), measured over the suite's whole domain in
+eager mode:
 
-- value: max error <= :data:`VALUE_GOAL_ULP` ulp with zero failures, in each of
-  :data:`GOAL_DTYPES`;
-- each gradient: max error <= :data:`GRADIENT_GOAL_ULP` ulp with zero failures;
-- speed: forward+backward at >= :data:`SPEED_GOAL` times the element rate of the family's
+- value: max error <= ``value_ulp`` with zero failures, in each of the goal dtypes;
+- each gradient: max error <= ``gradient_ulp`` with zero failures;
+- speed: forward+backward at >= ``speed_vs_naive`` times the element rate of the family's
   naive candidate, on CPU in float32, eager, in the same throughput run
   (:data:`SPEED_GOAL_AT`). Compiled and CUDA ratios are listed without a goal.
 
@@ -32,11 +33,6 @@ from ztbench.report.tables import (
     speed_table,
 )
 
-SHIPPED: dict[str, str] = {"ztpoisson": "ztpoisson/ztbench", "ztnb": "ztnb/ztbench"}
-GOAL_DTYPES: tuple[str, ...] = ("float64", "float32")
-VALUE_GOAL_ULP = 4.0
-GRADIENT_GOAL_ULP = 16.0
-SPEED_GOAL = 0.8
 SPEED_GOAL_AT: dict[str, str] = {"dtype": "float32", "device": "cpu", "mode": "eager"}
 ACCURACY_COLUMNS: tuple[str, ...] = (
     "family", "candidate", "dtype", "device", "quantity", "goal_ulp", "max_ulp", "p99_ulp",
@@ -48,6 +44,12 @@ SPEED_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+def _goals(results: Results) -> dict:
+    if results.goals is None:
+        raise ValueError(f"{results.dir}: no goals recorded (the suite has no [goals] table)")
+    return results.goals
+
+
 def accuracy_goals(results: Results) -> pd.DataFrame:
     """One row per shipped candidate x goal dtype x device x quantity (eager, region "all").
 
@@ -55,12 +57,13 @@ def accuracy_goals(results: Results) -> pd.DataFrame:
     the suite regions (other than "all") whose max error equals the overall max, and
     ``worst`` the input where it occurs.
     """
+    g = _goals(results)
     s = results.summary
-    s = s[s["candidate"].isin(SHIPPED.values()) & s["dtype"].isin(GOAL_DTYPES)
+    s = s[s["candidate"].isin(g["candidates"]) & s["dtype"].isin(g["dtypes"])
           & (s["mode"] == RANK_MODE) & (s["status"] == "ok")]  # fmt: skip
     rows = []
     for r in s[s["region"] == "all"].to_dict(orient="records"):
-        goal = VALUE_GOAL_ULP if r["quantity"] == "value" else GRADIENT_GOAL_ULP
+        goal = g["value_ulp"] if r["quantity"] == "value" else g["gradient_ulp"]
         same = s[(s["candidate"] == r["candidate"]) & (s["dtype"] == r["dtype"])
                  & (s["device"] == r["device"]) & (s["quantity"] == r["quantity"])
                  & (s["region"] != "all")]  # fmt: skip
@@ -91,25 +94,27 @@ def speed_goals(results: Results) -> pd.DataFrame:
     ``goal`` and ``met`` are set on the :data:`SPEED_GOAL_AT` rows only (NaN / None
     elsewhere: those figures are reported, not judged).
     """
-    # ratio_to_naive in throughput.csv is a cost (candidate time / naive time); the goal is
+    # cost_vs_naive in throughput.csv is a cost (candidate time / naive time); the goal is
     # on the element rate, its inverse
+    g = _goals(results)
+    goal = g["speed_vs_naive"]
     speed = speed_table(results)
-    sp = speed[speed["candidate"].isin(SHIPPED.values()) & (speed["pass"] == SPEED_PASSES[0])]
+    sp = speed[speed["candidate"].isin(g["candidates"]) & (speed["pass"] == SPEED_PASSES[0])]
     fb = speed[speed["pass"] == SPEED_PASSES[0]].set_index(
         ["candidate", "dtype", "device", "mode"]
-    )["ratio_to_naive"]
+    )["cost_vs_naive"]
     rows = []
     for r in sp.to_dict(orient="records"):
         key = (f"{r['family']}/naive-float64", r["dtype"], r["device"], r["mode"])
         floor = 1.0 / float(fb[key]) if key in fb.index else math.nan
         judged = all(r[c] == v for c, v in SPEED_GOAL_AT.items())
-        ratio = 1.0 / float(r["ratio_to_naive"])
+        ratio = 1.0 / float(r["cost_vs_naive"])
         rows.append({
             "family": r["family"], "candidate": r["candidate"], "dtype": r["dtype"],
             "device": r["device"], "mode": r["mode"], "size": int(r["size"]),
             "rate_vs_naive": ratio, "float64_naive_rate_vs_naive": floor,
-            "goal": SPEED_GOAL if judged else math.nan,
-            "met": (ratio >= SPEED_GOAL) if judged else None,
+            "goal": goal if judged else math.nan,
+            "met": (ratio >= goal) if judged else None,
         })  # fmt: skip
     df = pd.DataFrame(rows, columns=list(SPEED_COLUMNS))
     return _sorted(df, ["family", "dtype", "device", "mode"])
@@ -133,20 +138,27 @@ def _met_text(met: object) -> str:
 
 
 def goals_markdown(results: Results) -> str:
-    """The section body: the accuracy table, the speed table, one line on each miss."""
+    """The section body: the accuracy table, the speed table, one line on each miss.
+
+    A results directory without goals (its suite has no ``[goals]`` table) gets one line.
+    """
+    if results.goals is None:
+        return "This suite states no goals for the shipped loss (no `[goals]` table).\n"
+    g = results.goals
     acc = accuracy_goals(results)
     if acc.empty:
         return (
             "The shipped candidates ("
-            + ", ".join(f"`{c}`" for c in SHIPPED.values())
+            + ", ".join(f"`{c}`" for c in g["candidates"])
             + ") were not measured in eager mode in "
-            + "/".join(GOAL_DTYPES)
+            + "/".join(g["dtypes"])
             + " here.\n"
         )
     md = [
-        f"Goals: value max error <= {fmt(VALUE_GOAL_ULP)} ulp and each gradient <= "
-        f"{fmt(GRADIENT_GOAL_ULP)} ulp with zero failures in {' and '.join(GOAL_DTYPES)} "
-        f"(eager, the whole suite); forward+backward >= {SPEED_GOAL}x the naive candidate's "
+        f"Goals: value max error <= {fmt(g['value_ulp'])} ulp and each gradient <= "
+        f"{fmt(g['gradient_ulp'])} ulp with zero failures in {' and '.join(g['dtypes'])} "
+        f"(eager, the whole suite); forward+backward >= {g['speed_vs_naive']}x the naive "
+        "candidate's "
         "element rate in float32 on CPU, eager. Regions: the suite regions where the max "
         "error occurs. In the speed table, `naive-float64` is the naive formula computed in "
         "float64 and rounded once: what float64 internals alone cost.\n",
@@ -175,9 +187,8 @@ def goals_markdown(results: Results) -> str:
         md.append(markdown_table(pd.DataFrame(srows)) + "\n")
     missed = int((~acc["met"]).sum()) + int((sp["met"] == False).sum())  # noqa: E712
     md.append(
-        f"{missed} goal(s) missed. Why, and which term limits each, is in the README "
-        '("The shipped loss"); tests/test_nll.py pins today\'s figures so they can only '
-        "improve.\n"
+        f"{missed} goal(s) missed; the regions and worst inputs above show where. The "
+        "project's tests pin today's figures so that they can only improve.\n"
         if missed
         else "Every goal is met.\n"
     )

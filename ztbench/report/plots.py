@@ -25,6 +25,7 @@ from matplotlib.patches import Patch, PathPatch
 from matplotlib.path import Path as MplPath
 from matplotlib.ticker import LogLocator, NullFormatter, NullLocator
 
+from ztbench import rules
 from ztbench.atomic import atomic_path
 from ztbench.report.data import Results
 from ztbench.report.tables import DTYPE_ORDER, RANK_MODE, ordered, speed_table
@@ -160,24 +161,26 @@ def _log_axes(ax: plt.Axes) -> None:
         axis.set_minor_locator(NullLocator())
 
 
-def rule_curves(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rule_curves(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The published ztnb switch curves as theta(mu), NaN where a curve does not exist.
 
-    Code rule: theta + mu = 15. Text rule: the boundary of {mu + theta > 15} union
-    {(mu - 1)(theta - 1) > 15}, i.e. theta = min(15 - mu, 1 + 15/(mu - 1)) for mu > 1
-    (the second set is empty for mu <= 1).
+    Each is the boundary of the set where the rule approximates
+    (:mod:`ztbench.rules`): the code as published (bento-sc 0.0.8), min(t - mu,
+    pair_curve_theta(mu)) (its product condition is empty for mu <= 1 - 1e-8); the
+    October 2024 code, t - mu; the text, min(t - mu, 1 + t/(mu - 1)) for mu > 1.
     """
-    code = np.where(mu < 15, 15 - mu, np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        hyper = np.where(mu > 1, 1 + 15 / (mu - 1), np.inf)
-    text = np.where(mu < 15, np.minimum(15 - mu, hyper), np.nan)
-    return code, text
+    t = rules.ZTNB_THRESHOLD
+    total = np.where(mu < t, rules.sum_curve_theta(mu, t), np.nan)
+    pair = rules.pair_curve_theta(mu, t)
+    hyper = np.where(mu > 1, rules.product_curve_theta(mu, t), np.inf)
+    return np.minimum(total, pair), total, np.minimum(total, hyper)
 
 
 def _ztnb_rule_curves(ax: plt.Axes, xe: np.ndarray, ye: np.ndarray) -> None:
-    mu = np.logspace(xe[0], min(xe[-1], np.log10(15.0) - 1e-9), 300)
-    code, text = rule_curves(mu)
+    mu = np.logspace(xe[0], min(xe[-1], np.log10(rules.ZTNB_THRESHOLD) - 1e-9), 300)
+    code, code_2024, text = rule_curves(mu)
     ax.plot(mu, code, color="white", lw=2.0)
+    ax.plot(mu, code_2024, color="#bbbbbb", lw=1.2, ls=":")
     ax.plot(mu, text, color="#ff7f0e", lw=1.4, ls="--")
     ax.set_xlim(10.0 ** xe[0], 10.0 ** xe[-1])
     ax.set_ylim(10.0 ** ye[0], 10.0 ** ye[-1])
@@ -223,7 +226,7 @@ def heatmap_ztpoisson(results: Results, out: Path, name: str, candidates: list[s
                 ax.set_facecolor(EMPTY_COLOR)
             else:
                 mesh = _panel(ax, xe, ye, *binned[(c, d)], vmax)
-                ax.axvline(10.0, color="white", lw=1.8)
+                ax.axvline(rules.ZTP_THRESHOLD, color="white", lw=1.8)
             ax.set_title(f"{c.split('/', 1)[1]} · {d}", fontsize=10)
             if i == len(rows) - 1:
                 ax.set_xlabel("lam (mean, log scale)")
@@ -235,7 +238,8 @@ def heatmap_ztpoisson(results: Results, out: Path, name: str, candidates: list[s
     legend = [Patch(facecolor=FAIL_COLOR, hatch="xxx", edgecolor="black",
                     label="failure (NaN/inf) in bin"),
               Patch(facecolor=EMPTY_COLOR, edgecolor="grey", label="no points"),
-              Line2D([], [], color="white", lw=1.6, marker="", label="published switch lam = 10",
+              Line2D([], [], color="white", lw=1.6, marker="",
+                     label=f"published switch lam = {rules.ZTP_THRESHOLD:g}",
                      markeredgecolor="black", path_effects=None)]  # fmt: skip
     _finish(fig, axes, mesh, legend)
     _save(fig, out / name)
@@ -301,14 +305,18 @@ def heatmap_ztnb(results: Results, out: Path, name: str, candidates: list[str], 
                 ax.set_ylabel("theta (log scale)")
     what = "value" if quantity == "value" else f"gradient {quantity}"
     window = "" if zoom is None else " (the published rules' neighbourhood)"
+    t = rules.ZTNB_THRESHOLD
     fig.suptitle(f"ztnb: log10 ulp error of the {what} over (mu, theta){window}, {dtype}, "
                  f"{device}, eager\nmax over each bin and band of k", fontsize=12)  # fmt: skip
     legend = [Patch(facecolor=FAIL_COLOR, hatch="xxx", edgecolor="black",
                     label="failure (NaN/inf) in bin"),
               Patch(facecolor=EMPTY_COLOR, edgecolor="grey", label="no points"),
-              Line2D([], [], color="white", lw=1.6, label="code rule theta + mu = 15"),
+              Line2D([], [], color="white", lw=1.6,
+                     label=f"code: (mu-1+1e-8)(theta+1e-8) > {t:g} or mu + theta > {t:g}"),
+              Line2D([], [], color="#bbbbbb", lw=1.2, ls=":",
+                     label=f"October 2024 code: theta + mu > {t:g}"),
               Line2D([], [], color="#ff7f0e", lw=1.4, ls="--",
-                     label="text rule: mu + theta > 15 or (mu-1)(theta-1) > 15")]  # fmt: skip
+                     label=f"text: mu + theta > {t:g} or (mu-1)(theta-1) > {t:g}")]  # fmt: skip
     _finish(fig, axes, mesh, legend)
     _save(fig, out / name)
     return Figure(
@@ -347,8 +355,10 @@ def _finish(fig: plt.Figure, axes: np.ndarray, mesh: object, legend: list) -> No
 
 
 def sweep_plot(results: Results, out: Path, name: str) -> Figure | None:
-    """Max and p99 ulp error of each threshold family against t, per dtype (first device)."""
+    """Max and p99 ulp error of each threshold family against t, per dtype (first device),
+    over the whole domain; and the rule's own cost (ulp of the full NLL) where measured."""
     t = results.thresholds
+    t = t[t["region"] == "all"]
     if t.empty:
         return None
     cands = list(dict.fromkeys(t["candidate"]))
@@ -364,6 +374,9 @@ def sweep_plot(results: Results, out: Path, name: str) -> Figure | None:
             ax.plot(d["t"][fin], d["max_ulp"][fin], color=color, marker=marker, ms=3.5,
                     label=f"{dtype} max")  # fmt: skip
             ax.plot(d["t"], d["p99_ulp"], color=color, ls="--", lw=1, label=f"{dtype} p99")
+            if d["rule_max_ulp"].notna().any():
+                ax.plot(d["t"], d["rule_max_ulp"], color=color, ls=":", lw=1.4,
+                        label=f"{dtype} rule's cost")  # fmt: skip
             best = d[d["best"]]
             if not best.empty:
                 ax.plot(best["t"], best["max_ulp"], marker="*", ms=14, color=color,
@@ -384,15 +397,17 @@ def sweep_plot(results: Results, out: Path, name: str) -> Figure | None:
     labels.append("best t (per dtype)")
     handles.append(Line2D([], [], color="black", ls=":"))
     labels.append("published t")
-    fig.suptitle("Threshold sweeps: max (solid) and p99 (dashed) ulp error of the value "
-                 "against the switch threshold t", fontsize=12)  # fmt: skip
+    fig.suptitle("Threshold sweeps: max (solid) and p99 (dashed) ulp error of the value, "
+                 "and the rule's own cost (dotted, ulp of the full NLL), against t",
+                 fontsize=12)  # fmt: skip
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=9)
     _save(fig, out / name)
     return Figure(
         name,
-        "Threshold sweeps: max and p99 ulp error against t per dtype; stars "
-        "mark the best t, dotted lines the published t. Points where the max is "
+        "Threshold sweeps: max and p99 ulp error against t per dtype, and the rule's own "
+        "cost (dotted: the error beyond the same formulation without the rule); stars "
+        "mark the best t, vertical dotted lines the published t. Points where the max is "
         "infinite (failures) are left out of the solid line.",
     )
 

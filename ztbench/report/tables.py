@@ -27,29 +27,31 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ztbench import rules
 from ztbench.atomic import atomic_path
 from ztbench.families import get_family
 from ztbench.report.data import Results
+from ztbench.textfmt import fmt, markdown_table
 
 RANK_MODE = "eager"
 SPEED_PASSES: tuple[str, ...] = ("forward+backward", "forward")
 # each published rule and the threshold families that sweep its switch
 PUBLISHED_RULES: dict[str, tuple[str, ...]] = {
     "ztpoisson/published": ("ztpoisson/threshold",),
-    "ztnb/published-code": ("ztnb/threshold-sum", "ztnb/threshold-w"),
+    "ztpoisson/bento-sc": ("ztpoisson/threshold",),
+    "ztnb/published-code": ("ztnb/threshold-pair", "ztnb/threshold-w"),
+    "ztnb/bento-sc": ("ztnb/threshold-pair", "ztnb/threshold-w"),
+    "ztnb/published-code-2024-10": ("ztnb/threshold-sum", "ztnb/threshold-w"),
     "ztnb/published-text": ("ztnb/threshold-sum", "ztnb/threshold-w"),
 }
-RULE_TEXT: dict[str, str] = {
-    "ztpoisson/published": "replaces log(e^lam - 1) by lam when lam > 10 (the published code)",
-    "ztnb/published-code": "replaces log((theta+mu)^theta - theta^theta) by theta log(theta+mu) "
-    "when theta + mu > 15 (the published code, with its clamps and float32 lgamma)",
-    "ztnb/published-text": "makes the same replacement when mu + theta > 15 or "
-    "(mu - 1)(theta - 1) > 15 (the rule as the publication's text states it)",
-}
+RULE_TEXT: dict[str, str] = rules.RULE_TEXT
 # the regions where each rule's switch matters (when the suite defines them)
 RULE_REGIONS: dict[str, tuple[str, ...]] = {
     "ztpoisson/published": ("near-lam-10",),
+    "ztpoisson/bento-sc": ("near-lam-10",),
     "ztnb/published-code": ("sum-rule-wrong", "near-sum-15"),
+    "ztnb/bento-sc": ("sum-rule-wrong", "near-sum-15"),
+    "ztnb/published-code-2024-10": ("sum-rule-wrong", "near-sum-15"),
     "ztnb/published-text": ("sum-rule-wrong", "near-sum-15"),
 }
 FAMILY_ORDER: tuple[str, ...] = ("ztpoisson", "ztnb")
@@ -59,21 +61,6 @@ DTYPE_ORDER: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
 # ----------------------------------------------------------------------------- formatting
 
 
-def fmt(x: float, digits: int = 3) -> str:
-    """A number for a table: ``inf``, ``—`` for NaN, else ``digits`` significant digits."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    x = float(x)
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x == 0:
-        return "0"
-    if 1e-3 <= abs(x) < 10**digits:
-        return f"{x:.{digits}g}"
-    if 10**digits <= abs(x) < 1e5:
-        return f"{x:.0f}"
-    return f"{x:.{digits - 1}e}".replace("e+0", "e+").replace("e-0", "e-")
-
 
 def fmt_input(x: float) -> str:
     """An input value, exactly enough to find it again (shortest repr of the float64)."""
@@ -81,16 +68,6 @@ def fmt_input(x: float) -> str:
         return "—"
     x = float(x)
     return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub Markdown table of a frame of strings (no index)."""
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in df.itertuples(index=False):
-        cells = [str(c).replace("|", "\\|").replace("\n", " ") for c in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def ordered(values: Iterable[str], order: tuple[str, ...]) -> list[str]:
@@ -114,10 +91,10 @@ def speed_table(results: Results) -> pd.DataFrame:
 
     The largest size with an ``ok`` row for the family's naive candidate (else for any
     candidate) in that dtype/device/mode/pass; columns ``size``, ``elements_per_s``,
-    ``ratio_to_naive``. Empty when there is no throughput.csv.
+    ``cost_vs_naive``. Empty when there is no throughput.csv.
     """
     cols = ["family", "candidate", "dtype", "device", "mode", "pass", "size",
-            "elements_per_s", "ratio_to_naive"]  # fmt: skip
+            "elements_per_s", "cost_vs_naive"]  # fmt: skip
     tp = results.throughput
     if tp is None or tp.empty:
         return pd.DataFrame(columns=cols)
@@ -136,7 +113,7 @@ def speed_table(results: Results) -> pd.DataFrame:
 
 def _speed_of(speed: pd.DataFrame, family: str, cand: str, dtype: str, device: str,
               mode: str, pass_: str) -> tuple[float, float, float]:  # fmt: skip
-    """(ratio_to_naive, elements_per_s, size) or NaNs."""
+    """(cost_vs_naive, elements_per_s, size) or NaNs."""
     if speed.empty:
         return math.nan, math.nan, math.nan
     m = speed[(speed["family"] == family) & (speed["candidate"] == cand)
@@ -145,7 +122,7 @@ def _speed_of(speed: pd.DataFrame, family: str, cand: str, dtype: str, device: s
     if m.empty:
         return math.nan, math.nan, math.nan
     r = m.iloc[0]
-    return float(r["ratio_to_naive"]), float(r["elements_per_s"]), float(r["size"])
+    return float(r["cost_vs_naive"]), float(r["elements_per_s"]), float(r["size"])
 
 
 # ----------------------------------------------------------------------------- leaderboard
@@ -176,13 +153,13 @@ def board_keys(results: Results) -> list[BoardKey]:
     return keys
 
 
-def _kind(candidate_id: str) -> str:
-    from ztbench.candidates import get_candidate
-
-    try:
-        return get_candidate(candidate_id).kind
-    except ValueError:
-        return "?"
+def _kind(row: pd.Series, env: dict | None = None) -> str:
+    """The candidate's kind as its run recorded it ("?" in summaries that predate it),
+    marked ", external" for the user's own candidates (env.json lists them)."""
+    kind = row.get("kind")
+    kind = kind if isinstance(kind, str) and kind else "?"
+    external = {e.get("id") for e in (env or {}).get("external_candidates", [])}
+    return f"{kind}, external" if row.get("candidate") in external else kind
 
 
 def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.DataFrame:
@@ -190,8 +167,8 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
 
     Columns: rank, candidate, kind, status, failures, max_ulp, p99_ulp, max_abs_err,
     worst_k/lam/mu/theta, one ``<grad>_max_ulp``, ``<grad>_failures`` and
-    ``<grad>_status`` per gradient, grad_failures, grad_max_ulp, ratio_fb, ratio_fwd,
-    speed_size.
+    ``<grad>_status`` per gradient, grad_failures, grad_max_ulp, cost_fb_vs_naive,
+    cost_fwd_vs_naive, speed_size.
     """
     fam = get_family(key.family)
     grads = fam.gradients
@@ -206,7 +183,7 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         if val.empty:
             continue
         v = val.iloc[0]
-        row: dict = {"candidate": cand, "kind": _kind(cand), "status": v["status"],
+        row: dict = {"candidate": cand, "kind": _kind(v, results.env), "status": v["status"],
                      "failures": int(v["failures"]), "max_ulp": float(v["max_ulp"]),
                      "p99_ulp": float(v["p99_ulp"]), "max_abs_err": float(v["max_abs_err"]),
                      "n": int(v["n"])}  # fmt: skip
@@ -215,6 +192,8 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         gfail, gmax, has_grad = 0, 0.0, False
         for g in grads:
             gr = cs[cs["quantity"] == g]
+            if gr.empty:  # a candidate taking log p is measured on d_log_p
+                gr = cs[cs["quantity"] == g.replace("d_", "d_log_", 1)]
             status = gr.iloc[0]["status"] if not gr.empty else "no gradient"
             row[f"{g}_status"] = status
             if status == "ok":
@@ -229,7 +208,7 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         row["grad_max_ulp"] = gmax if has_grad else math.inf
         fb = _speed_of(speed, key.family, cand, key.dtype, key.device, mode, SPEED_PASSES[0])
         fw = _speed_of(speed, key.family, cand, key.dtype, key.device, mode, SPEED_PASSES[1])
-        row["ratio_fb"], row["ratio_fwd"] = fb[0], fw[0]
+        row["cost_fb_vs_naive"], row["cost_fwd_vs_naive"] = fb[0], fw[0]
         row["eps_fb"], row["eps_fwd"] = fb[1], fw[1]
         row["speed_size"] = fb[2] if not math.isnan(fb[2]) else fw[2]
         rows.append(row)
@@ -254,8 +233,8 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         fastest = x.groupby([ok[c] for c in error_key]).transform("min")
         return x.where(x > SPEED_TIE * fastest, fastest)
 
-    ok["_k"] = list(zip(*(ok[c] for c in error_key), speed_key("ratio_fb"),
-                        speed_key("ratio_fwd"), ok["candidate"], strict=True))  # fmt: skip
+    ok["_k"] = list(zip(*(ok[c] for c in error_key), speed_key("cost_fb_vs_naive"),
+                        speed_key("cost_fwd_vs_naive"), ok["candidate"], strict=True))  # fmt: skip
     ok = ok.drop(columns=[c for c in error_key if c.endswith("_key")])
     ok = ok.sort_values("_k", kind="stable").drop(columns="_k")
     ok.insert(0, "rank", np.arange(1, len(ok) + 1))
@@ -301,8 +280,8 @@ def board_markdown(board: pd.DataFrame, family: str, with_speed: bool) -> str:
                     _ulp_cell(r[f"{g}_max_ulp"], r[f"{g}_failures"]) if st == "ok" else st
                 )
         if with_speed:
-            cells["fwd+bwd ×naive"] = fmt(r["ratio_fb"], 2)
-            cells["fwd ×naive"] = fmt(r["ratio_fwd"], 2)
+            cells["fwd+bwd cost_vs_naive"] = fmt(r["cost_fb_vs_naive"], 2)
+            cells["fwd cost_vs_naive"] = fmt(r["cost_fwd_vs_naive"], 2)
         rows.append(cells)
     return markdown_table(pd.DataFrame(rows))
 
@@ -311,15 +290,44 @@ def board_markdown(board: pd.DataFrame, family: str, with_speed: bool) -> str:
 
 
 def sweep_best(results: Results, candidate: str, dtype: str, device: str) -> dict | None:
-    """The sweep's best and published rows of ``candidate`` (None when it was not swept)."""
+    """The sweep's best and published rows of ``candidate`` over the whole domain, and the
+    smallest harmless t per region and bound (None when it was not swept).
+
+    ``harmless``: ``{region: {"harmless_half_ulp": t or None, "harmless_one_ulp": ...}}``,
+    None meaning no harmless t in the swept range.
+    """
     t = results.thresholds
     t = t[(t["candidate"] == candidate) & (t["dtype"] == dtype) & (t["device"] == device)]
     if t.empty:
         return None
-    best = t[t["best"]]
-    pub = t[t["published"]]
+    allt = t[t["region"] == "all"]
+    best = allt[allt["best"]]
+    pub = allt[allt["published"]]
+    harmless: dict[str, dict[str, float | None]] = {}
+    for region, g in t.groupby("region", sort=False):
+        if g["rule_max_ulp"].isna().all():
+            continue  # a sweep written before the rule's cost was measured
+        harmless[str(region)] = {
+            col: (float(g[g[col]]["t"].iloc[0]) if g[col].any() else None)
+            for col in ("harmless_half_ulp", "harmless_one_ulp")
+        }
     return {"best": best.iloc[0].to_dict() if not best.empty else None,
-            "published": [r for r in pub.to_dict(orient="records")]}  # fmt: skip
+            "published": [r for r in pub.to_dict(orient="records")],
+            "harmless": harmless}  # fmt: skip
+
+
+def harmless_text(harmless: dict[str, dict[str, float | None]]) -> str:
+    """The smallest harmless t per bound and region, in words (``none`` where no swept t
+    is harmless)."""
+    names = {"all": "whole domain", rules.PUBLISHED_DOMAIN_REGION: "published domain"}
+
+    def ts(h: dict[str, float | None]) -> str:
+        return " / ".join(fmt(h[c]) if h[c] is not None else "none"
+                          for c in ("harmless_half_ulp", "harmless_one_ulp"))  # fmt: skip
+
+    parts = [f"{ts(h)} ({names.get(r, r)})" for r, h in harmless.items()]
+    return ("The smallest t from which the rule alone costs at most 0.5 / 1 ulp of the full "
+            "NLL: " + ", ".join(parts) + " (none: no such t in the swept range).")
 
 
 def worst_abs_point(results: Results, candidate: str, dtype: str, device: str) -> dict | None:
@@ -341,8 +349,51 @@ def worst_abs_point(results: Results, candidate: str, dtype: str, device: str) -
     return pts.iloc[int(np.argmax(err))].to_dict()
 
 
+def _domain_text(family: str) -> str:
+    """``1 <= lam <= 1e7`` from :data:`ztbench.rules.PUBLISHED_DOMAIN`."""
+    return ", ".join(f"{fmt_input(lo)} <= {p} <= {fmt(hi)}"
+                     for p, (lo, hi) in rules.PUBLISHED_DOMAIN[family].items())  # fmt: skip
+
+
+def _errors_sentence(family: str, value: dict, grads: pd.DataFrame) -> str:
+    """Nats, ulp of the full NLL, gradient relative error of one region's rows."""
+    where = inputs_text(family, value["worst_k"], value["worst_lam"], value["worst_mu"],
+                        value["worst_theta"])  # fmt: skip
+    full = value.get("max_ulp_full", math.nan)
+    text = (f"off by up to {fmt(value['max_abs_err'])} nats, {fmt(full)} ulp of the full "
+            f"NLL (largest ulp error of the loss at {where})")  # fmt: skip
+    if value["failures"]:
+        text += f", NaN/inf at {int(value['failures'])} points"
+    if not grads.empty:
+        parts = [f"{q} {fmt(e)}" + (f" (NaN/inf at {int(f)} points)" if f else "")
+                 for q, e, f in zip(grads["quantity"], grads["max_rel_err"], grads["failures"],
+                                    strict=True)]  # fmt: skip
+        text += f"; gradient relative error up to {', '.join(parts)}"
+    return text
+
+
+def _domain_sentences(family: str, value_rows: pd.DataFrame, grad_rows: pd.DataFrame) -> str:
+    """Inside the published domain first, elsewhere second ("" without that region)."""
+    out = []
+    for region, label in ((rules.PUBLISHED_DOMAIN_REGION,
+                           f"Inside the published domain ({_domain_text(family)})"),
+                          (rules.OUTSIDE_PUBLISHED_DOMAIN_REGION, "Elsewhere")):  # fmt: skip
+        v = value_rows[(value_rows["region"] == region) & (value_rows["n"] > 0)]
+        if v.empty:
+            continue
+        g = grad_rows[(grad_rows["region"] == region) & (grad_rows["n"] > 0)]
+        row = v.iloc[0].to_dict()
+        out.append(f"{label}, {int(row['n'])} points: {_errors_sentence(family, row, g)}.")
+    return " ".join(out)
+
+
 def published_paragraphs(results: Results) -> list[str]:
-    """One plain-words paragraph per published rule present in the summary."""
+    """One plain-words paragraph per published rule present in the summary.
+
+    Per dtype and device: its errors inside the published system's reachable domain first
+    (nats; ulp of the full NLL, -log P >= 0; gradient relative error), elsewhere second,
+    then over the whole domain, its regions and the threshold sweeps of its variable.
+    """
     out = []
     s = results.summary
     for rule, sweeps in PUBLISHED_RULES.items():
@@ -353,12 +404,27 @@ def published_paragraphs(results: Results) -> list[str]:
         fam = rule.split("/", 1)[0]
         sentences = [f"**`{rule}`** {RULE_TEXT[rule]}.\n"]
         allr = rs[rs["region"] == "all"]
+        grads = s[(s["candidate"] == rule) & (s["quantity"] != "value")
+                  & (s["mode"] == RANK_MODE) & (s["status"] == "ok")]  # fmt: skip
         for dtype in ordered(allr["dtype"], DTYPE_ORDER):
             for device in ordered(allr[allr["dtype"] == dtype]["device"], ("cpu", "cuda")):
                 r = allr[(allr["dtype"] == dtype) & (allr["device"] == device)].iloc[0]
                 where = inputs_text(fam, r["worst_k"], r["worst_lam"], r["worst_mu"],
                                     r["worst_theta"])  # fmt: skip
-                if r["failures"]:
+                at = (rs["dtype"] == dtype) & (rs["device"] == device)
+                g_at = grads[(grads["dtype"] == dtype) & (grads["device"] == device)]
+                domain = _domain_sentences(fam, rs[at], g_at)
+                if domain:
+                    text = f"- **{dtype}** ({device}): {domain} Over the whole domain"
+                    if r["failures"]:
+                        text += (f" it returns NaN/inf at {int(r['failures'])} of "
+                                 f"{int(r['n'])} points, for example at {where}; the 99th "
+                                 f"percentile of its error is {fmt(r['p99_ulp'])} ulp.")
+                    else:
+                        text += (f", its largest error in ulp of the loss is "
+                                 f"{fmt(r['max_ulp'])} ulp, at {where}; the 99th percentile "
+                                 f"is {fmt(r['p99_ulp'])} ulp.")  # fmt: skip
+                elif r["failures"]:
                     text = (f"- **{dtype}** ({device}): it returns NaN/inf at "
                             f"{int(r['failures'])} of {int(r['n'])} points, for example at "
                             f"{where}; the 99th percentile of its error is "
@@ -405,6 +471,8 @@ def published_paragraphs(results: Results) -> list[str]:
                     text += (f" The sweep of `{sw}` finds t = {fmt(b['t'])} best "
                              f"({fmt(b['max_ulp'])} ulp max, {fmt(b['p99_ulp'])} p99)"
                              + (f" against {pubs}." if pubs else "."))  # fmt: skip
+                    if info["harmless"]:
+                        text += " " + harmless_text(info["harmless"])
                 sentences.append(text)
         out.append("\n".join(sentences))
     return out
@@ -437,12 +505,16 @@ def worst_cases(results: Results, candidates: dict[str, list[str]],
                 if r.empty:
                     continue
                 r = r.iloc[0]
-                point = {c: float(r[f"worst_{c}"]) for c in family.columns}
+                # the candidate's own inputs: log_p where it takes log p (exp(log_p) in
+                # float64 would not round back to the same input in float64)
+                columns = tuple(f"log_{c}" if not pd.isna(r.get(f"worst_log_{c}", math.nan))
+                                else c for c in family.columns)  # fmt: skip
+                point = {c: float(r[f"worst_{c}"]) for c in columns}
                 if any(math.isnan(v) for v in point.values()):
                     continue
                 computed = reference = math.nan
                 pts = results.read_points(
-                    ["k", *family.params, "computed", "reference", "ulp_err"],
+                    [*columns, "computed", "reference", "ulp_err"],
                     candidate=cand, dtype=dtype, device=r["device"], mode=RANK_MODE,
                     quantity="value",
                 )  # fmt: skip
@@ -457,13 +529,12 @@ def worst_cases(results: Results, candidates: dict[str, list[str]],
                 path = results.dir / "worst_cases" / name
                 with atomic_path(path) as tmp:
                     tmp.write_text(
-                        ",".join(family.columns)
-                        + "\n"
-                        + ",".join(repr(point[c]) for c in family.columns)
-                        + "\n"
+                        ",".join(columns) + "\n" + ",".join(repr(point[c]) for c in columns) + "\n"
                     )
                 thr = r["threshold"]
-                cmd = (f"ztbench eval {cand} {path} --dtype {dtype}"
+                external = {e.get("id"): e.get("eval")
+                            for e in results.env.get("external_candidates", [])}  # fmt: skip
+                cmd = (f"ztbench eval {external.get(cand) or cand} {path} --dtype {dtype}"
                        + ("" if pd.isna(thr) else f" --threshold {fmt_input(thr)}")
                        + (f" --device {r['device']}" if r["device"] != "cpu" else "")
                        + " -o out.csv")  # fmt: skip

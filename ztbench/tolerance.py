@@ -1,0 +1,54 @@
+"""Gate tolerances: how much a gated ulp metric may grow before it is a regression.
+
+One type for the suite loader (a suite's ``[gate]`` table) and the gate that applies it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How much a gated ulp metric may grow: a regression needs both
+    ``now > max_ratio * base`` and ``now - base > min_ulp``."""
+
+    max_ratio: float = 2.0
+    min_ulp: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_ratio) and self.max_ratio >= 1.0):
+            raise ValueError(f"max_ratio must be finite and >= 1, got {self.max_ratio!r}")
+        if not (math.isfinite(self.min_ulp) and self.min_ulp >= 0.0):
+            raise ValueError(f"min_ulp must be finite and >= 0, got {self.min_ulp!r}")
+
+    def regressed(self, base: float, now: float) -> bool:
+        """True when ``now`` is worse than ``base`` beyond the tolerance (NaN-safe)."""
+        if math.isnan(base) or math.isnan(now):
+            # A region measured before and not now is a regression; the reverse is new data.
+            return math.isnan(now) and not math.isnan(base)
+        if math.isinf(base) and math.isinf(now):
+            return False
+        return now > self.max_ratio * base and now - base > self.min_ulp
+
+    def improved(self, base: float, now: float) -> bool:
+        """True when ``now`` is better than ``base`` beyond the tolerance (NaN-safe)."""
+        if math.isnan(base) or math.isnan(now):
+            return False
+        if math.isinf(base) and math.isinf(now):
+            return False
+        return base > self.max_ratio * now and base - now > self.min_ulp
+
+
+@dataclass(frozen=True)
+class GateTolerance:
+    """The suite's tolerance: a default and per-candidate overrides (by candidate id)."""
+
+    default: Tolerance = field(default_factory=Tolerance)
+    per_candidate: Mapping[str, Tolerance] = field(default_factory=dict)
+
+    def for_candidate(self, candidate: str) -> Tolerance:
+        """The tolerance that applies to ``candidate`` (its override, else the default)."""
+        return self.per_candidate.get(candidate, self.default)
