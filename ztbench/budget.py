@@ -80,8 +80,9 @@ def near_threshold_points(spec: Any, ndtypes: int, family: str) -> int:
     """Points a ``near_thresholds`` spec asks for (before deduplication): per threshold and
     curve, ``2 ulps + 1`` neighbours in each dtype and ``decade`` points, times each k."""
     per_curve = ndtypes * (2 * spec.ulps + 1) + spec.decade
-    if family == "ztnb":
-        curves = len(spec.sum_mu) + len(spec.product_mu) + len(spec.w_theta)
+    if family == "ztnb":  # one curve per value of each list of curve points (sum_mu, ...)
+        lists = [v for name, v in vars(spec).items() if name not in ("k", "at")]
+        curves = sum(len(v) for v in lists if isinstance(v, tuple))
     else:
         curves = 1
     return len(spec.k) * len(spec.at) * curves * per_curve

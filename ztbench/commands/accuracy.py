@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from ztbench import budget
-from ztbench.accuracy import run_accuracy
 from ztbench.atomic import check_output_dir
 from ztbench.commands._target import add_target_arguments
 from ztbench.errors import UserError
@@ -56,6 +55,7 @@ def only_target(suite: Suite, args: argparse.Namespace) -> Suite:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ztbench.accuracy import run_accuracy  # torch: not for `--help`
 
     suite = load_suite(args.suite)
     if args.candidate:
