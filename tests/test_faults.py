@@ -133,6 +133,21 @@ def test_output_paths_of_the_wrong_kind(tmp_path, tiny, monkeypatch):
     assert a_file.read_text() == "keep me\n" and list(a_dir.iterdir()) == []
 
 
+def test_unwritable_output_directory_is_refused_before_the_run(tmp_path, tiny, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access  # tests may run as root, whom chmod does not stop: deny here
+    monkeypatch.setattr(
+        atomic.os, "access", lambda p, m: False if Path(p) == locked else real_access(p, m)
+    )
+    run = run_cli(["accuracy", str(tiny), "-o", str(locked / "out"), "--no-cache"])
+    assert_one_line(run, str(locked), "permission denied")
+    src = _points_csv(tmp_path / "in.csv")
+    run = run_cli(["eval", "ztpoisson/stable", str(src), "-o", str(locked / "o.csv")])
+    assert_one_line(run, "permission denied")
+    assert list(locked.iterdir()) == []
+
+
 def _points_csv(path: Path, n: int = 5, family: str = "ztpoisson") -> Path:
     rng = np.random.default_rng(0)
     k = np.floor(np.exp(rng.uniform(0, np.log(1e3), n)))
