@@ -3,6 +3,7 @@ written, nothing left behind (the README's "Bad input and faults" table points h
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -552,6 +553,8 @@ def test_killing_a_pooled_refs_run_leaves_no_process(tmp_path, sig):
     src = _points_csv(tmp_path / "in.csv", n=60_000, family="ztnb")
     cache = tmp_path / "cache"
     script = (
+        # a hang dumps its threads on SIGUSR1 (read below when the run does not stop)
+        "import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True);"
         "import sys; from ztbench.cli import main; "
         f"sys.exit(main(['refs', {str(src)!r}, '-o', {str(tmp_path / 'o.csv')!r}, "
         f"'--family', 'ztnb', '--no-progress', '--cache-dir', {str(cache)!r}]))"
@@ -574,7 +577,15 @@ def test_killing_a_pooled_refs_run_leaves_no_process(tmp_path, sig):
     assert len(workers) >= 2, "the pool never started"
     time.sleep(1.0)  # let the workers get into their first chunk
     proc.send_signal(sig)
-    rc = proc.wait(timeout=60)
+    try:
+        rc = proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        for p in {proc.pid, *workers}:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        pytest.fail("the run did not stop:\n" + (tmp_path / "err.txt").read_text()[-3000:])
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.1)

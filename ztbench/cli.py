@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ztbench import __version__, budget, commands
 from ztbench.errors import UserError
+from ztbench.executor import scheduler_scope
 from ztbench.procs import sigterm_as_interrupt
 
 
@@ -57,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with sigterm_as_interrupt(), budget.limited(getattr(args, "max_points", None)):
+            # A verb that added --scheduler (ztbench.executor.add_scheduler_option) runs
+            # with that executor active; the others with the local pool.
+            # $ZTBENCH_SCHEDULER applies only to the former.
+            if hasattr(args, "scheduler"):
+                with scheduler_scope(args.scheduler):
+                    return int(args._run(args) or 0)
             return int(args._run(args) or 0)
     except UserError as exc:
         print(f"ztbench {args.verb}: error: {_one_line(str(exc))}", file=sys.stderr)

@@ -11,6 +11,7 @@ from ztbench import budget
 from ztbench.atomic import check_output_dir
 from ztbench.commands._target import add_target_arguments
 from ztbench.errors import UserError
+from ztbench.executor import add_scheduler_option
 from ztbench.suite import Suite, load_suite
 
 HELP = "measure every candidate of a suite against certified references (value and gradients)"
@@ -33,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--kind, --parameters",
     )
     add_target_arguments(p, " (default: the suite's, if it has one)")
+    add_scheduler_option(p)
 
 
 def only_target(suite: Suite, args: argparse.Namespace) -> Suite:

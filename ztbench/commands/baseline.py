@@ -22,6 +22,7 @@ from ztbench.commands.check import (
     run_suite,
 )
 from ztbench.errors import UserError
+from ztbench.executor import add_scheduler_option
 
 HELP = "run a suite and record its accuracy summary as the CI gate's baseline"
 
@@ -42,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="reference cache directory (default: $ZTBENCH_CACHE_DIR or the user cache)",
     )
     budget.add_argument(p)
+    add_scheduler_option(p)
 
 
 def record(

@@ -21,6 +21,7 @@ from pathlib import Path
 from ztbench import budget, jsonfloat
 from ztbench.atomic import atomic_write_text, check_output_dir
 from ztbench.errors import UserError, positive_float, positive_int
+from ztbench.executor import add_scheduler_option, release_active
 
 HELP = "run accuracy, throughput and the report on a suite; print the report path and leaders"
 DEFAULT_SUITE = "suites/default.toml"
@@ -69,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"seconds of timing per throughput row (default {BENCH_BUDGET_S})",
     )
+    add_scheduler_option(p)
 
 
 def run_throughput_stage(
@@ -140,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
                           progress=None if progress else False,
                           write_points=not args.no_points)  # fmt: skip
     times["accuracy"] = time.perf_counter() - t0
+    release_active()  # a --scheduler local:N cluster idling here would disturb the timing
     print(
         f"bench: accuracy {times['accuracy']:.1f} s ("
         + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ztbench import budget, gate
 from ztbench.errors import UserError
+from ztbench.executor import add_scheduler_option
 
 HELP = "CI gate: rerun a suite and fail (exit 1) if it is less accurate than the baseline"
 
@@ -51,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="reference cache directory (default: $ZTBENCH_CACHE_DIR or the user cache)",
     )
     budget.add_argument(p)
+    add_scheduler_option(p)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import argparse
 
 from ztbench.atomic import check_output_file
 from ztbench.errors import UserError
+from ztbench.executor import add_scheduler_option
 from ztbench.families import FAMILIES, get_family
 from ztbench.pointsio import read_points_csv, write_csv
 from ztbench.schema import ENGINE_NAMES
@@ -31,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_scheduler_option(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,15 +8,15 @@ must not be trusted; the accuracy runner excludes them).
 
 Work is split into chunks of unique points, sorted so that the same set of points always
 forms the same chunks. Each chunk is looked up in the content-addressed cache
-(:mod:`ztbench.reference.cache`) and, when missing, computed by the engine in a pool of
-worker processes and stored as soon as it is done, so an interrupted run resumes where it
-stopped.
+(:mod:`ztbench.reference.cache`) and, when missing, computed by the engine on an executor
+(:mod:`ztbench.executor`: this machine's process pool, or a Dask cluster) and stored by
+this process as soon as it is done, so an interrupted run resumes where it stopped and
+workers never touch the cache. A chunk's values do not depend on where it ran.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from ztbench.errors import UserError
+from ztbench.executor import Executor, LocalPool, active_executor
 from ztbench.families import (
     TORCH_NB,
     Family,
@@ -33,7 +35,6 @@ from ztbench.families import (
     to_natural,
     validate_points,
 )
-from ztbench.procs import process_pool
 from ztbench.reference import arb_engine, mpmath_engine
 from ztbench.reference.cache import ReferenceCache, chunk_key, default_cache_dir
 from ztbench.schema import ENGINE_NAMES
@@ -41,7 +42,7 @@ from ztbench.schema import ENGINE_NAMES
 ENGINES: dict[str, ModuleType] = {arb_engine.NAME: arb_engine, mpmath_engine.NAME: mpmath_engine}
 assert tuple(ENGINES) == ENGINE_NAMES
 CHUNK_POINTS = 1024
-# Below this many points to compute, a process pool costs more than it saves.
+# Below this many points to compute, a local process pool costs more than it saves.
 MIN_PARALLEL_POINTS = 4 * CHUNK_POINTS
 
 __all__ = ["ENGINES", "compute_references", "engine_version"]
@@ -61,11 +62,18 @@ def _engine(name: str) -> ModuleType:
         ) from None
 
 
-def _run_chunk(
-    args: tuple[str, str, np.ndarray, tuple[bool, ...]],
-) -> tuple[np.ndarray, np.ndarray]:
-    engine, family, block, log_mask = args
-    return ENGINES[engine].evaluate_chunk(family, *block, log_mask=log_mask)
+def _run_chunks(
+    args: tuple[str, str, list[np.ndarray], tuple],
+) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Some chunks' (values, certified flags), and the engine version of the process.
+
+    Runs on whichever worker gets the task. The version is the worker's own: a cluster
+    worker with other library versions than the client's would otherwise file its values
+    under the client's cache key.
+    """
+    engine, family, blocks, log_mask = args
+    eng = ENGINES[engine]
+    return eng.VERSION, [eng.evaluate_chunk(family, *b, log_mask=log_mask) for b in blocks]
 
 
 def compute_references(
@@ -76,6 +84,7 @@ def compute_references(
     progress: bool | None = None,
     workers: int | None = None,
     log_params: tuple[str, ...] = (),
+    executor: Executor | None = None,
 ) -> pd.DataFrame:
     """Certified reference quantities at each point.
 
@@ -87,11 +96,13 @@ def compute_references(
         cache_dir: cache directory; None for the default (:func:`default_cache_dir`),
             False to disable caching.
         progress: show a progress bar; None shows one only if the work lasts over 2 s.
-        workers: worker processes (default: the number of CPUs).
+        workers: worker processes of the local pool (default: the number of CPUs).
         log_params: parameters given as logarithms: ``points`` then has ``log_<p>``
             instead of ``p``; the quantities are taken at p = exp(log_p) exactly (inside
             the engine) and the gradients are ``d_log_<p>`` = p d/dp
             (:meth:`~ztbench.families.Family.quantities_for`).
+        executor: where missing chunks run (default: the active executor of
+            :func:`ztbench.executor.scheduler_scope`, else the local pool).
 
     Returns:
         A DataFrame aligned with ``points`` (same index for a DataFrame), with one float64
@@ -138,10 +149,19 @@ def compute_references(
             values[:, start : start + len(block)], certified[start : start + len(block)] = hit
 
     n_missing = sum(min(CHUNK_POINTS, len(unique) - s) for s, _ in missing)
+    if executor is None:
+        executor = active_executor()
+    if executor is None:
+        executor = LocalPool(workers if n_missing >= MIN_PARALLEL_POINTS else 1)
+    # Several chunks per task where the executor asks for it (a cluster's scheduler has a
+    # cost per task); each chunk is still cached on its own, under its own key.
+    per_task = executor.items_per_task(len(missing))
+    groups = [missing[i : i + per_task] for i in range(0, len(missing), per_task)]
     tasks = [
-        (eng.NAME, fam.name, unique[s : s + CHUNK_POINTS].T.copy(), log_mask) for s, _ in missing
+        (eng.NAME, fam.name, [unique[s : s + CHUNK_POINTS].T.copy() for s, _ in g], log_mask)
+        for g in groups
     ]
-    n_workers = workers or os.cpu_count() or 1
+    keys = [f"ztref-{group[0][1]}-{len(group)}" for group in groups]
     bar = tqdm(
         total=n_missing,
         unit="pt",
@@ -150,14 +170,24 @@ def compute_references(
         delay=0 if progress else 2,
         leave=False,
     )
-    with bar:
-        if n_workers > 1 and n_missing >= MIN_PARALLEL_POINTS:
-            ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            with process_pool(n_workers, ctx) as pool:  # workers die with this process
-                results = pool.map(_run_chunk, tasks)
-                _collect(results, missing, values, certified, cache, bar)
-        else:
-            _collect(map(_run_chunk, tasks), missing, values, certified, cache, bar)
+    if tasks:
+        results = executor.map_unordered(_run_chunks, tasks, keys=keys)
+        with bar, contextlib.closing(results):
+            # Each chunk is stored as it arrives (atomically): an interrupted run keeps
+            # every finished chunk and no partial one.
+            for i, (version, chunks) in results:
+                if version != eng.VERSION:
+                    raise UserError(
+                        f"a worker computed references with {eng.NAME} {version}, this "
+                        f"process has {eng.VERSION}: install the same versions on the workers"
+                    )
+                for (start, key), (vals, cert) in zip(groups[i], chunks, strict=True):
+                    n = vals.shape[1]
+                    values[:, start : start + n] = vals
+                    certified[start : start + n] = cert
+                    if cache is not None:
+                        cache.store(key, vals, cert)
+                    bar.update(n)
 
     out = pd.DataFrame({q: values[i, inverse] for i, q in enumerate(quantities)}, index=index)
     out["certified"] = certified[inverse]
@@ -170,13 +200,3 @@ def compute_references(
     }
     return out
 
-
-def _collect(results, missing, values, certified, cache, bar) -> None:
-    """Store each finished chunk in place and in the cache, in order, as it arrives."""
-    for (start, key), (vals, cert) in zip(missing, results, strict=True):
-        n = vals.shape[1]
-        values[:, start : start + n] = vals
-        certified[start : start + n] = cert
-        if cache is not None:
-            cache.store(key, vals, cert)
-        bar.update(n)
