@@ -49,10 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # a usage error (2, one line), --help or --version (0)
-        return exc.code if isinstance(exc.code, int) else 0
+    args = parser.parse_args(argv)  # a usage error: one line and SystemExit(2)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2

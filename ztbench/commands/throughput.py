@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ztbench import budget
 from ztbench.atomic import check_output_dir
-from ztbench.errors import UserError, nonnegative_float, positive_float, positive_int
+from ztbench.errors import UserError, nonnegative_float, positive_int
 
 HELP = "time every candidate (elements/s, ratio to a copy and to naive) and write throughput.csv"
 
@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--passes", metavar="LIST", help="forward,forward+backward (default both)")
     p.add_argument("--sizes", metavar="LIST", help=f"comma list, e.g. 1e4,1e6 (default {sizes})")
     p.add_argument(
-        "--budget", type=positive_float, default=d.budget_s, metavar="S",
+        "--budget", type=float, default=d.budget_s, metavar="S",
         help=f"seconds of timing per row (at least --min-rounds rounds; default {d.budget_s})",
     )  # fmt: skip
     p.add_argument("--min-rounds", type=positive_int, default=d.min_rounds, metavar="N")
