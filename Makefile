@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install -q -e ".[dev,dask]" "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install -q -e ".[bench,dev,dask]" "torch==$(TORCH_VERSION)"
 # The published package (bento-sc 0.0.8), measured as itself: its loss module needs torch
 # only, so its unrelated heavy dependencies are not installed.
 	$(BIN)/python -m pip install -q --no-deps bento-sc==0.0.8

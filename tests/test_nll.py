@@ -320,8 +320,9 @@ def _logu(rng, lo, hi, n):
 
 
 def test_eager_fast_path_equals_the_compiled_kernels_bit_for_bit():
-    # the eager path evaluates each branch on its own elements; torch.compile uses the
-    # where-based kernels: both must compute the same float64 numbers exactly
+    # each kernel is written once and run by two dispatchers: INDEX (eager, each branch
+    # on its own elements) and WHERE (torch.compile and the differentiable backward,
+    # every branch everywhere): both must compute the same float64 numbers exactly
     from ztbench.loss import nll
 
     rng = np.random.default_rng(11)

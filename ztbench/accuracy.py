@@ -457,12 +457,13 @@ def _sweep(
                          "rule_max_nats": float(cost_nats.max()) if s.n else math.nan,
                          **{f"rule_{k}": rule_worst[k] for k in
                             ("worst_k", "worst_lam", "worst_mu", "worst_theta")}})  # fmt: skip
-    # best t (per region): fewest failures, then smallest max, then p99, then the smaller t
+    # best t (per region): fewest failures, then the smallest cost of the rule (the
+    # formulation's own error is the same at every t), then max, p99, then the smaller t
     for region, _ in regions:
         group = [r for r in rows if r["region"] == region]
         ranked = sorted(
             (r for r in group if r["n"] > 0),
-            key=lambda r: (r["failures"], r["max_ulp"], r["p99_ulp"], r["t"]),
+            key=lambda r: (r["failures"], r["rule_max_ulp"], r["max_ulp"], r["p99_ulp"], r["t"]),
         )
         for r in group:
             r["best"] = bool(ranked) and r is ranked[0]

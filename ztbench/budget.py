@@ -100,6 +100,9 @@ def family_points(spec: Any, ndtypes: int) -> int:
     total += len(spec.edges)
     if spec.near_thresholds is not None:
         total += near_threshold_points(spec.near_thresholds, ndtypes, spec.family)
+    dataset = getattr(spec, "dataset", None)  # realistic points from a shipped dataset
+    if dataset is not None:
+        total += int(dataset.n)
     return total
 
 

@@ -47,8 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Import names of the `bench` extra (pyproject.toml): `pip install ztbench` gives the loss
+# alone, and the command then says what to install instead of a traceback.
+_BENCH_MODULES = frozenset(
+    ("pandas", "pyarrow", "mpmath", "flint", "matplotlib", "tqdm", "platformdirs", "scipy",
+     "statsmodels")
+)  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _BENCH_MODULES:
+            raise
+        print(
+            f"ztbench: error: the benchmark needs its extra dependencies ({exc.name} is "
+            "missing): pip install 'ztbench[bench]'",
+            file=sys.stderr,
+        )
+        return 2
     args = parser.parse_args(argv)  # a usage error: one line and SystemExit(2)
     if getattr(args, "_run", None) is None:
         parser.print_help()

@@ -18,6 +18,9 @@ Spec kinds (schema in :mod:`ztbench.suite`):
 - edges: explicit rows.
 - near_thresholds: the switch points of the published rules and their float neighbours in
   each suite dtype (:func:`ztbench.metrics.step_floats`), plus a decade around them.
+- dataset: realistic points from the reference fit of real counts
+  (:func:`ztbench.fit.points.dataset_points`); a region with ``source = "dataset"`` selects
+  exactly these points.
 
 Points computed from ratios or threshold curves that fall outside the domain are dropped;
 explicit values were validated by the suite loader.
@@ -184,6 +187,11 @@ def build_family_points(
         blocks.append({c: arr[:, i] for i, c in enumerate(family.columns)})
     if spec.near_thresholds is not None:
         blocks.append(_near(family, spec.near_thresholds, dtypes))
+    if spec.dataset is not None:
+        from ztbench.fit.points import dataset_points  # torch, data files: only when asked
+
+        real = dataset_points(spec.dataset)
+        blocks.append({c: real[c].to_numpy() for c in family.columns})
     ncol = len(family.columns)
     mats = [np.column_stack([b[c] for c in family.columns]) for b in blocks if len(b["k"])]
     mat = np.concatenate(mats) if mats else np.empty((0, ncol))
@@ -235,6 +243,10 @@ def region_mask(df: pd.DataFrame, region: Region, family: str | None = None) -> 
     with np.errstate(divide="ignore", invalid="ignore"):
         variables = region_variables(df, family or region.family)
     mask = np.ones(len(df), dtype=bool)
+    if region.dataset is not None:
+        from ztbench.fit.points import membership
+
+        mask &= membership(df, region.dataset)
     for var, (lo, hi) in region.bounds.items():
         x = variables[var]
         mask &= (x >= lo) & (x <= hi)

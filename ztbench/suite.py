@@ -65,6 +65,12 @@ Schema (every key below; anything else is an error)::
     ulps = 3                        # default 2
     decade = 9                      # default 9
     # ztnb only: sum_mu, product_mu, pair_mu, w_theta = [...] (default empty)
+    # Realistic points from real counts: the (k, mu_cg, theta_g) that the certified
+    # reference fit (ztbench.fit) places on a shipped dataset's nonzero counts, for the
+    # genes whose fit is interior (status ok); n of them, a uniform subsample of the
+    # nonzero cells seeded from the suite seed and the dataset name. model: "per-gene"
+    # (default) or "size-factor"; family, if given, must be the table's family.
+    dataset = { name = "mouse_brain_10k", family = "ztnb", model = "size-factor", n = 20000 }
 
     [regions.tiny-mu]               # optional: named regions for per-region summaries
     family = "ztnb"                 # a family, or a list of them (["ztpoisson", "ztnb"])
@@ -73,6 +79,9 @@ Schema (every key below; anything else is an error)::
     # variables: ztpoisson: k, lam, mean (= lam), w (= lam), lam_over_k;
     #            ztnb: k, mu, mean (= mu), theta, w (= theta log1p(mu/theta)), mu_over_k,
     #            theta_plus_mu; a region of several families: the variables they share
+    [regions.realistic]             # or: the points of a family's dataset source (one
+    family = "ztnb"                 #   family; bounds optional on top of it)
+    source = "dataset"
 
     [goals]                         # optional: the shipped loss's goals (report, tests)
     candidates = ["ztpoisson/ztbench", "ztnb/ztbench"]   # required: ids in this suite
@@ -170,6 +179,18 @@ class NearThresholds:
 
 
 @dataclass(frozen=True)
+class DatasetSource:
+    """Realistic points: ``n`` (k, mu, theta) from the reference fit of a shipped dataset
+    (see :func:`ztbench.fit.points.dataset_points`); ``seed`` is the suite's."""
+
+    name: str
+    family: str
+    model: str = "per-gene"
+    n: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class FamilyPoints:
     """How to build the points of one family (see :mod:`ztbench.grids`)."""
 
@@ -178,17 +199,20 @@ class FamilyPoints:
     randoms: tuple[RandomSpec, ...] = ()
     edges: tuple[tuple[float, ...], ...] = ()
     near_thresholds: NearThresholds | None = None
+    dataset: DatasetSource | None = None
 
 
 @dataclass(frozen=True)
 class Region:
-    """Named region: inclusive ``(lo, hi)`` bounds on variables of ``family``."""
+    """Named region: inclusive ``(lo, hi)`` bounds on variables of ``family``; with
+    ``dataset`` set, only the points of that dataset source (``source = "dataset"``)."""
 
     name: str
     family: str
     bounds: Mapping[str, tuple[float, float]]
     description: str = ""
     families: tuple[str, ...] = ()
+    dataset: DatasetSource | None = None
 
     def applies_to(self, family: str) -> bool:
         """True when the region bounds points of ``family``."""
@@ -487,7 +511,7 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
     devices = ck.strings(raw.get("devices", ["cpu"]), "devices", DEVICES, "device")
     modes = ck.strings(raw.get("modes", ["eager"]), "modes", MODES, "mode")
 
-    families = _families(ck, raw["families"])
+    families = _families(ck, raw["families"], seed)
     counts = {f: budget.family_points(fp, len(dtypes)) for f, fp in families.items()}
     for f, count in counts.items():
         _check_budget(ck, _join("families", f), count)
@@ -504,7 +528,7 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
         if fam not in families:
             raise ck.fail("candidates", f"{cid} needs points of family {fam} (no [families.{fam}])")
     thresholds = _thresholds(ck, raw.get("thresholds", {}), selected, known)
-    regions = _regions(ck, raw.get("regions", {}))
+    regions = _regions(ck, raw.get("regions", {}), families)
     gate = _gate(ck, raw.get("gate", {}), selected)
     goals = _goals(ck, raw["goals"], selected) if "goals" in raw else None
     return Suite(
@@ -715,7 +739,7 @@ def _tolerance(ck: _Checker, t: dict[str, Any], key: str, base: Tolerance) -> To
 # --------------------------------------------------------------------------- regions
 
 
-def _regions(ck: _Checker, value: Any) -> dict[str, Region]:
+def _regions(ck: _Checker, value: Any, families: Mapping[str, FamilyPoints]) -> dict[str, Region]:
     if not isinstance(value, dict):
         raise ck.fail("regions", f"must be a table, got {_type(value)}")
     out: dict[str, Region] = {}
@@ -740,9 +764,23 @@ def _regions(ck: _Checker, value: Any) -> dict[str, Region]:
         allowed = (
             "family",
             "description",
+            "source",
             *(f"{v}_{b}" for v in variables for b in ("min", "max")),
         )
         ck.table(spec, key, allowed)
+        dataset = None
+        if "source" in spec:
+            src = ck.string(spec["source"], _join(key, "source"))
+            if src != "dataset":
+                raise ck.fail(_join(key, "source"), f"unknown source {src!r} (known: dataset)")
+            if len(names) != 1:
+                raise ck.fail(_join(key, "source"), "a dataset region names one family")
+            fam = names[0]
+            dataset = families[fam].dataset if fam in families else None
+            if dataset is None:
+                raise ck.fail(
+                    _join(key, "source"), f"[families.{fam}] has no dataset to take points from"
+                )
         bounds: dict[str, tuple[float, float]] = {}
         for var in variables:
             lo_key, hi_key = f"{var}_min", f"{var}_max"
@@ -756,10 +794,10 @@ def _regions(ck: _Checker, value: Any) -> dict[str, Region]:
                     f"{var} range [{fmt_num(lo)}, {fmt_num(hi)}] is inverted",
                 )
             bounds[var] = (lo, hi)
-        if not bounds:
-            raise ck.fail(key, "bounds no variable (set <var>_min or <var>_max)")
+        if not bounds and dataset is None:
+            raise ck.fail(key, "bounds no variable (set <var>_min or <var>_max, or source)")
         desc = ck.string(spec.get("description", ""), _join(key, "description"))
-        out[name] = Region(name, names[0], bounds, desc, tuple(names))
+        out[name] = Region(name, names[0], bounds, desc, tuple(names), dataset)
     return out
 
 
@@ -870,16 +908,18 @@ def _blocks(value: Any) -> list[tuple[int | None, Any]]:
     return [(None, value)]
 
 
-def _families(ck: _Checker, value: Any) -> dict[str, FamilyPoints]:
+def _families(ck: _Checker, value: Any, seed: int = 0) -> dict[str, FamilyPoints]:
     t = ck.table(value, "families", tuple(FAMILIES))
     if not t:
         raise ck.fail("families", "is empty (give at least one family's points)")
     out: dict[str, FamilyPoints] = {}
     for family, spec in t.items():
         fkey = _join("families", family)
-        st = ck.table(spec, fkey, ("grid", "random", "edges", "near_thresholds"))
+        st = ck.table(spec, fkey, ("grid", "random", "edges", "near_thresholds", "dataset"))
         if not st:
-            raise ck.fail(fkey, "gives no points (set grid, random, edges or near_thresholds)")
+            raise ck.fail(
+                fkey, "gives no points (set grid, random, edges, near_thresholds or dataset)"
+            )
         grids: list[GridSpec] = []
         randoms: list[RandomSpec] = []
         allowed = _column_keys(family)
@@ -908,7 +948,10 @@ def _families(ck: _Checker, value: Any) -> dict[str, FamilyPoints]:
         near = None
         if "near_thresholds" in st:
             near = _near(ck, st["near_thresholds"], _join(fkey, "near_thresholds"), family)
-        out[family] = FamilyPoints(family, tuple(grids), tuple(randoms), edges, near)
+        dataset = None
+        if "dataset" in st:
+            dataset = _dataset(ck, st["dataset"], _join(fkey, "dataset"), family, seed)
+        out[family] = FamilyPoints(family, tuple(grids), tuple(randoms), edges, near, dataset)
     return out
 
 
@@ -970,3 +1013,22 @@ def _near(ck: _Checker, value: Any, key: str, family: str) -> NearThresholds:
     if family == "ztnb" and not lists:
         raise ck.fail(key, "gives no curve (set sum_mu, product_mu, pair_mu or w_theta)")
     return NearThresholds(k=ks, at=at, ulps=ulps, decade=decade, **lists)
+
+
+def _dataset(ck: _Checker, value: Any, key: str, family: str, seed: int) -> DatasetSource:
+    from ztbench.datasets import DATASETS
+    from ztbench.fit.data import MODELS
+
+    t = ck.table(value, key, ("name", "family", "model", "n"), ("name", "n"))
+    name = ck.string(t["name"], _join(key, "name"))
+    if name not in DATASETS:
+        raise ck.fail(
+            _join(key, "name"), f"unknown dataset {name!r} (known: {', '.join(DATASETS)})"
+        )
+    if "family" in t and ck.string(t["family"], _join(key, "family")) != family:
+        raise ck.fail(_join(key, "family"), f"must be {family!r} (the table's family) if given")
+    model = ck.string(t.get("model", "per-gene"), _join(key, "model"))
+    if model not in MODELS:
+        raise ck.fail(_join(key, "model"), f"unknown model {model!r} (known: {', '.join(MODELS)})")
+    n = ck.integer(t["n"], _join(key, "n"), lo=1)
+    return DatasetSource(name=name, family=family, model=model, n=n, seed=seed)

@@ -33,7 +33,7 @@ CPU_SIZE = 10**6
 CUDA_SIZE = 10**8
 DTYPE = "float32"
 TORCH_IDS = [c.id for c in list_candidates() if c.kind == "torch"]
-COMPILE_IDS = [i for i in TORCH_IDS if i.endswith(("/naive", "/stable"))]
+COMPILE_IDS = [i for i in TORCH_IDS if i.endswith(("/naive", "/stable", "/ztbench"))]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 _INPUTS: dict[tuple[str, str, int], list[torch.Tensor]] = {}
@@ -121,3 +121,69 @@ def test_cuda(benchmark: Any, cid: str, mode: str, pass_: str) -> None:
 @pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
 def test_cuda_copy(benchmark: Any, family: str, pass_: str) -> None:
     _copy_case(benchmark, family, "cuda", pass_, CUDA_SIZE)
+
+
+# Realistic single-cell-like inputs (not log-uniform over the whole domain): log mu (or
+# log lam) uniform in [0, 2], log theta uniform in [0.5, 2.5], k = 1 + Poisson(mu). The
+# shipped loss next to the naive formula and torch.distributions plus the truncation term,
+# forward+backward: compare the rows of the group "... realistic" (elements per second =
+# size / mean time).
+REALISTIC_IDS = [
+    f"{fam}/{name}"
+    for fam in ("ztpoisson", "ztnb")
+    for name in ("ztbench", "naive", "torch-distributions")
+]
+
+
+def _realistic_inputs(family: str, size: int) -> list[torch.Tensor]:
+    key = (f"{family}/realistic", "cpu", size)
+    if key not in _INPUTS:
+        _INPUTS.clear()
+        gen = torch.Generator().manual_seed(16)
+        mu = torch.exp(2.0 * torch.rand(size, generator=gen, dtype=torch.float64))
+        k = 1.0 + torch.poisson(mu, generator=gen)
+        cols = [k, mu]
+        if family == "ztnb":
+            log_theta = 0.5 + 2.0 * torch.rand(size, generator=gen, dtype=torch.float64)
+            cols.append(torch.exp(log_theta))
+        _INPUTS[key] = [c.to(torch.float32) for c in cols]
+    return _INPUTS[key]
+
+
+@pytest.mark.parametrize("cid", REALISTIC_IDS)
+def test_cpu_realistic(benchmark: Any, cid: str) -> None:
+    from ztbench.candidates import get_candidate
+
+    c = get_candidate(cid)
+    pass_ = "forward+backward"
+    call = make_call(c, "eager", pass_, _realistic_inputs(c.family, CPU_SIZE))
+    _bench(benchmark, call, "cpu", family=f"{c.family} realistic", candidate=cid, mode="eager",
+           size=CPU_SIZE, **{"pass": pass_})  # fmt: skip
+
+
+# Cold compile time (inductor's caches off, dynamo reset): the shipped loss next to the
+# naive formula, one forward+backward compiled and run once per round on 10^4 elements.
+# Run alone: pytest tests/bench -k compile_time --benchmark-enable (minutes for ztnb).
+@pytest.mark.parametrize(
+    "cid", ["ztpoisson/ztbench", "ztpoisson/naive", "ztnb/ztbench", "ztnb/naive"]
+)
+def test_cpu_compile_time(benchmark: Any, cid: str) -> None:
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    from ztbench.candidates import get_candidate
+
+    c = get_candidate(cid)
+    inputs = _inputs(c.family, "cpu", 10**4)
+
+    def setup() -> tuple[tuple[()], dict[str, Any]]:
+        torch._dynamo.reset()
+        return (), {}
+
+    def compile_and_run() -> None:
+        make_call(c, "compile", "forward+backward", inputs)()
+
+    benchmark.group = f"{c.family} compile time, cold"
+    benchmark.extra_info.update(candidate=cid, threads=torch.get_num_threads())
+    with inductor_config.patch(force_disable_caches=True):
+        benchmark.pedantic(compile_and_run, setup=setup, rounds=2, iterations=1)

@@ -1,9 +1,14 @@
-"""``ztbench bench``: accuracy, throughput and the report on one suite (what `make bench` runs).
+"""``ztbench bench``: accuracy, throughput, impact and the report on one suite (`make bench`).
 
 Stages: (1) :func:`ztbench.accuracy.run_accuracy` into DIR; (2) throughput into DIR
 (``throughput.csv``/``.json``) through the ``throughput`` verb, at bench's sizes, budget
 and thread count (one thread by default; skipped with a note when that verb is not
-installed, or with ``--skip-throughput``); (3) the report (DIR/REPORT.md). Prints each
+installed, or with ``--skip-throughput``); (3) impact (``impact_genes.csv``,
+``impact_summary.csv``, :func:`run_impact_stage`): for each family with a dataset source,
+the suite's torch candidates of that family refitted on that dataset with the per-gene
+model (the size-factor model costs minutes per candidate), in the suite's dtypes other than
+float64 (float32 when there are none), plus the synthetic-truth grid when the suite
+measures ztnb (skipped with ``--skip-impact``); (4) the report (DIR/REPORT.md). Prints each
 stage's wall time, the report's path and a short leaderboard (top 3 per family for
 float32 and float64).
 """
@@ -22,6 +27,7 @@ from ztbench import budget, jsonfloat
 from ztbench.atomic import atomic_write_text, check_output_dir
 from ztbench.errors import UserError, positive_float, positive_int
 from ztbench.executor import add_scheduler_option, release_active
+from ztbench.suite import Suite
 
 HELP = "run accuracy, throughput and the report on a suite; print the report path and leaders"
 DEFAULT_SUITE = "suites/default.toml"
@@ -43,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="reference cache directory (default $ZTBENCH_CACHE_DIR "
                    "or the user cache dir)")  # fmt: skip
     p.add_argument("--skip-throughput", action="store_true", help="do not measure throughput")
+    p.add_argument("--skip-impact", action="store_true", help="do not refit the datasets")
     p.add_argument(
         "--no-points",
         action="store_true",
@@ -122,6 +129,44 @@ def _max_elements(args: argparse.Namespace) -> int:
     return max(args.max_points, budget.DEFAULT_MAX_ELEMENTS)
 
 
+def run_impact_stage(suite: Suite, out: Path, cache_dir: str | None, progress: bool) -> str:
+    """Run the impact stage for ``suite`` into ``out`` (see the module docstring)."""
+    import pandas as pd
+
+    from ztbench.commands.impact import (
+        SYNTHETIC_GRID,
+        SYNTHETIC_N,
+        SYNTHETIC_SEED,
+        impact_genes_frame,
+        write_impact,
+    )
+
+    dtypes = [d for d in suite.dtypes if d != "float64"] or ["float32"]
+    n_mu, n_theta = (int(x) for x in SYNTHETIC_GRID.split("x"))
+    frames = []
+    for fp in suite.families.values():
+        if fp.dataset is not None:
+            cands = list(suite.candidates_of(fp.family))
+            frames.append(
+                impact_genes_frame(
+                    fp.dataset.name, fp.family, "per-gene", cands, dtypes, cache_dir,
+                    progress=progress,
+                )
+            )  # fmt: skip
+    if "ztnb" in suite.families:
+        synthetic = (SYNTHETIC_SEED, SYNTHETIC_N, n_mu, n_theta)
+        cands = list(suite.candidates_of("ztnb"))
+        frames.append(
+            impact_genes_frame(
+                None, "ztnb", "per-gene", cands, dtypes, cache_dir, synthetic, progress=progress
+            )
+        )
+    if not frames:
+        return "impact: skipped (the suite has no dataset source and no ztnb points)"
+    paths = write_impact(pd.concat(frames, ignore_index=True), out)
+    return f"impact: wrote {paths[0]} and {paths[1]} ({', '.join(dtypes)})"
+
+
 def run(args: argparse.Namespace) -> int:
     from ztbench.accuracy import run_accuracy
     from ztbench.report import build_report, terminal_leaderboard
@@ -162,6 +207,14 @@ def run(args: argparse.Namespace) -> int:
                                     args.throughput_threads, _max_elements(args))  # fmt: skip
     times["throughput"] = time.perf_counter() - t0
     print(f"bench: {note} ({times['throughput']:.1f} s)", flush=True)
+
+    t0 = time.perf_counter()
+    if args.skip_impact:
+        note = "impact: skipped (--skip-impact)"
+    else:
+        note = run_impact_stage(suite, out, args.cache_dir, progress)
+    times["impact"] = time.perf_counter() - t0
+    print(f"bench: {note} ({times['impact']:.1f} s)", flush=True)
 
     t0 = time.perf_counter()
     path = build_report(out)

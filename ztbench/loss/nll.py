@@ -4,6 +4,7 @@
 
     loss = zt_poisson_nll(k, log_lam=eta)                     # mean over elements
     loss = zt_negbin_nll(k, log_mu=eta, log_theta=phi, reduction="sum", full=True)
+    loss = zt_negbin_nll(x, log_mu=eta, log_theta=phi, mask=x > 0)  # nonzero counts of x
 
 Design (the formulas are in the docstrings of the private kernels below):
 
@@ -21,27 +22,34 @@ Design (the formulas are in the docstrings of the private kernels below):
   once (:mod:`ztbench.loss.dd.ztp`, :func:`_refine_float64`): at most 2 ulp on suites/default.toml.
   Likewise ZTNB d/dmu, and d/dtheta for theta <= 16 (:mod:`ztbench.loss.dd.ztnb`); the
   ZTNB value has no double-double form yet (its zero crossings keep 10^4-10^5 ulp).
-- A custom :class:`torch.autograd.Function` returns analytic gradients computed in the
-  same forward pass, each written as a sum of terms that do not cancel (differences
+- One autograd node (:class:`_ZTLoss`) returns analytic first derivatives computed in
+  the same forward pass, each written as a sum of terms that do not cancel (differences
   such as mu - k are exact by Sterbenz's lemma where they would otherwise cancel).
   Gradients with respect to log-parameters follow by the chain rule through exp (in
-  float64).
+  float64). The backward is differentiable (double backward, Hessians) and the node
+  supports torch.func (setup_context, jvp, a vmap rule): see the "autograd" section.
 - Invalid input (k < 1, non-integer or non-finite k, parameters that are NaN, not
-  positive or not finite): ``ValueError`` naming the problem with ``validate=True``
-  (a host synchronisation); NaN at those positions with ``validate=False`` (no
-  synchronisation, no graph break: the torch.compile hot path).
+  positive or not finite): with ``validate=True`` a ``ValueError`` naming the problem in
+  eager mode, one ``torch._assert_async`` under torch.compile (no graph break;
+  :mod:`ztbench.loss.validation`); with ``validate=False`` NaN in the value and the
+  gradients at those positions. ``mask=`` leaves elements out exactly (0 in the value
+  and the gradients, whatever their inputs).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from ztbench.loss import primitives as P
+from ztbench.loss import validation as V
 from ztbench.loss.dd import ztnb as dd_ztnb
 from ztbench.loss.dd import ztp as dd_ztp
+from ztbench.loss.dispatch import INDEX, WHERE, Dispatcher
 
 __all__ = ["zt_negbin_nll", "zt_poisson_nll"]
 
@@ -51,27 +59,13 @@ _F64 = torch.float64
 
 
 # --------------------------------------------------------------------------- kernels
-def _ztp_small(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """The ZTP loss and d/dlam for lam < 1 (see :func:`_ztp_kernel`)."""
-    value = _h_series(lam) - (k - 1.0) * torch.log(lam)
-    if not need_grad:
-        return value, None
-    return value, _q_series(lam) - (k - 1.0) / lam
-
-
-def _ztp_large(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """The ZTP loss and d/dlam for lam >= 1 (see :func:`_ztp_kernel`)."""
-    log_lam = torch.log(lam)
-    e = torch.exp(-lam)  # underflows to 0 past lam ~ 745, where it no longer matters
-    value = (lam + torch.log1p(-e) - log_lam) - (k - 1.0) * log_lam
-    if not need_grad:
-        return value, None
-    # 1/expm1(lam) = e^-lam / (1 - e^-lam): no overflow of expm1 past lam ~ 709 (the
-    # term is then a subnormal that the reference keeps)
-    return value, (lam - k) / lam + e / (-torch.expm1(-lam))
-
-
-def _ztp_kernel(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+# Each kernel is written once, as a function of a dispatcher D (:mod:`ztbench.loss.dispatch`):
+# WHERE evaluates every branch on every element with safe inputs where it is not taken
+# (traceable, differentiable: torch.compile on a GPU and the differentiable backward use
+# it);
+# INDEX evaluates each branch on its own elements (the eager path, flat inputs).
+# The two give the same bits (tests/test_nll.py).
+def _ztp(D: Dispatcher, k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
     """ZTP loss -k log(lam) + log(expm1(lam)) and its derivative in lam (float64).
 
     Value: ``h(lam) - (k - 1) log(lam)``, h(x) = log(expm1(x)/x); taking one log(lam)
@@ -87,23 +81,32 @@ def _ztp_kernel(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor
     - lam >= 1: ``(lam - k)/lam + 1/expm1(lam)``; lam - k is exact when k/2 <= lam <= 2k
       (Sterbenz), so at k = lam the result is exactly 1/expm1(lam) (tiny, not rounding
       noise of 1 - k/lam).
-
-    Both branches are computed on every element with safe inputs where they are not
-    taken (the traceable form for torch.compile); :func:`_ztp_fast` computes each on
-    its own elements only, with the same functions, hence the same bits.
     """
-    small = lam < 1.0
-    l_s, l_l = P.split(small, lam, 0.5, 2.0)
-    v_s, g_s = _ztp_small(k, l_s, need_grad)
-    v_l, g_l = _ztp_large(k, l_l, need_grad)
-    value = torch.where(small, v_s, v_l)
+
+    def small(k: Tensor, lam: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        value = P._h_small_fn(D)(lam) - (k - 1.0) * torch.log(lam)
+        if not need_grad:
+            return value
+        return value, P._q_small_fn(D)(lam) - (k - 1.0) / lam
+
+    def large(k: Tensor, lam: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        log_lam = torch.log(lam)
+        e = torch.exp(-lam)  # underflows to 0 past lam ~ 745, where it no longer matters
+        value = (lam + torch.log1p(-e) - log_lam) - (k - 1.0) * log_lam
+        if not need_grad:
+            return value
+        # 1/expm1(lam) = e^-lam / (1 - e^-lam): no overflow of expm1 past lam ~ 709 (the
+        # term is then a subnormal that the reference keeps)
+        return value, (lam - k) / lam + e / (-torch.expm1(-lam))
+
+    out = D.branch(lam < 1.0, small, large, (k, lam), (None, 0.5), (None, 2.0))
     if not need_grad:
-        return value, None
-    return value, torch.where(small, g_s, g_l)
+        return out, None  # type: ignore[return-value]
+    return out  # type: ignore[return-value]
 
 
-def _ztnb_kernel(
-    k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
+def _ztnb(
+    D: Dispatcher, k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """ZTNB loss and its derivatives in mu and theta (float64).
 
@@ -116,7 +119,7 @@ def _ztnb_kernel(
       -D - (k - 1) log(mu) is evaluated as -G - (k - 1) log(x)): no k log(theta) is formed
       and subtracted (the large-theta cancellation); at k = 1 the loss is
       lx + log r + h(w) ~ x/2 + w/2 (the tiny-NLL region) to full relative accuracy;
-      log r = log1p(log1pmx(x)/x).
+      log r = log1p(log1pmx(x)/x); w = mu r.
     - x >= 1: ``-G + k log1p(1/x) + log(lx) + h(w)`` (log(theta) cancelled analytically
       between lgamma(theta) ~ -log(theta) and log(w), which matters for tiny theta).
 
@@ -135,6 +138,8 @@ def _ztnb_kernel(
       (:func:`~ztbench.loss.primitives.digamma_log_difference`): the logs of
       the digamma difference, k/(theta+mu) and s cancel analytically into -log1pmx(t)
       ~ t^2/2, whose k - mu is exact near the mode (the Poisson limit's (k - mu)^2);
+      log1pmx(t) = log((k+theta)/(theta+mu)) - t away from t = 0 (1 + t formed from the
+      rounded t would cancel when k << mu);
     - w <= 1 and (x < 1 or theta >= 1): ``E - (k - 1) y/theta + log1pmx(x)/((1 + x) w)
       + s q(w)`` (the k/theta parts cancelled analytically; -y/theta + s/w =
       log1pmx(x)/((1+x)w));
@@ -143,296 +148,28 @@ def _ztnb_kernel(
     """
     x = mu / theta
     lx = torch.log1p(x)
-    lpm = P.log1pmx(x)
+    lpm = P.log1pmx(x, D)
     below = x < 1.0
-    # w = theta log1p(x), as mu * r for x < 1 (no subnormal log1p(x) when x is tiny)
-    x_b, x_a = P.split(below, x, 0.5, 2.0)
-    r_b = 1.0 + P.log1pmx(x_b) / x_b
-    w = torch.where(below, mu * r_b, theta * lx)
-    h = P.log_expm1_over_x(w)
-    d, g = P.lgamma_excess(k, theta)
-    # -D - (k-1) log(mu) for theta >= 10; for theta < 10 the same as -G - (k-1) log(x)
-    # (x = mu/theta is rounded once, so log(x) is accurate to ~1 ulp of |log x| whereas
-    # D = G - (k-1) log(theta) and (k-1) log(mu) would each carry ulps of much larger
-    # numbers into a cancellation).
-    logx = torch.where(x > 1e-300, torch.log(x_b), torch.log(mu) - torch.log(theta))
-    head = torch.where(
-        theta >= P.STIRLING_MIN, -d - torch.xlogy(k - 1.0, mu), -g - (k - 1.0) * logx
-    )
-    v_below = head + k * torch.log1p(x_b)
-    v_below = v_below + torch.log1p(P.log1pmx(x_b) / x_b) + h
-    v_above = -g + k * torch.log1p(1.0 / x_a) + torch.log(torch.log1p(x_a)) + h
-    value = torch.where(below, v_below, v_above)
-    if not need_grad:
-        return value, None, None
+    # safe stand-ins for (x, lx, lpm) in a branch not taken: a point of its own domain
+    at_half = (0.5, math.log1p(0.5), math.log1p(0.5) - 0.5)
+    at_two = (2.0, math.log(3.0), None)
 
-    q = P.inv1mexp_minus_inv(w)
-    one_x = 1.0 + x
-    # d/dmu
-    wsmall = w <= 1.0
-    num_s = -lpm / lx - (k - 1.0) + mu * q
-    w_1 = torch.where(wsmall, torch.ones_like(w), w)
-    em1 = -torch.expm1(-w_1)  # 1 - e^-w; mu/expm1(w) = exp(log(mu) - w)/(1 - e^-w)
-    num_l = (mu - k) + torch.exp(torch.log(mu) - w_1) / em1
-    d_mu = torch.where(wsmall, num_s, num_l) / (mu * one_x)
-    # d/dtheta
-    y = x / one_x
-    y_s = torch.where(y <= 0.5, y, torch.full_like(y, 0.25))
-    s = torch.where(y <= 0.5, -P.log1pmx(-y_s), lx - y)
-    e, f = P.digamma_excess(k, theta)
-    sq = s * q
-    t_l = e - (k - 1.0) * y / theta + lpm / (one_x * w) + sq
-    t_s = -f + k / (theta + mu) - x / (one_x * w) + sq
-    # w > 1: psi(theta) - psi(k+theta) + k/(theta+mu) + s + s/expm1(w), regrouped around
-    # t = (k - mu)/(theta + mu) (k - mu exact near the mode; the Poisson limit's
-    # (k - mu)^2 term then comes out of -log1pmx(t) to full relative accuracy).
-    # log1pmx(t) = log((k+theta)/(theta+mu)) - t away from t = 0 (1 + t formed from the
-    # rounded t would cancel when k << mu).
-    t = (k - mu) / (theta + mu)
-    t_w = torch.where(wsmall, torch.zeros_like(t), t)
-    t_near = t_w.abs() <= 0.5
-    t_n = torch.where(t_near, t_w, torch.zeros_like(t_w))
-    lpm_t = torch.where(t_near, P.log1pmx(t_n), torch.log((k + theta) / (theta + mu)) - t_w)
-    w_l = torch.where(wsmall, torch.ones_like(w), w)
-    s_pos = torch.where(s > 0, s, torch.ones_like(s))
-    s_em1 = torch.where(s > 0, torch.exp(torch.log(s_pos) - w_l) / (-torch.expm1(-w_l)), 0.0 * s)
-    t_big_w = P.digamma_log_difference(k, theta) - lpm_t + s_em1
-    d_theta = torch.where(wsmall, torch.where((x < 1.0) | (theta >= 1.0), t_l, t_s), t_big_w)
-    return value, d_mu, d_theta
+    def w_below(mu: Tensor, theta: Tensor, x: Tensor, lx: Tensor, lpm: Tensor) -> Tensor:
+        return mu * (1.0 + lpm / x)  # no subnormal log1p(x) when x is tiny
 
+    def w_above(mu: Tensor, theta: Tensor, x: Tensor, lx: Tensor, lpm: Tensor) -> Tensor:
+        return theta * lx
 
-# --------------------------------------------------------------------------- eager fast path
-# The kernels above evaluate every branch on every element (torch.where form: traceable,
-# no data-dependent shapes, what torch.compile gets). In eager mode the functions below
-# compute the same expressions, operation for operation, but each only on the elements
-# whose branch is taken (index_select, compute, index_put), with in-place Horner loops:
-# the same float64 results at a fraction of the work. Flat (1-D) float64 inputs, no grad.
-def _idx(mask: Tensor) -> Tensor:
-    return mask.nonzero().squeeze(1)
-
-
-def _put(out: Tensor, idx: Tensor, fn, *args: Tensor) -> None:  # type: ignore[no-untyped-def]
-    """out[idx] = fn(*(a[idx] for a in args)) (nothing when idx is empty)."""
-    if idx.numel():
-        out.index_put_((idx,), fn(*(a.index_select(0, idx) for a in args)))
-
-
-def _branch(mask: Tensor, f_true, f_false, *args: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
-    """torch.where(mask, f_true(*args), f_false(*args)), each evaluated on its subset."""
-    out = torch.empty_like(args[0])
-    _put(out, _idx(mask), f_true, *args)
-    _put(out, _idx(~mask), f_false, *args)
-    return out
-
-
-def _horner(z: Tensor, coeffs: tuple[float, ...]) -> Tensor:
-    """s = 0; for c in reversed(coeffs): s = s * z + c (bit for bit, in place)."""
-    rc = coeffs[::-1]
-    s = torch.full_like(z, rc[0])
-    for c in rc[1:]:
-        s.mul_(z).add_(c)
-    return s
-
-
-def _lpm_series(x: Tensor) -> Tensor:
-    u = x / (2.0 + x)
-    u2 = u * u
-    s = _horner(u2, P._ATANH_COEFFS)
-    return -x * u + 2.0 * u * u2 * s
-
-
-def _lpm_direct(x: Tensor) -> Tensor:
-    return torch.log1p(x) - x
-
-
-def _log1pmx(x: Tensor) -> Tensor:
-    return _branch(x.abs() <= 0.5, _lpm_series, _lpm_direct, x)
-
-
-def _h_series(x: Tensor) -> Tensor:
-    rc = P._H_COEFFS[::-1]
-    h = x * rc[0]
-    for c in rc[1:]:
-        h.add_(c).mul_(x)
-    return torch.log1p(h)
-
-
-def _h_large(x: Tensor) -> Tensor:
-    return P.log_expm1(x) - torch.log(x)
-
-
-def _log_expm1_over_x(x: Tensor) -> Tensor:
-    return _branch(x < 1.0, _h_series, _h_large, x)
-
-
-def _q_series(x: Tensor) -> Tensor:
-    s = _horner(x * x, P._Q_COEFFS)
-    return 0.5 + x * s
-
-
-def _q_large(x: Tensor) -> Tensor:
-    return 1.0 / (-torch.expm1(-x)) - 1.0 / x
-
-
-def _q(x: Tensor) -> Tensor:
-    return _branch(x < 1.0, _q_series, _q_large, x)
-
-
-def _stirling(z: Tensor) -> Tensor:
-    r = 1.0 / z
-    return _horner(r * r, P._STIRLING_COEFFS).mul_(r)
-
-
-def _psi_tail(z: Tensor) -> Tensor:
-    r2 = 1.0 / (z * z)
-    return _horner(r2, P._PSI_COEFFS).mul_(r2)
-
-
-def _small_sums(k: Tensor, th: Tensor, terms) -> tuple[Tensor, Tensor]:  # type: ignore[no-untyped-def]
-    """:func:`~ztbench.loss.primitives.direct_sums`, step j on the elements with
-    k > j only (k <= 8), accumulated in j order."""
-    a = torch.zeros_like(th)
-    b = torch.zeros_like(th)
-    for j in range(1, P.LGAMMA_EXCESS_DIRECT_K):
-        idx = _idx(k > j)
-        if not idx.numel():
-            break
-        ta, tb = terms(j, th.index_select(0, idx))
-        a.index_put_((idx,), a.index_select(0, idx) + ta)
-        b.index_put_((idx,), b.index_select(0, idx) + tb)
-    return a, b
-
-
-def _excess_by_regime(k: Tensor, theta: Tensor, big_fn, direct_fn, special_fn):  # type: ignore[no-untyped-def]
-    """The pair of :func:`_lgamma_excess` / :func:`_digamma_excess`, each regime on its own
-    elements: theta >= 10 and k > 1 (``big_fn``), theta < 10 and 1 < k <= 8 (``direct_fn``),
-    theta < 10 and k > 8 (``special_fn``); k = 1 gives (0, 0). Each fn maps (k, theta) of
-    its elements to a stacked pair."""
-    first = torch.zeros_like(theta)
-    second = torch.zeros_like(theta)
-    big = theta >= P.STIRLING_MIN
-    for mask, fn in (
-        (big & (k > 1.0), big_fn),
-        (~big & (k > 1.0) & (k <= P.LGAMMA_EXCESS_DIRECT_K), direct_fn),
-        (~big & (k > P.LGAMMA_EXCESS_DIRECT_K), special_fn),
-    ):
-        idx = _idx(mask)
-        if idx.numel():
-            pair = fn(k.index_select(0, idx), theta.index_select(0, idx))
-            first.index_put_((idx,), pair[0])
-            second.index_put_((idx,), pair[1])
-    return first, second
-
-
-def _lgamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`~ztbench.loss.primitives.lgamma_excess`, each branch on its subset."""
-
-    def stirling(k_b: Tensor, th_b: Tensor) -> Tensor:
-        x = k_b / th_b
-        d_big = (
-            (k_b - 0.5) * torch.log1p(x)
-            + th_b * _log1pmx(x)
-            + (_stirling(k_b + th_b) - _stirling(th_b))
-        )
-        return torch.stack((d_big, d_big + (k_b - 1.0) * torch.log(th_b)))
-
-    def lg(k_s: Tensor, th_s: Tensor) -> Tensor:
-        g_lg = torch.lgamma(k_s + th_s) - torch.lgamma(1.0 + th_s)
-        return torch.stack((g_lg - (k_s - 1.0) * torch.log(th_s), g_lg))
-
-    def direct(k_s: Tensor, th_s: Tensor) -> Tensor:
-        return torch.stack(_small_sums(k_s, th_s, P.lgamma_terms))
-
-    return _excess_by_regime(k, theta, stirling, direct, lg)
-
-
-def _digamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`~ztbench.loss.primitives.digamma_excess`, each branch on its subset."""
-
-    def asym(k_b: Tensor, th_b: Tensor) -> Tensor:
-        x = k_b / th_b
-        e_big = (
-            -_log1pmx(x)
-            - k_b / (2.0 * th_b * (th_b + k_b))
-            + (_psi_tail(th_b + k_b) - _psi_tail(th_b))
-        )
-        return torch.stack((e_big, (k_b - 1.0) / th_b - e_big))
-
-    def dg(k_s: Tensor, th_s: Tensor) -> Tensor:
-        f_dg = torch.digamma(k_s + th_s) - torch.digamma(1.0 + th_s)
-        return torch.stack(((k_s - 1.0) / th_s - f_dg, f_dg))
-
-    def direct(k_s: Tensor, th_s: Tensor) -> Tensor:
-        return torch.stack(_small_sums(k_s, th_s, P.digamma_terms))
-
-    return _excess_by_regime(k, theta, asym, direct, dg)
-
-
-def _digamma_log_difference(k: Tensor, theta: Tensor) -> Tensor:
-    """:func:`~ztbench.loss.primitives.digamma_log_difference` on subsets."""
-    acc = torch.zeros_like(theta)
-    steps = torch.zeros_like(theta)
-    idx0 = _idx(theta < P.STIRLING_MIN)  # theta + j < 10 implies theta < 10
-    if idx0.numel():
-        k0 = k.index_select(0, idx0)
-        th0 = theta.index_select(0, idx0)
-        acc0 = torch.zeros_like(th0)
-        steps0 = torch.zeros_like(th0)
-        for j in range(int(P.STIRLING_MIN)):
-            z = th0 + j
-            idx = _idx((k0 > j) & (z < P.STIRLING_MIN))
-            if not idx.numel():
-                break
-            acc0.index_put_(
-                (idx,), acc0.index_select(0, idx) + _log1pmx(1.0 / z.index_select(0, idx))
-            )
-            steps0.index_put_((idx,), steps0.index_select(0, idx) + 1.0)
-        acc.index_put_((idx0,), acc0)
-        steps.index_put_((idx0,), steps0)
-    z0 = theta + steps
-    m = k - steps
-    rest = (m > 0) & (z0 >= P.STIRLING_MIN)
-
-    def tail(acc_r: Tensor, z0_r: Tensor, m_r: Tensor) -> Tensor:
-        t = -m_r / (2.0 * z0_r * (z0_r + m_r)) + (_psi_tail(z0_r + m_r) - _psi_tail(z0_r))
-        return acc_r + t
-
-    _put(acc, _idx(rest), tail, acc, z0, m)
-    return acc
-
-
-def _ztp_fast(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """:func:`_ztp_kernel`, eager, each branch on its subset."""
-    shape = lam.shape
-    k, lam = k.reshape(-1), lam.reshape(-1)
-    value = torch.empty_like(lam)
-    grad = torch.empty_like(lam) if need_grad else None
-    small = lam < 1.0
-    for mask, fn in ((small, _ztp_small), (~small, _ztp_large)):
-        idx = _idx(mask)
-        if idx.numel():
-            v, g = fn(k.index_select(0, idx), lam.index_select(0, idx), need_grad)
-            value.index_copy_(0, idx, v)
-            if grad is not None:
-                grad.index_copy_(0, idx, g)
-    return value.reshape(shape), None if grad is None else grad.reshape(shape)
-
-
-def _ztnb_fast(
-    k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """:func:`_ztnb_kernel`, eager, each branch on its subset."""
-    shape = mu.shape
-    k, mu, theta = k.reshape(-1), mu.reshape(-1), theta.reshape(-1)
-    x = mu / theta
-    lx = torch.log1p(x)
-    lpm = _log1pmx(x)
-    below = x < 1.0
-    w = torch.where(below, mu * (1.0 + lpm / x), theta * lx)
-    h = _log_expm1_over_x(w)
-    d, g = _lgamma_excess(k, theta)
+    args_w = (mu, theta, x, lx, lpm)
+    w = D.branch(below, w_below, w_above, args_w, (None, None, *at_half), (None,) * 5)
+    h = P.log_expm1_over_x(w, D)  # type: ignore[arg-type]
+    d, g = P.lgamma_excess(k, theta, D)
 
     def v_below(k, mu, theta, x, lx, lpm, h, d, g):  # type: ignore[no-untyped-def]
+        # -D - (k-1) log(mu) for theta >= 10; for theta < 10 the same as -G - (k-1) log(x)
+        # (x = mu/theta is rounded once, so log(x) is accurate to ~1 ulp of |log x|
+        # whereas D = G - (k-1) log(theta) and (k-1) log(mu) would each carry ulps of
+        # much larger numbers into a cancellation).
         logx = torch.where(x > 1e-300, torch.log(x), torch.log(mu) - torch.log(theta))
         head = torch.where(
             theta >= P.STIRLING_MIN, -d - torch.xlogy(k - 1.0, mu), -g - (k - 1.0) * logx
@@ -443,62 +180,98 @@ def _ztnb_fast(
     def v_above(k, mu, theta, x, lx, lpm, h, d, g):  # type: ignore[no-untyped-def]
         return -g + k * torch.log1p(1.0 / x) + torch.log(lx) + h
 
-    value = _branch(below, v_below, v_above, k, mu, theta, x, lx, lpm, h, d, g)
+    args_v = (k, mu, theta, x, lx, lpm, h, d, g)
+    keep3 = (None, None, None)
+    value = D.branch(
+        below, v_below, v_above, args_v, (*keep3, *at_half, *keep3), (*keep3, *at_two, *keep3)
+    )
     if not need_grad:
-        return value.reshape(shape), None, None
+        return value, None, None  # type: ignore[return-value]
 
-    def s_of(x: Tensor, lx: Tensor, y: Tensor) -> Tensor:
-        return _branch(
-            y <= 0.5, lambda y_s, lx_s: -_log1pmx(-y_s), lambda y_l, lx_l: lx_l - y_l, y, lx
-        )
+    def s_of(lx: Tensor, y: Tensor) -> Tensor:
+        """s = log1p(x) - x/(1+x), as -log1pmx(-y) for y <= 1/2."""
+
+        def near(lx: Tensor, y: Tensor) -> Tensor:
+            return -P.log1pmx(-y, D)
+
+        def far(lx: Tensor, y: Tensor) -> Tensor:
+            return lx - y
+
+        return D.branch(y <= 0.5, near, far, (lx, y), (None, 0.25), (None, None))  # type: ignore[return-value]
 
     def g_wsmall(k, mu, theta, x, lx, lpm, w):  # type: ignore[no-untyped-def]
-        q = _q(w)
+        q = P.inv1mexp_minus_inv(w, D)
         one_x = 1.0 + x
-        num_s = -lpm / lx - (k - 1.0) + mu * q
-        d_mu = num_s / (mu * one_x)
+        d_mu = (-lpm / lx - (k - 1.0) + mu * q) / (mu * one_x)
         y = x / one_x
-        s = s_of(x, lx, y)
-        e, f = _digamma_excess(k, theta)
-        sq = s * q
+        sq = s_of(lx, y) * q
+        e, f = P.digamma_excess(k, theta, D)
         t_l = e - (k - 1.0) * y / theta + lpm / (one_x * w) + sq
         t_s = -f + k / (theta + mu) - x / (one_x * w) + sq
-        return torch.stack((d_mu, torch.where((x < 1.0) | (theta >= 1.0), t_l, t_s)))
+        return d_mu, torch.where((x < 1.0) | (theta >= 1.0), t_l, t_s)
 
     def g_wlarge(k, mu, theta, x, lx, lpm, w):  # type: ignore[no-untyped-def]
         one_x = 1.0 + x
-        em1 = -torch.expm1(-w)
-        num_l = (mu - k) + torch.exp(torch.log(mu) - w) / em1
-        d_mu = num_l / (mu * one_x)
-        y = x / one_x
-        s = s_of(x, lx, y)
+        em1 = -torch.expm1(-w)  # 1 - e^-w; mu/expm1(w) = exp(log(mu) - w)/(1 - e^-w)
+        d_mu = ((mu - k) + torch.exp(torch.log(mu) - w) / em1) / (mu * one_x)
+        s = s_of(lx, x / one_x)
+        # w > 1: psi(theta) - psi(k+theta) + k/(theta+mu) + s + s/expm1(w), regrouped
+        # around t = (k - mu)/(theta + mu)
         t = (k - mu) / (theta + mu)
-        near = t.abs() <= 0.5
-        lpm_t = _branch(
-            near,
-            lambda t_n, k_n, th_n, mu_n: _log1pmx(t_n),
-            lambda t_f, k_f, th_f, mu_f: torch.log((k_f + th_f) / (th_f + mu_f)) - t_f,
-            t,
-            k,
-            theta,
-            mu,
-        )
-        s_pos = torch.where(s > 0, s, torch.ones_like(s))
-        s_em1 = torch.where(s > 0, torch.exp(torch.log(s_pos) - w) / em1, 0.0 * s)
-        return torch.stack((d_mu, _digamma_log_difference(k, theta) - lpm_t + s_em1))
 
-    out = torch.empty((2, k.numel()), dtype=k.dtype, device=k.device)
-    args = (k, mu, theta, x, lx, lpm, w)
-    wsmall = w <= 1.0
-    for mask, fn in ((wsmall, g_wsmall), (~wsmall, g_wlarge)):
-        idx = _idx(mask)
-        if idx.numel():
-            out.index_copy_(1, idx, fn(*(a.index_select(0, idx) for a in args)))
-    return value.reshape(shape), out[0].reshape(shape), out[1].reshape(shape)
+        def lpm_near(t: Tensor, k: Tensor, theta: Tensor, mu: Tensor) -> Tensor:
+            return P.log1pmx(t, D)
+
+        def lpm_far(t: Tensor, k: Tensor, theta: Tensor, mu: Tensor) -> Tensor:
+            return torch.log((k + theta) / (theta + mu)) - t
+
+        lpm_t = D.branch(
+            t.abs() <= 0.5, lpm_near, lpm_far, (t, k, theta, mu), (0.0, *keep3), (None, *keep3)
+        )
+        s_pos = torch.where(s > 0, s, torch.ones_like(s))  # type: ignore[arg-type]
+        s_em1 = torch.where(s > 0, torch.exp(torch.log(s_pos) - w) / em1, 0.0 * s)  # type: ignore[operator]
+        return d_mu, P.digamma_log_difference(k, theta, D) - lpm_t + s_em1
+
+    args_g = (k, mu, theta, x, lx, lpm, w)
+    d_mu, d_theta = D.branch(
+        w <= 1.0, g_wsmall, g_wlarge, args_g, (None,) * 6 + (0.5,), (None,) * 6 + (1.0,)
+    )
+    return value, d_mu, d_theta  # type: ignore[return-value]
+
+
+def _ztp_kernel(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """:func:`_ztp` with every branch everywhere (traced by torch.compile, autograd)."""
+    return _ztp(WHERE, k, lam, need_grad)
+
+
+def _ztnb_kernel(
+    k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:func:`_ztnb` with every branch everywhere (traced by torch.compile, autograd)."""
+    return _ztnb(WHERE, k, mu, theta, need_grad)
+
+
+def _ztp_fast(k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """:func:`_ztp`, eager, each branch on its own elements."""
+    v, g = _ztp(INDEX, k.reshape(-1), lam.reshape(-1), need_grad)
+    return v.reshape(lam.shape), None if g is None else g.reshape(lam.shape)
+
+
+def _ztnb_fast(
+    k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:func:`_ztnb`, eager, each branch on its own elements."""
+    outs = _ztnb(INDEX, k.reshape(-1), mu.reshape(-1), theta.reshape(-1), need_grad)
+    return tuple(None if o is None else o.reshape(mu.shape) for o in outs)  # type: ignore[return-value]
+
+
+def _idx(mask: Tensor) -> Tensor:
+    """The indices of the True elements of a flat mask."""
+    return mask.nonzero().squeeze(1)
 
 
 # --------------------------------------------------------------------------- autograd
-# family -> (where-based kernel for torch.compile, eager fast path); each kernel maps
+# family -> (where-based kernel, eager fast path); each kernel maps
 # (k, *params, need_grad) to (value, *d_params) in float64
 _KERNELS = {
     "ztpoisson": (_ztp_kernel, _ztp_fast),
@@ -574,72 +347,260 @@ def _in_chunks(kernel, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | 
     return [None if o is None else o.reshape(shape) for o in outs]
 
 
-class _ZTLossFn(torch.autograd.Function):
-    """Elementwise loss from the caller's tensors, in one autograd node.
+def _apply_full(family: str, k: Tensor, params: list[Tensor], value: Tensor) -> Tensor:
+    """``full=True``: the loss plus lgamma(k + 1), the constant that makes it -log P(X = k)
+    (float64, at the kernel's inputs)."""
+    return value + torch.lgamma(k + 1.0)
 
-    Forward (no autograd inside): k and the parameters to float64 (exp of a
-    log-parameter), broadcast, invalid positions replaced by 1 for the kernel and set to
-    NaN in the result (on the CPU in eager mode only when there is one), ``full`` adds
-    lgamma(k + 1), one rounding to ``out_dtype``. The saved derivatives are float64,
-    already in the caller's parametrisation (d/dlog p = p d/dp) and 0 at invalid
-    positions; float64 results are refined where they cancel (:func:`_refine_float64`).
-    Backward: grad (to float64) x derivative, summed to the parameter's shape
-    (broadcasting), rounded once to its dtype. One node instead of a chain of casts and
-    wheres saves their backward passes.
-    """
 
-    @staticmethod
-    def forward(ctx, family: str, is_log: tuple[bool, ...], full: bool,  # type: ignore[override]
-                out_dtype: torch.dtype, k: Tensor, *params: Tensor) -> Tensor:  # fmt: skip
-        need = any(ctx.needs_input_grad[5:])
-        k = k.to(params[0].device)
-        p64 = [_to64(p, lg) for p, lg in zip(params, is_log, strict=True)]
-        # validity in the inputs' own dtypes where that is exact (exp of a log-parameter
-        # can over/underflow only in float64), broadcast by the & operators
-        ok = _valid_k(k)
-        for p, p_64, lg in zip(params, p64, is_log, strict=True):
-            ok = ok & _valid_p(p_64 if lg or not p.is_floating_point() else p)
+# --------------------------------------------------------------------------- autograd
+# One autograd node per call (:class:`_ZTLoss`). Its forward returns the elementwise loss
+# and, as extra outputs marked non-differentiable, its first derivatives in the caller's
+# parametrisation (float64, computed in the same pass). First-order backward and jvp are
+# those derivatives times the incoming (co)tangent. Where the backward or the jvp is itself
+# differentiated (create_graph=True, torch.func transforms, nested forward AD), the
+# derivatives are recomputed as a differentiable graph of the where-based kernels
+# (:func:`_derivatives_graph`): their values stay the saved ones (the graph enters as
+# d_saved + (d - d.detach()), exactly d_saved), their derivatives are the kernels' own,
+# so Hessian-vector products, gradient penalties and gradgradcheck see every term.
+def _fill(x: Tensor, run: Tensor, keep: Tensor | None) -> Tensor:
+    """x where the element was computed; NaN at invalid kept elements (NaN in, NaN out),
+    exactly 0 at masked-out ones."""
+    nan = torch.full_like(x, float("nan"))
+    if keep is None:
+        return torch.where(run, x, nan)
+    return torch.where(run, x, torch.where(keep, nan, torch.zeros_like(x)))
+
+
+def _prepare(
+    k: Tensor, mask: Tensor | None, params: tuple[Tensor, ...], is_log: tuple[bool, ...]
+) -> tuple[Tensor, list[Tensor], Tensor, Tensor | None]:
+    """(k, natural parameters) in float64 broadcast to the loss's shape, the elements to
+    compute (valid and kept), and the broadcast mask (None without one)."""
+    dev = params[0].device
+    k = k.to(dev)
+    p64 = [_to64(p, lg) for p, lg in zip(params, is_log, strict=True)]
+    # validity in the inputs' own dtypes where that is exact (exp of a log-parameter can
+    # over/underflow only in float64)
+    ok = V.valid_k(k)
+    for p, p_64, lg in zip(params, p64, is_log, strict=True):
+        ok = ok & V.valid_param(p_64 if lg or not p.is_floating_point() else p)
+    keep = None if mask is None else mask.to(dev, torch.bool)
+    if keep is None:
         k64, *p64 = torch.broadcast_tensors(k.to(_F64), *p64)
-        ok = ok.expand(k64.shape)
-        # on the CPU a host check is free (no device to wait for): skip the masking when
-        # every element is valid, the common case; elsewhere mask without synchronising
-        masked = torch.compiler.is_compiling() or ok.device.type != "cpu" or not bool(ok.all())
-        if masked:
-            one = torch.ones_like(k64)
-            k64 = torch.where(ok, k64, one)
-            p_in = [torch.where(ok, p, one) for p in p64]
-        else:
-            p_in = p64
-        compiled, eager = _KERNELS[family]
-        if torch.compiler.is_compiling():
-            value, *grads = compiled(k64, *p_in, need)
-        else:
-            value, *grads = _in_chunks(eager, need, k64, *p_in)
-            if _float_dtype(*params) == _F64:
-                value, grads = _refine_float64(family, k64, p_in, value, grads)
-        if full:
-            value = value + torch.lgamma(k64 + 1.0)
-        if masked:
-            value = torch.where(ok, value, torch.full_like(value, float("nan")))
-        if need:
-            saved = []
-            for g, p, lg in zip(grads, p64, is_log, strict=True):
-                d = g * p if lg else g
-                saved.append(torch.where(ok, d, torch.zeros_like(d)) if masked else d)
-            ctx.save_for_backward(*saved)
-            ctx.shapes = [(p.shape, p.dtype) for p in params]
-        return value.to(out_dtype)
+        run = ok.expand(k64.shape)
+    else:
+        k64, *p64, keep = torch.broadcast_tensors(k.to(_F64), *p64, keep)
+        run = ok.expand(k64.shape) & keep
+    return k64, p64, run, keep
+
+
+def _safe(run: Tensor, k64: Tensor, p64: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """Inputs with 1 at the elements not computed (a point every kernel branch accepts)."""
+    one = torch.ones_like(k64)
+    return torch.where(run, k64, one), [torch.where(run, p, one) for p in p64]
+
+
+def _derivatives_graph(family: str, is_log: tuple[bool, ...], k: Tensor, mask: Tensor | None,
+                       params: tuple[Tensor, ...]) -> list[Tensor]:  # fmt: skip
+    """The first derivatives (caller's parametrisation, float64) as a differentiable graph
+    of the where-based kernel (safe inputs everywhere: no NaN from a branch not taken)."""
+    k64, p64, run, keep = _prepare(k, mask, params, is_log)
+    k_in, p_in = _safe(run, k64, p64)
+    _, *grads = _KERNELS[family][0](k_in, *p_in, True)
+    return [
+        _fill(g * p if lg else g, run, keep)
+        for g, p, lg in zip(grads, p_in, is_log, strict=True)
+    ]
+
+
+def _transform_active() -> bool:
+    """A torch.func transform is running (its levels wrap the tensors we see)."""
+    return torch._C._functorch.maybe_current_level() is not None
+
+
+def _derivatives(ctx, differentiable: bool) -> list[Tensor]:  # type: ignore[no-untyped-def]
+    """The saved derivatives; with ``differentiable``, the same values carrying the
+    kernels' derivatives (see the section comment)."""
+    k, mask, *rest = ctx.saved_tensors
+    params, saved = tuple(rest[: ctx.n]), rest[ctx.n :]
+    if not differentiable and saved:
+        return list(saved)
+    if not differentiable:  # derivatives were not needed at forward time (no_grad caller)
+        with torch.no_grad():
+            return _derivatives_graph(ctx.family, ctx.is_log, k, mask, params)
+    graph = _derivatives_graph(ctx.family, ctx.is_log, k, mask, params)
+    if not saved:
+        return graph
+    return [s + (d - d.detach()) for s, d in zip(saved, graph, strict=True)]
+
+
+_N_CONST = 8  # family, is_log, full, out_dtype, need, labels, k, mask precede the parameters
+
+
+def _eager_kernel(family: str, need: bool, refine: bool, k: Tensor,
+                  *params: Tensor) -> list[Tensor | None]:  # fmt: skip
+    """The eager kernel (INDEX dispatch, in chunks), float64 results refined where they
+    cancel (``refine``): (value, *derivatives or None)."""
+    value, *grads = _in_chunks(_KERNELS[family][1], need, k, *params)
+    if refine:
+        value, grads = _refine_float64(family, k, list(params), value, grads)
+    return [value, *grads]
+
+
+@torch.library.custom_op("ztbench::zt_loss_kernel", mutates_args=())
+def _opaque_kernel(
+    family: str, need: bool, refine: bool, k: Tensor, params: list[Tensor]
+) -> list[Tensor]:
+    """:func:`_eager_kernel` as one opaque operator for torch.compile on the CPU.
+
+    Traced, the where-based kernels make a graph of thousands of nodes (every branch of
+    every series everywhere): minutes of cold compilation, and the compiled code runs
+    every branch on every element. As an operator, the kernel is one node: compiling the
+    loss costs about what compiling the naive formula costs, the compiled loss runs the
+    eager kernel (each branch on its own elements), and compiled results are those of
+    eager mode, bit for bit (double-double refinement included). Inputs: float64 tensors
+    of one shape (k, then the parameters); outputs: the value, then the derivatives when
+    ``need``.
+    """
+    return [t.clone() if t is k or any(t is p for p in params) else t
+            for t in _eager_kernel(family, need, refine, k, *params) if t is not None]  # fmt: skip
+
+
+@_opaque_kernel.register_fake
+def _(family: str, need: bool, refine: bool, k: Tensor, params: list[Tensor]) -> list[Tensor]:
+    return [torch.empty_like(k) for _ in range(1 + (len(params) if need else 0))]
+
+
+class _ZTLossCompiled(torch.autograd.Function):
+    """The loss node as torch.compile traces it (Dynamo does not trace a custom jvp).
+
+    Under torch.compile the kernel is :func:`_opaque_kernel` on the CPU (one node, eager
+    bits) and the where-based kernel elsewhere (traced and fused)."""
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        family: str,
+        is_log: tuple[bool, ...],
+        full: bool,
+        out_dtype: torch.dtype,
+        need: bool,
+        labels: tuple[str, ...] | None,
+        k: Tensor,
+        mask: Tensor | None,
+        *params: Tensor,
+    ) -> tuple[Tensor, ...]:
+        """(loss rounded to ``out_dtype``, *derivatives if ``need``).
+
+        k and the parameters to float64 (exp of a log-parameter), broadcast; elements that
+        are invalid or masked out get safe inputs (on the CPU in eager mode only when
+        there is one) and then NaN (invalid) or 0 (masked out) in every output;
+        ``full`` adds lgamma(k + 1). The derivatives are float64, already in the caller's
+        parametrisation (d/dlog p = p d/dp); float64 results are refined where they
+        cancel (:func:`_refine_float64`). ``labels`` (the parameters' names), when given,
+        asks for ``validate=True``'s checks: here, where a torch.func transform has
+        unwrapped the tensors, so that its host checks see plain tensors.
+        """
+        k64, p64, run, keep = _prepare(k, mask, params, is_log)
+        compiling = torch.compiler.is_compiling()
+        # on the CPU a host check is free (no device to wait for): skip the masking when
+        # every element is computed, the common case; elsewhere mask without synchronising
+        masked = compiling or run.device.type != "cpu" or not bool(run.all())
+        # validate=True costs nothing more when every element is computed (run holds the
+        # same rules); otherwise the checks find the message (masked-out elements pass)
+        if labels is not None and masked:
+            V.check_inputs(k.to(run.device), list(zip(labels, params, is_log, strict=True)), keep)
+        k_in, p_in = _safe(run, k64, p64) if masked else (k64, p64)
+        refine = _float_dtype(*params) == _F64
+        if not compiling:
+            value, *grads = _eager_kernel(family, need, refine, k_in, *p_in)
+        elif run.device.type == "cpu":
+            # one opaque call to the eager kernel (see _opaque_kernel)
+            value, *rest = _opaque_kernel(family, need, refine, k_in, list(p_in))
+            grads = rest if need else [None] * len(p_in)
+        else:  # a GPU: every branch everywhere, traced and fused by torch.compile
+            value, *grads = _KERNELS[family][0](k_in, *p_in, need)
+        if full:
+            value = _apply_full(family, k_in, p_in, value)
+        if masked:
+            value = _fill(value, run, keep)
+        derivs: list[Tensor] = []
+        if need:
+            for g, p, lg in zip(grads, p_in, is_log, strict=True):
+                d = g * p if lg else g
+                derivs.append(_fill(d, run, keep) if masked else d)
+        return (value.to(out_dtype), *derivs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def, override]
+        family, is_log, _, out_dtype, _, _, k, mask, *params = inputs
+        _, *derivs = output
+        ctx.mark_non_differentiable(*derivs)
+        ctx.save_for_backward(k, mask, *params, *derivs)
+        ctx.family, ctx.is_log, ctx.n, ctx.out_dtype = family, is_log, len(params), out_dtype
+        ctx.shapes = [(p.shape, p.dtype) for p in params]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        """grad (to float64) x derivative, summed to the parameter's shape (broadcasting),
+        rounded once to its dtype; differentiable when the backward is differentiated."""
+        if torch.compiler.is_compiling():
+            differentiable = torch.is_grad_enabled()
+        else:
+            differentiable = torch.is_grad_enabled() or _transform_active()
+        derivs = _derivatives(ctx, differentiable)
         g64 = grad.to(_F64)
-        out: list[Tensor | None] = [None] * 5
-        for i, (d, (shape, dtype)) in enumerate(zip(ctx.saved_tensors, ctx.shapes, strict=True)):
-            if ctx.needs_input_grad[5 + i]:
-                out.append((g64 * d).sum_to_size(shape).to(dtype))
-            else:
-                out.append(None)
+        out: list[Tensor | None] = [None] * _N_CONST
+        for i, (d, (shape, dtype)) in enumerate(zip(derivs, ctx.shapes, strict=True)):
+            needed = ctx.needs_input_grad[_N_CONST + i]
+            out.append((g64 * d).sum_to_size(shape).to(dtype) if needed else None)
         return tuple(out)
+
+
+class _ZTLoss(_ZTLossCompiled):
+    """The loss node in eager mode: adds forward-mode AD (torch.func.jvp, jacfwd) and a
+    vmap rule (the loss is elementwise: the batch dimension becomes a leading dimension
+    of one call)."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def, override]
+        _ZTLossCompiled.setup_context(ctx, inputs, output)
+        _, _, _, _, _, _, k, mask, *params = inputs
+        _, *derivs = output
+        ctx.save_for_forward(k, mask, *params, *derivs)
+
+    @staticmethod
+    def jvp(ctx, *tangents: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        derivs = _derivatives(ctx, True)
+        tv: Tensor | None = None
+        for d, t in zip(derivs, tangents[_N_CONST:], strict=True):
+            if t is not None:
+                term = d * t.to(_F64)
+                tv = term if tv is None else tv + term
+        if tv is not None:
+            tv = tv.to(ctx.out_dtype)
+        n_derivs = len(ctx.saved_tensors) - 2 - ctx.n
+        return (tv, *([None] * n_derivs))
+
+    @staticmethod
+    def vmap(info, in_dims, *args):  # type: ignore[no-untyped-def, override]
+        consts, tensors, dims = args[:6], args[6:], in_dims[6:]
+        logical = [
+            t.shape if d is None else t.shape[:d] + t.shape[d + 1 :]
+            for t, d in zip(tensors, dims, strict=True)
+            if t is not None
+        ]
+        ndim = len(torch.broadcast_shapes(*logical))
+
+        def lead(t: Tensor | None, d: int | None) -> Tensor | None:
+            # batch dimension first, then padded so that it broadcasts in front of the rest
+            if t is None or d is None:
+                return t
+            t = t.movedim(d, 0)
+            return t.reshape(t.shape[0], *([1] * (ndim - t.dim() + 1)), *t.shape[1:])
+
+        out = _ZTLoss.apply(*consts, *(lead(t, d) for t, d in zip(tensors, dims, strict=True)))
+        return out, tuple(0 for _ in out)
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -668,63 +629,6 @@ def _param(
     return f"log_{name}", _as_tensor(log, device), True
 
 
-def _check_k(k: Tensor) -> None:
-    if not k.is_floating_point() and k.dtype in (torch.bool, torch.complex64, torch.complex128):
-        raise ValueError(f"k must be a real tensor, got {k.dtype}")
-    kf = k.to(_F64)
-    if bool(torch.isnan(kf).any()):
-        raise ValueError("k contains NaN")
-    if bool(torch.isinf(kf).any()):
-        raise ValueError("k contains inf")
-    if bool((kf < 1).any()):
-        raise ValueError(
-            "k must be >= 1 (a zero-truncated law gives zero probability to k = 0), "
-            f"got min {kf.min().item()}"
-        )
-    if bool((kf != torch.floor(kf)).any()):
-        raise ValueError("k must be integer-valued (counts), got a non-integer value")
-
-
-def _check_param(label: str, raw: Tensor, nat64: Tensor, is_log: bool) -> None:
-    if not raw.is_floating_point():
-        raw = raw.to(_F64)
-    if bool(torch.isnan(raw).any()):
-        raise ValueError(f"{label} contains NaN")
-    if is_log:
-        if bool(torch.isinf(raw).any()):
-            raise ValueError(f"{label} must be finite, got inf")
-        if bool(((nat64 <= 0) | torch.isinf(nat64)).any()):
-            raise ValueError(
-                f"{label} out of range: exp({label}) underflows to 0 or overflows in float64"
-            )
-        return
-    if bool((raw <= 0).any()):
-        raise ValueError(f"{label} must be > 0, got min {raw.min().item()}")
-    if bool(torch.isinf(raw).any()):
-        raise ValueError(f"{label} must be finite, got inf")
-
-
-def _valid_k(k: Tensor) -> Tensor:
-    """k >= 1, finite and integer-valued (in k's own dtype: an integer tensor needs no
-    floor, a float32 one costs half the float64 passes; NaN fails every comparison)."""
-    if not k.is_floating_point():
-        return k >= 1
-    return (k >= 1.0) & (k < float("inf")) & (torch.floor(k) == k)
-
-
-def _valid_p(p: Tensor) -> Tensor:
-    """0 < p < inf (NaN fails both)."""
-    return (p > 0.0) & (p < float("inf"))
-
-
-def _reduce(out: Tensor, reduction: str) -> Tensor:
-    if reduction == "none":
-        return out
-    if reduction == "sum":
-        return out.sum()
-    return out.mean()
-
-
 def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
@@ -735,17 +639,69 @@ def _to64(t: Tensor, is_log: bool) -> Tensor:
     return torch.exp(t64) if is_log else t64
 
 
+def _needs_derivatives(params: tuple[Tensor, ...]) -> bool:
+    """Whether the forward should compute the derivatives too: autograd will ask for them,
+    or a torch.func transform or forward-mode AD may."""
+    grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+    if grad or torch.compiler.is_compiling():
+        return grad
+    if _transform_active():
+        return True
+    return any(fwAD.unpack_dual(p).tangent is not None for p in params)
+
+
 def _apply(family: str, k: Tensor, params: tuple[Tensor, ...], is_log: tuple[bool, ...],
-           reduction: str, full: bool) -> Tensor:  # fmt: skip
-    """The loss node, then the reduction (in float64) and one rounding to the output dtype."""
+           reduction: str, full: bool, mask: Tensor | None, weight: Tensor | None,
+           labels: tuple[str, ...] | None) -> Tensor:  # fmt: skip
+    """The loss node, weights, then the reduction (in float64) and one rounding to the
+    output dtype. The mean divides by the number of kept elements (the sum of the kept
+    weights with ``weight=``)."""
     out_dtype = _float_dtype(*params)
+    direct = reduction == "none" and weight is None
+    node = _ZTLossCompiled if torch.compiler.is_compiling() else _ZTLoss
+    need = _needs_derivatives(params)
+    inner = out_dtype if direct else _F64
+    value = node.apply(family, is_log, full, inner, need, labels, k, mask, *params)[0]
+    if direct:
+        return value
+    if weight is not None:
+        value = value * weight.to(value.device, _F64)
     if reduction == "none":
-        return _ZTLossFn.apply(family, is_log, full, out_dtype, k, *params)
-    value = _ZTLossFn.apply(family, is_log, full, _F64, k, *params)
-    return _reduce(value, reduction).to(out_dtype)
+        return value.to(out_dtype)
+    total = value.sum()
+    if reduction == "sum":
+        return total.to(out_dtype)
+    if mask is None and weight is None:
+        return (total / value.numel()).to(out_dtype)
+    count = torch.ones_like(value)
+    if weight is not None:
+        count = count * weight.to(value.device, _F64)
+    if mask is not None:
+        count = torch.where(mask.to(value.device, torch.bool), count, torch.zeros_like(count))
+    return (total / count.sum()).to(out_dtype)
 
 
 # --------------------------------------------------------------------------- public API
+_COMMON_ARGS = """reduction: "mean" (default), "sum" or "none" (elementwise, broadcast shape).
+        full: add lgamma(k + 1), the constant that makes it -log P(X = k).
+        validate: check the input (k >= 1, integer-valued and finite; every parameter
+            finite and > 0). Eager: ``ValueError`` naming the problem (host checks).
+            Under torch.compile: one ``torch._assert_async`` inside the graph (no graph
+            break), which fails the call when an element is invalid. With False no check:
+            an invalid element gives NaN in the value and in the gradients (NaN in, NaN
+            out, as torch's own losses), which the reduction propagates.
+        mask: boolean tensor broadcastable to the loss, True where an element counts.
+            A masked-out element contributes exactly 0 to the value and to every gradient,
+            even when its inputs are invalid (k = 0, NaN), and is not validated; "mean"
+            divides by the number of kept elements. To fit the nonzero counts of a count
+            matrix ``x``: ``loss(x, ..., mask=x > 0)`` (``loss * (x > 0)`` would give NaN,
+            since NaN * 0 = NaN).
+        weight: tensor broadcastable to the loss: each element's loss is multiplied by
+            its weight; "mean" divides by the sum of the kept weights. A zero weight does
+            not mask: NaN * 0 is NaN (use ``mask``).
+"""
+
+
 def zt_poisson_nll(
     k: Tensor,
     lam: Tensor | float | None = None,
@@ -754,6 +710,8 @@ def zt_poisson_nll(
     reduction: Reduction = "mean",
     full: bool = False,
     validate: bool = True,
+    mask: Tensor | None = None,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """Zero-truncated Poisson negative log-likelihood.
 
@@ -762,12 +720,9 @@ def zt_poisson_nll(
     Args:
         k: counts >= 1 (integer-valued, integer or floating tensor).
         lam: the mean of the untruncated Poisson, > 0; or ``log_lam`` = log(lam) (give
-            exactly one). Gradients flow to whichever is given.
-        reduction: "mean" (default), "sum" or "none" (elementwise, broadcast shape).
-        full: add lgamma(k + 1), the constant that makes it -log P(X = k).
-        validate: raise ValueError on invalid input (k < 1, non-integer or non-finite k,
-            lam NaN / <= 0 / inf); with False, NaN at those positions (no host sync).
-
+            exactly one). Gradients flow to whichever is given. The truncated law's mean
+            is lam / (1 - e^-lam).
+        {common}
     Returns:
         A tensor of the floating dtype of the parameter (float64 for float64 input;
         float32 / bfloat16 / float16 inputs are computed in float64 and rounded once).
@@ -775,10 +730,8 @@ def zt_poisson_nll(
     _check_reduction(reduction)
     label, p, is_log = _param("lam", lam, log_lam, k.device if isinstance(k, Tensor) else None)
     k = _as_tensor(k, p.device)
-    if validate:
-        _check_k(k)
-        _check_param(label, p, _to64(p, is_log), is_log)
-    return _apply("ztpoisson", k, (p,), (is_log,), reduction, full)
+    labels = (label,) if validate else None
+    return _apply("ztpoisson", k, (p,), (is_log,), reduction, full, mask, weight, labels)
 
 
 def zt_negbin_nll(
@@ -791,6 +744,8 @@ def zt_negbin_nll(
     reduction: Reduction = "mean",
     full: bool = False,
     validate: bool = True,
+    mask: Tensor | None = None,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """Zero-truncated negative binomial negative log-likelihood (NB2: mean mu, size theta).
 
@@ -800,10 +755,10 @@ def zt_negbin_nll(
 
     Args:
         k: counts >= 1 (integer-valued).
-        mu / log_mu: the mean of the untruncated law (> 0), or its log (exactly one).
+        mu / log_mu: the mean of the untruncated law (> 0), or its log (exactly one). The
+            truncated law's mean is mu / (1 - (theta / (theta + mu))^theta).
         theta / log_theta: the inverse dispersion (> 0), or its log (exactly one).
-        reduction, full, validate: as :func:`zt_poisson_nll`.
-
+        {common}
     Returns:
         A tensor of the promoted floating dtype of the parameters (computed in float64).
     """
@@ -813,8 +768,9 @@ def zt_negbin_nll(
     tlabel, pt, t_log = _param("theta", theta, log_theta, pm.device)
     k = _as_tensor(k, pm.device)
     pt = pt.to(pm.device)
-    if validate:
-        _check_k(k)
-        _check_param(mlabel, pm, _to64(pm, m_log), m_log)
-        _check_param(tlabel, pt, _to64(pt, t_log), t_log)
-    return _apply("ztnb", k, (pm, pt), (m_log, t_log), reduction, full)
+    labels = (mlabel, tlabel) if validate else None
+    return _apply("ztnb", k, (pm, pt), (m_log, t_log), reduction, full, mask, weight, labels)
+
+
+for _fn in (zt_poisson_nll, zt_negbin_nll):
+    _fn.__doc__ = (_fn.__doc__ or "").replace("{common}", _COMMON_ARGS.rstrip() + "\n")

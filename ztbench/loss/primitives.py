@@ -6,6 +6,11 @@ under autograd over its whole documented domain: where two branches are combined
 :func:`split`), because ``torch.where`` back-propagates a NaN or inf from the branch not
 taken (a zero upstream gradient times an infinite local derivative is NaN).
 
+The primitives of the shipped loss's kernels take a dispatcher ``D``
+(:mod:`ztbench.loss.dispatch`): ``WHERE`` (the default: every branch everywhere, the form
+above) or ``INDEX`` (each branch on its own elements, the eager path). Each branch formula
+is written once, as a local function, and the dispatcher joins them.
+
 Contents:
 
 - :func:`split`: the safe-input idiom for ``torch.where``.
@@ -28,6 +33,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from ztbench.loss.dispatch import WHERE, Dispatcher
 
 LOG2 = math.log(2.0)
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -77,7 +84,7 @@ def log_expm1(w: Tensor) -> Tensor:
 _H_COEFFS = tuple(1.0 / math.factorial(n + 1) for n in range(1, 19))
 
 
-def log_expm1_over_x(x: Tensor) -> Tensor:
+def log_expm1_over_x(x: Tensor, D: Dispatcher = WHERE) -> Tensor:
     """log(expm1(x) / x) for x >= 0; about x/2 for small x, x - log(x) for large x.
 
     The ZTP loss is ``-(k - 1) log(lam) + log_expm1_over_x(lam)``: writing it this way
@@ -88,12 +95,24 @@ def log_expm1_over_x(x: Tensor) -> Tensor:
     for x >= 1: ``log_expm1(x) - log(x)`` (the result is at least half the larger term,
     so no cancellation).
     """
-    small = x < 1.0
-    x_s, x_l = split(small, x, 0.5, 2.0)
-    h = torch.zeros_like(x_s)
-    for c in reversed(_H_COEFFS):
-        h = (h + c) * x_s
-    return torch.where(small, torch.log1p(h), log_expm1(x_l) - torch.log(x_l))
+    return D.branch(x < 1.0, _h_small_fn(D), _h_large, (x,), (0.5,), (2.0,))
+
+
+def _h_small_fn(D: Dispatcher):  # type: ignore[no-untyped-def]
+    def h_small(x: Tensor) -> Tensor:
+        """log1p(sum_{n>=1} x^n/(n+1)!) (x < 1), the polynomial by Horner's rule."""
+        rc = _H_COEFFS[::-1]
+        h = x * rc[0]
+        for c in rc[1:]:
+            h = h.add_(c).mul_(x) if D.inplace else (h + c) * x
+        return torch.log1p(h)
+
+    return h_small
+
+
+def _h_large(x: Tensor) -> Tensor:
+    """log(expm1(x)/x) for x >= 1."""
+    return log_expm1(x) - torch.log(x)
 
 
 def softplus(x: Tensor) -> Tensor:
@@ -153,7 +172,7 @@ def nb_log_p0(mu: Tensor, theta: Tensor, logit: Tensor | None = None) -> Tensor:
 _ATANH_COEFFS = tuple(1.0 / (2 * j + 1) for j in range(1, 18))
 
 
-def log1pmx(x: Tensor) -> Tensor:
+def log1pmx(x: Tensor, D: Dispatcher = WHERE) -> Tensor:
     """log(1 + x) - x for x > -1, without the cancellation of the direct difference.
 
     For |x| <= 1/2: ``-x*u + 2 u^3 * (1/3 + u^2/5 + u^4/7 + ...)`` with u = x / (2 + x)
@@ -161,15 +180,16 @@ def log1pmx(x: Tensor) -> Tensor:
     cancellation). Elsewhere ``log1p(x) - x`` directly (the result is at least a fifth of
     |x| there).
     """
-    small = x.abs() <= 0.5
-    x_s, x_l = split(small, x, 0.25, 1.0)
-    u = x_s / (2.0 + x_s)
-    u2 = u * u
-    s = torch.zeros_like(u)
-    for c in reversed(_ATANH_COEFFS):
-        s = s * u2 + c
-    series = -x_s * u + 2.0 * u * u2 * s
-    return torch.where(small, series, torch.log1p(x_l) - x_l)
+
+    def series(x: Tensor) -> Tensor:
+        u = x / (2.0 + x)
+        u2 = u * u
+        return -x * u + 2.0 * u * u2 * D.horner(u2, _ATANH_COEFFS)
+
+    def direct(x: Tensor) -> Tensor:
+        return torch.log1p(x) - x
+
+    return D.branch(x.abs() <= 0.5, series, direct, (x,), (0.25,), (1.0,))
 
 
 # lgamma(z) - [(z - 1/2) log z - z + log(2 pi)/2] = sum_n B_2n / (2n (2n - 1) z^(2n-1)).
@@ -185,18 +205,14 @@ _STIRLING_COEFFS = (
 STIRLING_MIN = 10.0
 
 
-def stirling_correction(z: Tensor) -> Tensor:
+def stirling_correction(z: Tensor, D: Dispatcher = WHERE) -> Tensor:
     """lgamma(z) - ((z - 1/2) log z - z + log(2 pi)/2) for z >= 10 (7 terms of the series).
 
     Evaluated by Horner in 1/z^2 (no overflow of z^13 in low precision). The first
     omitted term is below 3e-17 at z = 10.
     """
     r = 1.0 / z
-    r2 = r * r
-    s = torch.zeros_like(z)
-    for c in reversed(_STIRLING_COEFFS):
-        s = s * r2 + c
-    return s * r
+    return D.horner(r * r, _STIRLING_COEFFS) * r
 
 
 def lgamma_difference(k: Tensor, theta: Tensor) -> Tensor:
@@ -260,7 +276,7 @@ _Q_COEFFS = tuple(b / math.factorial(2 * n) for n, b in enumerate(_BERNOULLI_2N,
 _PSI_COEFFS = tuple(b / (2 * n) for n, b in enumerate(_BERNOULLI_2N, start=1))
 
 
-def inv1mexp_minus_inv(x: Tensor) -> Tensor:
+def inv1mexp_minus_inv(x: Tensor, D: Dispatcher = WHERE) -> Tensor:
     """q(x) = 1/(1 - e^-x) - 1/x for x > 0 (1/2 at x = 0, 1 - 1/x for large x).
 
     The derivative of log(expm1(x)) is 1/(1 - e^-x) = 1/x + q(x); splitting off 1/x lets
@@ -269,23 +285,26 @@ def inv1mexp_minus_inv(x: Tensor) -> Tensor:
     rounding only; the direct difference would cancel up to 1/(x q) ~ 2/x times); for
     x >= 1 the direct difference, which loses at most 1.6/0.58 < 3x to cancellation.
     """
-    small = x < 1.0
-    x_s, x_l = split(small, x, 0.5, 2.0)
-    x2 = x_s * x_s
-    s = torch.zeros_like(x_s)
-    for c in reversed(_Q_COEFFS):
-        s = s * x2 + c
-    series = 0.5 + x_s * s
-    return torch.where(small, series, 1.0 / (-torch.expm1(-x_l)) - 1.0 / x_l)
+    return D.branch(x < 1.0, _q_small_fn(D), _q_large, (x,), (0.5,), (2.0,))
 
 
-def _psi_tail(z: Tensor) -> Tensor:
+def _q_small_fn(D: Dispatcher):  # type: ignore[no-untyped-def]
+    def q_small(x: Tensor) -> Tensor:
+        """q(x) by its Bernoulli series (x < 1)."""
+        return 0.5 + x * D.horner(x * x, _Q_COEFFS)
+
+    return q_small
+
+
+def _q_large(x: Tensor) -> Tensor:
+    """q(x) directly (x >= 1)."""
+    return 1.0 / (-torch.expm1(-x)) - 1.0 / x
+
+
+def _psi_tail(z: Tensor, D: Dispatcher = WHERE) -> Tensor:
     """sum_{n>=1} B_2n / (2n z^2n) for z >= 10 (Horner in 1/z^2)."""
     r2 = 1.0 / (z * z)
-    s = torch.zeros_like(z)
-    for c in reversed(_PSI_COEFFS):
-        s = s * r2 + c
-    return s * r2
+    return D.horner(r2, _PSI_COEFFS) * r2
 
 
 LGAMMA_EXCESS_DIRECT_K = 8
@@ -304,22 +323,20 @@ def digamma_terms(j: int, theta: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def direct_sums(
-    k: Tensor, theta: Tensor, terms: Callable[[int, Tensor], tuple[Tensor, Tensor]]
+    k: Tensor,
+    theta: Tensor,
+    terms: Callable[[int, Tensor], tuple[Tensor, Tensor]],
+    D: Dispatcher = WHERE,
 ) -> tuple[Tensor, Tensor]:
     """(sum_j a_j, sum_j b_j) over 0 < j < min(k, LGAMMA_EXCESS_DIRECT_K), (a_j, b_j) =
-    terms(j, theta), accumulated in j order (torch.where form: every element, every j)."""
-    a = torch.zeros_like(theta)
-    b = torch.zeros_like(theta)
-    zero = torch.zeros_like(theta)
+    terms(j, theta), accumulated in j order."""
+    acc = (torch.zeros_like(theta), torch.zeros_like(theta))
     for j in range(1, LGAMMA_EXCESS_DIRECT_K):
-        use = k > j
-        ta, tb = terms(j, theta)
-        a = a + torch.where(use, ta, zero)
-        b = b + torch.where(use, tb, zero)
-    return a, b
+        acc = D.accumulate(k > j, acc, lambda th, j=j: terms(j, th), (theta,), (None,))
+    return acc[0], acc[1]
 
 
-def lgamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+def lgamma_excess(k: Tensor, theta: Tensor, D: Dispatcher = WHERE) -> tuple[Tensor, Tensor]:
     """(D, G) with D = lgamma(k+theta) - lgamma(theta) - k log(theta) = sum_{j<k} log1p(j/theta)
     and G = lgamma(k+theta) - lgamma(1+theta) = sum_{0<j<k} log(theta + j); k >= 1 integer.
 
@@ -334,32 +351,41 @@ def lgamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     is never formed), or for k <= 8 the direct sum of log(j + theta) (no cancellation);
     D = G - (k - 1) log(theta), or the direct sum of log1p(j/theta) for k <= 8.
     """
-    big = theta >= STIRLING_MIN
-    one = k <= 1.0
-    th_b, th_s = split(big, theta, STIRLING_MIN, 1.0)
-    k_b = torch.where(big & ~one, k, torch.full_like(k, 2.0))
-    x = k_b / th_b
-    d_big = (
-        (k_b - 0.5) * torch.log1p(x)
-        + th_b * log1pmx(x)
-        + (stirling_correction(k_b + th_b) - stirling_correction(th_b))
-    )
-    log_th = torch.log(theta)
-    g_big = d_big + (k_b - 1.0) * log_th
-    # theta < 10
-    g_lg = torch.lgamma(k + th_s) - torch.lgamma(1.0 + th_s)
-    d_lg = g_lg - (k - 1.0) * torch.log(th_s)
-    d_sum, g_sum = direct_sums(k, th_s, lgamma_terms)
-    direct = k <= LGAMMA_EXCESS_DIRECT_K
-    d_small = torch.where(direct, d_sum, d_lg)
-    g_small = torch.where(direct, g_sum, g_lg)
-    zero = torch.zeros_like(theta)
-    d = torch.where(one, zero, torch.where(big, d_big, d_small))
-    g = torch.where(one, zero, torch.where(big, g_big, g_small))
-    return d, g
+    def stirling(k: Tensor, th: Tensor) -> tuple[Tensor, Tensor]:  # theta >= 10, k >= 2
+        x = k / th
+        d = (
+            (k - 0.5) * torch.log1p(x)
+            + th * log1pmx(x, D)
+            + (stirling_correction(k + th, D) - stirling_correction(th, D))
+        )
+        return d, d + (k - 1.0) * torch.log(th)
+
+    def lg(k: Tensor, th: Tensor) -> tuple[Tensor, Tensor]:  # theta < 10, k > 8
+        g = torch.lgamma(k + th) - torch.lgamma(1.0 + th)
+        return g - (k - 1.0) * torch.log(th), g
+
+    def direct(k: Tensor, th: Tensor) -> tuple[Tensor, Tensor]:  # theta < 10, k <= 8
+        return direct_sums(k, th, lgamma_terms, D)
+
+    return _excess_regimes(D, k, theta, stirling, direct, lg)
 
 
-def digamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+def _excess_regimes(D: Dispatcher, k: Tensor, theta: Tensor, big, direct, special):  # type: ignore[no-untyped-def]
+    """The regimes of :func:`lgamma_excess` and :func:`digamma_excess`: (0, 0) at k = 1;
+    for k >= 2, ``big`` for theta >= 10, ``direct`` for theta < 10 and k <= 8,
+    ``special`` for theta < 10 and k > 8 (each a function of (k, theta) to a pair)."""
+
+    def small(k: Tensor, th: Tensor) -> tuple[Tensor, Tensor]:
+        none = (None, None)
+        return D.branch(k <= LGAMMA_EXCESS_DIRECT_K, direct, special, (k, th), none, none)  # type: ignore[return-value]
+
+    def many(k: Tensor, th: Tensor) -> tuple[Tensor, Tensor]:
+        return D.branch(th >= STIRLING_MIN, big, small, (k, th), (None, STIRLING_MIN), (None, 1.0))  # type: ignore[return-value]
+
+    return D.branch(k > 1.0, many, None, (k, theta), (2.0, None), (None, None))  # type: ignore[return-value]
+
+
+def digamma_excess(k: Tensor, theta: Tensor, D: Dispatcher = WHERE) -> tuple[Tensor, Tensor]:
     """(E, F) with E = k/theta - (psi(k+theta) - psi(theta)) = sum_{j<k} j/(theta(theta+j))
     and F = psi(k+theta) - psi(1+theta) = sum_{0<j<k} 1/(theta+j); k >= 1 integer.
 
@@ -373,28 +399,26 @@ def digamma_excess(k: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     factor 2 at k = 2), F = (k - 1)/theta - E. For theta < 10: direct sums for k <= 8,
     else F = digamma(k + theta) - digamma(1 + theta) and E = (k - 1)/theta - F.
     """
-    big = theta >= STIRLING_MIN
-    one = k <= 1.0
-    th_b, th_s = split(big, theta, STIRLING_MIN, 1.0)
-    k_b = torch.where(big & ~one, k, torch.full_like(k, 2.0))
-    x = k_b / th_b
-    e_big = (
-        -log1pmx(x) - k_b / (2.0 * th_b * (th_b + k_b)) + (_psi_tail(th_b + k_b) - _psi_tail(th_b))
-    )
-    f_big = (k_b - 1.0) / th_b - e_big
-    f_dg = torch.digamma(k + th_s) - torch.digamma(1.0 + th_s)
-    e_dg = (k - 1.0) / th_s - f_dg
-    e_sum, f_sum = direct_sums(k, th_s, digamma_terms)
-    direct = k <= LGAMMA_EXCESS_DIRECT_K
-    e_small = torch.where(direct, e_sum, e_dg)
-    f_small = torch.where(direct, f_sum, f_dg)
-    zero = torch.zeros_like(theta)
-    e = torch.where(one, zero, torch.where(big, e_big, e_small))
-    f = torch.where(one, zero, torch.where(big, f_big, f_small))
-    return e, f
+    def asym(k: Tensor, th: Tensor) -> tuple[Tensor, Tensor]:  # theta >= 10, k >= 2
+        x = k / th
+        e = (
+            -log1pmx(x, D)
+            - k / (2.0 * th * (th + k))
+            + (_psi_tail(th + k, D) - _psi_tail(th, D))
+        )
+        return e, (k - 1.0) / th - e
+
+    def dg(k: Tensor, th: Tensor) -> tuple[Tensor, Tensor]:  # theta < 10, k > 8
+        f = torch.digamma(k + th) - torch.digamma(1.0 + th)
+        return (k - 1.0) / th - f, f
+
+    def direct(k: Tensor, th: Tensor) -> tuple[Tensor, Tensor]:  # theta < 10, k <= 8
+        return direct_sums(k, th, digamma_terms, D)
+
+    return _excess_regimes(D, k, theta, asym, direct, dg)
 
 
-def digamma_log_difference(k: Tensor, theta: Tensor) -> Tensor:
+def digamma_log_difference(k: Tensor, theta: Tensor, D: Dispatcher = WHERE) -> Tensor:
     """psi(theta) - psi(k + theta) + log1p(k/theta) = Phi(theta) - Phi(k + theta), Phi = psi - log.
 
     The part of the digamma difference left after its logarithmic growth is taken out
@@ -404,16 +428,24 @@ def digamma_log_difference(k: Tensor, theta: Tensor) -> Tensor:
     from z >= 10 on, is -m/(2z(z + m)) + P(z + m) - P(z) with P the asymptotic tail of
     psi (no cancellation either).
     """
-    acc = torch.zeros_like(theta)
-    steps = torch.zeros_like(theta)
-    for j in range(int(STIRLING_MIN)):
-        z = theta + j
-        use = (k > j) & (z < STIRLING_MIN)
-        z_s = torch.where(use, z, torch.full_like(z, 2.0))
-        acc = acc + torch.where(use, log1pmx(1.0 / z_s), torch.zeros_like(z))
-        steps = steps + use.to(theta.dtype)
-    z0 = theta + steps
-    m = k - steps
-    tail = -m / (2.0 * z0 * (z0 + m)) + (_psi_tail(z0 + m) - _psi_tail(z0))
+    def step(z: Tensor) -> tuple[Tensor, Tensor]:
+        return log1pmx(1.0 / z, D), torch.ones_like(z)
+
+    def steps(k: Tensor, th: Tensor) -> tuple[Tensor, Tensor]:  # theta < 10
+        acc = (torch.zeros_like(th), torch.zeros_like(th))
+        for j in range(int(STIRLING_MIN)):
+            z = th + j
+            acc = D.accumulate((k > j) & (z < STIRLING_MIN), acc, step, (z,), (2.0,))
+        return acc
+
+    def tail(acc: Tensor, z0: Tensor, m: Tensor) -> Tensor:  # z0 >= 10, m > 0
+        return acc + (-m / (2.0 * z0 * (z0 + m)) + (_psi_tail(z0 + m, D) - _psi_tail(z0, D)))
+
+    def no_tail(acc: Tensor, z0: Tensor, m: Tensor) -> Tensor:
+        return acc
+
+    acc, n = D.branch(theta < STIRLING_MIN, steps, None, (k, theta), (None, 1.0), (None, None))
+    z0 = theta + n
+    m = k - n
     rest = (m > 0) & (z0 >= STIRLING_MIN)
-    return acc + torch.where(rest, tail, torch.zeros_like(tail))
+    return D.branch(rest, tail, no_tail, (acc, z0, m), (None, STIRLING_MIN, 1.0), (None,) * 3)  # type: ignore[return-value]

@@ -1,0 +1,110 @@
+"""Input checks of the shipped losses: which elements are valid, and the errors raised.
+
+Two forms of the same rules (k >= 1, finite and integer-valued; every parameter finite
+and > 0, after exp for a log-parameter):
+
+- :func:`valid_k` / :func:`valid_param`: elementwise boolean tensors, traced as tensor
+  operations (no host synchronisation), used by the autograd node to put NaN at invalid
+  elements.
+- :func:`check_inputs`: ``validate=True``. In eager mode each rule is one host check that
+  raises ``ValueError`` naming the problem; under torch.compile (where a host check is a
+  graph break) one ``torch._assert_async`` on the conjunction of the rules, which the
+  compiled graph evaluates without leaving it and which fails the call with the message
+  below when an element is invalid.
+
+Elements left out by ``mask=`` are never checked: a masked-out k = 0 is no error.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_F64 = torch.float64
+ASYNC_MESSAGE = (
+    "invalid input to a zero-truncated loss: k must be an integer >= 1 and every "
+    "parameter finite and > 0 (exp of a log-parameter in float64 range)"
+)
+
+
+def valid_k(k: Tensor) -> Tensor:
+    """k >= 1, finite and integer-valued (in k's own dtype: an integer tensor needs no
+    floor; NaN fails every comparison)."""
+    if not k.is_floating_point():
+        return k >= 1
+    return (k >= 1.0) & (k < float("inf")) & (torch.floor(k) == k)
+
+
+def valid_param(p: Tensor) -> Tensor:
+    """0 < p < inf (NaN fails both)."""
+    return (p > 0.0) & (p < float("inf"))
+
+
+def _kept(t: Tensor, keep: Tensor | None) -> Tensor:
+    """The elements of t at kept positions (t broadcast against the mask)."""
+    if keep is None:
+        return t
+    shape = torch.broadcast_shapes(t.shape, keep.shape)
+    return t.expand(shape)[keep.expand(shape)]
+
+
+def _check_k(k: Tensor) -> None:
+    if not k.is_floating_point() and k.dtype in (torch.bool, torch.complex64, torch.complex128):
+        raise ValueError(f"k must be a real tensor, got {k.dtype}")
+    kf = k.to(_F64)
+    if bool(torch.isnan(kf).any()):
+        raise ValueError("k contains NaN")
+    if bool(torch.isinf(kf).any()):
+        raise ValueError("k contains inf")
+    if bool((kf < 1).any()):
+        raise ValueError(
+            "k must be >= 1 (a zero-truncated law gives zero probability to k = 0), "
+            f"got min {kf.min().item()}"
+        )
+    if bool((kf != torch.floor(kf)).any()):
+        raise ValueError("k must be integer-valued (counts), got a non-integer value")
+
+
+def _check_param(label: str, raw: Tensor, nat64: Tensor, is_log: bool) -> None:
+    if not raw.is_floating_point():
+        raw = raw.to(_F64)
+    if bool(torch.isnan(raw).any()):
+        raise ValueError(f"{label} contains NaN")
+    if is_log:
+        if bool(torch.isinf(raw).any()):
+            raise ValueError(f"{label} must be finite, got inf")
+        if bool(((nat64 <= 0) | torch.isinf(nat64)).any()):
+            raise ValueError(
+                f"{label} out of range: exp({label}) underflows to 0 or overflows in float64"
+            )
+        return
+    if bool((raw <= 0).any()):
+        raise ValueError(f"{label} must be > 0, got min {raw.min().item()}")
+    if bool(torch.isinf(raw).any()):
+        raise ValueError(f"{label} must be finite, got inf")
+
+
+def check_inputs(
+    k: Tensor,
+    params: list[tuple[str, Tensor, bool]],
+    keep: Tensor | None,
+) -> None:
+    """Raise on the first invalid kept element (``validate=True``).
+
+    ``params``: (label for messages, the tensor given, whether it is a log-parameter).
+    ``keep``: the boolean mask (True = the element counts) or None.
+    """
+    if torch.compiler.is_compiling():
+        ok = valid_k(k)
+        for _, p, is_log in params:
+            p64 = p.to(_F64)
+            ok = ok & valid_param(torch.exp(p64) if is_log else p64)
+        if keep is not None:
+            ok = ok | ~keep
+        torch._assert_async(ok.all(), ASYNC_MESSAGE)
+        return
+    _check_k(_kept(k, keep))
+    for label, p, is_log in params:
+        raw = _kept(p, keep)
+        raw64 = raw.to(_F64)
+        _check_param(label, raw, torch.exp(raw64) if is_log else raw64, is_log)
