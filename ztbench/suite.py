@@ -115,7 +115,7 @@ from typing import Any
 
 import numpy as np
 
-from ztbench import rules
+from ztbench import budget, rules
 from ztbench.errors import UserError
 from ztbench.families import FAMILIES, get_family
 from ztbench.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
@@ -442,6 +442,8 @@ def _read(path: Path) -> tuple[bytes, dict[str, Any]]:
     except tomllib.TOMLDecodeError as exc:
         msg = " ".join(str(exc).split())
         raise UserError(f"{path}: TOML syntax error: {msg}") from None
+    except RecursionError:
+        raise UserError(f"{path}: TOML nested too deeply") from None
     return data, raw
 
 
@@ -510,6 +512,10 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
     modes = ck.strings(raw.get("modes", ["eager"]), "modes", MODES, "mode")
 
     families = _families(ck, raw["families"], seed)
+    counts = {f: budget.family_points(fp, len(dtypes)) for f, fp in families.items()}
+    for f, count in counts.items():
+        _check_budget(ck, _join("families", f), count)
+    _check_budget(ck, "families", sum(counts.values()))
     if own_candidates or base is None:
         external = _external(ck, raw["candidates"], path, dtypes, known)
     else:  # [candidates] inherited: the base's external candidates, as the base loaded them
@@ -811,7 +817,14 @@ def _range_bounds(ck: _Checker, t: dict[str, Any], key: str, *, num: bool) -> Ra
         raise ck.fail(key, f"range {_rtext(r)} is inverted")
     if n is not None and n < 1:
         raise ck.fail(key, f"range {_rtext(r)} is empty (num = {n})")
+    _check_budget(ck, _join(key, "num"), n or 0)
     return r
+
+
+def _check_budget(ck: _Checker, key: str, count: int) -> None:
+    problem = budget.excess(count)
+    if problem is not None:
+        raise ck.fail(key, problem)
 
 
 def _check_domain(ck: _Checker, key: str, family: str, col: str, values: Iterable[float]):
@@ -918,6 +931,7 @@ def _families(ck: _Checker, value: Any, seed: int = 0) -> dict[str, FamilyPoints
                 key = _join(fkey, "grid") if i is None else _join(_join(fkey, "grid"), i)
                 bt = ck.table(b, key, allowed)
                 grids.append(GridSpec(_block_columns(ck, bt, key, family, grid=True)))
+                _check_budget(ck, key, budget.grid_points(budget.axis_sizes(grids[-1])))
         if "random" in st:
             blocks = _blocks(st["random"])
             if not blocks or not isinstance(st["random"], list | dict):
@@ -926,6 +940,7 @@ def _families(ck: _Checker, value: Any, seed: int = 0) -> dict[str, FamilyPoints
                 key = _join(fkey, "random") if i is None else _join(_join(fkey, "random"), i)
                 bt = ck.table(b, key, ("n", *allowed), ("n",))
                 n = ck.integer(bt["n"], _join(key, "n"), lo=1)
+                _check_budget(ck, _join(key, "n"), n)
                 cols = {k: v for k, v in bt.items() if k != "n"}
                 spec_cols = _block_columns(ck, cols, key, family, grid=False)
                 randoms.append(RandomSpec(n, spec_cols))  # type: ignore[arg-type]
@@ -976,6 +991,8 @@ def _near(ck: _Checker, value: Any, key: str, family: str) -> NearThresholds:
                 raise ck.fail(_join(key, "at"), f"threshold {fmt_num(v)} must be positive")
     ulps = ck.integer(t.get("ulps", 2), _join(key, "ulps"))
     decade = ck.integer(t.get("decade", 9), _join(key, "decade"))
+    _check_budget(ck, _join(key, "ulps"), ulps)
+    _check_budget(ck, _join(key, "decade"), decade)
     lists: dict[str, tuple[float, ...]] = {}
     for name in extra:
         if name in t:
