@@ -89,11 +89,12 @@ def _whole_domain(family: str, n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def _loss_and_grads(family: str, pts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Value and gradients of the loss (natural or log parameters, by the column names)."""
     names = [c for c in pts if c != "k"]
     k = torch.tensor(pts["k"])
     params = [torch.tensor(pts[c], requires_grad=True) for c in names]
     fn = zt_poisson_nll if family == "ztpoisson" else zt_negbin_nll
-    out = fn(k, *params, reduction="none")
+    out = fn(k, **dict(zip(names, params, strict=True)), reduction="none")
     assert out.dtype == params[0].dtype
     grads = torch.autograd.grad(out.sum(), params)
     res = {"nll_loss": out.detach().numpy()}
@@ -151,3 +152,42 @@ def test_full_and_broadcast_on_the_fast_path() -> None:
     for a, b in zip(g, g64, strict=True):
         assert a.shape == b.shape and a.dtype == torch.float32
         torch.testing.assert_close(a.double(), b, rtol=3e-7, atol=0.0)
+
+
+@pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
+def test_float32_log_parameters_against_arb(family: str) -> None:
+    """log_lam / log_mu / log_theta in float32 (exp taken in float64 on the fast path),
+    against references taken at p = exp(log p) exactly."""
+    pts = _realistic(family, 200, 21)
+    wide = _whole_domain(family, 200, 22)
+    logs = {("k" if c == "k" else f"log_{c}"): np.r_[v, wide[c]] if c == "k"
+            else np.log(np.r_[v, wide[c]].astype(np.float64)).astype(np.float32)
+            for c, v in pts.items()}  # fmt: skip
+    got = _loss_and_grads(family, logs)
+    ref = compute_references(family, {c: v.astype(np.float64) for c, v in logs.items()},
+                             cache_dir=False, progress=False,
+                             log_params=tuple(c[4:] for c in logs if c != "k"))  # fmt: skip
+    for q, arr in got.items():
+        err = ulp_error(arr.astype(np.float64), ref[q].to_numpy(), "float32")
+        assert err.max() <= 1.0, (q, float(err.max()))
+
+
+def test_mask_on_the_fast_path() -> None:
+    """Masked-out elements (k = 0 among them) give exactly 0; kept ones equal the
+    unmasked loss of the kept elements."""
+    pts = _realistic("ztnb", 1000, 4)
+    k = torch.tensor(pts["k"])
+    k[::3] = 0.0
+    mu = torch.tensor(pts["mu"], requires_grad=True)
+    th = torch.tensor(pts["theta"], requires_grad=True)
+    keep = k > 0
+    out = zt_negbin_nll(k, mu, th, reduction="none", mask=keep)
+    g = torch.autograd.grad(out.sum(), (mu, th))
+    assert bool((out[~keep] == 0).all()) and all(bool((x[~keep] == 0).all()) for x in g)
+    mu_k = mu.detach()[keep].requires_grad_()
+    th_k = th.detach()[keep].requires_grad_()
+    ref = zt_negbin_nll(k[keep], mu_k, th_k, reduction="none")
+    g_ref = torch.autograd.grad(ref.sum(), (mu_k, th_k))
+    assert torch.equal(out[keep], ref.detach())
+    for a, b in zip(g, g_ref, strict=True):
+        assert torch.equal(a[keep], b)

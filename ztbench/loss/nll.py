@@ -349,49 +349,77 @@ def _in_chunks(kernel, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | 
 
 
 def _forward_float32(family: str, full: bool, need: bool, out_dtype: torch.dtype, k: Tensor,
-                     params: tuple[Tensor, ...]) -> tuple[Tensor, list[Tensor]] | None:  # fmt: skip
-    """The eager forward for float32 natural parameters on the CPU, without a mask:
-    (value in ``out_dtype``, float32 derivatives), or None when an element is invalid
-    (the caller's general path then raises or puts NaN there).
+                     params: tuple[Tensor, ...], is_log: tuple[bool, ...],
+                     mask: Tensor | None) -> tuple[Tensor, list[Tensor]] | None:  # fmt: skip
+    """The eager forward for float32 parameters on the CPU: (value in ``out_dtype``,
+    float32 derivatives in the caller's parametrisation), or None when a kept element is
+    invalid or a log-parameter is out of float32's range (the general path then raises
+    or puts NaN there).
 
-    Each chunk of EAGER_CHUNK elements goes through the plain formula in float64
-    (:mod:`ztbench.loss.screened`), which certifies, element by element, that its result
-    is within 2^-28 relative of the exact one, so the float32 result is within
-    0.5 + 1/8 ulp; the elements it does not certify (near zero crossings, the
-    large-theta and tiny-lam cancellations) are recomputed by the careful kernel
-    (:func:`_eager_kernel`, then :func:`_apply_full` with ``full``) and rounded once.
-    On realistic inputs nearly every element is certified, and the plain formula costs
-    a fraction of the careful one.
+    The kept elements (all without ``mask``; masked-out ones get exactly 0 in every
+    output) go, in chunks of EAGER_CHUNK, through the plain formula in float64
+    (:mod:`ztbench.loss.screened`, natural parameters: exp of a log-parameter in
+    float64), which certifies element by element that its result is within 2^-28
+    relative of the exact one, so the float32 result is within 0.5 + 1/8 ulp; the
+    elements it does not certify (near zero crossings, the large-theta and tiny-lam
+    cancellations) are recomputed by the careful kernel (:func:`_eager_kernel`, then
+    :func:`_apply_full` with ``full``) and rounded once. On realistic inputs nearly
+    every element is certified, and the plain formula costs a fraction of the careful
+    one.
     """
-    ok = V.valid_k(k)
-    for p in params:
-        ok = ok & V.valid_param(p)
+    cols = torch.broadcast_tensors(k, *params, *(() if mask is None else (mask,)))
+    shape = cols[0].shape
+    flat = [t.reshape(-1) for t in cols]
+    keep = None
+    if mask is not None:
+        keep = _idx(flat.pop().to(torch.bool))
+        flat = [t.index_select(0, keep) for t in flat]
+    ok = V.valid_k(flat[0])
+    for p, lg in zip(flat[1:], is_log, strict=True):
+        # a log-parameter: exp in float64 lands in float32's positive range (so every
+        # float64 term stays finite, see ztbench.loss.screened)
+        ok = ok & ((p > _LOG_MIN) & (p < _LOG_MAX) if lg else V.valid_param(p))
     if not bool(ok.all()):
         return None
-    flat = [t.reshape(-1) for t in torch.broadcast_tensors(k, *params)]
-    shape, n = torch.broadcast_shapes(k.shape, *(p.shape for p in params)), flat[0].numel()
+
+    def natural(t: Tensor, lg: bool) -> Tensor:
+        return torch.exp(t.to(_F64)) if lg else t.to(_F64)
+
+    def caller(ds: list[Tensor], ps: list[Tensor]) -> list[Tensor]:
+        return [d * p if lg else d for d, p, lg in zip(ds, ps, is_log, strict=True)]
+
+    n = flat[0].numel()
     value = torch.empty(n, dtype=out_dtype)
     derivs = [torch.empty(n, dtype=torch.float32) for _ in params] if need else []
     accepted = torch.empty(n, dtype=torch.bool)
     screened = S.ztp_screened if family == "ztpoisson" else S.ztnb_screened
     for start in range(0, n, EAGER_CHUNK):
         part = slice(start, start + EAGER_CHUNK)
-        v, *ds, acc = screened(*(t[part].to(_F64) for t in flat), need, full)
+        ps = [natural(t[part], lg) for t, lg in zip(flat[1:], is_log, strict=True)]
+        v, *ds, acc = screened(flat[0][part].to(_F64), *ps, need, full)
         value[part] = v
-        for out, d in zip(derivs, ds, strict=False):
+        for out, d in zip(derivs, caller(ds, ps) if need else [], strict=False):
             out[part] = d
         accepted[part] = acc
     idx = _idx(~accepted)
     if idx.numel():
-        k_r, *p_r = (t.index_select(0, idx).to(_F64) for t in flat)
+        k_r = flat[0].index_select(0, idx).to(_F64)
+        p_r = [natural(t.index_select(0, idx), lg) for t, lg in zip(flat[1:], is_log, strict=True)]
         v, *ds = _eager_kernel(family, need, False, k_r, *p_r)
         if full:
             v = _apply_full(family, k_r, p_r, v)  # type: ignore[arg-type]
         value.index_copy_(0, idx, v.to(out_dtype))  # type: ignore[union-attr]
-        for out, d in zip(derivs, ds, strict=False):
-            out.index_copy_(0, idx, d.to(torch.float32))  # type: ignore[union-attr]
+        for out, d in zip(derivs, caller(ds, p_r) if need else [], strict=False):  # type: ignore[arg-type]
+            out.index_copy_(0, idx, d.to(torch.float32))
+    if keep is not None:
+        total = shape.numel()
+        value = torch.zeros(total, dtype=out_dtype).index_copy_(0, keep, value)
+        derivs = [torch.zeros(total, dtype=torch.float32).index_copy_(0, keep, d) for d in derivs]
     return value.reshape(shape), [d.reshape(shape) for d in derivs]
 
+
+# log-parameters the float32 fast path takes: exp(log p) within float32's positive range
+_LOG_MIN, _LOG_MAX = math.log(2.0**-149), math.log(2.0**128)
 
 def _apply_full(family: str, k: Tensor, params: list[Tensor], value: Tensor) -> Tensor:
     """``full=True``: the loss plus lgamma(k + 1), the constant that makes it -log P(X = k)
@@ -549,8 +577,9 @@ class _ZTLossCompiled(torch.autograd.Function):
         """
         compiling = torch.compiler.is_compiling()
         f32 = all(p.dtype == torch.float32 and p.device == k.device for p in params)
-        if not compiling and mask is None and not any(is_log) and k.device.type == "cpu" and f32:
-            fast = _forward_float32(family, full, need, out_dtype, k, params)
+        f32 = f32 and (mask is None or mask.device == k.device)
+        if not compiling and k.device.type == "cpu" and f32:
+            fast = _forward_float32(family, full, need, out_dtype, k, params, is_log, mask)
             if fast is not None:
                 return (fast[0], *fast[1])
         k64, p64, run, keep = _prepare(k, mask, params, is_log)
