@@ -12,6 +12,12 @@ Design (the formulas are in the docstrings of the private kernels below):
   input's floating dtype (float32, bfloat16, float16 inputs): one rounding of a value
   that is accurate to a few float64 ulp is within about half an ulp of the correctly
   rounded result in the narrower format.
+- Float32 inputs on the CPU in eager mode take a fast path (:func:`_forward_float32`):
+  the plain formula in float64 (:mod:`ztbench.loss.screened`), kept at each element
+  where a bound on its error (from the sum's condition number) proves it within 2^-28
+  relative, so the float32 result is within 0.5 + 1/8 ulp; the careful kernels below
+  recompute the other elements (zero crossings, the large-theta and tiny-lam
+  cancellations). The derivatives are returned in float32.
 - The loss is written so that the large terms cancel analytically (the log of the
   truncation normaliser is split into log w + log(expm1(w)/w), the lgamma and digamma
   differences are taken relative to k log(theta) and k/theta with Stirling and
