@@ -29,6 +29,7 @@ mode x quantity: inputs, computed, reference, errors), ``summary.csv`` / ``summa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -44,8 +45,8 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from ztbench import metrics, rules
-from ztbench.atomic import atomic_path, atomic_write_text
+from ztbench import atomic, metrics, rules
+from ztbench.atomic import atomic_path, atomic_paths, ensure_dir
 from ztbench.candidates import Candidate
 from ztbench.dtypes import round_to
 from ztbench.environment import environment_info
@@ -175,6 +176,7 @@ class _Collector:
         self._writer: pq.ParquetWriter | None = None
         self._tmp_ctx = None
         self._tmp: Path | None = None
+        self._finished = False
 
     def __enter__(self) -> _Collector:
         if self._path is not None:
@@ -182,13 +184,34 @@ class _Collector:
             self._tmp = self._tmp_ctx.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def finish(self) -> None:
+        """Complete the Parquet temporary (renamed into place when the block exits), so
+        that the other result files can be written before anything is replaced."""
+        if self._tmp is None or self._finished:
+            return
+        self._finished = True
         if self._writer is not None:
             self._writer.close()
-        if self._tmp_ctx is not None:
-            if self._writer is None:  # nothing evaluated: still leave a valid, empty file
-                pq.write_table(pa.table({"family": pa.array([], pa.string())}), self._tmp)
-            self._tmp_ctx.__exit__(*exc)
+        else:  # nothing evaluated: still leave a valid, empty file
+            pq.write_table(pa.table({"family": pa.array([], pa.string())}), self._tmp)
+        atomic.sync_file(self._tmp)  # a full disk shows now, before the other files are replaced
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._tmp_ctx is None:
+            return False
+        failed: BaseException | None = None
+        if exc_type is None:
+            try:
+                self.finish()
+            except BaseException as err:  # a full disk at close: the temporary goes too
+                failed, exc_type, exc, tb = err, type(err), err, err.__traceback__
+        elif self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+        handled = self._tmp_ctx.__exit__(exc_type, exc, tb)
+        if failed is not None:
+            raise failed
+        return bool(handled)
 
     def write_points(self, table: pd.DataFrame) -> None:
         if self._path is None or table.empty:
@@ -468,7 +491,7 @@ def run_accuracy(
     timings = {"references": 0.0, "evaluation": 0.0, "metrics": 0.0, "writing": 0.0}
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out)
     env = environment_info(suite.path, suite.devices)
     env["suite_sha256"] = suite.sha256  # the loader's hash also covers a `base` suite
     if suite.external:  # the user's own candidates: what was called, and its source's hash
@@ -505,14 +528,17 @@ def run_accuracy(
                                                            data)  # fmt: skip
             timings["evaluation"] += time.perf_counter() - t0
 
-    summary = _frame(collector.rows, SUMMARY_COLUMNS)
-    thresholds = _frame(collector.threshold_rows, THRESHOLD_COLUMNS)
-    goals = dataclasses.asdict(suite.goals) if suite.goals is not None else None
-    result = AccuracyResult(summary, thresholds, env, goals, timings, out)
-    if out is not None:
-        t0 = time.perf_counter()
-        write_results(result, out)
-        timings["writing"] += time.perf_counter() - t0
+        summary = _frame(collector.rows, SUMMARY_COLUMNS)
+        thresholds = _frame(collector.threshold_rows, THRESHOLD_COLUMNS)
+        goals = dataclasses.asdict(suite.goals) if suite.goals is not None else None
+        result = AccuracyResult(summary, thresholds, env, goals, timings, out)
+        if out is not None:
+            # all files or none: points.parquet is complete before the others are written,
+            # and renamed into place only after they were
+            t0 = time.perf_counter()
+            collector.finish()
+            write_results(result, out)
+            timings["writing"] += time.perf_counter() - t0
     return result
 
 
@@ -526,19 +552,21 @@ def _frame(rows: list[dict], columns: tuple[str, ...]) -> pd.DataFrame:
 
 def write_results(result: AccuracyResult, out: Path) -> None:
     """Write summary.csv/json, thresholds.csv and env.json into ``out`` (atomically)."""
-    with atomic_path(out / "summary.csv") as tmp:
-        result.summary.to_csv(tmp, index=False)
     records = [{k: encode(v) for k, v in row.items()}
                for row in result.summary.to_dict(orient="records")]  # fmt: skip
-    atomic_write_text(
-        out / "summary.json",
-        "[\n" + ",\n".join(json.dumps(r, sort_keys=False) for r in records) + "\n]\n",
-    )
-    with atomic_path(out / "thresholds.csv") as tmp:
-        result.thresholds.to_csv(tmp, index=False)
-    atomic_write_text(out / "env.json", json.dumps(result.env, indent=2, sort_keys=True) + "\n")
-    goals_path = out / "goals.json"
+    names = ["summary.csv", "summary.json", "thresholds.csv", "env.json"]
     if result.goals is not None:
-        atomic_write_text(goals_path, json.dumps(result.goals, indent=2) + "\n")
-    else:
-        goals_path.unlink(missing_ok=True)
+        names.append("goals.json")
+    with atomic_paths(*(out / n for n in names)) as tmps:
+        result.summary.to_csv(tmps[0], index=False)
+        tmps[1].write_text(
+            "[\n" + ",\n".join(json.dumps(r, sort_keys=False) for r in records) + "\n]\n",
+            encoding="utf-8",
+        )
+        result.thresholds.to_csv(tmps[2], index=False)
+        tmps[3].write_text(json.dumps(result.env, indent=2, sort_keys=True) + "\n",
+                           encoding="utf-8")  # fmt: skip
+        if result.goals is not None:
+            tmps[4].write_text(json.dumps(result.goals, indent=2) + "\n", encoding="utf-8")
+    if result.goals is None:
+        (out / "goals.json").unlink(missing_ok=True)

@@ -12,9 +12,10 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from ztbench import __version__, commands
+from ztbench import __version__, budget, commands
 from ztbench.errors import UserError
 from ztbench.executor import scheduler_scope
+from ztbench.procs import sigterm_as_interrupt
 
 
 def _verbs() -> dict[str, str]:
@@ -66,24 +67,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a usage error: one line and SystemExit(2)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
     try:
-        # A verb that added --scheduler (ztbench.executor.add_scheduler_option) runs with
-        # that executor active; the others with the local pool. $ZTBENCH_SCHEDULER applies
-        # only to the former.
-        if hasattr(args, "scheduler"):
-            with scheduler_scope(args.scheduler):
-                return int(args._run(args) or 0)
-        return int(args._run(args) or 0)
+        with sigterm_as_interrupt(), budget.limited(getattr(args, "max_points", None)):
+            # A verb that added --scheduler (ztbench.executor.add_scheduler_option) runs
+            # with that executor active; the others with the local pool.
+            # $ZTBENCH_SCHEDULER applies only to the former.
+            if hasattr(args, "scheduler"):
+                with scheduler_scope(args.scheduler):
+                    return int(args._run(args) or 0)
+            return int(args._run(args) or 0)
     except UserError as exc:
-        print(f"ztbench {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"ztbench {args.verb}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ztbench {args.verb}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(text: str) -> str:
+    """The promise is one line: fold any newline a message picked up from its input."""
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -55,6 +55,33 @@ class Evaluation:
         return self.status == "ok"
 
 
+def check_device(device: str) -> str:
+    """``device`` when torch can use it here; UserError (exit 2) when it is unknown or absent.
+
+    An explicit device on the command line is the user's request, so a device that does
+    not exist (``tpu``, ``cpu:abc``) or is not present (``cuda`` without CUDA) is a usage
+    error, not an unsupported candidate.
+    """
+    from ztbench.errors import UserError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(f"--device: unknown device {device!r} (known: cpu, cuda, cuda:N)") from None
+    if dev.type == "cpu":
+        return device
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device: {device!r} is not available (no CUDA device here)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(
+                f"--device: {device!r} is not available ({torch.cuda.device_count()} CUDA "
+                "device(s) here)"
+            )
+        return device
+    raise UserError(f"--device: unsupported device {device!r} (known: cpu, cuda)")
+
+
 def _unsupported(n: int, reason: str) -> Evaluation:
     return Evaluation(np.full(n, np.nan), {}, "unsupported", reason)
 

@@ -33,11 +33,12 @@ import re
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 from ztbench.errors import UserError
+from ztbench.procs import process_pool
 
 ENV_VAR = "ZTBENCH_SCHEDULER"
 # Seconds to wait for a scheduler that does not answer: an unreachable address must fail
@@ -110,15 +111,14 @@ class LocalPool:
                 yield i, fn(task)
             return
         ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
-        try:
+        # workers die with this process (kill -9 included) and are killed, not awaited,
+        # when the iterator is closed early (an exception, Ctrl-C, SIGTERM)
+        with process_pool(self.workers, ctx) as pool:
             pending = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     yield pending.pop(fut), fut.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
 
     def start(self, *modules: str) -> None:
         pass  # a pool is forked per call, from this process: nothing to start or import

@@ -7,6 +7,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+from ztbench import budget
+from ztbench.atomic import check_output_dir
 from ztbench.commands._target import add_target_arguments
 from ztbench.errors import UserError
 from ztbench.executor import add_scheduler_option
@@ -23,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--no-points", action="store_true", help="skip the per-point Parquet file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    budget.add_argument(p)
     p.add_argument(
         "--candidate",
         metavar="TARGET",
@@ -54,12 +57,13 @@ def only_target(suite: Suite, args: argparse.Namespace) -> Suite:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ztbench.accuracy import run_accuracy
+    from ztbench.accuracy import run_accuracy  # torch: not for `--help`
 
     suite = load_suite(args.suite)
     if args.candidate:
         suite = only_target(suite, args)
     out = Path(args.out) if args.out else Path("results") / suite.name
+    check_output_dir(out)
     start = time.perf_counter()
     result = run_accuracy(
         suite,

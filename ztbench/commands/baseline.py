@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ztbench import gate
+from ztbench import budget, gate
+from ztbench.atomic import check_output_file
 from ztbench.commands.check import (
     Printer,
     default_baseline_path,
@@ -41,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="reference cache directory (default: $ZTBENCH_CACHE_DIR or the user cache)",
     )
+    budget.add_argument(p)
     add_scheduler_option(p)
 
 
@@ -54,6 +56,7 @@ def record(
     say(f"[1/3] loading suite {suite_path}")
     suite = load_suite_checked(suite_path)
     path = Path(output) if output else default_baseline_path(suite.name)
+    check_output_file(path, [suite_path])
     run = run_suite(suite, cache_dir, say, "[2/3]")
     new = gate.Baseline.from_summary(run.summary, suite.name, suite.sha256, run.env)
 

@@ -23,8 +23,9 @@ import json
 import time
 from pathlib import Path
 
-from ztbench.atomic import atomic_write_text
-from ztbench.errors import UserError
+from ztbench import budget, jsonfloat
+from ztbench.atomic import atomic_write_text, check_output_dir
+from ztbench.errors import UserError, positive_float, positive_int
 from ztbench.executor import add_scheduler_option, release_active
 from ztbench.suite import Suite
 
@@ -55,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip the per-point Parquet file (the report then has no heatmaps)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    budget.add_argument(p)
     p.add_argument(
         "--throughput-sizes",
         default=BENCH_SIZES,
@@ -63,14 +65,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--throughput-threads",
-        type=int,
+        type=positive_int,
         default=BENCH_THREADS,
         metavar="N",
         help=f"torch threads for the throughput stage (default {BENCH_THREADS})",
     )
     p.add_argument(
         "--throughput-budget",
-        type=float,
+        type=positive_float,
         default=BENCH_BUDGET_S,
         metavar="S",
         help=f"seconds of timing per throughput row (default {BENCH_BUDGET_S})",
@@ -86,6 +88,7 @@ def run_throughput_stage(
     budget: float,
     progress: bool,
     threads: int = BENCH_THREADS,
+    max_elements: int = budget.DEFAULT_MAX_ELEMENTS,
 ) -> str:
     """Run the ``throughput`` verb on the suite into ``out``; return a one-line note.
 
@@ -101,14 +104,17 @@ def run_throughput_stage(
     parser = argparse.ArgumentParser(prog="ztbench throughput")
     verb.add_arguments(parser)
     argv = [suite_path, "-o", str(out), "--sizes", sizes, "--budget", repr(budget),
-            "--threads", str(threads)]  # fmt: skip
+            "--threads", str(threads), "--max-points", str(max_elements)]  # fmt: skip
     args = parser.parse_args(argv + ([] if progress else ["--no-progress"]))
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         verb.run(args)
     env_path = out / "env.json"
     if "suite_sha256" in acc_env and env_path.is_file():
-        env = json.loads(env_path.read_text())
+        try:
+            env = jsonfloat.loads(env_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{env_path}: cannot read ({exc})") from None
         env["suite_sha256"] = acc_env["suite_sha256"]
         atomic_write_text(env_path, json.dumps(env, indent=2, sort_keys=True) + "\n")
     lines = [ln for ln in captured.getvalue().splitlines() if ln.strip()]
@@ -116,6 +122,11 @@ def run_throughput_stage(
     return (
         "throughput: wrote " + f"{out}/throughput.csv" + (f" ({'; '.join(tail)})" if tail else "")
     )
+
+
+def _max_elements(args: argparse.Namespace) -> int:
+    """The throughput stage's element budget: bench's --max-points when it is larger."""
+    return max(args.max_points, budget.DEFAULT_MAX_ELEMENTS)
 
 
 def run_impact_stage(suite: Suite, out: Path, cache_dir: str | None, progress: bool) -> str:
@@ -161,10 +172,13 @@ def run(args: argparse.Namespace) -> int:
     from ztbench.report import build_report, terminal_leaderboard
     from ztbench.suite import load_suite
 
-    if args.throughput_threads < 1:  # checked before the accuracy stage spends minutes
-        raise UserError(f"--throughput-threads must be >= 1, got {args.throughput_threads}")
+    if not args.skip_throughput:  # checked before the accuracy stage spends minutes
+        from ztbench.commands.throughput import parse_sizes
+
+        parse_sizes(args.throughput_sizes, _max_elements(args), "--throughput-sizes")
     suite = load_suite(args.suite)
     out = Path(args.out)
+    check_output_dir(out)
     progress = not args.no_progress
     times: dict[str, float] = {}
 
@@ -190,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         note = run_throughput_stage(args.suite, out, result.env, args.throughput_sizes,
                                     args.throughput_budget, progress,
-                                    args.throughput_threads)  # fmt: skip
+                                    args.throughput_threads, _max_elements(args))  # fmt: skip
     times["throughput"] = time.perf_counter() - t0
     print(f"bench: {note} ({times['throughput']:.1f} s)", flush=True)
 

@@ -15,7 +15,8 @@ import time
 
 import pandas as pd
 
-from ztbench.errors import UserError
+from ztbench import budget
+from ztbench.errors import UserError, nonnegative_int, positive_int
 from ztbench.executor import (
     LocalPool,
     active_executor,
@@ -30,15 +31,17 @@ HELP = "benchmark: certified reference points per second of each engine on the z
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--points", type=int, default=100_000, help="arb points (default 100000)")
+    p.add_argument(
+        "--points", type=positive_int, default=100_000, help="arb points (default 100000)"
+    )
     p.add_argument(
         "--mpmath-points",
-        type=int,
+        type=positive_int,
         default=2_000,
         help="mpmath points, a subset of the same sample (default 2000; it is ~40x slower)",
     )
     p.add_argument("--family", default="ztnb", choices=("ztnb", "ztpoisson"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument(
         "--scaling",
         metavar="LIST",
@@ -46,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "points/s, per worker and the speed-up over the first",
     )
     add_scheduler_option(p)
+    budget.add_argument(p)
 
 
 def _sample(family: Family, n: int, seed: int) -> pd.DataFrame:
@@ -80,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     from ztbench.reference import ENGINES, compute_references
 
     family = get_family(args.family)
+    problem = budget.excess(args.points)
+    if problem is not None:
+        raise UserError(f"--points {args.points}: {problem}")
     points = _sample(family, args.points, args.seed)
     if args.scaling is not None:
         try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from ztbench import gate
+from ztbench import budget, gate
 from ztbench.errors import UserError
 from ztbench.executor import add_scheduler_option
 
@@ -51,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="reference cache directory (default: $ZTBENCH_CACHE_DIR or the user cache)",
     )
+    budget.add_argument(p)
     add_scheduler_option(p)
 
 

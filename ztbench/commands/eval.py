@@ -23,9 +23,10 @@ import sys
 
 import numpy as np
 
+from ztbench.atomic import check_output_file
 from ztbench.commands._target import add_target_arguments
 from ztbench.errors import UserError
-from ztbench.families import get_family
+from ztbench.families import Family, domain_mask, get_family, to_natural
 from ztbench.pointsio import read_header, read_points_csv, write_csv
 from ztbench.schema import DTYPE_NAMES, MODES
 
@@ -61,10 +62,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_target_arguments(p)
 
 
+def _warn_outside_domain(family: Family, points: dict[str, np.ndarray], dtype: str) -> None:
+    """One line when rounding to ``dtype`` moved points out of the domain (e.g. theta =
+    1e-12 rounds to 9.99999996e-13 in float32): they are evaluated as rounded, not refused,
+    since that is what a model in that dtype would compute."""
+    outside = ~domain_mask(family, points)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        where = ", ".join(f"{c} = {float(points[c][i])!r}" for c in family.columns)
+        print(f"ztbench eval: warning: {int(outside.sum())} point(s) leave the domain when "
+              f"rounded to {dtype} (first at line {i + 2}: {where}); evaluated as rounded",
+              file=sys.stderr)  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     from ztbench.candidates import get_candidate
     from ztbench.candidates.external import from_cli
-    from ztbench.evaluate import candidate_inputs, evaluate
+    from ztbench.evaluate import candidate_inputs, check_device, evaluate
 
     if args.dtype not in DTYPE_NAMES:
         raise UserError(f"unknown dtype {args.dtype!r} (known: {', '.join(DTYPE_NAMES)})")
@@ -85,10 +99,13 @@ def run(args: argparse.Namespace) -> int:
         if not np.isfinite(args.threshold):
             raise UserError(f"--threshold must be finite, got {args.threshold!r}")
 
+    device = check_device(args.device)
     family = get_family(cand.family)
+    check_output_file(args.output, [args.input])
     header = read_header(args.input)
     own = all(c in header for c in cand.columns)
-    df = read_points_csv(args.input, family, cand.log_params if own else ())
+    df = read_points_csv(args.input, family, cand.log_params if own else (),
+                         reserved=("value", *cand.gradients))  # fmt: skip
     points = candidate_inputs(cand, {c: df[c].to_numpy() for c in df.columns if c in
                                      (*family.columns, *cand.columns)}, args.dtype)  # fmt: skip
     if not own:  # natural columns converted: the candidate's own columns replace them
@@ -97,13 +114,14 @@ def run(args: argparse.Namespace) -> int:
         df = df[[*cand.columns, *(c for c in df.columns if c not in cand.columns)]]
     for col in cand.columns:
         df[col] = points[col]
+    _warn_outside_domain(family, to_natural(family, points, cand.log_params), args.dtype)
 
-    result = evaluate(cand, points, args.dtype, args.device, args.mode, args.threshold)
+    result = evaluate(cand, points, args.dtype, device, args.mode, args.threshold)
     if not result.ok:
         print(f"ztbench eval: {cand.id} unsupported: {result.reason}", file=sys.stderr)
         return EXIT_UNSUPPORTED
 
-    out = df.drop(columns=[c for c in ("value", *cand.gradients) if c in df.columns])
+    out = df  # an input column named like an output column was refused above
     out["value"] = result.value
     for g in cand.gradients:
         out[g] = result.grads[g] if g in result.grads else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ztbench.atomic import check_output_file
 from ztbench.errors import UserError
 from ztbench.executor import add_scheduler_option
 from ztbench.families import FAMILIES, get_family
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown engine {args.engine!r} (known: {', '.join(ENGINES)})")
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    points = read_points_csv(args.input, family)
+    check_output_file(args.output, [args.input])
+    points = read_points_csv(args.input, family, reserved=(*family.quantities, "certified"))
     refs = compute_references(
         family,
         points,

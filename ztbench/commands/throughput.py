@@ -18,7 +18,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ztbench.errors import UserError
+from ztbench import budget
+from ztbench.atomic import check_output_dir
+from ztbench.errors import UserError, nonnegative_float, positive_int
 
 HELP = "time every candidate (elements/s, ratio to a copy and to naive) and write throughput.csv"
 
@@ -32,16 +34,22 @@ def _split(value: str | None) -> list[str] | None:
     return items
 
 
-def parse_sizes(value: str) -> tuple[int, ...]:
-    """``"1e4,1e6"`` -> (10000, 1000000); UserError unless each is a positive integer."""
+def parse_sizes(
+    value: str, limit: int = budget.DEFAULT_MAX_ELEMENTS, option: str = "--sizes"
+) -> tuple[int, ...]:
+    """``"1e4,1e6"`` -> (10000, 1000000); UserError unless each is a positive integer
+    within ``limit`` elements (the point budget, ``--max-points``)."""
     out = []
     for item in _split(value) or []:
         try:
             x = float(item)
         except ValueError:
-            raise UserError(f"--sizes: {item!r} is not a number") from None
+            raise UserError(f"{option}: {item!r} is not a number") from None
         if not math.isfinite(x) or x < 1 or x != math.floor(x):
-            raise UserError(f"--sizes: {item!r} is not a positive integer")
+            raise UserError(f"{option}: {item!r} is not a positive integer")
+        problem = budget.excess(x, limit, "elements")
+        if problem is not None:
+            raise UserError(f"{option}: {item} {problem}")
         out.append(int(x))
     return tuple(out)
 
@@ -70,18 +78,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--budget", type=float, default=d.budget_s, metavar="S",
         help=f"seconds of timing per row (at least --min-rounds rounds; default {d.budget_s})",
     )  # fmt: skip
-    p.add_argument("--min-rounds", type=int, default=d.min_rounds, metavar="N")
-    p.add_argument("--max-rounds", type=int, default=d.max_rounds, metavar="N")
+    p.add_argument("--min-rounds", type=positive_int, default=d.min_rounds, metavar="N")
+    p.add_argument("--max-rounds", type=positive_int, default=d.max_rounds, metavar="N")
     p.add_argument(
-        "--threads", type=int, default=None, metavar="N",
+        "--threads", type=positive_int, default=None, metavar="N",
         help="torch.set_num_threads for the run (default: torch's current count)",
     )  # fmt: skip
     p.add_argument(
-        "--peer-max-size", type=float, default=d.peer_max_size, metavar="N",
+        "--peer-max-size", type=nonnegative_float, default=d.peer_max_size, metavar="N",
         help=f"largest size at which peers are timed (default {d.peer_max_size:.0e})",
     )  # fmt: skip
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    budget.add_argument(p, budget.DEFAULT_MAX_ELEMENTS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     from ztbench.throughput.output import summary_lines, write_throughput
     from ztbench.throughput.runner import plan, run_throughput, with_naive
 
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_output_dir(out)
     suite = load_suite(find_suite(args.suite))
     ids = list(suite.candidates)
     patterns = _split(args.candidates)
@@ -110,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     modes = _check(_split(args.modes) or suite.modes, MODES, "--modes")
     passes = _check(_split(args.passes) or PASSES, PASSES, "--passes")
     if args.sizes is not None:
-        sizes = {dev: parse_sizes(args.sizes) for dev in DEFAULT_SIZES}
+        sizes = {dev: parse_sizes(args.sizes, args.max_points) for dev in DEFAULT_SIZES}
     else:
         sizes = dict(DEFAULT_SIZES)
     if args.budget <= 0 or not math.isfinite(args.budget):
@@ -147,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         from ztbench.candidates.external import env_entries
 
         env.update(env_entries(suite.external))
-    out = Path(args.out) if args.out else Path("results") / suite.name
+    out = out or Path("results") / suite.name
     write_throughput(result, out, env)
     for line in summary_lines(result.table):
         print(line)

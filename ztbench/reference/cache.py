@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
-from ztbench.atomic import atomic_write_bytes
+from ztbench.atomic import atomic_write_bytes, ensure_dir
+from ztbench.errors import UserError, WriteError
 
 MAGIC = b"ZTBREF1\n"
 ENV_VAR = "ZTBENCH_CACHE_DIR"
@@ -55,6 +57,15 @@ class ReferenceCache:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        try:
+            ensure_dir(self.root)
+        except UserError as exc:
+            raise UserError(f"cache directory {exc}") from None
+        if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
+            raise UserError(
+                f"cache directory {self.root}: cannot read and write there (permission "
+                "denied); use --cache-dir DIR or --no-cache"
+            )
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.ztref"
@@ -66,30 +77,34 @@ class ReferenceCache:
             blob = path.read_bytes()
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            blob = None
+            problem: str | None = "a directory, not a file"
         except OSError as exc:
-            print(
-                f"ztbench: cannot read cache file {path}: {exc.strerror}; recomputing",
-                file=sys.stderr,
-            )
+            self._warn(f"cannot read cache file {path} ({exc.strerror}); recomputing")
             return None
-        problem = _check(blob)
-        if problem is None:
+        else:
+            problem = _check(blob)
+        if problem is None and blob is not None:
             try:
-                with np.load(io.BytesIO(blob[len(MAGIC) + 32 :]), allow_pickle=False) as npz:
-                    values, certified = npz["values"], npz["certified"]
+                values, certified = _payload(blob[len(MAGIC) + 32 :])
                 if values.shape != (nq, n) or values.dtype != np.float64:
                     problem = f"values of shape {values.shape}, expected {(nq, n)}"
                 elif certified.shape != (n,) or certified.dtype != np.bool_:
                     problem = f"certified flags of shape {certified.shape}, expected {(n,)}"
-            except (ValueError, KeyError, OSError) as exc:
-                problem = f"unreadable payload ({exc})"
+            except Exception as exc:  # any malformed payload is a corrupt entry, recomputed
+                text = " ".join(str(exc).split())[:100] or type(exc).__name__
+                problem = f"unreadable payload ({text})"
         if problem is not None:
-            print(
-                f"ztbench: cache file {path} is corrupt ({problem}); recomputing", file=sys.stderr
-            )
-            path.unlink(missing_ok=True)
+            self._warn(f"cache file {path} is corrupt ({problem}); recomputing")
+            _remove(path)
             return None
         return values, certified
+
+    @staticmethod
+    def _warn(text: str) -> None:
+        """One line on stderr per bad entry; the entry is recomputed, the run goes on."""
+        print(f"ztbench: {text}", file=sys.stderr)
 
     def store(self, key: str, values: np.ndarray, certified: np.ndarray) -> None:
         """Write an entry atomically (temporary file in the same directory, then rename)."""
@@ -101,8 +116,34 @@ class ReferenceCache:
         )
         payload = buf.getvalue()
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).digest() + payload)
+        try:
+            atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).digest() + payload)
+        except WriteError as exc:
+            if exc.no_space:  # a full disk ends the run (one line); other entries may fit
+                raise
+            self._warn(f"{exc}; this entry is not cached")
+
+
+def _payload(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays of an entry's payload: an .npz without pickles holding exactly these two."""
+    loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"not an .npz archive ({type(loaded).__name__})")
+    with loaded as npz:
+        if sorted(npz.files) != ["certified", "values"]:
+            raise ValueError(f"holds {', '.join(npz.files) or 'nothing'}")
+        return npz["values"], npz["certified"]
+
+
+def _remove(path: Path) -> None:
+    """Remove a corrupt entry (a file, or a directory where a file belongs)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass  # the write that follows reports what is wrong
 
 
 def _check(blob: bytes) -> str | None:

@@ -10,7 +10,6 @@ required: a missing or unreadable one is a :class:`~ztbench.errors.UserError` (o
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
+from ztbench import jsonfloat
 from ztbench.errors import UserError
+from ztbench.families import FAMILIES
+from ztbench.pointsio import read_csv_table
 from ztbench.schema import (
+    DTYPE_NAMES,
     OPTIONAL_COLUMNS,
     SUMMARY_COLUMNS,
     THRESHOLD_COLUMNS,
@@ -83,20 +86,80 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
-    missing = [c for c in columns if c not in df.columns and c not in OPTIONAL_COLUMNS]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+def _read_csv(path: Path, columns: tuple[str, ...], allow_empty: bool = False) -> pd.DataFrame:
+    """A CSV file ztbench wrote: strict (see :func:`ztbench.pointsio.read_csv_table`); a
+    file cut short (no final newline) or, unless ``allow_empty``, with no rows is refused.
+    Optional columns an older file lacks read as NaN."""
+    required = [c for c in columns if c not in OPTIONAL_COLUMNS]
+    df = read_csv_table(path, required, infer_types=True, complete=True,
+                        allow_empty=allow_empty)  # fmt: skip
     for c in columns:
         if c not in df.columns:
             df[c] = np.nan
     return df
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return jsonfloat.loads(path.read_bytes())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or _first_line(exc)})") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+_KEY_TEXT = ("family", "candidate", "dtype", "device", "mode", "quantity")
+# Text (or boolean) columns; every other column of summary.csv and thresholds.csv is numeric.
+_OTHER_TEXT = ("region", "status", "kind", "variable", "best", "published",
+               "harmless_half_ulp", "harmless_one_ulp")  # fmt: skip
+_COUNTS = ("n", "failures", "out_of_range", "uncertified", "switched")
+
+
+def _check_rows(df: pd.DataFrame, path: Path) -> None:
+    """The values the report relies on, checked once (one line naming the file and line):
+    key columns non-empty text with a known family and dtype, counts non-negative
+    integers, the numeric columns empty or numbers."""
+
+    def bad(mask: np.ndarray, col: str, what: str) -> None:
+        if mask.any():
+            i = int(np.flatnonzero(mask)[0])
+            raise UserError(f"{path}: line {i + 2}: {col} = {df[col].iloc[i]!r} {what}")
+
+    for col in _KEY_TEXT:
+        if col in df:
+            text = df[col].astype(str)
+            bad((df[col].isna() | (text.str.strip() == "")).to_numpy(), col, "is empty")
+            df[col] = text
+    bad(~df["family"].isin(FAMILIES).to_numpy(), "family", f"is not one of {', '.join(FAMILIES)}")
+    bad(~df["dtype"].isin(DTYPE_NAMES).to_numpy(), "dtype", "is not a known dtype")
+    for col in df.columns:
+        if col in _KEY_TEXT or col in _OTHER_TEXT:
+            continue
+        num = pd.to_numeric(df[col], errors="coerce")
+        bad((num.isna() & df[col].notna()).to_numpy(), col, "is not a number")
+        if col in _COUNTS:
+            ok = num.isna() | ((num >= 0) & (num == np.floor(num)) & (num < 2**53))
+            bad(~ok.to_numpy(), col, "is not a count")
+            df[col] = num
+        else:
+            df[col] = num.astype(np.float64)
+
+
+def _check_env(env: object, path: Path) -> None:
+    """env.json as the report reads it: an object; ``devices`` and ``cuda_devices`` lists
+    of strings, ``packages`` an object of strings or nulls (any other value is printed as
+    is)."""
+    if not isinstance(env, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    for key in ("devices", "cuda_devices"):
+        v = env.get(key)
+        if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            raise UserError(f"{path}: {key} must be a list of strings, got {v!r:.60}")
+    pk = env.get("packages")
+    if pk is not None and not (
+        isinstance(pk, dict) and all(x is None or isinstance(x, str) for x in pk.values())
+    ):
+        raise UserError(f"{path}: packages must be an object of strings or nulls, got {pk!r:.60}")
 
 
 def _bool_column(df: pd.DataFrame, col: str) -> None:
@@ -113,10 +176,7 @@ def _read_goals(path: Path) -> dict | None:
     """goals.json as a dict, None when absent; UserError when it is not a goals object."""
     if not path.is_file():
         return None
-    try:
-        goals = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not readable JSON ({_first_line(exc)})") from None
+    goals = _read_json(path)
     if not isinstance(goals, dict) or any(f not in goals for f in GOAL_FIELDS):
         raise UserError(f"{path}: expected an object with {', '.join(GOAL_FIELDS)}")
     return goals
@@ -134,10 +194,9 @@ def load_results(directory: Path | str) -> Results:
                 f"run `ztbench accuracy SUITE -o {d}`)"
             )
     summary = _read_csv(d / "summary.csv", SUMMARY_COLUMNS)
-    thresholds = _read_csv(d / "thresholds.csv", THRESHOLD_COLUMNS)
-    for df in (summary, thresholds):
-        for col in ("max_ulp", "p99_ulp", "max_abs_err"):
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float64)
+    thresholds = _read_csv(d / "thresholds.csv", THRESHOLD_COLUMNS, allow_empty=True)
+    _check_rows(summary, d / "summary.csv")
+    _check_rows(thresholds, d / "thresholds.csv")
     _bool_column(thresholds, "best")
     _bool_column(thresholds, "published")
     for col in ("harmless_half_ulp", "harmless_one_ulp"):
@@ -146,12 +205,8 @@ def load_results(directory: Path | str) -> Results:
     if "region" in thresholds:  # sweeps before the rule-cost columns had one region
         thresholds["region"] = thresholds["region"].astype(object).fillna("all")
     summary["status"] = summary["status"].fillna("").astype(str)
-    try:
-        env = json.loads((d / "env.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{d / 'env.json'}: not readable JSON ({_first_line(exc)})") from None
-    if not isinstance(env, dict):
-        raise UserError(f"{d / 'env.json'}: expected a JSON object")
+    env = _read_json(d / "env.json")
+    _check_env(env, d / "env.json")
     results = Results(d, summary, thresholds, env, _read_goals(d / "goals.json"))
     if (d / "throughput.csv").is_file():
         tp = _read_csv(d / "throughput.csv", THROUGHPUT_REPORT_COLUMNS)
@@ -160,9 +215,9 @@ def load_results(directory: Path | str) -> Results:
         tp["status"] = tp["status"].fillna("").astype(str)
         results.throughput = tp
         try:
-            doc = json.loads((d / "throughput.json").read_text())
+            doc = jsonfloat.loads((d / "throughput.json").read_bytes())
             results.throughput_settings = doc.get("settings") if isinstance(doc, dict) else None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, ValueError):  # optional: the report says it has no settings
             results.throughput_settings = None
     if (d / "points.parquet").is_file():
         results.points_path = d / "points.parquet"

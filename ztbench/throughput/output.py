@@ -23,7 +23,7 @@ def write_throughput(result: ThroughputResult, out: Path, env: dict[str, Any]) -
     """
     import json
 
-    from ztbench.atomic import atomic_path, atomic_write_text
+    from ztbench.atomic import atomic_paths
 
     out = Path(out)
     table = result.table
@@ -32,8 +32,6 @@ def write_throughput(result: ThroughputResult, out: Path, env: dict[str, Any]) -
         out / "throughput.json",
         out / "env.json",
     )
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.9g")
     cfg = result.config
     doc = {
         "columns": list(table.columns),
@@ -53,8 +51,10 @@ def write_throughput(result: ThroughputResult, out: Path, env: dict[str, Any]) -
         "rows": [{k: encode(v) for k, v in rec.items()} for rec in table.to_dict(orient="records")],
         "env": env,
     }
-    atomic_write_text(json_path, json.dumps(doc, indent=1) + "\n")
-    atomic_write_text(env_path, json.dumps(env, indent=2, sort_keys=True) + "\n")
+    with atomic_paths(csv_path, json_path, env_path) as (csv_tmp, json_tmp, env_tmp):
+        table.to_csv(csv_tmp, index=False, float_format="%.9g")
+        json_tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        env_tmp.write_text(json.dumps(env, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return [csv_path, json_path, env_path]
 
 
