@@ -191,3 +191,20 @@ def test_mask_on_the_fast_path() -> None:
     assert torch.equal(out[keep], ref.detach())
     for a, b in zip(g, g_ref, strict=True):
         assert torch.equal(a[keep], b)
+
+
+def test_overflowing_terms_are_not_certified() -> None:
+    """Parameters far outside float32's range (exp of a float32 log-parameter in float64)
+    overflow the plain formula's terms to inf or NaN: never certified, so the float32
+    loss is the careful kernel's float64 result rounded once (NaN where that has none)."""
+    k = torch.tensor([1.0, 3.0, 2.0, 1.0])
+    log_mu = torch.tensor([700.0, 700.0, 705.0, -700.0])
+    log_th = torch.tensor([-20.0, 5.0, -8.0, 700.0])
+    x = torch.stack([log_mu, log_th]).double()
+    value, *_, ok = S.ztnb_screened(k.double(), x[0].exp(), x[1].exp(), True, False)
+    assert ok.tolist() == [False, True, False, False]
+    assert not bool(torch.isfinite(value[~ok]).any())
+    out = zt_negbin_nll(k, log_mu=log_mu, log_theta=log_th, reduction="none", validate=False)
+    ref = zt_negbin_nll(k.double(), log_mu=x[0], log_theta=x[1], reduction="none",
+                        validate=False)  # fmt: skip
+    torch.testing.assert_close(out, ref.float(), rtol=0.0, atol=0.0, equal_nan=True)

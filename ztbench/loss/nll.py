@@ -354,24 +354,63 @@ def _in_chunks(kernel, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | 
     return [None if o is None else o.reshape(shape) for o in outs]
 
 
+def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype,
+                     d_dtype: torch.dtype, k: Tensor, params: list[Tensor],
+                     is_log: tuple[bool, ...]) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+    """(value in ``out_dtype``, derivatives in ``d_dtype`` and the caller's
+    parametrisation) for results of float32 precision or less, on valid flat inputs.
+
+    In chunks of EAGER_CHUNK elements, the plain formula in float64
+    (:mod:`ztbench.loss.screened`, natural parameters: exp of a log-parameter in
+    float64), which certifies element by element that its result is within 2^-28
+    relative of the exact one (so a float32 result is within 0.5 + 1/8 ulp); the elements
+    it does not certify (near zero crossings, the large-theta and tiny-lam cancellations)
+    are recomputed by the careful kernel (:func:`_in_chunks` of the INDEX kernel, then
+    :func:`_apply_full` with ``full``). On realistic inputs nearly every element is
+    certified, and the plain formula costs a fraction of the careful one.
+    """
+
+    def natural(t: Tensor, lg: bool) -> Tensor:
+        return torch.exp(t.to(_F64)) if lg else t.to(_F64)
+
+    def caller(ds: list[Tensor], ps: list[Tensor]) -> list[Tensor]:
+        return [d * p if lg else d for d, p, lg in zip(ds, ps, is_log, strict=True)]
+
+    n = k.numel()
+    value = torch.empty(n, dtype=out_dtype)
+    derivs = [torch.empty(n, dtype=d_dtype) for _ in params] if need else []
+    accepted = torch.empty(n, dtype=torch.bool)
+    screened = S.ztp_screened if family == "ztpoisson" else S.ztnb_screened
+    for start in range(0, n, EAGER_CHUNK):
+        part = slice(start, start + EAGER_CHUNK)
+        ps = [natural(t[part], lg) for t, lg in zip(params, is_log, strict=True)]
+        v, *ds, acc = screened(k[part].to(_F64), *ps, need, full)
+        value[part] = v
+        for out, d in zip(derivs, caller(ds, ps) if need else [], strict=False):
+            out[part] = d
+        accepted[part] = acc
+    idx = _idx(~accepted)
+    if idx.numel():
+        k_r = k.index_select(0, idx).to(_F64)
+        p_r = [natural(t.index_select(0, idx), lg) for t, lg in zip(params, is_log, strict=True)]
+        v, *ds = _in_chunks(_KERNELS[family][1], need, k_r, *p_r)
+        if full:
+            v = _apply_full(family, k_r, p_r, v)  # type: ignore[arg-type]
+        value.index_copy_(0, idx, v.to(out_dtype))  # type: ignore[union-attr]
+        for out, d in zip(derivs, caller(ds, p_r) if need else [], strict=False):  # type: ignore[arg-type]
+            out.index_copy_(0, idx, d.to(d_dtype))
+    return value, derivs
+
+
 def _forward_float32(family: str, full: bool, need: bool, out_dtype: torch.dtype, k: Tensor,
                      params: tuple[Tensor, ...], is_log: tuple[bool, ...],
                      mask: Tensor | None) -> tuple[Tensor, list[Tensor]] | None:  # fmt: skip
     """The eager forward for float32 parameters on the CPU: (value in ``out_dtype``,
-    float32 derivatives in the caller's parametrisation), or None when a kept element is
-    invalid or a log-parameter is out of float32's range (the general path then raises
-    or puts NaN there).
-
-    The kept elements (all without ``mask``; masked-out ones get exactly 0 in every
-    output) go, in chunks of EAGER_CHUNK, through the plain formula in float64
-    (:mod:`ztbench.loss.screened`, natural parameters: exp of a log-parameter in
-    float64), which certifies element by element that its result is within 2^-28
-    relative of the exact one, so the float32 result is within 0.5 + 1/8 ulp; the
-    elements it does not certify (near zero crossings, the large-theta and tiny-lam
-    cancellations) are recomputed by the careful kernel (:func:`_eager_kernel`, then
-    :func:`_apply_full` with ``full``) and rounded once. On realistic inputs nearly
-    every element is certified, and the plain formula costs a fraction of the careful
-    one.
+    float32 derivatives in the caller's parametrisation) by :func:`_screened_kernel` on
+    the kept elements (all without ``mask``; masked-out ones get exactly 0 in every
+    output), or None when a kept element is invalid or a log-parameter is out of
+    float32's range (the general path then raises or puts NaN there). Inputs stay
+    float32 until each chunk is converted (no full-size float64 copies).
     """
     cols = torch.broadcast_tensors(k, *params, *(() if mask is None else (mask,)))
     shape = cols[0].shape
@@ -387,36 +426,8 @@ def _forward_float32(family: str, full: bool, need: bool, out_dtype: torch.dtype
         ok = ok & ((p > _LOG_MIN) & (p < _LOG_MAX) if lg else V.valid_param(p))
     if not bool(ok.all()):
         return None
-
-    def natural(t: Tensor, lg: bool) -> Tensor:
-        return torch.exp(t.to(_F64)) if lg else t.to(_F64)
-
-    def caller(ds: list[Tensor], ps: list[Tensor]) -> list[Tensor]:
-        return [d * p if lg else d for d, p, lg in zip(ds, ps, is_log, strict=True)]
-
-    n = flat[0].numel()
-    value = torch.empty(n, dtype=out_dtype)
-    derivs = [torch.empty(n, dtype=torch.float32) for _ in params] if need else []
-    accepted = torch.empty(n, dtype=torch.bool)
-    screened = S.ztp_screened if family == "ztpoisson" else S.ztnb_screened
-    for start in range(0, n, EAGER_CHUNK):
-        part = slice(start, start + EAGER_CHUNK)
-        ps = [natural(t[part], lg) for t, lg in zip(flat[1:], is_log, strict=True)]
-        v, *ds, acc = screened(flat[0][part].to(_F64), *ps, need, full)
-        value[part] = v
-        for out, d in zip(derivs, caller(ds, ps) if need else [], strict=False):
-            out[part] = d
-        accepted[part] = acc
-    idx = _idx(~accepted)
-    if idx.numel():
-        k_r = flat[0].index_select(0, idx).to(_F64)
-        p_r = [natural(t.index_select(0, idx), lg) for t, lg in zip(flat[1:], is_log, strict=True)]
-        v, *ds = _eager_kernel(family, need, False, k_r, *p_r)
-        if full:
-            v = _apply_full(family, k_r, p_r, v)  # type: ignore[arg-type]
-        value.index_copy_(0, idx, v.to(out_dtype))  # type: ignore[union-attr]
-        for out, d in zip(derivs, caller(ds, p_r) if need else [], strict=False):  # type: ignore[arg-type]
-            out.index_copy_(0, idx, d.to(torch.float32))
+    value, derivs = _screened_kernel(family, need, full, out_dtype, torch.float32, flat[0],
+                                     flat[1:], is_log)  # fmt: skip
     if keep is not None:
         total = shape.numel()
         value = torch.zeros(total, dtype=out_dtype).index_copy_(0, keep, value)
@@ -521,7 +532,16 @@ _N_CONST = 8  # family, is_log, full, out_dtype, need, labels, k, mask precede t
 def _eager_kernel(family: str, need: bool, refine: bool, k: Tensor,
                   *params: Tensor) -> list[Tensor | None]:  # fmt: skip
     """The eager kernel (INDEX dispatch, in chunks), float64 results refined where they
-    cancel (``refine``): (value, *derivatives or None)."""
+    cancel (``refine``): (value, *derivatives or None). Without ``refine`` (results of
+    float32 precision or less) the screened plain formula first
+    (:func:`_screened_kernel`; CPU only: a GPU wants one launch per operation)."""
+    if not refine and k.device.type == "cpu":
+        flat = [p.reshape(-1) for p in params]
+        value, derivs = _screened_kernel(family, need, False, _F64, _F64, k.reshape(-1), flat,
+                                         (False,) * len(params))  # fmt: skip
+        if not need:
+            return [value.reshape(k.shape), *([None] * len(params))]
+        return [value.reshape(k.shape), *(d.reshape(k.shape) for d in derivs)]
     value, *grads = _in_chunks(_KERNELS[family][1], need, k, *params)
     if refine:
         value, grads = _refine_float64(family, k, list(params), value, grads)
