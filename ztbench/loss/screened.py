@@ -56,10 +56,10 @@ K_COND = 2.0**18  # largest accepted S / |r|: C K u = 2^-28 relative error in fl
 
 
 def _ok(r: Tensor, s: Tensor) -> Tensor:
-    """S <= K |r|, as K |r| - S >= 0: False where r or S is NaN or inf (inf - inf is
+    """S <= K |r|, as S - K |r| <= 0: False where r or S is NaN or inf (inf - inf is
     NaN), which happens where float64 terms overflow (parameters beyond float32's range,
     e.g. exp of a large log-parameter)."""
-    return (K_COND * r.abs() - s) >= 0.0
+    return torch.sub(s, r.abs(), alpha=K_COND) <= 0.0
 
 
 def ztp_screened(k: Tensor, lam: Tensor, need_grad: bool, full: bool
@@ -72,11 +72,11 @@ def ztp_screened(k: Tensor, lam: Tensor, need_grad: bool, full: bool
     for the derivative k/lam and 1/em1.
     """
     log_lam = torch.log(lam)
-    em1 = -torch.expm1(-lam)
-    log_em1 = torch.log(em1)
+    em1 = torch.expm1(-lam).neg_()
+    log_em1 = torch.log(em1)  # <= 0
     t_k = k * log_lam
-    value = lam - t_k + log_em1
-    size = t_k.abs() + lam + log_em1.abs()
+    value = (lam - t_k).add_(log_em1)
+    size = (lam + t_k.abs()).sub_(log_em1)
     if full:
         lg = torch.lgamma(k + 1.0)
         value = value + lg
@@ -85,9 +85,9 @@ def ztp_screened(k: Tensor, lam: Tensor, need_grad: bool, full: bool
     if not need_grad:
         return value, None, ok
     a = k / lam
-    b = 1.0 / em1
+    b = em1.reciprocal_()
     d_lam = b - a
-    ok &= _ok(d_lam, a + b)
+    ok &= _ok(d_lam, a.add_(b))
     return value, d_lam, ok
 
 
