@@ -70,6 +70,17 @@ def os_error_text(path: Path | str, exc: BaseException, action: str = "cannot wr
     return f"{path}: {action} ({reason})"
 
 
+def read_input_bytes(path: Path | str) -> bytes:
+    """The bytes of a file the user gave; UserError (one line) when it cannot be read."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UserError(os_error_text(path, exc, "cannot read")) from None
+
+
 # ----------------------------------------------------------- argparse types (one line each)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ztbench.atomic import atomic_path
-from ztbench.errors import UserError
+from ztbench.errors import UserError, read_input_bytes
 from ztbench.families import Family, to_natural, validate_points
 
 
@@ -63,12 +63,7 @@ def read_csv_table(
     ``infer_types``.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or _first_line(exc)})") from None
+    data = read_input_bytes(path)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

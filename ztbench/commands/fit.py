@@ -14,10 +14,12 @@ from ztbench.fit.data import MIN_NONZERO, MODELS
 HELP = "maximum-likelihood reference fit (float64, certified stationary) of each gene"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_gene_arguments(p: argparse.ArgumentParser, *, dataset_optional: bool = False) -> None:
+    """DATASET, --family, --model and --min-nonzero: which genes are fitted, and how."""
     p.add_argument(
         "dataset",
         metavar="DATASET",
+        nargs="?" if dataset_optional else None,
         help=f"a shipped dataset ({', '.join(DATASETS)}) or a path to an .npz",
     )
     p.add_argument("--family", default="ztnb", help=f"one of: {', '.join(FAMILIES)} (default ztnb)")
@@ -31,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"fit genes with at least N nonzero cells (default {MIN_NONZERO})",
     )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_gene_arguments(p)
     p.add_argument(
         "-o",
         "--out",

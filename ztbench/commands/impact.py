@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ztbench.commands.fit import check_choices
+from ztbench.commands.fit import add_gene_arguments, check_choices
 from ztbench.datasets import DATASETS
 from ztbench.errors import UserError
-from ztbench.fit.data import MIN_NONZERO, MODELS
+from ztbench.executor import add_scheduler_option
+from ztbench.fit.data import MIN_NONZERO
 from ztbench.schema import DTYPE_NAMES
 
 HELP = "refit each gene with each candidate's loss and dtype; excess NLL and parameter errors"
@@ -27,16 +28,8 @@ SYNTHETIC_SEED = 20240611
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "dataset",
-        metavar="DATASET",
-        nargs="?",
-        help=f"a shipped dataset ({', '.join(DATASETS)}) or a path to an .npz",
-    )
-    p.add_argument("--family", default="ztnb", help="ztpoisson or ztnb (default ztnb)")
-    p.add_argument(
-        "--model", default="per-gene", help=f"one of: {', '.join(MODELS)} (default per-gene)"
-    )
+    add_gene_arguments(p, dataset_optional=True)
+    add_scheduler_option(p)
     p.add_argument(
         "--candidates",
         default=None,
@@ -49,13 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_DTYPES,
         metavar="LIST",
         help=f"comma-separated dtypes (default {DEFAULT_DTYPES})",
-    )
-    p.add_argument(
-        "--min-nonzero",
-        type=int,
-        default=MIN_NONZERO,
-        metavar="N",
-        help=f"fit genes with at least N nonzero cells (default {MIN_NONZERO})",
     )
     p.add_argument(
         "--synthetic",
@@ -159,7 +145,6 @@ def write_impact(genes: pd.DataFrame, out: Path) -> tuple[Path, Path]:
     import json
 
     from ztbench.atomic import atomic_write_text
-    from ztbench.datasets import DATASETS
     from ztbench.environment import environment_info
     from ztbench.fit import run
     from ztbench.fit.impact import summarize

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ztbench import budget
-from ztbench.errors import UserError
+from ztbench.errors import UserError, read_input_bytes
 from ztbench.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
 from ztbench.suite.check import (
     Checker,
@@ -79,12 +79,7 @@ def find_suite(spec: str | Path) -> Path:
 
 
 def _read(path: Path) -> tuple[bytes, dict[str, Any]]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    data = read_input_bytes(path)
     try:
         raw = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
