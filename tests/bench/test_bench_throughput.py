@@ -127,7 +127,8 @@ def test_cuda_copy(benchmark: Any, family: str, pass_: str) -> None:
 # log lam) uniform in [0, 2], log theta uniform in [0.5, 2.5], k = 1 + Poisson(mu). The
 # shipped loss next to the naive formula and torch.distributions plus the truncation term,
 # forward+backward: compare the rows of the group "... realistic" (elements per second =
-# size / mean time).
+# size / mean time). The same on the real-data points of the default suite: group
+# "... real data".
 REALISTIC_IDS = [
     f"{fam}/{name}"
     for fam in ("ztpoisson", "ztnb")
@@ -160,6 +161,36 @@ def test_cpu_realistic(benchmark: Any, cid: str) -> None:
     _bench(benchmark, call, "cpu", family=f"{c.family} realistic", candidate=cid, mode="eager",
            size=CPU_SIZE, **{"pass": pass_})  # fmt: skip
 
+
+
+def _dataset_inputs(family: str, size: int) -> list[torch.Tensor]:
+    """The real-data points of the default suite's ``realistic`` regions (counts of real
+    cells at their reference fit), in float32, repeated up to ``size`` elements."""
+    key = (f"{family}/dataset", "cpu", size)
+    if key not in _INPUTS:
+        from ztbench.fit.points import dataset_points
+        from ztbench.suite import find_suite, load_suite
+
+        spec = load_suite(find_suite("default")).families[family]
+        assert spec.dataset is not None
+        pts = dataset_points(spec.dataset)
+        reps = -(-size // len(pts))
+        _INPUTS.clear()
+        _INPUTS[key] = [torch.tensor(pts[c].to_numpy(), dtype=torch.float32).repeat(reps)[:size]
+                        for c in pts.columns]  # fmt: skip
+    return _INPUTS[key]
+
+
+@pytest.mark.parametrize("cid", REALISTIC_IDS)
+def test_cpu_realistic_dataset(benchmark: Any, cid: str) -> None:
+    """As test_cpu_realistic, on the real-data points (group "... real data")."""
+    from ztbench.candidates import get_candidate
+
+    c = get_candidate(cid)
+    pass_ = "forward+backward"
+    call = make_call(c, "eager", pass_, _dataset_inputs(c.family, CPU_SIZE))
+    _bench(benchmark, call, "cpu", family=f"{c.family} real data", candidate=cid, mode="eager",
+           size=CPU_SIZE, **{"pass": pass_})  # fmt: skip
 
 # Cold compile time (inductor's caches off, dynamo reset): the shipped loss next to the
 # naive formula, one forward+backward compiled and run once per round on 10^4 elements.

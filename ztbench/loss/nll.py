@@ -12,6 +12,12 @@ Design (the formulas are in the docstrings of the private kernels below):
   input's floating dtype (float32, bfloat16, float16 inputs): one rounding of a value
   that is accurate to a few float64 ulp is within about half an ulp of the correctly
   rounded result in the narrower format.
+- Float32 inputs on the CPU in eager mode take a fast path (:func:`_forward_float32`):
+  the plain formula in float64 (:mod:`ztbench.loss.screened`), kept at each element
+  where a bound on its error (from the sum's condition number) proves it within 2^-28
+  relative, so the float32 result is within 0.5 + 1/8 ulp; the careful kernels below
+  recompute the other elements (zero crossings, the large-theta and tiny-lam
+  cancellations). The derivatives are returned in float32.
 - The loss is written so that the large terms cancel analytically (the log of the
   truncation normaliser is split into log w + log(expm1(w)/w), the lgamma and digamma
   differences are taken relative to k log(theta) and k/theta with Stirling and
@@ -50,6 +56,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from ztbench.loss import primitives as P
+from ztbench.loss import screened as S
 from ztbench.loss import validation as V
 from ztbench.loss.dd import ztnb as dd_ztnb
 from ztbench.loss.dd import ztp as dd_ztp
@@ -359,6 +366,91 @@ def _in_chunks(kernel, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | 
     return [None if o is None else o.reshape(shape) for o in outs]
 
 
+def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype,
+                     d_dtype: torch.dtype, k: Tensor, params: list[Tensor],
+                     is_log: tuple[bool, ...]) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+    """(value in ``out_dtype``, derivatives in ``d_dtype`` and the caller's
+    parametrisation) for results of float32 precision or less, on valid flat inputs.
+
+    In chunks of EAGER_CHUNK elements, the plain formula in float64
+    (:mod:`ztbench.loss.screened`, natural parameters: exp of a log-parameter in
+    float64), which certifies element by element that its result is within 2^-28
+    relative of the exact one (so a float32 result is within 0.5 + 1/8 ulp); the elements
+    it does not certify (near zero crossings, the large-theta and tiny-lam cancellations)
+    are recomputed by the careful kernel (:func:`_in_chunks` of the INDEX kernel, then
+    :func:`_apply_full` with ``full``). On realistic inputs nearly every element is
+    certified, and the plain formula costs a fraction of the careful one.
+    """
+
+    def natural(t: Tensor, lg: bool) -> Tensor:
+        return torch.exp(t.to(_F64)) if lg else t.to(_F64)
+
+    def caller(ds: list[Tensor], ps: list[Tensor]) -> list[Tensor]:
+        return [d * p if lg else d for d, p, lg in zip(ds, ps, is_log, strict=True)]
+
+    n = k.numel()
+    value = torch.empty(n, dtype=out_dtype)
+    derivs = [torch.empty(n, dtype=d_dtype) for _ in params] if need else []
+    accepted = torch.empty(n, dtype=torch.bool)
+    screened = S.ztp_screened if family == "ztpoisson" else S.ztnb_screened
+    for start in range(0, n, EAGER_CHUNK):
+        part = slice(start, start + EAGER_CHUNK)
+        ps = [natural(t[part], lg) for t, lg in zip(params, is_log, strict=True)]
+        v, *ds, acc = screened(k[part].to(_F64), *ps, need, full)
+        value[part] = v
+        for out, d in zip(derivs, caller(ds, ps) if need else [], strict=False):
+            out[part] = d
+        accepted[part] = acc
+    idx = _idx(~accepted)
+    if idx.numel():
+        k_r = k.index_select(0, idx).to(_F64)
+        p_r = [natural(t.index_select(0, idx), lg) for t, lg in zip(params, is_log, strict=True)]
+        v, *ds = _in_chunks(_KERNELS[family][1], need, k_r, *p_r)
+        if full:
+            v = _apply_full(family, k_r, p_r, v)  # type: ignore[arg-type]
+        value.index_copy_(0, idx, v.to(out_dtype))  # type: ignore[union-attr]
+        for out, d in zip(derivs, caller(ds, p_r) if need else [], strict=False):  # type: ignore[arg-type]
+            out.index_copy_(0, idx, d.to(d_dtype))
+    return value, derivs
+
+
+def _forward_float32(family: str, full: bool, need: bool, out_dtype: torch.dtype, k: Tensor,
+                     params: tuple[Tensor, ...], is_log: tuple[bool, ...],
+                     mask: Tensor | None) -> tuple[Tensor, list[Tensor]] | None:  # fmt: skip
+    """The eager forward for float32 parameters on the CPU: (value in ``out_dtype``,
+    float32 derivatives in the caller's parametrisation) by :func:`_screened_kernel` on
+    the kept elements (all without ``mask``; masked-out ones get exactly 0 in every
+    output), or None when a kept element is invalid or a log-parameter is out of
+    float32's range (the general path then raises or puts NaN there). Inputs stay
+    float32 until each chunk is converted (no full-size float64 copies).
+    """
+    cols = torch.broadcast_tensors(k, *params, *(() if mask is None else (mask,)))
+    shape = cols[0].shape
+    flat = [t.reshape(-1) for t in cols]
+    keep = None
+    if mask is not None:
+        keep = _idx(flat.pop().to(torch.bool))
+        flat = [t.index_select(0, keep) for t in flat]
+    ok = V.valid_k(flat[0])
+    for p, lg in zip(flat[1:], is_log, strict=True):
+        # a log-parameter: exp in float64 lands in float32's positive range (so every
+        # float64 term stays finite, see ztbench.loss.screened)
+        ok = ok & ((p > _LOG_MIN) & (p < _LOG_MAX) if lg else V.valid_param(p))
+    if not bool(ok.all()):
+        return None
+    value, derivs = _screened_kernel(family, need, full, out_dtype, torch.float32, flat[0],
+                                     flat[1:], is_log)  # fmt: skip
+    if keep is not None:
+        total = shape.numel()
+        value = torch.zeros(total, dtype=out_dtype).index_copy_(0, keep, value)
+        derivs = [torch.zeros(total, dtype=torch.float32).index_copy_(0, keep, d) for d in derivs]
+    return value.reshape(shape), [d.reshape(shape) for d in derivs]
+
+
+# log-parameters the float32 fast path takes: exp(log p) within float32's positive range
+_LOG_MIN, _LOG_MAX = math.log(2.0**-149), math.log(2.0**128)
+
+
 def _apply_full(family: str, k: Tensor, params: list[Tensor], value: Tensor,
                 refine: bool = False) -> Tensor:  # fmt: skip
     """``full=True``: -log P(X = k) from the loss ``value`` (float64, at the kernel's inputs)
@@ -483,7 +575,16 @@ _N_CONST = 8  # family, is_log, full, out_dtype, need, labels, k, mask precede t
 def _eager_kernel(family: str, need: bool, refine: bool, k: Tensor,
                   *params: Tensor) -> list[Tensor | None]:  # fmt: skip
     """The eager kernel (INDEX dispatch, in chunks), float64 results refined where they
-    cancel (``refine``): (value, *derivatives or None)."""
+    cancel (``refine``): (value, *derivatives or None). Without ``refine`` (results of
+    float32 precision or less) the screened plain formula first
+    (:func:`_screened_kernel`; CPU only: a GPU wants one launch per operation)."""
+    if not refine and k.device.type == "cpu":
+        flat = [p.reshape(-1) for p in params]
+        value, derivs = _screened_kernel(family, need, False, _F64, _F64, k.reshape(-1), flat,
+                                         (False,) * len(params))  # fmt: skip
+        if not need:
+            return [value.reshape(k.shape), *([None] * len(params))]
+        return [value.reshape(k.shape), *(d.reshape(k.shape) for d in derivs)]
     value, *grads = _in_chunks(_KERNELS[family][1], need, k, *params)
     if refine:
         value, grads = _refine_float64(family, k, list(params), value, grads)
@@ -543,8 +644,14 @@ class _ZTLossCompiled(torch.autograd.Function):
         asks for ``validate=True``'s checks: here, where a torch.func transform has
         unwrapped the tensors, so that its host checks see plain tensors.
         """
-        k64, p64, run, keep = _prepare(k, mask, params, is_log)
         compiling = torch.compiler.is_compiling()
+        f32 = all(p.dtype == torch.float32 and p.device == k.device for p in params)
+        f32 = f32 and (mask is None or mask.device == k.device)
+        if not compiling and k.device.type == "cpu" and f32:
+            fast = _forward_float32(family, full, need, out_dtype, k, params, is_log, mask)
+            if fast is not None:
+                return (fast[0], *fast[1])
+        k64, p64, run, keep = _prepare(k, mask, params, is_log)
         # on the CPU a host check is free (no device to wait for): skip the masking when
         # every element is computed, the common case; elsewhere mask without synchronising
         masked = compiling or run.device.type != "cpu" or not bool(run.all())
@@ -591,11 +698,16 @@ class _ZTLossCompiled(torch.autograd.Function):
         else:
             differentiable = torch.is_grad_enabled() or _transform_active()
         derivs = _derivatives(ctx, differentiable)
-        g64 = grad.to(_F64)
         out: list[Tensor | None] = [None] * _N_CONST
         for i, (d, (shape, dtype)) in enumerate(zip(derivs, ctx.shapes, strict=True)):
-            needed = ctx.needs_input_grad[_N_CONST + i]
-            out.append((g64 * d).sum_to_size(shape).to(dtype) if needed else None)
+            if not ctx.needs_input_grad[_N_CONST + i]:
+                out.append(None)
+            elif d.dtype == dtype and d.shape == shape:
+                # a derivative already rounded to the parameter's dtype (the float32 fast
+                # path) and nothing to sum: one product in that dtype (one more rounding)
+                out.append(grad.to(dtype) * d)
+            else:
+                out.append((grad.to(_F64) * d).sum_to_size(shape).to(dtype))
         return tuple(out)
 
 
