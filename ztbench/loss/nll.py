@@ -25,7 +25,8 @@ Design (the formulas are in the docstrings of the private kernels below):
   :func:`_ztp_kernel` and :func:`_ztnb_kernel`.
 - Float64 ZTP results (eager): where the float64 sum cancels (the loss or d/dlam crosses
   zero), the value or derivative is recomputed from terms exact to ~2^-104 and rounded
-  once (:mod:`ztbench.loss.dd.ztp`, :func:`_refine_float64`): at most 2 ulp on suites/default.toml.
+  once (:mod:`ztbench.loss.dd.ztp`, :func:`_refine_float64`): a few ulp away from the
+  float64 nearest a zero crossing.
   Likewise the ZTNB value (a double-double lgamma(k + theta) - lgamma(theta),
   :mod:`ztbench.loss.dd.lgamma`), d/dmu and d/dtheta (:mod:`ztbench.loss.dd.ztnb`).
 - ``full=True`` never adds lgamma(k + 1) to a cancelling sum: both families in Loader's
@@ -342,8 +343,8 @@ def _refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
 
 # Elements per call of an eager kernel: the eager path makes dozens of passes over its
 # float64 temporaries, and 2^17 elements (1 MiB per temporary) keep them in a core's L2
-# cache. Measured 1.2-1.5x faster than one call on 10^6 elements (ztpoisson and ztnb,
-# forward+backward, one thread); 2^14 is slower again (per-operation overhead).
+# cache, which is faster than one call over 10^6 elements; much smaller slices pay
+# per-operation overhead instead.
 EAGER_CHUNK = 2**17
 
 

@@ -16,28 +16,14 @@ the largest, sum them in double-double and round once; :func:`ztnb_value_cancell
 :func:`ztnb_dmu_cancellation` and :func:`ztnb_dtheta_cancellation` tell from the kernel's
 own float64 results where that is worth doing.
 
-Measured (tests/test_dd_ztnb.py and tests/test_dd_ztnb_value.py, mpmath at 60-90 digits;
-``PYTHONPATH=. python tests/test_dd_ztnb.py`` prints the d_mu / d_theta table):
-
-- value, full value, d_theta for theta > 16: see tests/test_dd_ztnb_value.py (a few ulp
-  at random, adversarial and zero-crossing points).
-- d_mu: <= 3 ulp at the float64 neighbours +-1 .. +-100 ulp of its zero crossings (k = 2 ..
-  1e7, theta = 1e-6 .. 1e8), the kernel's worst suite point, 1500 log-uniform points, tiny
-  mu, huge and tiny theta; up to 148 ulp at the float64 nearest a crossing (offset 0,
-  where the result is small by chance: no fixed precision bounds it).
-- d_theta (theta <= 16; theta > 16 by :func:`_dtheta_big_dd`): <= 6 ulp from 5 ulp
-  away from a crossing on (k = 1 .. 1e7,
-  theta = 1e-9 .. 16), 0 ulp on 1500 log-uniform points and around the kernel's worst
-  point (k = 25, mu = 1e4, theta = 10^-1.5); within 3 ulp of a crossing up to 127 ulp
-  (theta <= 4) and 392 ulp (theta = 8, 16): its crossings are shallow (there the result
-  is 2^-55 .. 2^-62 of the largest term, and the double-double sum was measured at
-  2^-104.5 .. 2^-111 of it, i.e. at its limit; theta > 4 adds the theta/k loss below).
-- Cost (CPU, 1 thread, 1e6 log-uniform points, shared 2-core machine, ~2x noise):
-  ``ztnb_dmu_dd`` ~1.0 us/element (0.4-0.7x ``_ztnb_kernel`` value + both gradients),
-  ``ztnb_dtheta_dd`` ~8 us/element (4-7x; 31 double-double reciprocals for the digamma
-  recurrence), the flags 20-60 ns/element; the flags mark 1.7% (d_mu) and 6% (d_theta;
-  10% of theta <= 16) of log-uniform points over k in [1, 1e7], mu in [1e-30, 1e9],
-  theta in [1e-12, 1e10].
+Accuracy (held by tests/test_dd_ztnb.py and tests/test_dd_ztnb_value.py against mpmath at
+60-90 digits): each refined sum is within ~2^-104 of its largest term before the final
+rounding, so the result is within a few ulp wherever the terms cancel by less than ~2^50.
+At the float64 nearest a zero crossing the result is small by chance and no fixed
+precision bounds its ulp error. The d_theta crossings for theta <= 16 are shallow (the
+result is 2^-55 .. 2^-62 of the largest term), so there the double-double sum is at its
+limit. The d_theta form costs the most: 31 double-double reciprocals for the digamma
+recurrence; the flags are a few elementwise passes over the kernel's own results.
 
 Built on :mod:`ztbench.loss.dd.arith` (error-free transforms, double-double +, *, /, ``dd_log``,
 ``dd_exp_neg``); same caveats: eager execution only (an FMA-contracting compiler breaks
