@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import importlib
 import io
 import json
@@ -39,6 +40,10 @@ BENCH_BUDGET_S = 0.3
 # one thread: on a shared or small machine, two threads made same-run ratios swing ~2x
 # between runs of make bench (e.g. the naive formula against itself in float64)
 BENCH_THREADS = 1
+# The full forms (*-full) are timed by the throughput verb, not by bench: their float64
+# rows refine a quarter of log-uniform points in double-double, which alone would take
+# most of bench's time; their loss forms (*/ztbench) are timed.
+BENCH_THROUGHPUT_EXCLUDE = "*-full"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,7 +82,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"seconds of timing per throughput row (default {BENCH_BUDGET_S})",
     )
+    p.add_argument(
+        "--throughput-exclude",
+        default=BENCH_THROUGHPUT_EXCLUDE,
+        metavar="PATTERNS",
+        help="comma list of candidate ids or globs the throughput stage leaves out "
+        f"(default {BENCH_THROUGHPUT_EXCLUDE!r}; '' times every candidate)",
+    )
     add_scheduler_option(p)
+
+
+def _timed_candidates(suite: Suite, exclude: str) -> str | None:
+    """The suite's candidates less those matching ``exclude``, as a --candidates list
+    (None when nothing is left out)."""
+    patterns = [x.strip() for x in exclude.split(",") if x.strip()]
+    ids = [c for c in suite.candidates if not any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+    return None if len(ids) == len(suite.candidates) else ",".join(ids)
 
 
 def run_throughput_stage(
@@ -89,6 +109,7 @@ def run_throughput_stage(
     progress: bool,
     threads: int = BENCH_THREADS,
     max_elements: int = budget.DEFAULT_MAX_ELEMENTS,
+    candidates: str | None = None,
 ) -> str:
     """Run the ``throughput`` verb on the suite into ``out``; return a one-line note.
 
@@ -105,6 +126,8 @@ def run_throughput_stage(
     verb.add_arguments(parser)
     argv = [suite_path, "-o", str(out), "--sizes", sizes, "--budget", repr(budget),
             "--threads", str(threads), "--max-points", str(max_elements)]  # fmt: skip
+    if candidates:
+        argv += ["--candidates", candidates]
     args = parser.parse_args(argv + ([] if progress else ["--no-progress"]))
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
@@ -204,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         note = run_throughput_stage(args.suite, out, result.env, args.throughput_sizes,
                                     args.throughput_budget, progress,
-                                    args.throughput_threads, _max_elements(args))  # fmt: skip
+                                    args.throughput_threads, _max_elements(args),
+                                    _timed_candidates(suite, args.throughput_exclude))  # fmt: skip
     times["throughput"] = time.perf_counter() - t0
     print(f"bench: {note} ({times['throughput']:.1f} s)", flush=True)
 
