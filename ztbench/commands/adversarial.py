@@ -11,20 +11,10 @@ from __future__ import annotations
 
 import argparse
 
-from ztbench.errors import UserError
+from ztbench.errors import UserError, positive_int
 from ztbench.families import FAMILIES
 
 HELP = "adversarial search for the worst float64 points (zero crossings, arb references)"
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,18 +31,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="candidate ids or globs (default: the shipped loss, loss and full forms)",
     )
-    p.add_argument("--rounds", type=_positive, default=3, help="search rounds (default 3)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="search rounds (default 3)")
     p.add_argument(
-        "--restarts", type=_positive, default=64, help="random restarts per round (default 64)"
+        "--restarts", type=positive_int, default=64, help="random restarts per round (default 64)"
     )
     p.add_argument(
         "--keep",
-        type=_positive,
+        type=positive_int,
         default=16,
         help="worst points per (candidate, quantity) seeding the next round (default 16)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--workers", type=_positive, default=None, help="reference processes")
+    p.add_argument("--workers", type=positive_int, default=None, help="reference processes")
     p.add_argument("-o", "--output", default=None, metavar="OUTPUT.csv",
                    help="write every evaluated point here")  # fmt: skip
     p.add_argument("--cache-dir", default=None, help="reference cache directory")

@@ -17,7 +17,7 @@ from ztbench import jsonfloat
 from ztbench.atomic import atomic_write_text
 from ztbench.errors import UserError
 from ztbench.jsonfloat import decode_float, encode
-from ztbench.schema import KEY_COLUMNS, SUMMARY_COLUMNS
+from ztbench.schema import KEY_COLUMNS, SUMMARY_COLUMNS, WORST_COLUMNS
 
 FORMAT_VERSION = 1
 INT_FIELDS: tuple[str, ...] = ("n", "failures", "out_of_range", "uncertified")
@@ -27,10 +27,7 @@ FLOAT_FIELDS: tuple[str, ...] = (
     "median_ulp",
     "mean_ulp",
     "max_abs_err",
-    "worst_k",
-    "worst_lam",
-    "worst_mu",
-    "worst_theta",
+    *WORST_COLUMNS,
 )
 STR_FIELDS: tuple[str, ...] = ("status",)
 # every gated field, in summary.csv's column order
