@@ -265,10 +265,12 @@ def test_compiled_validation_fails_on_invalid_input() -> None:
         fn(torch.tensor([0.0, 2.0]), m)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", [F64])
 def test_compiled_on_cpu_equals_eager_bit_for_bit(dtype: torch.dtype) -> None:
-    # on the CPU the compiled loss calls the eager kernel as one opaque operator: same
-    # bits as eager mode, value and gradients (double-double refinement included)
+    # float64 on the CPU: the compiled loss calls the eager kernel as one opaque
+    # operator, so the bits are eager mode's, value and gradients (double-double
+    # refinement included). (Float32 compiles to fused code instead, held to the same
+    # accuracy against arb in tests/test_screened.py.)
     k, mu, theta = _benign(64, seed=5)
     mu[:8] = torch.tensor([1e-30, 1e-8, 2.0, 3.0, 1e6, 7.0, 0.5, 1e9], dtype=F64)
     lm = mu.log().to(dtype).requires_grad_(True)

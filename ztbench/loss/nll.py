@@ -345,7 +345,7 @@ def _refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
 # float64 temporaries, and 2^17 elements (1 MiB per temporary) keep them in a core's L2
 # cache, which is faster than one call over 10^6 elements; much smaller slices pay
 # per-operation overhead instead.
-EAGER_CHUNK = 2**17
+EAGER_CHUNK = 2**15
 
 
 def _in_chunks(kernel, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | None]:  # type: ignore[no-untyped-def]
@@ -369,18 +369,22 @@ def _in_chunks(kernel, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | 
 
 def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype,
                      d_dtype: torch.dtype, k: Tensor, params: list[Tensor],
-                     is_log: tuple[bool, ...]) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+                     is_log: tuple[bool, ...]) -> tuple[Tensor, list[Tensor]] | None:  # fmt: skip
     """(value in ``out_dtype``, derivatives in ``d_dtype`` and the caller's
-    parametrisation) for results of float32 precision or less, on valid flat inputs.
+    parametrisation) for results of float32 precision or less, on flat inputs; None
+    when an element is invalid (k not an integer >= 1, a parameter not finite and > 0,
+    or a log-parameter whose exp leaves float32's positive range).
 
     In chunks of EAGER_CHUNK elements, the plain formula in float64
     (:mod:`ztbench.loss.screened`, natural parameters: exp of a log-parameter in
-    float64), which certifies element by element that its result is within 2^-28
-    relative of the exact one (so a float32 result is within 0.5 + 1/8 ulp); the elements
-    it does not certify (near zero crossings, the large-theta and tiny-lam cancellations)
-    are recomputed by the careful kernel (:func:`_in_chunks` of the INDEX kernel, then
-    :func:`_apply_full` with ``full``). On realistic inputs nearly every element is
-    certified, and the plain formula costs a fraction of the careful one.
+    float64), which certifies that its result is within 2^-28 relative of the exact one
+    (so a float32 result is within 0.5 + 1/8 ulp): ZTP against a chunk-wide bound from
+    the chunk's extremes (which the validity checks compute anyway), ZTNB element by
+    element. The elements it does not certify (near zero crossings, the large-theta and
+    tiny-lam cancellations) are recomputed by the careful kernel (:func:`_in_chunks` of
+    the INDEX kernel, then :func:`_apply_full` with ``full``). On realistic inputs
+    nearly every element is certified, and the plain formula costs a fraction of the
+    careful one.
     """
 
     def natural(t: Tensor, lg: bool) -> Tensor:
@@ -390,20 +394,39 @@ def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype
         return [d * p if lg else d for d, p, lg in zip(ds, ps, is_log, strict=True)]
 
     n = k.numel()
+    if n == 0:
+        return torch.empty(0, dtype=out_dtype), [torch.empty(0, dtype=d_dtype) for _ in params] if need else []
+    # validity and the extremes the ZTP bound takes, once over the inputs as given
+    k_min, k_max = _extremes(k)
+    if not V.all_valid_k(k, k_min, k_max):
+        return None
+    ranges = []
+    for t, lg in zip(params, is_log, strict=True):
+        lo, hi = _extremes(t)
+        if lg:  # exp is increasing; math.exp and torch.exp may differ in the last bit,
+            lo, hi = math.exp(lo), math.exp(hi)  # which the bound's slack covers
+        if not (lo > 0.0 and hi < (_NAT_MAX if lg else math.inf)):  # False at NaN
+            return None
+        ranges.append((lo, hi))
     value = torch.empty(n, dtype=out_dtype)
     derivs = [torch.empty(n, dtype=d_dtype) for _ in params] if need else []
-    accepted = torch.empty(n, dtype=torch.bool)
-    screened = S.ztp_screened if family == "ztpoisson" else S.ztnb_screened
+    rejected: list[Tensor] = []
     for start in range(0, n, EAGER_CHUNK):
         part = slice(start, start + EAGER_CHUNK)
+        k64 = k[part].to(_F64)
         ps = [natural(t[part], lg) for t, lg in zip(params, is_log, strict=True)]
-        v, *ds, acc = screened(k[part].to(_F64), *ps, need, full)
+        if family == "ztpoisson":
+            v, *ds, rej = S.ztp_screened_chunk(k64, ps[0], need, full, k_max, *ranges[0])
+        else:
+            v, *ds, acc = S.ztnb_screened(k64, *ps, need, full)
+            rej = _idx(acc.logical_not_())
         value[part] = v
         for out, d in zip(derivs, caller(ds, ps) if need else [], strict=False):
             out[part] = d
-        accepted[part] = acc
-    idx = _idx(~accepted)
-    if idx.numel():
+        if rej.numel():
+            rejected.append(rej.add_(start))
+    if rejected:
+        idx = torch.cat(rejected)
         k_r = k.index_select(0, idx).to(_F64)
         p_r = [natural(t.index_select(0, idx), lg) for t, lg in zip(params, is_log, strict=True)]
         v, *ds = _in_chunks(_KERNELS[family][1], need, k_r, *p_r)
@@ -413,6 +436,12 @@ def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype
         for out, d in zip(derivs, caller(ds, p_r) if need else [], strict=False):  # type: ignore[arg-type]
             out.index_copy_(0, idx, d.to(d_dtype))
     return value, derivs
+
+
+def _extremes(t: Tensor) -> tuple[float, float]:
+    """(min, max) of a tensor as Python floats (NaN if it holds a NaN)."""
+    lo, hi = torch.aminmax(t)
+    return float(lo), float(hi)
 
 
 def _forward_float32(family: str, full: bool, need: bool, out_dtype: torch.dtype, k: Tensor,
@@ -432,15 +461,11 @@ def _forward_float32(family: str, full: bool, need: bool, out_dtype: torch.dtype
     if mask is not None:
         keep = _idx(flat.pop().to(torch.bool))
         flat = [t.index_select(0, keep) for t in flat]
-    ok = V.valid_k(flat[0])
-    for p, lg in zip(flat[1:], is_log, strict=True):
-        # a log-parameter: exp in float64 lands in float32's positive range (so every
-        # float64 term stays finite, see ztbench.loss.screened)
-        ok = ok & ((p > _LOG_MIN) & (p < _LOG_MAX) if lg else V.valid_param(p))
-    if not bool(ok.all()):
+    res = _screened_kernel(family, need, full, out_dtype, torch.float32, flat[0], flat[1:],
+                           is_log)  # fmt: skip
+    if res is None:
         return None
-    value, derivs = _screened_kernel(family, need, full, out_dtype, torch.float32, flat[0],
-                                     flat[1:], is_log)  # fmt: skip
+    value, derivs = res
     if keep is not None:
         total = shape.numel()
         value = torch.zeros(total, dtype=out_dtype).index_copy_(0, keep, value)
@@ -448,8 +473,10 @@ def _forward_float32(family: str, full: bool, need: bool, out_dtype: torch.dtype
     return value.reshape(shape), [d.reshape(shape) for d in derivs]
 
 
-# log-parameters the float32 fast path takes: exp(log p) within float32's positive range
-_LOG_MIN, _LOG_MAX = math.log(2.0**-149), math.log(2.0**128)
+# the largest natural parameter the float32 fast path takes from a log-parameter (exp in
+# float64 of a float32 log-parameter stays inside float32's range, so every float64
+# term of the plain formulas stays finite, see ztbench.loss.screened)
+_NAT_MAX = 2.0**128
 
 
 def _apply_full(family: str, k: Tensor, params: list[Tensor], value: Tensor,
@@ -581,8 +608,10 @@ def _eager_kernel(family: str, need: bool, refine: bool, k: Tensor,
     (:func:`_screened_kernel`; CPU only: a GPU wants one launch per operation)."""
     if not refine and k.device.type == "cpu":
         flat = [p.reshape(-1) for p in params]
-        value, derivs = _screened_kernel(family, need, False, _F64, _F64, k.reshape(-1), flat,
-                                         (False,) * len(params))  # fmt: skip
+        res = _screened_kernel(family, need, False, _F64, _F64, k.reshape(-1), flat,
+                               (False,) * len(params))  # fmt: skip
+        assert res is not None, "the general path passes valid (safe) inputs only"
+        value, derivs = res
         if not need:
             return [value.reshape(k.shape), *([None] * len(params))]
         return [value.reshape(k.shape), *(d.reshape(k.shape) for d in derivs)]
@@ -616,11 +645,79 @@ def _(family: str, need: bool, refine: bool, k: Tensor, params: list[Tensor]) ->
     return [torch.empty_like(k) for _ in range(1 + (len(params) if need else 0))]
 
 
+@torch.library.custom_op("ztbench::zt_loss_recompute_rejected", mutates_args=("outs",))
+def _recompute_rejected(family: str, need: bool, full: bool, is_log: list[bool], k: Tensor,
+                        params: list[Tensor], outs: list[Tensor], accepted: Tensor) -> None:  # fmt: skip
+    """Overwrite ``outs`` (the flat value, then the derivatives in the caller's
+    parametrisation when ``need``, each in its own dtype) with the careful kernel's
+    results where the flat ``accepted`` is False.
+
+    The compiled counterpart of the second half of :func:`_screened_kernel`: an opaque
+    operator, because which elements (and how many) are rejected is known only at run
+    time. ``k`` and ``params`` are the inputs as the caller gave them (log-parameters
+    where ``is_log``), broadcast here; only the rejected elements are converted."""
+    idx = _idx(~accepted)
+    if not idx.numel():
+        return
+    cols = [t.reshape(-1).index_select(0, idx) for t in torch.broadcast_tensors(k, *params)]
+    k_r = cols[0].to(_F64)
+    p_r = [_to64(t, lg) for t, lg in zip(cols[1:], is_log, strict=True)]
+    v, *ds = _in_chunks(_KERNELS[family][1], need, k_r, *p_r)
+    if full:
+        v = _apply_full(family, k_r, p_r, v)  # type: ignore[arg-type]
+    ds = [d * p if lg else d for d, p, lg in zip(ds, p_r, is_log, strict=True)] if need else []  # type: ignore[operator]
+    for out, res in zip(outs, [v, *ds], strict=True):
+        out.index_copy_(0, idx, res.to(out.dtype))  # type: ignore[union-attr]
+
+
+@_recompute_rejected.register_fake
+def _(family: str, need: bool, full: bool, is_log: list[bool], k: Tensor,
+      params: list[Tensor], outs: list[Tensor], accepted: Tensor) -> None:  # fmt: skip
+    return None
+
+
+def _screened_traced(family: str, is_log: tuple[bool, ...], full: bool,
+                     out_dtype: torch.dtype, need: bool, k: Tensor, params: tuple[Tensor, ...],
+                     k_in: Tensor, p_in: list[Tensor], run: Tensor,
+                     keep: Tensor | None) -> tuple[Tensor, ...]:  # fmt: skip
+    """The forward's outputs (value in ``out_dtype``, *derivatives) for results of
+    float32 precision or less under torch.compile on the CPU.
+
+    The screened plain formula (:mod:`ztbench.loss.screened`, element-wise test) as
+    traced operations on the safe float64 inputs ``k_in``, ``p_in``, with the chain rule
+    for log-parameters, NaN / 0 at invalid / masked-out elements and the rounding to the
+    outputs' dtypes: torch.compile fuses all of it into one pass that reads the inputs
+    and writes the outputs (no float64 tensor in memory). Then one opaque call,
+    :func:`_recompute_rejected`, on the valid kept elements it does not certify. The
+    guarantee of the eager :func:`_screened_kernel` holds (the bound's error model covers
+    the compiled elementary functions, see tests/test_screened.py), not its bits.
+    Derivatives are in the parameter's dtype when it has the loss's shape (as in eager
+    mode), else float64 (summed over the broadcast dimensions in float64 by backward).
+    """
+    shape = k_in.shape
+    flat = [t.reshape(-1) for t in (k_in, *p_in)]
+    run_f = run.reshape(-1)
+    keep_f = None if keep is None else keep.reshape(-1)
+    screened = S.ztp_screened if family == "ztpoisson" else S.ztnb_screened
+    value, *ds, accepted = screened(*flat, need, full)
+    outs = [_fill(value, run_f, keep_f).to(out_dtype)]
+    if need:
+        for d, p_nat, p, lg in zip(ds, flat[1:], params, is_log, strict=True):
+            d_dtype = p.dtype if p.shape == shape else _F64
+            outs.append(_fill(d * p_nat if lg else d, run_f, keep_f).to(d_dtype))
+    _recompute_rejected(family, need, full, list(is_log), k, list(params), outs,
+                        accepted | ~run_f)  # fmt: skip
+    return tuple(o.reshape(shape) for o in outs)
+
+
 class _ZTLossCompiled(torch.autograd.Function):
     """The loss node as torch.compile traces it (Dynamo does not trace a custom jvp).
 
-    Under torch.compile the kernel is :func:`_opaque_kernel` on the CPU (one node, eager
-    bits) and the where-based kernel elsewhere (traced and fused)."""
+    Under torch.compile on the CPU: for results of float32 precision or less the
+    screened plain formula traced and fused, with the elements it does not certify
+    recomputed by one opaque operator (:func:`_screened_traced`); for float64 results
+    :func:`_opaque_kernel` (one node, eager bits, double-double refinement included).
+    Elsewhere the where-based kernel (traced and fused)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -662,6 +759,9 @@ class _ZTLossCompiled(torch.autograd.Function):
             V.check_inputs(k.to(run.device), list(zip(labels, params, is_log, strict=True)), keep)
         k_in, p_in = _safe(run, k64, p64) if masked else (k64, p64)
         refine = _float_dtype(*params) == _F64
+        if compiling and run.device.type == "cpu" and not refine:
+            return _screened_traced(family, is_log, full, out_dtype, need, k, params,
+                                    k_in, p_in, run, keep)  # fmt: skip
         if not compiling:
             value, *grads = _eager_kernel(family, need, refine, k_in, *p_in)
         elif run.device.type == "cpu":

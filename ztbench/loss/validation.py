@@ -40,6 +40,15 @@ def valid_param(p: Tensor) -> Tensor:
     return (p > 0.0) & (p < float("inf"))
 
 
+def all_valid_k(k: Tensor, k_min: float, k_max: float) -> bool:
+    """Every element of ``k`` passes :func:`valid_k`, given its extremes (eager host
+    check, no boolean temporaries): k_min >= 1, k_max finite, and frac(k) is 0 exactly
+    at integers (NaN at inf and NaN, which max |frac| propagates)."""
+    if not (k_min >= 1.0 and k_max < float("inf")):  # False at NaN
+        return False
+    return not k.is_floating_point() or bool(torch.frac(k).abs_().amax() == 0.0)
+
+
 def _kept(t: Tensor, keep: Tensor | None) -> Tensor:
     """The elements of t at kept positions (t broadcast against the mask)."""
     if keep is None:
