@@ -615,10 +615,18 @@ def _eager_kernel(family: str, need: bool, refine: bool, k: Tensor,
         if not need:
             return [value.reshape(k.shape), *([None] * len(params))]
         return [value.reshape(k.shape), *(d.reshape(k.shape) for d in derivs)]
-    value, *grads = _in_chunks(_KERNELS[family][1], need, k, *params)
-    if refine:
-        value, grads = _refine_float64(family, k, list(params), value, grads)
-    return [value, *grads]
+    fast = _KERNELS[family][1]
+    if not refine:
+        return _in_chunks(fast, need, k, *params)
+
+    def refined(k: Tensor, *params_and_need) -> list[Tensor | None]:  # type: ignore[no-untyped-def]
+        # kernel and refinement chunk by chunk: the refinement's passes stay in cache
+        *ps, need_ = params_and_need
+        value, *grads = fast(k, *ps, need_)
+        value, grads = _refine_float64(family, k, list(ps), value, grads)
+        return [value, *grads]
+
+    return _in_chunks(refined, need, k, *params)
 
 
 @torch.library.custom_op("ztbench::zt_loss_kernel", mutates_args=())
