@@ -341,29 +341,37 @@ def _refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
     return value, [d_mu, d_theta]
 
 
-# Elements per call of an eager kernel: the eager path makes dozens of passes over its
-# float64 temporaries, and 2^17 elements (1 MiB per temporary) keep them in a core's L2
-# cache, which is faster than one call over 10^6 elements; much smaller slices pay
-# per-operation overhead instead.
+# Elements per thread and call of an eager kernel: the eager path makes dozens of passes
+# over its float64 temporaries, and 2^15 elements per thread (256 KiB per temporary)
+# keep them in a core's L2 cache, which is faster than one call over 10^6 elements;
+# much smaller slices pay per-operation overhead instead. A call takes EAGER_CHUNK
+# elements per intra-op thread, so that each operation still spreads over every thread
+# (torch splits an operation into pieces of 2^15 elements at least).
 EAGER_CHUNK = 2**15
 
 
+def _chunk_size() -> int:
+    """Elements per eager call: EAGER_CHUNK per intra-op thread."""
+    return EAGER_CHUNK * max(1, torch.get_num_threads())
+
+
 def _in_chunks(kernel, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | None]:  # type: ignore[no-untyped-def]
-    """kernel(k, *params, need) on slices of EAGER_CHUNK elements on the CPU (elementwise:
-    the same bits as one call), the outputs written into full-size tensors."""
+    """kernel(k, *params, need) on slices of :func:`_chunk_size` elements on the CPU
+    (elementwise: the same bits as one call), the outputs written into full-size tensors."""
     shape = k.shape
     flat = [t.reshape(-1) for t in (k, *params)]
     n = flat[0].numel()
-    if n <= EAGER_CHUNK or k.device.type != "cpu":  # a GPU wants one large launch per op
+    chunk = _chunk_size()
+    if n <= chunk or k.device.type != "cpu":  # a GPU wants one large launch per op
         outs = list(kernel(*flat, need))
     else:
         outs = [torch.empty_like(flat[0])]
         outs += [torch.empty_like(flat[0]) if need else None for _ in params]
-        for start in range(0, n, EAGER_CHUNK):
-            part = kernel(*(t[start : start + EAGER_CHUNK] for t in flat), need)
+        for start in range(0, n, chunk):
+            part = kernel(*(t[start : start + chunk] for t in flat), need)
             for out, res in zip(outs, part, strict=True):
                 if out is not None:
-                    out[start : start + EAGER_CHUNK] = res
+                    out[start : start + chunk] = res
     return [None if o is None else o.reshape(shape) for o in outs]
 
 
@@ -375,7 +383,7 @@ def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype
     when an element is invalid (k not an integer >= 1, a parameter not finite and > 0,
     or a log-parameter whose exp leaves float32's positive range).
 
-    In chunks of EAGER_CHUNK elements, the plain formula in float64
+    In chunks of :func:`_chunk_size` elements, the plain formula in float64
     (:mod:`ztbench.loss.screened`, natural parameters: exp of a log-parameter in
     float64), which certifies that its result is within 2^-28 relative of the exact one
     (so a float32 result is within 0.5 + 1/8 ulp): ZTP against a chunk-wide bound from
@@ -411,8 +419,9 @@ def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype
     value = torch.empty(n, dtype=out_dtype)
     derivs = [torch.empty(n, dtype=d_dtype) for _ in params] if need else []
     rejected: list[Tensor] = []
-    for start in range(0, n, EAGER_CHUNK):
-        part = slice(start, start + EAGER_CHUNK)
+    chunk = _chunk_size()
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
         k64 = k[part].to(_F64)
         ps = [natural(t[part], lg) for t, lg in zip(params, is_log, strict=True)]
         if family == "ztpoisson":
