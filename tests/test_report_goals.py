@@ -43,10 +43,12 @@ def _results(throughput: pd.DataFrame | None = None) -> Results:
                    goals=GOALS, throughput=throughput)  # fmt: skip
 
 
-def _tp(cand: str, dtype: str, mode: str, cost: float, size: int = 10**6) -> dict:
+def _tp(cand: str, dtype: str, mode: str, cost: float, size: int = 10**6,
+        inputs: str = "log-uniform") -> dict:  # fmt: skip
     return {"family": cand.split("/")[0], "candidate": cand, "dtype": dtype, "device": "cpu",
-            "mode": mode, "pass": "forward+backward", "size": size, "median_s": cost,
-            "elements_per_s": size / cost, "cost_vs_naive": cost, "status": "ok"}  # fmt: skip
+            "mode": mode, "pass": "forward+backward", "size": size, "inputs": inputs,
+            "median_s": cost, "elements_per_s": size / cost, "cost_vs_naive": cost,
+            "status": "ok"}  # fmt: skip
 
 
 def test_accuracy_goals_met_missed_and_regions() -> None:
@@ -80,6 +82,21 @@ def test_speed_goal_is_the_inverse_cost_on_float32_cpu_eager() -> None:
     # float64 value, float32 d_lam and the eager speed
     assert "3 goal(s) missed" in text
     assert text.count("**missed**") == 3
+
+
+def test_speed_goal_on_each_input_kind() -> None:
+    tp = pd.DataFrame([
+        _tp("ztpoisson/naive", "float32", "eager", 1.0),
+        _tp("ztpoisson/ztbench", "float32", "eager", 1.0),  # met on log-uniform inputs
+        _tp("ztpoisson/naive", "float32", "eager", 1.0, inputs="realistic"),
+        _tp("ztpoisson/ztbench", "float32", "eager", 2.0, inputs="realistic"),  # 0.5x
+    ])  # fmt: skip
+    sp = speed_goals(_results(tp)).set_index("inputs")
+    assert sp.loc["log-uniform", "met"] and not sp.loc["realistic", "met"]
+    assert sp.loc["realistic", "rate_vs_naive"] == 0.5
+    # a throughput.csv without the column: log-uniform inputs
+    old = speed_goals(_results(tp[tp["inputs"] == "log-uniform"].drop(columns="inputs")))
+    assert old["inputs"].tolist() == ["log-uniform"] and bool(old["met"].iloc[0])
 
 
 def test_nothing_measured() -> None:

@@ -274,7 +274,8 @@ def test_compiled_float32_against_arb(family: str) -> None:
     out = torch.compile(loss, fullgraph=True)(k_masked, keep, *logs)
     grads = torch.autograd.grad(out.sum(), logs)
     assert out.dtype == torch.float32
-    nat = {c: np.exp(t.detach().numpy().astype(np.float64)) for c, t in zip(names, logs, strict=True)}
+    nat = {c: np.exp(t.detach().numpy().astype(np.float64))
+           for c, t in zip(names, logs, strict=True)}  # fmt: skip
     ref = compute_references(family, {"k": pts["k"].astype(np.float64), **nat},
                              cache_dir=False, progress=False)  # fmt: skip
     sel = keep.numpy()

@@ -16,7 +16,7 @@ from ztbench.candidates.base import Candidate
 from ztbench.cli import main
 from ztbench.schema import PASSES
 from ztbench.throughput.config import COLUMNS, TimingConfig
-from ztbench.throughput.inputs import copy_elements, timing_inputs
+from ztbench.throughput.inputs import copy_elements, realistic_inputs, timing_inputs
 from ztbench.throughput.runner import plan, run_throughput, with_naive
 from ztbench.throughput.timing import peak_bytes, time_call
 
@@ -172,6 +172,30 @@ def test_inputs_log_uniform_in_domain_and_seeded() -> None:
     assert decades.min() < -25 and decades.max() > 8  # spans the domain 1e-30 .. 1e9
 
 
+def test_realistic_inputs_single_cell_like_and_seeded() -> None:
+    k, mu, theta = realistic_inputs("ztnb", "float64", "cpu", 20000, seed=3)
+    assert (k >= 1).all() and (k == torch.floor(k)).all()
+    assert 1.0 <= float(mu.min()) and float(mu.max()) <= math.exp(2.0)
+    assert math.exp(0.5) <= float(theta.min()) and float(theta.max()) <= math.exp(2.5)
+    # k - 1 is Poisson(mu): its mean is mu's, (e^2 - 1)/2 = 3.19 for log mu ~ U(0, 2)
+    assert abs(float((k - 1).mean()) - (math.exp(2.0) - 1) / 2) < 0.1
+    k2, mu2, _ = realistic_inputs("ztnb", "float64", "cpu", 20000, seed=3)
+    assert torch.equal(k, k2) and torch.equal(mu, mu2)
+    assert len(realistic_inputs("ztpoisson", "float32", "cpu", 10)) == 2
+
+
+def test_input_kinds_are_rows_with_their_own_naive_ratio() -> None:
+    cands = with_naive([get_candidate("ztpoisson/stable")])
+    jobs = plan(cands, ("float64",), ("cpu",), ("eager",), ("forward",), {"cpu": (400,)},
+                inputs=("log-uniform", "realistic"))  # fmt: skip
+    table = run_throughput(jobs, FAST, threads=1, progress=False).table
+    assert (table["status"] == "ok").all()
+    assert sorted(table["inputs"]) == ["log-uniform", "log-uniform", "realistic", "realistic"]
+    for kind, rows in table.groupby("inputs"):
+        naive = rows[rows["candidate"] == "ztpoisson/naive"]["median_s"].iloc[0]
+        assert (rows["naive_median_s"] == naive).all(), kind
+
+
 def test_copy_bytes_match_the_traffic() -> None:
     assert copy_elements("ztpoisson", "forward", 1000) == 1500  # reads 2, writes 1
     assert copy_elements("ztnb", "forward", 1000) == 2000  # reads 3, writes 1
@@ -192,7 +216,9 @@ def test_cli_tiny_run_writes_csv_json_env(tmp_path: Path, capsys) -> None:
         "ztpoisson/naive", "ztpoisson/stable", "ztnb/naive", "ztnb/stable", "ztnb/scipy",
     }  # fmt: skip
     ok = table[table["status"] == "ok"]
-    assert len(ok) == 9 and not ok[list(COLUMNS)].isna().any().any()
+    # both input kinds by default: 9 rows each
+    assert len(ok) == 18 and not ok[list(COLUMNS)].isna().any().any()
+    assert set(ok["inputs"]) == {"log-uniform", "realistic"}
     doc = json.loads((out / "throughput.json").read_text())
     assert doc["columns"][: len(COLUMNS)] == list(COLUMNS)
     assert list(doc["rows"][0])[: len(COLUMNS)] == list(COLUMNS)
@@ -208,10 +234,11 @@ def test_cli_candidate_filter(tmp_path: Path) -> None:
     out = tmp_path / "out"
     rc = main(["throughput", str(suite), "-o", str(out), "--sizes", "200", "--budget", "0.001",
                "--max-rounds", "3", "--no-progress", "--no-memory", "--candidates", "ztnb/stable",
-               "--passes", "forward"])  # fmt: skip
+               "--passes", "forward", "--inputs", "realistic"])  # fmt: skip
     assert rc == 0
     table = pd.read_csv(out / "throughput.csv")
     assert table["candidate"].tolist() == ["ztnb/naive", "ztnb/stable"]
+    assert (table["inputs"] == "realistic").all()
     assert table["peak_bytes_per_element"].isna().all()
 
 
@@ -223,6 +250,7 @@ def test_cli_candidate_filter(tmp_path: Path) -> None:
         (["--sizes", "0"], "--sizes"),
         (["--dtypes", "float8"], "--dtypes"),
         (["--modes", "jit"], "--modes"),
+        (["--inputs", "uniform"], "--inputs"),
         (["--candidates", "ztnb/nothing"], "--candidates"),
         (["--budget", "-1"], "--budget"),
     ],

@@ -63,8 +63,24 @@ POINT_COLUMNS: tuple[str, ...] = (
 
 # throughput.csv
 PASSES: tuple[str, ...] = ("forward", "forward+backward")
+# the inputs a throughput row is timed on: log-uniform over the family's whole domain, or
+# single-cell-like values (ztbench.throughput.inputs); files without the column are
+# log-uniform
+INPUT_KINDS: tuple[str, ...] = ("log-uniform", "realistic")
+# the realistic inputs: log mu (ZTP: log lam) and log theta uniform over these ranges,
+# k = 1 + Poisson(mu)
+REALISTIC_LOG_MEAN: tuple[float, float] = (0.0, 2.0)
+REALISTIC_LOG_THETA: tuple[float, float] = (0.5, 2.5)
+INPUT_KIND_TEXT: dict[str, str] = {
+    "log-uniform": "each column log-uniform over the family's whole domain",
+    "realistic": (
+        f"single-cell-like values: log mu (or log lam) uniform in {list(REALISTIC_LOG_MEAN)}, "
+        f"log theta uniform in {list(REALISTIC_LOG_THETA)}, k = 1 + Poisson(mu)"
+    ),
+}
 THROUGHPUT_COLUMNS: tuple[str, ...] = (
-    "family", "candidate", "dtype", "device", "mode", "pass", "size", "median_s", "min_s",
+    "family", "candidate", "dtype", "device", "mode", "pass", "size", "inputs", "median_s",
+    "min_s",
     "elements_per_s", "cost_vs_copy", "cost_vs_naive", "compile_s",
     "peak_bytes_per_element",
 )  # fmt: skip

@@ -27,7 +27,13 @@ import torch
 from ztbench.candidates import list_candidates
 from ztbench.execution import compile_limits
 from ztbench.schema import MODES, PASSES
-from ztbench.throughput.inputs import copy_elements, make_call, make_copy, timing_inputs
+from ztbench.throughput.inputs import (
+    copy_elements,
+    make_call,
+    make_copy,
+    realistic_inputs,
+    timing_inputs,
+)
 
 CPU_SIZE = 10**6
 CUDA_SIZE = 10**8
@@ -123,9 +129,9 @@ def test_cuda_copy(benchmark: Any, family: str, pass_: str) -> None:
     _copy_case(benchmark, family, "cuda", pass_, CUDA_SIZE)
 
 
-# Realistic single-cell-like inputs (not log-uniform over the whole domain): log mu (or
-# log lam) uniform in [0, 2], log theta uniform in [0.5, 2.5], k = 1 + Poisson(mu). The
-# shipped loss next to the naive formula and torch.distributions plus the truncation term,
+# Realistic single-cell-like inputs (not log-uniform over the whole domain:
+# ztbench.throughput.inputs.realistic_inputs, as `ztbench throughput --inputs realistic`).
+# The shipped loss next to the naive formula and torch.distributions plus the truncation term,
 # forward+backward: compare the rows of the group "... realistic" (elements per second =
 # size / mean time). The same on the real-data points of the default suite: group
 # "... real data".
@@ -140,14 +146,7 @@ def _realistic_inputs(family: str, size: int) -> list[torch.Tensor]:
     key = (f"{family}/realistic", "cpu", size)
     if key not in _INPUTS:
         _INPUTS.clear()
-        gen = torch.Generator().manual_seed(16)
-        mu = torch.exp(2.0 * torch.rand(size, generator=gen, dtype=torch.float64))
-        k = 1.0 + torch.poisson(mu, generator=gen)
-        cols = [k, mu]
-        if family == "ztnb":
-            log_theta = 0.5 + 2.0 * torch.rand(size, generator=gen, dtype=torch.float64)
-            cols.append(torch.exp(log_theta))
-        _INPUTS[key] = [c.to(torch.float32) for c in cols]
+        _INPUTS[key] = realistic_inputs(family, DTYPE, "cpu", size, seed=0)
     return _INPUTS[key]
 
 

@@ -6,7 +6,8 @@ Times the suite's candidates over its dtypes, devices and modes, both passes, at
 ``results/<suite name>/``). The family's ``naive`` candidate is always timed too (the
 reference of ``cost_vs_naive``). Filters for quick runs: ``--candidates`` keeps the
 suite's candidates matching any pattern; ``--dtypes``, ``--devices``, ``--modes``,
-``--passes`` and ``--sizes`` replace the suite's (or the default) values. Progress on
+``--passes``, ``--sizes`` and ``--inputs`` (log-uniform over the whole domain, realistic
+single-cell-like values, or both) replace the suite's (or the default) values. Progress on
 stderr; a bad suite or option is one line and exit code 2.
 """
 
@@ -73,6 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", metavar="LIST", help="comma list (default: the suite's)")
     p.add_argument("--modes", metavar="LIST", help="eager,compile (default: the suite's)")
     p.add_argument("--passes", metavar="LIST", help="forward,forward+backward (default both)")
+    p.add_argument("--inputs", metavar="LIST",
+                   help="log-uniform (the whole domain), realistic (single-cell-like "
+                        "values; see ztbench.throughput.inputs) (default both)")  # fmt: skip
     p.add_argument("--sizes", metavar="LIST", help=f"comma list, e.g. 1e4,1e6 (default {sizes})")
     p.add_argument(
         "--budget", type=float, default=d.budget_s, metavar="S",
@@ -95,7 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ztbench.environment import environment_info
-    from ztbench.schema import DEVICES, DTYPE_NAMES, MODES, PASSES
+    from ztbench.schema import DEVICES, DTYPE_NAMES, INPUT_KINDS, MODES, PASSES
     from ztbench.suite import find_suite, load_suite
     from ztbench.throughput.config import DEFAULT_SIZES, TimingConfig
     from ztbench.throughput.output import summary_lines, write_throughput
@@ -121,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--devices: unknown device {dev!r} (known: {', '.join(DEVICES)})")
     modes = _check(_split(args.modes) or suite.modes, MODES, "--modes")
     passes = _check(_split(args.passes) or PASSES, PASSES, "--passes")
+    inputs = _check(_split(args.inputs) or INPUT_KINDS, INPUT_KINDS, "--inputs")
     if args.sizes is not None:
         sizes = {dev: parse_sizes(args.sizes, args.max_points) for dev in DEFAULT_SIZES}
     else:
@@ -148,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         allowed = suite.modes_for(cid) if cid in suite.candidates else suite.modes
         return tuple(m for m in modes if m not in suite.modes or m in allowed)
 
-    jobs = plan(candidates, dtypes, devices, modes, passes, sizes, modes_for)
+    jobs = plan(candidates, dtypes, devices, modes, passes, sizes, modes_for, inputs)
     result = run_throughput(
         jobs, config, threads=args.threads, seed=suite.seed, progress=not args.no_progress
     )

@@ -403,7 +403,8 @@ def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype
 
     n = k.numel()
     if n == 0:
-        return torch.empty(0, dtype=out_dtype), [torch.empty(0, dtype=d_dtype) for _ in params] if need else []
+        empty = [torch.empty(0, dtype=d_dtype) for _ in params] if need else []
+        return torch.empty(0, dtype=out_dtype), empty
     # validity and the extremes the ZTP bound takes, once over the inputs as given
     k_min, k_max = _extremes(k)
     if not V.all_valid_k(k, k_min, k_max):
@@ -664,7 +665,8 @@ def _(family: str, need: bool, refine: bool, k: Tensor, params: list[Tensor]) ->
 
 @torch.library.custom_op("ztbench::zt_loss_recompute_rejected", mutates_args=("outs",))
 def _recompute_rejected(family: str, need: bool, full: bool, is_log: list[bool], k: Tensor,
-                        params: list[Tensor], outs: list[Tensor], accepted: Tensor) -> None:  # fmt: skip
+                        params: list[Tensor], outs: list[Tensor],
+                        accepted: Tensor) -> None:  # fmt: skip
     """Overwrite ``outs`` (the flat value, then the derivatives in the caller's
     parametrisation when ``need``, each in its own dtype) with the careful kernel's
     results where the flat ``accepted`` is False.

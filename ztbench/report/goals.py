@@ -32,6 +32,7 @@ from ztbench.report.tables import (
     ordered,
     speed_table,
 )
+from ztbench.schema import INPUT_KIND_TEXT, INPUT_KINDS
 
 SPEED_GOAL_AT: dict[str, str] = {"dtype": "float32", "device": "cpu", "mode": "eager"}
 ACCURACY_COLUMNS: tuple[str, ...] = (
@@ -39,7 +40,7 @@ ACCURACY_COLUMNS: tuple[str, ...] = (
     "failures", "met", "regions", "worst",
 )  # fmt: skip
 SPEED_COLUMNS: tuple[str, ...] = (
-    "family", "candidate", "dtype", "device", "mode", "size", "rate_vs_naive",
+    "family", "candidate", "dtype", "device", "mode", "inputs", "size", "rate_vs_naive",
     "float64_naive_rate_vs_naive", "goal", "met",
 )  # fmt: skip
 
@@ -98,26 +99,27 @@ def speed_goals(results: Results) -> pd.DataFrame:
     # on the element rate, its inverse
     g = _goals(results)
     goal = g["speed_vs_naive"]
-    speed = speed_table(results)
-    sp = speed[speed["candidate"].isin(g["candidates"]) & (speed["pass"] == SPEED_PASSES[0])]
-    fb = speed[speed["pass"] == SPEED_PASSES[0]].set_index(
-        ["candidate", "dtype", "device", "mode"]
-    )["cost_vs_naive"]
     rows = []
-    for r in sp.to_dict(orient="records"):
-        key = (f"{r['family']}/naive-float64", r["dtype"], r["device"], r["mode"])
-        floor = 1.0 / float(fb[key]) if key in fb.index else math.nan
-        judged = all(r[c] == v for c, v in SPEED_GOAL_AT.items())
-        ratio = 1.0 / float(r["cost_vs_naive"])
-        rows.append({
-            "family": r["family"], "candidate": r["candidate"], "dtype": r["dtype"],
-            "device": r["device"], "mode": r["mode"], "size": int(r["size"]),
-            "rate_vs_naive": ratio, "float64_naive_rate_vs_naive": floor,
-            "goal": goal if judged else math.nan,
-            "met": (ratio >= goal) if judged else None,
-        })  # fmt: skip
+    for inputs in INPUT_KINDS:
+        speed = speed_table(results, inputs)
+        sp = speed[speed["candidate"].isin(g["candidates"]) & (speed["pass"] == SPEED_PASSES[0])]
+        fb = speed[speed["pass"] == SPEED_PASSES[0]].set_index(
+            ["candidate", "dtype", "device", "mode"]
+        )["cost_vs_naive"]
+        for r in sp.to_dict(orient="records"):
+            key = (f"{r['family']}/naive-float64", r["dtype"], r["device"], r["mode"])
+            floor = 1.0 / float(fb[key]) if key in fb.index else math.nan
+            judged = all(r[c] == v for c, v in SPEED_GOAL_AT.items())
+            ratio = 1.0 / float(r["cost_vs_naive"])
+            rows.append({
+                "family": r["family"], "candidate": r["candidate"], "dtype": r["dtype"],
+                "device": r["device"], "mode": r["mode"], "inputs": inputs,
+                "size": int(r["size"]), "rate_vs_naive": ratio,
+                "float64_naive_rate_vs_naive": floor, "goal": goal if judged else math.nan,
+                "met": (ratio >= goal) if judged else None,
+            })  # fmt: skip
     df = pd.DataFrame(rows, columns=list(SPEED_COLUMNS))
-    return _sorted(df, ["family", "dtype", "device", "mode"])
+    return _sorted(df, ["family", "dtype", "device", "mode", "inputs"])
 
 
 def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -161,7 +163,8 @@ def goals_markdown(results: Results) -> str:
         "candidate's "
         "element rate in float32 on CPU, eager. Regions: the suite regions where the max "
         "error occurs. In the speed table, `naive-float64` is the naive formula computed in "
-        "float64 and rounded once: what float64 internals alone cost.\n",
+        "float64 and rounded once: what float64 internals alone cost. Inputs: "
+        + "; ".join(f"`{k}`: {v}" for k, v in INPUT_KIND_TEXT.items()) + ".\n",
     ]
     rows = [{
         "candidate": f"`{r['candidate']}`", "dtype": r["dtype"], "device": r["device"],
@@ -178,7 +181,7 @@ def goals_markdown(results: Results) -> str:
     else:
         srows = [{
             "candidate": f"`{r['candidate']}`", "dtype": r["dtype"], "device": r["device"],
-            "mode": r["mode"], "elements": f"{r['size']:.0e}",
+            "mode": r["mode"], "inputs": r["inputs"], "elements": f"{r['size']:.0e}",
             "fwd+bwd rate / naive rate": fmt(r["rate_vs_naive"], 2),
             "naive-float64 rate / naive rate": fmt(r["float64_naive_rate_vs_naive"], 2),
             "goal": "—" if math.isnan(r["goal"]) else f">= {r['goal']}",

@@ -1,18 +1,23 @@
 """Throughput: how fast each candidate runs, relative to a copy timed in the same run.
 
 :func:`run_throughput` times every candidate x dtype x device x mode (eager,
-torch.compile) x pass (``forward``, ``forward+backward``) x size and returns one row per
+torch.compile) x pass (``forward``, ``forward+backward``) x size x input kind
+(``inputs``: ``log-uniform``, ``realistic``) and returns one row per
 combination (:data:`COLUMNS` first, then :data:`EXTRA_COLUMNS`); :func:`write_throughput`
 writes ``throughput.csv``, ``throughput.json`` and ``env.json``.
 
 How a row is measured (:func:`time_call`):
 
-- Inputs: ``size`` points, each column log-uniform over the family's domain (``k`` a
-  log-uniform integer), drawn in float64 from a generator seeded by (suite seed, family,
-  size) and cast to the dtype (round to nearest, as :func:`ztbench.dtypes.round_to`). The
-  domain is clipped to the dtype's normal range (float16: ``[6.1e-5, 65504]``), so inputs
-  are finite and non-zero in every dtype. The same float64 points are used for every dtype
-  of a device (CPU and CUDA generators differ).
+- Inputs, ``log-uniform``: ``size`` points, each column log-uniform over the family's
+  domain (``k`` a log-uniform integer), drawn in float64 from a generator seeded by (suite
+  seed, family, size) and cast to the dtype (round to nearest, as
+  :func:`ztbench.dtypes.round_to`). The domain is clipped to the dtype's normal range
+  (float16: ``[6.1e-5, 65504]``), so inputs are finite and non-zero in every dtype. The
+  same float64 points are used for every dtype of a device (CPU and CUDA generators
+  differ). ``realistic``: single-cell-like values, log mu uniform in [0, 2], log theta
+  uniform in [0.5, 2.5], k = 1 + Poisson(mu) (:func:`~.inputs.realistic_inputs`), seeded
+  the same way: what a training loop on UMI counts sees, where the whole domain's hard
+  regions are rare.
 - ``forward``: the candidate under ``torch.no_grad()``. ``forward+backward``: parameters
   with ``requires_grad``, the candidate, then ``torch.autograd.grad(value.sum(), params)``.
 - Warm-up: the first call (which compiles, in ``compile`` mode) plus ``warmup`` more calls
@@ -32,7 +37,7 @@ How a row is measured (:func:`time_call`):
   ``forward+backward`` also writes one gradient per parameter), so the copy reads and
   writes the same total number of bytes. ``cost_vs_copy = median_s / copy_median_s``.
 - ``cost_vs_naive = median_s / naive_median_s``, with the family's ``naive`` candidate in
-  the same dtype, device, mode, pass and size (NaN where naive was not timed). Both ratios
+  the same dtype, device, mode, pass, size and inputs (NaN where naive was not timed). Both ratios
   are cost multiples: above 1 is slower. The element-rate ratio is the reciprocal.
 - ``peak_bytes_per_element``: the high-water mark of memory allocated during one call,
   above what was allocated before it (the inputs are not counted), divided by ``size``.

@@ -15,7 +15,13 @@ from ztbench.candidates.base import Candidate
 from ztbench.dtypes import get_format
 from ztbench.execution import compiled
 from ztbench.families import get_family, is_torch_nb
-from ztbench.schema import MODES, PASSES
+from ztbench.schema import (
+    INPUT_KINDS,
+    MODES,
+    PASSES,
+    REALISTIC_LOG_MEAN,
+    REALISTIC_LOG_THETA,
+)
 
 
 def _seed(seed: int, family: str, size: int) -> int:
@@ -47,6 +53,40 @@ def timing_inputs(
         cols.append(x.to(fmt.torch_dtype))
         del u, x
     return cols
+
+
+def realistic_inputs(
+    family: str, dtype: str, device: str, size: int, seed: int = 0
+) -> list[torch.Tensor]:
+    """Seeded single-cell-like inputs (k, then the parameters), as
+    ``INPUT_KIND_TEXT["realistic"]`` says (:mod:`ztbench.schema`); drawn in float64 on
+    ``device`` and cast to ``dtype``. Nearly every element is away from the hard regions
+    of the domain, as in a model fitted to UMI counts."""
+    fmt = get_format(dtype)
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(_seed(seed, f"{family}/realistic", size))
+
+    def log_uniform(lo: float, hi: float) -> torch.Tensor:
+        u = torch.rand(size, generator=gen, dtype=torch.float64, device=dev)
+        return torch.exp(lo + (hi - lo) * u)
+
+    mu = log_uniform(*REALISTIC_LOG_MEAN)
+    cols = [1.0 + torch.poisson(mu, generator=gen), mu]
+    if len(get_family(family).params) == 2:
+        cols.append(log_uniform(*REALISTIC_LOG_THETA))
+    return [c.to(fmt.torch_dtype) for c in cols]
+
+
+def make_inputs(
+    kind: str, family: str, dtype: str, device: str, size: int, seed: int = 0
+) -> list[torch.Tensor]:
+    """The inputs of one input kind (:data:`~ztbench.schema.INPUT_KINDS`)."""
+    if kind == "log-uniform":
+        return timing_inputs(family, dtype, device, size, seed)
+    if kind == "realistic":
+        return realistic_inputs(family, dtype, device, size, seed)
+    raise ValueError(f"unknown input kind {kind!r} (known: {', '.join(INPUT_KINDS)})")
 
 
 def n_outputs(family: str, pass_: str) -> int:

@@ -26,8 +26,8 @@ from ztbench.throughput.inputs import (
     copy_elements,
     make_call,
     make_copy,
+    make_inputs,
     make_peer_call,
-    timing_inputs,
 )
 from ztbench.throughput.timing import (
     peak_bytes,
@@ -45,6 +45,7 @@ class Job:
     mode: str
     pass_: str
     size: int
+    inputs: str = "log-uniform"
 
 
 def with_naive(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -94,6 +95,7 @@ def _row(job: Job, threads: int) -> dict[str, Any]:
         "mode": job.mode,
         "pass": job.pass_,
         "size": job.size,
+        "inputs": job.inputs,
         "median_s": nan,
         "min_s": nan,
         "elements_per_s": nan,
@@ -119,15 +121,15 @@ class _Runner:
     def __init__(self, config: TimingConfig, seed: int) -> None:
         self.config = config
         self.seed = seed
-        self._inputs_key: tuple[str, str, str, int] | None = None
+        self._inputs_key: tuple[str, str, str, str, int] | None = None
         self._inputs: list[torch.Tensor] = []
         self._copies: dict[tuple[str, str, int], Timing] = {}
 
-    def inputs(self, family: str, dtype: str, device: str, size: int) -> list[torch.Tensor]:
-        key = (family, dtype, device, size)
+    def inputs(self, job: Job) -> list[torch.Tensor]:
+        key = (job.inputs, job.candidate.family, job.dtype, job.device, job.size)
         if key != self._inputs_key:
             self._inputs = []  # free the previous inputs first
-            self._inputs = timing_inputs(family, dtype, device, size, self.seed)
+            self._inputs = make_inputs(*key, seed=self.seed)
             self._inputs_key = key
         return self._inputs
 
@@ -144,7 +146,7 @@ class _Runner:
     def measure(self, job: Job, row: dict[str, Any]) -> None:
         c, cfg = job.candidate, self.config
         peer = c.kind == "peer"
-        inputs = self.inputs(c.family, job.dtype, job.device, job.size)
+        inputs = self.inputs(job)
         try:
             call = make_peer_call(c, inputs) if peer else make_call(c, job.mode, job.pass_, inputs)
             t = time_call(call, job.device, cfg)
@@ -186,29 +188,35 @@ def plan(
     passes: Sequence[str],
     sizes: dict[str, Sequence[int]],
     modes_for: Callable[[Candidate], Sequence[str]] | None = None,
+    inputs: Sequence[str] = ("log-uniform",),
 ) -> list[Job]:
-    """Every job, ordered so that inputs (device, dtype, size, family) are built once.
+    """Every job, ordered so that inputs (device, dtype, size, input kind, family) are
+    built once.
 
     ``sizes`` maps a device type (``cpu``, ``cuda``) to its sizes; ``modes_for`` (default:
-    every mode) restricts the modes of a candidate.
+    every mode) restricts the modes of a candidate; ``inputs``: the input kinds
+    (:data:`~ztbench.schema.INPUT_KINDS`).
     """
     jobs = []
     for device in devices:
         dev_sizes = sizes.get(torch.device(device).type, ())
         for dtype in dtypes:
             for size in dev_sizes:
-                for fam in dict.fromkeys(c.family for c in candidates):
-                    for c in (c for c in candidates if c.family == fam):
-                        allowed = modes_for(c) if modes_for else modes
-                        for mode in (m for m in modes if m in allowed):
-                            for pass_ in passes:
-                                jobs.append(Job(c, dtype, device, mode, pass_, int(size)))
+                for kind in inputs:
+                    for fam in dict.fromkeys(c.family for c in candidates):
+                        for c in (c for c in candidates if c.family == fam):
+                            allowed = modes_for(c) if modes_for else modes
+                            for mode in (m for m in modes if m in allowed):
+                                for pass_ in passes:
+                                    jobs.append(
+                                        Job(c, dtype, device, mode, pass_, int(size), kind)
+                                    )
     return jobs
 
 
 def _naive_ratios(table: pd.DataFrame) -> None:
     """Fill naive_median_s and cost_vs_naive from the family's naive rows (in place)."""
-    keys = ["family", "dtype", "device", "mode", "pass", "size"]
+    keys = ["family", "dtype", "device", "mode", "pass", "size", "inputs"]
     naive = table[(table["candidate"] == table["family"] + "/naive") & (table["status"] == "ok")]
     ref = naive.set_index(keys)["median_s"]
     idx = pd.MultiIndex.from_frame(table[keys])
@@ -263,7 +271,8 @@ def _run_jobs(
     bar = tqdm(jobs, desc="throughput", unit="row", file=sys.stderr, disable=not progress)
     for job in bar:
         bar.set_postfix_str(
-            f"{job.candidate.id} {job.dtype} {job.device} {job.mode} {job.pass_} {job.size:g}",
+            f"{job.candidate.id} {job.dtype} {job.device} {job.mode} {job.pass_} "
+            f"{job.size:g} {job.inputs}",
             refresh=False,
         )
         row = _row(job, threads)
