@@ -152,13 +152,25 @@ def _realistic_inputs(family: str, size: int) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("cid", REALISTIC_IDS)
 def test_cpu_realistic(benchmark: Any, cid: str) -> None:
+    _realistic_case(benchmark, cid, "eager")
+
+
+@pytest.mark.parametrize("cid", [i for i in REALISTIC_IDS if i in COMPILE_IDS])
+def test_cpu_realistic_compile(benchmark: Any, cid: str) -> None:
+    """The compiled loss and naive formula on the realistic inputs (compare with the
+    eager rows of test_cpu_realistic: group "... realistic compile")."""
+    _realistic_case(benchmark, cid, "compile")
+
+
+def _realistic_case(benchmark: Any, cid: str, mode: str) -> None:
     from ztbench.candidates import get_candidate
 
     c = get_candidate(cid)
     pass_ = "forward+backward"
-    call = make_call(c, "eager", pass_, _realistic_inputs(c.family, CPU_SIZE))
-    _bench(benchmark, call, "cpu", family=f"{c.family} realistic", candidate=cid, mode="eager",
-           size=CPU_SIZE, **{"pass": pass_})  # fmt: skip
+    call = make_call(c, mode, pass_, _realistic_inputs(c.family, CPU_SIZE))
+    group = f"{c.family} realistic" + (" compile" if mode == "compile" else "")
+    _bench(benchmark, call, "cpu", family=group, candidate=cid, mode=mode, size=CPU_SIZE,
+           **{"pass": pass_})  # fmt: skip
 
 
 

@@ -428,8 +428,8 @@ def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype
         if family == "ztpoisson":
             v, *ds, rej = S.ztp_screened_chunk(k64, ps[0], need, full, k_max, *ranges[0])
         else:
-            v, *ds, acc = S.ztnb_screened(k64, *ps, need, full)
-            rej = _idx(acc.logical_not_())
+            v, *ds, margin = S.ztnb_screened(k64, *ps, need, full)
+            rej = _idx(S.certified(margin).logical_not_())
         value[part] = v
         for out, d in zip(derivs, caller(ds, ps) if need else [], strict=False):
             out[part] = d
@@ -666,18 +666,20 @@ def _(family: str, need: bool, refine: bool, k: Tensor, params: list[Tensor]) ->
 @torch.library.custom_op("ztbench::zt_loss_recompute_rejected", mutates_args=("outs",))
 def _recompute_rejected(family: str, need: bool, full: bool, is_log: list[bool], k: Tensor,
                         params: list[Tensor], outs: list[Tensor],
-                        accepted: Tensor) -> None:  # fmt: skip
+                        rejected: Tensor) -> None:  # fmt: skip
     """Overwrite ``outs`` (the flat value, then the derivatives in the caller's
     parametrisation when ``need``, each in its own dtype) with the careful kernel's
-    results where the flat ``accepted`` is False.
+    results where the flat ``rejected`` (float32: 1 to recompute, 0 to keep) is 1.
 
     The compiled counterpart of the second half of :func:`_screened_kernel`: an opaque
     operator, because which elements (and how many) are rejected is known only at run
     time. ``k`` and ``params`` are the inputs as the caller gave them (log-parameters
     where ``is_log``), broadcast here; only the rejected elements are converted."""
-    idx = _idx(~accepted)
-    if not idx.numel():
+    if not float(rejected.amax()) > 0.0:  # one read pass: nothing to recompute
         return
+    # the positions of the 1.0s: nonzero on the bits (0.0 is all-zero bits), a pass
+    # cheaper than comparing first
+    idx = _idx(rejected.view(torch.int32))
     cols = [t.reshape(-1).index_select(0, idx) for t in torch.broadcast_tensors(k, *params)]
     k_r = cols[0].to(_F64)
     p_r = [_to64(t, lg) for t, lg in zip(cols[1:], is_log, strict=True)]
@@ -691,19 +693,21 @@ def _recompute_rejected(family: str, need: bool, full: bool, is_log: list[bool],
 
 @_recompute_rejected.register_fake
 def _(family: str, need: bool, full: bool, is_log: list[bool], k: Tensor,
-      params: list[Tensor], outs: list[Tensor], accepted: Tensor) -> None:  # fmt: skip
+      params: list[Tensor], outs: list[Tensor], rejected: Tensor) -> None:  # fmt: skip
     return None
 
 
 def _screened_traced(family: str, is_log: tuple[bool, ...], full: bool,
                      out_dtype: torch.dtype, need: bool, k: Tensor, params: tuple[Tensor, ...],
-                     k_in: Tensor, p_in: list[Tensor], run: Tensor,
+                     k64: Tensor, p64: list[Tensor], run: Tensor,
                      keep: Tensor | None) -> tuple[Tensor, ...]:  # fmt: skip
     """The forward's outputs (value in ``out_dtype``, *derivatives) for results of
     float32 precision or less under torch.compile on the CPU.
 
     The screened plain formula (:mod:`ztbench.loss.screened`, element-wise test) as
-    traced operations on the safe float64 inputs ``k_in``, ``p_in``, with the chain rule
+    traced operations on the float64 inputs ``k64``, ``p64`` (no safe stand-ins needed:
+    whatever an invalid or masked-out element computes, NaN included, is replaced and
+    never recomputed), with the chain rule
     for log-parameters, NaN / 0 at invalid / masked-out elements and the rounding to the
     outputs' dtypes: torch.compile fuses all of it into one pass that reads the inputs
     and writes the outputs (no float64 tensor in memory). Then one opaque call,
@@ -713,19 +717,22 @@ def _screened_traced(family: str, is_log: tuple[bool, ...], full: bool,
     Derivatives are in the parameter's dtype when it has the loss's shape (as in eager
     mode), else float64 (summed over the broadcast dimensions in float64 by backward).
     """
-    shape = k_in.shape
-    flat = [t.reshape(-1) for t in (k_in, *p_in)]
+    shape = k64.shape
+    flat = [t.reshape(-1) for t in (k64, *p64)]
     run_f = run.reshape(-1)
     keep_f = None if keep is None else keep.reshape(-1)
     screened = S.ztp_screened if family == "ztpoisson" else S.ztnb_screened
-    value, *ds, accepted = screened(*flat, need, full)
+    value, *ds, margin = screened(*flat, need, full)
+    # 1 where the careful kernel recomputes (not certified; valid and kept elements only),
+    # as float32: compiled CPU code stores floats several times faster than booleans
+    rejected = torch.where(S.certified(margin) | ~run_f, 0.0, 1.0).to(torch.float32)
     outs = [_fill(value, run_f, keep_f).to(out_dtype)]
     if need:
         for d, p_nat, p, lg in zip(ds, flat[1:], params, is_log, strict=True):
             d_dtype = p.dtype if p.shape == shape else _F64
             outs.append(_fill(d * p_nat if lg else d, run_f, keep_f).to(d_dtype))
     _recompute_rejected(family, need, full, list(is_log), k, list(params), outs,
-                        accepted | ~run_f)  # fmt: skip
+                        rejected)  # fmt: skip
     return tuple(o.reshape(shape) for o in outs)
 
 
@@ -776,11 +783,11 @@ class _ZTLossCompiled(torch.autograd.Function):
         # same rules); otherwise the checks find the message (masked-out elements pass)
         if labels is not None and masked:
             V.check_inputs(k.to(run.device), list(zip(labels, params, is_log, strict=True)), keep)
-        k_in, p_in = _safe(run, k64, p64) if masked else (k64, p64)
         refine = _float_dtype(*params) == _F64
         if compiling and run.device.type == "cpu" and not refine:
             return _screened_traced(family, is_log, full, out_dtype, need, k, params,
-                                    k_in, p_in, run, keep)  # fmt: skip
+                                    k64, p64, run, keep)  # fmt: skip
+        k_in, p_in = _safe(run, k64, p64) if masked else (k64, p64)
         if not compiling:
             value, *grads = _eager_kernel(family, need, refine, k_in, *p_in)
         elif run.device.type == "cpu":

@@ -44,8 +44,11 @@ the magnitudes below cover its larger relative error for small w):
   d/dmu = k/s - k/mu + (theta/s)/em1;
   d/dtheta = psi(theta) - psi(k + theta) + k/s + (log1p(x) - mu/s)/em1.
 
-Both functions return float64 (value, derivatives, accepted): the caller rounds the
-accepted elements once and recomputes the others.
+Both functions return float64 (value, derivatives, margin), the margin S - K |r| (the
+largest over the value and the derivatives): an element is certified where the margin is
+<= 0 (:func:`certified`; NaN, from an overflow, is not). The caller rounds the certified
+elements once and recomputes the others. (A float margin rather than a boolean: compiled
+CPU code stores booleans several times slower than floats.)
 """
 
 from __future__ import annotations
@@ -60,11 +63,16 @@ K_COND = 2.0**18  # largest accepted S / |r|: C K u = 2^-28 relative error in fl
 _ROUNDING = 1.0 + 2.0**-40  # covers the roundings of a chunk-wide bound computed in float64
 
 
-def _ok(r: Tensor, s: Tensor) -> Tensor:
-    """S <= K |r|, as S - K |r| <= 0: False where r or S is NaN or inf (inf - inf is
-    NaN), which happens where float64 terms overflow (parameters beyond float32's range,
-    e.g. exp of a large log-parameter)."""
-    return torch.sub(s, r.abs(), alpha=K_COND) <= 0.0
+def _margin(r: Tensor, s: Tensor) -> Tensor:
+    """S - K |r|: <= 0 where S <= K |r|; NaN where r or S is NaN or inf (inf - inf),
+    which happens where float64 terms overflow (parameters beyond float32's range, e.g.
+    exp of a large log-parameter)."""
+    return torch.sub(s, r.abs(), alpha=K_COND)
+
+
+def certified(margin: Tensor) -> Tensor:
+    """The elements a margin certifies (<= 0; False at NaN)."""
+    return margin <= 0.0
 
 
 def _ztp_terms(k: Tensor, lam: Tensor, need_grad: bool, full: bool
@@ -87,10 +95,10 @@ def _ztp_terms(k: Tensor, lam: Tensor, need_grad: bool, full: bool
     return value, d_lam, log_lam, log_em1, a
 
 
-def _ztp_accepted(k: Tensor, lam: Tensor, value: Tensor, d_lam: Tensor | None,
-                  log_lam: Tensor, log_em1: Tensor, a: Tensor | None, full: bool
-                  ) -> Tensor:  # fmt: skip
-    """The element-wise certificate of :func:`ztp_screened` from the terms of
+def _ztp_margin(k: Tensor, lam: Tensor, value: Tensor, d_lam: Tensor | None,
+                log_lam: Tensor, log_em1: Tensor, a: Tensor | None, full: bool
+                ) -> Tensor:  # fmt: skip
+    """The element-wise margin of :func:`ztp_screened` from the terms of
     :func:`_ztp_terms` (``log_lam`` is overwritten)."""
     if a is None:
         a = k / lam
@@ -102,13 +110,13 @@ def _ztp_accepted(k: Tensor, lam: Tensor, value: Tensor, d_lam: Tensor | None,
         b = d_lam + a
         size_d = torch.addcmul(b, b, a).add_(a, alpha=2.0)
         torch.maximum(margin, size_d.sub_(d_lam.abs(), alpha=K_COND), out=margin)
-    return margin <= 0.0  # False at NaN, as _ok
+    return margin
 
 
 def ztp_screened(k: Tensor, lam: Tensor, need_grad: bool, full: bool
                  ) -> tuple[Tensor, Tensor | None, Tensor]:  # fmt: skip
-    """ZTP loss (and d/dlam) by the plain formula in float64 and where it is certified,
-    element by element (traceable: no host check).
+    """ZTP loss (and d/dlam) by the plain formula in float64, and its margin (certified
+    where <= 0), element by element (traceable: no host check).
 
     ``k``, ``lam``: float64, flat. The relative error of em1 = 1 - exp(-lam) is
     u (c e^-lam/em1 + 1) <= u (c/lam + 1), c the relative error of exp in units of u,
@@ -119,7 +127,7 @@ def ztp_screened(k: Tensor, lam: Tensor, need_grad: bool, full: bool
     b (1 + a) + a for b = 1/em1 (whose relative error is that of em1).
     """
     value, d_lam, log_lam, log_em1, a = _ztp_terms(k, lam, need_grad, full)
-    return value, d_lam, _ztp_accepted(k, lam, value, d_lam, log_lam, log_em1, a, full)
+    return value, d_lam, _ztp_margin(k, lam, value, d_lam, log_lam, log_em1, a, full)
 
 
 # a chunk-wide bound is used when it leaves at most this fraction of the chunk uncertified
@@ -157,14 +165,14 @@ def ztp_screened_chunk(k: Tensor, lam: Tensor, need_grad: bool, full: bool, k_ma
         idx = rejected.nonzero().squeeze(1)
         if idx.numel() <= _CHUNK_REJECT * rejected.numel():
             return value, d_lam, idx
-    accepted = _ztp_accepted(k, lam, value, d_lam, log_lam, log_em1, a, full)
-    return value, d_lam, accepted.logical_not_().nonzero().squeeze(1)
+    margin = _ztp_margin(k, lam, value, d_lam, log_lam, log_em1, a, full)
+    return value, d_lam, certified(margin).logical_not_().nonzero().squeeze(1)
 
 
 def ztnb_screened(k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool, full: bool
                   ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:  # fmt: skip
-    """ZTNB loss (and d/dmu, d/dtheta) by the plain formula in float64 and where it is
-    certified.
+    """ZTNB loss (and d/dmu, d/dtheta) by the plain formula in float64, and its margin
+    (certified where <= 0).
 
     ``k``, ``mu``, ``theta``: float64, flat. em1 = 1 - exp(-w) (as for ZTP: relative
     error u (c/w + 1) <= u (c/em1 + 1), since em1 <= w), with inv = 1/em1. Magnitudes:
@@ -190,20 +198,20 @@ def ztnb_screened(k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool, full: b
         lg = torch.lgamma(k + 1.0)
         value = value + lg
         size = size + lg + 1.0
-    ok = _ok(value, size)
+    margin = _margin(value, size)
     if not need_grad:
-        return value, None, None, ok
+        return value, None, None, margin
     s = theta + mu
     a = k / s
     b = k / mu
     c = (theta / s) * inv
     d_mu = a - b + c
     grow = inv + 2.0  # the error of a term divided by em1, in units of its size
-    ok &= _ok(d_mu, a + b + c * grow)
+    margin = torch.maximum(margin, _margin(d_mu, a + b + c * grow))
     y = mu / s
     p_t = torch.digamma(theta)
     p_kt = torch.digamma(k + theta)
     e = (lx - y) * inv
     d_theta = p_t - p_kt + a + e
-    ok &= _ok(d_theta, p_t.abs() + p_kt.abs() + 2.0 + a + (lx + y) * inv * grow)
-    return value, d_mu, d_theta, ok
+    size_t = p_t.abs() + p_kt.abs() + 2.0 + a + (lx + y) * inv * grow
+    return value, d_mu, d_theta, torch.maximum(margin, _margin(d_theta, size_t))
