@@ -554,7 +554,8 @@ def test_throughput_times_external_candidates(project: Path, tmp_path: Path) -> 
     out = tmp_path / "tp"
     argv = ["throughput", str(write_suite(project, *tables)), "-o", str(out), "--sizes", "1e3",
             "--budget", "0.001", "--min-rounds", "1", "--max-rounds", "2", "--dtypes", "float64",
-            "--no-memory", "--no-progress", "--threads", "1"]  # fmt: skip
+            "--no-memory", "--no-progress", "--threads", "1",
+            "--inputs", "log-uniform"]  # fmt: skip
     assert main(argv) == 0
     t = pd.read_csv(out / "throughput.csv").set_index(["candidate", "pass"])
     for cid in ("mine/logs", "mine/nb-dist"):
