@@ -1,9 +1,9 @@
 """ztbench.loss.screened: the float32 fast path (plain formula in float64, kept where its
 error bound certifies it).
 
-- The error model of the bound: torch's float64 log, log1p, exp, lgamma and digamma
-  measured against mpmath, well inside C_ULPS units of u times the magnitude the bound
-  gives each term.
+- The error model of the bound: torch's float64 log, log1p, 1 - e^-x (by tanh or exp),
+  lgamma and digamma measured against mpmath, well inside C_ULPS units of u times the
+  magnitude the bound gives each term.
 - The float32 loss (which takes the fast path) against certified arb references on
   realistic single-cell inputs and at random points over the whole domain: value and
   gradients within 1 ulp (the bound promises 0.5 + 1/8 for the value and the
@@ -59,13 +59,13 @@ def test_error_model_of_the_float64_primitives() -> None:
         (torch.log, mpmath.log, wide, 0),
         (torch.log1p, mpmath.log1p, wide, 0),
         (lambda t: torch.exp(-t), lambda x: mpmath.exp(-x), wide[wide < 700], 0),
-        # log(em1), em1 = 1 - exp(-w) as the screened formulas form it: its error grows
-        # as 1/em1 for small w, which their magnitudes carry (em1 = 0 below w ~ 1e-16
-        # makes them infinite: never certified); past w ~ 37 it rounds to 0, an error
-        # e^-w < u
-        (lambda t: torch.log(torch.rsub(torch.exp(-t), 1.0)), _log1mexp,
-         wide[(wide < 700) & (wide > 2.0**-40)],
-         lambda x: 1 + 1 / -mpmath.expm1(-x)),
+        # em1 = 1 - e^-w as the screened formulas form it (both forms; the exp form only
+        # from w = 1/4, as used), relative to em1; and log(em1), which past w ~ 37 rounds
+        # to 0, an error e^-w < u (hence + 1)
+        (S.one_minus_exp_neg, lambda x: -mpmath.expm1(-x), wide, 0),
+        (lambda t: S.one_minus_exp_neg(t, 0.25), lambda x: -mpmath.expm1(-x),
+         wide[wide >= 0.25], 0),
+        (lambda t: torch.log(S.one_minus_exp_neg(t)), _log1mexp, wide[wide < 700], 1),
         (torch.lgamma, mpmath.loggamma, np.r_[wide, near], 1),
         (torch.digamma, mpmath.digamma, np.r_[wide, near], 1),
     ]

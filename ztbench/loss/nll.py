@@ -417,6 +417,9 @@ def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype
         if not (lo > 0.0 and hi < (_NAT_MAX if lg else math.inf)):  # False at NaN
             return None
         ranges.append((lo, hi))
+    if family == "ztnb":  # w = theta log1p(mu/theta) increases in mu and in theta
+        (mu_min, _), (theta_min, _) = ranges
+        w_min = theta_min * math.log1p(mu_min / theta_min)
     value = torch.empty(n, dtype=out_dtype)
     derivs = [torch.empty(n, dtype=d_dtype) for _ in params] if need else []
     rejected: list[Tensor] = []
@@ -428,7 +431,7 @@ def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype
         if family == "ztpoisson":
             v, *ds, rej = S.ztp_screened_chunk(k64, ps[0], need, full, k_max, *ranges[0])
         else:
-            v, *ds, margin = S.ztnb_screened(k64, *ps, need, full)
+            v, *ds, margin = S.ztnb_screened(k64, *ps, need, full, w_min)
             rej = _idx(S.certified(margin).logical_not_())
         value[part] = v
         for out, d in zip(derivs, caller(ds, ps) if need else [], strict=False):

@@ -17,7 +17,7 @@ lgamma and digamma, whose absolute error near their zeros is what is bounded; pl
 size of the input error it amplifies where a rounded intermediate feeds a function,
 e.g. log(1 - e^-w) with a rounded w), chosen so that the computed term is within
 C u m_i of the exact one, u = 2^-53 and C = 2^7: tests/test_screened.py measures
-torch's float64 log, log1p, exp, lgamma and digamma against mpmath within C/8 = 16
+torch's float64 log, log1p, exp, tanh, lgamma and digamma against mpmath within C/8 = 16
 units of u m_i (at most 5, for digamma), the rounding of k + theta adds at most 25,
 and the few roundings inside a term and the input error of a rounded intermediate a
 few more. The computed sum r, summed left to right over n <= 8 terms, then satisfies
@@ -32,9 +32,8 @@ cancellations, an overflow to inf or NaN) go to the careful float64 kernels
 (:mod:`ztbench.loss.nll`). The caller passes valid inputs only (k >= 1 integer-valued,
 finite positive parameters).
 
-Forms (w = -log P(0); em1 = 1 - e^-w, no overflow for any w, formed as 1 - exp(-w):
-cheaper than expm1, whose compiled CPU code in torch 2.13 is exp(x) - 1 anyway, and
-the magnitudes below cover its larger relative error for small w):
+Forms (w = -log P(0); em1 = 1 - e^-w, no overflow for any w, by
+:func:`one_minus_exp_neg`):
 
 - ZTP, lam: value = -k log(lam) + lam + log(em1(lam)) [+ lgamma(k + 1)];
   d/dlam = -k/lam + 1/em1(lam).
@@ -75,15 +74,33 @@ def certified(margin: Tensor) -> Tensor:
     return margin <= 0.0
 
 
-def _ztp_terms(k: Tensor, lam: Tensor, need_grad: bool, full: bool
+# below this argument 1 - exp(-x) loses accuracy (relative error up to c/x ulp), above
+# it the error is at most (c/(e^x - 1) + 1) u <= (3.6 c + 1) u
+_EXP_FORM_MIN = 0.25
+
+
+def one_minus_exp_neg(x: Tensor, x_min: float | None = None) -> Tensor:
+    """em1 = 1 - e^-x for x >= 0 (float64), within a few u relative for every x.
+
+    2 t / (1 + t), t = tanh(x/2): no cancellation anywhere (measured within 2 u), and no
+    expm1, whose compiled CPU code in torch 2.13 is exp(x) - 1 (all accuracy lost for
+    small x). Where ``x_min`` (a lower bound of x, known to the eager caller) is at least
+    1/4, 1 - exp(-x) instead: a third of the cost, within (3.6 c + 1) u for exp within
+    c u (tests/test_screened.py measures both)."""
+    if x_min is not None and x_min >= _EXP_FORM_MIN:
+        return torch.rsub(torch.exp(x.neg()), 1.0)
+    t = torch.tanh(0.5 * x)
+    return (t + t).div_(t + 1.0)
+
+
+def _ztp_terms(k: Tensor, lam: Tensor, need_grad: bool, full: bool, lam_min: float | None
                ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor | None]:  # fmt: skip
     """(value, d/dlam or None, log(lam), log(em1), k/lam or None) by the plain formula.
 
-    em1 = 1 - e^-lam is formed from exp rather than expm1 (a quarter of the cost); the
-    bounds below cover its larger relative error. Most operations are in place: on the
-    CPU this kernel is bound by passes over memory, not by arithmetic."""
+    Most operations are in place: on the CPU this kernel is bound by passes over memory,
+    not by arithmetic."""
     log_lam = torch.log(lam)
-    em1 = torch.rsub(torch.exp(lam.neg()), 1.0)
+    em1 = one_minus_exp_neg(lam, lam_min)
     log_em1 = torch.log(em1)  # <= 0
     value = torch.addcmul(lam, k, log_lam, value=-1.0).add_(log_em1)
     if full:
@@ -100,15 +117,12 @@ def _ztp_margin(k: Tensor, lam: Tensor, value: Tensor, d_lam: Tensor | None,
                 ) -> Tensor:  # fmt: skip
     """The element-wise margin of :func:`ztp_screened` from the terms of
     :func:`_ztp_terms` (``log_lam`` is overwritten)."""
-    if a is None:
-        a = k / lam
-    size = torch.addcmul(lam, k, log_lam.abs_()).sub_(log_em1).add_(a)
+    size = torch.addcmul(lam, k, log_lam.abs_()).sub_(log_em1)
     if full:
         size += torch.lgamma(k + 1.0).add_(1.0)
     margin = size.sub_(value.abs(), alpha=K_COND)  # S - K |r|: certified where <= 0
-    if d_lam is not None:
-        b = d_lam + a
-        size_d = torch.addcmul(b, b, a).add_(a, alpha=2.0)
+    if d_lam is not None and a is not None:
+        size_d = d_lam + a.mul(2.0)  # a + b, b = 1/em1 = d_lam + a
         torch.maximum(margin, size_d.sub_(d_lam.abs(), alpha=K_COND), out=margin)
     return margin
 
@@ -118,15 +132,13 @@ def ztp_screened(k: Tensor, lam: Tensor, need_grad: bool, full: bool
     """ZTP loss (and d/dlam) by the plain formula in float64, and its margin (certified
     where <= 0), element by element (traceable: no host check).
 
-    ``k``, ``lam``: float64, flat. The relative error of em1 = 1 - exp(-lam) is
-    u (c e^-lam/em1 + 1) <= u (c/lam + 1), c the relative error of exp in units of u,
-    since e^-lam/em1 = 1/expm1(lam) <= 1/lam; a = k/lam >= 1/lam carries it into the
-    magnitudes. Magnitudes: k |log lam|, lam, |log em1| + a (past lam ~ 37 log(em1)
-    rounds to 0, an error e^-lam < u lam; lam + a >= 2 covers the absolute error u of
-    log near em1 = 1); lgamma(k + 1) + 1; for the derivative 1/em1 - a: a, and
-    b (1 + a) + a for b = 1/em1 (whose relative error is that of em1).
+    ``k``, ``lam``: float64, flat. Magnitudes: k |log lam|, lam, |log em1| (em1 within a
+    few u relative, :func:`one_minus_exp_neg`; past lam ~ 37 log(em1) rounds to 0, an
+    error e^-lam < u lam; lam + |log em1| >= 2 log 2 covers an absolute error of a few u
+    in log near em1 = 1); lgamma(k + 1) + 1; for the derivative 1/em1 - k/lam: k/lam and
+    1/em1.
     """
-    value, d_lam, log_lam, log_em1, a = _ztp_terms(k, lam, need_grad, full)
+    value, d_lam, log_lam, log_em1, a = _ztp_terms(k, lam, need_grad, full, None)
     return value, d_lam, _ztp_margin(k, lam, value, d_lam, log_lam, log_em1, a, full)
 
 
@@ -147,18 +159,17 @@ def ztp_screened_chunk(k: Tensor, lam: Tensor, need_grad: bool, full: bool, k_ma
     passes per quantity, where the element-wise test takes a dozen). On realistic inputs
     this leaves the few elements within S_max / K ~ 1e-4 of a zero crossing; where it
     leaves more than a small fraction (inputs spanning decades of lam or k), the
-    element-wise test decides (also when lam < 2^-40, where em1 may round to 0)."""
-    value, d_lam, log_lam, log_em1, a = _ztp_terms(k, lam, need_grad, full)
-    a_max = k_max / lam_min
+    element-wise test decides (also for subnormal lam, where em1 may round to 0)."""
+    value, d_lam, log_lam, log_em1, a = _ztp_terms(k, lam, need_grad, full, lam_min)
     em1_min = -math.expm1(-lam_min)
     s_value = (lam_max + k_max * max(abs(math.log(lam_min)), abs(math.log(lam_max)))
-               - math.log(em1_min) + a_max)  # fmt: skip
+               - math.log(em1_min))  # fmt: skip
     if full:
         s_value += math.lgamma(k_max + 1.0) + 1.0
-    s_deriv = (1.0 / em1_min) * (1.0 + a_max) + 2.0 * a_max
-    # lam >= 2^-40 (em1 >= 2^-41 > 0) and a finite S_max (which bounds every term) keep
-    # every computed term finite: no NaN or inf reaches the test below
-    if lam_min >= 2.0**-40 and math.isfinite(s_value + s_deriv):
+    s_deriv = k_max / lam_min + 1.0 / em1_min
+    # lam >= 2^-1000 (em1 > 0) and a finite S_max (which bounds every term) keep every
+    # computed term finite: no NaN or inf reaches the test below
+    if lam_min >= 2.0**-1000 and math.isfinite(s_value + s_deriv):
         rejected = value.abs() < s_value * _ROUNDING / K_COND
         if d_lam is not None:
             rejected |= d_lam.abs() < s_deriv * _ROUNDING / K_COND
@@ -169,31 +180,32 @@ def ztp_screened_chunk(k: Tensor, lam: Tensor, need_grad: bool, full: bool, k_ma
     return value, d_lam, certified(margin).logical_not_().nonzero().squeeze(1)
 
 
-def ztnb_screened(k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool, full: bool
+def ztnb_screened(k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool, full: bool,
+                  w_min: float | None = None
                   ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:  # fmt: skip
     """ZTNB loss (and d/dmu, d/dtheta) by the plain formula in float64, and its margin
     (certified where <= 0).
 
-    ``k``, ``mu``, ``theta``: float64, flat. em1 = 1 - exp(-w) (as for ZTP: relative
-    error u (c/w + 1) <= u (c/em1 + 1), since em1 <= w), with inv = 1/em1. Magnitudes:
-    |lgamma(theta)| + 1, |lgamma(k + theta)| + 1, |k log1p(theta/mu)|, w, and
-    |log em1| + (w + 1) inv (w carries a few u of relative error, which log(em1(w))
-    amplifies by w e^-w/em1 <= 1 and the w term by 1; em1's own error adds inv); for
-    d/dmu k/s, k/mu and theta/s inv (2 + inv); for d/dtheta |psi| + 1 each, k/s and
-    (log1p(x) + mu/s) inv (2 + inv) (the difference log1p(x) - mu/s cancels for small
-    x: its error is a few u of the two parts).
+    ``k``, ``mu``, ``theta``: float64, flat; ``w_min``: a lower bound of w, when the
+    caller knows one (:func:`one_minus_exp_neg`). Magnitudes: |lgamma(theta)| + 1,
+    |lgamma(k + theta)| + 1, |k log1p(theta/mu)|, w, and |log em1| + w/em1 (w carries a
+    few u of relative error, which log(em1(w)) amplifies by w e^-w/em1 <= 1 and the w
+    term by 1; em1 itself is within a few u relative); for d/dmu k/s, k/mu and
+    2 theta/(s em1); for d/dtheta |psi| + 1 each, k/s and 2 (log1p(x) + mu/s)/em1 (the
+    difference log1p(x) - mu/s cancels for small x: its error is a few u of the two
+    parts).
     """
     x = mu / theta
     lx = torch.log1p(x)
     w = theta * lx
-    em1 = torch.rsub(torch.exp(w.neg()), 1.0)
+    em1 = one_minus_exp_neg(w, w_min)
     inv = em1.reciprocal()
     log_em1 = torch.log(em1)
     lg_t = torch.lgamma(theta)
     lg_kt = torch.lgamma(k + theta)
     t_k = k * torch.log1p(theta / mu)
     value = lg_t - lg_kt + t_k + w + log_em1
-    size = lg_t.abs() + lg_kt.abs() + 2.0 + t_k + w + log_em1.abs() + (w + 1.0) * inv
+    size = lg_t.abs() + lg_kt.abs() + 2.0 + t_k + w + log_em1.abs() + w * inv
     if full:
         lg = torch.lgamma(k + 1.0)
         value = value + lg
@@ -206,12 +218,11 @@ def ztnb_screened(k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool, full: b
     b = k / mu
     c = (theta / s) * inv
     d_mu = a - b + c
-    grow = inv + 2.0  # the error of a term divided by em1, in units of its size
-    margin = torch.maximum(margin, _margin(d_mu, a + b + c * grow))
+    margin = torch.maximum(margin, _margin(d_mu, a + b + 2.0 * c))
     y = mu / s
     p_t = torch.digamma(theta)
     p_kt = torch.digamma(k + theta)
     e = (lx - y) * inv
     d_theta = p_t - p_kt + a + e
-    size_t = p_t.abs() + p_kt.abs() + 2.0 + a + (lx + y) * inv * grow
+    size_t = p_t.abs() + p_kt.abs() + 2.0 + a + 2.0 * (lx + y) * inv
     return value, d_mu, d_theta, torch.maximum(margin, _margin(d_theta, size_t))
