@@ -63,6 +63,7 @@ def test_error_model_of_the_float64_primitives() -> None:
         # from w = 1/4, as used), relative to em1; and log(em1), which past w ~ 37 rounds
         # to 0, an error e^-w < u (hence + 1)
         (S.one_minus_exp_neg, lambda x: -mpmath.expm1(-x), wide, 0),
+        (S._one_minus_exp_neg_series, lambda x: -mpmath.expm1(-x), wide[wide < 0.25], 0),
         (lambda t: S.one_minus_exp_neg(t, 0.25), lambda x: -mpmath.expm1(-x),
          wide[wide >= 0.25], 0),
         (lambda t: torch.log(S.one_minus_exp_neg(t)), _log1mexp, wide[wide < 700], 1),
