@@ -386,20 +386,14 @@ def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype
     In chunks of :func:`_chunk_size` elements, the plain formula in float64
     (:mod:`ztbench.loss.screened`, natural parameters: exp of a log-parameter in
     float64), which certifies that its result is within 2^-28 relative of the exact one
-    (so a float32 result is within 0.5 + 1/8 ulp): ZTP against a chunk-wide bound from
-    the chunk's extremes (which the validity checks compute anyway), ZTNB element by
+    (so a float32 result is within 0.5 + 1/8 ulp): ZTP against one bound from the
+    inputs' extremes (which the validity checks compute anyway), ZTNB element by
     element. The elements it does not certify (near zero crossings, the large-theta and
-    tiny-lam cancellations) are recomputed by the careful kernel (:func:`_in_chunks` of
-    the INDEX kernel, then :func:`_apply_full` with ``full``). On realistic inputs
+    tiny-lam cancellations) are recomputed by the careful kernel
+    (:func:`_recompute_at`). On realistic inputs
     nearly every element is certified, and the plain formula costs a fraction of the
     careful one.
     """
-
-    def natural(t: Tensor, lg: bool) -> Tensor:
-        return torch.exp(t.to(_F64)) if lg else t.to(_F64)
-
-    def caller(ds: list[Tensor], ps: list[Tensor]) -> list[Tensor]:
-        return [d * p if lg else d for d, p, lg in zip(ds, ps, is_log, strict=True)]
 
     n = k.numel()
     if n == 0:
@@ -427,28 +421,45 @@ def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype
     for start in range(0, n, chunk):
         part = slice(start, start + chunk)
         k64 = k[part].to(_F64)
-        ps = [natural(t[part], lg) for t, lg in zip(params, is_log, strict=True)]
+        ps = [_to64(t[part], lg) for t, lg in zip(params, is_log, strict=True)]
         if family == "ztpoisson":
             v, *ds, rej = S.ztp_screened_chunk(k64, ps[0], need, full, k_max, *ranges[0])
         else:
             v, *ds, margin = S.ztnb_screened(k64, *ps, need, full, w_min)
             rej = _idx(S.certified(margin).logical_not_())
         value[part] = v
-        for out, d in zip(derivs, caller(ds, ps) if need else [], strict=False):
+        for out, d in zip(derivs, _chain_rule(ds, ps, is_log) if need else [], strict=True):
             out[part] = d
         if rej.numel():
             rejected.append(rej.add_(start))
     if rejected:
-        idx = torch.cat(rejected)
-        k_r = k.index_select(0, idx).to(_F64)
-        p_r = [natural(t.index_select(0, idx), lg) for t, lg in zip(params, is_log, strict=True)]
-        v, *ds = _in_chunks(_KERNELS[family][1], need, k_r, *p_r)
-        if full:
-            v = _apply_full(family, k_r, p_r, v)  # type: ignore[arg-type]
-        value.index_copy_(0, idx, v.to(out_dtype))  # type: ignore[union-attr]
-        for out, d in zip(derivs, caller(ds, p_r) if need else [], strict=False):  # type: ignore[arg-type]
-            out.index_copy_(0, idx, d.to(d_dtype))
+        _recompute_at(family, need, full, is_log, k, params, torch.cat(rejected),
+                      [value, *derivs])  # fmt: skip
     return value, derivs
+
+
+def _chain_rule(ds: list[Tensor], ps: list[Tensor], is_log: tuple[bool, ...] | list[bool]
+                ) -> list[Tensor]:  # fmt: skip
+    """Derivatives in natural parameters to the caller's: d/dlog p = p d/dp."""
+    return [d * p if lg else d for d, p, lg in zip(ds, ps, is_log, strict=True)]
+
+
+def _recompute_at(family: str, need: bool, full: bool, is_log: tuple[bool, ...] | list[bool],
+                  k: Tensor, params: list[Tensor], idx: Tensor,
+                  outs: list[Tensor]) -> None:  # fmt: skip
+    """Overwrite ``outs`` (flat: the value, then the derivatives in the caller's
+    parametrisation when ``need``, each in its own dtype) at the positions ``idx`` with
+    the careful kernel's results (:func:`_in_chunks` of the INDEX kernel, then
+    :func:`_apply_full` with ``full``). ``k`` and ``params``: flat, as the caller gave
+    them (log-parameters where ``is_log``); only the elements at ``idx`` are converted."""
+    k_r = k.index_select(0, idx).to(_F64)
+    p_r = [_to64(t.index_select(0, idx), lg) for t, lg in zip(params, is_log, strict=True)]
+    v, *ds = _in_chunks(_KERNELS[family][1], need, k_r, *p_r)
+    if full:
+        v = _apply_full(family, k_r, p_r, v)  # type: ignore[arg-type]
+    results = [v, *(_chain_rule(ds, p_r, is_log) if need else [])]  # type: ignore[arg-type]
+    for out, res in zip(outs, results, strict=True):
+        out.index_copy_(0, idx, res.to(out.dtype))  # type: ignore[union-attr]
 
 
 def _extremes(t: Tensor) -> tuple[float, float]:
@@ -674,24 +685,17 @@ def _recompute_rejected(family: str, need: bool, full: bool, is_log: list[bool],
     parametrisation when ``need``, each in its own dtype) with the careful kernel's
     results where the flat ``rejected`` (float32: 1 to recompute, 0 to keep) is 1.
 
-    The compiled counterpart of the second half of :func:`_screened_kernel`: an opaque
-    operator, because which elements (and how many) are rejected is known only at run
-    time. ``k`` and ``params`` are the inputs as the caller gave them (log-parameters
-    where ``is_log``), broadcast here; only the rejected elements are converted."""
+    The compiled counterpart of :func:`_screened_kernel`'s :func:`_recompute_at`: an
+    opaque operator, because which elements (and how many) are rejected is known only at
+    run time. ``k`` and ``params`` are the inputs as the caller gave them (log-parameters
+    where ``is_log``), broadcast here."""
     if not float(rejected.amax()) > 0.0:  # one read pass: nothing to recompute
         return
     # the positions of the 1.0s: nonzero on the bits (0.0 is all-zero bits), a pass
     # cheaper than comparing first
     idx = _idx(rejected.view(torch.int32))
-    cols = [t.reshape(-1).index_select(0, idx) for t in torch.broadcast_tensors(k, *params)]
-    k_r = cols[0].to(_F64)
-    p_r = [_to64(t, lg) for t, lg in zip(cols[1:], is_log, strict=True)]
-    v, *ds = _in_chunks(_KERNELS[family][1], need, k_r, *p_r)
-    if full:
-        v = _apply_full(family, k_r, p_r, v)  # type: ignore[arg-type]
-    ds = [d * p if lg else d for d, p, lg in zip(ds, p_r, is_log, strict=True)] if need else []  # type: ignore[operator]
-    for out, res in zip(outs, [v, *ds], strict=True):
-        out.index_copy_(0, idx, res.to(out.dtype))  # type: ignore[union-attr]
+    k_f, *p_f = (t.reshape(-1) for t in torch.broadcast_tensors(k, *params))
+    _recompute_at(family, need, full, is_log, k_f, p_f, idx, outs)
 
 
 @_recompute_rejected.register_fake
@@ -710,10 +714,10 @@ def _screened_traced(family: str, is_log: tuple[bool, ...], full: bool,
     The screened plain formula (:mod:`ztbench.loss.screened`, element-wise test) as
     traced operations on the float64 inputs ``k64``, ``p64`` (no safe stand-ins needed:
     whatever an invalid or masked-out element computes, NaN included, is replaced and
-    never recomputed), with the chain rule
-    for log-parameters, NaN / 0 at invalid / masked-out elements and the rounding to the
-    outputs' dtypes: torch.compile fuses all of it into one pass that reads the inputs
-    and writes the outputs (no float64 tensor in memory). Then one opaque call,
+    never recomputed), with the chain rule for log-parameters, NaN / 0 at invalid /
+    masked-out elements and the rounding to the outputs' dtypes: torch.compile fuses all
+    of it into one pass that reads the inputs and writes the outputs (no float64 tensor
+    in memory). Then one opaque call,
     :func:`_recompute_rejected`, on the valid kept elements it does not certify. The
     guarantee of the eager :func:`_screened_kernel` holds (the bound's error model covers
     the compiled elementary functions, see tests/test_screened.py), not its bits.
@@ -731,9 +735,9 @@ def _screened_traced(family: str, is_log: tuple[bool, ...], full: bool,
     rejected = torch.where(S.certified(margin) | ~run_f, 0.0, 1.0).to(torch.float32)
     outs = [_fill(value, run_f, keep_f).to(out_dtype)]
     if need:
-        for d, p_nat, p, lg in zip(ds, flat[1:], params, is_log, strict=True):
+        for d, p in zip(_chain_rule(ds, flat[1:], is_log), params, strict=True):
             d_dtype = p.dtype if p.shape == shape else _F64
-            outs.append(_fill(d * p_nat if lg else d, run_f, keep_f).to(d_dtype))
+            outs.append(_fill(d, run_f, keep_f).to(d_dtype))
     _recompute_rejected(family, need, full, list(is_log), k, list(params), outs,
                         rejected)  # fmt: skip
     return tuple(o.reshape(shape) for o in outs)

@@ -224,24 +224,22 @@ def _candidates(
     t = ck.table(value, "candidates", ("include", "exclude", "kinds", "modes", "external"),
                  required)  # fmt: skip
     ids = list(known)
-    listing = ", ".join(ids)
-    include: tuple[str, ...] = ()
-    if "include" in t:
-        include = ck.strings(t["include"], "candidates.include", what="pattern")
-    for pat in include:
-        if not _matches(pat, ids):
-            raise ck.fail(
-                "candidates.include", f"pattern {pat!r} matches no candidate (known: {listing})"
-            )
-    exclude: tuple[str, ...] = ()
-    if "exclude" in t:
-        exclude = ck.strings(t["exclude"], "candidates.exclude", what="pattern")
-        for pat in exclude:
+
+    def patterns(name: str) -> tuple[str, ...]:
+        """candidates.<name>: patterns, each matching some known candidate (() if absent)."""
+        if name not in t:
+            return ()
+        key = f"candidates.{name}"
+        pats = ck.strings(t[name], key, what="pattern")
+        for pat in pats:
             if not _matches(pat, ids):
                 raise ck.fail(
-                    "candidates.exclude",
-                    f"pattern {pat!r} matches no candidate (known: {listing})",
+                    key, f"pattern {pat!r} matches no candidate (known: {', '.join(ids)})"
                 )
+        return pats
+
+    include = patterns("include")
+    exclude = patterns("exclude")
     kinds: tuple[str, ...] = KINDS
     if "kinds" in t:
         kinds = ck.strings(t["kinds"], "candidates.kinds", KINDS, "kind")

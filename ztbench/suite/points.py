@@ -197,11 +197,14 @@ def _block_columns(
     return cols
 
 
-def _blocks(value: Any) -> list[tuple[int | None, Any]]:
-    """A table -> [(None, table)]; an array of tables -> [(i, table), ...]."""
+def _blocks(ck: Checker, value: Any, key: str) -> list[tuple[str, Any]]:
+    """(key, block) of each block at ``key``: a table -> [(key, table)]; an array of
+    tables -> [(key[i], table), ...]. Anything else, or an empty array, fails."""
+    if not isinstance(value, list | dict) or value == []:
+        raise ck.fail(key, "must be a table or an array of tables")
     if isinstance(value, list):
-        return list(enumerate(value))
-    return [(None, value)]
+        return [(child(key, i), b) for i, b in enumerate(value)]
+    return [(key, value)]
 
 
 def parse_families(ck: Checker, value: Any, seed: int = 0) -> dict[str, FamilyPoints]:
@@ -220,20 +223,12 @@ def parse_families(ck: Checker, value: Any, seed: int = 0) -> dict[str, FamilyPo
         randoms: list[RandomSpec] = []
         allowed = _column_keys(family)
         if "grid" in st:
-            blocks = _blocks(st["grid"])
-            if not blocks or not isinstance(st["grid"], list | dict):
-                raise ck.fail(child(fkey, "grid"), "must be a table or an array of tables")
-            for i, b in blocks:
-                key = child(fkey, "grid") if i is None else child(child(fkey, "grid"), i)
+            for key, b in _blocks(ck, st["grid"], child(fkey, "grid")):
                 bt = ck.table(b, key, allowed)
                 grids.append(GridSpec(_block_columns(ck, bt, key, family, grid=True)))
                 check_budget(ck, key, budget.grid_points(budget.axis_sizes(grids[-1])))
         if "random" in st:
-            blocks = _blocks(st["random"])
-            if not blocks or not isinstance(st["random"], list | dict):
-                raise ck.fail(child(fkey, "random"), "must be a table or an array of tables")
-            for i, b in blocks:
-                key = child(fkey, "random") if i is None else child(child(fkey, "random"), i)
+            for key, b in _blocks(ck, st["random"], child(fkey, "random")):
                 bt = ck.table(b, key, ("n", *allowed), ("n",))
                 n = ck.integer(bt["n"], child(key, "n"), lo=1)
                 check_budget(ck, child(key, "n"), n)
