@@ -404,9 +404,15 @@ def test_a_cut_summary_is_refused_by_report(results, cut):
     assert not (results / "REPORT.md").exists()
 
 
-def _cache_entry(cache: Path) -> Path:
+def _filled_cache(tmp_path: Path) -> tuple[list[str], Path]:
+    """A refs run that fills a fresh cache with one entry (its output a.csv): the refs
+    argv to rerun (without -o) and the entry."""
+    src = _points_csv(tmp_path / "in.csv")
+    cache = tmp_path / "cache"
+    argv = ["refs", str(src), "--family", "ztpoisson", "--cache-dir", str(cache), "--no-progress"]
+    assert run_cli([*argv, "-o", str(tmp_path / "a.csv")]).rc == 0
     (entry,) = sorted(cache.rglob("*.ztref"))
-    return entry
+    return argv, entry
 
 
 def _npy_entry(path: Path) -> None:
@@ -429,11 +435,7 @@ def _truncated_entry(path: Path) -> None:
 @pytest.mark.parametrize("damage", [_npy_entry, _dir_entry, _truncated_entry],
                          ids=["npy with a valid checksum", "directory", "truncated"])  # fmt: skip
 def test_bad_cache_entries_are_reported_and_recomputed(tmp_path, damage):
-    src = _points_csv(tmp_path / "in.csv")
-    cache = tmp_path / "cache"
-    argv = ["refs", str(src), "--family", "ztpoisson", "--cache-dir", str(cache), "--no-progress"]
-    assert run_cli([*argv, "-o", str(tmp_path / "a.csv")]).rc == 0
-    entry = _cache_entry(cache)
+    argv, entry = _filled_cache(tmp_path)
     good = entry.read_bytes()
     damage(entry)
     run = run_cli([*argv, "-o", str(tmp_path / "b.csv")])
@@ -443,11 +445,7 @@ def test_bad_cache_entries_are_reported_and_recomputed(tmp_path, damage):
 
 
 def test_an_unreadable_fan_out_directory_is_recomputed(tmp_path, monkeypatch):
-    src = _points_csv(tmp_path / "in.csv")
-    cache = tmp_path / "cache"
-    argv = ["refs", str(src), "--family", "ztpoisson", "--cache-dir", str(cache), "--no-progress"]
-    assert run_cli([*argv, "-o", str(tmp_path / "a.csv")]).rc == 0
-    entry = _cache_entry(cache)
+    argv, entry = _filled_cache(tmp_path)
     real = Path.read_bytes
 
     def read_bytes(self):  # root ignores chmod 000: deny the fan-out directory here

@@ -594,10 +594,7 @@ def _derivatives_graph(family: str, is_log: tuple[bool, ...], k: Tensor, mask: T
     k64, p64, run, keep = _prepare(k, mask, params, is_log)
     k_in, p_in = _safe(run, k64, p64)
     _, *grads = _KERNELS[family][0](k_in, *p_in, True)
-    return [
-        _fill(g * p if lg else g, run, keep)
-        for g, p, lg in zip(grads, p_in, is_log, strict=True)
-    ]
+    return [_fill(d, run, keep) for d in _chain_rule(grads, p_in, is_log)]
 
 
 def _transform_active() -> bool:
@@ -807,11 +804,9 @@ class _ZTLossCompiled(torch.autograd.Function):
             value = _apply_full(family, k_in, p_in, value, refine and not compiling)
         if masked:
             value = _fill(value, run, keep)
-        derivs: list[Tensor] = []
-        if need:
-            for g, p, lg in zip(grads, p_in, is_log, strict=True):
-                d = g * p if lg else g
-                derivs.append(_fill(d, run, keep) if masked else d)
+        derivs = _chain_rule(grads, p_in, is_log) if need else []  # type: ignore[arg-type]
+        if masked:
+            derivs = [_fill(d, run, keep) for d in derivs]
         return (value.to(out_dtype), *derivs)
 
     @staticmethod
