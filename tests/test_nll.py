@@ -185,10 +185,13 @@ def test_gradcheck_custom_backward() -> None:
         ({"k": [1.0], "log_lam": [float("nan")]}, "log_lam contains NaN"),
         ({"k": [1.0], "log_lam": [float("inf")]}, "log_lam must be finite"),
         ({"k": [1.0], "log_lam": [-800.0]}, "log_lam out of range"),
+        ({"k": [1.0, 2.0], "log_lam": [800.0, 1.0]}, "log_lam out of range"),
     ],
 )
-def test_poisson_validation(kwargs: dict, message: str) -> None:
-    args = {n: torch.tensor(v, dtype=torch.float64) for n, v in kwargs.items()}
+# float32 on the CPU takes the fast path, which has its own range checks
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_poisson_validation(kwargs: dict, message: str, dtype: torch.dtype) -> None:
+    args = {n: torch.tensor(v, dtype=dtype) for n, v in kwargs.items()}
     with pytest.raises(ValueError, match=message):
         zt_poisson_nll(**args)
     args_nv = dict(args)

@@ -406,8 +406,12 @@ def _screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype
     ranges = []
     for t, lg in zip(params, is_log, strict=True):
         lo, hi = _extremes(t)
-        if lg:  # exp is increasing; math.exp and torch.exp may differ in the last bit,
-            lo, hi = math.exp(lo), math.exp(hi)  # which the bound's slack covers
+        if lg:
+            if not hi <= _LOG_NAT_MAX:  # math.exp would overflow (False at NaN)
+                return None
+            # exp is increasing; math.exp and torch.exp may differ in the last bit, which
+            # the bound's slack covers
+            lo, hi = math.exp(lo), math.exp(hi)
         if not (lo > 0.0 and hi < (_NAT_MAX if lg else math.inf)):  # False at NaN
             return None
         ranges.append((lo, hi))
@@ -501,6 +505,7 @@ def _forward_float32(family: str, full: bool, need: bool, out_dtype: torch.dtype
 # float64 of a float32 log-parameter stays inside float32's range, so every float64
 # term of the plain formulas stays finite, see ztbench.loss.screened)
 _NAT_MAX = 2.0**128
+_LOG_NAT_MAX = 128 * math.log(2.0)
 
 
 def _apply_full(family: str, k: Tensor, params: list[Tensor], value: Tensor,
