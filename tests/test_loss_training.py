@@ -7,6 +7,7 @@ to any order."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import mpmath
@@ -254,6 +255,28 @@ def test_default_settings_have_no_graph_break(family: str) -> None:
     explained = torch._dynamo.explain(fn)(k, a, b)
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
+
+
+@pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
+@pytest.mark.parametrize("no_grad", [True, False], ids=["no_grad", "grad mode"])
+def test_compiled_without_gradients_is_one_graph_with_eager_bits(family: str, no_grad: bool
+                                                                 ) -> None:  # fmt: skip
+    # an evaluation loop: nothing asks for gradients (one and two parameters, with a mask)
+    k = torch.tensor([1.0, 4.0, 30.0, 0.0], dtype=F64)
+    a = torch.tensor([0.1, 1.0, 3.0, 2.0], dtype=F64)  # no parameter requires grad
+    b = torch.tensor([-1.0, 2.0, 8.0, 1.0], dtype=F64)
+
+    def fn(k: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if family == "ztpoisson":
+            return zt_poisson_nll(k, log_lam=a, mask=k > 0, reduction="none")
+        return zt_negbin_nll(k, log_mu=a, log_theta=b, mask=k > 0, reduction="none")
+
+    torch._dynamo.reset()
+    comp = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    with torch.no_grad() if no_grad else contextlib.nullcontext():
+        got = comp(k, a, b)
+        want = fn(k, a, b)
+    assert torch.equal(got, want) and got[3] == 0.0 and torch.isfinite(got).all()
 
 
 def test_compiled_validation_fails_on_invalid_input() -> None:

@@ -949,7 +949,14 @@ def _apply(family: str, k: Tensor, params: tuple[Tensor, ...], is_log: tuple[boo
     node = _ZTLossCompiled if torch.compiler.is_compiling() else _ZTLoss
     need = _needs_derivatives(params)
     inner = out_dtype if direct else _F64
-    value = node.apply(family, is_log, full, inner, need, labels, k, mask, *params)[0]
+    args = (family, is_log, full, inner, need, labels, k, mask, *params)
+    if torch.compiler.is_compiling() and not need:
+        # no gradient to carry: the forward alone, traced as it is (torch.compile's
+        # no-grad handling of autograd.Function.apply passes a context argument to a
+        # forward with *args whenever the call has more than one parameter)
+        value = _ZTLossCompiled.forward(*args)[0]
+    else:
+        value = node.apply(*args)[0]
     if direct:
         return value
     if weight is not None:
