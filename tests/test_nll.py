@@ -114,6 +114,43 @@ def test_accuracy_hard_regions(family: str, dtype: str) -> None:
         assert err.max() <= bound, f"{family} {dtype} {q}: {err.max()} ulp at {where}"
 
 
+def _ztnb_mpmath(k: float, mu: float, theta: float) -> tuple[float, float, float]:
+    """ZTNB loss, d/dmu, d/dtheta from their closed forms in mpmath at 700 digits
+    (enough for the ~200-digit cancellations at mu/theta ~ 1e-200)."""
+    import mpmath as mp
+
+    with mp.workdps(700):
+        k_, m, t = mp.mpf(k), mp.mpf(mu), mp.mpf(theta)
+        w = t * mp.log1p(m / t)
+        em1 = -mp.expm1(-w)
+        value = mp.loggamma(t) - mp.loggamma(k_ + t) + k_ * mp.log1p(t / m) + mp.log(mp.expm1(w))
+        d_mu = k_ / (t + m) - k_ / m + (t / (t + m)) / em1
+        d_theta = (mp.digamma(t) - mp.digamma(k_ + t) + k_ / (t + m)
+                   + (mp.log1p(m / t) - m / (t + m)) / em1)  # fmt: skip
+        return float(value), float(d_mu), float(d_theta)
+
+
+# mu/theta far below the benchmark's domain, but valid (log_mu = -460): the loss at k = 1
+# is ~ (x + w)/2, where forming x^2 underflows and double-double cannot resolve the
+# formula's cancellation
+_TINY_X = [(1, 1e-200, 1e-5), (1, 1e-200, 1.0), (1, 1e-300, 1.0), (1, 1e-160, 1.0),
+           (1, 1.06e-47, 5.68e-8), (1, 1.44e-39, 0.054), (1, 3.25e-240, 9.29e-9),
+           (2, 2.83e-191, 8.56e6), (3, 1e-250, 1e3)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("k", "mu", "theta"), _TINY_X)
+def test_ztnb_float64_at_tiny_mean_over_theta(k: int, mu: float, theta: float) -> None:
+    m = torch.tensor([mu], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([theta], dtype=torch.float64, requires_grad=True)
+    value = zt_negbin_nll(torch.tensor([float(k)], dtype=torch.float64), m, t, reduction="sum")
+    value.backward()
+    got = [value.item(), m.grad.item(), t.grad.item()]  # type: ignore[union-attr]
+    for q, g, want, goal in zip(("value", "d_mu", "d_theta"), got, _ztnb_mpmath(k, mu, theta),
+                                (GOAL_VALUE, GOAL_GRAD, GOAL_GRAD), strict=True):  # fmt: skip
+        err = float(ulp_error(np.array([g]), np.array([want]), "float64")[0])
+        assert err <= goal, f"{q}: {g!r} against {want!r} ({err} ulp)"
+
+
 def test_low_precision_dtypes_round_once() -> None:
     k = torch.tensor([1.0, 3.0, 50.0])
     for dt in (torch.bfloat16, torch.float16):

@@ -137,13 +137,14 @@ def _ztnb(
       -D - (k - 1) log(mu) is evaluated as -G - (k - 1) log(x)): no k log(theta) is formed
       and subtracted (the large-theta cancellation); at k = 1 the loss is
       lx + log r + h(w) ~ x/2 + w/2 (the tiny-NLL region) to full relative accuracy;
-      log r = log1p(log1pmx(x)/x); w = mu r.
+      log r = log1p(log1pmx(x)/x) (:func:`~ztbench.loss.primitives.log1pmx_over_x`, no
+      underflow at tiny x); w = mu r.
     - x >= 1: ``-G + k log1p(1/x) + log(lx) + h(w)`` (log(theta) cancelled analytically
       between lgamma(theta) ~ -log(theta) and log(w), which matters for tiny theta).
 
     d/dmu = k/(theta+mu) - k/mu + theta/(theta+mu) / (1 - e^-w) = num / (mu (1 + x)):
 
-    - w <= 1: num = (1/r - 1) - (k - 1) + mu q(w), 1/r - 1 = -log1pmx(x)/lx >= 0;
+    - w <= 1: num = (1/r - 1) - (k - 1) + mu q(w), 1/r - 1 = -(log1pmx(x)/x) (x/lx) >= 0;
     - w > 1: num = (mu - k) + mu/expm1(w) (mu - k exact near k, Sterbenz).
 
     d/dtheta = psi(theta) - psi(k+theta) + k/(theta+mu) + s/(1 - e^-w), s = lx - y,
@@ -166,24 +167,24 @@ def _ztnb(
     """
     x = mu / theta
     lx = torch.log1p(x)
-    lpm = P.log1pmx(x, D)
+    lpm_x = P.log1pmx_over_x(x, D)  # log1pmx(x)/x
     below = x < 1.0
-    # safe stand-ins for (x, lx, lpm) in a branch not taken: a point of its own domain
-    at_half = (0.5, math.log1p(0.5), math.log1p(0.5) - 0.5)
+    # safe stand-ins for (x, lx, lpm_x) in a branch not taken: a point of its own domain
+    at_half = (0.5, math.log1p(0.5), (math.log1p(0.5) - 0.5) / 0.5)
     at_two = (2.0, math.log(3.0), None)
 
-    def w_below(mu: Tensor, theta: Tensor, x: Tensor, lx: Tensor, lpm: Tensor) -> Tensor:
-        return mu * (1.0 + lpm / x)  # no subnormal log1p(x) when x is tiny
+    def w_below(mu: Tensor, theta: Tensor, x: Tensor, lx: Tensor, lpm_x: Tensor) -> Tensor:
+        return mu * (1.0 + lpm_x)  # no subnormal log1p(x) when x is tiny
 
-    def w_above(mu: Tensor, theta: Tensor, x: Tensor, lx: Tensor, lpm: Tensor) -> Tensor:
+    def w_above(mu: Tensor, theta: Tensor, x: Tensor, lx: Tensor, lpm_x: Tensor) -> Tensor:
         return theta * lx
 
-    args_w = (mu, theta, x, lx, lpm)
+    args_w = (mu, theta, x, lx, lpm_x)
     w = D.branch(below, w_below, w_above, args_w, (None, None, *at_half), (None,) * 5)
     h = P.log_expm1_over_x(w, D)  # type: ignore[arg-type]
     d, g = P.lgamma_excess(k, theta, D)
 
-    def v_below(k, mu, theta, x, lx, lpm, h, d, g):  # type: ignore[no-untyped-def]
+    def v_below(k, mu, theta, x, lx, lpm_x, h, d, g):  # type: ignore[no-untyped-def]
         # -D - (k-1) log(mu) for theta >= 10; for theta < 10 the same as -G - (k-1) log(x)
         # (x = mu/theta is rounded once, so log(x) is accurate to ~1 ulp of |log x|
         # whereas D = G - (k-1) log(theta) and (k-1) log(mu) would each carry ulps of
@@ -193,12 +194,12 @@ def _ztnb(
             theta >= P.STIRLING_MIN, -d - torch.xlogy(k - 1.0, mu), -g - (k - 1.0) * logx
         )
         v = head + k * lx
-        return v + torch.log1p(lpm / x) + h
+        return v + torch.log1p(lpm_x) + h
 
-    def v_above(k, mu, theta, x, lx, lpm, h, d, g):  # type: ignore[no-untyped-def]
+    def v_above(k, mu, theta, x, lx, lpm_x, h, d, g):  # type: ignore[no-untyped-def]
         return -g + k * torch.log1p(1.0 / x) + torch.log(lx) + h
 
-    args_v = (k, mu, theta, x, lx, lpm, h, d, g)
+    args_v = (k, mu, theta, x, lx, lpm_x, h, d, g)
     keep3 = (None, None, None)
     value = D.branch(
         below, v_below, v_above, args_v, (*keep3, *at_half, *keep3), (*keep3, *at_two, *keep3)
@@ -217,18 +218,19 @@ def _ztnb(
 
         return D.branch(y <= 0.5, near, far, (lx, y), (None, 0.25), (None, None))  # type: ignore[return-value]
 
-    def g_wsmall(k, mu, theta, x, lx, lpm, w):  # type: ignore[no-untyped-def]
+    def g_wsmall(k, mu, theta, x, lx, lpm_x, w):  # type: ignore[no-untyped-def]
         q = P.inv1mexp_minus_inv(w, D)
         one_x = 1.0 + x
-        d_mu = (-lpm / lx - (k - 1.0) + mu * q) / (mu * one_x)
+        d_mu = (-lpm_x * (x / lx) - (k - 1.0) + mu * q) / (mu * one_x)
         y = x / one_x
         sq = s_of(lx, y) * q
         e, f = P.digamma_excess(k, theta, D)
-        t_l = e - (k - 1.0) * y / theta + lpm / (one_x * w) + sq
+        # log1pmx(x)/((1 + x) w) as (log1pmx(x)/x) (x/w)/(1 + x): no x^2 to underflow
+        t_l = e - (k - 1.0) * y / theta + lpm_x * (x / w) / one_x + sq
         t_s = -f + k / (theta + mu) - x / (one_x * w) + sq
         return d_mu, torch.where((x < 1.0) | (theta >= 1.0), t_l, t_s)
 
-    def g_wlarge(k, mu, theta, x, lx, lpm, w):  # type: ignore[no-untyped-def]
+    def g_wlarge(k, mu, theta, x, lx, lpm_x, w):  # type: ignore[no-untyped-def]
         one_x = 1.0 + x
         em1 = -torch.expm1(-w)  # 1 - e^-w; mu/expm1(w) = exp(log(mu) - w)/(1 - e^-w)
         d_mu = ((mu - k) + torch.exp(torch.log(mu) - w) / em1) / (mu * one_x)
@@ -250,7 +252,7 @@ def _ztnb(
         s_em1 = torch.where(s > 0, torch.exp(torch.log(s_pos) - w) / em1, 0.0 * s)  # type: ignore[operator]
         return d_mu, P.digamma_log_difference(k, theta, D) - lpm_t + s_em1
 
-    args_g = (k, mu, theta, x, lx, lpm, w)
+    args_g = (k, mu, theta, x, lx, lpm_x, w)
     d_mu, d_theta = D.branch(
         w <= 1.0, g_wsmall, g_wlarge, args_g, (None,) * 6 + (0.5,), (None,) * 6 + (1.0,)
     )
@@ -331,14 +333,31 @@ def _refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
         return value, [d_lam]
     mu, theta = params
     d_mu, d_theta = grads
-    flag = dd_ztnb.ztnb_value_cancellation(k, mu, theta, value)
+    x = mu / theta
+    flag = dd_ztnb.ztnb_value_cancellation(k, mu, theta, value) & ~_ztnb_tiny_loss(k, x)
     value = _replace_flagged(value, flag, dd_ztnb.ztnb_value_dd, k, mu, theta)
     if d_mu is not None and d_theta is not None:
         flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu)
         d_mu = _replace_flagged(d_mu, flag, dd_ztnb.ztnb_dmu_dd, k, mu, theta)
-        flag = dd_ztnb.ztnb_dtheta_cancellation(k, mu, theta, d_theta)
+        flag = dd_ztnb.ztnb_dtheta_cancellation(k, mu, theta, d_theta) & (x >= _DD_DTHETA_X_MIN)
         d_theta = _replace_flagged(d_theta, flag, dd_ztnb.ztnb_dtheta_dd, k, mu, theta)
     return value, [d_mu, d_theta]
+
+
+# Where the double-double ZTNB forms cannot help, and the kernel needs no help:
+# - the value at k = 1 and x = mu/theta below _DD_VALUE_X_MIN: the loss (~ (x + w)/2) is
+#   below 2^-100 of the double-double formula's terms (log1p(theta/mu) ~ |log x| and
+#   the lgamma difference), beyond its ~2^-104 reach, while the kernel's k = 1 form
+#   lx + log r + h(w) has no cancellation (h >= 0, |log r| <= lx/1.8 for x < 1);
+# - d/dtheta below _DD_DTHETA_X_MIN, where log1pmx(x) ~ -x^2/2 in double-double
+#   underflows, while the kernel takes log1pmx(x)/x without forming x^2.
+_DD_VALUE_X_MIN = 1e-25
+_DD_DTHETA_X_MIN = 1e-100
+
+
+def _ztnb_tiny_loss(k: Tensor, x: Tensor) -> Tensor:
+    """Where the ZTNB value is the kernel's k = 1 tiny-x form (no refinement)."""
+    return (k == 1.0) & (x < _DD_VALUE_X_MIN)
 
 
 # Elements per thread and call of an eager kernel: the eager path makes dozens of passes
@@ -540,7 +559,7 @@ def _refine_full_float64(family: str, k: Tensor, params: list[Tensor], full: Ten
         cond.isinf(),
         dd_ztnb.ztnb_value_cancellation(k, mu, theta, full, True),
         cond > dd_ztnb.FULL_CANCEL_FACTOR,
-    )
+    ) & ~_ztnb_tiny_loss(k, mu / theta)  # lgamma(k + 1) = 0 at k = 1: the loss itself
     return _replace_flagged(full, flag, dd_ztnb.ztnb_full_value_dd, k, mu, theta)
 
 

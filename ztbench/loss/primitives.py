@@ -192,6 +192,27 @@ def log1pmx(x: Tensor, D: Dispatcher = WHERE) -> Tensor:
     return D.branch(x.abs() <= 0.5, series, direct, (x,), (0.25,), (1.0,))
 
 
+def log1pmx_over_x(x: Tensor, D: Dispatcher = WHERE) -> Tensor:
+    """(log(1 + x) - x) / x for x > -1 (0 at x = 0, its limit), without underflow.
+
+    For |x| <= 1/2: :func:`log1pmx`'s series divided by x analytically (x = u (2 + x)):
+    ``-u + 2 u^2 (1/3 + u^2/5 + ...) / (2 + x)``, u = x / (2 + x) ~ x/2. Dividing the
+    series' value by x instead would fail for |x| below ~1e-154, where its x u ~ x^2/2
+    underflows (to 0 past ~1e-162, a relative error of 100% in -x/2).
+    Elsewhere ``(log1p(x) - x) / x`` directly.
+    """
+
+    def series(x: Tensor) -> Tensor:
+        u = x / (2.0 + x)
+        u2 = u * u
+        return -u + 2.0 * u2 * D.horner(u2, _ATANH_COEFFS) / (2.0 + x)
+
+    def direct(x: Tensor) -> Tensor:
+        return (torch.log1p(x) - x) / x
+
+    return D.branch(x.abs() <= 0.5, series, direct, (x,), (0.25,), (1.0,))
+
+
 # lgamma(z) - [(z - 1/2) log z - z + log(2 pi)/2] = sum_n B_2n / (2n (2n - 1) z^(2n-1)).
 _STIRLING_COEFFS = (
     1.0 / 12.0,
