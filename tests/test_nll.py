@@ -236,6 +236,32 @@ def test_poisson_validation(kwargs: dict, message: str, dtype: torch.dtype) -> N
     assert torch.isnan(out).any()
 
 
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda k, p: zt_poisson_nll(torch.tensor([True, True]), p), "k must be a real tensor"),
+        (lambda k, p: zt_poisson_nll(k.to(torch.complex64), p), "k must be a real tensor"),
+        (lambda k, p: zt_poisson_nll(k, p.to(torch.complex128)), "lam must be a real tensor"),
+        (lambda k, p: zt_negbin_nll(k, p, p.bool(), validate=False), "theta must be a real"),
+        (lambda k, p: zt_poisson_nll(k, log_lam=p, weight=p > 1), "weight must be a real"),
+        (lambda k, p: zt_poisson_nll(k, p, mask=torch.tensor([0.5, 1.0])), "mask must be a bool"),
+    ],
+)
+def test_wrong_dtypes_are_errors_whatever_validate_says(call, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=message):
+        call(torch.tensor([1.0, 2.0]), torch.tensor([0.5, 2.0]))
+
+
+def test_a_mean_over_no_kept_element_is_nan_and_the_sum_is_zero() -> None:
+    # torch's convention for the mean of nothing; the sum is the documented way out
+    lam = torch.tensor([0.5, 2.0], requires_grad=True)
+    none_kept = torch.tensor([False, False])
+    assert torch.isnan(zt_poisson_nll(torch.tensor([0.0, 3.0]), lam, mask=none_kept))
+    total = zt_poisson_nll(torch.tensor([0.0, 3.0]), lam, mask=none_kept, reduction="sum")
+    total.backward()
+    assert total.item() == 0.0 and torch.equal(lam.grad, torch.zeros(2))
+
+
 def test_negbin_validation() -> None:
     k = torch.tensor([1.0, 2.0])
     one = torch.ones(2)

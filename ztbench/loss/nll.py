@@ -1007,7 +1007,9 @@ _COMMON_ARGS = """reduction: "mean" (default), "sum" or "none" (elementwise, bro
         mask: boolean tensor broadcastable to the loss, True where an element counts.
             A masked-out element contributes exactly 0 to the value and to every gradient,
             even when its inputs are invalid (k = 0, NaN), and is not validated; "mean"
-            divides by the number of kept elements. To fit the nonzero counts of a count
+            divides by the number of kept elements (NaN when none is kept, as torch's mean
+            of an empty tensor: where a batch can hold no kept element, take "sum" and
+            divide by ``mask.sum().clamp(min=1)``). To fit the nonzero counts of a count
             matrix ``x``: ``loss(x, ..., mask=x > 0)`` (``loss * (x > 0)`` would give NaN,
             since NaN * 0 = NaN).
         weight: tensor broadcastable to the loss: each element's loss is multiplied by
@@ -1044,6 +1046,7 @@ def zt_poisson_nll(
     _check_reduction(reduction)
     label, p, is_log = _param("lam", lam, log_lam, k.device if isinstance(k, Tensor) else None)
     k = _as_tensor(k, p.device)
+    V.check_types(k, [(label, p)], mask, weight)
     labels = (label,) if validate else None
     return _apply("ztpoisson", k, (p,), (is_log,), reduction, full, mask, weight, labels)
 
@@ -1081,6 +1084,7 @@ def zt_negbin_nll(
     mlabel, pm, m_log = _param("mu", mu, log_mu, dev)
     tlabel, pt, t_log = _param("theta", theta, log_theta, pm.device)
     k = _as_tensor(k, pm.device)
+    V.check_types(k, [(mlabel, pm), (tlabel, pt)], mask, weight)
     pt = pt.to(pm.device)
     labels = (mlabel, tlabel) if validate else None
     return _apply("ztnb", k, (pm, pt), (m_log, t_log), reduction, full, mask, weight, labels)

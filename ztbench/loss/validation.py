@@ -13,6 +13,10 @@ and > 0, after exp for a log-parameter):
   below when an element is invalid.
 
 Elements left out by ``mask=`` are never checked: a masked-out k = 0 is no error.
+
+:func:`check_types` runs whatever ``validate`` says: a wrong dtype (complex or boolean
+numbers, a mask that is not boolean) is a programming error, found from the dtypes alone
+(no host synchronisation, nothing traced).
 """
 
 from __future__ import annotations
@@ -25,6 +29,18 @@ ASYNC_MESSAGE = (
     "invalid input to a zero-truncated loss: k must be an integer >= 1 and every "
     "parameter finite and > 0 (exp of a log-parameter in float64 range)"
 )
+
+
+def check_types(k: Tensor, params: list[tuple[str, Tensor]], mask: Tensor | None,
+                weight: Tensor | None) -> None:  # fmt: skip
+    """Raise ``ValueError`` unless k, the parameters (``(label, tensor)``) and the weight
+    hold real numbers (not complex, not boolean) and the mask is boolean."""
+    named = [("k", k), *params, *([] if weight is None else [("weight", weight)])]
+    for label, t in named:
+        if t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"{label} must be a real tensor, got {t.dtype}")
+    if mask is not None and mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a boolean tensor (e.g. k > 0), got {mask.dtype}")
 
 
 def valid_k(k: Tensor) -> Tensor:
@@ -58,8 +74,6 @@ def _kept(t: Tensor, keep: Tensor | None) -> Tensor:
 
 
 def _check_k(k: Tensor) -> None:
-    if not k.is_floating_point() and k.dtype in (torch.bool, torch.complex64, torch.complex128):
-        raise ValueError(f"k must be a real tensor, got {k.dtype}")
     kf = k.to(_F64)
     if bool(torch.isnan(kf).any()):
         raise ValueError("k contains NaN")
