@@ -4,6 +4,8 @@ training loop that must reach the float64 maximum-likelihood estimate."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -114,9 +116,10 @@ def test_accuracy_hard_regions(family: str, dtype: str) -> None:
         assert err.max() <= bound, f"{family} {dtype} {q}: {err.max()} ulp at {where}"
 
 
-def _ztnb_mpmath(k: float, mu: float, theta: float) -> tuple[float, float, float]:
+def _ztnb_mpmath(k: float, mu: object, theta: object) -> tuple[float, float, float]:
     """ZTNB loss, d/dmu, d/dtheta from their closed forms in mpmath at 700 digits
-    (enough for the ~200-digit cancellations at mu/theta ~ 1e-200)."""
+    (enough for the ~200-digit cancellations at mu/theta ~ 1e-200); mu and theta: floats
+    or mpmath numbers."""
     import mpmath as mp
 
     with mp.workdps(700):
@@ -175,29 +178,61 @@ def _grad(fn, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return torch.autograd.grad(out.sum(), xs)
 
 
-def test_log_parameter_gradients_match_natural() -> None:
-    k = torch.tensor([1.0, 2.0, 7.0, 100.0, 1.0], dtype=torch.float64)
-    # parameters that are exactly exp(log(p)), so both parametrisations see the same p
-    lam = torch.tensor([1e-8, 0.7, 7.0, 120.0, 50.0], dtype=torch.float64).log().exp()
-    (g_nat,) = _grad(lambda lm: zt_poisson_nll(k, lm, reduction="none"), lam)
-    (g_log,) = _grad(lambda ll: zt_poisson_nll(k, log_lam=ll, reduction="none"), lam.log())
-    torch.testing.assert_close(g_log, g_nat * lam, rtol=1e-14, atol=0)
-    v_nat = zt_poisson_nll(k, lam, reduction="none")
-    v_log = zt_poisson_nll(k, log_lam=lam.log(), reduction="none")
-    torch.testing.assert_close(v_log, v_nat, rtol=1e-13, atol=1e-300)
+def _ztp_mpmath_log(k: float, log_lam: float) -> tuple[float, float]:
+    """ZTP loss and d/dlog_lam at lam = exp(log_lam) exactly (mpmath, 80 digits)."""
+    import mpmath as mp
 
-    mu = torch.tensor([1e-6, 0.7, 7.0, 120.0, 3e5], dtype=torch.float64).log().exp()
-    th = torch.tensor([1e6, 0.3, 7.0, 2.0, 1e-3], dtype=torch.float64).log().exp()
-    gm, gt = _grad(lambda m, t: zt_negbin_nll(k, m, t, reduction="none"), mu, th)
-    glm, glt = _grad(
-        lambda a, b: zt_negbin_nll(k, log_mu=a, log_theta=b, reduction="none"), mu.log(), th.log()
-    )
-    torch.testing.assert_close(glm, gm * mu, rtol=1e-13, atol=0)
-    torch.testing.assert_close(glt, gt * th, rtol=1e-13, atol=0)
-    # mixed parametrisation
-    gm2, glt2 = _grad(lambda m, b: zt_negbin_nll(k, m, log_theta=b, reduction="none"), mu, th.log())
-    torch.testing.assert_close(gm2, gm, rtol=1e-15, atol=0)
-    torch.testing.assert_close(glt2, glt, rtol=1e-15, atol=0)
+    with mp.workdps(80):
+        ll = mp.mpf(log_lam)
+        lam = mp.exp(ll)
+        return float(-k * ll + mp.log(mp.expm1(lam))), float(lam / -mp.expm1(-lam) - k)
+
+
+def _ulps(got: list[float], want: tuple[float, ...]) -> list[float]:
+    return [float(ulp_error(np.array([g]), np.array([w]), "float64")[0])
+            for g, w in zip(got, want, strict=True)]  # fmt: skip
+
+
+# Float64 with log-parameters: the loss at exp(log p) exactly, not at exp(log p) rounded
+# (which moves a cancelling loss or derivative by many ulp: k = 1e6 at log_lam = 1e-9 by
+# ~7e5 ulp)
+@pytest.mark.parametrize(("k", "log_lam"), [(1e6, 1e-9), (38.0, 0.014), (3.0, 1.0986),
+                                            (1.0, -5.0), (100.0, 4.6), (2.0, 0.4605)])  # fmt: skip
+def test_float64_log_lam_against_mpmath(k: float, log_lam: float) -> None:
+    ll = torch.tensor([log_lam], dtype=torch.float64, requires_grad=True)
+    value = zt_poisson_nll(torch.tensor([k], dtype=torch.float64), log_lam=ll, reduction="sum")
+    value.backward()
+    err = _ulps([value.item(), ll.grad.item()], _ztp_mpmath_log(k, log_lam))  # type: ignore[union-attr]
+    assert err[0] <= GOAL_VALUE and err[1] <= GOAL_GRAD, err
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["log_mu, log_theta", "mu, log_theta"])
+def test_float64_log_mu_theta_against_mpmath(mixed: bool) -> None:
+    import mpmath as mp
+
+    rng = np.random.default_rng(11)
+    n = 12
+    k = np.round(np.exp(rng.uniform(0.0, np.log(200.0), n)))
+    lm = rng.uniform(-3.0, 4.0, n)
+    lm[:4] = np.log(k[:4]) + rng.uniform(-1e-3, 1e-3, 4)  # near the mode: d/dlog_mu ~ 0
+    lt = rng.uniform(-2.0, 3.0, n)
+    lt[4:6] = [1e-9, -2e-7]  # theta ~ 1: exp rounding is many ulp of log_theta
+    for i in range(n):
+        m = torch.tensor([math.exp(lm[i]) if mixed else lm[i]], dtype=torch.float64,
+                         requires_grad=True)  # fmt: skip
+        t = torch.tensor([lt[i]], dtype=torch.float64, requires_grad=True)
+        kk = torch.tensor([k[i]], dtype=torch.float64)
+        mu_arg = {"mu": m} if mixed else {"log_mu": m}
+        value = zt_negbin_nll(kk, **mu_arg, log_theta=t, reduction="sum")
+        value.backward()
+        with mp.workdps(80):
+            mu_x = mp.mpf(float(m.detach())) if mixed else mp.exp(mp.mpf(lm[i]))
+            th_x = mp.exp(mp.mpf(lt[i]))
+            v, d_mu, d_th = _ztnb_mpmath(k[i], mu_x, th_x)
+            want = (v, d_mu if mixed else float(d_mu * mu_x), float(d_th * th_x))
+        got = [value.item(), m.grad.item(), t.grad.item()]  # type: ignore[union-attr]
+        err = _ulps(got, want)
+        assert err[0] <= GOAL_VALUE and max(err[1:]) <= GOAL_GRAD, (k[i], lm[i], lt[i], err)
 
 
 def test_gradcheck_custom_backward() -> None:

@@ -37,7 +37,8 @@ Design (the formulas are in the docstrings of the private kernels below):
   the same forward pass, each written as a sum of terms that do not cancel (differences
   such as mu - k are exact by Sterbenz's lemma where they would otherwise cancel).
   Gradients with respect to log-parameters follow by the chain rule through exp (in
-  float64). The backward is differentiable (double backward, Hessians) and the node
+  float64); float64 results with log-parameters are moved from the rounded exp(log p)
+  to the exact one to first order (:func:`_log_rounding_correction`). The backward is differentiable (double backward, Hessians) and the node
   supports torch.func (setup_context, jvp, a vmap rule): see the "autograd" section.
 - Invalid input (k < 1, non-integer or non-finite k, parameters that are NaN, not
   positive or not finite): with ``validate=True`` a ``ValueError`` naming the problem in
@@ -61,6 +62,7 @@ from ztbench.loss import screened as S
 from ztbench.loss import validation as V
 from ztbench.loss.dd import ztnb as dd_ztnb
 from ztbench.loss.dd import ztp as dd_ztp
+from ztbench.loss.dd.arith import dd_log
 from ztbench.loss.dispatch import INDEX, WHERE, Dispatcher
 from ztbench.loss.stirlerr import (
     ztnb_full_condition,
@@ -358,6 +360,77 @@ _DD_DTHETA_X_MIN = 1e-100
 def _ztnb_tiny_loss(k: Tensor, x: Tensor) -> Tensor:
     """Where the ZTNB value is the kernel's k = 1 tiny-x form (no refinement)."""
     return (k == 1.0) & (x < _DD_VALUE_X_MIN)
+
+
+# Float64 results with log-parameters: the kernels see p = exp(log p) rounded to float64,
+# the exact loss at a parameter up to an ulp away from the one the caller means. Where
+# the loss or a derivative cancels, that ulp is many ulp of the result; a first-order
+# correction by the kernel's own derivatives removes it (_log_rounding_correction).
+def _log_rounding_correction(family: str, need: bool, k: Tensor, params: list[Tensor],
+                             logs: list[Tensor], is_log: list[bool]) -> list[Tensor]:  # fmt: skip
+    """What to add to the float64 value (and, with ``need``, to the derivatives in the
+    natural parameters) computed at ``params`` = exp(``logs``) rounded, to get them at the
+    exact exp(``logs``), to first order (the second order is ~2^-106 relative).
+
+    With d_l = log(p_l) - log_l (in double-double, ``dd_log``: about an ulp of exp's
+    rounding; 0 for a natural parameter) and g_j = dL/dp_j:
+
+        value:  - sum_l d_l p_l g_l
+        g_j:    - d_j g_j [log j] - sum_l d_l dg_j/dlog p_l
+
+    (the second line is p_true,j g_j(p_true) / p_j: the caller's chain rule multiplies by
+    the rounded p_j). Near a zero crossing of a derivative, sum_l d_l dg_j/dlog p_l is as
+    large as the result itself, so it must be accurate to a few ulp: it is the
+    forward-mode derivative (``torch.func.jvp``, tangent d) of the where-based kernel's
+    derivatives, which also give g. ``k``, ``params``, ``logs``: float64, one shape;
+    ``logs`` holds the caller's log-parameters where ``is_log`` (elsewhere the natural
+    parameter, unused). Eager code (double-double arithmetic); compiled callers use
+    :func:`_log_rounding_opaque`. Non-finite terms (an overflowing kernel) are dropped."""
+    deltas = []
+    for p, lg, is_lg in zip(params, logs, is_log, strict=True):
+        if is_lg:
+            hi, lo = dd_log(p)
+            deltas.append((hi - lg) + lo)  # hi - lg: exact (Sterbenz) or both ~0
+        else:
+            deltas.append(torch.zeros_like(p))
+
+    def derivatives(*ps: Tensor) -> tuple[Tensor, ...]:
+        natural = [torch.exp(t) if is_lg else t for t, is_lg in zip(ps, is_log, strict=True)]
+        _, *grads = _KERNELS[family][0](k, *natural, True)
+        return tuple(grads)
+
+    # contiguous: a broadcast (stride-0) input cannot carry a tangent
+    primals = tuple((lg if is_lg else p).contiguous()
+                    for p, lg, is_lg in zip(params, logs, is_log, strict=True))  # fmt: skip
+    grads, moved = torch.func.jvp(derivatives, primals, tuple(deltas))
+    out = [-sum(d * p * g for d, p, g in zip(deltas, params, grads, strict=True))]
+    if need:
+        out += [-(d * g if is_lg else 0.0) - dg
+                for d, g, dg, is_lg in zip(deltas, grads, moved, is_log, strict=True)]  # fmt: skip
+    return [torch.where(torch.isfinite(t), t, torch.zeros_like(t)) for t in out]  # type: ignore[arg-type]
+
+
+# The dispatch keys an eager call runs with, captured at import (an eager context): a
+# compiled graph runs custom operators with the autograd and functorch keys excluded,
+# and the forward-mode derivative inside _log_rounding_correction needs them back.
+_EAGER_KEYS = (torch._C._dispatch_tls_local_include_set(),
+               torch._C._dispatch_tls_local_exclude_set())  # fmt: skip
+
+
+@torch.library.custom_op("ztbench::zt_loss_log_rounding", mutates_args=())
+def _log_rounding_opaque(family: str, need: bool, k: Tensor, params: list[Tensor],
+                         logs: list[Tensor], is_log: list[bool]) -> list[Tensor]:  # fmt: skip
+    """:func:`_log_rounding_correction` as one opaque operator for torch.compile (its
+    error-free transforms need every product rounded on its own), run with eager mode's
+    dispatch keys."""
+    with torch._C._ForceDispatchKeyGuard(*_EAGER_KEYS):
+        return _log_rounding_correction(family, need, k, params, logs, is_log)
+
+
+@_log_rounding_opaque.register_fake
+def _(family: str, need: bool, k: Tensor, params: list[Tensor], logs: list[Tensor],
+      is_log: list[bool]) -> list[Tensor]:  # fmt: skip
+    return [torch.empty_like(k) for _ in range(1 + (len(params) if need else 0))]
 
 
 # Elements per thread and call of an eager kernel: the eager path makes dozens of passes
@@ -826,6 +899,17 @@ class _ZTLossCompiled(torch.autograd.Function):
             value, *grads = _KERNELS[family][0](k_in, *p_in, need)
         if full:  # refined in double-double in eager mode only (as the kernel)
             value = _apply_full(family, k_in, p_in, value, refine and not compiling)
+        if refine and any(is_log):  # float64 results at the caller's exact exp(log p)
+            logs = [p.to(_F64).expand(k_in.shape) if lg else p_n
+                    for p, p_n, lg in zip(params, p_in, is_log, strict=True)]  # fmt: skip
+            if masked:  # the safe stand-in of a log-parameter is 0 (= log 1)
+                logs = [torch.where(run, lg, 0.0) if is_lg else lg
+                        for lg, is_lg in zip(logs, is_log, strict=True)]  # fmt: skip
+            correct = _log_rounding_opaque if compiling else _log_rounding_correction
+            delta = correct(family, need, k_in, list(p_in), logs, list(is_log))
+            value = value + delta[0]
+            if need:
+                grads = [g + d for g, d in zip(grads, delta[1:], strict=True)]  # type: ignore[operator]
         if masked:
             value = _fill(value, run, keep)
         derivs = _chain_rule(grads, p_in, is_log) if need else []  # type: ignore[arg-type]
