@@ -75,6 +75,7 @@ def test_ztp_distribution_against_scipy(lam: float) -> None:
     var = ((kk - mean) ** 2 * pmf).sum()
     torch.testing.assert_close(d.mean.item(), mean, rtol=1e-12, atol=0)
     torch.testing.assert_close(d.variance.item(), var, rtol=1e-9, atol=0)
+    assert pmf[int(d.mode) - 1] >= pmf.max() * (1.0 - 1e-12)  # a mode (ties: either)
 
 
 @pytest.mark.parametrize(("mu", "theta"), ZTNB_PARAMS)
@@ -89,6 +90,7 @@ def test_ztnb_distribution_against_scipy(mu: float, theta: float) -> None:
     var = ((kk - mean) ** 2 * pmf).sum()
     torch.testing.assert_close(d.mean.item(), mean, rtol=1e-9, atol=0)
     torch.testing.assert_close(d.variance.item(), var, rtol=1e-7, atol=0)
+    assert pmf[int(d.mode) - 1] >= pmf.max() * (1.0 - 1e-12)  # a mode (ties: either)
 
 
 @pytest.fixture

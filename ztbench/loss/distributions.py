@@ -157,6 +157,15 @@ class ZeroTruncatedNegativeBinomial(Distribution):
         return (mu / -torch.expm1(-w)).to(self.mu.dtype)
 
     @property
+    def mode(self) -> Tensor:
+        """floor((theta - 1) mu/theta), the untruncated law's mode (torch's
+        NegativeBinomial.mode), at least 1: the pmf ratio P(k+1)/P(k) = (k + theta)/(k + 1)
+        mu/(theta + mu) decreases in k, so the truncated law's mode is the untruncated
+        one's unless that is 0."""
+        mode = torch.floor((self.theta - 1.0) * (self.mu / self.theta))
+        return torch.clamp(mode, min=1.0)
+
+    @property
     def variance(self) -> Tensor:
         """mean (1 + mu/theta - mu/expm1(w)), w = -log P0, evaluated as
         mean (x - expm1(A)), x = mu/theta, A = log(mu/w) - log(expm1(w)/w) =

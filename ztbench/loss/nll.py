@@ -38,8 +38,9 @@ Design (the formulas are in the docstrings of the private kernels below):
   such as mu - k are exact by Sterbenz's lemma where they would otherwise cancel).
   Gradients with respect to log-parameters follow by the chain rule through exp (in
   float64); float64 results with log-parameters are moved from the rounded exp(log p)
-  to the exact one to first order (:func:`_log_rounding_correction`). The backward is differentiable (double backward, Hessians) and the node
-  supports torch.func (setup_context, jvp, a vmap rule): see the "autograd" section.
+  to the exact one to first order (:func:`_log_rounding_correction`). The backward is
+  differentiable (double backward, Hessians) and the node supports torch.func
+  (setup_context, jvp, a vmap rule): see the "autograd" section.
 - Invalid input (k < 1, non-integer or non-finite k, parameters that are NaN, not
   positive or not finite): with ``validate=True`` a ``ValueError`` naming the problem in
   eager mode, one ``torch._assert_async`` under torch.compile (no graph break;
