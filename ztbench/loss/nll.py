@@ -369,6 +369,26 @@ def _ztnb_tiny_loss(k: Tensor, x: Tensor) -> Tensor:
 # correction by the kernel's own derivatives removes it (_log_rounding_correction).
 def _log_rounding_correction(family: str, need: bool, k: Tensor, params: list[Tensor],
                              logs: list[Tensor], is_log: list[bool]) -> list[Tensor]:  # fmt: skip
+    """:func:`_log_rounding_terms` on slices of :func:`_chunk_size` elements on the CPU
+    (the where-based kernel and its tangents hold dozens of temporaries per element),
+    in one call elsewhere."""
+    shape = k.shape
+    m = len(params)
+    flat = [t.reshape(-1) for t in (k, *params, *logs)]
+    n = flat[0].numel()
+    chunk = _chunk_size() if k.device.type == "cpu" else max(n, 1)
+    outs = [torch.empty_like(flat[0]) for _ in range(1 + (m if need else 0))]
+    for start in range(0, n, chunk):
+        part = [t[start : start + chunk] for t in flat]
+        terms = _log_rounding_terms(family, need, part[0], part[1 : 1 + m], part[1 + m :],
+                                    is_log)  # fmt: skip
+        for out, term in zip(outs, terms, strict=True):
+            out[start : start + chunk] = term
+    return [o.reshape(shape) for o in outs]
+
+
+def _log_rounding_terms(family: str, need: bool, k: Tensor, params: list[Tensor],
+                        logs: list[Tensor], is_log: list[bool]) -> list[Tensor]:  # fmt: skip
     """What to add to the float64 value (and, with ``need``, to the derivatives in the
     natural parameters) computed at ``params`` = exp(``logs``) rounded, to get them at the
     exact exp(``logs``), to first order (the second order is ~2^-106 relative).
