@@ -368,27 +368,21 @@ def _ztnb_tiny_loss(k: Tensor, x: Tensor) -> Tensor:
 # the loss or a derivative cancels, that ulp is many ulp of the result; a first-order
 # correction by the kernel's own derivatives removes it (_log_rounding_correction).
 def _log_rounding_correction(family: str, need: bool, k: Tensor, params: list[Tensor],
-                             logs: list[Tensor], is_log: list[bool]) -> list[Tensor]:  # fmt: skip
-    """:func:`_log_rounding_terms` on slices of :func:`_chunk_size` elements on the CPU
-    (the where-based kernel and its tangents hold dozens of temporaries per element),
-    in one call elsewhere."""
-    shape = k.shape
+                             logs: list[Tensor], is_log: list[bool]
+                             ) -> list[Tensor | None]:  # fmt: skip
+    """:func:`_log_rounding_terms` in :func:`_in_chunks` (the where-based kernel and its
+    tangents hold dozens of temporaries per element)."""
     m = len(params)
-    flat = [t.reshape(-1) for t in (k, *params, *logs)]
-    n = flat[0].numel()
-    chunk = _chunk_size() if k.device.type == "cpu" else max(n, 1)
-    outs = [torch.empty_like(flat[0]) for _ in range(1 + (m if need else 0))]
-    for start in range(0, n, chunk):
-        part = [t[start : start + chunk] for t in flat]
-        terms = _log_rounding_terms(family, need, part[0], part[1 : 1 + m], part[1 + m :],
-                                    is_log)  # fmt: skip
-        for out, term in zip(outs, terms, strict=True):
-            out[start : start + chunk] = term
-    return [o.reshape(shape) for o in outs]
+
+    def terms(k: Tensor, *rest) -> list[Tensor | None]:  # type: ignore[no-untyped-def]
+        *ts, need_ = rest
+        return _log_rounding_terms(family, need_, k, list(ts[:m]), list(ts[m:]), is_log)
+
+    return _in_chunks(terms, need, k, *params, extra=tuple(logs))
 
 
 def _log_rounding_terms(family: str, need: bool, k: Tensor, params: list[Tensor],
-                        logs: list[Tensor], is_log: list[bool]) -> list[Tensor]:  # fmt: skip
+                        logs: list[Tensor], is_log: list[bool]) -> list[Tensor | None]:  # fmt: skip
     """What to add to the float64 value (and, with ``need``, to the derivatives in the
     natural parameters) computed at ``params`` = exp(``logs``) rounded, to get them at the
     exact exp(``logs``), to first order (the second order is ~2^-106 relative).
@@ -428,7 +422,8 @@ def _log_rounding_terms(family: str, need: bool, k: Tensor, params: list[Tensor]
     if need:
         out += [-(d * g if is_lg else 0.0) - dg
                 for d, g, dg, is_lg in zip(deltas, grads, moved, is_log, strict=True)]  # fmt: skip
-    return [torch.where(torch.isfinite(t), t, torch.zeros_like(t)) for t in out]  # type: ignore[arg-type]
+    finite = [torch.where(torch.isfinite(t), t, torch.zeros_like(t)) for t in out]  # type: ignore[arg-type]
+    return finite if need else [finite[0], *([None] * len(params))]
 
 
 # The dispatch keys an eager call runs with, captured at import (an eager context): a
@@ -445,7 +440,8 @@ def _log_rounding_opaque(family: str, need: bool, k: Tensor, params: list[Tensor
     error-free transforms need every product rounded on its own), run with eager mode's
     dispatch keys."""
     with torch._C._ForceDispatchKeyGuard(*_EAGER_KEYS):
-        return _log_rounding_correction(family, need, k, params, logs, is_log)
+        terms = _log_rounding_correction(family, need, k, params, logs, is_log)
+    return [t for t in terms if t is not None]
 
 
 @_log_rounding_opaque.register_fake
@@ -468,11 +464,14 @@ def _chunk_size() -> int:
     return EAGER_CHUNK * max(1, torch.get_num_threads())
 
 
-def _in_chunks(kernel, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | None]:  # type: ignore[no-untyped-def]
-    """kernel(k, *params, need) on slices of :func:`_chunk_size` elements on the CPU
-    (elementwise: the same bits as one call), the outputs written into full-size tensors."""
+def _in_chunks(kernel, need: bool, k: Tensor, *params: Tensor,  # type: ignore[no-untyped-def]
+               extra: tuple[Tensor, ...] = ()) -> list[Tensor | None]:  # fmt: skip
+    """kernel(k, *params, *extra, need) on slices of :func:`_chunk_size` elements on the
+    CPU (elementwise: the same bits as one call), the outputs (the value, then one per
+    parameter when ``need``) written into full-size tensors. ``extra``: further inputs of
+    the same shape, sliced alongside, with no output of their own."""
     shape = k.shape
-    flat = [t.reshape(-1) for t in (k, *params)]
+    flat = [t.reshape(-1) for t in (k, *params, *extra)]
     n = flat[0].numel()
     chunk = _chunk_size()
     if n <= chunk or k.device.type != "cpu":  # a GPU wants one large launch per op
@@ -618,7 +617,7 @@ def _forward_float32(family: str, full: bool, need: bool, out_dtype: torch.dtype
 # float64 of a float32 log-parameter stays inside float32's range, so every float64
 # term of the plain formulas stays finite, see ztbench.loss.screened)
 _NAT_MAX = 2.0**128
-_LOG_NAT_MAX = 128 * math.log(2.0)
+_LOG_NAT_MAX = math.log(_NAT_MAX)
 
 
 def _apply_full(family: str, k: Tensor, params: list[Tensor], value: Tensor,
@@ -928,7 +927,7 @@ class _ZTLossCompiled(torch.autograd.Function):
                         for lg, is_lg in zip(logs, is_log, strict=True)]  # fmt: skip
             correct = _log_rounding_opaque if compiling else _log_rounding_correction
             delta = correct(family, need, k_in, list(p_in), logs, list(is_log))
-            value = value + delta[0]
+            value = value + delta[0]  # type: ignore[operator]
             if need:
                 grads = [g + d for g, d in zip(grads, delta[1:], strict=True)]  # type: ignore[operator]
         if masked:
