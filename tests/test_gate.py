@@ -318,7 +318,7 @@ def test_baseline_file_is_strict_json_one_row_per_line(tmp_path: Path) -> None:
 
     data = json.loads(text, parse_constant=no_constants)
     assert list(data) == sorted(data)
-    assert data["format"] == 1
+    assert data["format"] == 2
     assert data["env"]["torch"] == "2.13.0"
     lines = text.splitlines()
     row_lines = [ln for ln in lines if ln.startswith('{"family"')]
@@ -350,7 +350,7 @@ def _good(tmp_path: Path) -> dict[str, Any]:
     ("mutate", "message"),
     [
         (lambda d: d.pop("rows"), "missing key(s): rows"),
-        (lambda d: d.update(format=2), "format must be 1"),
+        (lambda d: d.update(format=3), "format must be 1 or 2, got 3"),
         (lambda d: d.update(extra=1), "unknown key(s): extra"),
         (lambda d: d["env"].pop("torch"), "env lacks 'torch'"),
         (lambda d: d.update(rows={}), "rows must be a list"),
@@ -473,3 +473,61 @@ def test_baseline_env_keeps_gated_and_informative_keys_only() -> None:
     }
     b = gate.Baseline.from_summary(base_frame(), "quick", "abc", env)
     assert gate.compare(b, base_frame(), {**env, "cpu": "Other", "torch_threads": 2}).passed
+
+
+# --------------------------------------------------------------------------- envelope
+
+
+def _one(**kw: Any) -> gate.Baseline:
+    return make_baseline(frame(row("ztnb/stable", **kw)))
+
+
+def test_envelope_takes_the_worst_of_each_field_and_keeps_the_best_for_improvements() -> None:
+    low = _one(max_ulp=3.0, p99_ulp=1.0, failures=0, worst_k=7.0)
+    high = _one(max_ulp=5.0, p99_ulp=0.5, failures=2, worst_k=9.0, status="ok")
+    env = gate.envelope([low, high], ["default", "avx512"])
+    (r,) = env.rows.values()
+    assert (r["max_ulp"], r["p99_ulp"], r["failures"]) == (5.0, 1.0, 2)
+    assert (r["max_ulp_best"], r["p99_ulp_best"]) == (3.0, 0.5)
+    assert r["worst_k"] == 9.0  # the worst input of the recording with the largest max_ulp
+    assert env.env[gate.CAPABILITIES_KEY] == "default,avx512"
+    # 10 ulp is within 2x of the envelope's 5: no regression
+    run = frame(row("ztnb/stable", max_ulp=10.0, p99_ulp=1.0, failures=2))
+    assert gate.compare(env, run, ENV).passed
+    # 2 ulp beats the 5 but not 2x the best recording's 3: no improvement to ratchet
+    res = gate.compare(env, frame(row("ztnb/stable", max_ulp=2.0, p99_ulp=1.0, failures=2)), ENV)
+    assert res.passed and res.improvements == ()
+    # 0.5 ulp beats every recording by 2x and 1 ulp
+    res = gate.compare(env, frame(row("ztnb/stable", max_ulp=0.5, p99_ulp=1.0, failures=2)), ENV)
+    assert [(c.metric, c.baseline, c.now) for c in res.improvements] == [("max_ulp", 3.0, 0.5)]
+
+
+def test_envelope_status_other_than_ok_wins_and_nan_only_where_every_recording_has_it() -> None:
+    a = _one(max_ulp=math.nan, p99_ulp=math.nan, n=0)
+    b = _one(max_ulp=2.0, p99_ulp=1.0, status="no gradient")
+    r = next(iter(gate.envelope([a, b], ["default", "avx2"]).rows.values()))
+    assert r["status"] == "no gradient" and r["max_ulp"] == 2.0 and r["max_ulp_best"] == 2.0
+    r = next(iter(gate.envelope([a, a], ["default", "avx2"]).rows.values()))
+    assert math.isnan(r["max_ulp"]) and math.isnan(r["max_ulp_best"])
+
+
+def test_envelope_refuses_recordings_of_other_suites() -> None:
+    other = gate.Baseline.from_summary(base_frame(), "quick", "def", ENV)
+    with pytest.raises(ValueError, match="one suite file"):
+        gate.envelope([make_baseline(), other], ["default", "avx2"])
+
+
+def test_format_1_baselines_still_read_with_best_equal_to_the_value(tmp_path: Path) -> None:
+    text = gate.baseline_to_json(make_baseline())
+    doc = json.loads(text)
+    doc["format"] = 1
+    for r in doc["rows"]:
+        for f in gate.BEST_FIELDS:
+            del r[f]
+    old = gate.load_baseline(_write(tmp_path, json.dumps(doc)))
+    for r in old.rows.values():
+        for m, best in zip(gate.GATED_METRICS, gate.BEST_FIELDS, strict=True):
+            assert r[best] == r[m] or (math.isnan(r[best]) and math.isnan(r[m]))
+    doc["format"] = 2  # format 2 requires them
+    with pytest.raises(UserError, match="lacks max_ulp_best"):
+        gate.load_baseline(_write(tmp_path, json.dumps(doc)))

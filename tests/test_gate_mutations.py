@@ -36,7 +36,11 @@ from ztbench.candidates import base
 from ztbench.cli import main
 from ztbench.commands.baseline import record
 from ztbench.commands.check import CheckOutcome, check
+from ztbench.environment import cpu_capability
 from ztbench.loss import primitives
+
+# Mutations are monkeypatched into this process: record under its own capability only.
+HERE = (cpu_capability(),)
 
 SUITE = """\
 name = "gate-mutations"
@@ -80,7 +84,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
     cache = root / "cache"
     path = root / "baseline" / "gate-mutations.json"
     log: list[str] = []
-    record(suite, path, cache, say=log.append)
+    record(suite, path, cache, say=log.append, capabilities=HERE)
     return Setup(suite, path, cache, tuple(log))
 
 
@@ -161,7 +165,7 @@ def test_unchanged_reruns_pass_three_times_bit_identical(setup: Setup) -> None:
         again = gate.Baseline.from_summary(
             outcome.summary, "gate-mutations", _sha(setup), outcome.env
         )
-        assert gate.baseline_to_json(again) == recorded
+        assert gate.baseline_to_json(gate.envelope([again], HERE)) == recorded
     assert bits[0] == bits[1] == bits[2]
 
 
@@ -245,14 +249,14 @@ def test_improvement_passes_and_ratchet_records_it(
     worse = tmp_path / "worse.json"
     with monkeypatch.context() as m:
         m.setattr(primitives, "log_expm1", lambda w: w)
-        record(setup.suite, worse, setup.cache, say=lambda _: None)
+        record(setup.suite, worse, setup.cache, say=lambda _: None, capabilities=HERE)
     outcome, text = run_check(setup, worse)
     assert outcome.exit_code == 0, text
     assert "ztnb/stable" in {c.candidate for c in outcome.result.improvements}
     assert "IMPROVEMENTS (" in text
 
     log: list[str] = []
-    record(setup.suite, worse, setup.cache, say=log.append)
+    record(setup.suite, worse, setup.cache, say=log.append, capabilities=HERE)
     joined = "\n".join(log)
     assert "BETTER than the previous baseline" in joined and "0 worse" in joined
     assert worse.read_text() == setup.baseline.read_text()
@@ -265,7 +269,7 @@ def test_recording_a_regression_prints_it(
     path.write_text(setup.baseline.read_text())
     monkeypatch.setattr(primitives, "STIRLING_MIN", 5.0)
     log: list[str] = []
-    record(setup.suite, path, setup.cache, say=log.append)
+    record(setup.suite, path, setup.cache, say=log.append, capabilities=HERE)
     joined = "\n".join(log)
     assert "WORSE than the previous baseline" in joined and "ztnb/stable" in joined
     assert path.read_text() != setup.baseline.read_text()

@@ -11,7 +11,7 @@ from ztbench.datasets import load
 from ztbench.errors import UserError
 from ztbench.fit.data import from_dataset
 from ztbench.fit.points import dataset_points
-from ztbench.fit.run import reference_fit
+from ztbench.fit.recorded import load_recorded_fit
 from ztbench.grids import build_points, region_mask
 from ztbench.suite import load_suite
 
@@ -69,9 +69,9 @@ def test_realistic_points_and_region(tmp_path, monkeypatch):
     assert mask.sum() == len(dataset_points(src)) and 20 < mask.sum() <= 200
     assert (~mask).sum() == 8  # the grid
     real = pts[mask]
-    # every realistic point is an observed count of a gene at its interior fitted parameters
+    # every realistic point is an observed count of a gene at its interior recorded fit
     data = from_dataset(load("human_pbmc_1k_subset"), "per-gene")
-    fits = reference_fit(data, "ztnb")
+    fits = load_recorded_fit("human_pbmc_1k_subset", "ztnb", "per-gene")
     ok = fits[fits["status"] == "ok"]
     pairs = set(zip(ok["mu"], ok["theta"], strict=True))
     assert set(zip(real["mu"], real["theta"], strict=True)) <= pairs

@@ -41,6 +41,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_capability() -> str:
+    """The CPU capability whose vector kernels torch runs (``default``, ``avx2``, ``avx512``
+    on x86): it decides the last bits of vectorised results; ``ATEN_CPU_CAPABILITY`` lowers it."""
+    return str(torch.backends.cpu.get_cpu_capability()).lower()
+
+
 def _affinity() -> int | None:
     """Number of CPUs this process may run on (None where the OS does not say)."""
     try:
@@ -57,7 +63,8 @@ def environment_info(
     Keys: ztbench, python, packages (name -> version, None when not installed: torch,
     numpy, python-flint, mpmath, ...), torch (its full version string), torch_cuda (the
     CUDA version torch was built with, None for CPU builds), platform, cpu (model name from
-    /proc/cpuinfo), cpu_count (logical CPUs), cpu_affinity (CPUs this process may use),
+    /proc/cpuinfo), cpu_capability (see :func:`cpu_capability`), cpu_count (logical CPUs),
+    cpu_affinity (CPUs this process may use),
     torch_threads and torch_interop_threads (at the time of the call: set the thread count
     first), cuda_available, cuda_devices (names of every visible CUDA device), devices (those
     asked for), device_kind, and suite_path / suite_sha256 (hash of the suite file's bytes)
@@ -77,6 +84,7 @@ def environment_info(
         "torch": torch.__version__,
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_capability": cpu_capability(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": _affinity(),
         "torch_cuda": torch.version.cuda,

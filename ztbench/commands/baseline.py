@@ -1,16 +1,26 @@
 """``ztbench baseline``: run a suite and record its summary as the gate's baseline (ratchet).
 
-The only way a baseline changes. Before writing, it prints what moved since the previous
-baseline at the same path (worse, better, removed and added rows, with the suite's
-tolerance), so the author sees what a reviewer will see in the diff. A previous file that
-cannot be read is reported and replaced. The file format is described in
-:mod:`ztbench.gate`; it is written atomically.
+The only way a baseline changes. The suite runs once under each CPU capability this machine
+has (``ATEN_CPU_CAPABILITY``: default, avx2, avx512 on x86; each but the current one in a
+fresh process) and the baseline is their envelope, the worst of each field
+(:func:`ztbench.gate.envelope`), so that a CI runner with another CPU passes it.
+
+Before writing, it prints what moved since the previous baseline at the same path (worse,
+better, removed and added rows, with the suite's tolerance), so the author sees what a
+reviewer will see in the diff. A previous file that cannot be read is reported and replaced.
+The file format is described in :mod:`ztbench.gate`; it is written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ztbench import budget, gate
 from ztbench.atomic import check_output_file
@@ -42,8 +52,64 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="reference cache directory (default: $ZTBENCH_CACHE_DIR or the user cache)",
     )
+    p.add_argument(
+        "--cpu-capabilities",
+        metavar="LIST",
+        default=None,
+        help=(
+            "comma-separated CPU capabilities to record the envelope of (default: every one "
+            f"this machine has, {', '.join(supported_capabilities())} here)"
+        ),
+    )
     budget.add_argument(p)
     add_scheduler_option(p)
+
+
+# torch's x86 CPU capabilities, lowest first; a machine runs every one up to its own
+CAPABILITY_ORDER: tuple[str, ...] = ("default", "avx2", "avx512")
+
+
+def supported_capabilities() -> tuple[str, ...]:
+    """The CPU capabilities torch can run here: every one up to the current (x86), else
+    ``default`` and the current one."""
+    from ztbench.environment import cpu_capability
+
+    now = cpu_capability()
+    if now in CAPABILITY_ORDER:
+        return CAPABILITY_ORDER[: CAPABILITY_ORDER.index(now) + 1]
+    return ("default", now) if now != "default" else ("default",)
+
+
+def _capabilities(text: str | None) -> tuple[str, ...]:
+    have = supported_capabilities()
+    if text is None:
+        return have
+    asked = tuple(dict.fromkeys(c.strip().lower() for c in text.split(",") if c.strip()))
+    bad = [c for c in asked if c not in have]
+    if not asked or bad:
+        raise UserError(
+            f"--cpu-capabilities: {', '.join(bad) or 'empty'} not available here "
+            f"(this machine has: {', '.join(have)})"
+        )
+    return asked
+
+
+def _record_in_subprocess(
+    suite_path: str | Path, capability: str, cache_dir: str | Path | None, workdir: Path
+) -> gate.Baseline:
+    """One recording under ``capability``, made by ``ztbench baseline`` in a fresh process
+    (torch chooses its kernels once, at start-up)."""
+    out = workdir / f"{capability}.json"
+    cmd = [sys.executable, "-m", "ztbench.cli", "baseline", str(suite_path), "-o", str(out),
+           "--cpu-capabilities", capability]  # fmt: skip
+    if cache_dir is not None:
+        cmd += ["--cache-dir", str(cache_dir)]
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise UserError(f"recording under cpu capability {capability} failed: {why}")
+    return gate.load_baseline(out)
 
 
 def record(
@@ -51,14 +117,29 @@ def record(
     output: str | Path | None = None,
     cache_dir: str | Path | None = None,
     say: Printer = print,
+    capabilities: Sequence[str] | None = None,
 ) -> gate.Baseline:
-    """Run the suite, print what moved since the previous baseline, write the new one."""
+    """Run the suite under each CPU capability, print what moved since the previous
+    baseline, write the envelope of the runs."""
+    from ztbench.environment import cpu_capability
+
+    caps = tuple(capabilities) if capabilities else supported_capabilities()
+    here = cpu_capability()
     say(f"[1/3] loading suite {suite_path}")
     suite = load_suite_checked(suite_path)
     path = Path(output) if output else default_baseline_path(suite.name)
     check_output_file(path, [suite_path])
-    run = run_suite(suite, cache_dir, say, "[2/3]")
-    new = gate.Baseline.from_summary(run.summary, suite.name, suite.sha256, run.env)
+    recordings: list[gate.Baseline] = []
+    with tempfile.TemporaryDirectory(prefix="ztbench-baseline-") as tmp:
+        for cap in caps:
+            if cap == here:
+                done = run_suite(suite, cache_dir, say, f"[2/3] ({cap})")
+                rec = gate.Baseline.from_summary(done.summary, suite.name, suite.sha256, done.env)
+            else:
+                say(f"[2/3] ({cap}) running suite {suite.name} in a process of its own ...")
+                rec = _record_in_subprocess(suite_path, cap, cache_dir, Path(tmp))
+            recordings.append(rec)
+    new = gate.envelope(recordings, caps)
 
     say(f"[3/3] writing {path}")
     previous: gate.Baseline | None = None
@@ -74,8 +155,8 @@ def record(
     else:
         result = gate.compare(
             previous,
-            run.summary,
-            run.env,
+            _as_summary(new),
+            new.env,
             suite.gate,
             suite_sha256=suite.sha256,
         )
@@ -91,7 +172,7 @@ def record(
             for line in lines:
                 say(line.replace("MISSING:", "REMOVED:").replace("NEW:", "ADDED:"))
         else:
-            say(f"previous baseline: {env_text(previous.env)}; now: {env_text(run.env)}")
+            say(f"previous baseline: {env_text(previous.env)}; now: {env_text(new.env)}")
     gate.save_baseline(new, path)
     say(f"wrote {path}: {len(new.rows)} rows, {env_text(new.env)}, suite sha256 {suite.sha256}")
     return new
@@ -109,6 +190,17 @@ def _moved_line(result: gate.GateResult) -> str:
     return "moved since the previous baseline: " + ", ".join(parts)
 
 
+def _as_summary(baseline: gate.Baseline) -> Any:
+    """The baseline's rows as a summary table (what :func:`ztbench.gate.compare` reads)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [dict(zip(gate.KEY_COLUMNS, k, strict=True)) | dict(r) for k, r in baseline.rows.items()]
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    record(args.suite, args.output, args.cache_dir, say=lambda s: print(s, flush=True))
+    caps = _capabilities(args.cpu_capabilities)
+    say = lambda s: print(s, flush=True)  # noqa: E731
+    record(args.suite, args.output, args.cache_dir, say=say, capabilities=caps)
     return 0

@@ -4,8 +4,8 @@
 seeded subsample of the nonzero cells of the genes whose certified reference fit
 (:func:`ztbench.fit.run.reference_fit`) is interior (status ok). Genes on the boundary of
 the box (mu -> 0, theta -> 0 or infinity) are left out: their parameters are where the
-optimiser stopped, not values a model would hold. The reference fit comes from the fit
-cache (computed once, minutes for the size-factor model of the largest dataset).
+optimiser stopped, not values a model would hold. The reference fit is the recorded one
+(:mod:`ztbench.fit.recorded`), so the points are the same on every machine.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ztbench.datasets import load
 from ztbench.errors import UserError
 from ztbench.fit.data import from_dataset
 from ztbench.fit.objective import Problem
-from ztbench.fit.run import reference_fit
+from ztbench.fit.recorded import load_recorded_fit, recorded_fit_path
 from ztbench.suite import DatasetSource
 
 
@@ -32,8 +32,11 @@ def _rng(src: DatasetSource) -> np.random.Generator:
 @lru_cache(maxsize=8)
 def dataset_points(src: DatasetSource) -> pd.DataFrame:
     """The points of ``src``: columns of its family, float64, deduplicated and sorted."""
+    fits = load_recorded_fit(src.name, src.family, src.model)
     data = from_dataset(load(src.name), src.model)
-    fits = reference_fit(data, src.family)
+    if not np.array_equal(fits["gene_id"].to_numpy(), data.genes["gene_id"].to_numpy()):
+        where = recorded_fit_path(src.name, src.family, src.model)
+        raise UserError(f"recorded fit {where} does not list the genes of {src.name}")
     ok = np.flatnonzero(fits["status"].to_numpy() == "ok")
     if not len(ok):
         raise UserError(f"dataset {src.name}: no gene has an interior reference fit")

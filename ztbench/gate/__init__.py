@@ -22,13 +22,16 @@ not compared. A baseline row absent from the summary fails the gate; a summary r
 from the baseline is reported as new and does not. The environment keys that change
 numerics (:data:`ENV_KEYS`: torch version, device kind) must be equal, or the gate fails
 with a request to record a baseline for this environment (the rows are then not compared:
-the numbers are not comparable).
+the numbers are not comparable). The CPU capability (torch's vector kernels) is not such a
+key: a baseline is the envelope (:func:`envelope`) of the suite recorded under every
+capability of the recording machine, so any of them passes.
 
-Baseline file (format 1), JSON, UTF-8, diff-friendly::
+Baseline file (format 2; format 1, without the ``*_best`` fields, is still read), JSON,
+UTF-8, diff-friendly::
 
     {
     "env": {"device_kind": "cpu", "torch": "2.13.0", ...},
-    "format": 1,
+    "format": 2,
     "rows": [
     {"family": "ztpoisson", "candidate": "ztpoisson/stable", ..., "max_ulp": 1.5, ...},
     ...
@@ -43,7 +46,8 @@ Top-level and ``env`` keys are sorted; ``rows`` holds one row per line, in the o
 written with Python's shortest round-trip repr, so they read back bit for bit. JSON has no
 infinity or NaN: ``+inf`` and ``-inf`` are written as the strings ``"inf"`` and
 ``"-inf"``, NaN as ``null`` (so ``max_ulp: "inf"`` together with ``failures > 0`` is a row
-where some point failed).
+where some point failed). ``max_ulp_best`` and ``p99_ulp_best`` hold the lowest value over
+the envelope's recordings: a run improves only when it beats that.
 
 Modules: :mod:`.baseline` (the baseline file), :mod:`.comparison` (the comparison),
 :mod:`.text` (the verdict as text); the tolerance type is :mod:`ztbench.tolerance`.
@@ -53,6 +57,8 @@ from __future__ import annotations
 
 from ztbench.gate.baseline import (
     BASELINE_ENV_KEYS,
+    BEST_FIELDS,
+    CAPABILITIES_KEY,
     ENV_KEYS,
     FLOAT_FIELDS,
     FORMAT_VERSION,
@@ -66,6 +72,7 @@ from ztbench.gate.baseline import (
     baseline_env,
     baseline_from_json,
     baseline_to_json,
+    envelope,
     load_baseline,
     save_baseline,
     summary_rows,
@@ -90,6 +97,8 @@ from ztbench.tolerance import GateTolerance, Tolerance
 
 __all__ = [
     "BASELINE_ENV_KEYS",
+    "BEST_FIELDS",
+    "CAPABILITIES_KEY",
     "CHANGE_HEADERS",
     "ENV_KEYS",
     "FLOAT_FIELDS",
@@ -112,6 +121,7 @@ __all__ = [
     "baseline_from_json",
     "baseline_to_json",
     "compare",
+    "envelope",
     "format_changes",
     "format_keys",
     "format_report",

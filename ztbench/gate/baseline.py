@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,9 @@ from ztbench.errors import UserError
 from ztbench.jsonfloat import decode_float, encode
 from ztbench.schema import KEY_COLUMNS, SUMMARY_COLUMNS, WORST_COLUMNS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# format 1 had no *_best fields (one recording: its best is its value); it is still read
+READ_FORMATS = (1, 2)
 INT_FIELDS: tuple[str, ...] = ("n", "failures", "out_of_range", "uncertified")
 FLOAT_FIELDS: tuple[str, ...] = (
     "max_ulp",
@@ -30,15 +32,22 @@ FLOAT_FIELDS: tuple[str, ...] = (
     *WORST_COLUMNS,
 )
 STR_FIELDS: tuple[str, ...] = ("status",)
-# every gated field, in summary.csv's column order
-ROW_FIELDS: tuple[str, ...] = tuple(
-    c for c in SUMMARY_COLUMNS if c in (*INT_FIELDS, *FLOAT_FIELDS, *STR_FIELDS)
-)
 GATED_METRICS: tuple[str, ...] = ("max_ulp", "p99_ulp")
+# The lowest value of each gated metric over the recordings of an envelope: a run improves
+# only when it beats every recording (a lone recording's best is its value).
+BEST_FIELDS: tuple[str, ...] = tuple(f"{m}_best" for m in GATED_METRICS)
+# every recorded field, in summary.csv's column order, then the envelope's best values
+ROW_FIELDS: tuple[str, ...] = (
+    *(c for c in SUMMARY_COLUMNS if c in (*INT_FIELDS, *FLOAT_FIELDS, *STR_FIELDS)),
+    *BEST_FIELDS,
+)
 ENV_KEYS: tuple[str, ...] = ("torch", "device_kind")
 # What a baseline records of the environment: the gated keys plus a few informative ones
 # (never timestamps or host names, which would make every re-recording a diff).
 BASELINE_ENV_KEYS: tuple[str, ...] = (*ENV_KEYS, "python", "numpy")
+# The env key that lists the CPU capabilities an envelope was recorded under (informative:
+# the rows hold the worst of them, so any of them passes).
+CAPABILITIES_KEY = "cpu_capabilities"
 STATUS_OK = "ok"
 
 Key = tuple[str, ...]
@@ -68,6 +77,51 @@ class Baseline:
         Only :data:`BASELINE_ENV_KEYS` of ``env`` are kept.
         """
         return cls(suite, suite_sha256, baseline_env(env), summary_rows(summary))
+
+
+def envelope(baselines: Sequence[Baseline], capabilities: Sequence[str]) -> Baseline:
+    """The worst of several recordings of one suite, field by field: a baseline that every
+    one of them passes.
+
+    The same torch gives other last bits under another CPU capability (its vector
+    kernels), and a badly conditioned formulation turns those into errors that differ by
+    more than the gate's tolerance. Recorded under each capability, the envelope gates a
+    machine of any of them. Per row: counts and error measures take their largest value
+    (NaN only where every recording has NaN), the worst-input columns come from the
+    recording with the largest ``max_ulp``, and a status other than ``ok`` wins. A row
+    recorded under some capabilities only is kept. ``capabilities[i]`` names the
+    capability of ``baselines[i]``; the list is recorded in the env (:data:`CAPABILITIES_KEY`).
+    """
+    if not baselines or len(baselines) != len(capabilities):
+        raise ValueError("an envelope needs one capability name per baseline, at least one")
+    first = baselines[0]
+    if any(b.suite != first.suite or b.suite_sha256 != first.suite_sha256 for b in baselines):
+        raise ValueError("an envelope is made of recordings of one suite file")
+    rows: dict[Key, dict[str, Any]] = {}
+    for b in baselines:
+        for key, row in b.rows.items():
+            rows[key] = _worse_row(rows[key], row) if key in rows else dict(row)
+    env = dict(first.env)
+    env[CAPABILITIES_KEY] = ",".join(capabilities)
+    return Baseline(first.suite, first.suite_sha256, _env_strings(env), dict(sorted(rows.items())))
+
+
+def _worse_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Field by field the worse of two recordings of one row (see :func:`envelope`)."""
+    out = dict(a)
+    for f in INT_FIELDS:
+        out[f] = max(a[f], b[f])
+    for f in FLOAT_FIELDS:
+        if f not in WORST_COLUMNS:
+            out[f] = float(max(a[f], b[f])) if not math.isnan(a[f]) else b[f]
+    for f in BEST_FIELDS:
+        out[f] = float(min(a[f], b[f])) if not math.isnan(a[f]) else b[f]
+    if not b["max_ulp"] <= a["max_ulp"] and not math.isnan(b["max_ulp"]):
+        for f in WORST_COLUMNS:
+            out[f] = b[f]
+    if a["status"] == STATUS_OK:
+        out["status"] = b["status"]
+    return out
 
 
 def baseline_env(env: Mapping[str, Any]) -> dict[str, str]:
@@ -135,6 +189,8 @@ def summary_rows(summary: pd.DataFrame) -> dict[Key, dict[str, Any]]:
             row[f] = _to_float(rec.get(f))
         for f in STR_FIELDS:
             row[f] = _to_str(rec.get(f))
+        for m, best in zip(GATED_METRICS, BEST_FIELDS, strict=True):
+            row[best] = row[m]
         out[key] = row
     return dict(sorted(out.items()))
 
@@ -144,7 +200,7 @@ def _key_text(key: Key) -> str:
 
 
 def baseline_to_json(baseline: Baseline) -> str:
-    """Serialise a baseline (format 1, see the module docstring); ends with a newline."""
+    """Serialise a baseline (see the package docstring); ends with a newline."""
     lines = ["{"]
     lines.append(f'"env": {json.dumps(dict(sorted(baseline.env.items())), sort_keys=True)},')
     lines.append(f'"format": {FORMAT_VERSION},')
@@ -155,7 +211,7 @@ def baseline_to_json(baseline: Baseline) -> str:
         obj: dict[str, Any] = dict(zip(KEY_COLUMNS, key, strict=True))
         for f in ROW_FIELDS:
             v = row[f]
-            obj[f] = encode(v) if f in FLOAT_FIELDS else v
+            obj[f] = encode(v) if f in (*FLOAT_FIELDS, *BEST_FIELDS) else v
         row_lines.append(json.dumps(obj, allow_nan=False))
     lines.append(",\n".join(row_lines))
     lines.append("],")
@@ -200,8 +256,11 @@ def _validate(data: Any) -> Baseline:
     unknown = sorted(set(data) - expected)
     if unknown:
         raise _Malformed(f"unknown key(s): {', '.join(unknown)}")
-    if data["format"] != FORMAT_VERSION or isinstance(data["format"], bool):
-        raise _Malformed(f"format must be {FORMAT_VERSION}, got {data['format']!r}")
+    fmt = data["format"]
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt not in READ_FORMATS:
+        known = " or ".join(map(str, READ_FORMATS))
+        raise _Malformed(f"format must be {known}, got {fmt!r}")
+    fields = ROW_FIELDS if fmt >= 2 else tuple(f for f in ROW_FIELDS if f not in BEST_FIELDS)
     for k in ("suite", "suite_sha256"):
         if not isinstance(data[k], str) or not data[k]:
             raise _Malformed(f"{k} must be a non-empty string")
@@ -219,11 +278,10 @@ def _validate(data: Any) -> Baseline:
         where = f"rows[{i}]"
         if not isinstance(obj, dict):
             raise _Malformed(f"{where} must be an object")
-        fields = set(KEY_COLUMNS) | set(ROW_FIELDS)
-        lacking = [f for f in (*KEY_COLUMNS, *ROW_FIELDS) if f not in obj]
+        lacking = [f for f in (*KEY_COLUMNS, *fields) if f not in obj]
         if lacking:
             raise _Malformed(f"{where} lacks {', '.join(lacking)}")
-        extra = sorted(set(obj) - fields)
+        extra = sorted(set(obj) - set(KEY_COLUMNS) - set(fields))
         if extra:
             raise _Malformed(f"{where} has unknown field(s) {', '.join(extra)}")
         for c in KEY_COLUMNS:
@@ -244,6 +302,8 @@ def _validate(data: Any) -> Baseline:
             if not isinstance(obj[f], str):
                 raise _Malformed(f"{where}.{f} must be a string")
             row[f] = obj[f]
+        for m, best in zip(GATED_METRICS, BEST_FIELDS, strict=True):
+            row[best] = _decode_float(obj[best], f"{where}.{best}") if best in obj else row[m]
         rows[key] = row
     return Baseline(data["suite"], data["suite_sha256"], env, dict(sorted(rows.items())))
 

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ztbench.gate.baseline import (
+    BEST_FIELDS,
     ENV_KEYS,
     GATED_METRICS,
     STATUS_OK,
@@ -169,13 +170,14 @@ def _compare_row(
         reg.append(Change(key, "failures", float(bf), float(nf), worst))
     elif nf < bf:
         imp.append(Change(key, "failures", float(bf), float(nf), worst))
-    for m in GATED_METRICS:
+    for m, best in zip(GATED_METRICS, BEST_FIELDS, strict=True):
         b, n = float(base[m]), float(now[m])
         if tol.regressed(b, n):
             if math.isinf(n) and failures_grew:
                 continue  # already reported as the failures that made it infinite
             reg.append(Change(key, m, b, n, worst))
-        elif tol.improved(b, n):
+        elif tol.improved(float(base[best]), n):
+            b = float(base[best])
             if math.isinf(b) and nf < bf:
                 continue  # already reported as fewer failures
             imp.append(Change(key, m, b, n, worst))
