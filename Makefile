@@ -32,11 +32,11 @@ test-fast: install
 	@$(BIN)/python -m pytest --ignore=tests/bench -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-# The fuzz harness (tests/test_fuzz.py) with a longer budget than make test's: seeded, so
+# The fuzz harness (tests/commands/test_fuzz.py) with a longer budget than make test's: seeded, so
 # a failure reproduces; raise FUZZ_EXAMPLES for longer runs.
 FUZZ_EXAMPLES ?= 500
 fuzz: install
-	ZTBENCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py \
+	ZTBENCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/commands/test_fuzz.py \
 		--hypothesis-show-statistics
 
 # The CI gate: rerun the quick suite and compare with results/baseline/quick.json.

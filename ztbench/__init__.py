@@ -14,6 +14,7 @@ __all__ = ["__version__", "zt_negbin_nll", "zt_poisson_nll"]
 
 def __getattr__(name: str) -> Any:
     if name in ("zt_poisson_nll", "zt_negbin_nll"):
+        # lazy: `import ztbench` (the CLI, the gate, the report) must not import torch
         from ztbench import loss
 
         return getattr(loss, name)

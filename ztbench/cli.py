@@ -1,30 +1,22 @@
 """The ``ztbench`` command: dispatches to the verbs in :mod:`ztbench.commands`.
 
 Bad input ends in one line on stderr and exit code 2, never a traceback: each verb turns
-what is wrong with its files and arguments into a :class:`~ztbench.errors.UserError`.
+what is wrong with its files and arguments into a :class:`~ztbench.io.errors.UserError`.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import sys
 from collections.abc import Sequence
 
-from ztbench import __version__, budget, commands
-from ztbench.errors import UserError
-from ztbench.executor import scheduler_scope
-from ztbench.procs import sigterm_as_interrupt
-
-
-def _verbs() -> dict[str, str]:
-    """Map verb name -> module name, for every module in ztbench.commands."""
-    return {
-        m.name.replace("_", "-"): m.name
-        for m in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name)
-        if not m.name.startswith("_")
-    }
+from ztbench import __version__
+from ztbench.commands import VERBS
+from ztbench.io import budget
+from ztbench.io.errors import UserError
+from ztbench.io.executors import scheduler_scope
+from ztbench.io.procs import sigterm_as_interrupt
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,19 +24,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every verb; only ``verb``'s module is imported (for its arguments and
+    its run function): the others need no more than their help line."""
     parser = _Parser(
         prog="ztbench",
         description="Numerical accuracy of zero-truncated Poisson and negative binomial NLLs.",
     )
     parser.add_argument("--version", action="version", version=f"ztbench {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    for verb, module_name in _verbs().items():
-        module = importlib.import_module(f"ztbench.commands.{module_name}")
-        p = sub.add_parser(verb, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+    for name, help_line in VERBS.items():
+        p = sub.add_parser(name, help=help_line, description=help_line)
+        if name == verb:
+            module = importlib.import_module(f"ztbench.commands.{name.replace('-', '_')}")
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
     return parser
+
+
+def _verb_of(argv: Sequence[str]) -> str | None:
+    """The verb on a command line: its first word that is not an option."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 # Import names of the `bench` extra (pyproject.toml): `pip install ztbench` gives the loss
@@ -55,25 +55,31 @@ _BENCH_MODULES = frozenset(
 )  # fmt: skip
 
 
+def _missing_extra(exc: ModuleNotFoundError) -> int:
+    """The one line for a missing dependency of the `bench` extra (others re-raise)."""
+    if (exc.name or "").split(".")[0] not in _BENCH_MODULES:
+        raise exc
+    print(
+        f"ztbench: error: the benchmark needs its extra dependencies ({exc.name} is "
+        "missing): pip install 'ztbench[bench]'",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        parser = build_parser()
+        argv = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(_verb_of(argv))
     except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in _BENCH_MODULES:
-            raise
-        print(
-            f"ztbench: error: the benchmark needs its extra dependencies ({exc.name} is "
-            "missing): pip install 'ztbench[bench]'",
-            file=sys.stderr,
-        )
-        return 2
+        return _missing_extra(exc)
     args = parser.parse_args(argv)  # a usage error: one line and SystemExit(2)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
     try:
         with sigterm_as_interrupt(), budget.limited(getattr(args, "max_points", None)):
-            # A verb that added --scheduler (ztbench.executor.add_scheduler_option) runs
+            # A verb that added --scheduler (ztbench.io.executors.add_scheduler_option) runs
             # with that executor active; the others with the local pool.
             # $ZTBENCH_SCHEDULER applies only to the former.
             if hasattr(args, "scheduler"):
@@ -83,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"ztbench {args.verb}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # sys.exit() in code ztbench called: never a silent exit 0
+        print(f"ztbench {args.verb}: error: code it ran called sys.exit({exc.code!r}) before "
+              "the run finished", file=sys.stderr)  # fmt: skip
+        return 2
+    except ModuleNotFoundError as exc:  # a dependency imported only when it is needed
+        return _missing_extra(exc)
     except KeyboardInterrupt:
         print(f"ztbench {args.verb}: interrupted", file=sys.stderr)
         return 130

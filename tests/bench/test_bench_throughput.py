@@ -25,8 +25,8 @@ import pytest
 import torch
 
 from ztbench.candidates import list_candidates
-from ztbench.execution import compile_limits
-from ztbench.schema import MODES, PASSES
+from ztbench.candidates.execution import compile_limits
+from ztbench.core.schema import MODES, PASSES
 from ztbench.throughput.inputs import (
     copy_elements,
     make_call,
@@ -179,8 +179,9 @@ def _dataset_inputs(family: str, size: int) -> list[torch.Tensor]:
     cells at their reference fit), in float32, repeated up to ``size`` elements."""
     key = (f"{family}/dataset", "cpu", size)
     if key not in _INPUTS:
-        from ztbench.fit.points import dataset_points
-        from ztbench.suite import find_suite, load_suite
+        from ztbench.candidates import load_suite
+        from ztbench.points.datasets import dataset_points
+        from ztbench.suite import find_suite
 
         spec = load_suite(find_suite("default")).families[family]
         assert spec.dataset is not None

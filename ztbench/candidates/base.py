@@ -38,19 +38,18 @@ from typing import Any, Literal
 
 import torch
 
-from ztbench.families import get_family
-from ztbench.schema import DTYPE_NAMES
+from ztbench.core.families import get_family
+from ztbench.core.schema import DTYPE_NAMES, FAMILY_NAMES
 
 DTYPES_ALL: tuple[str, ...] = DTYPE_NAMES
 DTYPES_PEER: tuple[str, ...] = ("float64",)
-FAMILY_ORDER: tuple[str, ...] = ("ztpoisson", "ztnb")
 
 
 class Unsupported(Exception):
     """A candidate cannot run for this dtype, device or environment (a typed result).
 
     Raised by a candidate (or by the machinery around it) instead of computing garbage;
-    :func:`ztbench.evaluate.evaluate` turns it into ``status="unsupported"`` with
+    :func:`ztbench.measure.evaluate.evaluate` turns it into ``status="unsupported"`` with
     ``reason`` = the message.
     """
 
@@ -77,7 +76,7 @@ class Candidate:
             family's order, each natural or its log (``log_params``).
         log_params: the parameters taken as logarithms (e.g. ``("theta",)``); () = natural.
         threshold_variable: what a threshold family switches on (a key of
-            :data:`ztbench.rules.SWEEP_VARIABLES`), None otherwise.
+            :data:`ztbench.core.rules.SWEEP_VARIABLES`), None otherwise.
         target: for a user's own candidate declared in a suite
             (:mod:`ztbench.candidates.external`), the ``module:function`` or
             ``file.py:function`` it calls; None for the built-in ones.
@@ -192,7 +191,7 @@ def in_float64(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
 
 
 def _order(c: Candidate) -> tuple[int, int, int]:
-    fam = FAMILY_ORDER.index(c.family) if c.family in FAMILY_ORDER else len(FAMILY_ORDER)
+    fam = FAMILY_NAMES.index(c.family) if c.family in FAMILY_NAMES else len(FAMILY_NAMES)
     kind = 0 if c.kind == "torch" else 1
     return fam, kind, list(_REGISTRY).index(c.id)
 

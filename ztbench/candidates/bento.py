@@ -13,7 +13,7 @@ its loss module needs torch only). Where it cannot be imported, the candidates r
 :class:`~ztbench.candidates.base.Unsupported` ("bento-sc not installed"): their rows read
 ``unsupported: bento-sc not installed``, never a crash. The transcriptions
 ``ztpoisson/published`` and ``ztnb/published-code`` match it bit for bit
-(tests/test_bento_sc.py).
+(tests/candidates/test_bento_sc.py).
 """
 
 from __future__ import annotations

@@ -57,10 +57,12 @@ import numpy as np
 import torch
 
 from ztbench.candidates.base import Candidate
-from ztbench.dtypes import get_format, round_to
-from ztbench.families import FAMILIES, TORCH_NB, get_family, to_own
-from ztbench.schema import DTYPE_NAMES, FORMS, SIGNS
-from ztbench.schema import EXTERNAL_KINDS as KINDS
+from ztbench.candidates.execution import first_line, is_missing_kernel
+from ztbench.core.dtypes import get_format, round_to
+from ztbench.core.families import FAMILIES, TORCH_NB, get_family, to_own
+from ztbench.core.schema import DTYPE_NAMES, FORMS, SIGNS
+from ztbench.core.schema import EXTERNAL_KINDS as KINDS
+from ztbench.io.errors import UserError
 
 KEYS: tuple[str, ...] = (
     "id", "target", "family", "form", "sign", "parameters", "kind", "dtypes", "threshold",
@@ -145,8 +147,6 @@ def load_target(target: str, base_dir: Path | str = ".") -> Callable[..., Any]:
 
 
 def _first_line(exc: BaseException) -> str:
-    from ztbench.execution import first_line
-
     return first_line(exc)
 
 
@@ -165,7 +165,7 @@ def _import_module(name: str) -> ModuleType:
                 f"module {name!r} not found (neither installed nor under the current directory)"
             ) from None
         raise TargetError(f"importing {name} failed: {_first_line(exc)}") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in the user's module is a failure too
         raise TargetError(f"importing {name} raised {_first_line(exc)}") from None
 
 
@@ -185,7 +185,7 @@ def _import_file(path: Path, shown: str) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         del sys.modules[name]
         raise TargetError(f"importing {shown} raised {_first_line(exc)}") from None
     return module
@@ -199,6 +199,26 @@ def source_sha256(fn: Callable[..., Any]) -> str | None:
         return hashlib.sha256(Path(file).read_bytes()).hexdigest() if file else None
     except (TypeError, OSError):
         return None
+
+
+def code_digest(candidate: Candidate) -> str:
+    """SHA-256 of the code that computes ``candidate``'s loss: the user's file for an
+    external candidate; for a built-in one, every source file of the candidates package and
+    of the shipped loss (which they call). Results cached across runs (fits) key on it, so
+    an edited loss is never served from the cache."""
+    h = hashlib.sha256()
+    if candidate.target is not None:
+        h.update((source_sha256(candidate.fn) or f"unknown:{candidate.target}").encode())
+        return h.hexdigest()
+    for package in (_CANDIDATES_DIR, _LOSS_DIR):
+        for file in sorted(package.rglob("*.py")):
+            h.update(file.relative_to(package.parent).as_posix().encode())
+            h.update(file.read_bytes())
+    return h.hexdigest()
+
+
+_CANDIDATES_DIR = Path(__file__).resolve().parent
+_LOSS_DIR = _CANDIDATES_DIR.parent / "loss"
 
 
 def _threshold_default(fn: Callable[..., Any], keyword: str) -> float:
@@ -255,9 +275,7 @@ def probe(spec: ExternalSpec, fn: Callable[..., Any]) -> None:
             args = [torch.tensor(a, dtype=tdt, requires_grad=True) for a in own]
         try:
             out = fn(k, *args)
-        except Exception as exc:
-            from ztbench.execution import is_missing_kernel
-
+        except (Exception, SystemExit) as exc:
             if is_missing_kernel(exc):  # torch lacks a kernel in this dtype: the run's rows
                 continue  # say "unsupported: missing kernel", as for a built-in candidate
             raise TargetError(f"probe call {at} in {dtype} raised {_first_line(exc)}") from None
@@ -555,8 +573,6 @@ def parse_parameters(text: str | None, family: str) -> dict[str, str] | str | No
 def from_cli(target: str, family: str, args: Any, dtypes: tuple[str, ...]) -> Candidate:
     """The candidate for a ``module:function`` given on the command line, loaded and
     probed in ``dtypes`` (numpy kind: float64); UserError (one line) when it cannot be."""
-    from ztbench.errors import UserError
-
     try:
         spec = ExternalSpec(
             id=f"user/{target.rpartition(':')[2].split('.')[-1] or 'fn'}",

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from ztbench import loss as api
-from ztbench import rules as R
 from ztbench.candidates.base import Candidate, in_float64, register_torch
 from ztbench.candidates.rule_sweep import with_rule
+from ztbench.core import rules as R
 from ztbench.loss import primitives as P
 
 FAMILY = "ztnb"
@@ -68,7 +68,7 @@ def published_code(
                    + 1e-8)                 otherwise
         loss = base + T
 
-    The rule and its constants are :func:`ztbench.rules.ztnb_code_approximates`. The
+    The rule and its constants are :func:`ztbench.core.rules.ztnb_code_approximates`. The
     approximation drops log(1 - e^-w), which is large when mu is small whatever theta is.
     """
     log_theta = log_theta + torch.finfo(mu.dtype).tiny
@@ -188,7 +188,7 @@ def stable(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None)
 
 def _threshold(k: Tensor, mu: Tensor, theta: Tensor, variable: str, t: float) -> Tensor:
     """``ztnb/ztbench``'s full NLL with log(expm1(w)) -> w where the rule on ``variable``
-    approximates at t (:func:`ztbench.rules.approximates`, on the float64 values)."""
+    approximates at t (:func:`ztbench.core.rules.approximates`, on the float64 values)."""
     k64, m64, th64 = k.double(), mu.double(), theta.double()
     nll = api.zt_negbin_nll(k64, m64, th64, reduction="none", full=True, validate=False)
     w = P.nb_log_p0(m64, th64)

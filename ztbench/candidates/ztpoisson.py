@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 
 from ztbench import loss as api
-from ztbench import rules as R
 from ztbench.candidates.base import Candidate, in_float64, register_torch
 from ztbench.candidates.rule_sweep import with_rule
+from ztbench.core import rules as R
 from ztbench.loss import primitives as P
 
 FAMILY = "ztpoisson"
@@ -36,7 +36,7 @@ def published(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:
                                 T = lam from lam = 10 on
 
     The constants are added in the input dtype (1e-8 rounds to 0 in float16, as it would
-    for a user); the rule is :func:`ztbench.rules.ztp_approximates`.
+    for a user); the rule is :func:`ztbench.core.rules.ztp_approximates`.
     """
     t = R.ZTP_THRESHOLD
     exact = (torch.clamp(lam, max=t).exp() - 1 + R.EPS).log()
@@ -91,7 +91,7 @@ def threshold_rule(k: Tensor, lam: Tensor, threshold: float | None = None) -> Te
     """``ztpoisson/ztbench``'s full NLL with the published replacement from lam = t on.
 
     log(e^lam - 1) -> lam, i.e. log(1 - e^-lam) dropped, where lam >= t (the published
-    switch, :func:`ztbench.rules.ztp_approximates`; t defaults to the published 10). Built
+    switch, :func:`ztbench.core.rules.ztp_approximates`; t defaults to the published 10). Built
     on the most accurate formulation, so that the error measured is the rule's alone
     (:func:`~ztbench.candidates.rule_sweep.with_rule`); full form, so that its ulps are
     those of -log P >= 0.

@@ -7,25 +7,28 @@ import dataclasses
 import time
 from pathlib import Path
 
-from ztbench import budget
-from ztbench.atomic import check_output_dir
+from ztbench.candidates import load_suite
+from ztbench.candidates.external import from_cli
+from ztbench.commands._options import (
+    add_budget_option,
+    add_cache_options,
+    add_progress_option,
+    add_scheduler_option,
+)
 from ztbench.commands._target import add_target_arguments
-from ztbench.errors import UserError
-from ztbench.executor import add_scheduler_option
-from ztbench.suite import Suite, load_suite
-
-HELP = "measure every candidate of a suite against certified references (value and gradients)"
+from ztbench.io.atomic import check_output_dir
+from ztbench.io.errors import UserError
+from ztbench.measure.accuracy import run_accuracy  # torch: not for `--help`
+from ztbench.suite import Suite
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", metavar="SUITE.toml")
     p.add_argument("-o", "--out", metavar="DIR", help="output directory (default results/<suite>)")
-    p.add_argument("--cache-dir", help="reference cache directory (default $ZTBENCH_CACHE_DIR "
-                   "or the user cache dir)")  # fmt: skip
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    add_cache_options(p)
     p.add_argument("--no-points", action="store_true", help="skip the per-point Parquet file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    budget.add_argument(p)
+    add_progress_option(p)
+    add_budget_option(p)
     p.add_argument(
         "--candidate",
         metavar="TARGET",
@@ -47,7 +50,6 @@ def only_target(suite: Suite, args: argparse.Namespace) -> Suite:
                         f"{', '.join(families)})")  # fmt: skip
     if family not in suite.families:
         raise UserError(f"--family {family}: suite {suite.name} has no [families.{family}]")
-    from ztbench.candidates.external import from_cli
 
     cand = from_cli(args.candidate, family, args, suite.dtypes)
     return dataclasses.replace(
@@ -57,7 +59,6 @@ def only_target(suite: Suite, args: argparse.Namespace) -> Suite:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ztbench.accuracy import run_accuracy  # torch: not for `--help`
 
     suite = load_suite(args.suite)
     if args.candidate:

@@ -1,7 +1,7 @@
 """``ztbench adversarial``: search for the worst float64 points of candidates.
 
 Random restarts plus refinement towards the zero crossings of the loss and its
-gradients, references from the arb engine (:mod:`ztbench.adversarial`). Prints the worst
+gradients, references from the arb engine (:mod:`ztbench.measure.adversarial`). Prints the worst
 point of each (candidate, quantity) with its ulp error and cancellation (bits), and
 writes every evaluated point to OUTPUT.csv (atomically) when ``-o`` is given. Longer
 searches: more ``--rounds`` and ``--restarts``.
@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 
-from ztbench.errors import UserError, positive_int
-from ztbench.families import FAMILIES
-
-HELP = "adversarial search for the worst float64 points (zero crossings, arb references)"
+from ztbench.candidates import select_candidates
+from ztbench.commands._options import add_cache_options
+from ztbench.core.families import FAMILIES
+from ztbench.io.errors import UserError, positive_int
+from ztbench.io.pointsio import write_csv
+from ztbench.measure.adversarial import DEFAULT_CANDIDATES, search, worst_points
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,18 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=positive_int, default=None, help="reference processes")
     p.add_argument("-o", "--output", default=None, metavar="OUTPUT.csv",
                    help="write every evaluated point here")  # fmt: skip
-    p.add_argument("--cache-dir", default=None, help="reference cache directory")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    add_cache_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
     # the search needs torch and the reference engines: imported here, so that the CLI's
     # help loads neither
     import pandas as pd
-
-    from ztbench.adversarial import DEFAULT_CANDIDATES, search, worst_points
-    from ztbench.candidates import select_candidates
-    from ztbench.pointsio import write_csv
 
     families = args.family or list(FAMILIES)
     for f in families:

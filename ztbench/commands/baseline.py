@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ztbench import budget, gate
-from ztbench.atomic import check_output_file
+from ztbench import gate
+from ztbench.commands._options import add_budget_option, add_cache_options, add_scheduler_option
 from ztbench.commands.check import (
     Printer,
     default_baseline_path,
@@ -31,10 +31,9 @@ from ztbench.commands.check import (
     load_suite_checked,
     run_suite,
 )
-from ztbench.errors import UserError
-from ztbench.executor import add_scheduler_option
-
-HELP = "run a suite and record its accuracy summary as the CI gate's baseline"
+from ztbench.io.atomic import check_output_file
+from ztbench.io.environment import cpu_capability, supported_capabilities
+from ztbench.io.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,12 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="where to write it (default: results/baseline/<suite name>.json)",
     )
-    p.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        default=None,
-        help="reference cache directory (default: $ZTBENCH_CACHE_DIR or the user cache)",
-    )
+    add_cache_options(p, no_cache=False)
     p.add_argument(
         "--cpu-capabilities",
         metavar="LIST",
@@ -61,23 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             f"this machine has, {', '.join(supported_capabilities())} here)"
         ),
     )
-    budget.add_argument(p)
+    add_budget_option(p)
     add_scheduler_option(p)
-
-
-# torch's x86 CPU capabilities, lowest first; a machine runs every one up to its own
-CAPABILITY_ORDER: tuple[str, ...] = ("default", "avx2", "avx512")
-
-
-def supported_capabilities() -> tuple[str, ...]:
-    """The CPU capabilities torch can run here: every one up to the current (x86), else
-    ``default`` and the current one."""
-    from ztbench.environment import cpu_capability
-
-    now = cpu_capability()
-    if now in CAPABILITY_ORDER:
-        return CAPABILITY_ORDER[: CAPABILITY_ORDER.index(now) + 1]
-    return ("default", now) if now != "default" else ("default",)
 
 
 def _capabilities(text: str | None) -> tuple[str, ...]:
@@ -121,7 +100,6 @@ def record(
 ) -> gate.Baseline:
     """Run the suite under each CPU capability, print what moved since the previous
     baseline, write the envelope of the runs."""
-    from ztbench.environment import cpu_capability
 
     caps = tuple(capabilities) if capabilities else supported_capabilities()
     here = cpu_capability()
@@ -129,17 +107,18 @@ def record(
     suite = load_suite_checked(suite_path)
     path = Path(output) if output else default_baseline_path(suite.name)
     check_output_file(path, [suite_path])
-    recordings: list[gate.Baseline] = []
+    recordings: dict[str, gate.Baseline] = {}
+    if here in caps:  # first: a problem here (bad input, a full disk) stops it early
+        done = run_suite(suite, cache_dir, say, f"[2/3] ({here})")
+        recordings[here] = gate.Baseline.from_summary(
+            done.summary, suite.name, suite.sha256, done.env
+        )
     with tempfile.TemporaryDirectory(prefix="ztbench-baseline-") as tmp:
         for cap in caps:
-            if cap == here:
-                done = run_suite(suite, cache_dir, say, f"[2/3] ({cap})")
-                rec = gate.Baseline.from_summary(done.summary, suite.name, suite.sha256, done.env)
-            else:
+            if cap not in recordings:
                 say(f"[2/3] ({cap}) running suite {suite.name} in a process of its own ...")
-                rec = _record_in_subprocess(suite_path, cap, cache_dir, Path(tmp))
-            recordings.append(rec)
-    new = gate.envelope(recordings, caps)
+                recordings[cap] = _record_in_subprocess(suite_path, cap, cache_dir, Path(tmp))
+    new = gate.envelope([recordings[c] for c in caps], caps)
 
     say(f"[3/3] writing {path}")
     previous: gate.Baseline | None = None

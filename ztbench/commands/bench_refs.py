@@ -15,19 +15,20 @@ import time
 
 import pandas as pd
 
-from ztbench import budget
-from ztbench.errors import UserError, nonnegative_int, positive_int
-from ztbench.executor import (
+from ztbench.commands._options import add_budget_option
+from ztbench.core.families import Family, get_family
+from ztbench.io import budget
+from ztbench.io.errors import UserError, nonnegative_int, positive_int
+from ztbench.io.executors import (
     LocalPool,
     active_executor,
     add_scheduler_option,
     parse_scheduler,
     scheduler_scope,
 )
-from ztbench.families import Family, get_family
+from ztbench.points.grids import build_family_points
+from ztbench.reference import ENGINES, compute_references
 from ztbench.suite import FamilyPoints, RandomSpec, Range
-
-HELP = "benchmark: certified reference points per second of each engine on the ztnb domain"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,13 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "points/s, per worker and the speed-up over the first",
     )
     add_scheduler_option(p)
-    budget.add_argument(p)
+    add_budget_option(p)
 
 
 def _sample(family: Family, n: int, seed: int) -> pd.DataFrame:
     """``n`` log-uniform points over the whole domain (the suites' random sampler)."""
     columns = {c: Range(*family.domain[c]) for c in family.columns}
-    from ztbench.grids import build_family_points
 
     spec = FamilyPoints(family.name, randoms=(RandomSpec(n, columns),))
     # the sampler sorts its points: shuffle (seeded) so that mpmath's subset is a fair sample
@@ -63,7 +63,6 @@ def _sample(family: Family, n: int, seed: int) -> pd.DataFrame:
 
 
 def _scaling(family: Family, points: pd.DataFrame, schedulers: list[str]) -> None:
-    from ztbench.reference import compute_references
 
     print(f"{len(points)} log-uniform points over the {family.name} domain, arb, no cache")
     first = None
@@ -81,7 +80,6 @@ def _scaling(family: Family, points: pd.DataFrame, schedulers: list[str]) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from ztbench.reference import ENGINES, compute_references
 
     family = get_family(args.family)
     problem = budget.excess(args.points)

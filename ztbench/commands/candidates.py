@@ -6,13 +6,10 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from ztbench.errors import UserError
-from ztbench.families import FAMILIES
-from ztbench.suite import load_suite
-from ztbench.textfmt import format_table
-
-HELP = ("list the candidate formulations (built-in, and a suite's external ones): id, family, "
-        "form, dtypes, description, provenance")
+from ztbench.candidates import list_candidates, load_suite
+from ztbench.core.families import FAMILIES
+from ztbench.core.textfmt import format_table
+from ztbench.io.errors import UserError
 
 COLUMNS = ("id", "family", "form", "inputs", "dtypes", "description", "provenance")
 
@@ -27,7 +24,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def rows(family: str | None = None, external: Iterable[Any] = ()) -> list[dict[str, str]]:
     """One dict per candidate (the built-in ones, then ``external``) with the table's
     columns as text."""
-    from ztbench.candidates import list_candidates
 
     out = []
     extra = [c for c in external if family is None or c.family == family]

@@ -21,11 +21,11 @@ from typing import Any
 
 import pandas as pd
 
-from ztbench import budget, gate
-from ztbench.errors import UserError
-from ztbench.executor import add_scheduler_option
-
-HELP = "CI gate: rerun a suite and fail (exit 1) if it is less accurate than the baseline"
+from ztbench import gate
+from ztbench.candidates import load_suite
+from ztbench.commands._options import add_budget_option, add_cache_options, add_scheduler_option
+from ztbench.io.errors import UserError
+from ztbench.measure.accuracy import run_accuracy
 
 DEFAULT_BASELINE_DIR = Path("results") / "baseline"
 
@@ -45,13 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="baseline JSON (default: results/baseline/<suite name>.json)",
     )
-    p.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        default=None,
-        help="reference cache directory (default: $ZTBENCH_CACHE_DIR or the user cache)",
-    )
-    budget.add_argument(p)
+    add_cache_options(p, no_cache=False)
+    add_budget_option(p)
     add_scheduler_option(p)
 
 
@@ -66,7 +61,6 @@ class SuiteRun:
 
 def load_suite_checked(path: str | Path) -> Any:
     """:func:`ztbench.suite.load_suite`, with file errors turned into one-line UserErrors."""
-    from ztbench.suite import load_suite
 
     try:
         return load_suite(Path(path))
@@ -78,7 +72,6 @@ def load_suite_checked(path: str | Path) -> Any:
 
 def run_suite(suite: Any, cache_dir: str | Path | None, say: Printer, stage: str) -> SuiteRun:
     """Run the accuracy suite (no output files) and return its summary and environment."""
-    from ztbench.accuracy import run_accuracy
 
     sizes = []
     for name in ("candidate", "dtype", "device", "mode"):

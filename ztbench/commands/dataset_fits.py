@@ -3,7 +3,7 @@
 A suite's ``dataset`` points are taken from recorded fits (package data), never from a fit
 made on the spot, so that they are the same on every machine: this command is the only way
 those records change. It fits every gene of each dataset the suite names, afresh, and
-writes one file per dataset, family and model (see :mod:`ztbench.fit.recorded`).
+writes one file per dataset, family and model (see :mod:`ztbench.points.recorded_fits`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import argparse
 from pathlib import Path
 
 from ztbench.commands.check import load_suite_checked
-from ztbench.fit.recorded import FITS_DIR
-
-HELP = "record the reference fits that a suite's real-data points come from (package data)"
+from ztbench.fit.record import record_fit
+from ztbench.points.recorded_fits import FITS_DIR
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ztbench.fit.recorded import record_fit
 
     suite = load_suite_checked(args.suite)
     sources = sorted(

@@ -23,14 +23,15 @@ import sys
 
 import numpy as np
 
-from ztbench.atomic import check_output_file
+from ztbench.candidates import get_candidate
+from ztbench.candidates.external import from_cli
 from ztbench.commands._target import add_target_arguments
-from ztbench.errors import UserError
-from ztbench.families import Family, domain_mask, get_family, to_natural
-from ztbench.pointsio import read_header, read_points_csv, write_csv
-from ztbench.schema import DTYPE_NAMES, MODES
-
-HELP = "evaluate one candidate (value and autograd gradients) at the points of a CSV file"
+from ztbench.core.families import Family, domain_mask, get_family, to_natural
+from ztbench.core.schema import DTYPE_NAMES, MODES
+from ztbench.io.atomic import check_output_file
+from ztbench.io.errors import UserError
+from ztbench.io.pointsio import read_header, read_points_csv, write_csv
+from ztbench.measure.evaluate import candidate_inputs, check_device, evaluate
 
 EXIT_UNSUPPORTED = 1
 
@@ -76,9 +77,6 @@ def _warn_outside_domain(family: Family, points: dict[str, np.ndarray], dtype: s
 
 
 def run(args: argparse.Namespace) -> int:
-    from ztbench.candidates import get_candidate
-    from ztbench.candidates.external import from_cli
-    from ztbench.evaluate import candidate_inputs, check_device, evaluate
 
     if args.dtype not in DTYPE_NAMES:
         raise UserError(f"unknown dtype {args.dtype!r} (known: {', '.join(DTYPE_NAMES)})")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ztbench.atomic import check_output_file
-from ztbench.errors import UserError
-from ztbench.executor import add_scheduler_option
-from ztbench.families import FAMILIES, get_family
-from ztbench.pointsio import read_points_csv, write_csv
-from ztbench.schema import ENGINE_NAMES
-
-HELP = "certified reference NLL values and gradients for the points of a CSV file"
+from ztbench.commands._options import add_cache_options, add_progress_option, add_scheduler_option
+from ztbench.core.families import FAMILIES, get_family
+from ztbench.core.schema import ENGINE_NAMES
+from ztbench.io.atomic import check_output_file
+from ztbench.io.errors import UserError
+from ztbench.io.pointsio import read_points_csv, write_csv
+from ztbench.reference import ENGINES, compute_references
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,18 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine", default="arb", help=f"one of: {', '.join(ENGINE_NAMES)} (default arb)"
     )
-    p.add_argument(
-        "--cache-dir",
-        default=None,
-        help="reference cache directory (default $ZTBENCH_CACHE_DIR or the user cache dir)",
-    )
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_cache_options(p)
+    add_progress_option(p)
     add_scheduler_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ztbench.reference import ENGINES, compute_references
 
     try:
         family = get_family(args.family)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-HELP = "write DIR/REPORT.md (tables, heatmaps, sweeps, Pareto front) from a results directory"
+from ztbench.report import build_report
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,7 +14,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ztbench.report import build_report
 
     t0 = time.perf_counter()
     path = build_report(args.dir)

@@ -14,56 +14,20 @@ stderr; a bad suite or option is one line and exit code 2.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
-from ztbench import budget
-from ztbench.atomic import check_output_dir
-from ztbench.errors import UserError, nonnegative_float, positive_int
-
-HELP = "time every candidate (elements/s, ratio to a copy and to naive) and write throughput.csv"
-
-
-def _split(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise UserError(f"empty list {value!r}")
-    return items
-
-
-def parse_sizes(
-    value: str, limit: int = budget.DEFAULT_MAX_ELEMENTS, option: str = "--sizes"
-) -> tuple[int, ...]:
-    """``"1e4,1e6"`` -> (10000, 1000000); UserError unless each is a positive integer
-    within ``limit`` elements (the point budget, ``--max-points``)."""
-    out = []
-    for item in _split(value) or []:
-        try:
-            x = float(item)
-        except ValueError:
-            raise UserError(f"{option}: {item!r} is not a number") from None
-        if not math.isfinite(x) or x < 1 or x != math.floor(x):
-            raise UserError(f"{option}: {item!r} is not a positive integer")
-        problem = budget.excess(x, limit, "elements")
-        if problem is not None:
-            raise UserError(f"{option}: {item} {problem}")
-        out.append(int(x))
-    return tuple(out)
-
-
-def _check(names: Sequence[str], known: Sequence[str], option: str) -> tuple[str, ...]:
-    for n in names:
-        if n not in known:
-            raise UserError(f"{option}: unknown value {n!r} (known: {', '.join(known)})")
-    return tuple(dict.fromkeys(names))
+from ztbench.candidates import load_suite
+from ztbench.commands._options import add_budget_option, add_progress_option
+from ztbench.io import budget
+from ztbench.io.atomic import check_output_dir
+from ztbench.io.errors import UserError, nonnegative_float, positive_int
+from ztbench.suite import find_suite
+from ztbench.throughput.config import DEFAULT_SIZES, TimingConfig
+from ztbench.throughput.stage import parse_sizes, run_suite_throughput, split_list
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ztbench.throughput.config import DEFAULT_SIZES, TimingConfig
 
     d = TimingConfig()
     sizes = "; ".join(f"{k}: {','.join(f'{s:.0e}' for s in v)}" for k, v in DEFAULT_SIZES.items())
@@ -93,43 +57,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"largest size at which peers are timed (default {d.peer_max_size:.0e})",
     )  # fmt: skip
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    budget.add_argument(p, budget.DEFAULT_MAX_ELEMENTS)
+    add_progress_option(p)
+    add_budget_option(p, budget.DEFAULT_MAX_ELEMENTS)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ztbench.environment import environment_info
-    from ztbench.schema import DEVICES, DTYPE_NAMES, INPUT_KINDS, MODES, PASSES
-    from ztbench.suite import find_suite, load_suite
-    from ztbench.throughput.config import DEFAULT_SIZES, TimingConfig
-    from ztbench.throughput.output import summary_lines, write_throughput
-    from ztbench.throughput.runner import plan, run_throughput, with_naive
-
     out = Path(args.out) if args.out else None
     if out is not None:
         check_output_dir(out)
     suite = load_suite(find_suite(args.suite))
-    ids = list(suite.candidates)
-    patterns = _split(args.candidates)
-    if patterns is not None:
-        for pat in patterns:
-            if not any(fnmatch.fnmatchcase(i, pat) for i in ids):
-                raise UserError(f"--candidates: {pat!r} matches no candidate of suite {suite.name}")
-        ids = [i for i in ids if any(fnmatch.fnmatchcase(i, p) for p in patterns)]
-    candidates = with_naive([suite.candidate(i) for i in ids])
-
-    dtypes = _check(_split(args.dtypes) or suite.dtypes, DTYPE_NAMES, "--dtypes")
-    devices = _split(args.devices) or list(suite.devices)
-    for dev in devices:
-        if dev.split(":", 1)[0] not in DEVICES:
-            raise UserError(f"--devices: unknown device {dev!r} (known: {', '.join(DEVICES)})")
-    modes = _check(_split(args.modes) or suite.modes, MODES, "--modes")
-    passes = _check(_split(args.passes) or PASSES, PASSES, "--passes")
-    inputs = _check(_split(args.inputs) or INPUT_KINDS, INPUT_KINDS, "--inputs")
+    sizes = None
     if args.sizes is not None:
         sizes = {dev: parse_sizes(args.sizes, args.max_points) for dev in DEFAULT_SIZES}
-    else:
-        sizes = dict(DEFAULT_SIZES)
     if args.budget <= 0 or not math.isfinite(args.budget):
         raise UserError(f"--budget must be positive, got {args.budget!r}")
     if args.min_rounds < 1 or args.max_rounds < args.min_rounds:
@@ -145,30 +84,15 @@ def run(args: argparse.Namespace) -> int:
         peer_max_size=int(args.peer_max_size),
         memory=not args.no_memory,
     )
-
-    def modes_for(c: object) -> tuple[str, ...]:
-        # the suite's [candidates.modes] restricts the suite's modes; a mode added on the
-        # command line applies to every candidate
-        cid = c.id  # type: ignore[attr-defined]
-        allowed = suite.modes_for(cid) if cid in suite.candidates else suite.modes
-        return tuple(m for m in modes if m not in suite.modes or m in allowed)
-
-    jobs = plan(candidates, dtypes, devices, modes, passes, sizes, modes_for, inputs)
-    result = run_throughput(
-        jobs, config, threads=args.threads, seed=suite.seed, progress=not args.no_progress
-    )
-    env = environment_info(suite.path, devices)
-    env["suite_sha256"] = suite.sha256  # as the accuracy runner: also covers a `base` suite
-    env["torch_threads"] = result.threads
-    if suite.external:  # as the accuracy runner records them (the report reads them)
-        from ztbench.candidates.external import env_entries
-
-        env.update(env_entries(suite.external))
     out = out or Path("results") / suite.name
-    write_throughput(result, out, env)
-    for line in summary_lines(result.table):
+    lines = run_suite_throughput(
+        suite, out, config,
+        patterns=split_list(args.candidates), dtypes=split_list(args.dtypes),
+        devices=split_list(args.devices), modes=split_list(args.modes),
+        passes=split_list(args.passes), inputs=split_list(args.inputs), sizes=sizes,
+        threads=args.threads, progress=not args.no_progress,
+    )  # fmt: skip
+    for line in lines:
         print(line)
-    print(f"threads {result.threads}; load average at start {result.loadavg.get('start')}, "
-          f"at end {result.loadavg.get('end')} (1, 5, 15 min)")  # fmt: skip
     print(f"throughput: wrote {out}/throughput.csv, throughput.json, env.json")
     return 0

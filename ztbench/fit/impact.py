@@ -23,9 +23,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ztbench.candidates import Candidate, get_candidate
-from ztbench.fit.data import FitData
+from ztbench.candidates import Candidate, get_candidate, list_candidates, select_candidates
+from ztbench.core.schema import DTYPE_NAMES
+from ztbench.fit import run as fit_run
 from ztbench.fit.run import candidate_fit, reference_fit
+from ztbench.fit.synthetic import grid, synthetic_data
+from ztbench.io.atomic import atomic_paths
+from ztbench.io.datasets import load
+from ztbench.io.environment import environment_info, stage_env_text
+from ztbench.io.errors import UserError
+from ztbench.io.pointsio import csv_frame
+from ztbench.points.counts import MIN_NONZERO, FitData, check_choices, from_dataset
 
 EXCESS_LEVELS: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
 REL_LEVELS: tuple[float, ...] = (0.01, 0.1)
@@ -179,3 +187,83 @@ def summarize(genes: pd.DataFrame) -> pd.DataFrame:
         row["max_tmean_err"] = float(np.max(te)) if len(te) else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- the impact stage
+
+# The synthetic-truth grid: nonzero counts per cell, mu x theta points, seed
+SYNTHETIC_N = 2000
+SYNTHETIC_GRID = "9x9"
+SYNTHETIC_SEED = 20240611
+
+
+def impact_genes_frame(
+    dataset: str | None,
+    family: str,
+    model: str,
+    candidates: list[str] | None,
+    dtypes: list[str],
+    cache_dir: str | bool | None = None,
+    synthetic: tuple[int, int, int, int] | None = None,
+    min_nonzero: int = MIN_NONZERO,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The per-gene impact rows of ``dataset`` (if given) and of the synthetic grid (if
+    ``synthetic`` = (seed, n, n_mu, n_theta) is given), and the SHA-256 of the file each
+    dataset was loaded from (by dataset name); UserError on bad arguments."""
+    from ztbench.fit.impact import default_variants, impact_genes
+
+    check_choices(family, model, min_nonzero)
+    for d in dtypes:
+        if d not in DTYPE_NAMES:
+            raise UserError(f"--dtypes: unknown dtype {d!r} (known: {', '.join(DTYPE_NAMES)})")
+    try:
+        chosen = select_candidates(candidates) if candidates else list_candidates()
+    except ValueError as exc:
+        raise UserError(f"--candidates: {exc}") from None
+    frames = []
+    digests: dict[str, str] = {}
+    if dataset is not None:
+        variants = default_variants(family, chosen)
+        if not variants:
+            raise UserError(f"--candidates: no torch candidate of family {family}")
+        loaded = load(dataset)
+        digests[loaded.name] = loaded.sha256
+        data = from_dataset(loaded, model, min_nonzero)
+        frames.append(impact_genes(data, family, variants, dtypes, cache_dir, progress))
+    if synthetic is not None:
+        seed, n, n_mu, n_theta = synthetic
+        variants = default_variants("ztnb", chosen)
+        if not variants:
+            raise UserError("--synthetic: needs ztnb candidates")
+        data, truth = synthetic_data(seed, n, *grid(n_mu, n_theta))
+        frames.append(impact_genes(data, "ztnb", variants, dtypes, cache_dir, progress, truth))
+    if not frames:
+        raise UserError("give a DATASET, --synthetic, or both")
+    return pd.concat(frames, ignore_index=True), digests
+
+
+def write_impact(
+    genes: pd.DataFrame, out: Path, digests: dict[str, str]
+) -> tuple[Path, Path]:
+    """Write impact_genes.csv, impact_summary.csv and env.json's impact section (the
+    datasets' sha256, the optimiser's settings) into ``out``, as one set (atomically);
+    return the CSV paths."""
+    paths = (out / "impact_genes.csv", out / "impact_summary.csv")
+    section = {
+        # the digest of the file each dataset was read from (None for the synthetic grid)
+        "datasets": {d: digests.get(d) for d in dict.fromkeys(genes["dataset"])},
+        "optimizer": fit_run.OPTIMIZER_VERSION,
+        "max_iter": fit_run.MAX_ITER,
+        "candidate_gtol": fit_run.CANDIDATE_GTOL,
+        "reference_gtol": fit_run.REFERENCE_GTOL,
+        "stationary_rtol": fit_run.STATIONARY_RTOL,
+        "box": {k: list(v) for k, v in fit_run.BOX.items()},
+        "theta0": fit_run.THETA0,
+    }
+    env_text = stage_env_text(out, "impact", environment_info(), section)
+    with atomic_paths(*paths, out / "env.json") as (genes_tmp, summary_tmp, env_tmp):
+        csv_frame(genes).to_csv(genes_tmp, index=False)
+        csv_frame(summarize(genes)).to_csv(summary_tmp, index=False)
+        env_tmp.write_text(env_text, encoding="utf-8")
+    return paths

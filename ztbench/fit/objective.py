@@ -28,8 +28,8 @@ import pandas as pd
 import torch
 
 from ztbench.candidates import Candidate
-from ztbench.dtypes import get_format
-from ztbench.fit.data import FitData
+from ztbench.core.dtypes import get_format
+from ztbench.points.counts import FitData
 
 HEADS: tuple[str, ...] = ("exp", "exp+1")
 
@@ -42,27 +42,19 @@ class Problem:
     family: str
     head: str = "exp"
     _n_counts: np.ndarray = field(init=False, repr=False, compare=False)
-    _starts: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # read once: every evaluation needs them (frozen dataclass, hence object.__setattr__)
+        # read once: every evaluation needs it (frozen dataclass, hence object.__setattr__)
         n_counts = self.data.genes["n_counts"].to_numpy(dtype=np.float64)
-        starts = np.searchsorted(self.data.gene_of, np.arange(self.data.n_genes + 1))
         object.__setattr__(self, "_n_counts", n_counts)
-        object.__setattr__(self, "_starts", starts)
 
     @property
     def n_params(self) -> int:
         return 2 if self.family == "ztnb" else 1
 
     def points_of(self, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(point indices, position in ``genes`` of each point's gene), gene-major."""
-        starts = self._starts
-        lengths = starts[genes + 1] - starts[genes]
-        owner = np.repeat(np.arange(len(genes)), lengths)
-        first = np.repeat(starts[genes], lengths)
-        offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        return first + offset, owner
+        """(point indices, owner of each point in ``genes``): :meth:`FitData.points_of`."""
+        return self.data.points_of(genes)
 
     def scale(self, y: np.ndarray) -> np.ndarray:
         """The mean scale m of each gene from y (through the head)."""

@@ -16,7 +16,8 @@ start, with the same optimiser (:func:`ztbench.fit.optimize.minimize`), and eval
 exact objective (certified references) at its optimum.
 
 Fits are cached like references: content-addressed by the data, family, head, objective,
-dtype, optimiser settings and torch version, stored through
+the code that computes it (:func:`ztbench.candidates.external.code_digest`), dtype,
+optimiser settings and torch version, stored through
 :class:`ztbench.reference.cache.ReferenceCache` (checksummed, atomic writes) under
 ``<cache dir>/fits``.
 """
@@ -31,10 +32,11 @@ import pandas as pd
 import torch
 
 from ztbench.candidates import Candidate, Unsupported, get_candidate
-from ztbench.dtypes import get_format
-from ztbench.fit.data import FitData
+from ztbench.candidates.external import code_digest
+from ztbench.core.dtypes import get_format
 from ztbench.fit.objective import Problem, truncated_mean
 from ztbench.fit.optimize import CODES, minimize
+from ztbench.points.counts import FitData
 from ztbench.reference import compute_references
 from ztbench.reference.cache import ReferenceCache, default_cache_dir
 
@@ -75,10 +77,17 @@ def _cache(cache_dir: Path | str | bool | None) -> ReferenceCache | None:
 
 
 def _key(
-    problem: Problem, objective: str, dtype: str, gtol: float, ftol: float, theta0: float
+    problem: Problem,
+    cand: Candidate,
+    objective: str,
+    dtype: str,
+    gtol: float,
+    ftol: float,
+    theta0: float,
 ) -> str:
     h = hashlib.sha256()
     parts = [
+        code_digest(cand),
         OPTIMIZER_VERSION,
         repr(theta0),
         problem.family,
@@ -111,7 +120,7 @@ def _fit(
 ) -> np.ndarray:
     """The cached matrix (_ROWS, G) of one fit, computed when missing."""
     n = problem.data.n_genes
-    key = _key(problem, objective, dtype, gtol, ftol, theta0)
+    key = _key(problem, cand, objective, dtype, gtol, ftol, theta0)
     hit = cache.load(key, _ROWS, n) if cache is not None else None
     if hit is not None:
         return hit[0]

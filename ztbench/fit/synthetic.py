@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ztbench.fit.data import FitData, from_columns
+from ztbench.points.counts import FitData, from_columns
 
 MU_RANGE = (0.05, 100.0)
 THETA_RANGE = (0.1, 1000.0)

@@ -1,13 +1,13 @@
 """The CI gate: compare a fresh accuracy summary with a committed baseline; ratchet.
 
 Pure part (no I/O): :func:`compare` takes a :class:`Baseline`, a summary DataFrame (the
-format of :func:`ztbench.accuracy.run_accuracy`'s ``result.summary``), the run's
+format of :func:`ztbench.measure.accuracy.run_accuracy`'s ``result.summary``), the run's
 environment and a :class:`GateTolerance`, and returns a :class:`GateResult`: regressions,
 improvements, baseline rows that disappeared, rows that are new, and the environment keys
 that differ. :func:`format_report` turns it into fixed-width text.
 
 File part: :func:`load_baseline` (strict: anything missing, unreadable or malformed is a
-one-line :class:`~ztbench.errors.UserError`) and :func:`save_baseline` (atomic write).
+one-line :class:`~ztbench.io.errors.UserError`) and :func:`save_baseline` (atomic write).
 
 Rules. A row is identified by :data:`KEY_COLUMNS`. For a candidate with
 tolerance (max_ratio r, min_ulp m), a gated metric (:data:`GATED_METRICS`: ``max_ulp``,
@@ -50,11 +50,14 @@ where some point failed). ``max_ulp_best`` and ``p99_ulp_best`` hold the lowest 
 the envelope's recordings: a run improves only when it beats that.
 
 Modules: :mod:`.baseline` (the baseline file), :mod:`.comparison` (the comparison),
-:mod:`.text` (the verdict as text); the tolerance type is :mod:`ztbench.tolerance`.
+:mod:`.text` (the verdict as text); the tolerance type is :mod:`ztbench.core.tolerance`.
 """
 
 from __future__ import annotations
 
+from ztbench.core.schema import KEY_COLUMNS, WORST_COLUMNS
+from ztbench.core.textfmt import format_table
+from ztbench.core.tolerance import GateTolerance, Tolerance
 from ztbench.gate.baseline import (
     BASELINE_ENV_KEYS,
     BEST_FIELDS,
@@ -91,9 +94,6 @@ from ztbench.gate.text import (
     format_report,
     verdict,
 )
-from ztbench.schema import KEY_COLUMNS, WORST_COLUMNS
-from ztbench.textfmt import format_table
-from ztbench.tolerance import GateTolerance, Tolerance
 
 __all__ = [
     "BASELINE_ENV_KEYS",

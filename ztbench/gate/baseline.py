@@ -13,11 +13,11 @@ from typing import Any
 
 import pandas as pd
 
-from ztbench import jsonfloat
-from ztbench.atomic import atomic_write_text
-from ztbench.errors import UserError
-from ztbench.jsonfloat import decode_float, encode
-from ztbench.schema import KEY_COLUMNS, SUMMARY_COLUMNS, WORST_COLUMNS
+from ztbench.core.schema import KEY_COLUMNS, SUMMARY_COLUMNS, WORST_COLUMNS
+from ztbench.io import jsonfloat
+from ztbench.io.atomic import atomic_write_text
+from ztbench.io.errors import UserError
+from ztbench.io.jsonfloat import decode_float, encode
 
 FORMAT_VERSION = 2
 # format 1 had no *_best fields (one recording: its best is its value); it is still read
@@ -32,6 +32,8 @@ FLOAT_FIELDS: tuple[str, ...] = (
     *WORST_COLUMNS,
 )
 STR_FIELDS: tuple[str, ...] = ("status",)
+# the float fields that are errors (never negative; the worst-input columns are inputs)
+ERROR_FIELDS: tuple[str, ...] = ("max_ulp", "p99_ulp", "median_ulp", "mean_ulp", "max_abs_err")
 GATED_METRICS: tuple[str, ...] = ("max_ulp", "p99_ulp")
 # The lowest value of each gated metric over the recordings of an envelope: a run improves
 # only when it beats every recording (a lone recording's best is its value).
@@ -128,7 +130,7 @@ def baseline_env(env: Mapping[str, Any]) -> dict[str, str]:
     """The part of a run's environment a baseline records: :data:`BASELINE_ENV_KEYS`.
 
     A key missing at the top level is looked up in ``env["packages"]`` (package name ->
-    version, as :func:`ztbench.environment.environment_info` reports numpy); keys found
+    version, as :func:`ztbench.io.environment.environment_info` reports numpy); keys found
     nowhere are left out.
     """
     packages = env.get("packages")
@@ -298,13 +300,22 @@ def _validate(data: Any) -> Baseline:
             row[f] = v
         for f in FLOAT_FIELDS:
             row[f] = _decode_float(obj[f], f"{where}.{f}")
+            if f in ERROR_FIELDS and row[f] < 0:
+                raise _Malformed(f"{where}.{f} must be >= 0 (an error), got {row[f]!r}")
         for f in STR_FIELDS:
             if not isinstance(obj[f], str):
                 raise _Malformed(f"{where}.{f} must be a string")
             row[f] = obj[f]
         for m, best in zip(GATED_METRICS, BEST_FIELDS, strict=True):
             row[best] = _decode_float(obj[best], f"{where}.{best}") if best in obj else row[m]
+            if row[best] < 0:
+                raise _Malformed(f"{where}.{best} must be >= 0 (an error), got {row[best]!r}")
         rows[key] = row
+    # a baseline that can fail no run switches the gate off: refuse it
+    if not rows:
+        raise _Malformed("rows is empty: a baseline without rows gates nothing")
+    if all(math.isnan(r[m]) for r in rows.values() for m in GATED_METRICS):
+        raise _Malformed(f"every {' and '.join(GATED_METRICS)} is null: the baseline gates nothing")
     return Baseline(data["suite"], data["suite_sha256"], env, dict(sorted(rows.items())))
 
 

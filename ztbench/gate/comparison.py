@@ -10,6 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from ztbench.core.schema import FAMILY_NAMES, KEY_COLUMNS
+from ztbench.core.tolerance import GateTolerance, Tolerance
 from ztbench.gate.baseline import (
     BEST_FIELDS,
     ENV_KEYS,
@@ -20,8 +22,6 @@ from ztbench.gate.baseline import (
     _env_strings,
     summary_rows,
 )
-from ztbench.schema import KEY_COLUMNS
-from ztbench.tolerance import GateTolerance, Tolerance
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class GateResult:
 def worst_input(family: str, row: Mapping[str, Any]) -> str:
     """The row's worst input as ``k=... lam=...`` (or ``k=... mu=... theta=...``)."""
     params = ("k", "lam") if family == "ztpoisson" else ("k", "mu", "theta")
-    if family not in ("ztpoisson", "ztnb"):
+    if family not in FAMILY_NAMES:
         params = ("k", "lam", "mu", "theta")
     parts = []
     for p in params:

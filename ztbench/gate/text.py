@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ztbench.core.schema import KEY_COLUMNS
+from ztbench.core.textfmt import format_table, gate_number, ratio
 from ztbench.gate.baseline import (
     Key,
 )
@@ -12,8 +14,6 @@ from ztbench.gate.comparison import (
     Change,
     GateResult,
 )
-from ztbench.schema import KEY_COLUMNS
-from ztbench.textfmt import format_table, gate_number, ratio
 
 CHANGE_HEADERS = (
     "candidate",

@@ -11,7 +11,7 @@ function of tensors, and a dispatcher decides how the branches meet.
   fraction of the work. Flat (1-D) inputs, no autograd.
 
 Both compute, element by element, the same operations on the same operands, so they give
-the same bits (tests/test_nll.py checks it on the loss kernels).
+the same bits (tests/loss/test_nll.py checks it on the loss kernels).
 
 Interface (``D`` is either dispatcher):
 

@@ -85,7 +85,7 @@ _F64 = torch.float64
 # (traceable, differentiable: torch.compile on a GPU and the differentiable backward use
 # it);
 # INDEX evaluates each branch on its own elements (the eager path, flat inputs).
-# The two give the same bits (tests/test_nll.py).
+# The two give the same bits (tests/loss/test_nll.py).
 def _ztp(D: Dispatcher, k: Tensor, lam: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
     """ZTP loss -k log(lam) + log(expm1(lam)) and its derivative in lam (float64).
 
@@ -834,7 +834,7 @@ def _screened_traced(family: str, is_log: tuple[bool, ...], full: bool,
     in memory). Then one opaque call,
     :func:`_recompute_rejected`, on the valid kept elements it does not certify. The
     guarantee of the eager :func:`_screened_kernel` holds (the bound's error model covers
-    the compiled elementary functions, see tests/test_screened.py), not its bits.
+    the compiled elementary functions, see tests/loss/test_screened.py), not its bits.
     Derivatives are in the parameter's dtype when it has the loss's shape (as in eager
     mode), else float64 (summed over the broadcast dimensions in float64 by backward).
     """

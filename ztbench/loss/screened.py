@@ -16,7 +16,7 @@ float64 lgamma / digamma. Each term comes with a magnitude m_i >= |t_i| (plus 1 
 lgamma and digamma, whose absolute error near their zeros is what is bounded; plus the
 size of the input error it amplifies where a rounded intermediate feeds a function,
 e.g. log(1 - e^-w) with a rounded w), chosen so that the computed term is within
-C u m_i of the exact one, u = 2^-53 and C = 2^7: tests/test_screened.py measures
+C u m_i of the exact one, u = 2^-53 and C = 2^7: tests/loss/test_screened.py measures
 torch's float64 log, log1p, exp, tanh, lgamma and digamma against mpmath within C/8 = 16
 units of u m_i (at most 5, for digamma), the rounding of k + theta adds at most 25,
 and the few roundings inside a term and the input error of a rounded intermediate a
@@ -91,7 +91,7 @@ def one_minus_exp_neg(x: Tensor, x_min: float | None = None) -> Tensor:
       1 - e^-x (:func:`_one_minus_exp_neg_series`), both computed everywhere and fused
       (cheaper there than a vectorised tanh).
 
-    tests/test_screened.py measures each form against mpmath."""
+    tests/loss/test_screened.py measures each form against mpmath."""
     if x_min is not None and x_min >= _EXP_FORM_MIN:
         return torch.rsub(torch.exp(x.neg()), 1.0)
     if torch.compiler.is_compiling():

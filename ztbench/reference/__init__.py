@@ -9,7 +9,7 @@ must not be trusted; the accuracy runner excludes them).
 Work is split into chunks of unique points, sorted so that the same set of points always
 forms the same chunks. Each chunk is looked up in the content-addressed cache
 (:mod:`ztbench.reference.cache`) and, when missing, computed by the engine on an executor
-(:mod:`ztbench.executor`: this machine's process pool, or a Dask cluster) and stored by
+(:mod:`ztbench.io.executors`: this machine's process pool, or a Dask cluster) and stored by
 this process as soon as it is done, so an interrupted run resumes where it stopped and
 workers never touch the cache. A chunk's values do not depend on where it ran.
 """
@@ -25,9 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ztbench.errors import UserError
-from ztbench.executor import Executor, LocalPool, active_executor
-from ztbench.families import (
+from ztbench.core.families import (
     TORCH_NB,
     Family,
     get_family,
@@ -35,9 +33,11 @@ from ztbench.families import (
     to_natural,
     validate_points,
 )
+from ztbench.core.schema import ENGINE_NAMES
+from ztbench.io.errors import UserError
+from ztbench.io.executors import Executor, LocalPool, active_executor
 from ztbench.reference import arb_engine, mpmath_engine
 from ztbench.reference.cache import ReferenceCache, chunk_key, default_cache_dir
-from ztbench.schema import ENGINE_NAMES
 
 ENGINES: dict[str, ModuleType] = {arb_engine.NAME: arb_engine, mpmath_engine.NAME: mpmath_engine}
 assert tuple(ENGINES) == ENGINE_NAMES
@@ -89,7 +89,7 @@ def compute_references(
     """Certified reference quantities at each point.
 
     Args:
-        family: "ztpoisson" / "ztnb" or a :class:`~ztbench.families.Family`.
+        family: "ztpoisson" / "ztnb" or a :class:`~ztbench.core.families.Family`.
         points: columns ``k`` and the family's parameters (float64-convertible); other
             columns are ignored.
         engine: "arb" (certified balls, fast) or "mpmath" (agreement of two precisions).
@@ -100,9 +100,9 @@ def compute_references(
         log_params: parameters given as logarithms: ``points`` then has ``log_<p>``
             instead of ``p``; the quantities are taken at p = exp(log_p) exactly (inside
             the engine) and the gradients are ``d_log_<p>`` = p d/dp
-            (:meth:`~ztbench.families.Family.quantities_for`).
+            (:meth:`~ztbench.core.families.Family.quantities_for`).
         executor: where missing chunks run (default: the active executor of
-            :func:`ztbench.executor.scheduler_scope`, else the local pool).
+            :func:`ztbench.io.executors.scheduler_scope`, else the local pool).
 
     Returns:
         A DataFrame aligned with ``points`` (same index for a DataFrame), with one float64

@@ -7,7 +7,7 @@ again at twice the working precision, from 64 bits up to ``CAP_BITS``; a quantit
 unsettled there keeps its midpoint and the point is marked uncertified.
 
 Depends on python-flint's ``float(arb)`` rounding to nearest (ties to even), which
-tests/test_reference_rounding.py checks for the pinned version.
+tests/reference/test_reference_rounding.py checks for the pinned version.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
-from ztbench.atomic import atomic_write_bytes, ensure_dir
-from ztbench.errors import UserError, WriteError
+from ztbench.io.atomic import atomic_write_bytes, ensure_dir
+from ztbench.io.errors import UserError, WriteError
 
 MAGIC = b"ZTBREF1\n"
 ENV_VAR = "ZTBENCH_CACHE_DIR"

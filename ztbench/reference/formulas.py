@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ztbench.families import TORCH_NB
+from ztbench.core.families import TORCH_NB
 
 
 @dataclass(frozen=True)

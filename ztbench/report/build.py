@@ -19,14 +19,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from ztbench.atomic import atomic_write_text
+from ztbench.core.families import get_family
+from ztbench.core.rules import PUBLISHED_DOMAIN_REGION
+from ztbench.core.schema import DEVICES, DTYPE_NAMES, FAMILY_NAMES
+from ztbench.core.textfmt import file_name
+from ztbench.io.atomic import atomic_write_text
 from ztbench.report import plots
 from ztbench.report.data import Results, load_results
 from ztbench.report.goals import goals_markdown
 from ztbench.report.impact import impact_section
 from ztbench.report.tables import (
-    DTYPE_ORDER,
-    FAMILY_ORDER,
     RANK_MODE,
     board_keys,
     board_markdown,
@@ -41,7 +43,6 @@ from ztbench.report.tables import (
     worst_cases,
     worst_cases_markdown,
 )
-from ztbench.rules import PUBLISHED_DOMAIN_REGION
 
 SECTIONS: tuple[str, ...] = (
     "## Recommended candidates",
@@ -74,7 +75,7 @@ def _main_candidates(results: Results, recs: pd.DataFrame) -> dict[str, list[str
     ok = s[(s["status"] == "ok") & (s["mode"] == RANK_MODE)]
     present = set(ok["candidate"])
     out: dict[str, list[str]] = {}
-    for fam in ordered(s["family"], FAMILY_ORDER):
+    for fam in ordered(s["family"], FAMILY_NAMES):
         main = [c for c in MAIN_CANDIDATES.get(fam, ()) if c in present]
         if not recs.empty:
             for c in recs[recs["family"] == fam]["candidate"]:
@@ -151,7 +152,7 @@ def _heatmaps(results: Results, main: dict[str, list[str]], device: str) -> str:
             "so there are no heatmaps.\n"
         )
     s = results.summary
-    dtypes = ordered(s["dtype"], DTYPE_ORDER)
+    dtypes = ordered(s["dtype"], DTYPE_NAMES)
     md = ["Each panel bins the plane in log-spaced cells and shows the largest log10 ulp error "
           "of the points in each cell (grid and random points alike), on one colour scale per "
           "figure. Panels: the main candidates "
@@ -159,8 +160,6 @@ def _heatmaps(results: Results, main: dict[str, list[str]], device: str) -> str:
           + " (the recommended candidate is added when it is not among them). "
           "These are the error counterparts of the NLL-value heatmaps of the original "
           "write-up.\n"]  # fmt: skip
-    from ztbench.families import get_family
-
     for fam, cands in main.items():
         quantities = ("value", *get_family(fam).gradients)
         md.append(f"### {fam}\n")
@@ -172,19 +171,19 @@ def _heatmaps(results: Results, main: dict[str, list[str]], device: str) -> str:
             if not qc:
                 continue
             if fam == "ztpoisson":
-                fig = plots.heatmap_ztpoisson(results, results.dir, f"heatmap-{fam}-{q}.png", qc,
-                                              dtypes, device, q)  # fmt: skip
+                name = file_name("heatmap", fam, q, suffix=".png")
+                fig = plots.heatmap_ztpoisson(results, results.dir, name, qc, dtypes, device, q)
                 md.append(_figure_md(fig))
             elif fam == "ztnb":
                 for d in dtypes:
-                    fig = plots.heatmap_ztnb(results, results.dir, f"heatmap-{fam}-{q}-{d}.png",
-                                             qc, d, device, q)  # fmt: skip
+                    name = file_name("heatmap", fam, q, d, suffix=".png")
+                    fig = plots.heatmap_ztnb(results, results.dir, name, qc, d, device, q)
                     md.append(_figure_md(fig))
                 if q == "value":  # the published rules' neighbourhood, magnified
                     for d in dtypes:
-                        fig = plots.heatmap_ztnb(results, results.dir,
-                                                 f"heatmap-{fam}-{q}-{d}-rules.png", qc, d,
-                                                 device, q, zoom=RULES_WINDOW)  # fmt: skip
+                        name = file_name("heatmap", fam, q, d, "rules", suffix=".png")
+                        fig = plots.heatmap_ztnb(results, results.dir, name, qc, d, device, q,
+                                                 zoom=RULES_WINDOW)  # fmt: skip
                         md.append(_figure_md(fig))
     return "\n".join(md)
 
@@ -233,11 +232,11 @@ def _pareto(results: Results) -> str:
             "leaderboards have no speed columns and there is no Pareto plot. Run "
             "`ztbench bench` (or the throughput verb) to add it.\n"
         )
-    devices = ordered(results.summary["device"], ("cpu", "cuda"))
+    devices = ordered(results.summary["device"], DEVICES)
     md = []
     for device in devices:
-        md.append(_figure_md(plots.pareto_plot(results, results.dir, f"pareto-{device}.png",
-                                               device)))  # fmt: skip
+        name = file_name("pareto", device, suffix=".png")
+        md.append(_figure_md(plots.pareto_plot(results, results.dir, name, device)))
     text = "".join(md) or "The throughput rows do not match any measured candidate.\n"
     return (text + "Throughput: eager mode, forward+backward, at the largest size measured for "
             "the family's naive candidate; peers (float64, CPU, forward only, small sizes) have "
@@ -271,7 +270,7 @@ def _environment(results: Results) -> str:
 def build_report(directory: Path | str) -> Path:
     """Write ``DIR/REPORT.md`` and its PNGs; return the report's path.
 
-    Raises :class:`~ztbench.errors.UserError` when a required file is missing or unreadable.
+    Raises :class:`~ztbench.io.errors.UserError` when a required file is missing or unreadable.
     """
     t0 = time.perf_counter()
     results = load_results(directory)
@@ -279,7 +278,7 @@ def build_report(directory: Path | str) -> Path:
     with_speed = results.throughput is not None
     recs = recommendations(results)
     main = _main_candidates(results, recs)
-    devices = ordered(s["device"], ("cpu", "cuda"))
+    devices = ordered(s["device"], DEVICES)
     first_device = devices[0] if devices else "cpu"
     missing = []
     if results.throughput is None:
@@ -290,7 +289,7 @@ def build_report(directory: Path | str) -> Path:
     md = [f"# ztbench report: {results.env.get('suite_path', results.dir)}\n",
           f"Results in `{results.dir}`: {int((s['status'] == 'ok').sum())} measured summary "
           f"rows over {s['candidate'].nunique()} candidates, dtypes "
-          f"{', '.join(ordered(s['dtype'], DTYPE_ORDER))}, devices {', '.join(devices)}, "
+          f"{', '.join(ordered(s['dtype'], DTYPE_NAMES))}, devices {', '.join(devices)}, "
           f"modes {', '.join(ordered(s['mode'], ('eager', 'compile')))}. Errors are in ulp of the "
           "dtype (units in the last place of the exact value rounded to that dtype) against "
           "certified references at the dtype-rounded inputs; a failure is NaN/inf where the "
@@ -328,7 +327,7 @@ def build_report(directory: Path | str) -> Path:
     md.append(SECTIONS[8] + "\n")
     md.append(_pareto(results))
     md.append(SECTIONS[9] + "\n")
-    dtypes = ordered(s["dtype"], DTYPE_ORDER)
+    dtypes = ordered(s["dtype"], DTYPE_NAMES)
     cases = worst_cases(results, main, dtypes)
     if cases.empty:
         md.append("No worst cases (nothing was measured).\n")

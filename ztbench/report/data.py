@@ -3,7 +3,7 @@
 A results directory holds what ``ztbench accuracy`` wrote (``summary.csv``,
 ``thresholds.csv``, ``env.json``; ``points.parquet`` unless ``--no-points``) and, when
 throughput was measured, ``throughput.csv`` (and ``throughput.json``). The first three are
-required: a missing or unreadable one is a :class:`~ztbench.errors.UserError` (one line).
+required: a missing or unreadable one is a :class:`~ztbench.io.errors.UserError` (one line).
 ``throughput.csv`` and ``points.parquet`` are optional: the report says what it left out.
 """
 
@@ -17,17 +17,17 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from ztbench import jsonfloat
-from ztbench.errors import UserError
-from ztbench.families import FAMILIES
-from ztbench.pointsio import read_csv_table
-from ztbench.schema import (
+from ztbench.core.families import FAMILIES
+from ztbench.core.schema import (
     DTYPE_NAMES,
     OPTIONAL_COLUMNS,
     SUMMARY_COLUMNS,
     THRESHOLD_COLUMNS,
     THROUGHPUT_REPORT_COLUMNS,
 )
+from ztbench.io import jsonfloat
+from ztbench.io.errors import UserError
+from ztbench.io.pointsio import read_csv_table
 
 REQUIRED_FILES: tuple[str, ...] = ("summary.csv", "thresholds.csv", "env.json")
 
@@ -87,7 +87,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _read_csv(path: Path, columns: tuple[str, ...], allow_empty: bool = False) -> pd.DataFrame:
-    """A CSV file ztbench wrote: strict (see :func:`ztbench.pointsio.read_csv_table`); a
+    """A CSV file ztbench wrote: strict (see :func:`ztbench.io.pointsio.read_csv_table`); a
     file cut short (no final newline) or, unless ``allow_empty``, with no rows is refused.
     Optional columns an older file lacks read as NaN."""
     required = [c for c in columns if c not in OPTIONAL_COLUMNS]

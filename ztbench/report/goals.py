@@ -20,10 +20,9 @@ import math
 
 import pandas as pd
 
+from ztbench.core.schema import DTYPE_NAMES, FAMILY_NAMES, INPUT_KIND_TEXT, INPUT_KINDS
 from ztbench.report.data import Results
 from ztbench.report.tables import (
-    DTYPE_ORDER,
-    FAMILY_ORDER,
     RANK_MODE,
     SPEED_PASSES,
     fmt,
@@ -32,7 +31,6 @@ from ztbench.report.tables import (
     ordered,
     speed_table,
 )
-from ztbench.schema import INPUT_KIND_TEXT, INPUT_KINDS
 
 SPEED_GOAL_AT: dict[str, str] = {"dtype": "float32", "device": "cpu", "mode": "eager"}
 ACCURACY_COLUMNS: tuple[str, ...] = (
@@ -125,7 +123,7 @@ def speed_goals(results: Results) -> pd.DataFrame:
 def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     if df.empty:
         return df
-    rank = {"family": FAMILY_ORDER, "dtype": DTYPE_ORDER}
+    rank = {"family": FAMILY_NAMES, "dtype": DTYPE_NAMES}
     for col, order in rank.items():
         pos = {v: i for i, v in enumerate(ordered(df[col], order))}
         df[f"_{col}"] = df[col].map(pos)

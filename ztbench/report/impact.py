@@ -15,9 +15,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ztbench.errors import UserError
+from ztbench.core.schema import DTYPE_NAMES
+from ztbench.core.textfmt import file_name
+from ztbench.io.errors import UserError
 from ztbench.report import plots
-from ztbench.report.tables import DTYPE_ORDER, fmt, markdown_table, ordered
+from ztbench.report.tables import fmt, markdown_table, ordered
 
 GENES_FILE = "impact_genes.csv"
 SUMMARY_FILE = "impact_summary.csv"
@@ -75,7 +77,7 @@ def _table(s: pd.DataFrame) -> str:
 
 def _hist(g: pd.DataFrame, out: Path, name: str, title: str) -> plots.Figure | None:
     labels = _shown(g)
-    dtypes = ordered(g["dtype"], DTYPE_ORDER)
+    dtypes = ordered(g["dtype"], DTYPE_NAMES)
     if not labels or not dtypes:
         return None
     fig, axes = plt.subplots(len(dtypes), 3, figsize=(13, 2.8 * len(dtypes)), squeeze=False)
@@ -244,7 +246,7 @@ def impact_section(directory: Path | str) -> str:
         md.append(f"### {ds} · {model} · {fam}\n")
         md.append(_table(part) + "\n")
         gp = g[(g["dataset"] == ds) & (g["model"] == model) & (g["family"] == fam)]
-        name = f"impact-hist-{ds}-{model}-{fam}.png"
+        name = file_name("impact-hist", ds, model, fam, suffix=".png")
         md.append(_figure_md(_hist(gp, directory, name, f"{ds}, {model} model, {fam}")))
     syn = g[g["dataset"] == "synthetic"]
     if not syn.empty:
@@ -256,9 +258,10 @@ def impact_section(directory: Path | str) -> str:
             "are free of sampling noise.\n"
         )
         md.append(_table(s[s["dataset"] == "synthetic"]) + "\n")
-        for d in ordered(syn["dtype"], DTYPE_ORDER):
+        for d in ordered(syn["dtype"], DTYPE_NAMES):
             for col in ("excess", "mu"):
-                fig = _heat(syn, directory, f"impact-synthetic-{col}-{d}.png", d, col)
+                name = file_name("impact-synthetic", col, d, suffix=".png")
+                fig = _heat(syn, directory, name, d, col)
                 md.append(_figure_md(fig))
     md.append("### Verdicts on the published rules\n")
     verdicts = []

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import matplotlib
 
+from ztbench.core.schema import DEVICES, DTYPE_NAMES, FAMILY_NAMES
+
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
@@ -25,10 +27,10 @@ from matplotlib.patches import Patch, PathPatch
 from matplotlib.path import Path as MplPath
 from matplotlib.ticker import LogLocator, NullFormatter, NullLocator
 
-from ztbench import rules
-from ztbench.atomic import atomic_path
+from ztbench.core import rules
+from ztbench.io.atomic import atomic_path
 from ztbench.report.data import Results
-from ztbench.report.tables import DTYPE_ORDER, RANK_MODE, ordered, speed_table
+from ztbench.report.tables import RANK_MODE, ordered, speed_table
 
 DPI = 72
 CMAP = "cividis"
@@ -165,7 +167,7 @@ def rule_curves(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The published ztnb switch curves as theta(mu), NaN where a curve does not exist.
 
     Each is the boundary of the set where the rule approximates
-    (:mod:`ztbench.rules`): the code as published (bento-sc 0.0.8), min(t - mu,
+    (:mod:`ztbench.core.rules`): the code as published (bento-sc 0.0.8), min(t - mu,
     pair_curve_theta(mu)) (its product condition is empty for mu <= 1 - 1e-8); the
     October 2024 code, t - mu; the text, min(t - mu, 1 + t/(mu - 1)) for mu > 1.
     """
@@ -365,9 +367,9 @@ def sweep_plot(results: Results, out: Path, name: str) -> Figure | None:
     fig, axes = plt.subplots(1, len(cands), figsize=(4.6 * len(cands), 4.4), squeeze=False)
     for ax, cand in zip(axes[0], cands, strict=True):
         ct = t[t["candidate"] == cand]
-        device = ordered(ct["device"], ("cpu", "cuda"))[0]
+        device = ordered(ct["device"], DEVICES)[0]
         ct = ct[ct["device"] == device]
-        for dtype in ordered(ct["dtype"], DTYPE_ORDER):
+        for dtype in ordered(ct["dtype"], DTYPE_NAMES):
             d = ct[ct["dtype"] == dtype].sort_values("t")
             color, marker = SWEEP_STYLES.get(dtype, ("black", "o"))
             fin = np.isfinite(d["max_ulp"])
@@ -440,8 +442,8 @@ def pareto_plot(results: Results, out: Path, name: str, device: str,
     merged = s.merge(sp, on=["family", "candidate", "dtype", "device", "mode"])
     if merged.empty:
         return None
-    fams = ordered(merged["family"], ("ztpoisson", "ztnb"))
-    dtypes = ordered(merged["dtype"], DTYPE_ORDER)
+    fams = ordered(merged["family"], FAMILY_NAMES)
+    dtypes = ordered(merged["dtype"], DTYPE_NAMES)
     fig, axes = plt.subplots(len(fams), len(dtypes), figsize=(4.8 * len(dtypes),
                              4.0 * len(fams) + 0.8), squeeze=False)  # fmt: skip
     for i, fam in enumerate(fams):

@@ -27,37 +27,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ztbench import rules
-from ztbench.atomic import atomic_path
-from ztbench.families import get_family
+from ztbench.core import rules
+from ztbench.core.families import get_family
+from ztbench.core.schema import DEVICES, DTYPE_NAMES, FAMILY_NAMES, INPUT_KINDS
+from ztbench.core.textfmt import file_name, fmt, markdown_table
+from ztbench.io.atomic import atomic_path
 from ztbench.report.data import Results
-from ztbench.schema import INPUT_KINDS
-from ztbench.textfmt import fmt, markdown_table
 
 RANK_MODE = "eager"
 SPEED_PASSES: tuple[str, ...] = ("forward+backward", "forward")
-# each published rule and the threshold families that sweep its switch
-PUBLISHED_RULES: dict[str, tuple[str, ...]] = {
-    "ztpoisson/published": ("ztpoisson/threshold",),
-    "ztpoisson/bento-sc": ("ztpoisson/threshold",),
-    "ztnb/published-code": ("ztnb/threshold-pair", "ztnb/threshold-w"),
-    "ztnb/bento-sc": ("ztnb/threshold-pair", "ztnb/threshold-w"),
-    "ztnb/published-code-2024-10": ("ztnb/threshold-sum", "ztnb/threshold-w"),
-    "ztnb/published-text": ("ztnb/threshold-sum", "ztnb/threshold-w"),
-}
-RULE_TEXT: dict[str, str] = rules.RULE_TEXT
-# the regions where each rule's switch matters (when the suite defines them)
-RULE_REGIONS: dict[str, tuple[str, ...]] = {
-    "ztpoisson/published": ("near-lam-10",),
-    "ztpoisson/bento-sc": ("near-lam-10",),
-    "ztnb/published-code": ("sum-rule-wrong", "near-sum-15"),
-    "ztnb/bento-sc": ("sum-rule-wrong", "near-sum-15"),
-    "ztnb/published-code-2024-10": ("sum-rule-wrong", "near-sum-15"),
-    "ztnb/published-text": ("sum-rule-wrong", "near-sum-15"),
-}
-FAMILY_ORDER: tuple[str, ...] = ("ztpoisson", "ztnb")
-DTYPE_ORDER: tuple[str, ...] = ("float64", "float32", "bfloat16", "float16")
-
 
 # ----------------------------------------------------------------------------- formatting
 
@@ -150,10 +128,10 @@ def board_keys(results: Results) -> list[BoardKey]:
     """Every family x dtype x device the summary has rows for, in report order."""
     s = results.summary
     keys = []
-    for fam in ordered(s["family"], FAMILY_ORDER):
+    for fam in ordered(s["family"], FAMILY_NAMES):
         fs = s[s["family"] == fam]
-        for dtype in ordered(fs["dtype"], DTYPE_ORDER):
-            for device in ordered(fs[fs["dtype"] == dtype]["device"], ("cpu", "cuda")):
+        for dtype in ordered(fs["dtype"], DTYPE_NAMES):
+            for device in ordered(fs[fs["dtype"] == dtype]["device"], DEVICES):
                 keys.append(BoardKey(fam, dtype, device))
     return keys
 
@@ -355,7 +333,7 @@ def worst_abs_point(results: Results, candidate: str, dtype: str, device: str) -
 
 
 def _domain_text(family: str) -> str:
-    """``1 <= lam <= 1e7`` from :data:`ztbench.rules.PUBLISHED_DOMAIN`."""
+    """``1 <= lam <= 1e7`` from :data:`ztbench.core.rules.PUBLISHED_DOMAIN`."""
     return ", ".join(f"{fmt_input(lo)} <= {p} <= {fmt(hi)}"
                      for p, (lo, hi) in rules.PUBLISHED_DOMAIN[family].items())  # fmt: skip
 
@@ -401,18 +379,19 @@ def published_paragraphs(results: Results) -> list[str]:
     """
     out = []
     s = results.summary
-    for rule, sweeps in PUBLISHED_RULES.items():
+    for published in rules.PUBLISHED_RULES:
+        rule, sweeps = published.candidate, published.sweeps
         rs = s[(s["candidate"] == rule) & (s["quantity"] == "value") & (s["mode"] == RANK_MODE)
                & (s["status"] == "ok")]  # fmt: skip
         if rs.empty:
             continue
         fam = rule.split("/", 1)[0]
-        sentences = [f"**`{rule}`** {RULE_TEXT[rule]}.\n"]
+        sentences = [f"**`{rule}`** {published.text}.\n"]
         allr = rs[rs["region"] == "all"]
         grads = s[(s["candidate"] == rule) & (s["quantity"] != "value")
                   & (s["mode"] == RANK_MODE) & (s["status"] == "ok")]  # fmt: skip
-        for dtype in ordered(allr["dtype"], DTYPE_ORDER):
-            for device in ordered(allr[allr["dtype"] == dtype]["device"], ("cpu", "cuda")):
+        for dtype in ordered(allr["dtype"], DTYPE_NAMES):
+            for device in ordered(allr[allr["dtype"] == dtype]["device"], DEVICES):
                 r = allr[(allr["dtype"] == dtype) & (allr["device"] == device)].iloc[0]
                 where = inputs_text(fam, r["worst_k"], r["worst_lam"], r["worst_mu"],
                                     r["worst_theta"])  # fmt: skip
@@ -449,7 +428,7 @@ def published_paragraphs(results: Results) -> list[str]:
                 regions = rs[
                     (rs["dtype"] == dtype)
                     & (rs["device"] == device)
-                    & (rs["region"].isin(RULE_REGIONS.get(rule, ())))
+                    & (rs["region"].isin(published.regions))
                     & (rs["n"] > 0)
                 ]
                 for reg in regions.to_dict(orient="records"):
@@ -484,10 +463,6 @@ def published_paragraphs(results: Results) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- worst cases
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in text).strip("-")
 
 
 def worst_cases(results: Results, candidates: dict[str, list[str]],
@@ -530,7 +505,7 @@ def worst_cases(results: Results, candidates: dict[str, list[str]],
                     if m.any():
                         hit = pts[m].iloc[0]
                         computed, reference = float(hit["computed"]), float(hit["reference"])
-                name = _slug(f"{cand.replace('/', '-')}-{dtype}") + ".csv"
+                name = file_name(cand, dtype, suffix=".csv")
                 path = results.dir / "worst_cases" / name
                 with atomic_path(path) as tmp:
                     tmp.write_text(

@@ -3,7 +3,7 @@
 :func:`load_suite` reads a TOML file (tomllib) and returns a frozen :class:`Suite`. It is
 strict: an unknown key, an empty or inverted range, a value outside its family's domain,
 a candidate pattern that matches nothing, an unknown dtype/device/mode, a missing file or
-a TOML syntax error raise :class:`~ztbench.errors.UserError` with ONE line naming the
+a TOML syntax error raise :class:`~ztbench.io.errors.UserError` with ONE line naming the
 file, the key path and the problem, e.g.
 ``suites/x.toml: families.ztnb.grid.mu: range [1e9, 1e-30] is inverted``.
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ztbench.errors import UserError
+from ztbench.io.errors import UserError
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 

@@ -7,16 +7,18 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ztbench import budget
-from ztbench.errors import UserError, read_input_bytes
-from ztbench.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
+from ztbench.core.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
+from ztbench.core.textfmt import fmt_num
+from ztbench.core.tolerance import GateTolerance, Tolerance
+from ztbench.io import budget
+from ztbench.io.errors import UserError, read_input_bytes
 from ztbench.suite.check import (
     Checker,
     child,
@@ -34,8 +36,6 @@ from ztbench.suite.points import (
     range_bounds,
     range_text,
 )
-from ztbench.textfmt import fmt_num
-from ztbench.tolerance import GateTolerance, Tolerance
 
 # ------------------------------------------------------------------- candidate info
 
@@ -46,11 +46,12 @@ class _Info:
     threshold_family: bool | None
 
 
-def _known_candidates(known_ids: Iterable[Any] | Mapping[str, str] | None) -> dict[str, _Info]:
-    if known_ids is None:
-        from ztbench.candidates import list_candidates
+# Loads a suite's [[candidates.external]] array (value, suite file, the suite's dtypes, the
+# ids already taken) into {id: candidate}; raises ValueError(key path, problem).
+ExternalLoader = Callable[[Any, Path, tuple[str, ...], Iterable[str]], dict[str, Any]]
 
-        known_ids = list_candidates()
+
+def _known_candidates(known_ids: Iterable[Any] | Mapping[str, str]) -> dict[str, _Info]:
     if isinstance(known_ids, Mapping):
         return {str(k): _Info(str(v), None) for k, v in known_ids.items()}
     out: dict[str, _Info] = {}
@@ -110,20 +111,25 @@ TOP_KEYS = (
 
 
 def load_suite(
-    path: str | Path, known_ids: Iterable[Any] | Mapping[str, str] | None = None
+    path: str | Path,
+    known_ids: Iterable[Any] | Mapping[str, str],
+    load_external: ExternalLoader | None = None,
 ) -> Suite:
     """Load and validate a suite file; :class:`UserError` (one line) on any problem.
 
-    ``known_ids``: the candidates patterns are checked against. None (default): the
-    registry (:func:`ztbench.candidates.list_candidates`, imported lazily). Otherwise an
-    iterable of ids (kinds unknown: a ``kinds`` filter is then a ValueError) or of
-    candidate objects (``.id``, ``.kind``, ``.threshold``), or a mapping id -> kind.
-    Ids keep the given order.
+    ``known_ids``: the candidates patterns are checked against: an iterable of ids (kinds
+    unknown: a ``kinds`` filter is then a ValueError) or of candidate objects (``.id``,
+    ``.kind``, ``.threshold``), or a mapping id -> kind. Ids keep the given order.
+    ``load_external`` loads ``[[candidates.external]]`` (a suite that declares some is an
+    error without it). :func:`ztbench.candidates.load_suite` passes the registry and the
+    loader of external candidates.
     """
-    return _load(Path(path), _known_candidates(known_ids), ())
+    return _load(Path(path), _known_candidates(known_ids), (), load_external)
 
 
-def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite:
+def _load(
+    path: Path, known: dict[str, _Info], stack: tuple[Path, ...], loader: ExternalLoader | None
+) -> Suite:
     data, raw = _read(path)
     ck = Checker(str(path))
     ck.table(raw, "", TOP_KEYS)
@@ -136,7 +142,7 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
         resolved = base_path.resolve()
         if resolved in stack or resolved == path.resolve():
             raise ck.fail("base", f"{base_path} is a cycle of base suites")
-        base = _load(base_path, known, (*stack, path.resolve()))
+        base = _load(base_path, known, (*stack, path.resolve()), loader)
         _, base_raw = _read(base_path)
         base_raw = _merged_raw(base_path, base_raw)
         merged = {k: v for k, v in base_raw.items() if k not in ("name", "description")}
@@ -162,7 +168,7 @@ def _load(path: Path, known: dict[str, _Info], stack: tuple[Path, ...]) -> Suite
         check_budget(ck, child("families", f), count)
     check_budget(ck, "families", sum(counts.values()))
     if own_candidates or base is None:
-        external = _external(ck, raw["candidates"], path, dtypes, known)
+        external = _external(ck, raw["candidates"], path, dtypes, known, loader)
     else:  # [candidates] inherited: the base's external candidates, as the base loaded them
         external = dict(base.external)
     known = {**known, **{i: _Info(c.kind, c.threshold is not None) for i, c in external.items()}}
@@ -283,17 +289,24 @@ def _candidates(
 
 
 def _external(
-    ck: Checker, value: Any, path: Path, dtypes: tuple[str, ...], known: dict[str, _Info]
+    ck: Checker,
+    value: Any,
+    path: Path,
+    dtypes: tuple[str, ...],
+    known: dict[str, _Info],
+    loader: ExternalLoader | None,
 ) -> dict[str, Any]:
-    """``[[candidates.external]]``: the user's own candidates, loaded and probed (this
-    imports the user's code); see :mod:`ztbench.candidates.external`."""
+    """``[[candidates.external]]``: the user's own candidates, loaded and probed by
+    ``loader`` (this imports the user's code)."""
     if not isinstance(value, dict) or "external" not in value:
         return {}
-    from ztbench.candidates.external import TargetError, from_suite
-
+    if loader is None:
+        raise ck.fail("candidates.external", "external candidates are not loaded here")
     try:
-        return from_suite(value["external"], path, dtypes, known)
-    except TargetError as exc:
+        return loader(value["external"], path, dtypes, known)
+    except ValueError as exc:
+        if len(exc.args) != 2:
+            raise
         raise ck.fail(*exc.args) from None
 
 

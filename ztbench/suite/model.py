@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ztbench import rules
-from ztbench.tolerance import GateTolerance
+from ztbench.core import rules
+from ztbench.core.tolerance import GateTolerance
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 # Published thresholds (as the candidates' published_thresholds): near_thresholds' default.
@@ -19,7 +19,7 @@ RATIO_KEYS: dict[str, dict[str, str]] = {
     "ztpoisson": {"lam_over_k": "lam"},
     "ztnb": {"mu_over_k": "mu"},
 }
-# Variables a region may bound (computed by ztbench.grids.region_variables).
+# Variables a region may bound (computed by ztbench.points.grids.region_variables).
 REGION_VARIABLES: dict[str, tuple[str, ...]] = {
     "ztpoisson": ("k", "lam", "mean", "w", "lam_over_k"),
     "ztnb": ("k", "mu", "mean", "theta", "w", "mu_over_k", "theta_plus_mu"),
@@ -70,7 +70,7 @@ class NearThresholds:
 @dataclass(frozen=True)
 class DatasetSource:
     """Realistic points: ``n`` (k, mu, theta) from the reference fit of a shipped dataset
-    (see :func:`ztbench.fit.points.dataset_points`); ``seed`` is the suite's."""
+    (see :func:`ztbench.points.datasets.dataset_points`); ``seed`` is the suite's."""
 
     name: str
     family: str
@@ -81,7 +81,7 @@ class DatasetSource:
 
 @dataclass(frozen=True)
 class FamilyPoints:
-    """How to build the points of one family (see :mod:`ztbench.grids`)."""
+    """How to build the points of one family (see :mod:`ztbench.points.grids`)."""
 
     family: str
     grids: tuple[GridSpec, ...] = ()
@@ -154,15 +154,6 @@ class Suite:
     gate: GateTolerance
     goals: Goals | None = None
     external: Mapping[str, Any] = field(default_factory=dict)  # id -> Candidate
-
-    def candidate(self, candidate_id: str) -> Any:
-        """The candidate object of ``candidate_id``: the suite's external one, else the
-        registry's (:func:`ztbench.candidates.get_candidate`)."""
-        if candidate_id in self.external:
-            return self.external[candidate_id]
-        from ztbench.candidates import get_candidate
-
-        return get_candidate(candidate_id)
 
     def family_of(self, candidate_id: str) -> str:
         """The family of one of the suite's candidates."""

@@ -8,8 +8,11 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ztbench import budget
-from ztbench.families import FAMILIES, get_family
+from ztbench.core.families import FAMILIES, get_family
+from ztbench.core.schema import FIT_MODELS
+from ztbench.core.textfmt import fmt_num
+from ztbench.io import budget
+from ztbench.io.datasets import DATASETS
 from ztbench.suite.check import (
     Checker,
     child,
@@ -28,7 +31,6 @@ from ztbench.suite.model import (
     Range,
     Region,
 )
-from ztbench.textfmt import fmt_num
 
 # --------------------------------------------------------------------------- regions
 
@@ -307,9 +309,6 @@ def _near(ck: Checker, value: Any, key: str, family: str) -> NearThresholds:
 
 
 def _dataset(ck: Checker, value: Any, key: str, family: str, seed: int) -> DatasetSource:
-    from ztbench.datasets import DATASETS
-    from ztbench.fit.data import MODELS
-
     t = ck.table(value, key, ("name", "family", "model", "n"), ("name", "n"))
     name = ck.string(t["name"], child(key, "name"))
     if name not in DATASETS:
@@ -319,7 +318,8 @@ def _dataset(ck: Checker, value: Any, key: str, family: str, seed: int) -> Datas
     if "family" in t and ck.string(t["family"], child(key, "family")) != family:
         raise ck.fail(child(key, "family"), f"must be {family!r} (the table's family) if given")
     model = ck.string(t.get("model", "per-gene"), child(key, "model"))
-    if model not in MODELS:
-        raise ck.fail(child(key, "model"), f"unknown model {model!r} (known: {', '.join(MODELS)})")
+    if model not in FIT_MODELS:
+        known = ", ".join(FIT_MODELS)
+        raise ck.fail(child(key, "model"), f"unknown model {model!r} (known: {known})")
     n = ck.integer(t["n"], child(key, "n"), lo=1)
     return DatasetSource(name=name, family=family, model=model, n=n, seed=seed)

@@ -11,7 +11,7 @@ How a row is measured (:func:`time_call`):
 - Inputs, ``log-uniform``: ``size`` points, each column log-uniform over the family's
   domain (``k`` a log-uniform integer), drawn in float64 from a generator seeded by (suite
   seed, family, size) and cast to the dtype (round to nearest, as
-  :func:`ztbench.dtypes.round_to`). The domain is clipped to the dtype's normal range
+  :func:`ztbench.core.dtypes.round_to`). The domain is clipped to the dtype's normal range
   (float16: ``[6.1e-5, 65504]``), so inputs are finite and non-zero in every dtype. The
   same float64 points are used for every dtype of a device (CPU and CUDA generators
   differ). ``realistic``: single-cell-like values, log mu uniform in [0, 2], log theta

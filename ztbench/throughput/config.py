@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ztbench.schema import THROUGHPUT_COLUMNS, THROUGHPUT_EXTRA_COLUMNS
+from ztbench.core.schema import THROUGHPUT_COLUMNS, THROUGHPUT_EXTRA_COLUMNS
 
 COLUMNS = THROUGHPUT_COLUMNS
 EXTRA_COLUMNS = THROUGHPUT_EXTRA_COLUMNS

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from ztbench.candidates.base import Candidate
-from ztbench.dtypes import get_format
-from ztbench.execution import compiled
-from ztbench.families import get_family, is_torch_nb
-from ztbench.schema import (
+from ztbench.candidates.execution import compiled
+from ztbench.core.dtypes import get_format
+from ztbench.core.families import get_family, is_torch_nb
+from ztbench.core.schema import (
     INPUT_KINDS,
     MODES,
     PASSES,
@@ -59,7 +59,7 @@ def realistic_inputs(
     family: str, dtype: str, device: str, size: int, seed: int = 0
 ) -> list[torch.Tensor]:
     """Seeded single-cell-like inputs (k, then the parameters), as
-    ``INPUT_KIND_TEXT["realistic"]`` says (:mod:`ztbench.schema`); drawn in float64 on
+    ``INPUT_KIND_TEXT["realistic"]`` says (:mod:`ztbench.core.schema`); drawn in float64 on
     ``device`` and cast to ``dtype``. Nearly every element is away from the hard regions
     of the domain, as in a model fitted to UMI counts."""
     fmt = get_format(dtype)
@@ -81,7 +81,7 @@ def realistic_inputs(
 def make_inputs(
     kind: str, family: str, dtype: str, device: str, size: int, seed: int = 0
 ) -> list[torch.Tensor]:
-    """The inputs of one input kind (:data:`~ztbench.schema.INPUT_KINDS`)."""
+    """The inputs of one input kind (:data:`~ztbench.core.schema.INPUT_KINDS`)."""
     if kind == "log-uniform":
         return timing_inputs(family, dtype, device, size, seed)
     if kind == "realistic":

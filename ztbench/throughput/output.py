@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ztbench.jsonfloat import encode
+from ztbench.io.atomic import atomic_paths
+from ztbench.io.environment import stage_env_text
+from ztbench.io.jsonfloat import encode
 from ztbench.throughput.config import (
     ThroughputResult,
 )
@@ -18,13 +21,9 @@ def write_throughput(result: ThroughputResult, out: Path, env: dict[str, Any]) -
     """Write throughput.csv, throughput.json and env.json into ``out`` (atomically).
 
     JSON: ``{"columns", "rows" (objects, columns in order; non-finite floats as in
-    :mod:`ztbench.jsonfloat`), "settings",
+    :mod:`ztbench.io.jsonfloat`), "settings",
     "peak_memory_measures", "env"}``. Returns the paths written.
     """
-    import json
-
-    from ztbench.atomic import atomic_paths
-
     out = Path(out)
     table = result.table
     csv_path, json_path, env_path = (
@@ -54,7 +53,7 @@ def write_throughput(result: ThroughputResult, out: Path, env: dict[str, Any]) -
     with atomic_paths(csv_path, json_path, env_path) as (csv_tmp, json_tmp, env_tmp):
         table.to_csv(csv_tmp, index=False, float_format="%.9g")
         json_tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-        env_tmp.write_text(json.dumps(env, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        env_tmp.write_text(stage_env_text(out, "throughput", env), encoding="utf-8")
     return [csv_path, json_path, env_path]
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from ztbench.candidates.base import Candidate, Unsupported, get_candidate
-from ztbench.execution import compile_limits, first_line, is_missing_kernel
+from ztbench.candidates.execution import compile_limits, first_line, is_missing_kernel
 from ztbench.throughput.config import (
     COLUMNS,
     EXTRA_COLUMNS,
@@ -195,7 +195,7 @@ def plan(
 
     ``sizes`` maps a device type (``cpu``, ``cuda``) to its sizes; ``modes_for`` (default:
     every mode) restricts the modes of a candidate; ``inputs``: the input kinds
-    (:data:`~ztbench.schema.INPUT_KINDS`).
+    (:data:`~ztbench.core.schema.INPUT_KINDS`).
     """
     jobs = []
     for device in devices:

@@ -16,7 +16,7 @@ the largest, sum them in double-double and round once; :func:`ztnb_value_cancell
 :func:`ztnb_dmu_cancellation` and :func:`ztnb_dtheta_cancellation` tell from the kernel's
 own float64 results where that is worth doing.
 
-Accuracy (held by tests/test_dd_ztnb.py and tests/test_dd_ztnb_value.py against mpmath at
+Accuracy (held by tests/loss/test_dd_ztnb.py and tests/loss/test_dd_ztnb_value.py against mpmath at
 60-90 digits): each refined sum is within ~2^-104 of its largest term before the final
 rounding, so the result is within a few ulp wherever the terms cancel by less than ~2^50.
 At the float64 nearest a zero crossing the result is small by chance and no fixed

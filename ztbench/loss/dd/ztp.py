@@ -11,7 +11,7 @@ sums from terms known to far more than 53 bits (:mod:`ztbench.loss.dd.arith`) an
 once, so the result is accurate to a few float64 ulp even at the float64 neighbours of a
 zero crossing. It is meant for the points that :func:`ztp_cancellation` flags.
 
-Accuracy (tests/test_dd_ztp.py holds it against mpmath at 80 digits, certified at 110):
+Accuracy (tests/loss/test_dd_ztp.py holds it against mpmath at 80 digits, certified at 110):
 the unrounded value sum is within ~2^-104 of its largest term (d_lam's likewise), so the
 rounded result is within a few ulp wherever the terms cancel by less than ~2^50; at the
 float64 nearest a zero crossing the result can be arbitrarily small by chance, so no
@@ -185,7 +185,7 @@ def ztp_cancellation(
     FACTOR = 2 measured: on 8000 mpmath-checked points (log-uniform over the domain and
     over k, lam <= 1e3) the smallest ratio at which the kernel was > 2 ulp off was 2.4
     (value) and 5.1 (d_lam), and below ratio 2 the kernel's error was <= 2 ulp; the test
-    sets of tests/test_dd_ztp.py check that every > 2 ulp point is flagged. Flags ~2.7%
+    sets of tests/loss/test_dd_ztp.py check that every > 2 ulp point is flagged. Flags ~2.7%
     of log-uniform points over k in [1, 1e7], lam in [1e-30, 1e9] (nearly all lam > 1,
     k >= 2 with k log(lam) ~ lam; for lam < 1 both value terms are >= 0: never flagged).
     """

@@ -1,0 +1,116 @@
+"""The report's "shipped loss against its goals" tables (ztbench.report.goals)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ztbench.core.schema import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
+from ztbench.report.data import Results
+from ztbench.report.goals import accuracy_goals, goals_markdown, speed_goals
+
+# the goals as a suite's [goals] table records them (goals.json)
+GOALS = {"candidates": ["ztpoisson/ztbench", "ztnb/ztbench"], "dtypes": ["float64", "float32"],
+         "value_ulp": 4.0, "gradient_ulp": 16.0, "speed_vs_naive": 0.8}  # fmt: skip
+
+
+def _row(cand: str, dtype: str, quantity: str, region: str, max_ulp: float,
+         failures: int = 0, **worst: float) -> dict:  # fmt: skip
+    fam = cand.split("/")[0]
+    return {"family": fam, "candidate": cand, "dtype": dtype, "device": "cpu",
+            "mode": "eager", "quantity": quantity, "region": region, "n": 10,
+            "failures": failures, "max_ulp": max_ulp, "p99_ulp": 1.0, "status": "ok",
+            "worst_k": worst.get("k", 1.0), "worst_lam": worst.get("lam", math.nan),
+            "worst_mu": worst.get("mu", math.nan),
+            "worst_theta": worst.get("theta", math.nan)}  # fmt: skip
+
+
+def _results(throughput: pd.DataFrame | None = None) -> Results:
+    rows = [
+        _row("ztpoisson/ztbench", "float64", "value", "all", 942.0, k=3.0, lam=4.5),
+        _row("ztpoisson/ztbench", "float64", "value", "near-lam-10", 942.0),
+        _row("ztpoisson/ztbench", "float64", "value", "tiny-lam", 2.0),
+        _row("ztpoisson/ztbench", "float64", "d_lam", "all", 16.0),  # on the goal: met
+        _row("ztpoisson/ztbench", "float32", "value", "all", 0.5),
+        _row("ztpoisson/ztbench", "float32", "d_lam", "all", 3.0, failures=1),  # a failure
+        _row("ztpoisson/ztbench", "bfloat16", "value", "all", 0.5),  # no goal for bfloat16
+        _row("ztpoisson/stable", "float64", "value", "all", 942.0),  # not the shipped loss
+    ]
+    summary = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    return Results(Path("."), summary, pd.DataFrame(columns=list(THRESHOLD_COLUMNS)), {},
+                   goals=GOALS, throughput=throughput)  # fmt: skip
+
+
+def _tp(cand: str, dtype: str, mode: str, cost: float, size: int = 10**6,
+        inputs: str = "log-uniform") -> dict:  # fmt: skip
+    return {"family": cand.split("/")[0], "candidate": cand, "dtype": dtype, "device": "cpu",
+            "mode": mode, "pass": "forward+backward", "size": size, "inputs": inputs,
+            "median_s": cost, "elements_per_s": size / cost, "cost_vs_naive": cost,
+            "status": "ok"}  # fmt: skip
+
+
+def test_accuracy_goals_met_missed_and_regions() -> None:
+    acc = accuracy_goals(_results()).set_index(["dtype", "quantity"])
+    assert list(acc["candidate"].unique()) == ["ztpoisson/ztbench"]
+    assert ("bfloat16", "value") not in acc.index
+    v64 = acc.loc[("float64", "value")]
+    assert not v64["met"] and v64["max_ulp"] == 942.0 and v64["goal_ulp"] == 4.0
+    assert v64["regions"] == "near-lam-10"  # tiny-lam's 2 ulp is not at the max
+    assert v64["worst"] == "k = 3, lam = 4.5"
+    assert acc.loc[("float64", "d_lam"), "met"]  # 16 <= 16
+    assert acc.loc[("float64", "d_lam"), "regions"] == "(outside the named regions)"
+    assert acc.loc[("float32", "value"), "met"]
+    assert not acc.loc[("float32", "d_lam"), "met"]  # 3 ulp but a failure
+
+
+def test_speed_goal_is_the_inverse_cost_on_float32_cpu_eager() -> None:
+    tp = pd.DataFrame([
+        _tp("ztpoisson/naive", "float32", "eager", 1.0),
+        _tp("ztpoisson/ztbench", "float32", "eager", 4.0),  # 4x the time: 0.25x the rate
+        _tp("ztpoisson/naive", "float32", "compile", 1.0),
+        _tp("ztpoisson/ztbench", "float32", "compile", 0.5),
+        _tp("ztpoisson/ztbench", "float32", "eager", 1.0, size=1000),  # not the largest size
+    ])  # fmt: skip
+    sp = speed_goals(_results(tp)).set_index("mode")
+    assert sp.loc["eager", "rate_vs_naive"] == 0.25 and sp.loc["eager", "met"] is False
+    assert sp.loc["eager", "size"] == 10**6
+    assert sp.loc["compile", "rate_vs_naive"] == 2.0
+    assert sp.loc["compile", "met"] is None and math.isnan(sp.loc["compile", "goal"])
+    text = goals_markdown(_results(tp))
+    # float64 value, float32 d_lam and the eager speed
+    assert "3 goal(s) missed" in text
+    assert text.count("**missed**") == 3
+
+
+def test_speed_goal_on_each_input_kind() -> None:
+    tp = pd.DataFrame([
+        _tp("ztpoisson/naive", "float32", "eager", 1.0),
+        _tp("ztpoisson/ztbench", "float32", "eager", 1.0),  # met on log-uniform inputs
+        _tp("ztpoisson/naive", "float32", "eager", 1.0, inputs="realistic"),
+        _tp("ztpoisson/ztbench", "float32", "eager", 2.0, inputs="realistic"),  # 0.5x
+    ])  # fmt: skip
+    sp = speed_goals(_results(tp)).set_index("inputs")
+    assert sp.loc["log-uniform", "met"] and not sp.loc["realistic", "met"]
+    assert sp.loc["realistic", "rate_vs_naive"] == 0.5
+    # a throughput.csv without the column: log-uniform inputs
+    old = speed_goals(_results(tp[tp["inputs"] == "log-uniform"].drop(columns="inputs")))
+    assert old["inputs"].tolist() == ["log-uniform"] and bool(old["met"].iloc[0])
+
+
+def test_nothing_measured() -> None:
+    empty = Results(Path("."), pd.DataFrame(columns=list(SUMMARY_COLUMNS)),
+                    pd.DataFrame(columns=list(THRESHOLD_COLUMNS)), {}, goals=GOALS)  # fmt: skip
+    assert "were not measured" in goals_markdown(empty)
+
+
+def test_goals_come_from_the_suite() -> None:
+    """Other numbers in the goals table move the verdicts: nothing is hard-coded."""
+    res = _results()
+    res.goals = {**GOALS, "value_ulp": 1000.0, "dtypes": ["float64"]}
+    acc = accuracy_goals(res).set_index(["dtype", "quantity"])
+    assert acc.loc[("float64", "value"), "met"]  # 942 <= 1000
+    assert "float32" not in acc.index.get_level_values("dtype")
+    res.goals = None
+    assert "states no goals" in goals_markdown(res)
