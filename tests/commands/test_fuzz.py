@@ -417,3 +417,121 @@ def test_fuzz_cache_entries(recorded, data):
         check_promise(run, d, before, ("again.csv", "cache"))
         assert run.rc == 0  # a bad entry is recomputed, never an error
         assert (d / "again.csv").read_bytes() == (d / "good.csv").read_bytes()
+
+
+# ------------------------------------------------------------------ .npz datasets
+
+
+def _small_shipped_arrays(cells: int = 40) -> dict[str, np.ndarray]:
+    """The first ``cells`` cells of the shipped PBMC matrix, in the shipped format."""
+    from ztbench.io.datasets import dataset_path
+
+    with np.load(dataset_path("human_pbmc_1k_subset"), allow_pickle=False) as z:
+        a = {k: z[k] for k in z.files}
+    end = int(a["counts_indptr"][cells])
+    a["counts_indptr"] = a["counts_indptr"][: cells + 1].copy()
+    a["counts_data"] = a["counts_data"][:end].copy()
+    a["counts_indices"] = a["counts_indices"][:end].copy()
+    a["barcodes"] = a["barcodes"][:cells].copy()
+    a["shape"] = np.array([cells, int(a["shape"][1])])
+    return a
+
+
+NPZ_VALUES = st.sampled_from([
+    np.array([], dtype=np.int64), np.array([-1]), np.array([2**63 + 1], dtype=np.uint64),
+    np.array([1.5, 2.0]), np.array([[1, 2], [3, 4]]), np.array(["a", "b"]),
+    np.array([10**8]), np.array([0, 5, 3]), np.zeros(3, dtype=bool), np.array([np.nan]),
+])  # fmt: skip
+
+
+@st.composite
+def npz_bytes(draw: Callable) -> bytes:
+    """The small shipped matrix with arrays replaced, edited, dropped or added, then saved
+    (and sometimes the file's bytes damaged)."""
+    a = _small_shipped_arrays()
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from(sorted(a)))
+        op = draw(st.sampled_from(["replace", "edit", "drop", "add", "reverse", "cut"]))
+        if op == "replace":
+            a[key] = draw(NPZ_VALUES)
+        elif op == "edit" and a[key].size and a[key].dtype.kind in "iu":
+            arr = a[key].astype(np.int64)
+            arr[draw(st.integers(0, arr.size - 1))] = draw(
+                st.sampled_from([-1, 0, 2**31 - 1, 10**7 + 1, 506, 507, 10**6]))
+            a[key] = arr
+        elif op == "drop":
+            a.pop(key)
+        elif op == "add":
+            a["extra_" + key] = a[key]
+        elif op == "reverse":
+            a[key] = a[key][::-1].copy()
+        elif op == "cut" and a[key].size:
+            a[key] = a[key][: draw(st.integers(0, a[key].size - 1))].copy()
+    buf = io.BytesIO()
+    np.savez(buf, **a)
+    data = buf.getvalue()
+    if draw(st.integers(0, 5)) == 0:
+        data = draw(byte_noise(data))
+    return data
+
+
+@FUZZ
+@given(data=npz_bytes())
+def test_fuzz_npz_datasets(data):
+    with workdir() as d:
+        (d / "counts.npz").write_bytes(data)
+        before = tree(d)
+        run = run_cli(["fit", str(d / "counts.npz"), "--family", "ztpoisson", "--min-nonzero",
+                       "2", "-o", str(d / "out"), "--no-cache"])  # fmt: skip
+        check_promise(run, d, before, ("out",))
+
+
+# ------------------------------------------------- external candidates misbehaving
+
+
+MISBEHAVIOURS = {
+    "raise": "raise RuntimeError('bad\\nsecond line')",
+    "exit0": "import sys; sys.exit(0)",
+    "exit3": "import sys; sys.exit(3)",
+    "none": "return None",
+    "shape": "return lam.sum()",
+    "dtype": "return _good(k, lam).double()",
+    "nan": "return _good(k, lam) * float('nan')",
+    "detach": "return _good(k, lam).detach()",
+    "list": "return [1.0]",
+    "huge": "return torch.full_like(lam, 1e308) * 10",
+}
+
+
+@FUZZ
+@given(how=st.sampled_from(sorted(MISBEHAVIOURS)), when=st.sampled_from(["always", "measured"]))
+def test_fuzz_external_candidates_misbehaving(how, when):
+    body = MISBEHAVIOURS[how]
+    guard = "if k.numel() > 16:" if when == "measured" else "if True:"
+    code = (
+        "import torch\n\n"
+        "def _good(k, lam):\n"
+        "    return lam + torch.log(-torch.expm1(-lam)) - k * torch.log(lam)\n\n"
+        "def ztp(k, lam):\n"
+        f"    {guard}\n"
+        f"        {body}\n"
+        "    return _good(k, lam)\n"
+    )
+    suite = (
+        'dtypes = ["float64", "float32"]\n[candidates]\ninclude = ["ztpoisson/stable"]\n'
+        '[[candidates.external]]\nid = "mine/ztp"\ntarget = "user_loss.py:ztp"\n'
+        'family = "ztpoisson"\nform = "loss"\n'
+        "[families.ztpoisson]\n"
+        "grid = { k = [1, 2, 7], lam = { min = 0.01, max = 100, num = 12 } }\n"
+    )
+    with workdir() as d:
+        (d / "user_loss.py").write_text(code)
+        (d / "s.toml").write_text(suite)
+        before = tree(d)
+        run = run_cli(["accuracy", str(d / "s.toml"), "-o", str(d / "out"), "--no-cache",
+                       "--no-points", "--no-progress"])  # fmt: skip
+        check_promise(run, d, before, ("out", "__pycache__"))
+        if run.rc == 0:  # measured: the misbehaviour is a row that says so, never an "ok"
+            text = (d / "out" / "summary.csv").read_text()
+            mine = [ln for ln in text.splitlines() if ",mine/ztp," in ln and ",all," in ln]
+            assert (mine and not all(",ok," in ln for ln in mine)) or how in ("nan", "huge"), mine

@@ -56,3 +56,24 @@ def test_fit_and_impact_check_their_output_before_fitting(tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(a_file) in err, err
     assert a_file.read_text() == "not a directory\n"
+
+
+def test_a_read_only_file_system_is_named_as_such(tmp_path: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from ztbench.io.atomic import check_output_dir
+    from ztbench.io.errors import UserError
+
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_flag=os.ST_RDONLY))
+    with pytest.raises(UserError, match="read-only file system"):
+        check_output_dir(tmp_path / "out")
+    monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_flag=0))
+    with pytest.raises(UserError, match="permission denied"):
+        check_output_dir(tmp_path / "out")
+
+
+def test_an_empty_dataset_name_is_named_as_such(capsys) -> None:
+    assert main(["fit", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no dataset given" in err

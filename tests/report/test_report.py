@@ -291,3 +291,16 @@ def test_speed_within_ten_percent_is_a_tie(results_dir: Path, code_ratio: float,
     board = leaderboard(res, key)
     order = [c for c in board["candidate"] if c.startswith("ztnb/published-")]
     assert order[0] == f"ztnb/published-{first}"
+
+
+def test_reproduce_commands_are_shell_quoted(tmp_path: Path) -> None:
+    import shlex
+
+    d = _write_dir(tmp_path / "a run; with spaces", throughput=False)
+    text = build_report(d).read_text()
+    cmds = [ln.strip().strip("`") for ln in text.splitlines() if "ztbench eval " in ln]
+    cmds = [c[c.index("ztbench eval "):] for c in cmds]
+    assert cmds
+    for cmd in cmds:
+        argv = shlex.split(cmd)
+        assert argv[:2] == ["ztbench", "eval"] and Path(argv[3]).is_file(), cmd

@@ -46,6 +46,7 @@ import importlib.util
 import inspect
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -374,9 +375,9 @@ def build(spec: ExternalSpec, base_dir: Path | str = ".", check: bool = True) ->
 
 def eval_arguments(candidate: Candidate) -> str:
     """The ``ztbench eval`` arguments that call an external candidate from the current
-    directory: its target (a file target as a path from here) and the declaration's
-    options, e.g. ``examples/bento-sc/bento_loss.py:ztnb --family ztnb --parameters
-    theta=log``."""
+    directory, quoted for a POSIX shell: its target (a file target as a path from here) and
+    the declaration's options, e.g.
+    ``examples/bento-sc/bento_loss.py:ztnb --family ztnb --parameters theta=log``."""
     fn = getattr(candidate.fn, "user_function", candidate.fn)
     where, _, attr = (candidate.target or "").rpartition(":")
     target = candidate.target or candidate.id
@@ -396,7 +397,7 @@ def eval_arguments(candidate: Candidate) -> str:
         spec = TORCH_NB if candidate.log_params == (TORCH_NB,) else ",".join(
             f"{p}=log" for p in candidate.log_params)  # fmt: skip
         args += ["--parameters", spec]
-    return " ".join(args)
+    return shlex.join(args)
 
 
 def info(candidate: Candidate) -> dict[str, Any]:

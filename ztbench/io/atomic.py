@@ -100,6 +100,14 @@ def _nearest_existing(path: Path) -> Path:
     return p
 
 
+def _read_only(path: Path) -> bool:
+    """True when ``path`` is on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 def check_output_dir(path: Path | str) -> None:
     """Fail early (before a long run) when ``path`` cannot become an output directory."""
     path = Path(path)
@@ -107,7 +115,8 @@ def check_output_dir(path: Path | str) -> None:
     if not base.is_dir():
         raise UserError(f"{path}: cannot be a directory ({base} is a file)")
     if not os.access(base, os.W_OK | os.X_OK):
-        raise UserError(f"{path}: cannot write there ({base}: permission denied)")
+        why = "read-only file system" if _read_only(base) else "permission denied"
+        raise UserError(f"{path}: cannot write there ({base}: {why})")
 
 
 def _refuse_special(path: Path) -> None:

@@ -78,6 +78,8 @@ def dataset_path(name: str) -> Path:
 
 def resolve(spec: str) -> tuple[str, Path, str | None]:
     """(name, path, expected sha256 or None) for a shipped name or a path to an ``.npz``."""
+    if not spec.strip():
+        raise UserError(f"no dataset given (an empty name; known: {', '.join(DATASETS)})")
     if spec in DATASETS:
         return spec, dataset_path(spec), DATASETS[spec]
     path = Path(spec)

@@ -21,6 +21,7 @@ ranked rows, without a rank.
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -514,7 +515,9 @@ def worst_cases(results: Results, candidates: dict[str, list[str]],
                 thr = r["threshold"]
                 external = {e.get("id"): e.get("eval")
                             for e in results.env.get("external_candidates", [])}  # fmt: skip
-                cmd = (f"ztbench eval {external.get(cand) or cand} {path} --dtype {dtype}"
+                # the external candidate's arguments are already quoted for the shell
+                target = external.get(cand) or shlex.quote(cand)
+                cmd = (f"ztbench eval {target} {shlex.quote(str(path))} --dtype {dtype}"
                        + ("" if pd.isna(thr) else f" --threshold {fmt_input(thr)}")
                        + (f" --device {r['device']}" if r["device"] != "cpu" else "")
                        + " -o out.csv")  # fmt: skip
