@@ -106,3 +106,27 @@ def test_a_gradient_lost_while_measured_is_no_gradient_not_zero(tmp_path) -> Non
     grad = mine[mine["quantity"] != "value"]
     assert len(grad) == 1 and grad["status"].iloc[0] == "no gradient", grad
     assert mine[mine["quantity"] == "value"]["status"].iloc[0] == "ok"
+
+
+HANGS_WHILE_MEASURED = GOOD + '''
+_ok = ztp
+
+def ztp(k, lam):
+    while k.numel() > 16:
+        pass
+    return _ok(k, lam)
+'''
+
+
+def test_a_target_that_hangs_while_measured_is_a_row_naming_it(tmp_path, monkeypatch) -> None:
+    import pandas as pd
+
+    import ztbench.measure.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "TARGET_TIMEOUT_S", 1.0)
+    suite = _project(tmp_path, HANGS_WHILE_MEASURED)
+    assert main(["accuracy", str(suite), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    s = pd.read_csv(tmp_path / "out" / "summary.csv")
+    mine = s[(s["candidate"] == "mine/ztp") & (s["region"] == "all")]
+    assert len(mine) and mine["status"].str.contains("user_loss.py:ztp").all(), mine["status"]
+    assert mine["status"].str.contains("no result within 1 s").all()

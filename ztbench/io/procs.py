@@ -98,3 +98,35 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+class TimeLimitExceeded(TimeoutError):
+    """The body of :func:`time_limit` ran past its limit."""
+
+
+@contextmanager
+def time_limit(seconds: float, what: str) -> Iterator[None]:
+    """Within the body, raise :class:`TimeLimitExceeded` naming ``what`` once ``seconds``
+    have passed (main thread, POSIX; elsewhere, or for ``seconds <= 0``, no limit).
+
+    The alarm interrupts Python code (a loop that never ends); a call that blocks inside C
+    code is interrupted when it returns to Python.
+    """
+    if seconds <= 0 or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeLimitExceeded(f"{what}: no result within {seconds:g} s")
+
+    try:
+        previous = signal.signal(signal.SIGALRM, expire)
+    except ValueError:  # not the main thread
+        yield
+        return
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -31,8 +31,12 @@ from ztbench.core.dtypes import get_format, round_to
 from ztbench.core.families import get_family, to_own
 from ztbench.core.schema import MODES
 from ztbench.io.errors import UserError
+from ztbench.io.procs import time_limit
 
 CHUNK_POINTS = 1 << 20
+# The most one evaluation of the user's own code (an external candidate) may take: a target
+# that hangs becomes a row naming it, not a run that never ends.
+TARGET_TIMEOUT_S = 600.0
 
 
 
@@ -162,8 +166,9 @@ def evaluate(
     names = candidate.gradients
     grads = {g: np.empty(n, dtype=np.float64) for g in names} if gradients else {}
     lost: set[str] = set()
+    limit = TARGET_TIMEOUT_S if candidate.target is not None else 0.0
     try:
-        with compile_limits():
+        with compile_limits(), time_limit(limit, candidate.target or candidate.id):
             for start in range(0, n, CHUNK_POINTS):
                 stop = min(start + CHUNK_POINTS, n)
                 _run_chunk(fn, arrays, start, stop, fmt.torch_dtype, dev, value, grads, names, lost)
@@ -238,8 +243,10 @@ def _evaluate_peer(
         return _unsupported(n, f"{candidate.id} is a CPU-only peer (no device {device!r})")
     if mode != "eager":
         return _unsupported(n, f"{candidate.id} is a peer outside torch: no torch.compile")
+    limit = TARGET_TIMEOUT_S if candidate.target is not None else 0.0
     try:
-        out = np.asarray(candidate.fn(*arrays, threshold=threshold), dtype=np.float64)
+        with time_limit(limit, candidate.target or candidate.id):
+            out = np.asarray(candidate.fn(*arrays, threshold=threshold), dtype=np.float64)
         if candidate.target is not None and out.shape != (n,):
             raise RuntimeError(f"returned shape {out.shape}, expected ({n},)")
     except Unsupported as exc:
