@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from ztbench import __version__
 from ztbench.commands import VERBS
@@ -68,9 +70,41 @@ def _missing_extra(exc: ModuleNotFoundError) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); the exit code."""
+    try:
+        # from the first instruction: Ctrl-C or SIGTERM while torch is still being imported
+        # is "interrupted" too, never a traceback
+        with sigterm_as_interrupt():
+            return _main(argv)
+    except KeyboardInterrupt:
+        print("ztbench: interrupted", file=sys.stderr)
+        return 130
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM are held back (blocked) in the body and delivered after it.
+
+    Importing a verb imports torch, whose C++ start-up calls back into Python: an
+    exception raised by a signal handler there ends in std::terminate (an abort), not in
+    a KeyboardInterrupt. Held back, the signal arrives once the import is done.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
-        parser = build_parser(_verb_of(argv))
+        with _signals_held():
+            parser = build_parser(_verb_of(argv))
     except ModuleNotFoundError as exc:
         return _missing_extra(exc)
     args = parser.parse_args(argv)  # a usage error: one line and SystemExit(2)
@@ -78,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with sigterm_as_interrupt(), budget.limited(getattr(args, "max_points", None)):
+        with budget.limited(getattr(args, "max_points", None)):
             # A verb that added --scheduler (ztbench.io.executors.add_scheduler_option) runs
             # with that executor active; the others with the local pool.
             # $ZTBENCH_SCHEDULER applies only to the former.

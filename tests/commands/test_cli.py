@@ -26,3 +26,23 @@ def test_another_missing_module_is_not_disguised(monkeypatch):
     monkeypatch.setattr(verb, "run", needs)
     with pytest.raises(ModuleNotFoundError):
         main(["candidates"])
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.4, 0.8, 1.5])
+def test_sigterm_during_start_up_is_one_line_never_a_traceback(tmp_path, delay) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ztbench.cli", "accuracy", "suites/quick.toml", "-o",
+         str(tmp_path / "out"), "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    # 130: ztbench's own "interrupted"; -15: killed before Python reached ztbench at all
+    assert proc.returncode in (130, -signal.SIGTERM), (proc.returncode, err)
+    assert "Traceback" not in err and "terminate" not in err and err.count("\n") <= 1, err
