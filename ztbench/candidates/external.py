@@ -202,15 +202,19 @@ def source_sha256(fn: Callable[..., Any]) -> str | None:
         return None
 
 
-def code_digest(candidate: Candidate) -> str:
+def code_digest(candidate: Any) -> str:
     """SHA-256 of the code that computes ``candidate``'s loss: the user's file for an
     external candidate; for a built-in one, every source file of the candidates package and
     of the shipped loss (which they call). Results cached across runs (fits) key on it, so
     an edited loss is never served from the cache."""
     h = hashlib.sha256()
-    if candidate.target is not None:
-        h.update((source_sha256(candidate.fn) or f"unknown:{candidate.target}").encode())
+    target = getattr(candidate, "target", None)
+    fn = getattr(candidate, "fn", candidate)
+    own = source_sha256(fn) or source_sha256(type(fn))  # the file that defines it
+    if target is not None:
+        h.update((own or f"unknown:{target}").encode())
         return h.hexdigest()
+    h.update((own or "").encode())
     for package in (_CANDIDATES_DIR, _LOSS_DIR):
         for file in sorted(package.rglob("*.py")):
             h.update(file.relative_to(package.parent).as_posix().encode())
