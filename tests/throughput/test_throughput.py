@@ -76,7 +76,8 @@ def test_every_column_for_every_row_and_consistent_ratios() -> None:
     st = table.set_index(["candidate", "dtype", "pass"])
     nv = st.loc[("ztnb/naive", "float32", "forward+backward"), "median_s"]
     assert st.loc[("ztnb/stable", "float32", "forward+backward"), "naive_median_s"] == nv
-    assert (table["peak_bytes_per_element"] > 0).all()
+    # resident pages: a tiny call may allocate inside memory already resident (0), never < 0
+    assert (table["peak_bytes_per_element"] >= 0).all()
     assert set(table["peak_memory_measure"]) == {"cpu"}
 
 
@@ -154,9 +155,39 @@ def test_time_call_rounds_and_calls_per_round() -> None:
 
 
 def test_peak_bytes_cpu_sees_a_temporary() -> None:
-    n = 1 << 20
-    peak, how = peak_bytes(lambda: torch.ones(n, dtype=torch.float32) * 2.0, "cpu")
-    assert how == "cpu" and 8 * n <= peak < 16 * n  # ones and the product live together
+    n = 1 << 22
+    torch.ones(n) * 2.0  # torch's first call initialises its thread pools (as timing does)
+    for _ in range(3):  # warm: the allocator keeps freed memory, which must not hide a peak
+        peak, how = peak_bytes(lambda: torch.ones(n, dtype=torch.float32) * 2.0, "cpu")
+        # ones and the product live together: 8 bytes per element (resident pages: +-3%)
+        assert how == "cpu" and 7.75 * n <= peak < 8.25 * n, peak / n
+
+    def three_at_once() -> torch.Tensor:
+        x = torch.ones(n, dtype=torch.float64)
+        y = x * 2
+        return (x + y).sum()
+
+    def one_at_a_time() -> None:
+        for _ in range(3):
+            x = torch.ones(n, dtype=torch.float64)
+            del x
+
+    assert 23.25 * n <= peak_bytes(three_at_once, "cpu")[0] < 25.5 * n  # + the sum's buffers
+    assert 7.75 * n <= peak_bytes(one_at_a_time, "cpu")[0] < 8.25 * n
+
+
+def test_peak_bytes_cpu_costs_no_memory_per_allocation() -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def many_small() -> None:
+        for _ in range(20000):
+            torch.ones(64) + 1
+
+    peak_bytes(many_small, "cpu")
+    # the profiler-based measure recorded every allocation event; this one keeps nothing
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # kB
 
 
 def test_inputs_log_uniform_in_domain_and_seeded() -> None:

@@ -41,8 +41,10 @@ How a row is measured (:func:`time_call`):
   are cost multiples: above 1 is slower. The element-rate ratio is the reciprocal.
 - ``peak_bytes_per_element``: the high-water mark of memory allocated during one call,
   above what was allocated before it (the inputs are not counted), divided by ``size``.
-  CUDA: ``torch.cuda.max_memory_allocated``. CPU: the running sum of the allocations and
-  frees that torch's CPU allocator reports to ``torch.profiler`` (``profile_memory``).
+  CUDA: ``torch.cuda.max_memory_allocated``. CPU (Linux): the process's resident
+  high-water mark (``VmHWM``), reset before the call, after the C allocator gave its free
+  memory back; O(1) in the number of allocations. It resolves pages (4 KiB): a call of a
+  few thousand elements may allocate inside memory already resident and read 0.
   Peers: ``tracemalloc`` (numpy's allocations; memory of a subprocess such as Rscript is
   not seen). The column ``peak_memory_measure`` names the method of each row.
 - Threads: ``torch.set_num_threads(threads)`` for the whole run, recorded in every row.

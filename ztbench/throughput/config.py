@@ -17,8 +17,9 @@ DEFAULT_SIZES: dict[str, tuple[int, ...]] = {
 }
 MEMORY_MEASURES: dict[str, str] = {
     "cuda": "torch.cuda.max_memory_allocated above the memory allocated before the call",
-    "cpu": "torch CPU allocator high-water mark above the start (torch.profiler profile_memory)",
+    "cpu": "resident-memory high-water mark above the start (Linux VmHWM, after malloc_trim)",
     "peer": "tracemalloc peak of Python/numpy allocations (subprocess memory not seen)",
+    "none": "not measured (no /proc/self/clear_refs: not Linux)",
 }
 
 

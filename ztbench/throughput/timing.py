@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import math
-import os
 import statistics
-import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,25 +61,11 @@ def time_call(call: Callable[[], Any], device: str, config: TimingConfig) -> Tim
     return Timing(statistics.median(times), min(times), len(times), calls, first)
 
 
-@contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence file descriptor 2 (kineto prints 'profiler_start/stop' lines there)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def peak_bytes(call: Callable[[], Any], device: str, peer: bool = False) -> tuple[float, str]:
     """Peak bytes allocated during one ``call`` above the start, and the method's key.
 
-    Keys index :data:`MEMORY_MEASURES`: ``cuda``, ``cpu`` (torch.profiler memory events)
-    or ``peer`` (tracemalloc).
+    Keys index :data:`MEMORY_MEASURES`: ``cuda``, ``cpu`` (the resident high-water mark,
+    :func:`_resident_peak`), ``peer`` (tracemalloc) or ``none``.
     """
     if peer:
         tracemalloc.start()
@@ -97,16 +85,55 @@ def peak_bytes(call: Callable[[], Any], device: str, peer: bool = False) -> tupl
         call()
         torch.cuda.synchronize(dev)
         return float(torch.cuda.max_memory_allocated(dev) - start), "cuda"
-    from torch.profiler import ProfilerActivity, profile
+    return _resident_peak(call)
 
-    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _status_bytes(field: str) -> int:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"{_STATUS} has no {field}")
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _resident_peak(call: Callable[[], Any]) -> tuple[float, str]:
+    """The process's resident-memory high-water mark during ``call`` above its resident
+    size at the start (Linux): O(1), whatever the number of allocations.
+
+    The free memory the C allocator keeps is first given back (``malloc_trim``), so that
+    what ``call`` allocates must become resident again, and the mark is reset by writing 5
+    to ``/proc/self/clear_refs``; Python's garbage collector waits meanwhile. Elsewhere:
+    NaN, measure ``none``.
+    """
+    trim = _malloc_trim()
+    # garbage collected during the call would lower the resident size under the mark
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        try:
+            if trim is not None:
+                trim(0)
+            _CLEAR_REFS.write_text("5")
+            start = _status_bytes("VmRSS")
+        except OSError:
+            call()
+            return math.nan, "none"
         call()
-    events = [e for e in p.profiler.kineto_results.events() if e.name() == "[memory]"]
-    events.sort(key=lambda e: e.start_ns())
-    current = peak = 0
-    for e in events:
-        current += e.nbytes()
-        peak = max(peak, current)
-    return float(peak), "cpu"
+        return float(max(_status_bytes("VmHWM") - start, 0)), "cpu"
+    finally:
+        if enabled:
+            gc.enable()
 
 
