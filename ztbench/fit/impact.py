@@ -211,7 +211,6 @@ def impact_genes_frame(
     """The per-gene impact rows of ``dataset`` (if given) and of the synthetic grid (if
     ``synthetic`` = (seed, n, n_mu, n_theta) is given), and the SHA-256 of the file each
     dataset was loaded from (by dataset name); UserError on bad arguments."""
-    from ztbench.fit.impact import default_variants, impact_genes
 
     check_choices(family, model, min_nonzero)
     for d in dtypes:
