@@ -46,13 +46,13 @@ check: install
 lint: install
 	$(BIN)/ruff check ztbench tests
 
-# Accuracy + throughput + report on the default suite (results/default/REPORT.md), then the
-# pytest-benchmark suite, eager kernels (results under .benchmarks/, for --benchmark-compare
-# by hand; `pytest tests/bench --benchmark-enable` runs all of it, compiled kernels too).
+# Accuracy, throughput, impact and the report on the default suite (results/default/REPORT.md).
+# Each kernel is timed once, by the throughput stage; its timings are also written in
+# pytest-benchmark's format (results/default/pytest-benchmark.json: compare two runs with
+# `pytest-benchmark compare A.json B.json`). `pytest tests/bench --benchmark-enable` times the
+# kernels with pytest-benchmark itself, compiled ones too.
 bench: install
 	$(BIN)/ztbench bench suites/default.toml -o results/default
-	$(BIN)/python -m pytest tests/bench -q -k 'not compile' --benchmark-enable \
-		--benchmark-autosave --benchmark-max-time=0.1 --benchmark-min-rounds=3
 
 report: install
 	$(BIN)/ztbench report results/default

@@ -53,7 +53,7 @@ def _verb_of(argv: Sequence[str]) -> str | None:
 # alone, and the command then says what to install instead of a traceback.
 _BENCH_MODULES = frozenset(
     ("pandas", "pyarrow", "mpmath", "flint", "matplotlib", "tqdm", "platformdirs", "scipy",
-     "statsmodels")
+     "statsmodels", "pytest_benchmark")
 )  # fmt: skip
 
 

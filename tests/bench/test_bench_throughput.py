@@ -1,7 +1,8 @@
 """pytest-benchmark suite: the kernels of ``ztbench throughput`` in pytest-benchmark's format.
 
-Run by ``make bench`` (``pytest tests/bench --benchmark-enable --benchmark-autosave``),
-excluded from ``make test``. The calls are exactly those of :mod:`ztbench.throughput`
+Run by hand (``pytest tests/bench --benchmark-enable --benchmark-autosave``), excluded from
+``make test``; ``make bench`` does not run it: its throughput stage already writes its
+timings as pytest-benchmark JSON. The calls are exactly those of :mod:`ztbench.throughput`
 (:func:`~ztbench.throughput.make_call`, the same seeded log-uniform inputs, the same copy
 floor), so a regression seen here is one the throughput verb measures. Compare runs by hand
 with ``pytest tests/bench --benchmark-enable --benchmark-compare``; results are saved under

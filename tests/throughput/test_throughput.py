@@ -258,6 +258,24 @@ def test_cli_tiny_run_writes_csv_json_env(tmp_path: Path, capsys) -> None:
     assert env["torch_threads"] == 1 and env["suite_sha256"]
     assert env.pop("stages")["throughput"]["torch_threads"] == 1 and doc["env"] == env
     assert "wrote" in capsys.readouterr().out
+    # the same timings in pytest-benchmark's format, read by its own compare command
+    bench = json.loads((out / "pytest-benchmark.json").read_text())
+    assert len(bench["benchmarks"]) == len(ok)
+    first = bench["benchmarks"][0]
+    row = ok.iloc[0]
+    assert first["stats"]["median"] == pytest.approx(row["median_s"], rel=1e-6)
+    assert first["stats"]["min"] == pytest.approx(row["min_s"], rel=1e-6)
+    assert first["stats"]["rounds"] == row["rounds"]
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "pytest_benchmark", "compare", str(out / "pytest-benchmark.json"),
+         "--columns", "min,median,rounds"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "ztnb/stable[float64-cpu-eager-forward+backward-300-log-uniform]" in shown.stdout
 
 
 def test_cli_candidate_filter(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ class Timing:
     rounds: int
     calls_per_round: int
     first_s: float
+    round_s: tuple[float, ...] = ()  # the per-call time of each round
 
 
 @dataclass
@@ -57,5 +58,6 @@ class ThroughputResult:
     seed: int
     memory_measures: dict[str, str] = field(default_factory=lambda: dict(MEMORY_MEASURES))
     loadavg: dict[str, list[float] | None] = field(default_factory=dict)
+    round_s: list[tuple[float, ...]] = field(default_factory=list)  # per table row
 
 

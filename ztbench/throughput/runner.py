@@ -34,6 +34,9 @@ from ztbench.throughput.timing import (
     time_call,
 )
 
+# each row's round times travel beside the table (not a column of it)
+ROUNDS_KEY = "_round_s"
+
 
 @dataclass(frozen=True)
 class Job:
@@ -150,6 +153,7 @@ class _Runner:
         try:
             call = make_peer_call(c, inputs) if peer else make_call(c, job.mode, job.pass_, inputs)
             t = time_call(call, job.device, cfg)
+            row[ROUNDS_KEY] = t.round_s
             if cfg.memory:
                 peak, how = peak_bytes(call, job.device, peer)
                 row["peak_bytes_per_element"] = peak / job.size
@@ -252,7 +256,8 @@ def run_throughput(
     table = pd.DataFrame(rows, columns=[*COLUMNS, *EXTRA_COLUMNS])
     _naive_ratios(table)
     loadavg = {"start": load_start, "end": _loadavg()}
-    return ThroughputResult(table, threads, config, seed, loadavg=loadavg)
+    round_s = [tuple(r.get(ROUNDS_KEY, ())) for r in rows]
+    return ThroughputResult(table, threads, config, seed, loadavg=loadavg, round_s=round_s)
 
 
 def _loadavg() -> list[float] | None:

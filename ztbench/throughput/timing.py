@@ -58,7 +58,7 @@ def time_call(call: Callable[[], Any], device: str, config: TimingConfig) -> Tim
         t = _round(call, calls, dev)
         times.append(t / calls)
         spent += t
-    return Timing(statistics.median(times), min(times), len(times), calls, first)
+    return Timing(statistics.median(times), min(times), len(times), calls, first, tuple(times))
 
 
 def peak_bytes(call: Callable[[], Any], device: str, peer: bool = False) -> tuple[float, str]:
