@@ -26,7 +26,7 @@ from ztbench.loss import zt_negbin_nll, zt_poisson_nll
 from ztbench.loss.dd import ztnb as N
 from ztbench.loss.dd.arith import sum_expansion
 from ztbench.loss.dd.lgamma import lgamma_diff_terms, log_factorial_terms
-from ztbench.loss.nll import _ztnb_kernel
+from ztbench.loss.kernels import ztnb_kernel
 
 F64 = torch.float64
 OFFSETS = (0, 1, 2, 3, 10, 30)
@@ -181,7 +181,7 @@ def _value_measure(name: str, full: bool) -> dict[str, np.ndarray]:
     pts = _value_sets()[name]
     k, mu, th = (_t([p[i] for p in pts]) for i in range(3))
     refs = [_loss_ref(*p, full=full) for p in pts]
-    v64, _, _ = _ztnb_kernel(k, mu, th, False)
+    v64, _, _ = ztnb_kernel(k, mu, th, False)
     if full:
         v64 = v64 + torch.lgamma(k + 1.0)
     api = zt_negbin_nll(k, mu, th, reduction="none", full=full)
@@ -237,7 +237,7 @@ def _dtheta_measure(name: str) -> dict[str, np.ndarray]:
     pts = _dtheta_sets()[name]
     k, mu, th = (_t([p[i] for p in pts]) for i in range(3))
     refs = [_dtheta_ref(*p) for p in pts]
-    _, _, d64 = _ztnb_kernel(k, mu, th, True)
+    _, _, d64 = ztnb_kernel(k, mu, th, True)
     th_req = th.clone().requires_grad_(True)
     zt_negbin_nll(k, mu, th_req, reduction="sum").backward()
     flag = N.ztnb_dtheta_cancellation(k, mu, th, d64).numpy()
@@ -294,7 +294,7 @@ def test_loader_full_forms_unrefined_points_meet_the_goal(name: str) -> None:
     """The float64 Loader forms (stirlerr + bd0) where their condition number leaves them
     unrefined: within the value goal; and they do carry most k ~ mean points."""
     from ztbench.loss.dd.ztp import FULL_CANCEL_FACTOR as ZTP_F
-    from ztbench.loss.nll import _ztp_kernel
+    from ztbench.loss.kernels import ztp_kernel
     from ztbench.loss.stirlerr import (
         ztnb_full_condition,
         ztnb_full_value,
@@ -304,7 +304,7 @@ def test_loader_full_forms_unrefined_points_meet_the_goal(name: str) -> None:
 
     pts = _value_sets()[name]
     k, mu, th = (_t([p[i] for p in pts]) for i in range(3))
-    v64, _, _ = _ztnb_kernel(k, mu, th, False)
+    v64, _, _ = ztnb_kernel(k, mu, th, False)
     full = ztnb_full_value(k, mu, th, v64)
     keep = (ztnb_full_condition(k, mu, th, full) <= N.FULL_CANCEL_FACTOR).numpy()
     refs = [_loss_ref(*p, full=True) for p in pts]
@@ -312,7 +312,7 @@ def test_loader_full_forms_unrefined_points_meet_the_goal(name: str) -> None:
     if name == "random":
         assert keep.sum() > 50
     # ZTP: lam = mu
-    vp, _ = _ztp_kernel(k, mu, False)
+    vp, _ = ztp_kernel(k, mu, False)
     fp = ztp_full_value(k, mu, vp)
     keep_p = (ztp_full_condition(k, mu, fp) <= ZTP_F).numpy()
     refs_p = [_ztp_full_ref(p[0], p[1]) for p in pts]

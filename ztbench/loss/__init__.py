@@ -4,7 +4,16 @@
 importable from ``ztbench``). This package depends on torch alone and never imports the
 benchmark: the benchmark's candidates import it.
 
-- :mod:`.nll`: the public functions, their kernels and the autograd.
+- :mod:`.api`: the public functions (argument handling, reductions).
+- :mod:`.kernels`: the careful kernels, each formula written once over a dispatcher
+  (:mod:`.dispatch`).
+- :mod:`.paths`: the seven forward paths (one ``Path`` enum) and ``choose_path``.
+- :mod:`.eager`: the eager computations (the float32 screen of :mod:`.screened`, the
+  careful kernels in chunks, the refined kernels).
+- :mod:`.refine`: the float64 refinement entry points (double-double, :mod:`.dd`), the
+  full form (:mod:`.stirlerr`), the correction of log-parameters' rounding.
+- :mod:`.autograd`: the autograd node (one Function, its constants a frozen record).
+- :mod:`.ops`: the ``torch.library`` custom operators compiled code calls.
 - :mod:`.modules`: ``nn.Module`` forms (``ZeroTruncatedPoissonNLLLoss``,
   ``ZeroTruncatedNegativeBinomialNLLLoss``), mirroring ``nn.PoissonNLLLoss``.
 - :mod:`.distributions`: ``ZeroTruncatedPoisson`` and ``ZeroTruncatedNegativeBinomial``
@@ -12,14 +21,14 @@ benchmark: the benchmark's candidates import it.
 - :mod:`.validation`: the input checks.
 - :mod:`.primitives`: the stable building blocks (series, log-gamma and digamma
   differences, log1mexp and friends), each written once.
-- :mod:`.dd`: double-double refinement of float64 results where the float64 sum cancels.
+- :mod:`.dd`: double-double arithmetic and formulas for the refinement.
 """
 
 from __future__ import annotations
 
+from ztbench.loss.api import zt_negbin_nll, zt_poisson_nll
 from ztbench.loss.distributions import ZeroTruncatedNegativeBinomial, ZeroTruncatedPoisson
 from ztbench.loss.modules import ZeroTruncatedNegativeBinomialNLLLoss, ZeroTruncatedPoissonNLLLoss
-from ztbench.loss.nll import zt_negbin_nll, zt_poisson_nll
 
 __all__ = [
     "ZeroTruncatedNegativeBinomial",

@@ -36,7 +36,7 @@ from torch.distributions import Distribution, constraints
 from torch.distributions.utils import broadcast_all
 
 from ztbench.loss import primitives as P
-from ztbench.loss.nll import zt_negbin_nll, zt_poisson_nll
+from ztbench.loss.api import zt_negbin_nll, zt_poisson_nll
 
 __all__ = ["ZeroTruncatedNegativeBinomial", "ZeroTruncatedPoisson"]
 

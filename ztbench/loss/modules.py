@@ -9,7 +9,7 @@
 untruncated mean (and of theta), the natural output of a linear head: no exp/clamp in the
 model, and the loss stays exact where mu underflows. ``full=True`` adds lgamma(k + 1), so
 that the loss is -log P(X = k | X > 0). ``mask`` and ``weight`` are per call, as in the
-functional form (:func:`~ztbench.loss.nll.zt_negbin_nll`).
+functional form (:func:`~ztbench.loss.api.zt_negbin_nll`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ztbench.loss.nll import Reduction, _check_reduction, zt_negbin_nll, zt_poisson_nll
+from ztbench.loss.api import Reduction, check_reduction, zt_negbin_nll, zt_poisson_nll
 
 __all__ = ["ZeroTruncatedNegativeBinomialNLLLoss", "ZeroTruncatedPoissonNLLLoss"]
 
@@ -32,7 +32,7 @@ class _ZTLoss(nn.Module):
         validate: bool = True,
     ) -> None:
         super().__init__()
-        _check_reduction(reduction)
+        check_reduction(reduction)
         self.log_input = log_input
         self.full = full
         self.reduction: Reduction = reduction
@@ -56,7 +56,7 @@ class ZeroTruncatedPoissonNLLLoss(_ZTLoss):
     ``forward(input, target, mask=None, weight=None)``: ``input`` is log(lam) with
     ``log_input=True`` (default), else lam; ``target`` the counts (>= 1 where kept).
     The loss -k log(lam) + log(e^lam - 1) is computed by
-    :func:`~ztbench.loss.nll.zt_poisson_nll` (float64 inside, one rounding).
+    :func:`~ztbench.loss.api.zt_poisson_nll` (float64 inside, one rounding).
     """
 
     def forward(
@@ -77,7 +77,7 @@ class ZeroTruncatedNegativeBinomialNLLLoss(_ZTLoss):
     ``forward(input, target, theta, mask=None, weight=None)``: with ``log_input=True``
     (default) ``input`` is log(mu) and ``theta`` is log(theta); else both natural. ``mu``
     is the untruncated mean: the truncated law's mean is mu / (1 - (theta/(theta+mu))^theta).
-    Computed by :func:`~ztbench.loss.nll.zt_negbin_nll`.
+    Computed by :func:`~ztbench.loss.api.zt_negbin_nll`.
     """
 
     def forward(

@@ -270,7 +270,7 @@ def lgamma_difference(k: Tensor, theta: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------
-# Primitives of the analytic gradients and of the large-theta excess terms (ztbench.loss.nll)
+# Primitives of the analytic gradients and of the large-theta excess terms (ztbench.loss.kernels)
 # ------------------------------------------------------------------------------------
 
 # Bernoulli numbers B_2 .. B_24 as exact (numerator, denominator) pairs: the float series

@@ -29,7 +29,7 @@ is then at most C K u = 2^-28, 1/16 of float32's unit roundoff 2^-24, and the fl
 result (one rounding) is within 0.5 + 1/8 ulp of the exact one. Rejected elements (the
 bound fails: the loss or a derivative near a zero crossing, the large-theta and tiny-lam
 cancellations, an overflow to inf or NaN) go to the careful float64 kernels
-(:mod:`ztbench.loss.nll`). The caller passes valid inputs only (k >= 1 integer-valued,
+(:mod:`ztbench.loss.kernels`). The caller passes valid inputs only (k >= 1 integer-valued,
 finite positive parameters).
 
 Forms (w = -log P(0); em1 = 1 - e^-w, no overflow for any w, by

@@ -1,6 +1,6 @@
 """Vectorised double-double (and short expansion) float64 arithmetic.
 
-The float64 kernels of :mod:`ztbench.loss.nll` form sums whose terms cancel where a loss
+The float64 kernels of :mod:`ztbench.loss.kernels` form sums whose terms cancel where a loss
 or a gradient crosses zero. :mod:`ztbench.loss.dd.ztp` and :mod:`ztbench.loss.dd.ztnb`
 recompute those sums from terms known to far more than 53 bits and round once; this module
 holds the arithmetic they share.

@@ -1,6 +1,6 @@
 """Double-double refinement of the ZTNB loss value (and full value), d/dmu and d/dtheta.
 
-The float64 ZTNB kernel (:func:`ztbench.loss.nll._ztnb_kernel`) computes
+The float64 ZTNB kernel (:func:`ztbench.loss.kernels.ztnb_kernel`) computes
 
     value = lgamma(theta) - lgamma(k+theta) + k log1p(theta/mu) + log(expm1(w))
     d_mu(k, mu, theta) = k/(theta+mu) - k/mu + theta/(theta+mu) / (1 - e^-w)
@@ -631,7 +631,7 @@ def ztnb_full_value_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
 def ztnb_value_magnitude(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     """Sum of the magnitudes of the float64 kernel's value terms (float64).
 
-    The kernel (:func:`ztbench.loss.nll._ztnb_kernel`) forms, with D, G of
+    The kernel (:func:`ztbench.loss.kernels.ztnb_kernel`) forms, with D, G of
     :func:`~ztbench.loss.primitives.lgamma_excess`: x < 1 and theta >= 10:
     -D - (k - 1) log(mu) + k lx + log r + h; x < 1 and theta < 10: -G - (k - 1) log(x) +
     k lx + log r + h; x >= 1: -G + k log1p(1/x) + log(lx) + h. Each term carries a few ulp

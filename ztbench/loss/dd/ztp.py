@@ -1,6 +1,6 @@
 """Double-double refinement of the ZTP loss and its d/dlam (float64 results).
 
-The float64 ZTP kernel (:func:`ztbench.loss.nll._ztp_kernel`) computes
+The float64 ZTP kernel (:func:`ztbench.loss.kernels.ztp_kernel`) computes
 
     value(k, lam) = -k log(lam) + log(expm1(lam))
     d_lam(k, lam) = -k/lam + 1/(1 - e^-lam)
@@ -177,7 +177,7 @@ def ztp_cancellation(
     """(value flag, d_lam flag): where the float64 kernel's result can be > ~2 ulp off.
 
     Computed from the kernel's own float64 results (``value``, ``d_lam`` of
-    :func:`ztbench.loss.nll._ztp_kernel` at the same k, lam), so it costs a few passes: each
+    :func:`ztbench.loss.kernels.ztp_kernel` at the same k, lam), so it costs a few passes: each
     sum the kernel forms has one term that is cheap to recompute, and the other is the
     result minus it. Value: value = h(lam) - B with B = (k - 1) log(lam), h = value + B;
     d_lam = t1 + t2 with t1 = (lam - k)/lam (lam >= 1) or -(k - 1)/lam (lam < 1). A point

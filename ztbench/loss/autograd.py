@@ -1,0 +1,317 @@
+"""The loss's autograd node: one ``torch.autograd.Function`` per call, its constants in one
+frozen record (:class:`LossSpec`).
+
+Its forward computes the elementwise loss on the path :func:`~ztbench.loss.paths.choose_path`
+picks and returns, as extra outputs marked non-differentiable, the first derivatives in
+the caller's parametrisation (float64, or float32 on ``EAGER_SCREENED_F32``), computed in
+the same pass. First-order backward and jvp are those derivatives times the incoming
+(co)tangent. Where the backward or the jvp is itself differentiated (create_graph=True,
+torch.func transforms, nested forward AD), the derivatives are recomputed as a
+differentiable graph of the where-based kernels (:func:`derivatives_graph`): their values
+stay the saved ones (the graph enters as d_saved + (d - d.detach()), exactly d_saved),
+their derivatives are the kernels' own, so Hessian-vector products, gradient penalties and
+gradgradcheck see every term.
+
+:class:`ZTLoss` is the node torch.compile traces (Dynamo does not trace a custom jvp);
+:class:`ZTLossEager`, the node of eager calls, is the same Function with forward-mode AD
+(torch.func.jvp, jacfwd) and a vmap rule added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ztbench.loss import eager, ops
+from ztbench.loss import screened as S
+from ztbench.loss import validation as V
+from ztbench.loss.kernels import F64, KERNELS, chain_rule, to_float64
+from ztbench.loss.paths import Path, choose_path, note, result_dtype
+from ztbench.loss.refine import apply_full, log_rounding_correction
+
+__all__ = ["LossSpec", "ZTLoss", "ZTLossEager", "derivatives_graph", "transform_active"]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """The constants of one loss call (everything but its tensors).
+
+    ``family``: "ztpoisson" (parameter lam) or "ztnb" (mu, theta). ``is_log``: per
+    parameter, whether the caller gave log p. ``full``: add lgamma(k + 1). ``out_dtype``:
+    the dtype the value is rounded to. ``need``: compute the derivatives in the forward
+    (autograd, a torch.func transform or forward-mode AD will ask for them). ``labels``:
+    the parameters' names for ``validate=True``'s messages (None: no checks).
+    """
+
+    family: str
+    is_log: tuple[bool, ...]
+    full: bool
+    out_dtype: torch.dtype
+    need: bool
+    labels: tuple[str, ...] | None
+
+
+_N_LEADING = 3  # spec, k and mask come before the parameters in the node's inputs
+
+# The eager computation of each eager path but EAGER_SCREENED_F32 (on float64 inputs)
+_EAGER = {
+    Path.EAGER_SCREENED: eager.screened,
+    Path.EAGER_INDEXED: eager.indexed,
+    Path.EAGER_REFINED: eager.refined,
+}
+
+
+def _fill(x: Tensor, run: Tensor, keep: Tensor | None) -> Tensor:
+    """x where the element was computed; NaN at invalid kept elements (NaN in, NaN out),
+    exactly 0 at masked-out ones."""
+    nan = torch.full_like(x, float("nan"))
+    if keep is None:
+        return torch.where(run, x, nan)
+    return torch.where(run, x, torch.where(keep, nan, torch.zeros_like(x)))
+
+
+def _prepare(
+    k: Tensor, mask: Tensor | None, params: tuple[Tensor, ...], is_log: tuple[bool, ...]
+) -> tuple[Tensor, list[Tensor], Tensor, Tensor | None]:
+    """(k, natural parameters) in float64 broadcast to the loss's shape, the elements to
+    compute (valid and kept), and the broadcast mask (None without one)."""
+    dev = params[0].device
+    k = k.to(dev)
+    p64 = [to_float64(p, lg) for p, lg in zip(params, is_log, strict=True)]
+    # validity in the inputs' own dtypes where that is exact (exp of a log-parameter can
+    # over/underflow only in float64)
+    ok = V.valid_k(k)
+    for p, p_64, lg in zip(params, p64, is_log, strict=True):
+        ok = ok & V.valid_param(p_64 if lg or not p.is_floating_point() else p)
+    keep = None if mask is None else mask.to(dev, torch.bool)
+    if keep is None:
+        k64, *p64 = torch.broadcast_tensors(k.to(F64), *p64)
+        run = ok.expand(k64.shape)
+    else:
+        k64, *p64, keep = torch.broadcast_tensors(k.to(F64), *p64, keep)
+        run = ok.expand(k64.shape) & keep
+    return k64, p64, run, keep
+
+
+def _safe(run: Tensor, k64: Tensor, p64: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """Inputs with 1 at the elements not computed (a point every kernel branch accepts)."""
+    one = torch.ones_like(k64)
+    return torch.where(run, k64, one), [torch.where(run, p, one) for p in p64]
+
+
+def _compiled_screen(spec: LossSpec, k: Tensor, params: tuple[Tensor, ...], k64: Tensor,
+                     p64: list[Tensor], run: Tensor,
+                     keep: Tensor | None) -> tuple[Tensor, ...]:  # fmt: skip
+    """``COMPILED_SCREENED``: the forward's outputs (value in ``spec.out_dtype``,
+    *derivatives) for results of float32 precision or less under torch.compile on the CPU.
+
+    The screened plain formula (:mod:`ztbench.loss.screened`, element-wise test) as
+    traced operations on the float64 inputs ``k64``, ``p64`` (no safe stand-ins needed:
+    whatever an invalid or masked-out element computes, NaN included, is replaced and
+    never recomputed), with the chain rule for log-parameters, NaN / 0 at invalid /
+    masked-out elements and the rounding to the outputs' dtypes: torch.compile fuses all
+    of it into one pass that reads the inputs and writes the outputs (no float64 tensor
+    in memory). Then one opaque call, :func:`ztbench.loss.ops.recompute_rejected`, on the
+    valid kept elements it does not certify. The guarantee of the eager screen holds (the
+    bound's error model covers the compiled elementary functions, see
+    tests/loss/test_screened.py), not its bits. Derivatives are in the parameter's dtype
+    when it has the loss's shape (as in eager mode), else float64 (summed over the
+    broadcast dimensions in float64 by backward).
+    """
+    shape = k64.shape
+    flat = [t.reshape(-1) for t in (k64, *p64)]
+    run_f = run.reshape(-1)
+    keep_f = None if keep is None else keep.reshape(-1)
+    screened = S.ztp_screened if spec.family == "ztpoisson" else S.ztnb_screened
+    value, *ds, margin = screened(*flat, spec.need, spec.full)
+    # 1 where the careful kernel recomputes (not certified; valid and kept elements only),
+    # as float32: compiled CPU code stores floats several times faster than booleans
+    rejected = torch.where(S.certified(margin) | ~run_f, 0.0, 1.0).to(torch.float32)
+    outs = [_fill(value, run_f, keep_f).to(spec.out_dtype)]
+    if spec.need:
+        for d, p in zip(chain_rule(ds, flat[1:], spec.is_log), params, strict=True):
+            d_dtype = p.dtype if p.shape == shape else F64
+            outs.append(_fill(d, run_f, keep_f).to(d_dtype))
+    ops.recompute_rejected(spec.family, spec.need, spec.full, list(spec.is_log), k,
+                           list(params), outs, rejected)  # fmt: skip
+    return tuple(o.reshape(shape) for o in outs)
+
+
+def derivatives_graph(family: str, is_log: tuple[bool, ...], k: Tensor, mask: Tensor | None,
+                      params: tuple[Tensor, ...]) -> list[Tensor]:  # fmt: skip
+    """The first derivatives (caller's parametrisation, float64) as a differentiable graph
+    of the where-based kernel (safe inputs everywhere: no NaN from a branch not taken)."""
+    k64, p64, run, keep = _prepare(k, mask, params, is_log)
+    k_in, p_in = _safe(run, k64, p64)
+    _, *grads = KERNELS[family].traced(k_in, *p_in, True)
+    return [_fill(d, run, keep) for d in chain_rule(grads, p_in, is_log)]
+
+
+def transform_active() -> bool:
+    """A torch.func transform is running (its levels wrap the tensors we see)."""
+    return torch._C._functorch.maybe_current_level() is not None
+
+
+def _derivatives(ctx, differentiable: bool) -> list[Tensor]:  # type: ignore[no-untyped-def]
+    """The saved derivatives; with ``differentiable``, the same values carrying the
+    kernels' derivatives (see the module docstring)."""
+    k, mask, *rest = ctx.saved_tensors
+    params, saved = tuple(rest[: ctx.n]), rest[ctx.n :]
+    family, is_log = ctx.spec.family, ctx.spec.is_log
+    if not differentiable and saved:
+        return list(saved)
+    if not differentiable:  # derivatives were not needed at forward time (no_grad caller)
+        with torch.no_grad():
+            return derivatives_graph(family, is_log, k, mask, params)
+    graph = derivatives_graph(family, is_log, k, mask, params)
+    if not saved:
+        return graph
+    return [s + (d - d.detach()) for s, d in zip(saved, graph, strict=True)]
+
+
+class ZTLoss(torch.autograd.Function):
+    """The loss node as torch.compile traces it: forward, setup_context, backward."""
+
+    @staticmethod
+    def forward(spec: LossSpec, k: Tensor, mask: Tensor | None,  # type: ignore[override]
+                *params: Tensor) -> tuple[Tensor, ...]:  # fmt: skip
+        """(loss rounded to ``spec.out_dtype``, *derivatives if ``spec.need``).
+
+        k and the parameters to float64 (exp of a log-parameter), broadcast; elements that
+        are invalid or masked out get safe inputs (on the CPU in eager mode only when
+        there is one) and then NaN (invalid) or 0 (masked out) in every output;
+        ``spec.full`` adds lgamma(k + 1). The derivatives are already in the caller's
+        parametrisation (d/dlog p = p d/dp); float64 results are refined where they
+        cancel (:mod:`ztbench.loss.refine`). ``spec.labels``, when given, asks for
+        ``validate=True``'s checks: here, where a torch.func transform has unwrapped the
+        tensors, so that its host checks see plain tensors.
+        """
+        family, is_log, need = spec.family, spec.is_log, spec.need
+        compiling = torch.compiler.is_compiling()
+        path = choose_path(k, params, mask, compiling=compiling)
+        if path is Path.EAGER_SCREENED_F32:
+            fast = eager.forward_float32(family, spec.full, need, spec.out_dtype, k, params,
+                                         is_log, mask)  # fmt: skip
+            if fast is not None:
+                note(path)
+                return (fast[0], *fast[1])
+            path = Path.EAGER_SCREENED  # an invalid element: raise, or NaN there
+        if not compiling:
+            note(path)
+        k64, p64, run, keep = _prepare(k, mask, params, is_log)
+        # on the CPU a host check is free (no device to wait for): skip the masking when
+        # every element is computed, the common case; elsewhere mask without synchronising
+        masked = compiling or run.device.type != "cpu" or not bool(run.all())
+        # validate=True costs nothing more when every element is computed (run holds the
+        # same rules); otherwise the checks find the message (masked-out elements pass)
+        if spec.labels is not None and masked:
+            V.check_inputs(k.to(run.device), list(zip(spec.labels, params, is_log, strict=True)),
+                           keep)  # fmt: skip
+        if path is Path.COMPILED_SCREENED:
+            return _compiled_screen(spec, k, params, k64, p64, run, keep)
+        k_in, p_in = _safe(run, k64, p64) if masked else (k64, p64)
+        if path is Path.COMPILED_OPAQUE:  # one opaque call to the eager refined kernel
+            value, *rest = ops.opaque_kernel(family, need, k_in, list(p_in))
+            grads = rest if need else [None] * len(p_in)
+        elif path is Path.COMPILED_TRACED:  # every branch everywhere, traced and fused
+            value, *grads = KERNELS[family].traced(k_in, *p_in, need)
+        else:
+            value, *grads = _EAGER[path](family, need, k_in, *p_in)
+        if spec.full:  # refined in double-double in eager mode only (as the kernel)
+            value = apply_full(family, k_in, p_in, value, path is Path.EAGER_REFINED)
+        refine = result_dtype(*params) == F64
+        if refine and any(is_log):  # float64 results at the caller's exact exp(log p)
+            logs = [p.to(F64).expand(k_in.shape) if lg else p_n
+                    for p, p_n, lg in zip(params, p_in, is_log, strict=True)]  # fmt: skip
+            if masked:  # the safe stand-in of a log-parameter is 0 (= log 1)
+                logs = [torch.where(run, lg, 0.0) if is_lg else lg
+                        for lg, is_lg in zip(logs, is_log, strict=True)]  # fmt: skip
+            correct = ops.log_rounding_opaque if compiling else log_rounding_correction
+            delta = correct(family, need, k_in, list(p_in), logs, list(is_log))
+            value = value + delta[0]  # type: ignore[operator]
+            if need:
+                grads = [g + d for g, d in zip(grads, delta[1:], strict=True)]  # type: ignore[operator]
+        if masked:
+            value = _fill(value, run, keep)
+        derivs = chain_rule(grads, p_in, is_log) if need else []  # type: ignore[arg-type]
+        if masked:
+            derivs = [_fill(d, run, keep) for d in derivs]
+        return (value.to(spec.out_dtype), *derivs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def, override]
+        spec, k, mask, *params = inputs
+        _, *derivs = output
+        ctx.mark_non_differentiable(*derivs)
+        ctx.save_for_backward(k, mask, *params, *derivs)
+        ctx.spec, ctx.n = spec, len(params)
+        ctx.shapes = [(p.shape, p.dtype) for p in params]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        """grad (to float64) x derivative, summed to the parameter's shape (broadcasting),
+        rounded once to its dtype; differentiable when the backward is differentiated."""
+        if torch.compiler.is_compiling():
+            differentiable = torch.is_grad_enabled()
+        else:
+            differentiable = torch.is_grad_enabled() or transform_active()
+        derivs = _derivatives(ctx, differentiable)
+        out: list[Tensor | None] = [None] * _N_LEADING
+        for i, (d, (shape, dtype)) in enumerate(zip(derivs, ctx.shapes, strict=True)):
+            if not ctx.needs_input_grad[_N_LEADING + i]:
+                out.append(None)
+            elif d.dtype == dtype and d.shape == shape:
+                # a derivative already rounded to the parameter's dtype (the float32 fast
+                # path) and nothing to sum: one product in that dtype (one more rounding)
+                out.append(grad.to(dtype) * d)
+            else:
+                out.append((grad.to(F64) * d).sum_to_size(shape).to(dtype))
+        return tuple(out)
+
+
+class ZTLossEager(ZTLoss):
+    """The loss node in eager mode: adds forward-mode AD (torch.func.jvp, jacfwd) and a
+    vmap rule (the loss is elementwise: the batch dimension becomes a leading dimension
+    of one call)."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def, override]
+        ZTLoss.setup_context(ctx, inputs, output)
+        _, k, mask, *params = inputs
+        _, *derivs = output
+        ctx.save_for_forward(k, mask, *params, *derivs)
+
+    @staticmethod
+    def jvp(ctx, *tangents: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        derivs = _derivatives(ctx, True)
+        tv: Tensor | None = None
+        for d, t in zip(derivs, tangents[_N_LEADING:], strict=True):
+            if t is not None:
+                term = d * t.to(F64)
+                tv = term if tv is None else tv + term
+        if tv is not None:
+            tv = tv.to(ctx.spec.out_dtype)
+        n_derivs = len(ctx.saved_tensors) - 2 - ctx.n
+        return (tv, *([None] * n_derivs))
+
+    @staticmethod
+    def vmap(info, in_dims, spec, *tensors):  # type: ignore[no-untyped-def, override]
+        dims = in_dims[1:]
+        logical = [
+            t.shape if d is None else t.shape[:d] + t.shape[d + 1 :]
+            for t, d in zip(tensors, dims, strict=True)
+            if t is not None
+        ]
+        ndim = len(torch.broadcast_shapes(*logical))
+
+        def lead(t: Tensor | None, d: int | None) -> Tensor | None:
+            # batch dimension first, then padded so that it broadcasts in front of the rest
+            if t is None or d is None:
+                return t
+            t = t.movedim(d, 0)
+            return t.reshape(t.shape[0], *([1] * (ndim - t.dim() + 1)), *t.shape[1:])
+
+        out = ZTLossEager.apply(spec, *(lead(t, d) for t, d in zip(tensors, dims, strict=True)))
+        return out, tuple(0 for _ in out)

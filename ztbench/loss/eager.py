@@ -1,0 +1,209 @@
+"""The eager computations of the eager paths (:class:`~ztbench.loss.paths.Path`), which the
+custom operators of :mod:`ztbench.loss.ops` also run under torch.compile.
+
+- :func:`forward_float32` (``EAGER_SCREENED_F32``) and :func:`screened` (``EAGER_SCREENED``):
+  the float32 screen, :func:`screened_kernel`. The plain formula in float64
+  (:mod:`ztbench.loss.screened`) is kept at each element where a bound on its error (from
+  the sum's condition number) proves it within 2^-28 relative, so that a float32 result
+  is within 0.5 + 1/8 ulp; the careful kernels recompute the other elements
+  (:func:`recompute_at`).
+- :func:`indexed` (``EAGER_INDEXED``): the careful kernels, each branch on its own elements.
+- :func:`refined` (``EAGER_REFINED``): the same, then the double-double refinement where
+  the float64 sum cancels (:func:`ztbench.loss.refine.refine_float64`).
+
+:func:`screened`, :func:`indexed` and :func:`refined` take float64 inputs of one shape
+(k, then the natural parameters) and return ``[value, *derivatives]`` in float64 (the
+derivatives ``None`` without ``need``), in chunks that stay in cache
+(:func:`~ztbench.loss.kernels.in_chunks`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ztbench.loss import screened as S
+from ztbench.loss import validation as V
+from ztbench.loss.kernels import (
+    F64,
+    KERNELS,
+    chain_rule,
+    chunk_size,
+    flat_indices,
+    in_chunks,
+    to_float64,
+)
+from ztbench.loss.refine import apply_full, refine_float64
+
+__all__ = [
+    "LOG_NAT_MAX",
+    "NAT_MAX",
+    "extremes",
+    "forward_float32",
+    "indexed",
+    "recompute_at",
+    "refined",
+    "screened",
+    "screened_kernel",
+]
+
+
+def screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype,
+                    d_dtype: torch.dtype, k: Tensor, params: list[Tensor],
+                    is_log: tuple[bool, ...]) -> tuple[Tensor, list[Tensor]] | None:  # fmt: skip
+    """(value in ``out_dtype``, derivatives in ``d_dtype`` and the caller's
+    parametrisation) for results of float32 precision or less, on flat inputs; None
+    when an element is invalid (k not an integer >= 1, a parameter not finite and > 0,
+    or a log-parameter whose exp leaves float32's positive range).
+
+    In chunks of :func:`chunk_size` elements, the plain formula in float64
+    (:mod:`ztbench.loss.screened`, natural parameters: exp of a log-parameter in
+    float64), which certifies that its result is within 2^-28 relative of the exact one
+    (so a float32 result is within 0.5 + 1/8 ulp): ZTP against one bound from the
+    inputs' extremes (which the validity checks compute anyway), ZTNB element by
+    element. The elements it does not certify (near zero crossings, the large-theta and
+    tiny-lam cancellations) are recomputed by the careful kernel (:func:`recompute_at`).
+    On realistic inputs nearly every element is certified, and the plain formula costs a
+    fraction of the careful one.
+    """
+    n = k.numel()
+    if n == 0:
+        empty = [torch.empty(0, dtype=d_dtype) for _ in params] if need else []
+        return torch.empty(0, dtype=out_dtype), empty
+    # validity and the extremes the ZTP bound takes, once over the inputs as given
+    k_min, k_max = extremes(k)
+    if not V.all_valid_k(k, k_min, k_max):
+        return None
+    ranges = []
+    for t, lg in zip(params, is_log, strict=True):
+        lo, hi = extremes(t)
+        if lg:
+            if not hi <= LOG_NAT_MAX:  # math.exp would overflow (False at NaN)
+                return None
+            # exp is increasing; math.exp and torch.exp may differ in the last bit, which
+            # the bound's slack covers
+            lo, hi = math.exp(lo), math.exp(hi)
+        if not (lo > 0.0 and hi < (NAT_MAX if lg else math.inf)):  # False at NaN
+            return None
+        ranges.append((lo, hi))
+    if family == "ztnb":  # w = theta log1p(mu/theta) increases in mu and in theta
+        (mu_min, _), (theta_min, _) = ranges
+        w_min = theta_min * math.log1p(mu_min / theta_min)
+    value = torch.empty(n, dtype=out_dtype)
+    derivs = [torch.empty(n, dtype=d_dtype) for _ in params] if need else []
+    rejected: list[Tensor] = []
+    chunk = chunk_size()
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
+        k64 = k[part].to(F64)
+        ps = [to_float64(t[part], lg) for t, lg in zip(params, is_log, strict=True)]
+        if family == "ztpoisson":
+            v, *ds, rej = S.ztp_screened_chunk(k64, ps[0], need, full, k_max, *ranges[0])
+        else:
+            v, *ds, margin = S.ztnb_screened(k64, *ps, need, full, w_min)
+            rej = flat_indices(S.certified(margin).logical_not_())
+        value[part] = v
+        for out, d in zip(derivs, chain_rule(ds, ps, is_log) if need else [], strict=True):
+            out[part] = d
+        if rej.numel():
+            rejected.append(rej.add_(start))
+    if rejected:
+        recompute_at(family, need, full, is_log, k, params, torch.cat(rejected),
+                     [value, *derivs])  # fmt: skip
+    return value, derivs
+
+
+def recompute_at(family: str, need: bool, full: bool, is_log: tuple[bool, ...] | list[bool],
+                 k: Tensor, params: list[Tensor], idx: Tensor,
+                 outs: list[Tensor]) -> None:  # fmt: skip
+    """Overwrite ``outs`` (flat: the value, then the derivatives in the caller's
+    parametrisation when ``need``, each in its own dtype) at the positions ``idx`` with
+    the careful kernel's results (:func:`in_chunks` of the INDEX kernel, then
+    :func:`apply_full` with ``full``). ``k`` and ``params``: flat, as the caller gave
+    them (log-parameters where ``is_log``); only the elements at ``idx`` are converted."""
+    k_r = k.index_select(0, idx).to(F64)
+    p_r = [to_float64(t.index_select(0, idx), lg) for t, lg in zip(params, is_log, strict=True)]
+    v, *ds = in_chunks(KERNELS[family].indexed, need, k_r, *p_r)
+    if full:
+        v = apply_full(family, k_r, p_r, v)  # type: ignore[arg-type]
+    results = [v, *(chain_rule(ds, p_r, is_log) if need else [])]  # type: ignore[arg-type]
+    for out, res in zip(outs, results, strict=True):
+        out.index_copy_(0, idx, res.to(out.dtype))  # type: ignore[union-attr]
+
+
+def extremes(t: Tensor) -> tuple[float, float]:
+    """(min, max) of a tensor as Python floats (NaN if it holds a NaN)."""
+    lo, hi = torch.aminmax(t)
+    return float(lo), float(hi)
+
+
+def forward_float32(family: str, full: bool, need: bool, out_dtype: torch.dtype, k: Tensor,
+                    params: tuple[Tensor, ...], is_log: tuple[bool, ...],
+                    mask: Tensor | None) -> tuple[Tensor, list[Tensor]] | None:  # fmt: skip
+    """The eager forward for float32 parameters on the CPU: (value in ``out_dtype``,
+    float32 derivatives in the caller's parametrisation) by :func:`screened_kernel` on
+    the kept elements (all without ``mask``; masked-out ones get exactly 0 in every
+    output), or None when a kept element is invalid or a log-parameter is out of
+    float32's range (the general path, ``Path.EAGER_SCREENED``, then raises or puts NaN
+    there). Inputs stay
+    float32 until each chunk is converted (no full-size float64 copies).
+    """
+    cols = torch.broadcast_tensors(k, *params, *(() if mask is None else (mask,)))
+    shape = cols[0].shape
+    flat = [t.reshape(-1) for t in cols]
+    keep = None
+    if mask is not None:
+        keep = flat_indices(flat.pop().to(torch.bool))
+        flat = [t.index_select(0, keep) for t in flat]
+    res = screened_kernel(family, need, full, out_dtype, torch.float32, flat[0], flat[1:],
+                          is_log)  # fmt: skip
+    if res is None:
+        return None
+    value, derivs = res
+    if keep is not None:
+        total = shape.numel()
+        value = torch.zeros(total, dtype=out_dtype).index_copy_(0, keep, value)
+        derivs = [torch.zeros(total, dtype=torch.float32).index_copy_(0, keep, d) for d in derivs]
+    return value.reshape(shape), [d.reshape(shape) for d in derivs]
+
+
+# the largest natural parameter the float32 fast path takes from a log-parameter (exp in
+# float64 of a float32 log-parameter stays inside float32's range, so every float64
+# term of the plain formulas stays finite, see ztbench.loss.screened)
+NAT_MAX = 2.0**128
+LOG_NAT_MAX = math.log(NAT_MAX)
+
+
+def screened(family: str, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | None]:
+    """``EAGER_SCREENED``: :func:`screened_kernel` on float64 inputs (safe stand-ins at the
+    elements not computed, so every element is valid), float64 outputs. CPU only."""
+    flat = [p.reshape(-1) for p in params]
+    res = screened_kernel(family, need, False, F64, F64, k.reshape(-1), flat,
+                          (False,) * len(params))  # fmt: skip
+    assert res is not None, "the general path passes valid (safe) inputs only"
+    value, derivs = res
+    if not need:
+        return [value.reshape(k.shape), *([None] * len(params))]
+    return [value.reshape(k.shape), *(d.reshape(k.shape) for d in derivs)]
+
+
+def indexed(family: str, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | None]:
+    """``EAGER_INDEXED``: the careful kernel, each branch on its own elements."""
+    return in_chunks(KERNELS[family].indexed, need, k, *params)
+
+
+def refined(family: str, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | None]:
+    """``EAGER_REFINED``: the careful kernel, each branch on its own elements, then the
+    double-double refinement of the float64 results where they cancel."""
+    fast = KERNELS[family].indexed
+
+    def kernel_and_refinement(k: Tensor, *params_and_need) -> list[Tensor | None]:  # type: ignore[no-untyped-def]
+        # chunk by chunk, so that the refinement's passes stay in cache
+        *ps, need_ = params_and_need
+        value, *grads = fast(k, *ps, need_)
+        value, grads = refine_float64(family, k, list(ps), value, grads)
+        return [value, *grads]
+
+    return in_chunks(kernel_and_refinement, need, k, *params)

@@ -1,0 +1,214 @@
+"""The float64 refinement: where a float64 result of the careful kernels cancels, move it to
+within a few ulp of the exact value; and the full form -log P(X = k).
+
+Entry points (all eager, float64 results only):
+
+- :func:`refine_float64`: the loss and its derivatives, where the kernel's float64 sum
+  cancels (the quantity crosses zero), recomputed from terms exact to ~2^-104 and rounded
+  once (:mod:`ztbench.loss.dd`: ZTP value and d/dlam; ZTNB value, d/dmu, d/dtheta).
+- :func:`apply_full`: ``full=True``, Loader's stirlerr + bd0 form where it applies
+  (:mod:`ztbench.loss.stirlerr`), refined by :func:`refine_full_float64` with lgamma(k + 1)
+  among the double-double terms where the float64 form still cancels.
+- :func:`log_rounding_correction`: float64 results with log-parameters moved from the
+  rounded exp(log p) to the exact one, to first order.
+
+Which elements are refined is decided by the kernel's own float64 results: a condition
+number of the sum (sum of |terms| / |result|) above a cancel factor. The cancel factors
+live with the double-double formulas they guard (``*_CANCEL_FACTOR`` in
+:mod:`ztbench.loss.dd.ztp` and :mod:`ztbench.loss.dd.ztnb`); the two domain limits of the
+double-double ZTNB forms are here (:data:`DD_VALUE_X_MIN`, :data:`DD_DTHETA_X_MIN`).
+
+Nothing here is differentiable (it only replaces values) or traced: the error-free
+transformations need every product rounded on its own, which fused compiled code does not
+promise. Compiled float64 code runs this module inside opaque operators
+(:mod:`ztbench.loss.ops`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ztbench.loss.dd import ztnb as dd_ztnb
+from ztbench.loss.dd import ztp as dd_ztp
+from ztbench.loss.dd.arith import dd_log
+from ztbench.loss.kernels import KERNELS, flat_indices, in_chunks
+from ztbench.loss.stirlerr import (
+    ztnb_full_condition,
+    ztnb_full_value,
+    ztp_full_condition,
+    ztp_full_value,
+)
+
+__all__ = [
+    "DD_DTHETA_X_MIN",
+    "DD_VALUE_X_MIN",
+    "apply_full",
+    "log_rounding_correction",
+    "log_rounding_terms",
+    "refine_float64",
+    "refine_full_float64",
+    "replace_flagged",
+    "ztnb_tiny_loss",
+]
+
+
+def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
+    """A copy of ``out`` with fn(*args at the flagged elements) there (``out`` if none)."""
+    idx = flat_indices(flag.reshape(-1))
+    if not idx.numel():
+        return out
+    flat = out.clone().reshape(-1)
+    flat[idx] = fn(*(a.reshape(-1)[idx] for a in args))
+    return flat.reshape(out.shape)
+
+
+def refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
+                   grads: list[Tensor | None]) -> tuple[Tensor, list[Tensor | None]]:  # fmt: skip
+    """Float64 results only, eager only: where the kernel's float64 sum cancels (the
+    quantity crosses zero), recompute it from terms exact to ~2^-104 and round once.
+
+    - ZTP value and d/dlam (:mod:`ztbench.loss.dd.ztp`: flags from the kernel's own results);
+    - ZTNB value (:func:`~ztbench.loss.dd.ztnb.ztnb_value_dd`, the lgamma difference in
+      double-double), d/dmu and d/dtheta (:mod:`ztbench.loss.dd.ztnb`).
+
+    Narrower outputs do not need it: the float64 kernel is already far inside half an ulp
+    of float32 there. The error-free transforms need every product rounded on its own,
+    which torch.compile's fused code does not promise, so the compiled path keeps the
+    kernel's values (a separate target anyway).
+    """
+    if family == "ztpoisson":
+        (lam,) = params
+        (d_lam,) = grads
+        flag_v, flag_g = dd_ztp.ztp_cancellation(k, lam, value, d_lam)
+        value = replace_flagged(value, flag_v, dd_ztp.ztp_value_dd, k, lam)
+        if d_lam is not None and flag_g is not None:
+            d_lam = replace_flagged(d_lam, flag_g, dd_ztp.ztp_grad_dd, k, lam)
+        return value, [d_lam]
+    mu, theta = params
+    d_mu, d_theta = grads
+    x = mu / theta
+    flag = dd_ztnb.ztnb_value_cancellation(k, mu, theta, value) & ~ztnb_tiny_loss(k, x)
+    value = replace_flagged(value, flag, dd_ztnb.ztnb_value_dd, k, mu, theta)
+    if d_mu is not None and d_theta is not None:
+        flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu)
+        d_mu = replace_flagged(d_mu, flag, dd_ztnb.ztnb_dmu_dd, k, mu, theta)
+        flag = dd_ztnb.ztnb_dtheta_cancellation(k, mu, theta, d_theta) & (x >= DD_DTHETA_X_MIN)
+        d_theta = replace_flagged(d_theta, flag, dd_ztnb.ztnb_dtheta_dd, k, mu, theta)
+    return value, [d_mu, d_theta]
+
+
+# Where the double-double ZTNB forms cannot help, and the kernel needs no help:
+# - the value at k = 1 and x = mu/theta below DD_VALUE_X_MIN: the loss (~ (x + w)/2) is
+#   below 2^-100 of the double-double formula's terms (log1p(theta/mu) ~ |log x| and
+#   the lgamma difference), beyond its ~2^-104 reach, while the kernel's k = 1 form
+#   lx + log r + h(w) has no cancellation (h >= 0, |log r| <= lx/1.8 for x < 1);
+# - d/dtheta below DD_DTHETA_X_MIN, where log1pmx(x) ~ -x^2/2 in double-double
+#   underflows, while the kernel takes log1pmx(x)/x without forming x^2.
+DD_VALUE_X_MIN = 1e-25
+DD_DTHETA_X_MIN = 1e-100
+
+
+def ztnb_tiny_loss(k: Tensor, x: Tensor) -> Tensor:
+    """Where the ZTNB value is the kernel's k = 1 tiny-x form (no refinement)."""
+    return (k == 1.0) & (x < DD_VALUE_X_MIN)
+
+
+def apply_full(family: str, k: Tensor, params: list[Tensor], value: Tensor,
+               refine: bool = False) -> Tensor:  # fmt: skip
+    """``full=True``: -log P(X = k) from the loss ``value`` (float64, at the kernel's inputs)
+    in Loader's stirlerr + bd0 form where it applies (:func:`ztbench.loss.stirlerr.ztp_full_value`,
+    :func:`~ztbench.loss.stirlerr.ztnb_full_value`: lgamma(k + 1) is never added to the
+    cancelling -k log(lam) + lam, resp. -lgamma(k + theta)), else value + lgamma(k + 1);
+    ``refine`` (float64 results, eager): :func:`refine_full_float64`."""
+    if family == "ztpoisson":
+        full = ztp_full_value(k, params[0], value)
+    else:
+        full = ztnb_full_value(k, params[0], params[1], value)
+    return refine_full_float64(family, k, params, full) if refine else full
+
+
+def refine_full_float64(family: str, k: Tensor, params: list[Tensor], full: Tensor) -> Tensor:
+    """The full value recomputed in double-double where its float64 form cancels: ZTP where
+    Loader's bd0 is evaluated with cancellation (:func:`~ztbench.loss.stirlerr.ztp_full_condition`),
+    ZTNB where Loader's form cancels or, where it does not apply, value + lgamma(k + 1)
+    does (:func:`~ztbench.loss.dd.ztnb.ztnb_value_cancellation`); lgamma(k + 1) is then one
+    of the summed terms (:func:`~ztbench.loss.dd.ztp.ztp_full_value_dd`,
+    :func:`~ztbench.loss.dd.ztnb.ztnb_full_value_dd`). Eager only, as :func:`refine_float64`.
+    """
+    if family == "ztpoisson":
+        (lam,) = params
+        flag = ztp_full_condition(k, lam, full) > dd_ztp.FULL_CANCEL_FACTOR
+        return replace_flagged(full, flag, dd_ztp.ztp_full_value_dd, k, lam)
+    mu, theta = params
+    cond = ztnb_full_condition(k, mu, theta, full)
+    flag = torch.where(
+        cond.isinf(),
+        dd_ztnb.ztnb_value_cancellation(k, mu, theta, full, True),
+        cond > dd_ztnb.FULL_CANCEL_FACTOR,
+    ) & ~ztnb_tiny_loss(k, mu / theta)  # lgamma(k + 1) = 0 at k = 1: the loss itself
+    return replace_flagged(full, flag, dd_ztnb.ztnb_full_value_dd, k, mu, theta)
+
+
+# Float64 results with log-parameters: the kernels see p = exp(log p) rounded to float64,
+# the exact loss at a parameter up to an ulp away from the one the caller means. Where
+# the loss or a derivative cancels, that ulp is many ulp of the result; a first-order
+# correction by the kernel's own derivatives removes it (log_rounding_correction).
+def log_rounding_correction(family: str, need: bool, k: Tensor, params: list[Tensor],
+                            logs: list[Tensor], is_log: list[bool]
+                            ) -> list[Tensor | None]:  # fmt: skip
+    """:func:`log_rounding_terms` in :func:`in_chunks` (the where-based kernel and its
+    tangents hold dozens of temporaries per element)."""
+    m = len(params)
+
+    def terms(k: Tensor, *rest) -> list[Tensor | None]:  # type: ignore[no-untyped-def]
+        *ts, need_ = rest
+        return log_rounding_terms(family, need_, k, list(ts[:m]), list(ts[m:]), is_log)
+
+    return in_chunks(terms, need, k, *params, extra=tuple(logs))
+
+
+def log_rounding_terms(family: str, need: bool, k: Tensor, params: list[Tensor],
+                       logs: list[Tensor], is_log: list[bool]) -> list[Tensor | None]:  # fmt: skip
+    """What to add to the float64 value (and, with ``need``, to the derivatives in the
+    natural parameters) computed at ``params`` = exp(``logs``) rounded, to get them at the
+    exact exp(``logs``), to first order (the second order is ~2^-106 relative).
+
+    With d_l = log(p_l) - log_l (in double-double, ``dd_log``: about an ulp of exp's
+    rounding; 0 for a natural parameter) and g_j = dL/dp_j:
+
+        value:  - sum_l d_l p_l g_l
+        g_j:    - d_j g_j [log j] - sum_l d_l dg_j/dlog p_l
+
+    (the second line is p_true,j g_j(p_true) / p_j: the caller's chain rule multiplies by
+    the rounded p_j). Near a zero crossing of a derivative, sum_l d_l dg_j/dlog p_l is as
+    large as the result itself, so it must be accurate to a few ulp: it is the
+    forward-mode derivative (``torch.func.jvp``, tangent d) of the where-based kernel's
+    derivatives, which also give g. ``k``, ``params``, ``logs``: float64, one shape;
+    ``logs`` holds the caller's log-parameters where ``is_log`` (elsewhere the natural
+    parameter, unused). Eager code (double-double arithmetic); compiled callers use the
+    opaque operator :func:`ztbench.loss.ops.log_rounding_opaque`. Non-finite terms (an
+    overflowing kernel) are dropped."""
+    deltas = []
+    for p, lg, is_lg in zip(params, logs, is_log, strict=True):
+        if is_lg:
+            hi, lo = dd_log(p)
+            deltas.append((hi - lg) + lo)  # hi - lg: exact (Sterbenz) or both ~0
+        else:
+            deltas.append(torch.zeros_like(p))
+
+    def derivatives(*ps: Tensor) -> tuple[Tensor, ...]:
+        natural = [torch.exp(t) if is_lg else t for t, is_lg in zip(ps, is_log, strict=True)]
+        _, *grads = KERNELS[family].traced(k, *natural, True)
+        return tuple(grads)
+
+    # contiguous: a broadcast (stride-0) input cannot carry a tangent
+    primals = tuple((lg if is_lg else p).contiguous()
+                    for p, lg, is_lg in zip(params, logs, is_log, strict=True))  # fmt: skip
+    grads, moved = torch.func.jvp(derivatives, primals, tuple(deltas))
+    out = [-sum(d * p * g for d, p, g in zip(deltas, params, grads, strict=True))]
+    if need:
+        out += [-(d * g if is_lg else 0.0) - dg
+                for d, g, dg, is_lg in zip(deltas, grads, moved, is_log, strict=True)]  # fmt: skip
+    finite = [torch.where(torch.isfinite(t), t, torch.zeros_like(t)) for t in out]  # type: ignore[arg-type]
+    return finite if need else [finite[0], *([None] * len(params))]
