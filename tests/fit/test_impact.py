@@ -94,8 +94,11 @@ def test_impact_records_the_digest_of_the_file_it_read(tmp_path: Path) -> None:
     np.savez(copy, **arrays)
     out = tmp_path / "imp"
     rc = main(["impact", str(copy), "--family", "ztpoisson", "--candidates", "ztpoisson/stable",
-               "--dtypes", "float32", "--no-progress", "-o", str(out)])  # fmt: skip
+               "--dtypes", "float32,float32", "--no-progress", "-o", str(out)])  # fmt: skip
     assert rc == 0
+    # a dtype named twice is fitted once: one row per gene and candidate variant
+    genes = pd.read_csv(out / "impact_genes.csv")
+    assert not genes.duplicated(["dataset", "candidate", "dtype", "gene"]).any()
     recorded = json.loads((out / "env.json").read_text())["stages"]["impact"]["datasets"]
     digest = hashlib.sha256(copy.read_bytes()).hexdigest()
     assert recorded == {"human_pbmc_1k_subset": digest}

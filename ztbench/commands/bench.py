@@ -15,8 +15,8 @@ from ztbench.commands._options import (
     add_scheduler_option,
 )
 from ztbench.io import budget
-from ztbench.io.errors import positive_float, positive_int
-from ztbench.throughput.stage import parse_sizes, split_list
+from ztbench.io.errors import positive_float, positive_int, split_list
+from ztbench.throughput.stage import parse_sizes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     # checked before the accuracy stage spends minutes
     limit = max(args.max_points, budget.DEFAULT_MAX_ELEMENTS)
     sizes = parse_sizes(args.throughput_sizes, limit, "--throughput-sizes")
-    exclude = split_list(args.throughput_exclude) if args.throughput_exclude.strip() else []
+    exclude = (split_list(args.throughput_exclude, "--throughput-exclude")
+               if args.throughput_exclude.strip() else [])  # fmt: skip
     options = pipeline.BenchOptions(
         cache_dir=args.cache_dir,
         throughput=not args.skip_throughput,

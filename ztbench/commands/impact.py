@@ -27,7 +27,7 @@ from ztbench.fit.impact import (
 )
 from ztbench.io import budget
 from ztbench.io.atomic import check_output_file
-from ztbench.io.errors import UserError, nonnegative_int, positive_int
+from ztbench.io.errors import UserError, nonnegative_int, positive_int, split_list
 
 DEFAULT_DTYPES = "float32,bfloat16"
 
@@ -80,13 +80,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_progress_option(p)
 
 
-def _list(text: str, what: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise UserError(f"--{what}: empty list")
-    return items
-
-
 def _grid(text: str) -> tuple[int, int]:
     try:
         a, b = (int(x) for x in text.lower().split("x"))
@@ -111,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
         args.dataset,
         args.family,
         args.model,
-        _list(args.candidates, "candidates") if args.candidates else None,
-        _list(args.dtypes, "dtypes"),
+        split_list(args.candidates, "--candidates"),
+        split_list(args.dtypes, "--dtypes"),
         False if args.no_cache else args.cache_dir,
         synthetic,
         args.min_nonzero,

@@ -21,10 +21,10 @@ from ztbench.candidates import load_suite
 from ztbench.commands._options import add_budget_option, add_progress_option
 from ztbench.io import budget
 from ztbench.io.atomic import check_output_dir
-from ztbench.io.errors import UserError, nonnegative_float, positive_int
+from ztbench.io.errors import UserError, nonnegative_float, positive_int, split_list
 from ztbench.suite import find_suite
 from ztbench.throughput.config import DEFAULT_SIZES, TimingConfig
-from ztbench.throughput.stage import parse_sizes, run_suite_throughput, split_list
+from ztbench.throughput.stage import parse_sizes, run_suite_throughput
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,9 +87,10 @@ def run(args: argparse.Namespace) -> int:
     out = out or Path("results") / suite.name
     lines = run_suite_throughput(
         suite, out, config,
-        patterns=split_list(args.candidates), dtypes=split_list(args.dtypes),
-        devices=split_list(args.devices), modes=split_list(args.modes),
-        passes=split_list(args.passes), inputs=split_list(args.inputs), sizes=sizes,
+        patterns=split_list(args.candidates, "--candidates"),
+        dtypes=split_list(args.dtypes, "--dtypes"), devices=split_list(args.devices, "--devices"),
+        modes=split_list(args.modes, "--modes"), passes=split_list(args.passes, "--passes"),
+        inputs=split_list(args.inputs, "--inputs"), sizes=sizes,
         threads=args.threads, progress=not args.no_progress,
     )  # fmt: skip
     for line in lines:

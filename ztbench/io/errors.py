@@ -121,3 +121,14 @@ def nonnegative_float(text: str) -> float:
     if not math.isfinite(x) or x < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite non-negative number")
     return x
+
+
+def split_list(value: str | None, option: str = "") -> list[str] | None:
+    """``'a, b, a'`` -> ['a', 'b']: the items of a comma-separated option, each once, in
+    order (None stays None); UserError, naming ``option``, for a list with no item."""
+    if value is None:
+        return None
+    items = list(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    if not items:
+        raise UserError(f"{option + ': ' if option else ''}empty list {value!r}")
+    return items

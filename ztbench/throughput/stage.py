@@ -20,21 +20,11 @@ from ztbench.candidates.external import env_entries
 from ztbench.core.schema import DEVICES, DTYPE_NAMES, INPUT_KINDS, MODES, PASSES
 from ztbench.io import budget
 from ztbench.io.environment import environment_info
-from ztbench.io.errors import UserError
+from ztbench.io.errors import UserError, split_list
 from ztbench.suite import Suite
 from ztbench.throughput.config import DEFAULT_SIZES, TimingConfig
 from ztbench.throughput.output import summary_lines, write_throughput
 from ztbench.throughput.runner import plan, run_throughput, with_naive
-
-
-def split_list(value: str | None) -> list[str] | None:
-    """``'a, b'`` -> ['a', 'b'] (None stays None); UserError for a list with no item."""
-    if value is None:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise UserError(f"empty list {value!r}")
-    return items
 
 
 def parse_sizes(
