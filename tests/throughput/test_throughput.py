@@ -159,8 +159,9 @@ def test_peak_bytes_cpu_sees_a_temporary() -> None:
     torch.ones(n) * 2.0  # torch's first call initialises its thread pools (as timing does)
     for _ in range(3):  # warm: the allocator keeps freed memory, which must not hide a peak
         peak, how = peak_bytes(lambda: torch.ones(n, dtype=torch.float32) * 2.0, "cpu")
-        # ones and the product live together: 8 bytes per element (resident pages: +-3%)
-        assert how == "cpu" and 7.75 * n <= peak < 8.25 * n, peak / n
+        # ones and the product live together: 8 bytes per element. Resident pages can count a
+        # block the C allocator keeps beside a new one (up to twice), never less than 97%.
+        assert how == "cpu" and 7.75 * n <= peak < 16.5 * n, peak / n
 
     def three_at_once() -> torch.Tensor:
         x = torch.ones(n, dtype=torch.float64)
@@ -172,8 +173,9 @@ def test_peak_bytes_cpu_sees_a_temporary() -> None:
             x = torch.ones(n, dtype=torch.float64)
             del x
 
-    assert 23.25 * n <= peak_bytes(three_at_once, "cpu")[0] < 25.5 * n  # + the sum's buffers
-    assert 7.75 * n <= peak_bytes(one_at_a_time, "cpu")[0] < 8.25 * n
+    assert 23.25 * n <= peak_bytes(three_at_once, "cpu")[0] < 33 * n
+    # one buffer at a time: a running sum of the allocations would read 24n
+    assert 7.75 * n <= peak_bytes(one_at_a_time, "cpu")[0] < 16.5 * n
 
 
 def test_peak_bytes_cpu_costs_no_memory_per_allocation() -> None:

@@ -113,8 +113,10 @@ def _resident_peak(call: Callable[[], Any]) -> tuple[float, str]:
 
     The free memory the C allocator keeps is first given back (``malloc_trim``), so that
     what ``call`` allocates must become resident again, and the mark is reset by writing 5
-    to ``/proc/self/clear_refs``; Python's garbage collector waits meanwhile. Elsewhere:
-    NaN, measure ``none``.
+    to ``/proc/self/clear_refs``; Python's garbage collector waits meanwhile. Resident
+    pages can count a freed block that the allocator keeps beside a new one: the measure is
+    within a few percent below the true peak and up to about twice it. Elsewhere: NaN,
+    measure ``none``.
     """
     trim = _malloc_trim()
     # garbage collected during the call would lower the resident size under the mark
