@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import torch
 
-from ztbench.core.families import get_family
+from ztbench.core.families import Family, get_family
 from ztbench.core.schema import DTYPE_NAMES, FAMILY_NAMES
 
 DTYPES_ALL: tuple[str, ...] = DTYPE_NAMES
@@ -64,7 +64,8 @@ class Candidate:
 
     Attributes:
         id: ``"family/name"``, unique.
-        family: ``"ztpoisson"`` or ``"ztnb"``.
+        family: the :class:`~ztbench.core.families.Family` (given as its name, resolved
+            once when the candidate is made).
         form: ``"full"`` (with lgamma(k+1)) or ``"loss"`` (without).
         description: one sentence stating the formula.
         provenance: where the formula comes from.
@@ -83,7 +84,7 @@ class Candidate:
     """
 
     id: str
-    family: str
+    family: Family
     form: Literal["full", "loss"]
     description: str
     provenance: str
@@ -96,21 +97,24 @@ class Candidate:
     threshold_variable: str | None = None
     target: str | None = None
 
+    def __post_init__(self) -> None:
+        # the family's name resolved once, here: every stage below uses the object
+        object.__setattr__(self, "family", get_family(self.family))
+
     @property
     def parameterisation(self) -> dict[str, str]:
         """``{param: "natural" | "log"}`` in the family's order."""
-        return {p: ("log" if p in self.log_params else "natural")
-                for p in get_family(self.family).params}  # fmt: skip
+        return {p: ("log" if p in self.log_params else "natural") for p in self.family.params}
 
     @property
     def columns(self) -> tuple[str, ...]:
         """The candidate's own input columns: ``k`` then ``p`` or ``log_p`` per parameter."""
-        return get_family(self.family).columns_for(self.log_params)
+        return self.family.columns_for(self.log_params)
 
     @property
     def gradients(self) -> tuple[str, ...]:
         """The gradients it is measured on: ``d_p`` or ``d_log_p`` per parameter."""
-        return get_family(self.family).gradients_for(self.log_params)
+        return self.family.gradients_for(self.log_params)
 
     @property
     def name(self) -> str:
@@ -139,7 +143,7 @@ def register(candidate: Candidate) -> Candidate:
     if candidate.kind not in ("torch", "peer"):
         raise ValueError(f"{candidate.id}: kind must be 'torch' or 'peer'")
     try:
-        get_family(candidate.family).own_params(candidate.log_params)
+        candidate.family.own_params(candidate.log_params)
     except ValueError as exc:
         raise ValueError(f"{candidate.id}: log_params: {exc}") from None
     if candidate.id in _REGISTRY:

@@ -6,26 +6,41 @@ array whose entries are exactly representable in T (see :func:`round_to`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ztbench.core.schema import DTYPE_NAMES
 
+if TYPE_CHECKING:
+    import torch
 
-@dataclass(frozen=True)
-class FloatFormat:
-    """Constants of a binary floating-point format.
+
+class FloatFormat(StrEnum):
+    """A binary floating-point format, named as its dtype: a member *is* its name's string
+    (``FloatFormat.float32 == "float32"``), so it can stand wherever the name does (result
+    columns, file names, messages) while carrying its constants to every stage below the
+    one that resolved it (``FloatFormat("float32")`` or :func:`get_format`, once).
 
     ``mant_bits`` counts the significand bits including the implicit one (p), so
     eps = 2**(1 - p); ``min_exp`` is the exponent of the smallest normal (tiny = 2**min_exp).
     """
 
-    name: str
     mant_bits: int
     min_exp: int
     max: float
+
+    def __new__(cls, name: str, mant_bits: int, min_exp: int, max_: float) -> FloatFormat:
+        member = str.__new__(cls, name)
+        member._value_ = name
+        member.mant_bits, member.min_exp, member.max = mant_bits, min_exp, max_
+        return member
+
+    float64 = ("float64", 53, -1022, float(np.finfo(np.float64).max))
+    float32 = ("float32", 24, -126, float(np.finfo(np.float32).max))
+    bfloat16 = ("bfloat16", 8, -126, 3.3895313892515355e38)  # (2 - 2**-7) * 2**127
+    float16 = ("float16", 11, -14, 65504.0)
 
     @property
     def eps(self) -> float:
@@ -42,26 +57,21 @@ class FloatFormat:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return getattr(torch, self.name)
+        import torch  # core stays torch-free: only the stages that run torch ask for this
+
+        return getattr(torch, self.value)
 
 
-FORMATS: dict[str, FloatFormat] = {
-    f.name: f
-    for f in (
-        FloatFormat("float64", 53, -1022, float(np.finfo(np.float64).max)),
-        FloatFormat("float32", 24, -126, float(np.finfo(np.float32).max)),
-        FloatFormat("bfloat16", 8, -126, float(torch.finfo(torch.bfloat16).max)),
-        FloatFormat("float16", 11, -14, 65504.0),
-    )
-}
+FORMATS: dict[str, FloatFormat] = {f.value: f for f in FloatFormat}
 assert tuple(FORMATS) == DTYPE_NAMES
 
 
 def get_format(name: str) -> FloatFormat:
-    """Return the format called ``name``; ValueError listing the known ones otherwise."""
+    """The format called ``name`` (a format is returned as it is); ValueError listing the
+    known ones otherwise."""
     try:
-        return FORMATS[name]
-    except KeyError:
+        return FloatFormat(name)
+    except ValueError:
         raise ValueError(f"unknown dtype {name!r} (known: {', '.join(FORMATS)})") from None
 
 
@@ -75,5 +85,7 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
     if fmt.name == "float64":
         return arr.copy()
+    import torch  # torch's own cast is the rounding measured; core stays torch-free on import
+
     # torch.tensor copies, so read-only inputs (pandas' arrays) are fine
     return torch.tensor(arr, dtype=torch.float64).to(fmt.torch_dtype).to(torch.float64).numpy()

@@ -8,25 +8,53 @@ Every other module asks this one what a family is, so the names of columns
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
+
+from ztbench.core.schema import FAMILY_NAMES
 
 K_MAX = 1e7
 
 
-@dataclass(frozen=True)
-class Family:
-    """A zero-truncated count family.
+class Family(StrEnum):
+    """A zero-truncated count family, named as its id: a member *is* its name's string
+    (``Family.ztnb == "ztnb"``), so it stands wherever the name does while carrying what
+    the family is to every stage below the one that resolved it (``Family("ztnb")`` or
+    :func:`get_family`, once).
 
     ``params`` are the continuous parameters (the NLL is differentiated with respect to
     each); ``domain`` gives the closed interval each parameter must lie in.
     """
 
-    name: str
     params: tuple[str, ...]
     domain: Mapping[str, tuple[float, float]]
     description: str
+
+    def __new__(
+        cls,
+        name: str,
+        params: tuple[str, ...],
+        domain: Mapping[str, tuple[float, float]],
+        description: str,
+    ) -> Family:
+        member = str.__new__(cls, name)
+        member._value_ = name
+        member.params, member.domain, member.description = params, domain, description
+        return member
+
+    ztpoisson = (
+        "ztpoisson",
+        ("lam",),
+        {"k": (1.0, K_MAX), "lam": (1e-30, 1e9)},
+        "zero-truncated Poisson, mean lam",
+    )
+    ztnb = (
+        "ztnb",
+        ("mu", "theta"),
+        {"k": (1.0, K_MAX), "mu": (1e-30, 1e9), "theta": (1e-12, 1e10)},
+        "zero-truncated negative binomial, mean mu, inverse dispersion theta",
+    )
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -130,26 +158,18 @@ def to_natural(
     return out
 
 
-ZTPOISSON = Family(
-    name="ztpoisson",
-    params=("lam",),
-    domain={"k": (1.0, K_MAX), "lam": (1e-30, 1e9)},
-    description="zero-truncated Poisson, mean lam",
-)
-ZTNB = Family(
-    name="ztnb",
-    params=("mu", "theta"),
-    domain={"k": (1.0, K_MAX), "mu": (1e-30, 1e9), "theta": (1e-12, 1e10)},
-    description="zero-truncated negative binomial, mean mu, inverse dispersion theta",
-)
-FAMILIES: dict[str, Family] = {f.name: f for f in (ZTPOISSON, ZTNB)}
+ZTPOISSON = Family.ztpoisson
+ZTNB = Family.ztnb
+FAMILIES: dict[str, Family] = {f.value: f for f in Family}
+assert tuple(FAMILIES) == FAMILY_NAMES
 
 
 def get_family(name: str) -> Family:
-    """Return the family called ``name``; ValueError listing the known ones otherwise."""
+    """The family called ``name`` (a family is returned as it is); ValueError listing the
+    known ones otherwise."""
     try:
-        return FAMILIES[name]
-    except KeyError:
+        return Family(name)
+    except ValueError:
         known = ", ".join(FAMILIES)
         raise ValueError(f"unknown family {name!r} (known: {known})") from None
 

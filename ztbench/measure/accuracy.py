@@ -49,7 +49,7 @@ from ztbench.candidates import Candidate, candidate_of
 from ztbench.candidates.external import env_entries
 from ztbench.core import metrics, rules
 from ztbench.core.dtypes import round_to
-from ztbench.core.families import Family, domain_mask, get_family, to_natural, to_own
+from ztbench.core.families import Family, domain_mask, to_natural, to_own
 from ztbench.core.schema import LOG_COLUMNS, PARAMS, SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 from ztbench.io import atomic
 from ztbench.io.atomic import atomic_path, atomic_paths, ensure_dir
@@ -502,7 +502,7 @@ def run_accuracy(
     torch.manual_seed(0)  # no candidate draws random numbers; guards against one that would
     with _Collector(points_path) as collector:
         for fname in suite.families:
-            family = get_family(fname)
+            family = suite.families[fname].family
             if not suite.candidates_of(fname):
                 continue
             t0 = time.perf_counter()

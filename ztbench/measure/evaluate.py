@@ -28,7 +28,7 @@ import torch
 from ztbench.candidates.base import Candidate, Unsupported
 from ztbench.candidates.execution import compile_limits, compiled, first_line, is_missing_kernel
 from ztbench.core.dtypes import get_format, round_to
-from ztbench.core.families import get_family, to_own
+from ztbench.core.families import to_own
 from ztbench.core.schema import MODES
 from ztbench.io.errors import UserError
 from ztbench.io.procs import time_limit
@@ -101,7 +101,7 @@ def candidate_inputs(
     """
     own = candidate.columns
     if not all(c in points for c in own):
-        family = get_family(candidate.family)
+        family = candidate.family
         if not all(c in points for c in family.columns):
             raise ValueError(
                 f"{candidate.id}: points need the columns {', '.join(own)} or "

@@ -178,7 +178,7 @@ def build_family_points(
     spec: FamilyPoints, seed: int, dtypes: Sequence[str] = ("float64",)
 ) -> pd.DataFrame:
     """The points of one family's spec (``dtypes``: where threshold neighbours are taken)."""
-    family = get_family(spec.family)
+    family = spec.family
     blocks: list[dict[str, np.ndarray]] = [_grid(family, g) for g in spec.grids]
     blocks += [
         _random(family, r, family_rng(seed, family.name, i)) for i, r in enumerate(spec.randoms)
@@ -204,10 +204,9 @@ def build_family_points(
 
 def build_points(suite: Suite, family: str) -> pd.DataFrame:
     """The points of ``family`` in ``suite`` (empty frame if the suite has none)."""
-    fam = get_family(family)
     spec = suite.families.get(family)
     if spec is None:
-        return pd.DataFrame({c: np.empty(0) for c in fam.columns})
+        return pd.DataFrame({c: np.empty(0) for c in get_family(family).columns})
     return build_family_points(spec, suite.seed, suite.dtypes)
 
 
@@ -218,9 +217,8 @@ def build_all_points(suite: Suite) -> dict[str, pd.DataFrame]:
 
 def region_variables(df: pd.DataFrame, family: str) -> dict[str, np.ndarray]:
     """The variables a region may bound (see ``ztbench.suite.REGION_VARIABLES``)."""
-    fam = get_family(family)
     k = df["k"].to_numpy(dtype=np.float64)
-    if fam.name == "ztpoisson":
+    if family == "ztpoisson":
         lam = df["lam"].to_numpy(dtype=np.float64)
         return {"k": k, "lam": lam, "mean": lam, "w": lam, "lam_over_k": lam / k}
     mu = df["mu"].to_numpy(dtype=np.float64)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ztbench.core.dtypes import get_format
 from ztbench.core.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
 from ztbench.core.textfmt import fmt_num
 from ztbench.core.tolerance import GateTolerance, Tolerance
@@ -158,7 +159,7 @@ def _load(
         raise ck.fail("name", "is empty")
     description = ck.string(raw.get("description", ""), "description")
     seed = ck.integer(raw.get("seed", 0), "seed")
-    dtypes = ck.strings(raw["dtypes"], "dtypes", DTYPE_NAMES, "dtype")
+    dtypes = tuple(map(get_format, ck.strings(raw["dtypes"], "dtypes", DTYPE_NAMES, "dtype")))
     devices = ck.strings(raw.get("devices", ["cpu"]), "devices", DEVICES, "device")
     modes = ck.strings(raw.get("modes", ["eager"]), "modes", MODES, "mode")
 

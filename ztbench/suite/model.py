@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ztbench.core import rules
+from ztbench.core.dtypes import FloatFormat
+from ztbench.core.families import Family, get_family
 from ztbench.core.tolerance import GateTolerance
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
@@ -73,22 +75,28 @@ class DatasetSource:
     (see :func:`ztbench.points.datasets.dataset_points`); ``seed`` is the suite's."""
 
     name: str
-    family: str
+    family: Family
     model: str = "per-gene"
     n: int = 1000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "family", get_family(self.family))  # resolved once, here
 
 
 @dataclass(frozen=True)
 class FamilyPoints:
     """How to build the points of one family (see :mod:`ztbench.points.grids`)."""
 
-    family: str
+    family: Family
     grids: tuple[GridSpec, ...] = ()
     randoms: tuple[RandomSpec, ...] = ()
     edges: tuple[tuple[float, ...], ...] = ()
     near_thresholds: NearThresholds | None = None
     dataset: DatasetSource | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "family", get_family(self.family))  # resolved once, here
 
 
 @dataclass(frozen=True)
@@ -97,11 +105,16 @@ class Region:
     ``dataset`` set, only the points of that dataset source (``source = "dataset"``)."""
 
     name: str
-    family: str
+    family: Family
     bounds: Mapping[str, tuple[float, float]]
     description: str = ""
-    families: tuple[str, ...] = ()
+    families: tuple[Family, ...] = ()
     dataset: DatasetSource | None = None
+
+    def __post_init__(self) -> None:
+        # resolved once, here
+        object.__setattr__(self, "family", get_family(self.family))
+        object.__setattr__(self, "families", tuple(map(get_family, self.families)))
 
     def applies_to(self, family: str) -> bool:
         """True when the region bounds points of ``family``."""
@@ -140,7 +153,7 @@ class Suite:
     sha256: str
     description: str
     seed: int
-    dtypes: tuple[str, ...]
+    dtypes: tuple[FloatFormat, ...]
     devices: tuple[str, ...]
     modes: tuple[str, ...]
     candidate_patterns: tuple[str, ...]
