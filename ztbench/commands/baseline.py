@@ -31,9 +31,10 @@ from ztbench.commands.check import (
     load_suite_checked,
     run_suite,
 )
+from ztbench.io import budget
 from ztbench.io.atomic import check_output_file
 from ztbench.io.environment import cpu_capability, supported_capabilities
-from ztbench.io.errors import UserError
+from ztbench.io.errors import UserError, split_list
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,11 +64,11 @@ def _capabilities(text: str | None) -> tuple[str, ...]:
     have = supported_capabilities()
     if text is None:
         return have
-    asked = tuple(dict.fromkeys(c.strip().lower() for c in text.split(",") if c.strip()))
+    asked = tuple(c.lower() for c in split_list(text, "--cpu-capabilities") or ())
     bad = [c for c in asked if c not in have]
-    if not asked or bad:
+    if bad:
         raise UserError(
-            f"--cpu-capabilities: {', '.join(bad) or 'empty'} not available here "
+            f"--cpu-capabilities: {', '.join(bad)} not available here "
             f"(this machine has: {', '.join(have)})"
         )
     return asked
@@ -80,7 +81,7 @@ def _record_in_subprocess(
     (torch chooses its kernels once, at start-up)."""
     out = workdir / f"{capability}.json"
     cmd = [sys.executable, "-m", "ztbench.cli", "baseline", str(suite_path), "-o", str(out),
-           "--cpu-capabilities", capability]  # fmt: skip
+           "--cpu-capabilities", capability, "--max-points", str(budget.max_points())]  # fmt: skip
     if cache_dir is not None:
         cmd += ["--cache-dir", str(cache_dir)]
     env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
@@ -100,7 +101,6 @@ def record(
 ) -> gate.Baseline:
     """Run the suite under each CPU capability, print what moved since the previous
     baseline, write the envelope of the runs."""
-
     caps = tuple(capabilities) if capabilities else supported_capabilities()
     here = cpu_capability()
     say(f"[1/3] loading suite {suite_path}")

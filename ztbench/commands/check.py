@@ -24,6 +24,7 @@ import pandas as pd
 from ztbench import gate
 from ztbench.candidates import load_suite
 from ztbench.commands._options import add_budget_option, add_cache_options, add_scheduler_option
+from ztbench.io.environment import cpu_capability
 from ztbench.io.errors import UserError
 from ztbench.measure.accuracy import run_accuracy
 
@@ -91,8 +92,11 @@ def run_suite(suite: Any, cache_dir: str | Path | None, say: Printer, stage: str
 
 
 def env_text(env: Any) -> str:
-    """``torch 2.13.0 on cpu`` from an environment mapping."""
-    return f"torch {env.get('torch', '?')} on {env.get('device_kind', '?')}"
+    """``torch 2.13.0 on cpu`` (and the CPU capabilities a baseline was recorded under)
+    from an environment mapping."""
+    caps = env.get(gate.CAPABILITIES_KEY)
+    under = f" (cpu capabilities {caps.replace(',', ', ')})" if caps else ""
+    return f"torch {env.get('torch', '?')} on {env.get('device_kind', '?')}{under}"
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,10 @@ def check(
     say(f"[2/4] loading baseline {path}")
     baseline = gate.load_baseline(path, suite.name)
     say(f"      {len(baseline.rows)} rows, recorded with {env_text(baseline.env)}")
+    recorded = baseline.env.get(gate.CAPABILITIES_KEY)
+    if recorded and cpu_capability() not in recorded.split(","):
+        say(f"      note: this CPU runs torch's {cpu_capability()} kernels, which the baseline "
+            "was not recorded under: their last bits may differ beyond the tolerance")  # fmt: skip
     run = run_suite(suite, cache_dir, say, "[3/4]")
     say(f"[4/4] comparing with the baseline ({env_text(run.env)})")
     result = gate.compare(
