@@ -38,12 +38,18 @@ Design (each part in its own module):
   Hessians) and the node supports torch.func (jvp, a vmap rule).
 - Under torch.compile, what must not be traced runs as custom operators
   (:mod:`ztbench.loss.ops`).
+- The domain is every finite parameter > 0 (and every integer k >= 1): x = mu/theta
+  overflowing float64 (theta < mu/DBL_MAX, e.g. mu = 1e300, theta = 1e-300) is computed
+  from log(mu) - log(theta) (:func:`ztbench.loss.kernels.ztnb`), a float64 refinement
+  whose double-double products overflow keeps the kernel's value.
 - Invalid input (k < 1, non-integer or non-finite k, parameters that are NaN, not
-  positive or not finite): with ``validate=True`` a ``ValueError`` naming the problem in
-  eager mode, one ``torch._assert_async`` under torch.compile (no graph break;
+  positive or not finite, weights that are negative, NaN or infinite): with
+  ``validate=True`` a ``ValueError`` naming the problem in eager mode, one
+  ``torch._assert_async`` under torch.compile (no graph break;
   :mod:`ztbench.loss.validation`); with ``validate=False`` NaN in the value and the
-  gradients at those positions. ``mask=`` leaves elements out exactly (0 in the value
-  and the gradients, whatever their inputs).
+  gradients at those positions (a weight is used as given). ``mask=`` leaves elements
+  out exactly (0 in the value and the gradients, whatever their inputs). Meta tensors
+  raise ``ValueError`` (the computation reads values).
 """
 
 from __future__ import annotations
@@ -142,7 +148,8 @@ def _apply(family: str, k: Tensor, params: tuple[Tensor, ...], is_log: tuple[boo
 _COMMON_ARGS = """reduction: "mean" (default), "sum" or "none" (elementwise, broadcast shape).
         full: add lgamma(k + 1), the constant that makes it -log P(X = k).
         validate: check the input (k >= 1, integer-valued and finite; every parameter
-            finite and > 0). Eager: ``ValueError`` naming the problem (host checks).
+            finite and > 0; every weight finite and >= 0, masked-out positions included).
+            Eager: ``ValueError`` naming the problem (host checks).
             Under torch.compile: one ``torch._assert_async`` inside the graph (no graph
             break), which fails the call when an element is invalid. With False no check:
             an invalid element gives NaN in the value and in the gradients (NaN in, NaN
@@ -155,9 +162,14 @@ _COMMON_ARGS = """reduction: "mean" (default), "sum" or "none" (elementwise, bro
             divide by ``mask.sum().clamp(min=1)``). To fit the nonzero counts of a count
             matrix ``x``: ``loss(x, ..., mask=x > 0)`` (``loss * (x > 0)`` would give NaN,
             since NaN * 0 = NaN).
-        weight: tensor broadcastable to the loss: each element's loss is multiplied by
-            its weight; "mean" divides by the sum of the kept weights. A zero weight does
-            not mask: NaN * 0 is NaN (use ``mask``).
+        weight: tensor broadcastable to the loss, finite and >= 0: each element's loss
+            is multiplied by its weight; "mean" divides by the sum of the kept weights. A
+            zero weight does not mask: NaN * 0 is NaN (use ``mask``). ``validate=True``
+            raises ``ValueError`` naming ``weight`` at a negative, NaN or infinite weight
+            (a negative one could make "mean" divide by a sum near 0: -inf, NaN); with
+            False it is used as given (NaN in, NaN out).
+        Meta tensors (``device="meta"``) raise ``ValueError``: the computation reads the
+        inputs' values (path, branches, refinement), so it has no shape-only form.
 """
 
 
@@ -189,7 +201,10 @@ def zt_poisson_nll(
     check_reduction(reduction)
     label, p, is_log = _param("lam", lam, log_lam, k.device if isinstance(k, Tensor) else None)
     k = _as_tensor(k, p.device)
+    V.check_not_meta("zt_poisson_nll", [k, p, mask, weight])
     V.check_types(k, [(label, p)], mask, weight)
+    if validate:
+        V.check_weight(weight)
     labels = (label,) if validate else None
     return _apply("ztpoisson", k, (p,), (is_log,), reduction, full, mask, weight, labels)
 
@@ -217,7 +232,10 @@ def zt_negbin_nll(
         k: counts >= 1 (integer-valued).
         mu / log_mu: the mean of the untruncated law (> 0), or its log (exactly one). The
             truncated law's mean is mu / (1 - (theta / (theta + mu))^theta).
-        theta / log_theta: the inverse dispersion (> 0), or its log (exactly one).
+        theta / log_theta: the inverse dispersion (> 0), or its log (exactly one). Any
+            finite mu, theta > 0 in float64, mu/theta beyond the float64 range included
+            (e.g. mu = 1e300, theta = 1e-300). A Python float is converted to the
+            default dtype (float32 unless changed): give such values as float64 tensors.
         {common}
     Returns:
         A tensor of the promoted floating dtype of the parameters (computed in float64).
@@ -227,7 +245,10 @@ def zt_negbin_nll(
     mlabel, pm, m_log = _param("mu", mu, log_mu, dev)
     tlabel, pt, t_log = _param("theta", theta, log_theta, pm.device)
     k = _as_tensor(k, pm.device)
+    V.check_not_meta("zt_negbin_nll", [k, pm, pt, mask, weight])
     V.check_types(k, [(mlabel, pm), (tlabel, pt)], mask, weight)
+    if validate:
+        V.check_weight(weight)
     pt = pt.to(pm.device)
     labels = (mlabel, tlabel) if validate else None
     return _apply("ztnb", k, (pm, pt), (m_log, t_log), reduction, full, mask, weight, labels)

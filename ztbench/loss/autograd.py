@@ -219,8 +219,10 @@ class ZTLoss(torch.autograd.Function):
             value, *grads = KERNELS[family].traced(k_in, *p_in, need)
         else:
             value, *grads = _EAGER[path](family, need, k_in, *p_in)
-        if spec.full:  # refined in double-double in eager mode only (as the kernel)
-            value = apply_full(family, k_in, p_in, value, path is Path.EAGER_REFINED)
+        if spec.full and compiling:  # traced: no double-double (as the kernel)
+            value = apply_full(family, k_in, p_in, value, False)
+        elif spec.full:  # eager: in slices (bounded memory), refined for float64 results
+            value = eager.full_form(family, k_in, p_in, value, path is Path.EAGER_REFINED)
         refine = result_dtype(*params) == F64
         if refine and any(is_log):  # float64 results at the caller's exact exp(log p)
             logs = [p.to(F64).expand(k_in.shape) if lg else p_n

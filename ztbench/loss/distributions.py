@@ -8,39 +8,87 @@ are the truncated law's, in forms that do not cancel. Parameters follow the loss
 
 Validation follows torch.distributions: ``validate_args`` (default
 ``torch.distributions.Distribution._validate_args``) checks the parameters against
-``arg_constraints`` at construction and the values given to ``log_prob`` against
-``support`` (integers >= 1).
+``arg_constraints`` at construction (:data:`positive_finite`: finite and > 0, as the
+loss requires; torch's ``constraints.positive`` admits +inf) and the values given to
+``log_prob`` against ``support`` (integers >= 1).
 
-Sampling, exactly:
+Sampling, exactly (up to the normal limit of Poisson counts past 2^50, last item):
 
 - ZTP(lam): the counts of a unit-rate Poisson process on [0, 1] given at least one
   event. The first event time T given T <= 1 has the truncated exponential law,
   T = -log1p(U expm1(-lam)) / lam (inversion, U uniform); the events after T form a
   Poisson process on (T, 1], so X = 1 + Poisson(lam (1 - T)).
 - ZTNB(mu, theta): the negative binomial is Poisson(L) with L ~ Gamma(theta, rate
-  theta/mu); given X > 0, L has density proportional to g(L) (1 - e^-L). L is drawn
-  from that density by rejection, then X ~ ZTP(L) as above. Two envelopes: Gamma(theta)
-  accepted with probability 1 - e^-L (overall rate 1 - P(0)), or Gamma(theta + 1)
-  (g(L) L normalised) accepted with probability (1 - e^-L)/L (overall rate
-  (1 - P(0))/mu); each element uses the better one, so the rate is
-  (1 - P(0)) max(1, 1/mu): at least 1 - e^-1 when mu <= 1 or mu >= 1 with w >= 1. Only
-  mu > 1 with w = theta log1p(mu/theta) << 1 (theta tiny) needs many rounds (about 1/w);
-  each round is vectorised over the elements still rejected.
+  b = theta/mu); given X > 0, L has density proportional to g(L) (1 - e^-L), and
+  1 - e^-L = integral_0^1 L e^-uL du. So (L, U) with joint density proportional to
+  g(L) L e^-UL = L^theta e^-(b + U) L on U in [0, 1] has exactly that L-marginal, and
+  given L, U is the first event time T above. Both conditionals are explicit: U has
+  density proportional to (b + U)^-(theta + 1), whose CDF inverts in closed form,
+  U = b expm1(E), E = -log1p(-V (1 - P0))/theta (V uniform, P0 = e^-w,
+  w = theta log1p(mu/theta)); L given U is Gamma(theta + 1, rate b + U); then
+  X = 1 + Poisson(L (1 - U)). No rejection: the cost of a draw does not depend on P0
+  (a rejection sampler from the untruncated law needs ~1/(1 - P0) rounds, ~5 10^6 at
+  mu = 2, theta = 1e-8).
+- Poisson counts whose rate exceeds 2^50 (``torch.poisson`` returns garbage past its
+  int64 range, ~9.2e18, which a heavy ZTNB tail reaches) are drawn from the normal
+  limit, round(rate + sqrt(rate) N(0, 1)), within ~2^-25 of the Poisson law there (its
+  skewness, 1/sqrt(rate)). A draw past the float64 range (mu/theta near or past
+  DBL_MAX puts much of the law there) is inf.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, constraints
+from torch.distributions import Distribution, biject_to, constraints, transform_to
+from torch.distributions.transforms import ExpTransform
 from torch.distributions.utils import broadcast_all
 
 from ztbench.loss import primitives as P
 from ztbench.loss.api import zt_negbin_nll, zt_poisson_nll
 
-__all__ = ["ZeroTruncatedNegativeBinomial", "ZeroTruncatedPoisson"]
+__all__ = ["ZeroTruncatedNegativeBinomial", "ZeroTruncatedPoisson", "positive_finite"]
 
 _F64 = torch.float64
+
+
+class _PositiveFinite(constraints.Constraint):
+    """0 < value < inf (NaN fails): the parameters' domain. torch's ``constraints.positive``
+    is (0, inf], so ``validate_args`` would let an infinite mean through to NaN results."""
+
+    is_discrete = False
+    event_dim = 0
+    lower_bound = 0.0  # as constraints.positive (code that reads the bound)
+
+    def check(self, value: Tensor) -> Tensor:
+        return (value > 0.0) & (value < math.inf)
+
+    def __repr__(self) -> str:
+        return "PositiveFinite()"
+
+
+positive_finite = _PositiveFinite()
+# an unconstrained parametrisation, as constraints.positive's (exp; a float overflowing
+# to inf is then outside the constraint, as any parameter that large)
+for _registry in (transform_to, biject_to):
+    _registry.register(_PositiveFinite, lambda _c: ExpTransform())
+
+
+_POISSON_NORMAL_MIN = 2.0**50  # rates from which a count is drawn by its normal limit
+
+
+def _poisson(rate: Tensor) -> Tensor:
+    """Poisson(rate) counts (float64 rate >= 0, possibly inf), see the module docstring."""
+    big = rate > _POISSON_NORMAL_MIN
+    if not bool(big.any()):  # the common case: torch's sampler alone (its random stream)
+        return torch.poisson(rate)
+    small = torch.poisson(torch.where(big, 0.0, rate))
+    normal = torch.round(rate + torch.sqrt(rate) * torch.randn_like(rate))
+    # an infinite rate (a draw of the law's tail past the float64 range): an infinite count
+    normal = torch.where(rate < math.inf, normal, rate)
+    return torch.where(big, normal, small)
 
 
 def _ztp_sample(lam: Tensor) -> Tensor:
@@ -48,26 +96,23 @@ def _ztp_sample(lam: Tensor) -> Tensor:
     u = torch.rand_like(lam)
     t = -torch.log1p(u * torch.expm1(-lam)) / lam
     rest = (lam * (1.0 - t)).clamp_min(0.0)  # t <= 1 up to rounding
-    return 1.0 + torch.poisson(rest)
+    return 1.0 + _poisson(rest)
 
 
 def _ztnb_sample(mu: Tensor, theta: Tensor) -> Tensor:
-    """One exact ZTNB draw per element (float64 mu, theta > 0); see the module docstring."""
-    # rate of the Gamma(theta) envelope: 1 - e^-w; of the Gamma(theta + 1) one: that / mu
-    shifted = mu < 1.0
-    lam = torch.empty_like(mu)
-    todo = torch.arange(mu.numel(), device=mu.device)
-    mu_f, th_f, sh_f = mu.reshape(-1), theta.reshape(-1), shifted.reshape(-1)
-    lam_f = lam.reshape(-1)
-    while todo.numel():
-        m, th, sh = mu_f[todo], th_f[todo], sh_f[todo]
-        shape = torch.where(sh, th + 1.0, th)
-        g = torch._standard_gamma(shape) * (m / th)
-        accept_p = torch.where(sh, -torch.expm1(-g) / g, -torch.expm1(-g))
-        ok = (torch.rand_like(g) < accept_p) & (g > 0)
-        lam_f[todo[ok]] = g[ok]
-        todo = todo[~ok]
-    return _ztp_sample(lam)
+    """One exact ZTNB draw per element (float64 mu, theta > 0): U, then L, then X (see the
+    module docstring); three random numbers per draw whatever P0."""
+    b = theta / mu
+    p_pos = -torch.expm1(-P.nb_log_p0(mu, theta))  # 1 - P0, without cancellation
+    e = -torch.log1p(-torch.rand_like(mu) * p_pos) / theta  # in [0, log1p(mu/theta)]
+    # U = b expm1(E) <= 1; for E > 1 as exp(log b + E) - b, with log b from the logs: b
+    # expm1(E) would overflow to inf * b where mu/theta overflows (E up to ~745)
+    big_e = e > 1.0
+    lb_e = torch.log(theta) - torch.log(mu) + torch.where(big_e, e, 0.0)
+    u = torch.where(big_e, torch.exp(lb_e) - b, b * torch.expm1(torch.where(big_e, 0.0, e)))
+    u = u.clamp(0.0, 1.0)  # [0, 1] up to rounding
+    lam = torch._standard_gamma(theta + 1.0) / (b + u)
+    return 1.0 + _poisson(lam * (1.0 - u))
 
 
 class ZeroTruncatedPoisson(Distribution):
@@ -76,7 +121,7 @@ class ZeroTruncatedPoisson(Distribution):
     P(X = k) = lam^k e^-lam / (k! (1 - e^-lam)), k >= 1. Mean lam / (1 - e^-lam).
     """
 
-    arg_constraints = {"rate": constraints.positive}  # noqa: RUF012 (torch's convention)
+    arg_constraints = {"rate": positive_finite}  # noqa: RUF012 (torch's convention)
     support = constraints.positive_integer
     has_rsample = False
 
@@ -129,7 +174,7 @@ class ZeroTruncatedNegativeBinomial(Distribution):
     logits=log(mu/theta))``. Mean mu / (1 - P0).
     """
 
-    arg_constraints = {"mu": constraints.positive, "theta": constraints.positive}  # noqa: RUF012
+    arg_constraints = {"mu": positive_finite, "theta": positive_finite}  # noqa: RUF012
     support = constraints.positive_integer
     has_rsample = False
 

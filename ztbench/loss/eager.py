@@ -28,6 +28,7 @@ from ztbench.loss import screened as S
 from ztbench.loss import validation as V
 from ztbench.loss.kernels import (
     F64,
+    FULL_CHUNK_SHARE,
     KERNELS,
     chain_rule,
     chunk_size,
@@ -42,6 +43,7 @@ __all__ = [
     "NAT_MAX",
     "extremes",
     "forward_float32",
+    "full_form",
     "indexed",
     "recompute_at",
     "refined",
@@ -90,7 +92,9 @@ def screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype,
         ranges.append((lo, hi))
     if family == "ztnb":  # w = theta log1p(mu/theta) increases in mu and in theta
         (mu_min, _), (theta_min, _) = ranges
-        w_min = theta_min * math.log1p(mu_min / theta_min)
+        ratio = mu_min / theta_min  # inf where it overflows: then log(mu) - log(theta)
+        lx = math.log1p(ratio) if ratio < math.inf else math.log(mu_min) - math.log(theta_min)
+        w_min = theta_min * lx
     value = torch.empty(n, dtype=out_dtype)
     derivs = [torch.empty(n, dtype=d_dtype) for _ in params] if need else []
     rejected: list[Tensor] = []
@@ -121,13 +125,13 @@ def recompute_at(family: str, need: bool, full: bool, is_log: tuple[bool, ...] |
     """Overwrite ``outs`` (flat: the value, then the derivatives in the caller's
     parametrisation when ``need``, each in its own dtype) at the positions ``idx`` with
     the careful kernel's results (:func:`in_chunks` of the INDEX kernel, then
-    :func:`apply_full` with ``full``). ``k`` and ``params``: flat, as the caller gave
+    :func:`full_form` with ``full``). ``k`` and ``params``: flat, as the caller gave
     them (log-parameters where ``is_log``); only the elements at ``idx`` are converted."""
     k_r = k.index_select(0, idx).to(F64)
     p_r = [to_float64(t.index_select(0, idx), lg) for t, lg in zip(params, is_log, strict=True)]
     v, *ds = in_chunks(KERNELS[family].indexed, need, k_r, *p_r)
     if full:
-        v = apply_full(family, k_r, p_r, v)  # type: ignore[arg-type]
+        v = full_form(family, k_r, p_r, v, False)  # type: ignore[arg-type]
     results = [v, *(chain_rule(ds, p_r, is_log) if need else [])]  # type: ignore[arg-type]
     for out, res in zip(outs, results, strict=True):
         out.index_copy_(0, idx, res.to(out.dtype))  # type: ignore[union-attr]
@@ -192,6 +196,22 @@ def screened(family: str, need: bool, k: Tensor, *params: Tensor) -> list[Tensor
 def indexed(family: str, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | None]:
     """``EAGER_INDEXED``: the careful kernel, each branch on its own elements."""
     return in_chunks(KERNELS[family].indexed, need, k, *params)
+
+
+def full_form(family: str, k: Tensor, params: list[Tensor], value: Tensor,
+              refine: bool) -> Tensor:  # fmt: skip
+    """``full=True`` in eager mode: :func:`~ztbench.loss.refine.apply_full` on slices of
+    ``chunk_size(FULL_CHUNK_SHARE)`` elements (its double-double refinement holds ~4 kB
+    per element: over 10^7 elements at once that was 15 GB), written into one float64
+    tensor (elementwise: the same bits as one call). ``k``, ``params``, ``value``: float64,
+    one shape."""
+
+    def full(k: Tensor, *rest: Tensor | bool) -> list[Tensor | None]:
+        *ps, v, _ = rest
+        return [apply_full(family, k, list(ps), v, refine), *([None] * len(ps))]  # type: ignore[arg-type]
+
+    out = in_chunks(full, False, k, *params, extra=(value,), share=FULL_CHUNK_SHARE)[0]
+    return out  # type: ignore[return-value]
 
 
 def refined(family: str, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | None]:

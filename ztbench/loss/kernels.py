@@ -31,6 +31,7 @@ from ztbench.loss.dispatch import INDEX, WHERE, Dispatcher
 
 __all__ = [
     "EAGER_CHUNK",
+    "FULL_CHUNK_SHARE",
     "KERNELS",
     "FamilyKernels",
     "chain_rule",
@@ -130,7 +131,84 @@ def ztnb(
       log1pmx(x)/((1+x)w));
     - w <= 1, x >= 1 and theta < 1: ``-F + k/(theta + mu) - x/((1 + x) w) + s q(w)``
       (the 1/theta of psi(theta) cancelled analytically against s/w).
+
+    Where x = mu/theta overflows float64 (theta < mu/DBL_MAX, so theta < 1): the forms of
+    :func:`_ztnb_huge_x` (log1p(x) from log(mu) - log(theta)), on their own elements.
     """
+    x = mu / theta
+    huge = torch.isinf(x)
+    # eager, the common case: no element overflows. Then the finite forms alone, as one
+    # graph: the branch's extra nodes would regroup autograd's sums (double backward, jvp)
+    if not torch.compiler.is_compiling() and not _any_element(huge):
+        return _ztnb_finite_x(D, k, mu, theta, need_grad)
+
+    def finite(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor | tuple[Tensor, ...]:
+        out = _ztnb_finite_x(D, k, mu, theta, need_grad)
+        return out if need_grad else out[0]  # type: ignore[return-value]
+
+    def huge_x(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor | tuple[Tensor, ...]:
+        out = _ztnb_huge_x(D, k, mu, theta, need_grad)
+        return out if need_grad else out[0]  # type: ignore[return-value]
+
+    # safe stand-ins where a branch is not taken: mu/theta = 1e310 overflows (with w ~ 7e-8,
+    # nothing infinite in the huge-x forms), mu = theta = 1 does not
+    out = D.branch(huge, huge_x, finite, (k, mu, theta), (None, 1e300, 1e-10), (None, 1.0, 1.0))
+    if not need_grad:
+        return out, None, None  # type: ignore[return-value]
+    return out  # type: ignore[return-value]
+
+
+def _any_element(mask: Tensor) -> bool:
+    """Whether any element of ``mask`` is set; False under ``torch.vmap``, which cannot branch
+    on data (there the finite forms run alone, as they did before the huge-x forms)."""
+    try:
+        return bool(mask.any())
+    except RuntimeError:  # vmap: "data-dependent control flow" is not supported
+        return False
+
+
+def _ztnb_huge_x(
+    D: Dispatcher, k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:func:`ztnb` where x = mu/theta overflows float64 (x > DBL_MAX, so theta < 1).
+
+    With e = theta/mu < 2^-1024: log1p(x) = L + log1p(e), L = log(mu) - log(theta) >= 709
+    (log1p(e) is below 2^-1033 of L: L is log1p(x) to its rounding; the difference of the
+    two logs cancels at most 2-fold, |log mu| + |log theta| <= 1455 against L);
+    y = x/(1 + x) = 1 and 1/x = e to far below an ulp; w = theta L. The forms of the
+    x >= 1 branch with these (no quantity that overflows is formed):
+
+    - loss ``-G + k e + log(L) + h(w)``, G = lgamma(k + theta) - lgamma(1 + theta) (theta
+      < 1: no lgamma(theta) ~ -log(theta) is formed; |lgamma(1 + theta)| <= 0.13, and at
+      k = 2 the two lgammas have opposite signs: no cancellation inside G). The sum
+      crosses zero for k >= 7 (log L ~ G - h): float64 results are refined there in
+      double-double (:func:`ztbench.loss.dd.ztnb.ztnb_value_terms`, L from the logs too);
+    - d/dmu = theta/(theta + mu) (1/(1 - e^-w) - k/mu) = ``(1/L + theta (q(w) - k/mu))/mu``
+      (theta/(theta + mu) = e to relative e; e/w = 1/(mu L); q(w) = 1/(1 - e^-w) - 1/w):
+      every term >= 0 but k theta/mu, below k L/x < k 2^-1013 of the first;
+    - d/dtheta = ``(k/mu - F) + ((L - 1) q(w) - 1/w)``, F = psi(k + theta) - psi(1 + theta):
+      psi(theta) = psi(1 + theta) - 1/theta and s/(1 - e^-w) = (L - 1)(1/w + q(w)) =
+      1/theta - 1/w + (L - 1) q(w), their 1/theta cancelled analytically. Near its zero
+      crossing (w ~ 2/L) a few ulp times the cancellation: the double-double d/dtheta
+      takes x as a quotient and is not used here.
+    """
+    log_l = torch.log(mu) - torch.log(theta)
+    w = theta * log_l
+    g = torch.lgamma(k + theta) - torch.lgamma(1.0 + theta)
+    value = -g + k * (theta / mu) + torch.log(log_l) + P.log_expm1_over_x(w, D)
+    if not need_grad:
+        return value, None, None
+    q = P.inv1mexp_minus_inv(w, D)
+    d_mu = (1.0 / log_l + theta * (q - k / mu)) / mu
+    f = torch.digamma(k + theta) - torch.digamma(1.0 + theta)
+    d_theta = (k / mu - f) + ((log_l - 1.0) * q - 1.0 / w)
+    return value, d_mu, d_theta
+
+
+def _ztnb_finite_x(
+    D: Dispatcher, k: Tensor, mu: Tensor, theta: Tensor, need_grad: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:func:`ztnb` where x = mu/theta is finite (see its docstring)."""
     x = mu / theta
     lx = torch.log1p(x)
     lpm_x = P.log1pmx_over_x(x, D)  # log1pmx(x)/x
@@ -184,10 +262,18 @@ def ztnb(
 
         return D.branch(y <= 0.5, near, far, (lx, y), (None, 0.25), (None, None))  # type: ignore[return-value]
 
+    def over_mu_1x(num: Tensor, mu: Tensor, one_x: Tensor) -> Tensor:
+        """num / (mu (1 + x)); where mu (1 + x) overflows (mu^2/theta > DBL_MAX) the two
+        divisions one after the other (their result is then tiny, not 0)."""
+        den = mu * one_x
+        return torch.where(torch.isinf(den), num / one_x / mu, num / den)
+
     def g_wsmall(k, mu, theta, x, lx, lpm_x, w):  # type: ignore[no-untyped-def]
         q = P.inv1mexp_minus_inv(w, D)
         one_x = 1.0 + x
-        d_mu = (-lpm_x * (x / lx) - (k - 1.0) + mu * q) / (mu * one_x)
+        # x/lx -> 1 as x -> 0: where mu/theta underflows to 0, lx = 0 too (0/0)
+        x_lx = torch.where(x > 0.0, x / torch.where(x > 0.0, lx, 1.0), 1.0)
+        d_mu = over_mu_1x(-lpm_x * x_lx - (k - 1.0) + mu * q, mu, one_x)
         y = x / one_x
         sq = s_of(lx, y) * q
         e, f = P.digamma_excess(k, theta, D)
@@ -199,7 +285,7 @@ def ztnb(
     def g_wlarge(k, mu, theta, x, lx, lpm_x, w):  # type: ignore[no-untyped-def]
         one_x = 1.0 + x
         em1 = -torch.expm1(-w)  # 1 - e^-w; mu/expm1(w) = exp(log(mu) - w)/(1 - e^-w)
-        d_mu = ((mu - k) + torch.exp(torch.log(mu) - w) / em1) / (mu * one_x)
+        d_mu = over_mu_1x((mu - k) + torch.exp(torch.log(mu) - w) / em1, mu, one_x)
         s = s_of(lx, x / one_x)
         # w > 1: psi(theta) - psi(k+theta) + k/(theta+mu) + s + s/expm1(w), regrouped
         # around t = (k - mu)/(theta + mu)
@@ -294,23 +380,29 @@ def chain_rule(ds: list[Tensor], ps: list[Tensor], is_log: tuple[bool, ...] | li
 # elements per intra-op thread, so that each operation still spreads over every thread
 # (torch splits an operation into pieces of 2^15 elements at least).
 EAGER_CHUNK = 2**15
+# The full form's refinement (double-double terms of lgamma(k + 1) and of the loss, Loader's
+# terms and their condition number) holds ~4 kB per element at its peak, about 4x the
+# careful kernel with its refinement: its slices are a quarter as long, so that its working
+# set per slice stays that of the kernel's.
+FULL_CHUNK_SHARE = 4
 
 
-def chunk_size() -> int:
-    """Elements per eager call: EAGER_CHUNK per intra-op thread."""
-    return EAGER_CHUNK * max(1, torch.get_num_threads())
+def chunk_size(share: int = 1) -> int:
+    """Elements per eager call: EAGER_CHUNK // share per intra-op thread."""
+    return max(1, EAGER_CHUNK // share) * max(1, torch.get_num_threads())
 
 
 def in_chunks(kernel, need: bool, k: Tensor, *params: Tensor,  # type: ignore[no-untyped-def]
-              extra: tuple[Tensor, ...] = ()) -> list[Tensor | None]:  # fmt: skip
-    """kernel(k, *params, *extra, need) on slices of :func:`chunk_size` elements on the
-    CPU (elementwise: the same bits as one call), the outputs (the value, then one per
-    parameter when ``need``) written into full-size tensors. ``extra``: further inputs of
-    the same shape, sliced alongside, with no output of their own."""
+              extra: tuple[Tensor, ...] = (), share: int = 1) -> list[Tensor | None]:  # fmt: skip
+    """kernel(k, *params, *extra, need) on slices of :func:`chunk_size` (``share``)
+    elements on the CPU (elementwise: the same bits as one call), the outputs (the value,
+    then one per parameter when ``need``) written into full-size tensors of k's dtype.
+    ``extra``: further inputs of the same shape, sliced alongside, with no output of their
+    own."""
     shape = k.shape
     flat = [t.reshape(-1) for t in (k, *params, *extra)]
     n = flat[0].numel()
-    chunk = chunk_size()
+    chunk = chunk_size(share)
     if n <= chunk or k.device.type != "cpu":  # a GPU wants one large launch per op
         outs = list(kernel(*flat, need))
     else:

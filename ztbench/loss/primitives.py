@@ -20,6 +20,7 @@ Contents:
 - :func:`softplus`: log(1 + e^x), exact in both tails (torch's has a threshold).
 - :func:`log1p_over_x`: log(1 + x) / x, 1 at x = 0.
 - :func:`nb_log_p0`: w = theta log1p(mu/theta) = -log P(X = 0) of the negative binomial.
+- :func:`log1p_ratio`: log1p(mu/theta), also where the quotient overflows.
 - :func:`log1pmx`: log(1 + x) - x without cancellation for small x.
 - :func:`stirling_correction`: lgamma(z) minus Stirling's approximation, z >= 10.
 - :func:`lgamma_difference`: lgamma(k + theta) - lgamma(theta) without cancellation for
@@ -170,6 +171,18 @@ def nb_log_p0(mu: Tensor, theta: Tensor, logit: Tensor | None = None) -> Tensor:
 # (from log1p(x) = 2 atanh(u) and 2u - x = -x*u). For |x| <= 1/2, |u| <= 1/3, u^2 <= 1/9:
 # 17 terms leave (1/9)^17 ~ 1.7e-17 relative.
 _ATANH_COEFFS = tuple(1.0 / (2 * j + 1) for j in range(1, 18))
+
+
+def log1p_ratio(x: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+    """log1p(x) for x = mu/theta (given, float64), also where the quotient overflows to inf:
+    there log(mu) - log(theta), which is log1p(x) to its rounding (log1p(x) - log(x) =
+    log1p(theta/mu) < 2^-1024, below an ulp of log(x) > 709)."""
+    lx = torch.log1p(x)
+    huge = torch.isinf(x)
+    # eager on the CPU, where a host check is free: nothing to patch (the common case)
+    if x.device.type == "cpu" and not torch.compiler.is_compiling() and not bool(huge.any()):
+        return lx
+    return torch.where(huge, torch.log(mu) - torch.log(theta), lx)
 
 
 def log1pmx(x: Tensor, D: Dispatcher = WHERE) -> Tensor:

@@ -26,6 +26,11 @@ promise. Compiled float64 code runs this module inside opaque operators
 
 from __future__ import annotations
 
+import importlib
+import math
+import sys
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -54,12 +59,17 @@ __all__ = [
 
 
 def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
-    """A copy of ``out`` with fn(*args at the flagged elements) there (``out`` if none)."""
+    """A copy of ``out`` with fn(*args at the flagged elements) there (``out`` if none).
+
+    A refined result that is not finite keeps ``out``'s value: the double-double
+    arithmetic's error-free products overflow for operands past ~2^996 (e.g. 1/theta or
+    1/w at theta ~ 1e-300), where the kernel's float64 form is still finite."""
     idx = flat_indices(flag.reshape(-1))
     if not idx.numel():
         return out
     flat = out.clone().reshape(-1)
-    flat[idx] = fn(*(a.reshape(-1)[idx] for a in args))
+    refined = fn(*(a.reshape(-1)[idx] for a in args))
+    flat[idx] = torch.where(torch.isfinite(refined), refined, flat[idx])
     return flat.reshape(out.shape)
 
 
@@ -91,10 +101,13 @@ def refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
     flag = dd_ztnb.ztnb_value_cancellation(k, mu, theta, value) & ~ztnb_tiny_loss(k, x)
     value = replace_flagged(value, flag, dd_ztnb.ztnb_value_dd, k, mu, theta)
     if d_mu is not None and d_theta is not None:
-        flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu)
+        # the double-double derivative forms take x = mu/theta as a quotient: not where it
+        # overflows (the kernel's own forms there, kernels._ztnb_huge_x)
+        finite_x = x < math.inf
+        flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu) & finite_x
         d_mu = replace_flagged(d_mu, flag, dd_ztnb.ztnb_dmu_dd, k, mu, theta)
         flag = dd_ztnb.ztnb_dtheta_cancellation(k, mu, theta, d_theta) & (x >= DD_DTHETA_X_MIN)
-        d_theta = replace_flagged(d_theta, flag, dd_ztnb.ztnb_dtheta_dd, k, mu, theta)
+        d_theta = replace_flagged(d_theta, flag & finite_x, dd_ztnb.ztnb_dtheta_dd, k, mu, theta)
     return value, [d_mu, d_theta]
 
 
@@ -150,6 +163,25 @@ def refine_full_float64(family: str, k: Tensor, params: list[Tensor], full: Tens
     return replace_flagged(full, flag, dd_ztnb.ztnb_full_value_dd, k, mu, theta)
 
 
+def _load_jvp_decompositions() -> None:
+    """Import ``torch._decomp.decompositions_for_jvp`` once, without its warnings.
+
+    The first forward-mode AD call in a process (``torch.func.jvp`` -> ``make_dual`` ->
+    ``torch.autograd.forward_ad._maybe_load_decompositions``) imports that module, which
+    registers decompositions for TorchScript's forward AD with ``torch.jit.script``: 18
+    ``DeprecationWarning``s from torch itself (``python -W error`` turns them into a
+    failed first call). Our jvp is eager and never uses TorchScript, and no public API
+    runs forward AD without that import, so it is done here first, with exactly that
+    warning ignored; later ``make_dual`` calls find the module imported."""
+    if "torch._decomp.decompositions_for_jvp" in sys.modules:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning
+        )
+        importlib.import_module("torch._decomp.decompositions_for_jvp")
+
+
 # Float64 results with log-parameters: the kernels see p = exp(log p) rounded to float64,
 # the exact loss at a parameter up to an ulp away from the one the caller means. Where
 # the loss or a derivative cancels, that ulp is many ulp of the result; a first-order
@@ -202,6 +234,7 @@ def log_rounding_terms(family: str, need: bool, k: Tensor, params: list[Tensor],
         _, *grads = KERNELS[family].traced(k, *natural, True)
         return tuple(grads)
 
+    _load_jvp_decompositions()
     # contiguous: a broadcast (stride-0) input cannot carry a tangent
     primals = tuple((lg if is_lg else p).contiguous()
                     for p, lg, is_lg in zip(params, logs, is_log, strict=True))  # fmt: skip

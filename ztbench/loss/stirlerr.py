@@ -181,16 +181,25 @@ def _nb_loader_terms(k: Tensor, mu: Tensor, theta: Tensor) -> list[Tensor]:
     return [stirlerr(k), s_diff, half_log, b1, b2]
 
 
+def _ztnb_loader(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+    """Where :func:`ztnb_full_value` takes Loader's form: k >= 2 and w >= 1, and mu/theta
+    finite (where it overflows, mu > 2^1024 theta, the form's double-double quotients of
+    mu would overflow; value + lgamma(k + 1) is used, refined where it cancels)."""
+    x = mu / theta
+    return (k >= 2.0) & (theta * torch.log1p(x) >= 1.0) & (x < math.inf)
+
+
 def ztnb_full_value(k: Tensor, mu: Tensor, theta: Tensor, value: Tensor) -> Tensor:
     """-log P(X = k) of the ZTNB law from the loss form ``value`` (float64, same shape).
 
-    k >= 2 and w = theta log1p(mu/theta) >= 1: the negative binomial -log P(k) in Loader's
+    k >= 2 and w = theta log1p(mu/theta) >= 1 (mu/theta finite, :func:`_ztnb_loader`):
+    the negative binomial -log P(k) in Loader's
     form (:func:`_nb_loader_terms`, every term >= 0) plus log(1 - e^-w) (in [-0.46, 0]):
     lgamma(k + 1) is never formed against lgamma(k + theta); else value + lgamma(k + 1)
     (k = 1: lgamma(2) = 0; w < 1: the float64 refinement takes over where it cancels).
     """
+    loader = _ztnb_loader(k, mu, theta)
     w = theta * torch.log1p(mu / theta)
-    loader = (k >= 2.0) & (w >= 1.0)
     two = torch.full_like(k, 2.0)
     k_l = torch.where(loader, k, two)
     mu_l = torch.where(loader, mu, two)
@@ -199,7 +208,9 @@ def ztnb_full_value(k: Tensor, mu: Tensor, theta: Tensor, value: Tensor) -> Tens
     terms = _nb_loader_terms(k_l, mu_l, th_l)
     full_l = (terms[4] + terms[3]) + (terms[2] + (terms[1] + terms[0]))
     full_l = full_l + torch.log1p(-torch.exp(-w_l))
-    return torch.where(loader, full_l, value + torch.lgamma(k + 1.0))
+    # a Loader term that overflows (double-double products past ~2^996, e.g. mu and theta
+    # ~ 1e300): the other form, as ztnb_full_condition does
+    return torch.where(loader & torch.isfinite(full_l), full_l, value + torch.lgamma(k + 1.0))
 
 
 def ztnb_full_condition(k: Tensor, mu: Tensor, theta: Tensor, full: Tensor) -> Tensor:
@@ -208,8 +219,7 @@ def ztnb_full_condition(k: Tensor, mu: Tensor, theta: Tensor, full: Tensor) -> T
     stirlerr(k + theta) below 10; bd0 away from its series: k |log(k/nq)| + |k - nq|,
     theta (|log1p t| + |t|));
     +inf where the Loader form is not used (the caller then uses its own flag)."""
-    w = theta * torch.log1p(mu / theta)
-    loader = (k >= 2.0) & (w >= 1.0)
+    loader = _ztnb_loader(k, mu, theta)
     two = torch.full_like(k, 2.0)
     k, mu, theta = (torch.where(loader, a, two) for a in (k, mu, theta))
     s0, s_diff, half_log, b1, b2 = _nb_loader_terms(k, mu, theta)
@@ -226,4 +236,5 @@ def ztnb_full_condition(k: Tensor, mu: Tensor, theta: Tensor, full: Tensor) -> T
         z_s = torch.where(z < P.STIRLING_MIN, z, torch.ones_like(z))
         mag = torch.lgamma(z_s + 1.0).abs() + (z_s + 0.5) * torch.log(z_s).abs() + z_s + 1.0
         total = total + torch.where(z < P.STIRLING_MIN, mag, torch.zeros_like(mag))
-    return torch.where(loader, total / full.abs(), torch.full_like(full, math.inf))
+    used = loader & torch.isfinite(total)  # the elements ztnb_full_value gives Loader's form
+    return torch.where(used, total / full.abs(), torch.full_like(full, math.inf))

@@ -13,6 +13,7 @@ and > 0, after exp for a log-parameter):
   below when an element is invalid.
 
 Elements left out by ``mask=`` are never checked: a masked-out k = 0 is no error.
+:func:`check_weight` (``validate=True``) checks every weight, finite and >= 0.
 
 :func:`check_types` runs whatever ``validate`` says: a wrong dtype (complex or boolean
 numbers, a mask that is not boolean) is a programming error, found from the dtypes alone
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 
 _F64 = torch.float64
+WEIGHT_MESSAGE = "invalid weight in a zero-truncated loss: every weight must be finite and >= 0"
 ASYNC_MESSAGE = (
     "invalid input to a zero-truncated loss: k must be an integer >= 1 and every "
     "parameter finite and > 0 (exp of a log-parameter in float64 range)"
@@ -41,6 +43,47 @@ def check_types(k: Tensor, params: list[tuple[str, Tensor]], mask: Tensor | None
             raise ValueError(f"{label} must be a real tensor, got {t.dtype}")
     if mask is not None and mask.dtype != torch.bool:
         raise ValueError(f"mask must be a boolean tensor (e.g. k > 0), got {mask.dtype}")
+
+
+def check_not_meta(fn: str, tensors: list[Tensor | None]) -> None:
+    """Raise ``ValueError`` when a tensor is on the meta device (whatever ``validate``
+    says): the loss's path, its checks and its careful kernels read values (which
+    elements take which branch, which are refined), so there is no shape-only form."""
+    if torch.compiler.is_compiling():  # fake tensors report their real device
+        return
+    if any(t is not None and t.device.type == "meta" for t in tensors):
+        raise ValueError(
+            f"{fn}: meta tensors are not supported (the loss reads its inputs' values to "
+            "choose how each element is computed); pass real tensors"
+        )
+
+
+def check_weight(weight: Tensor | None) -> None:
+    """``validate=True``: raise ``ValueError`` unless every weight is finite and >= 0
+    (zero included: it weights an element out of a weighted sum and mean).
+
+    Every position is checked, masked-out ones included: the loss there is exactly 0,
+    but 0 * NaN = NaN and 0 * inf = NaN would still reach the sum. Eager: one pass
+    (``aminmax``, which propagates NaN) in the common valid case, the message found only
+    on failure; under torch.compile one ``torch._assert_async`` (no graph break).
+    """
+    if weight is None:
+        return
+    if torch.compiler.is_compiling():
+        w = weight.to(_F64)
+        torch._assert_async(((w >= 0.0) & (w < float("inf"))).all(), WEIGHT_MESSAGE)
+        return
+    if weight.numel() == 0:
+        return
+    lo, hi = (float(t) for t in torch.aminmax(weight))
+    if lo >= 0.0 and hi < float("inf"):  # False at NaN
+        return
+    w = weight if weight.is_floating_point() else weight.to(_F64)
+    if bool(torch.isnan(w).any()):
+        raise ValueError("weight contains NaN")
+    if lo < 0.0:
+        raise ValueError(f"weight must be >= 0, got min {lo}")
+    raise ValueError("weight must be finite, got inf")
 
 
 def valid_k(k: Tensor) -> Tensor:

@@ -48,6 +48,7 @@ __all__ = [
     "dd_expm1_neg_plus",
     "dd_log",
     "dd_log1p",
+    "dd_log_ratio",
     "dd_mul",
     "dd_one_minus_exp_neg",
     "dec_parts",
@@ -237,7 +238,9 @@ def log_expansion(x: Tensor) -> list[Tensor]:
     a = dd_add(const_dd(_TWO_THIRDS, d), dd_mul(w, b))
     p = dd_mul(w, a)  # P(w)
     at = dd_add((2.0 * s[0], 2.0 * s[1]), dd_mul(s, p))  # 2 atanh(s) = log1p(u)
-    tab = _table("log", x.device)[i.long()]
+    # i is in [0, 256] for finite x > 0; clamped so that a NaN or inf (an overflowed
+    # operand upstream) gives NaN, not an out-of-range index
+    tab = _table("log", x.device)[i.long().clamp_(0, 256)]
     l1, l2, l3 = _LN2_PARTS
     return [ef * l1, ef * l2, ef * l3, tab[..., 0], tab[..., 1], tab[..., 2], at[0], at[1]]
 
@@ -257,6 +260,13 @@ def dd_log(x: Tensor) -> DD:
     near-halfway cases.
     """
     return _renorm2(log_expansion(x))
+
+
+def dd_log_ratio(a: Tensor, b: Tensor) -> DD:
+    """log(a) - log(b) for float64 a, b > 0 as a double-double (relative error ~2^-104
+    where the two logs do not cancel), from their :func:`log_expansion`: log(a/b) where
+    the quotient a/b overflows float64."""
+    return _renorm2([*log_expansion(a), *(-t for t in log_expansion(b))])
 
 
 # ---------------------------------------------------------------------------- exp

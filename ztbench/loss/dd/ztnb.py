@@ -49,6 +49,7 @@ from ztbench.loss.dd.arith import (
     dd_div_f,
     dd_expm1_neg_plus,
     dd_log1p,
+    dd_log_ratio,
     dd_mul,
     dd_one_minus_exp_neg,
     dec_parts,
@@ -590,8 +591,12 @@ def ztnb_value_terms(k: Tensor, mu: Tensor, theta: Tensor) -> list[Tensor]:
     (k - 1) log mu's), so a loss that cancels 2^40-fold keeps a few ulp.
     """
     zero = torch.zeros_like(mu)
-    x = dd_div_f((mu, zero), theta)
+    huge = torch.isinf(mu / theta)  # x overflows: lx = log(mu) - log(theta), 1/x ~ 0
+    x = dd_div_f((mu, zero), torch.where(huge, mu, theta))  # (x = 1 stands in there)
     lx = dd_log1p(x)
+    if bool(huge.any()):
+        lr = dd_log_ratio(mu, theta)
+        lx = (torch.where(huge, lr[0], lx[0]), torch.where(huge, lr[1], lx[1]))
     w = dd_mul((theta, zero), lx)
     below = x[0] < 1.0
     out = [-t for t in lgamma_diff_terms(k, theta)]
@@ -606,6 +611,8 @@ def ztnb_value_terms(k: Tensor, mu: Tensor, theta: Tensor) -> list[Tensor]:
     # x >= 1
     inv_x = dd_div_f((theta, zero), torch.where(below, theta, mu))
     kl1 = dd_mul((k, zero), dd_log1p(inv_x))
+    # huge x: k log1p(1/x) = k theta/mu (< 2^-1024 k; the quotient overflows in dd_div_f)
+    kl1 = (torch.where(huge, k * (theta / mu), kl1[0]), torch.where(huge, zero, kl1[1]))
     lxa = (torch.where(below, torch.ones_like(mu), lx[0]), torch.where(below, zero, lx[1]))
     hi = [*log_th, *kl1, *log_dd_terms(lxa)]
     out += [torch.where(below, zero, t) for t in hi]
@@ -638,7 +645,7 @@ def ztnb_value_magnitude(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     of itself, so |value| against this sum is the condition number of the value.
     """
     x = mu / theta
-    lx = torch.log1p(x)
+    lx = P.log1p_ratio(x, mu, theta)
     w = theta * lx
     d, g = P.lgamma_excess(k, theta)
     below = x < 1.0
@@ -650,7 +657,8 @@ def ztnb_value_magnitude(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     h = P.log_expm1_over_x(w).abs()
     lo = second + k * lx + 0.5 * x + h
     x_a = torch.where(below, torch.full_like(x, 2.0), x)
-    hi = g.abs() + k * torch.log1p(1.0 / x_a) + torch.log(torch.log1p(x_a)).abs() + h
+    lx_a = torch.where(below, torch.full_like(x, math.log1p(2.0)), lx)
+    hi = g.abs() + k * torch.log1p(1.0 / x_a) + torch.log(lx_a).abs() + h
     return torch.where(below, lo, hi)
 
 
