@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ztbench.core.schema import DTYPE_NAMES
+from ztbench.core.schema import DTYPE_NAMES, member
 
 if TYPE_CHECKING:
     import torch
@@ -69,10 +69,7 @@ assert tuple(FORMATS) == DTYPE_NAMES
 def get_format(name: str) -> FloatFormat:
     """The format called ``name`` (a format is returned as it is); ValueError listing the
     known ones otherwise."""
-    try:
-        return FloatFormat(name)
-    except ValueError:
-        raise ValueError(f"unknown dtype {name!r} (known: {', '.join(FORMATS)})") from None
+    return member(FloatFormat, name, "dtype")
 
 
 def round_to(x: np.ndarray, dtype: str) -> np.ndarray:

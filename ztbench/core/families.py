@@ -12,7 +12,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from ztbench.core.schema import FAMILY_NAMES
+from ztbench.core.schema import FAMILY_NAMES, member
 
 K_MAX = 1e7
 
@@ -167,11 +167,7 @@ assert tuple(FAMILIES) == FAMILY_NAMES
 def get_family(name: str) -> Family:
     """The family called ``name`` (a family is returned as it is); ValueError listing the
     known ones otherwise."""
-    try:
-        return Family(name)
-    except ValueError:
-        known = ", ".join(FAMILIES)
-        raise ValueError(f"unknown family {name!r} (known: {known})") from None
+    return member(Family, name, "family")
 
 
 def _bad_rows(family: Family, col: str, arr: np.ndarray) -> tuple[np.ndarray, str]:

@@ -6,6 +6,9 @@ loading torch or the reference engines.
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import TypeVar
+
 # How a candidate is executed, and where.
 # The orders every table, report and CLI uses: families, modes, devices, dtypes (below) and
 # the CPU capabilities of torch's vector kernels on x86 (lowest first).
@@ -100,3 +103,17 @@ THROUGHPUT_REPORT_COLUMNS: tuple[str, ...] = (
     "family", "candidate", "dtype", "device", "mode", "pass", "size", "median_s",
     "elements_per_s", "cost_vs_naive",
 )  # fmt: skip
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def member(kind: type[E], name: str, noun: str) -> E:
+    """The member of the str enum ``kind`` called ``name`` (a member is returned as it
+    is): how a family or a float format is resolved from its name. ValueError listing the
+    known names otherwise."""
+    try:
+        return kind(name)
+    except ValueError:
+        known = ", ".join(m.value for m in kind)
+        raise ValueError(f"unknown {noun} {name!r} (known: {known})") from None
