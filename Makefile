@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-torch-$(TORCH_VERSION)
 
-.PHONY: install test test-fast fuzz bench check report lint clean
+.PHONY: install test test-fast fuzz bench bench-full check report lint clean
 
 install: $(STAMP)
 
@@ -53,6 +53,13 @@ lint: install
 # kernels with pytest-benchmark itself, compiled ones too.
 bench: install
 	$(BIN)/ztbench bench suites/default.toml -o results/default
+
+# The full suite: the default's coverage with about ten times the points, the whole-domain
+# inputs and the forward pass timed too, at two sizes. Rerun after an interruption: the
+# references and fits already computed are cached and reused.
+bench-full: install
+	$(BIN)/ztbench bench suites/full.toml -o results/full --throughput-sizes 1e4,1e5 \
+		--throughput-inputs realistic,log-uniform --throughput-passes forward,forward+backward
 
 report: install
 	$(BIN)/ztbench report results/default

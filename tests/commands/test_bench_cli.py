@@ -24,7 +24,18 @@ def test_bench_writes_everything_with_the_thread_count(tmp_path: Path, capsys) -
     assert settings["threads"] == 1 and settings["budget_s"] == 0.01
     text = (out / "REPORT.md").read_text()
     assert "## The shipped loss against its goals" in text
-    assert f"Report: {out}/REPORT.md" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"Report: {out}/REPORT.md" in printed
+    # each stage's wall time and peak memory: in bench.json, printed, and in the report
+    record = json.loads((out / "bench.json").read_text())
+    assert list(record["stages"]) == ["accuracy", "throughput", "impact", "report"]
+    for stage in record["stages"].values():
+        assert stage["wall_s"] > 0 and stage["peak_rss_bytes"] > 50e6  # python + torch
+    assert record["total_s"] == pytest.approx(sum(r["wall_s"] for r in record["stages"].values()))
+    assert record["peak_rss_bytes"] == max(r["peak_rss_bytes"] for r in record["stages"].values())
+    assert record["versions"]["torch"].startswith("2.")
+    assert "s in all (accuracy" in printed and "peak resident memory" in printed
+    assert "ztbench bench: " in text and "throughput" in text.split("ztbench bench: ")[1]
 
 
 @pytest.mark.parametrize("value", ["zero", "0"])

@@ -103,3 +103,19 @@ def test_impact_records_the_digest_of_the_file_it_read(tmp_path: Path) -> None:
     digest = hashlib.sha256(copy.read_bytes()).hexdigest()
     assert recorded == {"human_pbmc_1k_subset": digest}
     assert digest != DATASETS["human_pbmc_1k_subset"]
+
+
+def test_bench_impact_stage_follows_the_suites_impact_table(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ZTBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(
+        'dtypes = ["float64", "float32", "bfloat16"]\n'
+        '[candidates]\ninclude = ["ztpoisson/stable", "ztpoisson/ztbench"]\n'
+        '[impact]\ncandidates = ["*/ztbench"]\ndtypes = ["bfloat16"]\n'
+        "[families.ztpoisson]\ngrid = { k = [1], lam = [1.0] }\n"
+        'dataset = { name = "human_pbmc_1k_subset", n = 10 }\n'
+    )
+    note = impact_stage(load_suite(suite_file), tmp_path / "out", BenchOptions(progress=False))
+    assert "bfloat16" in note and "float32" not in note
+    g = pd.read_csv(tmp_path / "out" / "impact_genes.csv")
+    assert set(g["candidate"]) == {"ztpoisson/ztbench"} and set(g["dtype"]) == {"bfloat16"}

@@ -299,3 +299,32 @@ mean_max = 1e7
     assert f64["harmless_half_ulp"].tolist() == [False, False, False, True]
     assert set(t["region"]) == {"all", "published-domain"}
     assert set(t["variable"]) == {"lam"}
+
+
+@pytest.mark.parametrize(
+    "cid", ["ztpoisson/threshold", "ztnb/threshold-sum", "ztnb/threshold-pair", "ztnb/threshold-w"]
+)
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+def test_sweep_values_are_the_candidates_own_at_each_threshold(cid: str, dtype: str) -> None:
+    """The sweep builds every t from two evaluations and the rule's mask; each must equal
+    the candidate evaluated at that t, bit for bit, on both sides of every switch."""
+    from ztbench.candidates import get_candidate
+    from ztbench.core.dtypes import round_to
+    from ztbench.measure.accuracy import _threshold_evaluator
+    from ztbench.measure.evaluate import evaluate
+
+    cand = get_candidate(cid)
+    rng = np.random.default_rng(3)
+    n = 1500
+    cols = {"k": np.floor(np.exp(rng.uniform(0, 5, n))),
+            "lam": np.exp(rng.uniform(-3, 5, n)), "mu": np.exp(rng.uniform(-4, 5, n)),
+            "theta": np.exp(rng.uniform(-4, 5, n))}  # fmt: skip
+    arrays = {c: round_to(cols[c], dtype) for c in cand.columns}
+    without = evaluate(cand, arrays, dtype, "cpu", "eager", threshold=np.inf, gradients=False)
+    at = _threshold_evaluator(cand, arrays, dtype, "cpu", without)
+    switched = 0
+    for t in (1.0, 4.0, 10.0, 15.0, 33.0, 100.0):
+        direct = evaluate(cand, arrays, dtype, "cpu", "eager", threshold=t, gradients=False)
+        np.testing.assert_array_equal(at(t).value, direct.value)
+        switched += int((direct.value != without.value).sum())
+    assert switched > 50  # the rules do switch at these points

@@ -252,7 +252,7 @@ def test_bad_value_in_child_names_child(tmp_path: Path) -> None:
         load_suite(child, KNOWN)
 
 
-@pytest.mark.parametrize("name", ["quick", "default", "cuda"])
+@pytest.mark.parametrize("name", ["quick", "default", "full", "cuda"])
 def test_shipped_suites_load(name: str) -> None:
     s = candidates.load_suite(find_suite(name))  # against the real candidate registry
     assert s.path == SUITES_DIR / f"{name}.toml"
@@ -263,8 +263,8 @@ def test_shipped_suites_load(name: str) -> None:
 
 
 def test_shipped_suites_content() -> None:
-    names = ("quick", "default", "cuda")
-    quick, default, cuda = (candidates.load_suite(find_suite(n)) for n in names)
+    names = ("quick", "default", "full", "cuda")
+    quick, default, full, cuda = (candidates.load_suite(find_suite(n)) for n in names)
     torch_ids = tuple(c.id for c in candidates.list_candidates() if c.kind == "torch")
     assert quick.candidates == torch_ids
     assert quick.dtypes == ("float64", "float32") and quick.modes == ("eager",)
@@ -272,8 +272,15 @@ def test_shipped_suites_content() -> None:
     assert default.candidates == tuple(c.id for c in candidates.list_candidates())
     assert default.dtypes == ("float64", "float32", "bfloat16")
     compiled = {c for c in default.candidates if "compile" in default.modes_for(c)}
-    assert compiled == {"ztpoisson/naive", "ztpoisson/stable", "ztnb/naive", "ztnb/stable"}
+    assert compiled == {"ztpoisson/naive", "ztpoisson/stable", "ztnb/naive"}
     assert all("eager" in default.modes_for(c) for c in default.candidates)
+    # the full suite: the default's coverage with more points, ztnb/stable compiled too
+    assert (full.candidates, full.dtypes) == (default.candidates, default.dtypes)
+    assert set(full.regions) == set(default.regions) and full.goals == default.goals
+    compiled_full = {c for c in full.candidates if "compile" in full.modes_for(c)}
+    assert compiled_full == compiled | {"ztnb/stable"}
+    assert default.impact.fit_dtypes(default.dtypes) == ("float32",)
+    assert full.impact.fit_dtypes(full.dtypes) == ("float32", "bfloat16")
     assert cuda.devices == ("cuda",) and "float16" in cuda.dtypes
     assert cuda.families == default.families
     threshold_ids = {c.id for c in candidates.list_candidates() if c.threshold is not None}
@@ -316,3 +323,36 @@ def test_goals_table(tmp_path: Path) -> None:
 def test_bad_goals(tmp_path: Path, old: str, new: str, expected: str) -> None:
     with pytest.raises(UserError, match=expected):
         load(tmp_path, GOOD + GOALS.replace(old, new))
+
+
+IMPACT = """
+[impact]
+candidates = ["*/stable"]
+dtypes = ["bfloat16"]
+synthetic = "3x2"
+"""
+
+
+def test_impact_table(tmp_path: Path) -> None:
+    s = load(tmp_path, GOOD + IMPACT)
+    assert s.impact.candidates == ("*/stable",) and s.impact.synthetic == (3, 2)
+    assert s.impact.fit_dtypes(s.dtypes) == ("bfloat16",)
+    plain = load(tmp_path, GOOD).impact  # the defaults: every candidate, the suite's dtypes
+    assert plain.candidates is None and plain.synthetic == (9, 9)
+    assert plain.fit_dtypes(s.dtypes) == ("float32",)  # float64 is not a training dtype
+    assert load(tmp_path, GOOD + IMPACT.replace('"3x2"', "false")).impact.synthetic is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('["*/stable"]', '["*/nope"]', "impact.candidates: pattern '\\*/nope' matches no"),
+        ('["bfloat16"]', '["float8"]', "impact.dtypes: unknown dtype 'float8'"),
+        ('"3x2"', '"3by2"', "impact.synthetic: expected MxT such as 9x9, got '3by2'"),
+        ('"3x2"', '"0x2"', "impact.synthetic: sizes must be >= 1"),
+        ('synthetic = "3x2"', "genes = 3", "impact.genes: unknown key"),
+    ],
+)
+def test_bad_impact(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    with pytest.raises(UserError, match=expected):
+        load(tmp_path, GOOD + IMPACT.replace(old, new))

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ztbench import loss as api
 from ztbench.candidates.base import Candidate, in_float64, register_torch
-from ztbench.candidates.rule_sweep import with_rule
+from ztbench.candidates.rule_sweep import rule_fires, with_rule
 from ztbench.core import rules as R
 from ztbench.loss import primitives as P
 
@@ -192,8 +192,7 @@ def _threshold(k: Tensor, mu: Tensor, theta: Tensor, variable: str, t: float) ->
     k64, m64, th64 = k.double(), mu.double(), theta.double()
     nll = api.zt_negbin_nll(k64, m64, th64, reduction="none", full=True, validate=False)
     w = P.nb_log_p0(m64, th64)
-    approx = R.approximates(variable, t, mu=m64, theta=th64, w=w)
-    return with_rule(nll, w, approx).to(mu.dtype)
+    return with_rule(nll, w, rule_fires(variable, t, mu=m64, theta=th64, w=w)).to(mu.dtype)
 
 
 def threshold_sum(k: Tensor, mu: Tensor, theta: Tensor, threshold: float | None = None) -> Tensor:

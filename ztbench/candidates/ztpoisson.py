@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ztbench import loss as api
 from ztbench.candidates.base import Candidate, in_float64, register_torch
-from ztbench.candidates.rule_sweep import with_rule
+from ztbench.candidates.rule_sweep import rule_fires, with_rule
 from ztbench.core import rules as R
 from ztbench.loss import primitives as P
 
@@ -99,7 +99,7 @@ def threshold_rule(k: Tensor, lam: Tensor, threshold: float | None = None) -> Te
     t = PUBLISHED_THRESHOLD if threshold is None else float(threshold)
     lam64 = lam.double()
     nll = api.zt_poisson_nll(k.double(), lam64, reduction="none", full=True, validate=False)
-    return with_rule(nll, lam64, R.ztp_approximates(lam64, t)).to(lam.dtype)
+    return with_rule(nll, lam64, rule_fires("lam", t, lam=lam64)).to(lam.dtype)
 
 
 def torch_distributions(k: Tensor, lam: Tensor, threshold: float | None = None) -> Tensor:

@@ -14,9 +14,10 @@ from ztbench.commands._options import (
     add_progress_option,
     add_scheduler_option,
 )
+from ztbench.core.schema import INPUT_KINDS, PASSES
 from ztbench.io import budget
 from ztbench.io.errors import positive_float, positive_int, split_list
-from ztbench.throughput.stage import parse_sizes
+from ztbench.throughput.stage import check_choices, parse_sizes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,6 +40,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=pipeline.BENCH_SIZES,
         metavar="LIST",
         help=f"sizes timed by the throughput stage (default {pipeline.BENCH_SIZES})",
+    )
+    p.add_argument(
+        "--throughput-passes",
+        default=",".join(pipeline.BENCH_PASSES),
+        metavar="LIST",
+        help="passes timed: forward, forward+backward "
+        f"(default {','.join(pipeline.BENCH_PASSES)})",
+    )
+    p.add_argument(
+        "--throughput-inputs",
+        default=",".join(pipeline.BENCH_INPUTS),
+        metavar="LIST",
+        help="input kinds timed: realistic, log-uniform "
+        f"(default {','.join(pipeline.BENCH_INPUTS)})",
     )
     p.add_argument(
         "--throughput-threads",
@@ -69,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     # checked before the accuracy stage spends minutes
     limit = max(args.max_points, budget.DEFAULT_MAX_ELEMENTS)
     sizes = parse_sizes(args.throughput_sizes, limit, "--throughput-sizes")
+    passes = check_choices(split_list(args.throughput_passes, "--throughput-passes") or (),
+                           PASSES, "--throughput-passes")  # fmt: skip
+    inputs = check_choices(split_list(args.throughput_inputs, "--throughput-inputs") or (),
+                           INPUT_KINDS, "--throughput-inputs")  # fmt: skip
     exclude = (split_list(args.throughput_exclude, "--throughput-exclude")
                if args.throughput_exclude.strip() else [])  # fmt: skip
     options = pipeline.BenchOptions(
@@ -78,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         write_points=not args.no_points,
         progress=not args.no_progress,
         throughput_sizes=sizes,
+        throughput_passes=passes,
+        throughput_inputs=inputs,
         throughput_threads=args.throughput_threads,
         throughput_budget_s=args.throughput_budget,
         throughput_exclude=tuple(exclude or ()),

@@ -34,6 +34,7 @@ from ztbench.io.environment import environment_info, stage_env_text
 from ztbench.io.errors import UserError
 from ztbench.io.pointsio import csv_frame
 from ztbench.points.counts import MIN_NONZERO, FitData, check_choices, from_dataset
+from ztbench.suite import Impact
 
 EXCESS_LEVELS: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
 REL_LEVELS: tuple[float, ...] = (0.01, 0.1)
@@ -193,7 +194,7 @@ def summarize(genes: pd.DataFrame) -> pd.DataFrame:
 
 # The synthetic-truth grid: nonzero counts per cell, mu x theta points, seed
 SYNTHETIC_N = 2000
-SYNTHETIC_GRID = "9x9"
+SYNTHETIC_GRID = "{}x{}".format(*Impact().synthetic)  # the suites' default grid
 SYNTHETIC_SEED = 20240611
 
 

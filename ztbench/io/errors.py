@@ -123,6 +123,18 @@ def nonnegative_float(text: str) -> float:
     return x
 
 
+def grid_shape(text: str) -> tuple[int, int]:
+    """``'9x9'`` -> (9, 9): the sizes of an M x T grid, each >= 1; ValueError (the message
+    says what was expected) otherwise."""
+    try:
+        a, b = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"expected MxT such as 9x9, got {text!r}") from None
+    if a < 1 or b < 1:
+        raise ValueError(f"sizes must be >= 1, got {text!r}")
+    return a, b
+
+
 def split_list(value: str | None, option: str = "") -> list[str] | None:
     """``'a, b, a'`` -> ['a', 'b']: the items of a comma-separated option, each once, in
     order (None stays None); UserError, naming ``option``, for a list with no item."""

@@ -34,7 +34,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from ztbench.candidates import Candidate, candidate_of
 from ztbench.candidates.external import env_entries
+from ztbench.candidates.rule_sweep import rule_fires
 from ztbench.core import metrics, rules
 from ztbench.core.dtypes import round_to
 from ztbench.core.families import Family, domain_mask, to_natural, to_own
@@ -397,6 +398,33 @@ def _mark_harmless(rows: list[dict]) -> None:
                 smallest[col] = True
 
 
+def _threshold_evaluator(
+    cand: Candidate, arrays: dict[str, np.ndarray], dtype: str, device: str, without: Evaluation
+) -> Callable[[float], Evaluation]:
+    """The candidate's values (no gradients) at threshold t, as a function of t.
+
+    A threshold family's value at a point is its value without the rule (``without``, t =
+    inf) or with the rule (t = -inf), as the rule's mask at t says (the candidate's own,
+    :func:`~ztbench.candidates.rule_sweep.rule_fires`): two evaluations serve every t of a
+    sweep. A candidate without a known rule variable is evaluated at each t.
+    """
+    if cand.threshold_variable is None or not without.ok:
+        return lambda t: evaluate(cand, arrays, dtype, device, "eager", threshold=t,
+                                  gradients=False)  # fmt: skip
+    always = evaluate(cand, arrays, dtype, device, "eager", threshold=-math.inf,
+                      gradients=False)  # fmt: skip
+    if not always.ok:
+        return lambda t: always
+    # the inputs are already rounded to dtype: in float64 they are what the candidate sees
+    params = {c: torch.tensor(arrays[c]) for c in cand.columns if c != "k"}
+
+    def at(t: float) -> Evaluation:
+        fires = rule_fires(cand.threshold_variable, t, **params).numpy()
+        return Evaluation(np.where(fires, always.value, without.value))
+
+    return at
+
+
 def _sweep(
     suite: Suite,
     family: Family,
@@ -428,16 +456,18 @@ def _sweep(
               "variable": cand.threshold_variable or ""}  # fmt: skip
     without = evaluate(cand, arrays, data.dtype, device, "eager", threshold=math.inf,
                        gradients=False)  # fmt: skip
+    at = _threshold_evaluator(cand, arrays, data.dtype, device, without)
     if without.ok:
         base_ulp = metrics.ulp_error_at(without.value, reference, full, data.dtype)
         base_abs = metrics.abs_error(without.value, reference)
     rows = []
     for t in sorted(set(ts) | set(cand.published_thresholds)):
-        ev = evaluate(cand, arrays, data.dtype, device, "eager", threshold=t, gradients=False)
+        ev = at(t)
+        ok = ev.ok and without.ok
         for region, mask in regions:
             base = {**common, "t": t, "region": region,
                     "published": t in cand.published_thresholds}  # fmt: skip
-            if ev.status != "ok" or not without.ok:
+            if not ok:
                 rows.append({**base, "n": 0, "failures": 0, "max_ulp": math.nan,
                              "rule_max_ulp": math.nan})  # fmt: skip
                 continue

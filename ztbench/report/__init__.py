@@ -6,6 +6,6 @@
 
 from __future__ import annotations
 
-from ztbench.report.build import SECTIONS, build_report, terminal_leaderboard
+from ztbench.report.build import SECTIONS, bench_line, build_report, terminal_leaderboard
 
-__all__ = ["SECTIONS", "build_report", "terminal_leaderboard"]
+__all__ = ["SECTIONS", "bench_line", "build_report", "terminal_leaderboard"]

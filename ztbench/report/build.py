@@ -243,6 +243,19 @@ def _pareto(results: Results) -> str:
             "no point here.\n")  # fmt: skip
 
 
+def bench_line(record: dict) -> str:
+    """``bench.json`` in one line: the total, each stage's time and peak memory."""
+
+    def gb(b: int | None) -> str:
+        return "?" if b is None else f"{b / 1e9:.2f} GB"
+
+    parts = ", ".join(f"{k} {r['wall_s']:.1f} s, {gb(r['peak_rss_bytes'])}"
+                      for k, r in record["stages"].items())  # fmt: skip
+    return (f"{record['total_s']:.1f} s in all ({parts}); peak resident memory "
+            f"{gb(record['peak_rss_bytes'])}, largest child process "
+            f"{gb(record['children_peak_rss_bytes'])}")  # fmt: skip
+
+
 def _environment(results: Results) -> str:
     env = results.env
     pk = env.get("packages", {}) or {}
@@ -257,6 +270,8 @@ def _environment(results: Results) -> str:
         + (", ".join(env.get("cuda_devices") or []) or "not available"),
         f"suite: {env.get('suite_path', '?')} (sha256 {env.get('suite_sha256', '?')})",
     ]
+    if results.bench:
+        lines.append("ztbench bench: " + bench_line(results.bench))
     if results.throughput_settings:
         st = results.throughput_settings
         lines.append("throughput: " + ", ".join(f"{k} {v}" for k, v in st.items()
@@ -368,4 +383,4 @@ def terminal_leaderboard(directory: Path | str, dtypes: tuple[str, ...] = ("floa
     return lines
 
 
-__all__ = ["SECTIONS", "build_report", "inputs_text", "terminal_leaderboard"]
+__all__ = ["SECTIONS", "bench_line", "build_report", "inputs_text", "terminal_leaderboard"]

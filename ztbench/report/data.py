@@ -10,6 +10,7 @@ required: a missing or unreadable one is a :class:`~ztbench.io.errors.UserError`
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,8 @@ class Results:
         throughput: throughput.csv, or None when absent.
         throughput_settings: the ``settings`` block of throughput.json, or None.
         points_path: points.parquet, or None when absent.
+        bench: bench.json (each stage's wall time and peak memory, written by
+            ``ztbench bench``), or None when absent or unreadable.
     """
 
     dir: Path
@@ -56,6 +59,7 @@ class Results:
     throughput: pd.DataFrame | None = None
     throughput_settings: dict | None = None
     points_path: Path | None = None
+    bench: dict | None = None
 
     def read_points(self, columns: list[str], **equal: str) -> pd.DataFrame:
         """Per-point rows whose columns equal ``equal`` (pyarrow filter); only ``columns``.
@@ -221,4 +225,20 @@ def load_results(directory: Path | str) -> Results:
             results.throughput_settings = None
     if (d / "points.parquet").is_file():
         results.points_path = d / "points.parquet"
+    results.bench = _read_bench(d / "bench.json")
     return results
+
+
+def _read_bench(path: Path) -> dict | None:
+    """bench.json when it is an object whose stages each have a wall time; else None (the
+    report then has no stage table: the file is informative, never required)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    stages = doc.get("stages") if isinstance(doc, dict) else None
+    if not isinstance(stages, dict) or not all(
+        isinstance(r, dict) and isinstance(r.get("wall_s"), int | float) for r in stages.values()
+    ):
+        return None
+    return doc

@@ -5,7 +5,7 @@ always the leaderboard's first row): among the candidates measured (status ``ok`
 eager mode on one family x dtype x device, region ``all``:
 
 1. value failures (NaN/inf where the reference is finite), fewest first (zero first);
-2. max ulp error of the value, smallest first;
+2. max ulp error of the value, smallest first (compared at 1/8 ulp, :data:`ULP_RESOLUTION`);
 3. gradients: total gradient failures, then the worst max ulp over the parameters
    (candidates without gradients, i.e. peers, rank after every candidate with them);
 4. speed: forward+backward cost relative to naive (throughput.csv, eager, the largest size
@@ -66,10 +66,10 @@ def inputs_text(family: str, k: float, lam: float, mu: float, theta: float) -> s
 # ----------------------------------------------------------------------------- speed
 
 
-def speed_table(results: Results, inputs: str = INPUT_KINDS[0]) -> pd.DataFrame:
+def speed_table(results: Results, inputs: str | None = None) -> pd.DataFrame:
     """Per family x candidate x dtype x device x mode x pass: throughput at the largest size,
-    on one input kind (``inputs``; default log-uniform over the whole domain, what the
-    leaderboards rank by).
+    on one input kind (``inputs``; default: ``realistic`` when it was timed, what training
+    sees and what the leaderboards rank by, else log-uniform over the whole domain).
 
     The largest size with an ``ok`` row for the family's naive candidate (else for any
     candidate) in that dtype/device/mode/pass; columns ``size``, ``elements_per_s``,
@@ -81,7 +81,9 @@ def speed_table(results: Results, inputs: str = INPUT_KINDS[0]) -> pd.DataFrame:
     if tp is None or tp.empty:
         return pd.DataFrame(columns=cols)
     # files from before the input kinds were timed on log-uniform inputs only
-    kinds = tp["inputs"] if "inputs" in tp else INPUT_KINDS[0]
+    kinds = tp["inputs"] if "inputs" in tp else pd.Series(INPUT_KINDS[0], index=tp.index)
+    if inputs is None:
+        inputs = "realistic" if (kinds == "realistic").any() else INPUT_KINDS[0]
     ok = tp[(tp["status"] == "ok") & (kinds == inputs)].copy()
     if ok.empty:
         return pd.DataFrame(columns=cols)
@@ -146,6 +148,15 @@ def _kind(row: pd.Series, env: dict | None = None) -> str:
     return f"{kind}, external" if row.get("candidate") in external else kind
 
 
+ULP_RESOLUTION = 0.125
+"""Ranking compares ulp errors rounded to this: finer differences (0.499 against 0.500007
+ulp) are the last bits of one sample's worst point, and change with the sample."""
+
+
+def _ulp_class(ulp: pd.Series) -> pd.Series:
+    return (ulp / ULP_RESOLUTION).round() * ULP_RESOLUTION
+
+
 def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.DataFrame:
     """Numeric leaderboard of ``key``: ranked rows (``rank`` 1..n) then unranked ones.
 
@@ -208,6 +219,8 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
     errors = ["failures", "max_ulp", "grad_failures", "grad_max_ulp"]
     for col in errors[1:]:
         ok[col + "_key"] = nan_last(ok[col])
+    for col in ("max_ulp", "grad_max_ulp"):
+        ok[col + "_key"] = _ulp_class(ok[col + "_key"])
     error_key = ["failures", "max_ulp_key", "grad_failures_key", "grad_max_ulp_key"]
 
     def speed_key(col: str) -> pd.Series:

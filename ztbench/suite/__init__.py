@@ -91,6 +91,12 @@ Schema (every key below; anything else is an error)::
     speed_vs_naive = 0.8            # required: forward+backward element rate / the naive
                                     #   candidate's, CPU float32 eager, same throughput run
 
+    [impact]                        # optional: what `ztbench bench` refits (impact stage)
+    candidates = ["ztnb/published-code", "ztnb/ztbench"]  # default: every candidate
+    dtypes = ["float32"]            # default: the suite's dtypes but float64 (or float32)
+    synthetic = "9x9"               # default "9x9": mu x theta grid of exact ZTNB samples
+                                    #   (false: none)
+
     [gate]                          # optional: tolerances of the regression gate
     max_ratio = 2.0                 # default 2.0 (>= 1)
     min_ulp = 1.0                   # default 1.0 (>= 0)
@@ -121,6 +127,7 @@ from ztbench.suite.model import (
     FamilyPoints,
     Goals,
     GridSpec,
+    Impact,
     NearThresholds,
     RandomSpec,
     Range,
@@ -139,6 +146,7 @@ __all__ = [
     "FamilyPoints",
     "Goals",
     "GridSpec",
+    "Impact",
     "NearThresholds",
     "RandomSpec",
     "Range",

@@ -19,7 +19,7 @@ from ztbench.core.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
 from ztbench.core.textfmt import fmt_num
 from ztbench.core.tolerance import GateTolerance, Tolerance
 from ztbench.io import budget
-from ztbench.io.errors import UserError, read_input_bytes
+from ztbench.io.errors import UserError, grid_shape, read_input_bytes
 from ztbench.suite.check import (
     Checker,
     child,
@@ -28,6 +28,7 @@ from ztbench.suite.check import (
 from ztbench.suite.model import (
     SUITES_DIR,
     Goals,
+    Impact,
     Suite,
 )
 from ztbench.suite.points import (
@@ -108,6 +109,7 @@ TOP_KEYS = (
     "regions",
     "gate",
     "goals",
+    "impact",
 )
 
 
@@ -183,6 +185,7 @@ def _load(
     regions = parse_regions(ck, raw.get("regions", {}), families)
     gate = _gate(ck, raw.get("gate", {}), selected)
     goals = _goals(ck, raw["goals"], selected) if "goals" in raw else None
+    impact = _impact(ck, raw["impact"], selected) if "impact" in raw else Impact()
     return Suite(
         name=name,
         path=path,
@@ -203,6 +206,7 @@ def _load(
         gate=gate,
         goals=goals,
         external=external,
+        impact=impact,
     )
 
 
@@ -393,3 +397,28 @@ def _tolerance(ck: Checker, t: dict[str, Any], key: str, base: Tolerance) -> Tol
     return Tolerance(ratio, min_ulp)
 
 
+
+
+def _impact(ck: Checker, value: Any, selected: tuple[str, ...]) -> Impact:
+    t = ck.table(value, "impact", ("candidates", "dtypes", "synthetic"))
+    candidates = None
+    if "candidates" in t:
+        candidates = ck.strings(t["candidates"], "impact.candidates", what="pattern")
+        for pat in candidates:
+            if not _matches(pat, selected):
+                raise ck.fail("impact.candidates", f"pattern {pat!r} matches no selected candidate")
+    dtypes = None
+    if "dtypes" in t:
+        names = ck.strings(t["dtypes"], "impact.dtypes", DTYPE_NAMES, "dtype")
+        dtypes = tuple(map(get_format, names))
+    synthetic: tuple[int, int] | None = Impact().synthetic
+    if "synthetic" in t:
+        spec = t["synthetic"]
+        if spec is False:
+            synthetic = None
+        else:
+            try:
+                synthetic = grid_shape(ck.string(spec, "impact.synthetic"))
+            except ValueError as exc:
+                raise ck.fail("impact.synthetic", f"{exc} (or false)") from None
+    return Impact(candidates, dtypes, synthetic)

@@ -139,6 +139,26 @@ class Goals:
 
 
 @dataclass(frozen=True)
+class Impact:
+    """What the impact stage of ``ztbench bench`` refits (the suite's ``[impact]``).
+
+    ``candidates``: patterns over the suite's candidates (None: every one); ``dtypes``:
+    the fits' dtypes (None: the suite's dtypes other than float64, float32 when there are
+    none); ``synthetic``: the mu x theta grid of exact ZTNB samples (None: no grid).
+    """
+
+    candidates: tuple[str, ...] | None = None
+    dtypes: tuple[FloatFormat, ...] | None = None
+    synthetic: tuple[int, int] | None = (9, 9)
+
+    def fit_dtypes(self, suite_dtypes: tuple[FloatFormat, ...]) -> tuple[FloatFormat, ...]:
+        """The dtypes fitted in: :attr:`dtypes`, or the rule above applied to the suite's."""
+        if self.dtypes is not None:
+            return self.dtypes
+        return tuple(d for d in suite_dtypes if d != "float64") or (FloatFormat.float32,)
+
+
+@dataclass(frozen=True)
 class Suite:
     """A validated suite. Treat the mappings as read-only.
 
@@ -167,6 +187,7 @@ class Suite:
     gate: GateTolerance
     goals: Goals | None = None
     external: Mapping[str, Any] = field(default_factory=dict)  # id -> Candidate
+    impact: Impact = field(default_factory=Impact)
 
     def family_of(self, candidate_id: str) -> str:
         """The family of one of the suite's candidates."""

@@ -47,7 +47,8 @@ def parse_sizes(
     return tuple(out)
 
 
-def _check(names: Sequence[str], known: Sequence[str], option: str) -> tuple[str, ...]:
+def check_choices(names: Sequence[str], known: Sequence[str], option: str) -> tuple[str, ...]:
+    """``names`` once each, in order; UserError naming ``option`` for one not in ``known``."""
     for n in names:
         if n not in known:
             raise UserError(f"{option}: unknown value {n!r} (known: {', '.join(known)})")
@@ -78,14 +79,14 @@ def run_suite_throughput(
                 raise UserError(f"--candidates: {pat!r} matches no candidate of suite {suite.name}")
         ids = [i for i in ids if any(fnmatch.fnmatchcase(i, p) for p in patterns)]
     candidates = with_naive([candidate_of(suite, i) for i in ids])
-    dtypes = _check(dtypes or suite.dtypes, DTYPE_NAMES, "--dtypes")
+    dtypes = check_choices(dtypes or suite.dtypes, DTYPE_NAMES, "--dtypes")
     devices = list(devices or suite.devices)
     for dev in devices:
         if dev.split(":", 1)[0] not in DEVICES:
             raise UserError(f"--devices: unknown device {dev!r} (known: {', '.join(DEVICES)})")
-    modes = _check(modes or suite.modes, MODES, "--modes")
-    passes = _check(passes or PASSES, PASSES, "--passes")
-    inputs = _check(inputs or INPUT_KINDS, INPUT_KINDS, "--inputs")
+    modes = check_choices(modes or suite.modes, MODES, "--modes")
+    passes = check_choices(passes or PASSES, PASSES, "--passes")
+    inputs = check_choices(inputs or INPUT_KINDS, INPUT_KINDS, "--inputs")
 
     def modes_for(c: object) -> tuple[str, ...]:
         # the suite's [candidates.modes] restricts the suite's modes; a mode added on the

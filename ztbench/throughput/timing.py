@@ -12,11 +12,11 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from ztbench.io.memory import reset_peak, status_bytes
 from ztbench.throughput.config import (
     Timing,
     TimingConfig,
@@ -88,17 +88,6 @@ def peak_bytes(call: Callable[[], Any], device: str, peer: bool = False) -> tupl
     return _resident_peak(call)
 
 
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def _status_bytes(field: str) -> int:
-    for line in _STATUS.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise OSError(f"{_STATUS} has no {field}")
-
-
 @cache
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
@@ -127,13 +116,13 @@ def _resident_peak(call: Callable[[], Any]) -> tuple[float, str]:
         try:
             if trim is not None:
                 trim(0)
-            _CLEAR_REFS.write_text("5")
-            start = _status_bytes("VmRSS")
+            reset_peak()
+            start = status_bytes("VmRSS")
         except OSError:
             call()
             return math.nan, "none"
         call()
-        return float(max(_status_bytes("VmHWM") - start, 0)), "cpu"
+        return float(max(status_bytes("VmHWM") - start, 0)), "cpu"
     finally:
         if enabled:
             gc.enable()
