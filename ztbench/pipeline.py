@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ztbench.candidates import load_suite
+from ztbench.candidates import get_candidate, load_suite
+from ztbench.fit import masked
 from ztbench.fit.impact import (
     SYNTHETIC_N,
     SYNTHETIC_SEED,
@@ -32,6 +33,7 @@ from ztbench.fit.impact import (
 )
 from ztbench.io import memory
 from ztbench.io.atomic import atomic_path, check_output_dir
+from ztbench.io.datasets import load as load_dataset
 from ztbench.io.environment import environment_info
 from ztbench.io.executors import release_active
 from ztbench.measure.accuracy import run_accuracy
@@ -92,19 +94,26 @@ def bench(
     suite = load_suite(suite_path)
     out = Path(out)
     check_output_dir(out)
-    # torch.compile specialises its graphs on the thread count: one count for the whole run
-    # lets the throughput stage time the graphs the accuracy stage compiled, not recompile
+    # torch.compile specialises its graphs on the thread count: accuracy at the throughput
+    # stage's count lets that stage time the graphs accuracy compiled, not recompile them
     threads = torch.get_num_threads()
-    torch.set_num_threads(options.throughput_threads)
-    try:
-        path = _stages(suite, out, options, say)
-    finally:
-        torch.set_num_threads(threads)
+    with _torch_threads(options.throughput_threads):
+        path = _stages(suite, out, options, say, threads)
     say(f"Report: {path}")
     return path
 
 
-def _stages(suite: Suite, out: Path, options: BenchOptions, say: Say) -> Path:
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _stages(suite: Suite, out: Path, options: BenchOptions, say: Say, threads: int) -> Path:
     stages: dict[str, StageRecord] = {}
     with _stage("accuracy", stages):
         result = run_accuracy(suite, out, cache_dir=options.cache_dir,
@@ -116,7 +125,7 @@ def _stages(suite: Suite, out: Path, options: BenchOptions, say: Say) -> Path:
     with _stage("throughput", stages):
         note = throughput_stage(suite, out, options)
     say(f"bench: {note} ({stages['throughput'].wall_s:.1f} s)")
-    with _stage("impact", stages):
+    with _stage("impact", stages), _torch_threads(threads):  # no compiled graph: every core
         note = impact_stage(suite, out, options)
     say(f"bench: {note} ({stages['impact'].wall_s:.1f} s)")
     write_bench_record(out, suite, stages)  # the report shows the stages before it
@@ -228,4 +237,28 @@ def impact_stage(suite: Suite, out: Path, options: BenchOptions) -> str:
     if not frames:
         return "impact: skipped (the suite has no dataset source and no ztnb points)"
     paths = write_impact(pd.concat(frames, ignore_index=True), out, digests)
-    return f"impact: wrote {paths[0]} and {paths[1]} ({', '.join(dtypes)})"
+    note = f"impact: wrote {paths[0]} and {paths[1]} ({', '.join(dtypes)})"
+    if spec.training:
+        note += "; " + training_stage(suite, out, options)
+    return note
+
+
+def training_stage(suite: Suite, out: Path, options: BenchOptions) -> str:
+    """Train the masked-count model on each dataset source of the suite with the published
+    package and the shipped loss of its family (``ztbench impact --model masked``'s
+    defaults); a one-line note."""
+    frames, digests = [], {}
+    for fp in suite.families.values():
+        if fp.dataset is None:
+            continue
+        data = load_dataset(fp.dataset.name)
+        digests[data.name] = data.sha256
+        cands = [get_candidate(c) for c in masked.DEFAULT_CANDIDATES[fp.family]]
+        frames.append(masked.training_impact(data.counts, fp.family, cands, masked.DEFAULTS,
+                                             dataset=data.name, progress=options.progress))
+    if not frames:
+        return "training: no dataset source"
+    runs = pd.concat([f[0] for f in frames], ignore_index=True)
+    summary = pd.concat([f[1] for f in frames], ignore_index=True)
+    paths = masked.write_training(runs, summary, out, masked.DEFAULTS, digests)
+    return f"training: wrote {paths[0]} and {paths[1]}"

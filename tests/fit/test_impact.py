@@ -74,6 +74,10 @@ def test_bench_impact_stage(tmp_path: Path, monkeypatch) -> None:
     g = pd.read_csv(tmp_path / "out" / "impact_genes.csv")
     assert set(g["candidate"]) == {"ztpoisson/stable"} and set(g["dtype"]) == {"float32"}
     assert set(g["family"]) == {"ztpoisson"} and (g["excess_nll_per_count"] < 1e-6).all()
+    # and the masked-count model trained on the same dataset: package against shipped loss
+    t = pd.read_csv(tmp_path / "out" / "training_summary.csv")
+    assert set(t["candidate"]) == {"ztpoisson/bento-sc", "ztpoisson/ztbench"}
+    assert set(t["dataset"]) == {"human_pbmc_1k_subset"} and t["nll_mean"].notna().all()
 
 
 def test_impact_section_without_files(tmp_path: Path) -> None:
@@ -111,7 +115,7 @@ def test_bench_impact_stage_follows_the_suites_impact_table(tmp_path: Path, monk
     suite_file.write_text(
         'dtypes = ["float64", "float32", "bfloat16"]\n'
         '[candidates]\ninclude = ["ztpoisson/stable", "ztpoisson/ztbench"]\n'
-        '[impact]\ncandidates = ["*/ztbench"]\ndtypes = ["bfloat16"]\n'
+        '[impact]\ncandidates = ["*/ztbench"]\ndtypes = ["bfloat16"]\ntraining = false\n'
         "[families.ztpoisson]\ngrid = { k = [1], lam = [1.0] }\n"
         'dataset = { name = "human_pbmc_1k_subset", n = 10 }\n'
     )
@@ -119,3 +123,4 @@ def test_bench_impact_stage_follows_the_suites_impact_table(tmp_path: Path, monk
     assert "bfloat16" in note and "float32" not in note
     g = pd.read_csv(tmp_path / "out" / "impact_genes.csv")
     assert set(g["candidate"]) == {"ztpoisson/ztbench"} and set(g["dtype"]) == {"bfloat16"}
+    assert not (tmp_path / "out" / "training_summary.csv").exists()  # training = false

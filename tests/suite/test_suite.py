@@ -341,6 +341,8 @@ def test_impact_table(tmp_path: Path) -> None:
     assert plain.candidates is None and plain.synthetic == (9, 9)
     assert plain.fit_dtypes(s.dtypes) == ("float32",)  # float64 is not a training dtype
     assert load(tmp_path, GOOD + IMPACT.replace('"3x2"', "false")).impact.synthetic is None
+    no_training = load(tmp_path, GOOD + IMPACT + "training = false\n").impact
+    assert plain.training and not no_training.training
 
 
 @pytest.mark.parametrize(
@@ -351,6 +353,7 @@ def test_impact_table(tmp_path: Path) -> None:
         ('"3x2"', '"3by2"', "impact.synthetic: expected MxT such as 9x9, got '3by2'"),
         ('"3x2"', '"0x2"', "impact.synthetic: sizes must be >= 1"),
         ('synthetic = "3x2"', "genes = 3", "impact.genes: unknown key"),
+        ('synthetic = "3x2"', 'training = "yes"', "impact.training: must be true or false"),
     ],
 )
 def test_bad_impact(tmp_path: Path, old: str, new: str, expected: str) -> None:

@@ -13,17 +13,35 @@ from ztbench.io.datasets import DATASETS, load
 from ztbench.points.counts import MIN_NONZERO, MODELS, check_choices, from_dataset
 
 
-def add_gene_arguments(p: argparse.ArgumentParser, *, dataset_optional: bool = False) -> None:
-    """DATASET, --family, --model and --min-nonzero: which genes are fitted, and how."""
+def add_gene_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    dataset_optional: bool = False,
+    extra_models: dict[str, str] | None = None,
+    family_help: str = "",
+) -> None:
+    """DATASET, --family, --model and --min-nonzero: which genes are fitted, and how.
+
+    ``extra_models`` (name -> what it is) adds models beyond the per-gene fits to
+    --model's help (the verb handles them); with any, --family defaults to None (the verb
+    fills in ztnb for the per-gene fits) and ``family_help`` says what else it takes.
+    """
     p.add_argument(
         "dataset",
         metavar="DATASET",
         nargs="?" if dataset_optional else None,
         help=f"a shipped dataset ({', '.join(DATASETS)}) or a path to an .npz",
     )
-    p.add_argument("--family", default="ztnb", help=f"one of: {', '.join(FAMILIES)} (default ztnb)")
     p.add_argument(
-        "--model", default="per-gene", help=f"one of: {', '.join(MODELS)} (default per-gene)"
+        "--family",
+        default=None if extra_models else "ztnb",
+        help=f"one of: {', '.join(FAMILIES)} (default ztnb){family_help}",
+    )
+    extra = "".join(f"; {name}: {what}" for name, what in (extra_models or {}).items())
+    p.add_argument(
+        "--model",
+        default="per-gene",
+        help=f"one of: {', '.join([*MODELS, *(extra_models or {})])} (default per-gene){extra}",
     )
     p.add_argument(
         "--min-nonzero",

@@ -217,3 +217,14 @@ def validate_points(family: Family, points: Mapping[str, np.ndarray]) -> None:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise ValueError(f"{family.name}: row {row}: {col} = {float(arr[row])!r} {what}")
+
+
+SHIPPED_CALLS: dict[str, str] = {
+    "ztpoisson/ztbench": "zt_poisson_nll(k, lam)",
+    "ztpoisson/ztbench-log": "zt_poisson_nll(k, log_lam=log_lam)",
+    "ztpoisson/ztbench-full": "zt_poisson_nll(k, lam, full=True)",
+    "ztnb/ztbench": "zt_negbin_nll(k, mu, theta)",
+    "ztnb/ztbench-log": "zt_negbin_nll(k, log_mu=log_mu, log_theta=log_theta)",
+    "ztnb/ztbench-full": "zt_negbin_nll(k, mu, theta, full=True)",
+}
+"""The call of ``ztbench.loss`` each shipped candidate measures, as a user writes it."""

@@ -1,13 +1,15 @@
 """Build ``DIR/REPORT.md`` (and its figures) from a results directory.
 
-Sections (in order, see :data:`SECTIONS`): the recommendation per family and dtype, the
-shipped loss against its goals, the published rules in plain words, what each formulation
-does to a fit of real and synthetic counts (:mod:`ztbench.report.impact`, from the impact
-files when present), the leaderboards, torch.compile against eager, the error heatmaps
-(value and gradients), the threshold sweeps, accuracy against throughput, the worst cases
-(with the ``ztbench eval`` command and input file that reproduce each) and the environment
-block. Optional inputs that are missing (throughput.csv, points.parquet) are named in the
-report, and the parts that need them are left out.
+Sections (in order, see :data:`SECTIONS`): the findings on one screen
+(:mod:`ztbench.report.findings`), the recommendation per family and dtype, the shipped loss
+against its goals, the published rules in plain words, what each loss does to a trained
+model (:mod:`ztbench.report.training`) and to per-gene fits of real and synthetic counts
+(:mod:`ztbench.report.impact`; both from their files when present), the leaderboards,
+torch.compile against eager, the error heatmaps (value and gradients), the threshold
+sweeps, accuracy against throughput, the worst cases (with the ``ztbench eval`` command
+and input file that reproduce each) and the environment block. Optional inputs that are
+missing (throughput.csv, points.parquet) are named in the report, and the parts that need
+them are left out.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from ztbench.core.textfmt import file_name
 from ztbench.io.atomic import atomic_write_text
 from ztbench.report import plots
 from ztbench.report.data import Results, load_results
+from ztbench.report.findings import TITLE as FINDINGS_TITLE
+from ztbench.report.findings import findings_section
 from ztbench.report.goals import goals_markdown
 from ztbench.report.impact import impact_section
 from ztbench.report.tables import (
@@ -43,11 +47,15 @@ from ztbench.report.tables import (
     worst_cases,
     worst_cases_markdown,
 )
+from ztbench.report.training import TITLE as TRAINING_TITLE
+from ztbench.report.training import training_section
 
 SECTIONS: tuple[str, ...] = (
+    FINDINGS_TITLE,
     "## Recommended candidates",
     "## The shipped loss against its goals",
     "## Published rules",
+    TRAINING_TITLE,
     "## What it does to a fit",
     "## Leaderboards",
     "## torch.compile against eager",
@@ -312,15 +320,19 @@ def build_report(directory: Path | str) -> Path:
     if missing:
         md.append("**Not in this directory:** " + "; ".join(missing) + ".\n")
     md.append(SECTIONS[0] + "\n")
-    md.append(_recommended_section(recs, with_speed))
+    md.append(findings_section(results))
     md.append(SECTIONS[1] + "\n")
-    md.append(goals_markdown(results))
+    md.append(_recommended_section(recs, with_speed))
     md.append(SECTIONS[2] + "\n")
+    md.append(goals_markdown(results))
+    md.append(SECTIONS[3] + "\n")
     paras = published_paragraphs(results)
     md.append("\n\n".join(paras) + "\n" if paras else "No published rule was measured.\n")
-    md.append(SECTIONS[3] + "\n")
-    md.append(impact_section(results.dir))
     md.append(SECTIONS[4] + "\n")
+    md.append(training_section(results.dir))
+    md.append(SECTIONS[5] + "\n")
+    md.append(impact_section(results.dir))
+    md.append(SECTIONS[6] + "\n")
     md.append("Ranked by the max ulp error of the value (failures last), eager mode, region "
               "`all`. Gradient columns: max ulp of each autograd gradient; peers have no "
               "gradient. cost_vs_naive: time per element relative to the family's naive formula "
@@ -333,15 +345,15 @@ def build_report(directory: Path | str) -> Path:
             continue
         md.append(f"### {key.family} · {key.dtype} · {key.device}\n")
         md.append(board_markdown(board, key.family, with_speed) + "\n")
-    md.append(SECTIONS[5] + "\n")
-    md.append(_compile_section(results))
-    md.append(SECTIONS[6] + "\n")
-    md.append(_heatmaps(results, main, first_device))
     md.append(SECTIONS[7] + "\n")
-    md.append(_sweeps(results))
+    md.append(_compile_section(results))
     md.append(SECTIONS[8] + "\n")
-    md.append(_pareto(results))
+    md.append(_heatmaps(results, main, first_device))
     md.append(SECTIONS[9] + "\n")
+    md.append(_sweeps(results))
+    md.append(SECTIONS[10] + "\n")
+    md.append(_pareto(results))
+    md.append(SECTIONS[11] + "\n")
     dtypes = ordered(s["dtype"], DTYPE_NAMES)
     cases = worst_cases(results, main, dtypes)
     if cases.empty:
@@ -353,7 +365,7 @@ def build_report(directory: Path | str) -> Path:
                   + ("" if results.points_path else " Computed and exact values need "
                      "points.parquet, absent here.") + "\n")  # fmt: skip
         md.append(worst_cases_markdown(cases) + "\n")
-    md.append(SECTIONS[10] + "\n")
+    md.append(SECTIONS[12] + "\n")
     md.append(_environment(results))
     md.append(f"\n*Report built by `ztbench report` in {time.perf_counter() - t0:.1f} s.*\n")
     path = results.dir / REPORT_NAME

@@ -63,6 +63,11 @@ class Checker:
             raise self.fail(key, f"must be >= {lo}, got {value}")
         return int(value)
 
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, got {type_name(value)}")
+        return value
+
     def string(self, value: Any, key: str) -> str:
         if not isinstance(value, str):
             raise self.fail(key, f"must be a string, got {type_name(value)}")

@@ -400,7 +400,7 @@ def _tolerance(ck: Checker, t: dict[str, Any], key: str, base: Tolerance) -> Tol
 
 
 def _impact(ck: Checker, value: Any, selected: tuple[str, ...]) -> Impact:
-    t = ck.table(value, "impact", ("candidates", "dtypes", "synthetic"))
+    t = ck.table(value, "impact", ("candidates", "dtypes", "synthetic", "training"))
     candidates = None
     if "candidates" in t:
         candidates = ck.strings(t["candidates"], "impact.candidates", what="pattern")
@@ -421,4 +421,5 @@ def _impact(ck: Checker, value: Any, selected: tuple[str, ...]) -> Impact:
                 synthetic = grid_shape(ck.string(spec, "impact.synthetic"))
             except ValueError as exc:
                 raise ck.fail("impact.synthetic", f"{exc} (or false)") from None
-    return Impact(candidates, dtypes, synthetic)
+    training = ck.boolean(t["training"], "impact.training") if "training" in t else True
+    return Impact(candidates, dtypes, synthetic, training)

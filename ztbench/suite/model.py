@@ -144,12 +144,16 @@ class Impact:
 
     ``candidates``: patterns over the suite's candidates (None: every one); ``dtypes``:
     the fits' dtypes (None: the suite's dtypes other than float64, float32 when there are
-    none); ``synthetic``: the mu x theta grid of exact ZTNB samples (None: no grid).
+    none); ``synthetic``: the mu x theta grid of exact ZTNB samples (None: no grid);
+    ``training``: also train the masked-count model on each dataset source (the
+    published package against the shipped loss, ``ztbench impact --model masked``'s
+    defaults).
     """
 
     candidates: tuple[str, ...] | None = None
     dtypes: tuple[FloatFormat, ...] | None = None
     synthetic: tuple[int, int] | None = (9, 9)
+    training: bool = True
 
     def fit_dtypes(self, suite_dtypes: tuple[FloatFormat, ...]) -> tuple[FloatFormat, ...]:
         """The dtypes fitted in: :attr:`dtypes`, or the rule above applied to the suite's."""
