@@ -8,6 +8,7 @@ reads as distinct without colour; a bin without points is light grey.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, PathPatch
 from matplotlib.path import Path as MplPath
 from matplotlib.ticker import LogLocator, NullFormatter, NullLocator
+from PIL import Image
 
 from ztbench.core import rules
 from ztbench.io.atomic import atomic_path
@@ -33,6 +35,7 @@ from ztbench.report.data import Results
 from ztbench.report.tables import RANK_MODE, ordered, speed_table
 
 DPI = 72
+PNG_COLORS = 256
 CMAP = "cividis"
 FAIL_COLOR = "#d62728"
 EMPTY_COLOR = "#e6e6e6"
@@ -60,9 +63,16 @@ class Figure:
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+    """Write ``fig`` as a PNG of at most :data:`PNG_COLORS` colours (a palette: a third of
+    the bytes of matplotlib's RGBA, the same figure to the eye), atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
     plt.close(fig)
+    buf.seek(0)
+    with Image.open(buf) as image:
+        small = image.convert("RGB").quantize(PNG_COLORS, method=Image.Quantize.MEDIANCUT)
+    with atomic_path(path) as tmp:
+        small.save(tmp, format="PNG", optimize=True)
 
 
 # ----------------------------------------------------------------------------- heatmaps
@@ -99,8 +109,9 @@ def bin_max(x: np.ndarray, y: np.ndarray, err: np.ndarray, fail: np.ndarray,
 
 
 def nbins_for(n_points: int, most: int) -> int:
-    """Bins per axis: fewer for sparse data (about 4 points per bin on a full grid)."""
-    return int(min(most, max(10, math.sqrt(max(n_points, 1)) / 2)))
+    """Bins per axis: fewer for sparse data (about 16 points per bin on a full grid, so
+    that grids and samples of a few thousand points leave few empty bins)."""
+    return int(min(most, max(10, math.sqrt(max(n_points, 1)) / 4)))
 
 
 def _edges(values: list[np.ndarray], nbins: int) -> np.ndarray:
@@ -338,7 +349,11 @@ def _vmax(binned: dict) -> float:
 
 def _finish(fig: plt.Figure, axes: np.ndarray, mesh: object, legend: list) -> None:
     h = fig.get_figheight()
-    fig.subplots_adjust(left=0.1, right=0.88, top=1 - 0.95 / h, bottom=1.05 / h,
+    # as many legend columns as the figure's width holds (about 4.5 inches each), and the
+    # bottom margin for its rows: the legend never covers the axes' labels
+    ncol = max(1, min(len(legend), int(fig.get_figwidth() / 4.5)))
+    rows = -(-len(legend) // ncol)
+    fig.subplots_adjust(left=0.1, right=0.88, top=1 - 0.95 / h, bottom=(0.75 + 0.25 * rows) / h,
                         hspace=0.32, wspace=0.08)  # fmt: skip
     if mesh is not None:
         cax = fig.add_axes((0.9, 0.15, 0.018, 0.7))
@@ -348,8 +363,8 @@ def _finish(fig: plt.Figure, axes: np.ndarray, mesh: object, legend: list) -> No
             "log10(ulp error)  (0 = within 1 ulp"
             + (f"; top colour = {VMAX_CAP:g} or more)" if vmax >= VMAX_CAP else ")")
         )
-    leg = fig.legend(handles=legend, loc="lower center", ncol=min(len(legend), 4),
-                     fontsize=9, frameon=True, facecolor="#b0b0b0")  # fmt: skip
+    leg = fig.legend(handles=legend, loc="lower center", ncol=ncol, fontsize=9, frameon=True,
+                     facecolor="#b0b0b0")  # fmt: skip
     leg.get_frame().set_edgecolor("black")
 
 

@@ -96,6 +96,8 @@ Schema (every key below; anything else is an error)::
     dtypes = ["float32"]            # default: the suite's dtypes but float64 (or float32)
     synthetic = "9x9"               # default "9x9": mu x theta grid of exact ZTNB samples
                                     #   (false: none)
+    training = true                 # default true: train the masked-count model on each
+                                    #   dataset source (`ztbench impact --model masked`)
 
     [gate]                          # optional: tolerances of the regression gate
     max_ratio = 2.0                 # default 2.0 (>= 1)
