@@ -328,3 +328,23 @@ def test_sweep_values_are_the_candidates_own_at_each_threshold(cid: str, dtype: 
         np.testing.assert_array_equal(at(t).value, direct.value)
         switched += int((direct.value != without.value).sum())
     assert switched > 50  # the rules do switch at these points
+
+
+def test_dataset_region_holds_the_dataset_points_in_every_dtype(tmp_path) -> None:
+    """A point rounded to float32 or bfloat16 no longer equals the dataset's float64 point,
+    yet it is still the dataset's: the `source = "dataset"` region keeps it in every dtype
+    and parameterisation."""
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'dtypes = ["float64", "float32", "bfloat16"]\n'
+        '[candidates]\ninclude = ["ztnb/ztbench", "ztnb/ztbench-log"]\n'
+        "[families.ztnb]\ngrid = { k = [1, 2], mu = [1.0, 3.0], theta = [2.0] }\n"
+        'dataset = { name = "human_pbmc_1k_subset", family = "ztnb", n = 40 }\n'
+        '[regions.realistic]\nfamily = "ztnb"\nsource = "dataset"\n'
+    )
+    summary = run_accuracy(load_suite(path), None, progress=False).summary
+    rows = summary[(summary["region"] == "realistic") & (summary["quantity"] == "value")]
+    assert len(rows) == 6  # two candidates x three dtypes
+    # the same points in every dtype (40 drawn; repeated counts are one point)
+    assert rows["n"].nunique() == 1 and 20 < rows["n"].iloc[0] <= 40, rows[["dtype", "n"]]
+    assert (rows["max_ulp"] < 8).all()

@@ -30,7 +30,9 @@ def add_gene_arguments(
         "dataset",
         metavar="DATASET",
         nargs="?" if dataset_optional else None,
-        help=f"a shipped dataset ({', '.join(DATASETS)}) or a path to an .npz",
+        help=f"a shipped dataset ({', '.join(DATASETS)}) or a path: .npz, a 10x directory "
+        "(matrix.mtx, features.tsv, barcodes.tsv), .mtx, .h5ad or 10x .h5 (these two need "
+        "h5py)",
     )
     p.add_argument(
         "--family",

@@ -165,10 +165,10 @@ def _positive_int(x: object) -> bool:
 
 # What `make bench` runs (mouse_brain_10k, both families and heads, the two default
 # candidates each, 3 seeds: 24 runs; bench.json shows the impact stage's time): the full
-# setting scaled down (300 genes, a 64-wide network, 2000 training and 1000 held-out cells, 160 steps)
-# with twice its learning rate, so that 160 steps go about as far as 320 at 1e-3; sized so
-# that the published ZTNB loss's cost still shows, above three seed standard deviations of
-# the paired differences, with both heads.
+# setting scaled down (300 genes, a 64-wide network, 2000 training and 1000 held-out cells,
+# 160 steps) with twice its learning rate, so that 160 steps go about as far as 320 at
+# 1e-3; sized so that the published ZTNB loss's cost still shows, above three seed
+# standard deviations of the paired differences, with both heads.
 DEFAULTS = MaskedSettings()
 # The seed's own setting: G-256-256-2G on the 2000 most expressed genes (every gene of a
 # smaller matrix: mouse_brain_10k ships 1000), Adam at 1e-3, 1000 steps of 256 cells,

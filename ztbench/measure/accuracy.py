@@ -57,6 +57,7 @@ from ztbench.io.atomic import atomic_path, atomic_paths, ensure_dir
 from ztbench.io.environment import environment_info, stage_env_text
 from ztbench.io.jsonfloat import encode
 from ztbench.measure.evaluate import Evaluation, evaluate
+from ztbench.points.datasets import membership
 from ztbench.points.grids import build_points, region_mask
 from ztbench.reference import compute_references
 from ztbench.suite import Suite
@@ -88,6 +89,9 @@ class _Dtyped:
     refs: pd.DataFrame  # aligned with points
     out_of_range: int
     log_params: tuple[str, ...] = ()
+    # which rows are points of the family's dataset source (decided on the float64 points,
+    # before rounding: a rounded point no longer equals the source's)
+    from_dataset: np.ndarray | None = None
 
 
 def _reference_of(candidate: Candidate, quantity: str) -> str:
@@ -130,6 +134,9 @@ def _prepare(
     once, and the work is parallel over the cores).
     """
     points = build_points(suite, family.name)
+    source = suite.families[family.name].dataset
+    from_dataset = (membership(points, source) if source is not None
+                    else np.zeros(len(points), dtype=bool))  # fmt: skip
     out: dict[tuple[str, ...], list[_Dtyped]] = {}
     for logp in parameterisations:
         own_cols = family.columns_for(logp)
@@ -148,15 +155,16 @@ def _prepare(
                     rounded[keep].reset_index(drop=True),
                     natural[keep].reset_index(drop=True),
                     int((~keep).sum()),
+                    from_dataset[keep],
                 )
             )
-        stacked = pd.concat([p for _, p, _, _ in per_dtype], ignore_index=True)
+        stacked = pd.concat([p for _, p, _, _, _ in per_dtype], ignore_index=True)
         refs = compute_references(family, stacked, cache_dir=cache_dir, progress=progress,
                                   log_params=logp)  # fmt: skip
         out[logp], start = [], 0
-        for dtype, pts, nat, n_out in per_dtype:
+        for dtype, pts, nat, n_out, from_ds in per_dtype:
             r = refs.iloc[start : start + len(pts)].reset_index(drop=True)
-            out[logp].append(_Dtyped(dtype, pts, nat, r, n_out, logp))
+            out[logp].append(_Dtyped(dtype, pts, nat, r, n_out, logp, from_ds))
             start += len(pts)
     return out
 
@@ -281,13 +289,20 @@ def _summary_row(
     }
 
 
-def _regions(suite: Suite, family: Family, nat: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+def _rows(mask: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
+    return None if mask is None else mask[keep]
+
+
+def _regions(
+    suite: Suite, family: Family, nat: pd.DataFrame, from_dataset: np.ndarray | None
+) -> list[tuple[str, np.ndarray]]:
     """("all", every point), then each suite region of the family; the published domain's
-    region is followed by its complement (the points the published system cannot reach)."""
+    region is followed by its complement (the points the published system cannot reach).
+    ``from_dataset``: the rows of ``nat`` that are points of the family's dataset source."""
     out = [("all", np.ones(len(nat), dtype=bool))]
     for name, r in suite.regions.items():
         if r.applies_to(family.name):
-            out.append((name, region_mask(nat, r, family.name)))
+            out.append((name, region_mask(nat, r, family.name, from_dataset)))
             if name == rules.PUBLISHED_DOMAIN_REGION:
                 out.append((rules.OUTSIDE_PUBLISHED_DOMAIN_REGION, ~out[-1][1]))
     return out
@@ -332,7 +347,7 @@ def _measure(
         )
         return
     t0 = time.perf_counter()
-    regions = _regions(suite, family, nat)
+    regions = _regions(suite, family, nat, _rows(data.from_dataset, cert))
     per_point = []
     for q in quantities:
         computed = ev.value if q == "value" else ev.grads.get(q)
@@ -449,7 +464,7 @@ def _sweep(
     reference = data.refs[cert][_reference_of(cand, "value")].to_numpy()
     full = data.refs[cert]["nll"].to_numpy()
     arrays = {c: pts[c].to_numpy() for c in cand.columns}
-    regions = [(n, m) for n, m in _regions(suite, family, nat)
+    regions = [(n, m) for n, m in _regions(suite, family, nat, _rows(data.from_dataset, cert))
                if n in ("all", rules.PUBLISHED_DOMAIN_REGION)]  # fmt: skip
     common = {"family": family.name, "candidate": cand.id, "dtype": data.dtype,
               "device": device, "mode": "eager",

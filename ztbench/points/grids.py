@@ -234,14 +234,24 @@ def region_variables(df: pd.DataFrame, family: str) -> dict[str, np.ndarray]:
     }
 
 
-def region_mask(df: pd.DataFrame, region: Region, family: str | None = None) -> np.ndarray:
+def region_mask(
+    df: pd.DataFrame,
+    region: Region,
+    family: str | None = None,
+    dataset_rows: np.ndarray | None = None,
+) -> np.ndarray:
     """Boolean mask of the rows of ``df`` (points of ``family``, default
-    ``region.family``) inside ``region``."""
+    ``region.family``) inside ``region``.
+
+    ``dataset_rows``: which rows are points of the family's dataset source, when the caller
+    knows (points rounded to a dtype no longer equal the source's float64 points); else
+    the rows are matched against the source exactly.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         variables = region_variables(df, family or region.family)
     mask = np.ones(len(df), dtype=bool)
     if region.dataset is not None:
-        mask &= membership(df, region.dataset)
+        mask &= membership(df, region.dataset) if dataset_rows is None else dataset_rows
     for var, (lo, hi) in region.bounds.items():
         x = variables[var]
         mask &= (x >= lo) & (x <= hi)

@@ -111,12 +111,13 @@ def _recommended_section(recs: pd.DataFrame, with_speed: bool) -> str:
         if with_speed:
             row["fwd+bwd cost_vs_naive"] = fmt(r["cost_fb_vs_naive"], 2)
         rows.append(row)
-    rule = ("Rule: among the candidates measured in eager mode, the lowest max ulp error of the "
-            "value with zero failures (NaN/inf where the exact value is finite), then the "
-            "fewest gradient failures and lowest gradient max ulp, then the lowest "
-            "forward+backward cost relative to naive (costs within 10% of the fastest of equal "
-            "error count as equal: timing noise), then the id. It is the first row of the "
-            "matching leaderboard below.")  # fmt: skip
+    rule = ("Rule: among the candidates measured in eager mode that a model can be trained "
+            "with (gradients, and no failure, NaN/inf where the exact value is finite, in the "
+            "value or a gradient), the lowest max ulp error of the value (compared at 1/8 "
+            "ulp), then the lowest gradient max ulp, then the lowest forward+backward cost "
+            "relative to naive (costs within 10% of the fastest of equal error count as "
+            "equal: timing noise), then the id. It is the first such row of the matching "
+            "leaderboard below.")  # fmt: skip
     return markdown_table(pd.DataFrame(rows)) + "\n\n" + rule + "\n"
 
 

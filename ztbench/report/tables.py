@@ -1,7 +1,8 @@
 """Report tables: leaderboards, recommendations, published-rule paragraphs, worst cases.
 
-Ranking (leaderboard and recommendation use the same key, so the recommended candidate is
-always the leaderboard's first row): among the candidates measured (status ``ok``) in
+Ranking (leaderboard and recommendation use the same key: the recommended candidate is
+the leaderboard's first row that a model can be trained with, i.e. without failures and
+with gradients, :func:`trainable`): among the candidates measured (status ``ok``) in
 eager mode on one family x dtype x device, region ``all``:
 
 1. value failures (NaN/inf where the reference is finite), fewest first (zero first);
@@ -240,12 +241,20 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
     return pd.concat([ok, rest], ignore_index=True)
 
 
+def trainable(board: pd.DataFrame) -> pd.Series:
+    """The leaderboard rows a model can be trained with: measured, no value failure, and
+    gradients without failures (a peer, without gradients, is not one)."""
+    return (board["rank"].notna() & (board["failures"] == 0)
+            & (board["grad_failures"] == 0))  # fmt: skip
+
+
 def recommendations(results: Results) -> pd.DataFrame:
-    """The leaderboard's first row of every family x dtype x device (empty if none ranked)."""
+    """Per family x dtype x device, the first leaderboard row a model can be trained with
+    (:func:`trainable`); none where no candidate is (empty frame if none at all)."""
     out = []
     for key in board_keys(results):
         board = leaderboard(results, key)
-        ranked = board[board["rank"] == 1] if not board.empty else board
+        ranked = board[trainable(board)].head(1) if not board.empty else board
         if not ranked.empty:
             out.append({"family": key.family, "dtype": key.dtype, "device": key.device,
                         **ranked.iloc[0].to_dict()})  # fmt: skip
