@@ -31,7 +31,7 @@ from ztbench.fit.impact import (
     impact_genes_frame,
     write_impact,
 )
-from ztbench.io import memory
+from ztbench.io import budget, memory
 from ztbench.io.atomic import atomic_path, check_output_dir
 from ztbench.io.datasets import load as load_dataset
 from ztbench.io.environment import environment_info
@@ -96,6 +96,11 @@ def bench(
     check_output_dir(out)
     # torch.compile specialises its graphs on the thread count: accuracy at the throughput
     # stage's count lets that stage time the graphs accuracy compiled, not recompile them
+    for recorded in (out / BENCH_RECORD, Path(DEFAULT_OUT) / BENCH_RECORD):
+        line = estimate_line(suite, options, recorded)
+        if line is not None:
+            say(f"bench: {line}")
+            break
     threads = torch.get_num_threads()
     with _torch_threads(options.throughput_threads):
         path = _stages(suite, out, options, say, threads)
@@ -128,10 +133,11 @@ def _stages(suite: Suite, out: Path, options: BenchOptions, say: Say, threads: i
     with _stage("impact", stages), _torch_threads(threads):  # no compiled graph: every core
         note = impact_stage(suite, out, options)
     say(f"bench: {note} ({stages['impact'].wall_s:.1f} s)")
-    write_bench_record(out, suite, stages)  # the report shows the stages before it
+    work = stage_work(suite, options)
+    write_bench_record(out, suite, stages, work)  # the report shows the stages before it
     with _stage("report", stages):
         path = build_report(out)
-    record = write_bench_record(out, suite, stages)
+    record = write_bench_record(out, suite, stages, work)
     say(f"bench: report {stages['report'].wall_s:.1f} s")
     say("bench: " + bench_line(record))
     say("")
@@ -139,6 +145,61 @@ def _stages(suite: Suite, out: Path, options: BenchOptions, say: Say, threads: i
         say(line)
     say("")
     return path
+
+
+# a dataset's training runs (2 heads x 2 losses x 3 seeds), each counted as one fit of all
+# the dataset's genes, about its time
+TRAINING_RUNS = 12
+
+
+def stage_work(suite: Suite, options: BenchOptions) -> dict[str, float]:
+    """How much work each stage of ``bench`` has on ``suite``, in units that its time grows
+    with: accuracy, points x candidate runs (candidates x dtypes x modes, threshold
+    families counted once per dtype); throughput, timed rows x elements; impact, per-gene
+    fits (candidates x dtypes, each dataset and the synthetic grid) plus the training
+    runs; report, points. Only ratios between suites mean anything."""
+    nd = len(suite.dtypes)
+    points = {f: budget.family_points(fp, nd) for f, fp in suite.families.items()}
+    runs = {f: sum(len(suite.modes_for(c)) * nd for c in suite.candidates_of(f))
+            + nd * sum(1 for c in suite.thresholds if suite.family_of(c) == f)
+            for f in suite.families}  # fmt: skip
+    timed = [c for c in suite.candidates
+             if not any(fnmatch.fnmatchcase(c, p) for p in options.throughput_exclude)]  # fmt: skip
+    rows = sum(len(suite.modes_for(c)) for c in timed) * nd * len(options.throughput_passes)
+    rows *= len(options.throughput_inputs)
+    spec = suite.impact
+    fits = 0.0
+    for fp in suite.families.values():
+        cands = [c for c in suite.candidates_of(fp.family)
+                 if spec.candidates is None
+                 or any(fnmatch.fnmatchcase(c, p) for p in spec.candidates)]  # fmt: skip
+        per_fit = len(cands) * len(spec.fit_dtypes(suite.dtypes))
+        if fp.dataset is not None:
+            fits += per_fit + TRAINING_RUNS * spec.training
+        if fp.family == "ztnb" and spec.synthetic is not None:  # a grid cell ~ 1/500 dataset
+            fits += per_fit * spec.synthetic[0] * spec.synthetic[1] / 500
+    return {
+        "accuracy": float(sum(points[f] * runs[f] for f in suite.families)),
+        "throughput": float(rows * sum(options.throughput_sizes)) if options.throughput else 0.0,
+        "impact": fits if options.impact else 0.0,
+        "report": float(sum(points.values())),
+    }
+
+
+def estimate_line(suite: Suite, options: BenchOptions, recorded: Path) -> str | None:
+    """``bench``'s time on ``suite``, estimated from a ``bench.json`` recorded here
+    (``recorded``) by scaling each stage's time with :func:`stage_work`; None when there is
+    no usable record."""
+    try:
+        doc = json.loads(recorded.read_text(encoding="utf-8"))
+        base = {k: (float(v["wall_s"]), float(doc["work"][k])) for k, v in doc["stages"].items()}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    work = stage_work(suite, options)
+    total = sum(t * work.get(k, 0.0) / w for k, (t, w) in base.items() if w > 0)
+    points = int(work["report"])
+    return (f"suite {suite.name}: {points:,} points; about {total / 60:.0f} min, scaled from "
+            f"{recorded} (suite {doc.get('suite', '?')}: {doc.get('total_s', 0) / 60:.1f} min)")
 
 
 @dataclass
@@ -167,9 +228,12 @@ def _stage(name: str, stages: dict[str, StageRecord]) -> Iterator[None]:
             record.peak_rss_bytes = memory.status_bytes("VmHWM")
 
 
-def write_bench_record(out: Path, suite: Suite, stages: dict[str, StageRecord]) -> dict:
+def write_bench_record(
+    out: Path, suite: Suite, stages: dict[str, StageRecord], work: dict[str, float]
+) -> dict:
     """Write ``out/bench.json`` (atomically): the suite, each stage's wall time and peak
-    resident memory, the total, the process's and its largest child's peak; return it."""
+    resident memory, the total, the process's and its largest child's peak, each stage's
+    work (:func:`stage_work`, for later estimates); return it."""
     env = environment_info()
     peaks = [r.peak_rss_bytes for r in stages.values() if r.peak_rss_bytes is not None]
     record = {
@@ -179,6 +243,7 @@ def write_bench_record(out: Path, suite: Suite, stages: dict[str, StageRecord]) 
         "total_s": sum(r.wall_s for r in stages.values()),
         "peak_rss_bytes": max(peaks) if peaks else None,
         "children_peak_rss_bytes": memory.children_peak(),
+        "work": work,
         "versions": {k: env.get(k) for k in ("ztbench", "torch", "python")},
     }
     with atomic_path(out / BENCH_RECORD) as tmp:

@@ -34,6 +34,7 @@ def test_bench_writes_everything_with_the_thread_count(tmp_path: Path, capsys) -
     assert record["total_s"] == pytest.approx(sum(r["wall_s"] for r in record["stages"].values()))
     assert record["peak_rss_bytes"] == max(r["peak_rss_bytes"] for r in record["stages"].values())
     assert record["versions"]["torch"].startswith("2.")
+    assert set(record["work"]) == set(record["stages"])  # what later estimates scale
     assert "s in all (accuracy" in printed and "peak resident memory" in printed
     assert "ztbench bench: " in text and "throughput" in text.split("ztbench bench: ")[1]
 
@@ -50,3 +51,30 @@ def test_bench_bad_thread_count_is_one_line(tmp_path: Path, capsys, value: str) 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--throughput-threads" in err[0]
     assert not (tmp_path / "x").exists()  # nothing ran
+
+
+def test_bench_estimate_scales_a_recorded_run(tmp_path: Path) -> None:
+    """The estimate printed before a run: each stage's recorded time scaled by the ratio of
+    the stage's work (points x candidate runs for accuracy)."""
+    from ztbench.candidates import load_suite
+    from ztbench.pipeline import BenchOptions, estimate_line, stage_work
+
+    def suite(n: int) -> Path:
+        path = tmp_path / f"s{n}.toml"
+        path.write_text('dtypes = ["float64", "float32"]\n[candidates]\n'
+                        'include = ["ztpoisson/naive", "ztpoisson/stable"]\n'
+                        f"[families.ztpoisson]\nrandom = {{ n = {n}, k = {{ min = 1, max = 10 }},"
+                        " lam = { min = 1.0, max = 2.0 } }\n")  # fmt: skip
+        return path
+
+    small, large = load_suite(suite(100)), load_suite(suite(1000))
+    options = BenchOptions(throughput=False, impact=False)
+    work = stage_work(small, options)
+    assert work["accuracy"] == 100 * 2 * 2  # points x (2 candidates x 2 dtypes x eager)
+    record = tmp_path / "bench.json"
+    assert estimate_line(large, options, record) is None  # nothing recorded yet
+    record.write_text(json.dumps({"suite": "s100", "total_s": 60.0, "work": work, "stages": {
+        "accuracy": {"wall_s": 60.0}, "throughput": {"wall_s": 0.0},
+        "impact": {"wall_s": 0.0}, "report": {"wall_s": 0.0}}}))  # fmt: skip
+    line = estimate_line(large, options, record)
+    assert line is not None and "1,000 points; about 10 min" in line  # 60 s x 10
