@@ -89,18 +89,19 @@ def bench(
     options: BenchOptions = BenchOptions(),
     say: Say = print,
 ) -> Path:
-    """Run accuracy, throughput, impact and the report on a suite into ``out``; print each
-    stage's wall time, a short leaderboard, and return the report's path."""
+    """Run accuracy, throughput, impact and the report on a suite into ``out``; print an
+    estimate of the time first (:func:`estimate_line`), each stage's wall time, a short
+    leaderboard, and return the report's path."""
     suite = load_suite(suite_path)
     out = Path(out)
     check_output_dir(out)
-    # torch.compile specialises its graphs on the thread count: accuracy at the throughput
-    # stage's count lets that stage time the graphs accuracy compiled, not recompile them
     for recorded in (out / BENCH_RECORD, Path(DEFAULT_OUT) / BENCH_RECORD):
         line = estimate_line(suite, options, recorded)
         if line is not None:
             say(f"bench: {line}")
             break
+    # torch.compile specialises its graphs on the thread count: accuracy at the throughput
+    # stage's count lets that stage time the graphs accuracy compiled, not recompile them
     threads = torch.get_num_threads()
     with _torch_threads(options.throughput_threads):
         path = _stages(suite, out, options, say, threads)
