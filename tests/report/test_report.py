@@ -15,6 +15,7 @@ import pytest
 
 from ztbench.cli import main
 from ztbench.core.schema import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
+from ztbench.core.textfmt import fmt
 from ztbench.report import SECTIONS, build_report
 from ztbench.report.data import load_results
 from ztbench.report.plots import bin_max, pareto_front, rule_curves
@@ -308,3 +309,22 @@ def test_reproduce_commands_are_shell_quoted(tmp_path: Path) -> None:
     for cmd in cmds:
         argv = shlex.split(cmd)
         assert argv[:2] == ["ztbench", "eval"] and Path(argv[3]).is_file(), cmd
+
+
+def test_leaderboard_shows_nats_beside_ulp(built: tuple[Path, str]) -> None:
+    d, text = built
+    res = load_results(d)
+    key = next(k for k in board_keys(res) if k.family == "ztnb" and k.dtype == "float64")
+    table = text.split(f"### {key.family} · {key.dtype} · {key.device}\n")[1].split("\n###")[0]
+    header = [c.strip() for c in table.splitlines()[1].strip("|").split("|")]
+    col = header.index("max abs err (nats)")
+    board = leaderboard(res, key).set_index("candidate")
+    checked = 0
+    for line in table.splitlines()[3:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == len(header) and cells[1].startswith("`"):
+            cand = cells[1].strip("`")
+            if board.loc[cand, "status"] == "ok":  # the summary's max_abs_err, in nats
+                assert cells[col] == fmt(board.loc[cand, "max_abs_err"], 2)
+                checked += 1
+    assert checked >= 3

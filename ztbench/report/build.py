@@ -335,7 +335,9 @@ def build_report(directory: Path | str) -> Path:
     md.append(impact_section(results.dir))
     md.append(SECTIONS[6] + "\n")
     md.append("Ranked by the max ulp error of the value (failures last), eager mode, region "
-              "`all`. Gradient columns: max ulp of each autograd gradient; peers have no "
+              "`all`. `max abs err (nats)`: the largest absolute error of the value, beside "
+              "its ulp: near a zero of the NLL a tiny error in nats is many ulp. "
+              "Gradient columns: max ulp of each autograd gradient; peers have no "
               "gradient. cost_vs_naive: time per element relative to the family's naive formula "
               "(above 1 is slower)"
               + (" at the largest size measured." if with_speed else

@@ -275,11 +275,15 @@ def board_markdown(board: pd.DataFrame, family: str, with_speed: bool) -> str:
         cells = {"#": "" if pd.isna(r["rank"]) else str(int(r["rank"])),
                  "candidate": f"`{r['candidate']}`"}  # fmt: skip
         if r["status"] != "ok":
-            cells |= {"max ulp": r["status"], "p99 ulp": "", "failures": ""}
+            cells |= {"max ulp": r["status"], "p99 ulp": "", "max abs err (nats)": "",
+                      "failures": ""}  # fmt: skip
             cells |= {f"{g} max ulp": "" for g in grads}
         else:
+            # nats beside ulp: near a zero of the NLL a tiny absolute error is many ulp
             cells |= {"max ulp": _ulp_cell(r["max_ulp"], r["failures"]),
-                      "p99 ulp": fmt(r["p99_ulp"]), "failures": str(r["failures"])}  # fmt: skip
+                      "p99 ulp": fmt(r["p99_ulp"]),
+                      "max abs err (nats)": fmt(r["max_abs_err"], 2),
+                      "failures": str(r["failures"])}  # fmt: skip
             for g in grads:
                 st = r[f"{g}_status"]
                 cells[f"{g} max ulp"] = (
