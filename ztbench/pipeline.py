@@ -164,17 +164,12 @@ def stage_work(suite: Suite, options: BenchOptions) -> dict[str, float]:
     runs = {f: sum(len(suite.modes_for(c)) * nd for c in suite.candidates_of(f))
             + nd * sum(1 for c in suite.thresholds if suite.family_of(c) == f)
             for f in suite.families}  # fmt: skip
-    timed = [c for c in suite.candidates
-             if not any(fnmatch.fnmatchcase(c, p) for p in options.throughput_exclude)]  # fmt: skip
-    rows = sum(len(suite.modes_for(c)) for c in timed) * nd * len(options.throughput_passes)
-    rows *= len(options.throughput_inputs)
+    rows = sum(len(suite.modes_for(c)) for c in _timed(suite, options))
+    rows *= nd * len(options.throughput_passes) * len(options.throughput_inputs)
     spec = suite.impact
     fits = 0.0
     for fp in suite.families.values():
-        cands = [c for c in suite.candidates_of(fp.family)
-                 if spec.candidates is None
-                 or any(fnmatch.fnmatchcase(c, p) for p in spec.candidates)]  # fmt: skip
-        per_fit = len(cands) * len(spec.fit_dtypes(suite.dtypes))
+        per_fit = len(suite.impact_candidates(fp.family)) * len(spec.fit_dtypes(suite.dtypes))
         if fp.dataset is not None:
             fits += per_fit + TRAINING_RUNS * spec.training
         if fp.family == "ztnb" and spec.synthetic is not None:  # a grid cell ~ 1/500 dataset
@@ -252,6 +247,12 @@ def write_bench_record(
     return record
 
 
+def _timed(suite: Suite, options: BenchOptions) -> list[str]:
+    """The suite's candidates the throughput stage times (less ``throughput_exclude``)."""
+    return [c for c in suite.candidates
+            if not any(fnmatch.fnmatchcase(c, p) for p in options.throughput_exclude)]  # fmt: skip
+
+
 def throughput_stage(suite: Suite, out: Path, options: BenchOptions) -> str:
     """Time the suite's candidates (less ``options.throughput_exclude``) at bench's sizes,
     budget and thread count into ``out``; a one-line note."""
@@ -259,8 +260,7 @@ def throughput_stage(suite: Suite, out: Path, options: BenchOptions) -> str:
         stale = out / "throughput.csv"
         kept = f"; the report uses the existing {stale}" if stale.exists() else ""
         return f"throughput: skipped (--skip-throughput){kept}"
-    timed = [c for c in suite.candidates
-             if not any(fnmatch.fnmatchcase(c, p) for p in options.throughput_exclude)]  # fmt: skip
+    timed = _timed(suite, options)
     config = TimingConfig(budget_s=options.throughput_budget_s)
     sizes = {dev: options.throughput_sizes for dev in DEFAULT_SIZES}
     lines = run_suite_throughput(
@@ -280,24 +280,19 @@ def impact_stage(suite: Suite, out: Path, options: BenchOptions) -> str:
         return "impact: skipped (--skip-impact)"
     spec = suite.impact
     dtypes = [str(d) for d in spec.fit_dtypes(suite.dtypes)]
-
-    def chosen(family: str) -> list[str]:
-        ids = suite.candidates_of(family)
-        if spec.candidates is None:
-            return list(ids)
-        return [c for c in ids if any(fnmatch.fnmatchcase(c, p) for p in spec.candidates)]
-
     frames, digests = [], {}
     for fp in suite.families.values():
-        if fp.dataset is not None and chosen(fp.family):
-            frame, found = impact_genes_frame(fp.dataset.name, fp.family, "per-gene",
-                                              chosen(fp.family), dtypes, options.cache_dir,
+        chosen = list(suite.impact_candidates(fp.family))
+        if fp.dataset is not None and chosen:
+            frame, found = impact_genes_frame(fp.dataset.name, fp.family, "per-gene", chosen,
+                                              dtypes, options.cache_dir,
                                               progress=options.progress)  # fmt: skip
             frames.append(frame)
             digests.update(found)
-    if "ztnb" in suite.families and spec.synthetic is not None and chosen("ztnb"):
+    ztnb = list(suite.impact_candidates("ztnb"))
+    if "ztnb" in suite.families and spec.synthetic is not None and ztnb:
         synthetic = (SYNTHETIC_SEED, SYNTHETIC_N, *spec.synthetic)
-        frames.append(impact_genes_frame(None, "ztnb", "per-gene", chosen("ztnb"), dtypes,
+        frames.append(impact_genes_frame(None, "ztnb", "per-gene", ztnb, dtypes,
                                          options.cache_dir, synthetic,
                                          progress=options.progress)[0])  # fmt: skip
     if not frames:

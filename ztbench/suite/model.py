@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,5 +206,12 @@ class Suite:
     def candidates_of(self, family: str) -> tuple[str, ...]:
         """The suite's candidate ids of ``family``."""
         return tuple(c for c in self.candidates if self.family_of(c) == family)
+
+    def impact_candidates(self, family: str) -> tuple[str, ...]:
+        """The candidate ids of ``family`` that the impact stage refits (``[impact]``'s
+        patterns; every one when it names none)."""
+        pats = self.impact.candidates
+        return tuple(c for c in self.candidates_of(family)
+                     if pats is None or any(fnmatch.fnmatchcase(c, p) for p in pats))  # fmt: skip
 
 
