@@ -25,6 +25,7 @@ from ztbench.core.families import SHIPPED_CALLS
 from ztbench.core.schema import DTYPE_NAMES
 from ztbench.report.conclusions import conclusions
 from ztbench.report.data import Results
+from ztbench.report.impact import read_summary
 from ztbench.report.tables import fmt, markdown_table, ordered, recommendations
 from ztbench.report.training import HEAD_COST, head_text, read_training, training_costs
 
@@ -71,10 +72,9 @@ def _training(directory: Path) -> str:
 
 
 def _per_gene(directory: Path) -> str:
-    path = directory / "impact_summary.csv"
-    if not path.is_file():
+    s = read_summary(directory)
+    if s is None:
         return "**Per-gene fits:** not measured (no impact_summary.csv).\n"
-    s = pd.read_csv(path)
     s = s[(s["dataset"] != "synthetic") & (s["published"].astype(str).str.lower() == "true")]
     s = s[s["candidate"].str.contains("bento-sc|exp\\(y\\) \\+ 1", regex=True)]
     if s.empty:

@@ -33,11 +33,25 @@ SOURCE_NOTE = (
 
 
 def _read(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    gp, sp = directory / GENES_FILE, directory / SUMMARY_FILE
-    if not gp.is_file() or not sp.is_file():
+    gp = directory / GENES_FILE
+    if not gp.is_file():
+        return None
+    summary = read_summary(directory)
+    if summary is None:
         return None
     try:
-        return pd.read_csv(gp, keep_default_na=False, na_values=["nan"]), pd.read_csv(sp)
+        return pd.read_csv(gp, keep_default_na=False, na_values=["nan"]), summary
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{directory}: cannot read the impact files ({exc})") from None
+
+
+def read_summary(directory: Path) -> pd.DataFrame | None:
+    """impact_summary.csv, or None when the directory has none."""
+    sp = directory / SUMMARY_FILE
+    if not sp.is_file():
+        return None
+    try:
+        return pd.read_csv(sp)
     except (OSError, ValueError) as exc:
         raise UserError(f"{directory}: cannot read the impact files ({exc})") from None
 
