@@ -30,6 +30,7 @@ from ztbench.loss import validation as V
 from ztbench.loss.kernels import F64, KERNELS, chain_rule, to_float64
 from ztbench.loss.paths import Path, choose_path, note, result_dtype
 from ztbench.loss.refine import apply_full, log_rounding_correction
+from ztbench.loss.second_order import first_derivative_graph
 
 __all__ = ["LossSpec", "ZTLoss", "ZTLossEager", "derivatives_graph", "transform_active"]
 
@@ -142,11 +143,12 @@ def _compiled_screen(spec: LossSpec, k: Tensor, params: tuple[Tensor, ...], k64:
 def derivatives_graph(family: str, is_log: tuple[bool, ...], k: Tensor, mask: Tensor | None,
                       params: tuple[Tensor, ...]) -> list[Tensor]:  # fmt: skip
     """The first derivatives (caller's parametrisation, float64) as a differentiable graph
-    of the where-based kernel (safe inputs everywhere: no NaN from a branch not taken)."""
+    of the where-based forms of :mod:`ztbench.loss.second_order`, written so that their
+    derivatives are accurate (safe inputs everywhere: no NaN from a branch not taken)."""
     k64, p64, run, keep = _prepare(k, mask, params, is_log)
     k_in, p_in = _safe(run, k64, p64)
-    _, *grads = KERNELS[family].traced(k_in, *p_in, True)
-    return [_fill(d, run, keep) for d in chain_rule(grads, p_in, is_log)]
+    grads = first_derivative_graph(family, k_in, p_in, is_log)
+    return [_fill(d, run, keep) for d in grads]
 
 
 def transform_active() -> bool:

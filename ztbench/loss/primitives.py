@@ -226,6 +226,26 @@ def log1pmx_over_x(x: Tensor, D: Dispatcher = WHERE) -> Tensor:
     return D.branch(x.abs() <= 0.5, series, direct, (x,), (0.25,), (1.0,))
 
 
+def log1pmx_over_x2(x: Tensor, D: Dispatcher = WHERE) -> Tensor:
+    """(log(1 + x) - x) / x^2 for x > -1 (-1/2 at x = 0, its limit).
+
+    For |x| <= 1/2: :func:`log1pmx`'s series divided by x^2 analytically (x = u (2 + x)):
+    ``-1/(2 + x) + 2 u (1/3 + u^2/5 + ...) / (2 + x)^2``, u = x / (2 + x): two terms of
+    opposite sign whose sum is at least half the first, and whose derivatives (1/(2 + x)^2
+    and about 1/12) add without cancelling, so autograd differentiates it accurately
+    where the quotient (log1p(x) - x)/x^2 would cancel. Elsewhere that quotient.
+    """
+
+    def series(x: Tensor) -> Tensor:
+        u = x / (2.0 + x)
+        return -1.0 / (2.0 + x) + 2.0 * u * D.horner(u * u, _ATANH_COEFFS) / (2.0 + x) ** 2
+
+    def direct(x: Tensor) -> Tensor:
+        return (torch.log1p(x) - x) / (x * x)
+
+    return D.branch(x.abs() <= 0.5, series, direct, (x,), (0.25,), (1.0,))
+
+
 # lgamma(z) - [(z - 1/2) log z - z + log(2 pi)/2] = sum_n B_2n / (2n (2n - 1) z^(2n-1)).
 _STIRLING_COEFFS = (
     1.0 / 12.0,
