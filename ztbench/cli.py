@@ -18,7 +18,7 @@ from ztbench.commands import VERBS
 from ztbench.io import budget
 from ztbench.io.errors import UserError
 from ztbench.io.executors import scheduler_scope
-from ztbench.io.procs import sigterm_as_interrupt
+from ztbench.io.procs import Interrupts, signals_as_interrupt
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,8 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # from the first instruction: Ctrl-C or SIGTERM while torch is still being imported
         # is "interrupted" too, never a traceback
-        with sigterm_as_interrupt():
-            return _main(argv)
+        with signals_as_interrupt() as interrupts:
+            return _main(argv, interrupts)
     except KeyboardInterrupt:
         print("ztbench: interrupted", file=sys.stderr)
         return 130
@@ -100,7 +100,7 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(argv: Sequence[str] | None, interrupts: Interrupts) -> int:
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         with _signals_held():
@@ -130,6 +130,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except ModuleNotFoundError as exc:  # a dependency imported only when it is needed
         return _missing_extra(exc)
     except KeyboardInterrupt:
+        if interrupts.signum is None:  # raised by code, not by Ctrl-C or SIGTERM
+            print(f"ztbench {args.verb}: error: code it ran raised KeyboardInterrupt (no "
+                  "signal was received)", file=sys.stderr)  # fmt: skip
+            return 2
         print(f"ztbench {args.verb}: interrupted", file=sys.stderr)
         return 130
 

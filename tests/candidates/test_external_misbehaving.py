@@ -130,3 +130,43 @@ def test_a_target_that_hangs_while_measured_is_a_row_naming_it(tmp_path, monkeyp
     mine = s[(s["candidate"] == "mine/ztp") & (s["region"] == "all")]
     assert len(mine) and mine["status"].str.contains("user_loss.py:ztp").all(), mine["status"]
     assert mine["status"].str.contains("no result within 1 s").all()
+
+
+INTERRUPTS_WHILE_MEASURED = GOOD + '''
+_ok = ztp
+
+def ztp(k, lam):
+    if k.numel() > 16:
+        raise KeyboardInterrupt
+    return _ok(k, lam)
+'''
+
+
+def test_a_keyboard_interrupt_raised_by_the_users_code_is_not_read_as_ctrl_c(tmp_path, capsys
+                                                                             ) -> None:  # fmt: skip
+    suite = _project(tmp_path, INTERRUPTS_WHILE_MEASURED)
+    rc = main(["accuracy", str(suite), "-o", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.count("\n") == 1 and "raised KeyboardInterrupt" in err and "interrupted" not in err
+
+
+RETURNS_META = GOOD + '''
+_ok = ztp
+
+def ztp(k, lam):
+    out = _ok(k, lam)
+    return torch.empty_like(out, device="meta") if k.numel() > 16 else out
+'''
+
+
+def test_a_meta_tensor_from_the_users_code_is_not_a_missing_kernel(tmp_path) -> None:
+    import pandas as pd
+
+    suite = _project(tmp_path, RETURNS_META)
+    assert main(["accuracy", str(suite), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    s = pd.read_csv(tmp_path / "out" / "summary.csv")
+    row = s[(s["candidate"] == "mine/ztp") & (s["region"] == "all") & (s["quantity"] == "value")]
+    status = str(row["status"].iloc[0])
+    assert status.startswith("unsupported: user_loss.py:ztp:"), status
+    assert "missing kernel" not in status and "meta tensor" in status, status

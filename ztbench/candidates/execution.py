@@ -16,8 +16,12 @@ from ztbench.candidates.base import Candidate
 
 
 def is_missing_kernel(exc: BaseException) -> bool:
-    """True when ``exc`` says torch has no kernel for this dtype/device (a typed result)."""
+    """True when ``exc`` says torch has no kernel for this dtype/device (a typed result).
+    A meta tensor (no data: "Cannot copy out of meta tensor") is the code's own doing, not
+    a missing kernel."""
     msg = str(exc)
+    if "meta tensor" in msg:
+        return False
     return isinstance(exc, NotImplementedError) or any(
         s in msg
         for s in ("not implemented for", "not supported", "No kernel", "no kernel", "Could not run")

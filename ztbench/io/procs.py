@@ -10,9 +10,10 @@ each) blocked on a queue nobody would fill again. Three things prevent it:
   default action (a fork inherits the parent's handler).
 - :func:`process_pool`: a ProcessPoolExecutor that, when the body raises (Ctrl-C, SIGTERM,
   an error), cancels what is queued and kills its workers instead of waiting for them.
-- :func:`sigterm_as_interrupt`: the CLI's SIGTERM handler raises KeyboardInterrupt, so
-  SIGTERM takes the Ctrl-C path: one line, workers stopped, files consistent (every
-  write is atomic).
+- :func:`signals_as_interrupt`: the CLI's SIGINT and SIGTERM handler raises
+  KeyboardInterrupt, so SIGTERM takes the Ctrl-C path: one line, workers stopped, files
+  consistent (every write is atomic); it records the signal, so that a KeyboardInterrupt
+  raised by a user's code is not taken for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
@@ -81,23 +83,37 @@ def process_pool(max_workers: int, mp_context: Any = None) -> Iterator[ProcessPo
     pool.shutdown(wait=True)
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+@dataclass
+class Interrupts:
+    """What :func:`signals_as_interrupt` saw: the last signal that raised KeyboardInterrupt
+    in its body, or None. A KeyboardInterrupt with no signal behind it was raised by code
+    (a user's module), and is reported as such, not as Ctrl-C."""
+
+    signum: int | None = None
 
 
 @contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the body, SIGTERM raises KeyboardInterrupt (main thread only)."""
-    previous: Callable[..., Any] | int | None = None
+def signals_as_interrupt() -> Iterator[Interrupts]:
+    """Within the body, SIGINT and SIGTERM raise KeyboardInterrupt (main thread only), and
+    the yielded record notes which one did."""
+    seen = Interrupts()
+
+    def _raise(signum: int, frame: Any) -> None:
+        seen.signum = signum
+        raise KeyboardInterrupt
+
+    previous: dict[int, Any] = {}
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _raise)
     except ValueError:  # not the main thread: leave signals alone
-        yield
+        yield seen
         return
     try:
-        yield
+        yield seen
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 class TimeLimitExceeded(TimeoutError):
