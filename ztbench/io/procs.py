@@ -94,8 +94,8 @@ class Interrupts:
 
 @contextmanager
 def signals_as_interrupt() -> Iterator[Interrupts]:
-    """Within the body, SIGINT and SIGTERM raise KeyboardInterrupt (main thread only), and
-    the yielded record notes which one did."""
+    """Within the body, SIGINT (unless it is ignored) and SIGTERM raise KeyboardInterrupt
+    (main thread only), and the yielded record notes which one did."""
     seen = Interrupts()
 
     def _raise(signum: int, frame: Any) -> None:
@@ -105,6 +105,10 @@ def signals_as_interrupt() -> Iterator[Interrupts]:
     previous: dict[int, Any] = {}
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
+            # a SIGINT ignored by whoever started us (a background job of a script) stays
+            # ignored: Ctrl-C meant for the foreground must not stop this run
+            if sig != signal.SIGTERM and signal.getsignal(sig) == signal.SIG_IGN:
+                continue
             previous[sig] = signal.signal(sig, _raise)
     except ValueError:  # not the main thread: leave signals alone
         yield seen
