@@ -215,11 +215,12 @@ def test_cli_bad_suite_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_published_domain_first_then_elsewhere(tmp_path):
-    """The runner summarises the published domain and its complement; the report states
-    a published rule's errors inside that domain first (nats, ulp of the full NLL, gradient
-    relative error), elsewhere second."""
+    """The runner summarises the published domain and its complement; the report's table
+    of a published rule gives its errors inside that domain first (nats, ulp of the full
+    NLL, gradient relative error), elsewhere second."""
+    from ztbench.core.textfmt import fmt
     from ztbench.report.data import load_results
-    from ztbench.report.tables import published_paragraphs
+    from ztbench.report.published import published_section
 
     suite = _suite(
         tmp_path,
@@ -247,10 +248,12 @@ mean_max = 1e7
     # in ulps of the full NLL (which the loss form leaves out), not of the loss
     ulp_full = np.spacing(refs["nll"][0])
     assert v.loc["published-domain", "max_ulp_full"] == pytest.approx(err / ulp_full, rel=1e-6)
-    (para,) = published_paragraphs(load_results(tmp_path / "o"))
-    inside, elsewhere = para.index("Inside the published domain"), para.index("Elsewhere")
-    assert inside < elsewhere < para.index("Over the whole domain")
-    assert "ulp of the full NLL" in para and "gradient relative error" in para
+    section = published_section(load_results(tmp_path / "o"))
+    rows = [line for line in section.splitlines() if line.startswith("| `ztpoisson/published`")
+            or line.startswith("|  |")]  # fmt: skip
+    assert [r.split(" | ")[2] for r in rows] == ["published domain", "elsewhere"]
+    assert "max ulp, full NLL" in section and "d_lam max rel err" in section
+    assert f" | {fmt(err)} | " in rows[0] and f" | {fmt(err / ulp_full)} | " in rows[0]
 
 
 def test_harmless_threshold_is_the_smallest_from_which_every_t_is_harmless():

@@ -328,3 +328,23 @@ def test_leaderboard_shows_nats_beside_ulp(built: tuple[Path, str]) -> None:
                 assert cells[col] == fmt(board.loc[cand, "max_abs_err"], 2)
                 checked += 1
     assert checked >= 3
+
+
+def test_recommended_is_never_a_full_form(results_dir: Path) -> None:
+    """A user trains with the loss form: a full-form candidate (lgamma(k + 1) added) with
+    the lowest error is ranked, but the recommendation goes to the best loss-form one."""
+    summary = pd.read_csv(results_dir / "summary.csv")
+    res = load_results(results_dir)
+    before = recommendations(res).set_index(["family", "dtype"])["candidate"]
+    summary["form"] = "loss"
+    summary.loc[summary["candidate"].isin(before), "form"] = "full"
+    summary.to_csv(results_dir / "summary.csv", index=False)
+    res = load_results(results_dir)
+    after = recommendations(res).set_index(["family", "dtype"])
+    for key, cand in before.items():
+        board = leaderboard(res, next(k for k in board_keys(res) if (k.family, k.dtype) == key))
+        board = board.set_index("candidate")
+        if key in after.index:  # the full form still ranks above the recommended loss form
+            chosen = after.loc[key, "candidate"]
+            assert chosen != cand and board.loc[chosen, "form"] == "loss"
+            assert board.loc[cand, "rank"] < board.loc[chosen, "rank"]

@@ -44,6 +44,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     # beyond the required columns:
     "max_bits", "mean_bits", "rms_ulp", "max_rel_err", "threshold", "status",
     "out_of_range", "uncertified", "kind",
+    # "loss" (without lgamma(k + 1), what a model trains with) or "full" (with it)
+    "form",
     # the worst input as the candidate saw it, where it takes a log parameter
     *(f"worst_{c}" for c in LOG_COLUMNS),
     # the value's error in ulps of the full NLL (-log P >= 0), for loss-form candidates too
@@ -59,7 +61,7 @@ THRESHOLD_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 # Columns a results directory written before they existed lacks (read as NaN).
 OPTIONAL_COLUMNS: frozenset[str] = frozenset(
-    (*(f"worst_{c}" for c in LOG_COLUMNS), "max_ulp_full",
+    (*(f"worst_{c}" for c in LOG_COLUMNS), "max_ulp_full", "form",
      *THRESHOLD_COLUMNS[THRESHOLD_COLUMNS.index("region"):])
 )  # fmt: skip
 # points.parquet: the columns the report reads from the per-point results.

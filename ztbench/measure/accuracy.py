@@ -321,7 +321,8 @@ def _measure(
     """Evaluate one candidate on one dtype/device/mode; add summary and per-point rows."""
     threshold = cand.threshold if cand.threshold is not None else math.nan
     base = {"family": family.name, "candidate": cand.id, "dtype": data.dtype, "device": device,
-            "mode": mode, "threshold": threshold, "kind": cand.kind}  # fmt: skip
+            "mode": mode, "threshold": threshold, "kind": cand.kind,
+            "form": cand.form}  # fmt: skip
     quantities = ("value", *cand.gradients)
     if not _device_available(device):
         collector.rows += _status_rows(

@@ -2,8 +2,10 @@
 
 Sections (in order, see :data:`SECTIONS`): the findings on one screen
 (:mod:`ztbench.report.findings`), the recommendation per family and dtype, the shipped loss
-against its goals, the published rules in plain words, what each loss does to a trained
-model (:mod:`ztbench.report.training`) and to per-gene fits of real and synthetic counts
+against its goals, the published rules' errors in tables
+(:mod:`ztbench.report.published`), a diagnosis of each candidate the user named
+(:mod:`ztbench.report.diagnosis`), what each loss does to a trained model
+(:mod:`ztbench.report.training`) and to per-gene fits of real and synthetic counts
 (:mod:`ztbench.report.impact`; both from their files when present), the leaderboards,
 torch.compile against eager, the error heatmaps (value and gradients), the threshold
 sweeps, accuracy against throughput, the worst cases (with the ``ztbench eval`` command
@@ -26,22 +28,26 @@ from ztbench.core.rules import PUBLISHED_DOMAIN_REGION
 from ztbench.core.schema import DEVICES, DTYPE_NAMES, FAMILY_NAMES
 from ztbench.core.textfmt import file_name
 from ztbench.io.atomic import atomic_write_text
-from ztbench.report import plots
+from ztbench.report import nll_maps, plots
 from ztbench.report.data import Results, load_results
+from ztbench.report.diagnosis import TITLE as DIAGNOSIS_TITLE
+from ztbench.report.diagnosis import diagnosis_section
 from ztbench.report.findings import TITLE as FINDINGS_TITLE
 from ztbench.report.findings import findings_section
 from ztbench.report.goals import goals_markdown
 from ztbench.report.impact import impact_section
+from ztbench.report.published import TITLE as PUBLISHED_TITLE
+from ztbench.report.published import published_section
 from ztbench.report.tables import (
     RANK_MODE,
     board_keys,
     board_markdown,
+    figure_markdown,
     fmt,
     inputs_text,
     leaderboard,
     markdown_table,
     ordered,
-    published_paragraphs,
     recommendations,
     sweep_best,
     worst_cases,
@@ -54,7 +60,8 @@ SECTIONS: tuple[str, ...] = (
     FINDINGS_TITLE,
     "## Recommended candidates",
     "## The shipped loss against its goals",
-    "## Published rules",
+    PUBLISHED_TITLE,
+    DIAGNOSIS_TITLE,
     TRAINING_TITLE,
     "## What it does to a fit",
     "## Leaderboards",
@@ -112,12 +119,12 @@ def _recommended_section(recs: pd.DataFrame, with_speed: bool) -> str:
             row["fwd+bwd cost_vs_naive"] = fmt(r["cost_fb_vs_naive"], 2)
         rows.append(row)
     rule = ("Rule: among the candidates measured in eager mode that a model can be trained "
-            "with (gradients, and no failure, NaN/inf where the exact value is finite, in the "
-            "value or a gradient), the lowest max ulp error of the value (compared at 1/8 "
-            "ulp), then the lowest gradient max ulp, then the lowest forward+backward cost "
-            "relative to naive (costs within 10% of the fastest of equal error count as "
-            "equal: timing noise), then the id. It is the first such row of the matching "
-            "leaderboard below.")  # fmt: skip
+            "with (the loss form, gradients, and no failure, NaN/inf where the exact value is "
+            "finite, in the value or a gradient), the lowest max ulp error of the value "
+            "(compared at 1/8 ulp), then the lowest gradient max ulp, then the lowest "
+            "forward+backward cost relative to naive (costs within 10% of the fastest of "
+            "equal error count as equal: timing noise), then the id. It is the first such "
+            "row of the matching leaderboard below.")  # fmt: skip
     return markdown_table(pd.DataFrame(rows)) + "\n\n" + rule + "\n"
 
 
@@ -148,10 +155,26 @@ def _compile_section(results: Results) -> str:
     )
 
 
-def _figure_md(fig: plots.Figure | None) -> str:
-    if fig is None:
+# the candidate drawn on the NLL maps, per family: the published rule
+NLL_MAP_CANDIDATES: dict[str, str] = {"ztnb": "ztnb/published-code",
+                                      "ztpoisson": "ztpoisson/published"}  # fmt: skip
+
+
+def _nll_maps(results: Results, dtypes: list[str], device: str) -> str:
+    """The original write-up's view: the exact NLL over (mu, theta) at fixed k (and over lam
+    for ZTP), with the published rule's error in nats hatched on it; in float32 (the
+    training dtype) when it was measured."""
+    dtype = "float32" if "float32" in dtypes else (dtypes[0] if dtypes else "float32")
+    md = []
+    draw = {"ztnb": nll_maps.nll_map_ztnb, "ztpoisson": nll_maps.nll_map_ztpoisson}
+    for fam, cand in NLL_MAP_CANDIDATES.items():
+        name = file_name("nll-map", fam, cand, dtype, suffix=".png")
+        md.append(figure_markdown(draw[fam](results, results.dir, name, cand, dtype, device)))
+    if not any(md):
         return ""
-    return f"![{fig.caption}]({fig.path})\n\n*{fig.caption}*\n\n"
+    return ("### The NLL itself, and where the published rules are off\n\n"
+            "The view of the original write-up: the exact NLL in nats, with the published "
+            "rule's absolute error in nats marked on it.\n\n" + "".join(md))  # fmt: skip
 
 
 def _heatmaps(results: Results, main: dict[str, list[str]], device: str) -> str:
@@ -162,16 +185,17 @@ def _heatmaps(results: Results, main: dict[str, list[str]], device: str) -> str:
         )
     s = results.summary
     dtypes = ordered(s["dtype"], DTYPE_NAMES)
-    md = ["Each panel bins the plane in log-spaced cells and shows the largest log10 ulp error "
-          "of the points in each cell (grid and random points alike), on one colour scale per "
-          "figure. Panels: the main candidates "
-          + "; ".join(f"{fam}: " + ", ".join(f"`{c}`" for c in cs) for fam, cs in main.items())
-          + " (the recommended candidate is added when it is not among them). "
-          "These are the error counterparts of the NLL-value heatmaps of the original "
-          "write-up.\n"]  # fmt: skip
+    md = [_nll_maps(results, dtypes, device)]
+    md.append("### Error over the domain\n")
+    md.append("Each panel bins the plane in log-spaced cells and shows the largest log10 ulp "
+              "error of the points in each cell (grid and random points alike), on one colour "
+              "scale per figure. Panels: the main candidates (the recommended candidate is "
+              "added when it is not among them):\n")  # fmt: skip
+    md.append("".join(f"- {fam}: " + ", ".join(f"`{c}`" for c in cs) + "\n"
+                      for fam, cs in main.items()))  # fmt: skip
     for fam, cands in main.items():
         quantities = ("value", *get_family(fam).gradients)
-        md.append(f"### {fam}\n")
+        md.append(f"#### {fam}\n")
         for q in quantities:
             qc = cands
             if q != "value":  # candidates without gradients (peers) have no panel
@@ -182,18 +206,18 @@ def _heatmaps(results: Results, main: dict[str, list[str]], device: str) -> str:
             if fam == "ztpoisson":
                 name = file_name("heatmap", fam, q, suffix=".png")
                 fig = plots.heatmap_ztpoisson(results, results.dir, name, qc, dtypes, device, q)
-                md.append(_figure_md(fig))
+                md.append(figure_markdown(fig))
             elif fam == "ztnb":
                 for d in dtypes:
                     name = file_name("heatmap", fam, q, d, suffix=".png")
                     fig = plots.heatmap_ztnb(results, results.dir, name, qc, d, device, q)
-                    md.append(_figure_md(fig))
+                    md.append(figure_markdown(fig))
                 if q == "value":  # the published rules' neighbourhood, magnified
                     for d in dtypes:
                         name = file_name("heatmap", fam, q, d, "rules", suffix=".png")
                         fig = plots.heatmap_ztnb(results, results.dir, name, qc, d, device, q,
                                                  zoom=RULES_WINDOW)  # fmt: skip
-                        md.append(_figure_md(fig))
+                        md.append(figure_markdown(fig))
     return "\n".join(md)
 
 
@@ -231,7 +255,7 @@ def _sweeps(results: Results) -> str:
         "which the rule never costs more than 0.5 (resp. 1) ulp of the full NLL; *none*: "
         "no such t in the swept range.\n\n"
     )
-    return note + _figure_md(fig) + markdown_table(pd.DataFrame(rows).fillna("—")) + "\n"
+    return note + figure_markdown(fig) + markdown_table(pd.DataFrame(rows).fillna("—")) + "\n"
 
 
 def _pareto(results: Results) -> str:
@@ -245,7 +269,7 @@ def _pareto(results: Results) -> str:
     md = []
     for device in devices:
         name = file_name("pareto", device, suffix=".png")
-        md.append(_figure_md(plots.pareto_plot(results, results.dir, name, device)))
+        md.append(figure_markdown(plots.pareto_plot(results, results.dir, name, device)))
     text = "".join(md) or "The throughput rows do not match any measured candidate.\n"
     return (text + "Throughput: eager mode, forward+backward, at the largest size measured for "
             "the family's naive candidate; peers (float64, CPU, forward only, small sizes) have "
@@ -327,13 +351,14 @@ def build_report(directory: Path | str) -> Path:
     md.append(SECTIONS[2] + "\n")
     md.append(goals_markdown(results))
     md.append(SECTIONS[3] + "\n")
-    paras = published_paragraphs(results)
-    md.append("\n\n".join(paras) + "\n" if paras else "No published rule was measured.\n")
+    md.append(published_section(results))
     md.append(SECTIONS[4] + "\n")
-    md.append(training_section(results.dir))
+    md.append(diagnosis_section(results))
     md.append(SECTIONS[5] + "\n")
-    md.append(impact_section(results.dir))
+    md.append(training_section(results.dir))
     md.append(SECTIONS[6] + "\n")
+    md.append(impact_section(results.dir))
+    md.append(SECTIONS[7] + "\n")
     md.append("Ranked by the max ulp error of the value (failures last), eager mode, region "
               "`all`. `max abs err (nats)`: the largest absolute error of the value, beside "
               "its ulp: near a zero of the NLL a tiny error in nats is many ulp. "
@@ -348,15 +373,15 @@ def build_report(directory: Path | str) -> Path:
             continue
         md.append(f"### {key.family} · {key.dtype} · {key.device}\n")
         md.append(board_markdown(board, key.family, with_speed) + "\n")
-    md.append(SECTIONS[7] + "\n")
-    md.append(_compile_section(results))
     md.append(SECTIONS[8] + "\n")
-    md.append(_heatmaps(results, main, first_device))
+    md.append(_compile_section(results))
     md.append(SECTIONS[9] + "\n")
-    md.append(_sweeps(results))
+    md.append(_heatmaps(results, main, first_device))
     md.append(SECTIONS[10] + "\n")
-    md.append(_pareto(results))
+    md.append(_sweeps(results))
     md.append(SECTIONS[11] + "\n")
+    md.append(_pareto(results))
+    md.append(SECTIONS[12] + "\n")
     dtypes = ordered(s["dtype"], DTYPE_NAMES)
     cases = worst_cases(results, main, dtypes)
     if cases.empty:
@@ -368,7 +393,7 @@ def build_report(directory: Path | str) -> Path:
                   + ("" if results.points_path else " Computed and exact values need "
                      "points.parquet, absent here.") + "\n")  # fmt: skip
         md.append(worst_cases_markdown(cases) + "\n")
-    md.append(SECTIONS[12] + "\n")
+    md.append(SECTIONS[13] + "\n")
     md.append(_environment(results))
     md.append(f"\n*Report built by `ztbench report` in {time.perf_counter() - t0:.1f} s.*\n")
     path = results.dir / REPORT_NAME

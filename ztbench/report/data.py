@@ -114,7 +114,7 @@ def _read_json(path: Path) -> object:
 
 _KEY_TEXT = ("family", "candidate", "dtype", "device", "mode", "quantity")
 # Text (or boolean) columns; every other column of summary.csv and thresholds.csv is numeric.
-_OTHER_TEXT = ("region", "status", "kind", "variable", "best", "published",
+_OTHER_TEXT = ("region", "status", "kind", "form", "variable", "best", "published",
                "harmless_half_ulp", "harmless_one_ulp")  # fmt: skip
 _COUNTS = ("n", "failures", "out_of_range", "uncertified", "switched")
 

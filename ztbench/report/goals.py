@@ -155,14 +155,14 @@ def goals_markdown(results: Results) -> str:
             + " here.\n"
         )
     md = [
-        f"Goals: value max error <= {fmt(g['value_ulp'])} ulp and each gradient <= "
+        f"- Goals: value max error <= {fmt(g['value_ulp'])} ulp and each gradient <= "
         f"{fmt(g['gradient_ulp'])} ulp with zero failures in {' and '.join(g['dtypes'])} "
         f"(eager, the whole suite); forward+backward >= {g['speed_vs_naive']}x the naive "
-        "candidate's "
-        "element rate in float32 on CPU, eager. Regions: the suite regions where the max "
-        "error occurs. In the speed table, `naive-float64` is the naive formula computed in "
-        "float64 and rounded once: what float64 internals alone cost. Inputs: "
-        + "; ".join(f"`{k}`: {v}" for k, v in INPUT_KIND_TEXT.items()) + ".\n",
+        "candidate's element rate in float32 on CPU, eager.\n"
+        "- Regions: the suite regions where the max error occurs.\n"
+        "- In the speed table, `naive-float64` is the naive formula computed in float64 and "
+        "rounded once: what float64 internals alone cost.\n"
+        + "".join(f"- Inputs `{k}`: {v}.\n" for k, v in INPUT_KIND_TEXT.items()),
     ]
     rows = [{
         "candidate": f"`{r['candidate']}`", "dtype": r["dtype"], "device": r["device"],

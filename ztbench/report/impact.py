@@ -191,16 +191,17 @@ def _verdict(g: pd.DataFrame, s: pd.DataFrame, label: str) -> str | None:
         return None
     parts = []
     for r in rows.to_dict(orient="records"):
-        n = r["genes"]
-        parts.append(
-            f"in {r['dtype']} {round(100 * r['frac_excess_gt_0.001'])}% of the {n} genes fit "
-            f"more than 1e-3 nats per count worse than the exact fit "
-            f"({round(100 * r['frac_excess_gt_0.0001'])}% more than 1e-4; median "
-            f"{fmt(r['median_excess'], 2)}, max {fmt(r['max_excess'], 2)}), "
-            f"{r['failed']} fits failed and {r['boundary']} ran to a boundary; mu is off by "
-            f"more than 10% for {fmt(100 * r['frac_mu_err_gt_10pct'], 2)}% of the "
-            f"{r['interior_genes']} genes with an interior exact fit"
-        )
+        d = r["dtype"]
+        parts += [
+            f"- {d}: {round(100 * r['frac_excess_gt_0.001'])}% of the {r['genes']} genes fit "
+            "more than 1e-3 nats per count worse than the exact fit "
+            f"({round(100 * r['frac_excess_gt_0.0001'])}% more than 1e-4)",
+            f"- {d}: excess median {fmt(r['median_excess'], 2)}, max "
+            f"{fmt(r['max_excess'], 2)} nats per count",
+            f"- {d}: {r['failed']} fits failed, {r['boundary']} ran to a boundary",
+            f"- {d}: mu off by more than 10% for {fmt(100 * r['frac_mu_err_gt_10pct'], 2)}% "
+            f"of the {r['interior_genes']} genes with an interior exact fit",
+        ]
     first = rows.iloc[0]
     worst = g[(g["candidate"] == label) & (g["dtype"] == first["dtype"])]
     worst = worst.sort_values("excess_nll_per_count", ascending=False, na_position="first")
@@ -212,20 +213,11 @@ def _verdict(g: pd.DataFrame, s: pd.DataFrame, label: str) -> str | None:
             f"{w['gene']} (sample mean {w['sample_mean']:.3g}, "
             f"{round(100 * w['frac_ones'])}% ones, {ex_text})"
         )
-    head = (
-        " With this head mu > 1 whatever the loss: a gene whose nonzero counts are mostly 1 "
-        "needs mu well below 1."
-        if "exp(y) + 1" in label
-        else ""
-    )
-    return (
-        f"**`{label}`** ({first['dataset']}, {first['model']} model): "
-        + "; ".join(parts)
-        + f". It hurts most ({first['dtype']}): "
-        + ", ".join(names)
-        + "."
-        + head
-    )
+    parts.append(f"- hurts most ({first['dtype']}): " + ", ".join(names))
+    if "exp(y) + 1" in label:
+        parts.append("- with this head mu > 1 whatever the loss: a gene whose nonzero counts "
+                     "are mostly 1 needs mu well below 1")  # fmt: skip
+    return f"**`{label}`** ({first['dataset']}, {first['model']} model):\n\n" + "\n".join(parts)
 
 
 def impact_section(directory: Path | str) -> str:
@@ -242,17 +234,17 @@ def impact_section(directory: Path | str) -> str:
         "Each gene (at least 20 nonzero cells) is fitted by maximum likelihood on its nonzero "
         "counts: once exactly (float64, certified stationary with the reference engine) and "
         "once per candidate loss and dtype (the candidate's own values and autograd gradients "
-        "in that dtype, the same start, the same deterministic optimiser). The headline is "
-        "the excess NLL per count: the exact objective at the candidate's optimum minus at the "
-        "exact optimum. Parameter errors count only genes whose exact optimum is interior: for "
-        "genes whose counts are almost all 1 the likelihood is flat towards mu -> 0 and the "
-        "parameters are not identified. A failed fit counts as above every level. Every fit "
-        "starts at m = the sample mean (over the mean size factor) and theta = 1, below the "
-        "published switch theta + mu = 15 for most genes: a rule whose loss jumps at its "
-        "switch gives a fit that depends on the start, and started above the switch it can "
-        "run away to a large theta. "
-        + SOURCE_NOTE
-        + "\n"
+        "in that dtype, the same start, the same deterministic optimiser).\n",
+        "- The headline is the excess NLL per count: the exact objective at the candidate's "
+        "optimum minus at the exact optimum. A failed fit counts as above every level.\n"
+        "- Parameter errors count only genes whose exact optimum is interior: for genes whose "
+        "counts are almost all 1 the likelihood is flat towards mu -> 0 and the parameters "
+        "are not identified.\n"
+        "- Every fit starts at m = the sample mean (over the mean size factor) and theta = 1, "
+        "below the published switch theta + mu = 15 for most genes: a rule whose loss jumps "
+        "at its switch gives a fit that depends on the start, and started above the switch "
+        "it can run away to a large theta.\n"
+        "- " + SOURCE_NOTE + "\n",
     ]
     real = s[s["dataset"] != "synthetic"]
     for key, part in real.groupby(["dataset", "model", "family"], sort=False):

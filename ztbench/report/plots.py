@@ -199,6 +199,18 @@ def _ztnb_rule_curves(ax: plt.Axes, xe: np.ndarray, ye: np.ndarray) -> None:
     ax.set_ylim(10.0 ** ye[0], 10.0 ** ye[-1])
 
 
+def rule_curve_legend() -> list[Line2D]:
+    """Legend entries of the published ztnb switch curves that :func:`_ztnb_rule_curves`
+    draws (same colours and styles)."""
+    t = rules.ZTNB_THRESHOLD
+    return [Line2D([], [], color="white", lw=1.6,
+                   label=f"code: (mu-1+1e-8)(theta+1e-8) > {t:g} or mu + theta > {t:g}"),
+            Line2D([], [], color="#bbbbbb", lw=1.2, ls=":",
+                   label=f"October 2024 code: theta + mu > {t:g}"),
+            Line2D([], [], color="#ff7f0e", lw=1.4, ls="--",
+                   label=f"text: mu + theta > {t:g} or (mu-1)(theta-1) > {t:g}")]  # fmt: skip
+
+
 def _read_heat(results: Results, family: str, cand: str, dtype: str, device: str,
                quantity: str, xcol: str, ycol: str) -> pd.DataFrame:  # fmt: skip
     cols = [xcol, ycol, "ulp_err", "failure"] + (["k"] if "k" not in (xcol, ycol) else [])
@@ -266,10 +278,11 @@ def heatmap_ztpoisson(results: Results, out: Path, name: str, candidates: list[s
 def heatmap_ztnb(results: Results, out: Path, name: str, candidates: list[str], dtype: str,
                  device: str, quantity: str,
                  zoom: tuple[tuple[float, float], tuple[float, float]] | None = None,
-                 ) -> Figure | None:  # fmt: skip
+                 window: str = "the published rules' neighbourhood") -> Figure | None:  # fmt: skip
     """log10 ulp error over (mu, theta): rows candidates, columns bands of k.
 
-    ``zoom``: ``((mu_min, mu_max), (theta_min, theta_max))`` to draw only that window.
+    ``zoom``: ``((mu_min, mu_max), (theta_min, theta_max))`` to draw only that window,
+    named ``window`` in the title and caption.
     """
     data = {c: _read_heat(results, "ztnb", c, dtype, device, quantity, "mu", "theta")
             for c in candidates}  # fmt: skip
@@ -317,19 +330,13 @@ def heatmap_ztnb(results: Results, out: Path, name: str, candidates: list[str], 
             if j == 0:
                 ax.set_ylabel("theta (log scale)")
     what = "value" if quantity == "value" else f"gradient {quantity}"
-    window = "" if zoom is None else " (the published rules' neighbourhood)"
-    t = rules.ZTNB_THRESHOLD
+    window = "" if zoom is None else f" ({window})"
     fig.suptitle(f"ztnb: log10 ulp error of the {what} over (mu, theta){window}, {dtype}, "
                  f"{device}, eager\nmax over each bin and band of k", fontsize=12)  # fmt: skip
     legend = [Patch(facecolor=FAIL_COLOR, hatch="xxx", edgecolor="black",
                     label="failure (NaN/inf) in bin"),
               Patch(facecolor=EMPTY_COLOR, edgecolor="grey", label="no points"),
-              Line2D([], [], color="white", lw=1.6,
-                     label=f"code: (mu-1+1e-8)(theta+1e-8) > {t:g} or mu + theta > {t:g}"),
-              Line2D([], [], color="#bbbbbb", lw=1.2, ls=":",
-                     label=f"October 2024 code: theta + mu > {t:g}"),
-              Line2D([], [], color="#ff7f0e", lw=1.4, ls="--",
-                     label=f"text: mu + theta > {t:g} or (mu-1)(theta-1) > {t:g}")]  # fmt: skip
+              *rule_curve_legend()]  # fmt: skip
     _finish(fig, axes, mesh, legend)
     _save(fig, out / name)
     return Figure(

@@ -1,4 +1,4 @@
-"""Report tables: leaderboards, recommendations, published-rule paragraphs, worst cases.
+"""Report tables: leaderboards, recommendations, threshold sweeps, worst cases.
 
 Ranking (leaderboard and recommendation use the same key: the recommended candidate is
 the leaderboard's first row that a model can be trained with, i.e. without failures and
@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from ztbench.core import rules
 from ztbench.core.families import get_family
 from ztbench.core.schema import DEVICES, DTYPE_NAMES, FAMILY_NAMES, INPUT_KINDS
 from ztbench.core.textfmt import file_name, fmt, markdown_table
@@ -40,7 +41,6 @@ RANK_MODE = "eager"
 SPEED_PASSES: tuple[str, ...] = ("forward+backward", "forward")
 
 # ----------------------------------------------------------------------------- formatting
-
 
 
 def fmt_input(x: float) -> str:
@@ -55,6 +55,22 @@ def ordered(values: Iterable[str], order: tuple[str, ...]) -> list[str]:
     """Unique values, those in ``order`` first (in that order), then the rest sorted."""
     uniq = list(dict.fromkeys(values))
     return [v for v in order if v in uniq] + sorted(v for v in uniq if v not in order)
+
+
+class Captioned(Protocol):
+    """A written figure (:class:`ztbench.report.plots.Figure`: plots imports this module)."""
+
+    path: str
+    caption: str
+
+
+def figure_markdown(fig: Captioned | None, caption: str | None = None) -> str:
+    """A written figure as Markdown: the image and its caption (``caption`` in place of the
+    figure's own); "" for no figure."""
+    if fig is None:
+        return ""
+    text = caption or fig.caption
+    return f"![{text}]({fig.path})\n\n*{text}*\n\n"
 
 
 def inputs_text(family: str, k: float, lam: float, mu: float, theta: float) -> str:
@@ -149,6 +165,13 @@ def _kind(row: pd.Series, env: dict | None = None) -> str:
     return f"{kind}, external" if row.get("candidate") in external else kind
 
 
+def gradient_rows(rows: pd.DataFrame, gradient: str) -> pd.DataFrame:
+    """The summary rows of ``gradient`` (``d_<p>``) among ``rows``, or of ``d_log_<p>`` where
+    the candidate takes log p (it is measured on the gradient of its own input)."""
+    out = rows[rows["quantity"] == gradient]
+    return out if not out.empty else rows[rows["quantity"] == gradient.replace("d_", "d_log_", 1)]
+
+
 ULP_RESOLUTION = 0.125
 """Ranking compares ulp errors rounded to this: finer differences (0.499 against 0.500007
 ulp) are the last bits of one sample's worst point, and change with the sample."""
@@ -161,10 +184,10 @@ def _ulp_class(ulp: pd.Series) -> pd.Series:
 def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.DataFrame:
     """Numeric leaderboard of ``key``: ranked rows (``rank`` 1..n) then unranked ones.
 
-    Columns: rank, candidate, kind, status, failures, max_ulp, p99_ulp, max_abs_err,
-    worst_k/lam/mu/theta, one ``<grad>_max_ulp``, ``<grad>_failures`` and
-    ``<grad>_status`` per gradient, grad_failures, grad_max_ulp, cost_fb_vs_naive,
-    cost_fwd_vs_naive, speed_size.
+    Columns: rank, candidate, kind, status, failures, max_ulp, p99_ulp, max_abs_err, n,
+    form ("loss", "full" or NaN where summary.csv predates it), worst_k/lam/mu/theta, one
+    ``<grad>_max_ulp``, ``<grad>_failures`` and ``<grad>_status`` per gradient,
+    grad_failures, grad_max_ulp, cost_fb_vs_naive, cost_fwd_vs_naive, speed_size.
     """
     fam = get_family(key.family)
     grads = fam.gradients
@@ -182,14 +205,12 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
         row: dict = {"candidate": cand, "kind": _kind(v, results.env), "status": v["status"],
                      "failures": int(v["failures"]), "max_ulp": float(v["max_ulp"]),
                      "p99_ulp": float(v["p99_ulp"]), "max_abs_err": float(v["max_abs_err"]),
-                     "n": int(v["n"])}  # fmt: skip
+                     "n": int(v["n"]), "form": v["form"]}  # fmt: skip
         for c in ("k", "lam", "mu", "theta"):
             row[f"worst_{c}"] = float(v[f"worst_{c}"])
         gfail, gmax, has_grad = 0, 0.0, False
         for g in grads:
-            gr = cs[cs["quantity"] == g]
-            if gr.empty:  # a candidate taking log p is measured on d_log_p
-                gr = cs[cs["quantity"] == g.replace("d_", "d_log_", 1)]
+            gr = gradient_rows(cs, g)
             status = gr.iloc[0]["status"] if not gr.empty else "no gradient"
             row[f"{g}_status"] = status
             if status == "ok":
@@ -242,10 +263,13 @@ def leaderboard(results: Results, key: BoardKey, mode: str = RANK_MODE) -> pd.Da
 
 
 def trainable(board: pd.DataFrame) -> pd.Series:
-    """The leaderboard rows a model can be trained with: measured, no value failure, and
-    gradients without failures (a peer, without gradients, is not one)."""
-    return (board["rank"].notna() & (board["failures"] == 0)
-            & (board["grad_failures"] == 0))  # fmt: skip
+    """The leaderboard rows a model can be trained with: measured, no value failure,
+    gradients without failures (a peer, without gradients, is not one), and the loss form
+    (without lgamma(k + 1): the full form's constant changes nothing a model learns; rows
+    of results that predate the ``form`` column count as loss form)."""
+    form = board["form"] if "form" in board else pd.Series("loss", index=board.index)
+    return (board["rank"].notna() & (board["failures"] == 0) & (board["grad_failures"] == 0)
+            & (form.fillna("loss") != "full"))  # fmt: skip
 
 
 def recommendations(results: Results) -> pd.DataFrame:
@@ -296,7 +320,7 @@ def board_markdown(board: pd.DataFrame, family: str, with_speed: bool) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
-# ----------------------------------------------------------------------------- published rules
+# ----------------------------------------------------------------------------- threshold sweeps
 
 
 def sweep_best(results: Results, candidate: str, dtype: str, device: str) -> dict | None:
@@ -326,170 +350,40 @@ def sweep_best(results: Results, candidate: str, dtype: str, device: str) -> dic
             "harmless": harmless}  # fmt: skip
 
 
-def harmless_text(harmless: dict[str, dict[str, float | None]]) -> str:
-    """The smallest harmless t per bound and region, in words (``none`` where no swept t
-    is harmless)."""
-    names = {"all": "whole domain", rules.PUBLISHED_DOMAIN_REGION: "published domain"}
-
-    def ts(h: dict[str, float | None]) -> str:
-        return " / ".join(fmt(h[c]) if h[c] is not None else "none"
-                          for c in ("harmless_half_ulp", "harmless_one_ulp"))  # fmt: skip
-
-    parts = [f"{ts(h)} ({names.get(r, r)})" for r, h in harmless.items()]
-    return ("The smallest t from which the rule alone costs at most 0.5 / 1 ulp of the full "
-            "NLL: " + ", ".join(parts) + " (none: no such t in the swept range).")
-
-
-def worst_abs_point(results: Results, candidate: str, dtype: str, device: str) -> dict | None:
-    """The finite point with the largest absolute value error (needs points.parquet).
-
-    Failures (NaN/inf) are left out: they are reported by count; this is the worst error
-    the formula makes while still returning a number.
-    """
-    pts = results.read_points(
-        ["k", "lam", "mu", "theta", "computed", "reference", "abs_err", "failure"],
-        candidate=candidate, dtype=dtype, device=device, mode=RANK_MODE, quantity="value",
-    )  # fmt: skip
-    if pts.empty:
-        return None
-    err = pts["abs_err"].to_numpy(dtype=np.float64)
-    err = np.where(np.isfinite(err) & ~pts["failure"].to_numpy(dtype=bool), err, -np.inf)
-    if not np.isfinite(err).any():
-        return None
-    return pts.iloc[int(np.argmax(err))].to_dict()
-
-
-def _domain_text(family: str) -> str:
-    """``1 <= lam <= 1e7`` from :data:`ztbench.core.rules.PUBLISHED_DOMAIN`."""
-    return ", ".join(f"{fmt_input(lo)} <= {p} <= {fmt(hi)}"
-                     for p, (lo, hi) in rules.PUBLISHED_DOMAIN[family].items())  # fmt: skip
-
-
-def _errors_sentence(family: str, value: dict, grads: pd.DataFrame) -> str:
-    """Nats, ulp of the full NLL, gradient relative error of one region's rows."""
-    where = inputs_text(family, value["worst_k"], value["worst_lam"], value["worst_mu"],
-                        value["worst_theta"])  # fmt: skip
-    full = value.get("max_ulp_full", math.nan)
-    text = (f"off by up to {fmt(value['max_abs_err'])} nats, {fmt(full)} ulp of the full "
-            f"NLL (largest ulp error of the loss at {where})")  # fmt: skip
-    if value["failures"]:
-        text += f", NaN/inf at {int(value['failures'])} points"
-    if not grads.empty:
-        parts = [f"{q} {fmt(e)}" + (f" (NaN/inf at {int(f)} points)" if f else "")
-                 for q, e, f in zip(grads["quantity"], grads["max_rel_err"], grads["failures"],
-                                    strict=True)]  # fmt: skip
-        text += f"; gradient relative error up to {', '.join(parts)}"
-    return text
-
-
-def _domain_sentences(family: str, value_rows: pd.DataFrame, grad_rows: pd.DataFrame) -> str:
-    """Inside the published domain first, elsewhere second ("" without that region)."""
-    out = []
-    for region, label in ((rules.PUBLISHED_DOMAIN_REGION,
-                           f"Inside the published domain ({_domain_text(family)})"),
-                          (rules.OUTSIDE_PUBLISHED_DOMAIN_REGION, "Elsewhere")):  # fmt: skip
-        v = value_rows[(value_rows["region"] == region) & (value_rows["n"] > 0)]
-        if v.empty:
-            continue
-        g = grad_rows[(grad_rows["region"] == region) & (grad_rows["n"] > 0)]
-        row = v.iloc[0].to_dict()
-        out.append(f"{label}, {int(row['n'])} points: {_errors_sentence(family, row, g)}.")
-    return " ".join(out)
-
-
-def published_paragraphs(results: Results) -> list[str]:
-    """One plain-words paragraph per published rule present in the summary.
-
-    Per dtype and device: its errors inside the published system's reachable domain first
-    (nats; ulp of the full NLL, -log P >= 0; gradient relative error), elsewhere second,
-    then over the whole domain, its regions and the threshold sweeps of its variable.
-    """
-    out = []
-    s = results.summary
-    for published in rules.PUBLISHED_RULES:
-        rule, sweeps = published.candidate, published.sweeps
-        rs = s[(s["candidate"] == rule) & (s["quantity"] == "value") & (s["mode"] == RANK_MODE)
-               & (s["status"] == "ok")]  # fmt: skip
-        if rs.empty:
-            continue
-        fam = rule.split("/", 1)[0]
-        sentences = [f"**`{rule}`** {published.text}.\n"]
-        allr = rs[rs["region"] == "all"]
-        grads = s[(s["candidate"] == rule) & (s["quantity"] != "value")
-                  & (s["mode"] == RANK_MODE) & (s["status"] == "ok")]  # fmt: skip
-        for dtype in ordered(allr["dtype"], DTYPE_NAMES):
-            for device in ordered(allr[allr["dtype"] == dtype]["device"], DEVICES):
-                r = allr[(allr["dtype"] == dtype) & (allr["device"] == device)].iloc[0]
-                where = inputs_text(fam, r["worst_k"], r["worst_lam"], r["worst_mu"],
-                                    r["worst_theta"])  # fmt: skip
-                at = (rs["dtype"] == dtype) & (rs["device"] == device)
-                g_at = grads[(grads["dtype"] == dtype) & (grads["device"] == device)]
-                domain = _domain_sentences(fam, rs[at], g_at)
-                if domain:
-                    text = f"- **{dtype}** ({device}): {domain} Over the whole domain"
-                    if r["failures"]:
-                        text += (f" it returns NaN/inf at {int(r['failures'])} of "
-                                 f"{int(r['n'])} points, for example at {where}; the 99th "
-                                 f"percentile of its error is {fmt(r['p99_ulp'])} ulp.")
-                    else:
-                        text += (f", its largest error in ulp of the loss is "
-                                 f"{fmt(r['max_ulp'])} ulp, at {where}; the 99th percentile "
-                                 f"is {fmt(r['p99_ulp'])} ulp.")  # fmt: skip
-                elif r["failures"]:
-                    text = (f"- **{dtype}** ({device}): it returns NaN/inf at "
-                            f"{int(r['failures'])} of {int(r['n'])} points, for example at "
-                            f"{where}; the 99th percentile of its error is "
-                            f"{fmt(r['p99_ulp'])} ulp.")  # fmt: skip
-                else:
-                    text = (f"- **{dtype}** ({device}): it is off by up to "
-                            f"{fmt(r['max_abs_err'])} nats; its largest error in ulp is "
-                            f"{fmt(r['max_ulp'])} ulp, at {where}; the 99th percentile is "
-                            f"{fmt(r['p99_ulp'])} ulp.")  # fmt: skip
-                wa = worst_abs_point(results, rule, dtype, device)
-                if wa is not None:
-                    text += (f" Where it returns a number, its largest error is "
-                             f"{fmt(wa['abs_err'])} nats, at "
-                             f"{inputs_text(fam, wa['k'], wa['lam'], wa['mu'], wa['theta'])} "
-                             f"(computed {fmt(wa['computed'], 6)}, "
-                             f"exact {fmt(wa['reference'], 6)}).")  # fmt: skip
-                regions = rs[
-                    (rs["dtype"] == dtype)
-                    & (rs["device"] == device)
-                    & (rs["region"].isin(published.regions))
-                    & (rs["n"] > 0)
-                ]
-                for reg in regions.to_dict(orient="records"):
-                    where_r = inputs_text(fam, reg["worst_k"], reg["worst_lam"], reg["worst_mu"],
-                                          reg["worst_theta"])  # fmt: skip
-                    if reg["failures"]:
-                        text += (
-                            f" In region `{reg['region']}` ({int(reg['n'])} points) it "
-                            f"fails at {int(reg['failures'])} points (e.g. {where_r})."
-                        )
-                    else:
-                        text += (
-                            f" In region `{reg['region']}` ({int(reg['n'])} points) the "
-                            f"error reaches {fmt(reg['max_abs_err'])} nats and "
-                            f"{fmt(reg['max_ulp'])} ulp (worst at {where_r})."
-                        )
-                for sw in sweeps:
-                    info = sweep_best(results, sw, dtype, device)
-                    if info is None or info["best"] is None:
-                        continue
-                    b = info["best"]
-                    pubs = ", ".join(f"t = {fmt(p['t'])}: {fmt(p['max_ulp'])} ulp max"
-                                     for p in info["published"])  # fmt: skip
-                    text += (f" The sweep of `{sw}` finds t = {fmt(b['t'])} best "
-                             f"({fmt(b['max_ulp'])} ulp max, {fmt(b['p99_ulp'])} p99)"
-                             + (f" against {pubs}." if pubs else "."))  # fmt: skip
-                    if info["harmless"]:
-                        text += " " + harmless_text(info["harmless"])
-                sentences.append(text)
-        out.append("\n".join(sentences))
-    return out
-
-
 # ----------------------------------------------------------------------------- worst cases
+
+
+WORST_CASES_DIR = "worst_cases"
+"""The folder of the results directory that holds the input files of reproducible cases."""
+
+
+def own_inputs(family: str, point: Mapping[str, float], prefix: str = "") -> dict[str, float]:
+    """The candidate's own inputs of one point, by column: ``log_<p>`` where ``point`` has
+    a number for it (a candidate taking log p: exp(log_p) in float64 would not round back
+    to the same input), else ``<p>``. ``prefix``: of the keys (``"worst_"`` in a summary
+    row)."""
+    columns = tuple(f"log_{c}" if not pd.isna(point.get(f"{prefix}log_{c}", math.nan)) else c
+                    for c in get_family(family).columns)  # fmt: skip
+    return {c: float(point[f"{prefix}{c}"]) for c in columns}
+
+
+def reproduce_command(results: Results, candidate: str, inputs: Mapping[str, float],
+                      dtype: str, device: str, threshold: float, name: str,
+                      ) -> tuple[str, Path]:  # fmt: skip
+    """Write ``inputs`` (one point, the candidate's own columns, float64 repr, already
+    rounded to the dtype) to ``DIR/worst_cases/<name>.csv`` and return the ``ztbench
+    eval`` command that recomputes it, with the file's path."""
+    path = results.dir / WORST_CASES_DIR / file_name(name, suffix=".csv")
+    with atomic_path(path) as tmp:
+        tmp.write_text(",".join(inputs) + "\n" + ",".join(repr(v) for v in inputs.values()) + "\n")
+    external = {e.get("id"): e.get("eval") for e in results.env.get("external_candidates", [])}
+    # the external candidate's arguments are already quoted for the shell
+    target = external.get(candidate) or shlex.quote(candidate)
+    cmd = (f"ztbench eval {target} {shlex.quote(str(path))} --dtype {dtype}"
+           + ("" if pd.isna(threshold) else f" --threshold {fmt_input(threshold)}")
+           + (f" --device {device}" if device != "cpu" else "")
+           + " -o out.csv")  # fmt: skip
+    return cmd, path
 
 
 def worst_cases(results: Results, candidates: dict[str, list[str]],
@@ -498,12 +392,12 @@ def worst_cases(results: Results, candidates: dict[str, list[str]],
 
     Writes one input CSV per case under ``DIR/worst_cases/`` (``k,lam`` or ``k,mu,theta``
     as float64 repr, already rounded to the dtype) so that the printed ``ztbench eval``
-    command reproduces it. Computed/reference come from points.parquet when present.
+    command reproduces it (:func:`reproduce_command`). Computed/reference come from
+    points.parquet when present.
     """
     rows = []
     s = results.summary
     for fam, cands in candidates.items():
-        family = get_family(fam)
         for cand in cands:
             for dtype in dtypes:
                 r = s[(s["candidate"] == cand) & (s["dtype"] == dtype) & (s["quantity"] == "value")
@@ -512,16 +406,12 @@ def worst_cases(results: Results, candidates: dict[str, list[str]],
                 if r.empty:
                     continue
                 r = r.iloc[0]
-                # the candidate's own inputs: log_p where it takes log p (exp(log_p) in
-                # float64 would not round back to the same input in float64)
-                columns = tuple(f"log_{c}" if not pd.isna(r.get(f"worst_log_{c}", math.nan))
-                                else c for c in family.columns)  # fmt: skip
-                point = {c: float(r[f"worst_{c}"]) for c in columns}
+                point = own_inputs(fam, r, prefix="worst_")
                 if any(math.isnan(v) for v in point.values()):
                     continue
                 computed = reference = math.nan
                 pts = results.read_points(
-                    [*columns, "computed", "reference", "ulp_err"],
+                    [*point, "computed", "reference", "ulp_err"],
                     candidate=cand, dtype=dtype, device=r["device"], mode=RANK_MODE,
                     quantity="value",
                 )  # fmt: skip
@@ -532,21 +422,8 @@ def worst_cases(results: Results, candidates: dict[str, list[str]],
                     if m.any():
                         hit = pts[m].iloc[0]
                         computed, reference = float(hit["computed"]), float(hit["reference"])
-                name = file_name(cand, dtype, suffix=".csv")
-                path = results.dir / "worst_cases" / name
-                with atomic_path(path) as tmp:
-                    tmp.write_text(
-                        ",".join(columns) + "\n" + ",".join(repr(point[c]) for c in columns) + "\n"
-                    )
-                thr = r["threshold"]
-                external = {e.get("id"): e.get("eval")
-                            for e in results.env.get("external_candidates", [])}  # fmt: skip
-                # the external candidate's arguments are already quoted for the shell
-                target = external.get(cand) or shlex.quote(cand)
-                cmd = (f"ztbench eval {target} {shlex.quote(str(path))} --dtype {dtype}"
-                       + ("" if pd.isna(thr) else f" --threshold {fmt_input(thr)}")
-                       + (f" --device {r['device']}" if r["device"] != "cpu" else "")
-                       + " -o out.csv")  # fmt: skip
+                cmd, path = reproduce_command(results, cand, point, dtype, r["device"],
+                                              r["threshold"], f"{cand}-{dtype}")  # fmt: skip
                 rows.append({"family": fam, "candidate": cand, "dtype": dtype,
                              "input": inputs_text(fam, r["worst_k"], r["worst_lam"],
                                                   r["worst_mu"], r["worst_theta"]),
@@ -557,11 +434,16 @@ def worst_cases(results: Results, candidates: dict[str, list[str]],
     return pd.DataFrame(rows)
 
 
-def worst_cases_markdown(cases: pd.DataFrame) -> str:
-    """The worst-case table (Markdown) and, under it, the command of each case."""
+def worst_cases_markdown(cases: pd.DataFrame, labels: tuple[str, ...] = ("candidate", "dtype"),
+                         ) -> str:  # fmt: skip
+    """The worst-case table (Markdown) and, under it, the command of each case.
+
+    ``labels``: the columns of ``cases`` that name a case, first after its number
+    (``max_ulp`` is the case's ulp error, infinite for a failure)."""
     rows = []
     for i, r in enumerate(cases.to_dict(orient="records"), 1):
-        rows.append({"#": str(i), "candidate": f"`{r['candidate']}`", "dtype": r["dtype"],
+        rows.append({"#": str(i),
+                     **{c: f"`{r[c]}`" if c == "candidate" else str(r[c]) for c in labels},
                      "input": r["input"], "reference": fmt(r["reference"], 17),
                      "computed": fmt(r["computed"], 17),
                      "ulp error": "inf (failure)" if not np.isfinite(r["max_ulp"])
