@@ -1,7 +1,8 @@
 """The report: ``DIR/REPORT.md`` with tables and figures from a results directory.
 
-:mod:`.data` reads the directory, :mod:`.tables` ranks and formats, :mod:`.plots` draws
-(matplotlib, Agg), :mod:`.build` assembles the Markdown.
+:mod:`.data` reads the directory, :mod:`.model` derives what the sections share,
+:mod:`.tables` ranks and formats, :mod:`.plots` draws (matplotlib, Agg), each section renders
+its Markdown (:mod:`.sections` and the section modules here), :mod:`.build` assembles them.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from ztbench.report.tables import (
     speed_table,
 )
 
+TITLE = "## The shipped loss against its goals"
 SPEED_GOAL_AT: dict[str, str] = {"dtype": "float32", "device": "cpu", "mode": "eager"}
 ACCURACY_COLUMNS: tuple[str, ...] = (
     "family", "candidate", "dtype", "device", "quantity", "goal_ulp", "max_ulp", "p99_ulp",

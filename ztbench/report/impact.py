@@ -21,6 +21,7 @@ from ztbench.io.errors import UserError
 from ztbench.report import plots
 from ztbench.report.tables import fmt, markdown_table, ordered
 
+TITLE = "## What it does to a fit"
 GENES_FILE = "impact_genes.csv"
 SUMMARY_FILE = "impact_summary.csv"
 EXCESS_FLOOR = 1e-12  # log scales: an excess below this is drawn at it
