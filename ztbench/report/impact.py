@@ -206,19 +206,18 @@ def _verdict(g: pd.DataFrame, s: pd.DataFrame, label: str) -> str | None:
     first = rows.iloc[0]
     worst = g[(g["candidate"] == label) & (g["dtype"] == first["dtype"])]
     worst = worst.sort_values("excess_nll_per_count", ascending=False, na_position="first")
-    names = []
-    for w in worst.head(3).to_dict(orient="records"):
-        ex = w["excess_nll_per_count"]
-        ex_text = "failed" if w["status"] == "failed" else f"excess {fmt(ex, 2)}"
-        names.append(
-            f"{w['gene']} (sample mean {w['sample_mean']:.3g}, "
-            f"{round(100 * w['frac_ones'])}% ones, {ex_text})"
-        )
-    parts.append(f"- hurts most ({first['dtype']}): " + ", ".join(names))
+    hurt = pd.DataFrame([{
+        "gene": w["gene"], "sample mean": f"{w['sample_mean']:.3g}",
+        "ones": f"{round(100 * w['frac_ones'])}%",
+        "excess (nats / count)": "failed" if w["status"] == "failed"
+        else fmt(w["excess_nll_per_count"], 2),
+    } for w in worst.head(3).to_dict(orient="records")])  # fmt: skip
     if "exp(y) + 1" in label:
         parts.append("- with this head mu > 1 whatever the loss: a gene whose nonzero counts "
                      "are mostly 1 needs mu well below 1")  # fmt: skip
-    return f"**`{label}`** ({first['dataset']}, {first['model']} model):\n\n" + "\n".join(parts)
+    return (f"**`{label}`** ({first['dataset']}, {first['model']} model):\n\n"
+            + "\n".join(parts) + f"\n\nThe genes it hurts most ({first['dtype']}):\n\n"
+            + markdown_table(hurt))  # fmt: skip
 
 
 def impact_section(directory: Path | str) -> str:
