@@ -114,3 +114,27 @@ def test_goals_come_from_the_suite() -> None:
     assert "float32" not in acc.index.get_level_values("dtype")
     res.goals = None
     assert "states no goals" in goals_markdown(res)
+
+
+def test_speed_goals_per_dtype_and_family_from_goals_json() -> None:
+    """Every dtype timed on CPU in eager mode is judged against its own goal: goals.json's
+    ``speed`` table where it names the dtype (and family), else speed_vs_naive."""
+    goals = {**GOALS, "speed_vs_naive": 1.0,
+             "speed": {"float64": {"ztpoisson": 0.5, "ztnb": 0.3}}}  # fmt: skip
+    tp = pd.DataFrame([
+        _tp("ztpoisson/naive", "float64", "eager", 1.0),
+        _tp("ztpoisson/ztbench", "float64", "eager", 1.6),  # 0.625x: above 0.5
+        _tp("ztpoisson/naive", "bfloat16", "eager", 1.0),
+        _tp("ztpoisson/ztbench", "bfloat16", "eager", 1.25),  # 0.8x: below 1.0
+        _tp("ztnb/naive", "float64", "eager", 1.0),
+        _tp("ztnb/ztbench", "float64", "eager", 4.0),  # 0.25x: below 0.3
+    ])  # fmt: skip
+    res = _results(tp)
+    res = Results(res.dir, res.summary, res.thresholds, res.env, goals=goals, throughput=tp)
+    sp = speed_goals(res).set_index(["candidate", "dtype"])
+    assert sp.loc[("ztpoisson/ztbench", "float64"), "goal"] == 0.5
+    assert bool(sp.loc[("ztpoisson/ztbench", "float64"), "met"])
+    assert sp.loc[("ztpoisson/ztbench", "bfloat16"), "goal"] == 1.0
+    assert not sp.loc[("ztpoisson/ztbench", "bfloat16"), "met"]
+    assert sp.loc[("ztnb/ztbench", "float64"), "goal"] == 0.3
+    assert not sp.loc[("ztnb/ztbench", "float64"), "met"]

@@ -318,6 +318,12 @@ def test_goals_table(tmp_path: Path) -> None:
         ("value_ulp = 4.0", "value_ulp = -1.0", "goals.value_ulp: must be > 0"),
         ("speed_vs_naive = 0.8\n", "", "goals.speed_vs_naive: missing required key"),
         ('dtypes = ["float64"]', 'dtypes = ["float128"]', "goals.dtypes: unknown dtype"),
+        ("speed_vs_naive = 0.8\n", "speed_vs_naive = 0.8\nspeed = { float16x = 1.0 }\n",
+         "goals.speed.float16x: unknown key"),
+        ("speed_vs_naive = 0.8\n", "speed_vs_naive = 0.8\nspeed = { float64 = { ztp = 1 } }\n",
+         "goals.speed.float64.ztp: unknown key"),
+        ("speed_vs_naive = 0.8\n", "speed_vs_naive = 0.8\nspeed = { float64 = 0 }\n",
+         "goals.speed.float64: must be > 0"),
     ],
 )
 def test_bad_goals(tmp_path: Path, old: str, new: str, expected: str) -> None:
@@ -359,3 +365,14 @@ def test_impact_table(tmp_path: Path) -> None:
 def test_bad_impact(tmp_path: Path, old: str, new: str, expected: str) -> None:
     with pytest.raises(UserError, match=expected):
         load(tmp_path, GOOD + IMPACT.replace(old, new))
+
+
+def test_speed_goals_per_dtype_and_family(tmp_path: Path) -> None:
+    speed = 'speed = { float64 = { ztpoisson = 0.5, ztnb = 0.3 }, bfloat16 = 2.0 }\n'
+    g = load(tmp_path, GOOD + GOALS.replace("speed_vs_naive = 0.8", "speed_vs_naive = 1.0")
+             + speed).goals  # fmt: skip
+    assert g is not None
+    assert g.speed_goal("ztnb", "float64") == 0.3
+    assert g.speed_goal("ztpoisson", "float64") == 0.5
+    assert g.speed_goal("ztpoisson", "float32") == 1.0  # not named: speed_vs_naive
+    assert g.speed_goal("ztnb", "bfloat16") == 2.0 == g.speed_goal("ztpoisson", "bfloat16")

@@ -88,8 +88,10 @@ Schema (every key below; anything else is an error)::
     dtypes = ["float64", "float32"] # required: judged in these dtypes (eager, region all)
     value_ulp = 4.0                 # required: max ulp error of the value
     gradient_ulp = 16.0             # required: max ulp error of each gradient
-    speed_vs_naive = 0.8            # required: forward+backward element rate / the naive
-                                    #   candidate's, CPU float32 eager, same throughput run
+    speed_vs_naive = 1.0            # required: forward+backward element rate / the naive
+                                    #   candidate's in the same dtype, CPU eager, same run
+    speed = { float64 = { ztpoisson = 0.5, ztnb = 0.3 } }   # optional: per dtype, one
+                                    #   goal or a table family -> goal (else speed_vs_naive)
 
     [impact]                        # optional: what `ztbench bench` refits (impact stage)
     candidates = ["ztnb/published-code", "ztnb/ztbench"]  # default: every candidate

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ztbench.core.dtypes import get_format
-from ztbench.core.schema import DEVICES, DTYPE_NAMES, KINDS, MODES
+from ztbench.core.schema import DEVICES, DTYPE_NAMES, FAMILY_NAMES, KINDS, MODES
 from ztbench.core.textfmt import fmt_num
 from ztbench.core.tolerance import GateTolerance, Tolerance
 from ztbench.io import budget
@@ -372,16 +372,31 @@ def _gate(ck: Checker, value: Any, selected: tuple[str, ...]) -> GateTolerance:
 
 
 def _goals(ck: Checker, value: Any, selected: tuple[str, ...]) -> Goals:
-    fields = ("candidates", "dtypes", "value_ulp", "gradient_ulp", "speed_vs_naive")
-    t = ck.table(value, "goals", fields, required=fields)
+    required = ("candidates", "dtypes", "value_ulp", "gradient_ulp", "speed_vs_naive")
+    t = ck.table(value, "goals", (*required, "speed"), required=required)
     candidates = ck.strings(t["candidates"], "goals.candidates", selected, "candidate")
     dtypes = ck.strings(t["dtypes"], "goals.dtypes", DTYPE_NAMES, "dtype")
     numbers = {}
     for f in ("value_ulp", "gradient_ulp", "speed_vs_naive"):
-        numbers[f] = ck.number(t[f], f"goals.{f}")
-        if numbers[f] <= 0:
-            raise ck.fail(f"goals.{f}", f"must be > 0, got {fmt_num(numbers[f])}")
-    return Goals(candidates, dtypes, **numbers)
+        numbers[f] = _positive(ck, t[f], f"goals.{f}")
+    speed: dict[str, dict[str, float]] = {}
+    if "speed" in t:  # dtype -> a goal for every family, or a table family -> goal
+        st = ck.table(t["speed"], "goals.speed", DTYPE_NAMES)
+        for dtype, v in st.items():
+            key = child("goals.speed", dtype)
+            if isinstance(v, dict):
+                ft = ck.table(v, key, FAMILY_NAMES)
+                speed[dtype] = {f: _positive(ck, x, child(key, f)) for f, x in ft.items()}
+            else:
+                speed[dtype] = dict.fromkeys(FAMILY_NAMES, _positive(ck, v, key))
+    return Goals(candidates, dtypes, **numbers, speed=speed)
+
+
+def _positive(ck: Checker, value: Any, key: str) -> float:
+    x = ck.number(value, key)
+    if x <= 0:
+        raise ck.fail(key, f"must be > 0, got {fmt_num(x)}")
+    return x
 
 
 def _tolerance(ck: Checker, t: dict[str, Any], key: str, base: Tolerance) -> Tolerance:

@@ -122,14 +122,23 @@ class Region:
         return family in (self.families or (self.family,))
 
 
+def speed_goal(speed_vs_naive: float, speed: Mapping[str, Mapping[str, float]], family: str,
+               dtype: str) -> float:  # fmt: skip
+    """The speed goal of ``family`` in ``dtype``: ``speed[dtype][family]`` where the suite
+    names it, else ``speed_vs_naive`` (:class:`Goals`; the report applies the same rule to
+    goals.json)."""
+    return float(speed.get(dtype, {}).get(family, speed_vs_naive))
+
+
 @dataclass(frozen=True)
 class Goals:
     """The shipped loss's goals: judged by the report, held by the tests.
 
     Accuracy: in each of ``dtypes`` (eager, the whole suite), zero failures, the value's
-    max error <= ``value_ulp`` and each gradient's <= ``gradient_ulp``. Speed:
-    forward+backward element rate >= ``speed_vs_naive`` times the family's naive
-    candidate's, on CPU in float32, eager, in the same throughput run.
+    max error <= ``value_ulp`` and each gradient's <= ``gradient_ulp``. Speed: on CPU,
+    eager, in every dtype timed, the forward+backward element rate >= the goal times the
+    family's naive candidate's in the same throughput run; the goal is
+    ``speed[dtype][family]`` where given, else ``speed_vs_naive`` (:func:`speed_goal`).
     """
 
     candidates: tuple[str, ...]
@@ -137,6 +146,11 @@ class Goals:
     value_ulp: float
     gradient_ulp: float
     speed_vs_naive: float
+    speed: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def speed_goal(self, family: str, dtype: str) -> float:
+        """The speed goal of ``family`` in ``dtype`` (see the class docstring)."""
+        return speed_goal(self.speed_vs_naive, self.speed, family, dtype)
 
 
 @dataclass(frozen=True)
