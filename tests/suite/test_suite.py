@@ -280,7 +280,12 @@ def test_shipped_suites_content() -> None:
     compiled_full = {c for c in full.candidates if "compile" in full.modes_for(c)}
     assert compiled_full == compiled | {"ztnb/stable"}
     assert default.impact.fit_dtypes(default.dtypes) == ("float32",)
-    assert full.impact.fit_dtypes(full.dtypes) == ("float32", "bfloat16")
+    # the full suite refits every torch candidate but the threshold sweeps' rules, in float32
+    assert full.impact.fit_dtypes(full.dtypes) == ("float32",)
+    refit = {c for f in ("ztpoisson", "ztnb") for c in full.impact_candidates(f)}
+    torch_ids = {c.id for c in candidates.list_candidates() if c.kind == "torch"}
+    sweeps = {c.id for c in candidates.list_candidates() if c.threshold is not None}
+    assert torch_ids - sweeps <= refit and not refit & sweeps
     assert cuda.devices == ("cuda",) and "float16" in cuda.dtypes
     assert cuda.families == default.families
     threshold_ids = {c.id for c in candidates.list_candidates() if c.threshold is not None}
