@@ -55,7 +55,8 @@ def test_impact_cli_real_and_synthetic(tmp_path: Path, monkeypatch) -> None:
     text = impact_section(out)
     assert "### human_pbmc_1k_subset · per-gene · ztnb" in text
     assert "### Synthetic truth" in text and "impact-synthetic-excess-float32.png" in text
-    assert "**`ztnb/published-code`**" in text and "% ones" in text
+    assert "**`ztnb/published-code`**" in text and "The genes it hurts most" in text
+    assert "| gene | sample mean | ones | excess (nats / count) |" in text
     assert (out / "impact-synthetic-excess-float32.png").is_file()
 
 
