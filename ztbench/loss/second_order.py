@@ -44,12 +44,12 @@ import torch
 from torch import Tensor
 
 from ztbench.loss import primitives as P
-from ztbench.loss.kernels import KERNELS
+from ztbench.loss.kernels import KERNELS, chain_rule
 
 __all__ = ["first_derivative_graph"]
 
 
-def _ztp(k: Tensor, lam: Tensor, is_log: Sequence[bool]) -> list[Tensor]:
+def _ztp(k: Tensor, lam: Tensor, kernel: list[Tensor], is_log: Sequence[bool]) -> list[Tensor]:
     # d/dlam = -(k - 1)/lam + q(lam) (lam < 1, the kernel's form) or 1 - k/lam + 1/expm1(lam)
     large = lam >= 1.0
     lam_l = torch.where(large, lam, 2.0)  # safe stand-ins where a branch is not taken
@@ -58,11 +58,12 @@ def _ztp(k: Tensor, lam: Tensor, is_log: Sequence[bool]) -> list[Tensor]:
     tail = torch.exp(-lam_l) / (-torch.expm1(-lam_l))  # 1/expm1(lam), no overflow
     if is_log[0]:  # lam d/dlam: the constants -k, -(k - 1) have no derivative to cancel
         return [torch.where(large, (lam_l - k) + lam_l * tail, lam_s * q - (k - 1.0))]
-    return [torch.where(large, (1.0 - k / lam_l) + tail, q - (k - 1.0) / lam_s)]
+    return [torch.where(large, (1.0 - k / lam_l) + tail, kernel[0])]
 
 
-def _ztnb(k: Tensor, mu: Tensor, theta: Tensor, is_log: Sequence[bool]) -> list[Tensor]:
-    _, d_mu, d_theta = KERNELS["ztnb"].traced(k, mu, theta, True)
+def _ztnb(k: Tensor, mu: Tensor, theta: Tensor, kernel: list[Tensor], is_log: Sequence[bool]
+          ) -> list[Tensor]:  # fmt: skip
+    d_mu, d_theta = kernel
     below = mu / theta < 1.0
     # safe stand-ins where x >= 1 (the sum is not used there); theta enters detached
     mu_b = torch.where(below, mu, 0.5)
@@ -92,6 +93,10 @@ def first_derivative_graph(family: str, k: Tensor, params: Sequence[Tensor],
     """The first derivatives in the caller's parametrisation (d/dp, or p d/dp for a
     log-parameter; float64, the parameters ``params`` natural) as a graph whose derivatives
     are the second derivatives, accurate where the kernels' quotient forms cancel (see the
-    module docstring). The values are those of the kernels up to rounding; callers keep
-    the kernels' values and take only the derivatives of this graph."""
-    return _GRAPHS[family](k, *params, is_log)
+    module docstring). Its values are exactly the where-based kernel's (the sums above
+    enter as ``kernel + (sum - sum.detach())``): only their derivatives are taken from the
+    sums."""
+    _, *kernel = KERNELS[family].traced(k, *params, True)
+    values = chain_rule(kernel, list(params), is_log)
+    graphs = _GRAPHS[family](k, *params, kernel, is_log)
+    return [v.detach() + (g - g.detach()) for v, g in zip(values, graphs, strict=True)]
