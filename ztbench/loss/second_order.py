@@ -53,10 +53,10 @@ def _ztp(k: Tensor, lam: Tensor, kernel: list[Tensor], is_log: Sequence[bool]) -
     # d/dlam = -(k - 1)/lam + q(lam) (lam < 1, the kernel's form) or 1 - k/lam + 1/expm1(lam)
     large = lam >= 1.0
     lam_l = torch.where(large, lam, 2.0)  # safe stand-ins where a branch is not taken
-    lam_s = torch.where(large, 0.5, lam)
-    q = P.inv1mexp_minus_inv(lam_s)
     tail = torch.exp(-lam_l) / (-torch.expm1(-lam_l))  # 1/expm1(lam), no overflow
     if is_log[0]:  # lam d/dlam: the constants -k, -(k - 1) have no derivative to cancel
+        lam_s = torch.where(large, 0.5, lam)
+        q = P.inv1mexp_minus_inv(lam_s)
         return [torch.where(large, (lam_l - k) + lam_l * tail, lam_s * q - (k - 1.0))]
     return [torch.where(large, (1.0 - k / lam_l) + tail, kernel[0])]
 

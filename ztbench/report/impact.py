@@ -19,7 +19,7 @@ from ztbench.core.schema import DTYPE_NAMES
 from ztbench.core.textfmt import file_name
 from ztbench.io.errors import UserError
 from ztbench.report import plots
-from ztbench.report.tables import fmt, markdown_table, ordered
+from ztbench.report.tables import figure_markdown, fmt, markdown_table, ordered
 
 TITLE = "## What it does to a fit"
 GENES_FILE = "impact_genes.csv"
@@ -182,10 +182,6 @@ def _heat(g: pd.DataFrame, out: Path, name: str, dtype: str, column: str) -> plo
     return plots.Figure(name, title)
 
 
-def _figure_md(fig: plots.Figure | None) -> str:
-    return "" if fig is None else f"![{fig.caption}]({fig.path})\n\n*{fig.caption}*\n"
-
-
 def _verdict(g: pd.DataFrame, s: pd.DataFrame, label: str) -> str | None:
     rows = s[s["candidate"] == label]
     if rows.empty:
@@ -253,7 +249,7 @@ def impact_section(directory: Path | str) -> str:
         md.append(_table(part) + "\n")
         gp = g[(g["dataset"] == ds) & (g["model"] == model) & (g["family"] == fam)]
         name = file_name("impact-hist", ds, model, fam, suffix=".png")
-        md.append(_figure_md(_hist(gp, directory, name, f"{ds}, {model} model, {fam}")))
+        md.append(figure_markdown(_hist(gp, directory, name, f"{ds}, {model} model, {fam}")))
     syn = g[g["dataset"] == "synthetic"]
     if not syn.empty:
         md.append("### Synthetic truth\n")
@@ -268,7 +264,7 @@ def impact_section(directory: Path | str) -> str:
             for col in ("excess", "mu"):
                 name = file_name("impact-synthetic", col, d, suffix=".png")
                 fig = _heat(syn, directory, name, d, col)
-                md.append(_figure_md(fig))
+                md.append(figure_markdown(fig))
     md.append("### Verdicts on the published rules\n")
     verdicts = []
     for key, part in real.groupby(["dataset", "model", "family"], sort=False):
