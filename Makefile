@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-torch-$(TORCH_VERSION)
 
-.PHONY: install test test-fast fuzz bench bench-full check report lint clean
+.PHONY: install test test-fast fuzz adversarial bench bench-full check report lint clean
 
 install: $(STAMP)
 
@@ -38,6 +38,17 @@ FUZZ_EXAMPLES ?= 500
 fuzz: install
 	ZTBENCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/commands/test_fuzz.py \
 		--hypothesis-show-statistics
+
+# The adversarial search for the shipped loss's worst float64 points with a fresh seed and a
+# larger budget than make test's (which runs three fixed seeds): the seed is printed, so a
+# failure reproduces with ZTBENCH_ADVERSARIAL_SEEDS=<seed>.
+ADVERSARIAL_ROUNDS ?= 5
+ADVERSARIAL_RESTARTS ?= 128
+adversarial: install
+	@seed=$${ZTBENCH_ADVERSARIAL_SEEDS:-$$(date +%s)}; echo "adversarial search, seed $$seed"; \
+	ZTBENCH_ADVERSARIAL_SEEDS="$$seed" ZTBENCH_ADVERSARIAL_ROUNDS=$(ADVERSARIAL_ROUNDS) \
+	ZTBENCH_ADVERSARIAL_RESTARTS=$(ADVERSARIAL_RESTARTS) $(BIN)/python -m pytest \
+		tests/measure/test_adversarial.py -k test_search_holds -v
 
 # The CI gate: rerun the quick suite and compare with results/baseline/quick.json.
 check: install

@@ -1,15 +1,19 @@
 """The adversarial search (ztbench.measure.adversarial, ``ztbench adversarial``).
 
 Quick tests: the command on a tiny budget and its bad-input handling. The slow test runs
-a real search on both families and holds the shipped loss, both forms, to the goals
-(value <= 4 ulp, gradients <= 16 ulp), except where the point's cancellation is beyond
-what double-double can carry: a double-double sum keeps ~2^-104 of its terms, so at c
-bits of cancellation (terms / |result|) the bound is 2^(c - 51) ulp, times 4 of margin.
+real searches on both families with several fixed seeds and holds the shipped loss, both
+forms, to the float64 goals at every point found (value <= 4 ulp, gradients <= 16 ulp),
+the deepest zero crossings included (the last resort's job).
+
+Budget and seeds: ``ZTBENCH_ADVERSARIAL_SEEDS`` (space-separated; default three fixed
+seeds), ``ZTBENCH_ADVERSARIAL_ROUNDS`` and ``ZTBENCH_ADVERSARIAL_RESTARTS`` (default 2
+and 24). ``make adversarial`` runs a larger budget with a fresh seed.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import os
+
 import pandas as pd
 import pytest
 
@@ -57,14 +61,17 @@ def test_crossing_refinement_lands_on_a_sign_change() -> None:
     assert any((v > 0).any() and (v < 0).any() for v in vals)
 
 
+SEEDS = [int(x) for x in os.environ.get("ZTBENCH_ADVERSARIAL_SEEDS", "3 17 2029").split()]
+ROUNDS = int(os.environ.get("ZTBENCH_ADVERSARIAL_ROUNDS", "2"))
+RESTARTS = int(os.environ.get("ZTBENCH_ADVERSARIAL_RESTARTS", "24"))
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
-def test_search_holds_the_shipped_loss_to_the_goals(family: str) -> None:
-    res = A.search(family, rounds=2, restarts=32, keep=8, seed=3, workers=1)
+def test_search_holds_the_shipped_loss_to_the_goals(family: str, seed: int) -> None:
+    res = A.search(family, rounds=ROUNDS, restarts=RESTARTS, keep=8, seed=seed, workers=1)
     assert res["certified"].all()
-    hard = res["cancellation_bits"] > 30
-    assert hard.sum() > 10  # the refinement reaches the zero crossings
-    goal = res["quantity"].map(GOALS).to_numpy()
-    bound = np.maximum(goal, 4.0 * 2.0 ** (res["cancellation_bits"].to_numpy() - 51.0))
-    bad = res[res["ulp_err"].to_numpy() > bound]
-    assert bad.empty, bad.head().to_string()
+    assert (res["cancellation_bits"] > 30).sum() > 10  # the search reaches zero crossings
+    bad = res[res["ulp_err"] > res["quantity"].map(GOALS)]
+    assert bad.empty, f"seed {seed}:\n" + bad.head().to_string()

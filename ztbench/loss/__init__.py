@@ -22,6 +22,8 @@ benchmark: the benchmark's candidates import it.
 - :mod:`.primitives`: the stable building blocks (series, log-gamma and digamma
   differences, log1mexp and friends), each written once.
 - :mod:`.dd`: double-double arithmetic and formulas for the refinement.
+- :mod:`.last_resort`: the refinement's last resort, decimal arithmetic at a precision
+  raised until the result is certified (the float64 nearest a deep zero crossing).
 """
 
 from __future__ import annotations

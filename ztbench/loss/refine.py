@@ -12,6 +12,11 @@ Entry points (all eager, float64 results only):
 - :func:`log_rounding_correction`: float64 results with log-parameters moved from the
   rounded exp(log p) to the exact one, to first order.
 
+Where the double-double sum itself cancels beyond its reach (a condition number above
+:data:`~ztbench.loss.last_resort.LAST_RESORT_FACTOR`, the float64 nearest a deep zero
+crossing), the ZTNB results are recomputed by :mod:`ztbench.loss.last_resort` (decimal
+arithmetic at a precision raised until the result is certified).
+
 Which elements are refined is decided by the kernel's own float64 results: a condition
 number of the sum (sum of |terms| / |result|) above a cancel factor. The cancel factors
 live with the double-double formulas they guard (``*_CANCEL_FACTOR`` in
@@ -30,14 +35,17 @@ import importlib
 import math
 import sys
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from ztbench.loss import last_resort as lr
 from ztbench.loss.dd import ztnb as dd_ztnb
 from ztbench.loss.dd import ztp as dd_ztp
 from ztbench.loss.dd.arith import dd_log
 from ztbench.loss.kernels import KERNELS, flat_indices, in_chunks
+from ztbench.loss.last_resort import needs_last_resort
 from ztbench.loss.stirlerr import (
     ztnb_full_condition,
     ztnb_full_value,
@@ -58,18 +66,34 @@ __all__ = [
 ]
 
 
-def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor) -> Tensor:  # type: ignore[no-untyped-def]
+# (condition number of a refined result, its certified recomputation)
+LastResort = tuple[Callable[..., Tensor], Callable[..., Tensor]]
+
+
+def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor,  # type: ignore[no-untyped-def]
+                    last_resort: LastResort | None = None) -> Tensor:  # fmt: skip
     """A copy of ``out`` with fn(*args at the flagged elements) there (``out`` if none).
 
     A refined result that is not finite keeps ``out``'s value: the double-double
     arithmetic's error-free products overflow for operands past ~2^996 (e.g. 1/theta or
-    1/w at theta ~ 1e-300), where the kernel's float64 form is still finite."""
+    1/w at theta ~ 1e-300), where the kernel's float64 form is still finite.
+
+    ``last_resort`` = (condition, exact): where condition(*args, refined) exceeds
+    :data:`~ztbench.loss.last_resort.LAST_RESORT_FACTOR` (the double-double sum cannot
+    certify the result), exact(*args) replaces it (:mod:`ztbench.loss.last_resort`)."""
     idx = flat_indices(flag.reshape(-1))
     if not idx.numel():
         return out
     flat = out.clone().reshape(-1)
-    refined = fn(*(a.reshape(-1)[idx] for a in args))
-    flat[idx] = torch.where(torch.isfinite(refined), refined, flat[idx])
+    sub = [a.reshape(-1)[idx] for a in args]
+    refined = fn(*sub)
+    refined = torch.where(torch.isfinite(refined), refined, flat[idx])
+    if last_resort is not None:
+        condition, exact = last_resort
+        again = flat_indices(needs_last_resort(condition(*sub, refined)) & refined.isfinite())
+        if again.numel():
+            refined[again] = exact(*(a[again] for a in sub))
+    flat[idx] = refined
     return flat.reshape(out.shape)
 
 
@@ -99,16 +123,30 @@ def refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
     d_mu, d_theta = grads
     x = mu / theta
     flag = dd_ztnb.ztnb_value_cancellation(k, mu, theta, value) & ~ztnb_tiny_loss(k, x)
-    value = replace_flagged(value, flag, dd_ztnb.ztnb_value_dd, k, mu, theta)
+    value = replace_flagged(value, flag, dd_ztnb.ztnb_value_dd, k, mu, theta,
+                            last_resort=_VALUE_LAST_RESORT)  # fmt: skip
     if d_mu is not None and d_theta is not None:
         # the double-double derivative forms take x = mu/theta as a quotient: not where it
         # overflows (the kernel's own forms there, kernels._ztnb_huge_x)
         finite_x = x < math.inf
         flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu) & finite_x
-        d_mu = replace_flagged(d_mu, flag, dd_ztnb.ztnb_dmu_dd, k, mu, theta)
+        d_mu = replace_flagged(d_mu, flag, dd_ztnb.ztnb_dmu_dd, k, mu, theta,
+                               last_resort=_DMU_LAST_RESORT)  # fmt: skip
         flag = dd_ztnb.ztnb_dtheta_cancellation(k, mu, theta, d_theta) & (x >= DD_DTHETA_X_MIN)
-        d_theta = replace_flagged(d_theta, flag & finite_x, dd_ztnb.ztnb_dtheta_dd, k, mu, theta)
+        d_theta = replace_flagged(d_theta, flag & finite_x, dd_ztnb.ztnb_dtheta_dd, k, mu, theta,
+                                  last_resort=_DTHETA_LAST_RESORT)  # fmt: skip
     return value, [d_mu, d_theta]
+
+
+# Each refined result's last resort: the condition number of the double-double sum that
+# produced it (d_mu: its own T - k, not the kernel's grouping) and the decimal evaluation.
+_VALUE_LAST_RESORT: LastResort = (dd_ztnb.ztnb_value_condition, lr.ztnb_value_exact)
+_DMU_LAST_RESORT: LastResort = (dd_ztnb.ztnb_dmu_dd_condition, lr.ztnb_dmu_exact)
+_DTHETA_LAST_RESORT: LastResort = (dd_ztnb.ztnb_dtheta_condition, lr.ztnb_dtheta_exact)
+_FULL_LAST_RESORT: LastResort = (
+    lambda k, mu, theta, full: dd_ztnb.ztnb_value_condition(k, mu, theta, full, True),
+    lr.ztnb_full_value_exact,
+)
 
 
 # Where the double-double ZTNB forms cannot help, and the kernel needs no help:
@@ -160,7 +198,8 @@ def refine_full_float64(family: str, k: Tensor, params: list[Tensor], full: Tens
         dd_ztnb.ztnb_value_cancellation(k, mu, theta, full, True),
         cond > dd_ztnb.FULL_CANCEL_FACTOR,
     ) & ~ztnb_tiny_loss(k, mu / theta)  # lgamma(k + 1) = 0 at k = 1: the loss itself
-    return replace_flagged(full, flag, dd_ztnb.ztnb_full_value_dd, k, mu, theta)
+    return replace_flagged(full, flag, dd_ztnb.ztnb_full_value_dd, k, mu, theta,
+                           last_resort=_FULL_LAST_RESORT)  # fmt: skip
 
 
 def _load_jvp_decompositions() -> None:

@@ -20,7 +20,9 @@ Accuracy (held by tests/loss/test_dd_ztnb.py and tests/loss/test_dd_ztnb_value.p
 60-90 digits): each refined sum is within ~2^-104 of its largest term before the final
 rounding, so the result is within a few ulp wherever the terms cancel by less than ~2^50.
 At the float64 nearest a zero crossing the result is small by chance and no fixed
-precision bounds its ulp error. The d_theta crossings for theta <= 16 are shallow (the
+precision bounds its ulp error: the refinement hands the results whose condition number
+(:func:`ztnb_value_condition`, :func:`ztnb_dmu_dd_condition`, :func:`ztnb_dtheta_condition`)
+is beyond the double-double reach to :mod:`ztbench.loss.last_resort`. The d_theta crossings for theta <= 16 are shallow (the
 result is 2^-55 .. 2^-62 of the largest term), so there the double-double sum is at its
 limit. The d_theta form costs the most: 31 double-double reciprocals for the digamma
 recurrence; the flags are a few elementwise passes over the kernel's own results.
@@ -75,11 +77,15 @@ __all__ = [
     "FULL_CANCEL_FACTOR",
     "VALUE_CANCEL_FACTOR",
     "ztnb_dmu_cancellation",
+    "ztnb_dmu_condition",
     "ztnb_dmu_dd",
+    "ztnb_dmu_dd_condition",
     "ztnb_dtheta_cancellation",
+    "ztnb_dtheta_condition",
     "ztnb_dtheta_dd",
     "ztnb_full_value_dd",
     "ztnb_value_cancellation",
+    "ztnb_value_condition",
     "ztnb_value_dd",
     "ztnb_value_magnitude",
     "ztnb_value_terms",
@@ -156,14 +162,36 @@ def ztnb_dmu_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     return out.reshape(shape)
 
 
+def ztnb_dmu_dd_condition(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor) -> Tensor:
+    """The condition number of :func:`ztnb_dmu_dd`'s own sum T - k at its result ``d_mu``:
+    (T + k) / |T - k|, with T - k = d_mu mu (1 + mu/theta); 1 where it does not form that
+    difference (k = 1 with T - 1 < 2^-30, theta = 1).
+
+    Not the kernel's condition (:func:`ztnb_dmu_condition`), which measures mu - k against
+    mu/expm1(w): where mu ~ k that is far smaller than T ~ k, while the double-double error
+    is ~2^-102 of T."""
+    k = k.to(torch.float64)
+    num = d_mu * (mu * (1.0 + mu / theta))
+    t = num + k
+    cond = (t.abs() + k) / num.abs()
+    exempt = ((k == 1.0) & (t - 1.0 < _T_NEAR_ONE)) | (theta == 1.0)
+    return torch.where(exempt, torch.ones_like(cond), cond)
+
+
 # ----------------------------------------------------------------------- cancellation test
 DMU_CANCEL_FACTOR = 2.0
 
 
 def ztnb_dmu_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor) -> Tensor:
-    """Where the kernel's float64 d_mu can be > ~2 ulp off through cancellation (bool).
+    """Where the kernel's float64 d_mu can be > ~2 ulp off through cancellation (bool):
+    :func:`ztnb_dmu_condition` above ``DMU_CANCEL_FACTOR``."""
+    return ztnb_dmu_condition(k, mu, theta, d_mu) > DMU_CANCEL_FACTOR
 
-    From the kernel's own d_mu: num = d_mu mu (1 + mu/theta) = T - k (T as in
+
+def ztnb_dmu_condition(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor) -> Tensor:
+    """The condition number of the kernel's float64 d_mu sum (sum of |terms| / |d_mu|).
+
+    From d_mu itself (the kernel's, or a refined one): num = d_mu mu (1 + mu/theta) = T - k (T as in
     :func:`ztnb_dmu_dd`), and one recomputed w = theta log1p(mu/theta) to tell the
     kernel's branches apart:
 
@@ -174,12 +202,13 @@ def ztnb_dmu_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor) ->
       (the rounding of log(mu) and of w pass into the exponent as absolute errors):
       c = (|a| + |b| (1 + |log mu| + w)) / |num|, b = num - a.
 
-    Flagged where c > ``DMU_CANCEL_FACTOR`` = 2. Measured on 30000 mpmath-checked points
-    (20000 log-uniform, 10000 within 1e-3 relative of a zero crossing): every point
-    where the kernel was > 5 ulp off was flagged; the 26 unflagged points at 3-5 ulp have
-    c ~ 1 (no cancellation: the kernel's own roundings). Without the (|log mu| + w)
-    weight the unflagged error reached 17 ulp (at 81 with factor 16). Flags ~1.7% of
-    log-uniform points over k in [1, 1e7], mu in [1e-30, 1e9], theta in [1e-12, 1e10].
+    The kernel's d_mu is flagged for refinement where c > ``DMU_CANCEL_FACTOR`` = 2.
+    Measured on 30000 mpmath-checked points (20000 log-uniform, 10000 within 1e-3
+    relative of a zero crossing): every point where the kernel was > 5 ulp off was
+    flagged; the 26 unflagged points at 3-5 ulp have c ~ 1 (no cancellation: the
+    kernel's own roundings). Without the (|log mu| + w) weight the unflagged error
+    reached 17 ulp (at 81 with factor 16). Flags ~1.7% of log-uniform points over k in
+    [1, 1e7], mu in [1e-30, 1e9], theta in [1e-12, 1e10].
     """
     k = k.to(torch.float64)
     num = d_mu * (mu * (1.0 + mu / theta))
@@ -188,7 +217,7 @@ def ztnb_dmu_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor) ->
     c_small = (num + km1).abs() + km1
     a = mu - k
     c_big = a.abs() + (num - a).abs() * (1.0 + torch.log(mu).abs() + w)
-    return torch.where(w > 1.0, c_big, c_small) > DMU_CANCEL_FACTOR * num.abs()
+    return torch.where(w > 1.0, c_big, c_small) / num.abs()
 
 
 # ------------------------------------------------------------------------------- d/dtheta
@@ -481,7 +510,13 @@ DTHETA_CANCEL_FACTOR = 2.0
 
 
 def ztnb_dtheta_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor) -> Tensor:
-    """Where the kernel's float64 d_theta can be > ~2 ulp off through cancellation (bool).
+    """Where the kernel's float64 d_theta can be > ~2 ulp off through cancellation (bool):
+    :func:`ztnb_dtheta_condition` above ``DTHETA_CANCEL_FACTOR``."""
+    return ztnb_dtheta_condition(k, mu, theta, d_theta) > DTHETA_CANCEL_FACTOR
+
+
+def ztnb_dtheta_condition(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor) -> Tensor:
+    """The condition number of the kernel's float64 d_theta sum (sum of |terms| / |d_theta|).
 
     theta > ``DTHETA_THETA_MAX`` = 16: the condition number of the kernel's regrouped sum
     (:func:`_dtheta_big_magnitude`) against ``DTHETA_CANCEL_FACTOR`` (measured on 1000
@@ -509,7 +544,7 @@ def ztnb_dtheta_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tens
     r = d_theta - d1 - t1 - t2
     cond = d1.abs() + t1.abs() + t2.abs() + r.abs()
     cond = torch.where(theta <= DTHETA_THETA_MAX, cond, _dtheta_big_magnitude(k, mu, theta))
-    return cond > DTHETA_CANCEL_FACTOR * d_theta.abs()
+    return cond / d_theta.abs()
 
 
 def _dtheta_big_magnitude(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
@@ -671,8 +706,18 @@ def ztnb_value_cancellation(
     plus lgamma(k + 1) for the full form) exceeds ``VALUE_CANCEL_FACTOR`` (resp.
     ``FULL_CANCEL_FACTOR``) times |value|.
     """
+    factor = FULL_CANCEL_FACTOR if full else VALUE_CANCEL_FACTOR
+    return ztnb_value_condition(k, mu, theta, value, full) > factor
+
+
+def ztnb_value_condition(
+    k: Tensor, mu: Tensor, theta: Tensor, value: Tensor, full: bool = False
+) -> Tensor:
+    """The condition number of the float64 value (``full``: value + lgamma(k + 1)): the sum
+    of the magnitudes of its terms (:func:`ztnb_value_magnitude`, plus lgamma(k + 1) for
+    the full form) over |value|."""
     k = k.to(torch.float64)
     mag = ztnb_value_magnitude(k, mu, theta)
     if full:
-        return mag + torch.lgamma(k + 1.0) > FULL_CANCEL_FACTOR * value.abs()
-    return mag > VALUE_CANCEL_FACTOR * value.abs()
+        mag = mag + torch.lgamma(k + 1.0)
+    return mag / value.abs()

@@ -1,0 +1,295 @@
+"""The last resort of the float64 refinement: the ZTNB loss, full value, d/dmu and d/dtheta
+in decimal arithmetic, at a precision raised until an error bound certifies the float64
+result (Ziv's strategy).
+
+The double-double refinement (:mod:`ztbench.loss.dd.ztnb`) sums terms exact to ~2^-104 of
+the largest: a result that cancels 2^50-fold keeps a few ulp, but at the float64 nearest a
+zero crossing the result is small by chance, and 2^64 .. 2^74-fold cancellations occur
+(k = 5, mu = 929.09, theta = 3.5e-8: the loss is 2.6e-19, its terms ~17). The refinement
+hands those elements (:func:`needs_last_resort`) to the functions here, which evaluate the
+same formulas in Python's :mod:`decimal` (standard library, correctly rounded +, -, *, /,
+ln, exp at any precision):
+
+    value   = lgamma(theta) - lgamma(k + theta) + k log1p(theta/mu) + log(expm1(w))
+    full    = value + lgamma(k + 1)
+    d_mu    = (T - k) / (mu (1 + x)),   T = mu / (1 - e^-w)
+    d_theta = psi(theta) - psi(k + theta) + k/(theta + mu) + s / (1 - e^-w)
+
+with x = mu/theta, w = theta log1p(x), s = log1p(x) - x/(1 + x).
+
+Each evaluation returns the result r and M, the sum of the magnitudes of every term and
+every intermediate sum it formed (the Stirling sums and shift products inside lgamma and
+psi included). Each of the few hundred operations is rounded to ``prec`` digits, an error
+of at most 10^(1 - prec)/2 of a quantity bounded by M, so |error| <= 10^(6 - prec) M with
+room to spare (the Stirling and de Moivre series are cut where a term is below
+10^(-prec - 3) of M). The result is accepted when that bound is below 2^-62 |r|, 1/512 ulp
+of float64 (the rounding to float64 then adds at most half an ulp), or below 2^-1076, a
+quarter of the smallest subnormal (an exact zero of the formula, e.g. d/dmu at theta = 1,
+mu = k - 1, comes out as 0 or the smallest subnormal). Otherwise the precision doubles,
+up to :data:`MAX_DIGITS`, where M < 10^50 reaches the second bound.
+
+Cost: a Python loop over the elements, ~0.2-2 ms each; it runs on the elements whose
+double-double result is not certified, a handful in a million outside adversarial tests.
+Inputs: k >= 1 integer, mu > 0, theta > 0 finite (as the refinement's).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
+from fractions import Fraction
+from functools import cache
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "LAST_RESORT_FACTOR",
+    "MAX_DIGITS",
+    "needs_last_resort",
+    "ztnb_dmu_exact",
+    "ztnb_dtheta_exact",
+    "ztnb_full_value_exact",
+    "ztnb_value_exact",
+]
+
+START_DIGITS = 40
+MAX_DIGITS = 640
+# the double-double sums are within ~2^-104 of their largest term, which the kernel's
+# term magnitudes (the refinement's flags) estimate to within a few powers of two; a
+# condition number above 2^36 leaves the double-double result less than 2^-60 relative
+# margin, so those elements are recomputed here
+LAST_RESORT_FACTOR = 2.0**36
+_ACCEPT = Decimal(2) ** -62
+# below a quarter of float64's smallest subnormal: an error bound under this certifies any
+# result, however small (the exact zeros of a formula end the loop here)
+_NEGLIGIBLE = Decimal(2) ** -1076
+Result = tuple[Decimal, Decimal]  # (value, magnitude bound of everything formed)
+
+
+def needs_last_resort(condition: Tensor) -> Tensor:
+    """Where a refined float64 result is not certified: the condition number of its sum
+    (the magnitude of its terms over |result|) exceeds :data:`LAST_RESORT_FACTOR`, or is
+    NaN (0/0)."""
+    return ~(condition <= LAST_RESORT_FACTOR)
+
+
+# ------------------------------------------------------------------------- constants
+@cache
+def _bernoulli_2n(n: int) -> tuple[Fraction, ...]:
+    """B_2, B_4, ..., B_2n exactly (Akiyama-Tanigawa)."""
+    m = 2 * n
+    a = [Fraction(0)] * (m + 1)
+    out: list[Fraction] = []
+    for j in range(m + 1):
+        a[j] = Fraction(1, j + 1)
+        for i in range(j, 0, -1):
+            a[i - 1] = i * (a[i - 1] - a[i])
+        if j >= 2 and j % 2 == 0:
+            out.append(a[0])
+    return tuple(out)
+
+
+@cache
+def _half_log_2pi(digits: int) -> Decimal:
+    """log(2 pi)/2 to ``digits`` digits; pi by Machin's formula."""
+    with localcontext(_context(digits + 10)):
+        def atan_inv(n: int) -> Decimal:
+            x = Decimal(1) / n
+            x2, term, total, j = x * x, x, x, 1
+            while term > Decimal(10) ** -(digits + 12):
+                term *= x2
+                j += 2
+                total += (-term if j % 4 == 3 else term) / j
+            return total
+
+        pi = 16 * atan_inv(5) - 4 * atan_inv(239)
+        return +((2 * pi).ln() / 2)
+
+
+def _context(digits: int) -> Context:
+    return Context(prec=digits, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
+# --------------------------------------------------------------------------- primitives
+# Each takes Decimals in the current context and returns (value, magnitude).
+def _eps() -> Decimal:
+    return Decimal(10) ** -(_prec() + 3)
+
+
+def _prec() -> int:
+    from decimal import getcontext
+
+    return getcontext().prec
+
+
+def _log1p(x: Decimal) -> Decimal:
+    """log(1 + x), x > -1: 2 atanh(x/(2 + x)) by its series for |x| < 1/64 (1 + x would
+    lose x's low digits), else ln(1 + x) (error 10^-prec absolute, relative <= 64x that)."""
+    if abs(x) >= Decimal(1) / 64:
+        return (1 + x).ln()
+    z = x / (2 + x)
+    z2, term, total, j = z * z, z, z, 1
+    while abs(term) > _eps() * abs(total):
+        term *= z2
+        j += 2
+        total += term / j
+    return 2 * total
+
+
+def _one_minus_exp_neg(w: Decimal) -> Decimal:
+    """1 - e^-w, w > 0: its series for w < 1/64, else 1 - exp(-w)."""
+    if w >= Decimal(1) / 64:
+        return 1 - (-w).exp()
+    term, total, n = w, w, 1
+    while abs(term) > _eps() * abs(total):
+        n += 1
+        term = -term * w / n
+        total += term
+    return total
+
+
+def _stirling_shift(x: Decimal) -> tuple[Decimal, int]:
+    """z = x + m, the smallest shift with z >= the precision in digits (Stirling's and de
+    Moivre's series then converge past 10^-prec within ~prec/2 terms)."""
+    n = max(_prec(), 20)
+    m = max(0, math.ceil(n - float(x))) if x < n else 0
+    return x + m, m
+
+
+def _lgamma(x: Decimal) -> Result:
+    """lgamma(x), x > 0: Stirling's series at z = x + m, minus log prod_{i<m} (x + i)."""
+    z, m = _stirling_shift(x)
+    prod = Decimal(1)
+    for i in range(m):
+        prod *= x + i
+    log_prod = prod.ln() if m else Decimal(0)
+    main = (z - Decimal("0.5")) * z.ln() - z + _half_log_2pi(_prec())
+    mag = abs(main) + abs(log_prod) + z
+    inv = 1 / z
+    inv2, power = inv * inv, inv
+    tail = Decimal(0)
+    bs = _bernoulli_2n(_prec() // 2 + 5)
+    for n, b in enumerate(bs, start=1):
+        term = Decimal(b.numerator) / b.denominator / (2 * n * (2 * n - 1)) * power
+        tail += term
+        if abs(term) <= _eps() * mag:
+            break
+        power *= inv2
+    return main + tail - log_prod, mag
+
+
+def _digamma(x: Decimal) -> Result:
+    """psi(x), x > 0: de Moivre's series at z = x + m, minus sum_{i<m} 1/(x + i)."""
+    z, m = _stirling_shift(x)
+    shift = sum((1 / (x + i) for i in range(m)), Decimal(0))
+    main = z.ln() - 1 / (2 * z)
+    mag = abs(main) + shift
+    inv2 = 1 / (z * z)
+    power = inv2
+    tail = Decimal(0)
+    bs = _bernoulli_2n(_prec() // 2 + 5)
+    for n, b in enumerate(bs, start=1):
+        term = Decimal(b.numerator) / b.denominator / (2 * n) * power
+        tail += term
+        if abs(term) <= _eps() * mag:
+            break
+        power *= inv2
+    return main - tail - shift, mag
+
+
+def _log_expm1(w: Decimal) -> Decimal:
+    """log(e^w - 1), w > 0, as w + log(1 - e^-w) (no overflow)."""
+    return w + _one_minus_exp_neg(w).ln()
+
+
+# ---------------------------------------------------------------------------- formulas
+def _common(mu: Decimal, theta: Decimal) -> tuple[Decimal, Decimal, Decimal]:
+    x = mu / theta
+    lx = _log1p(x)
+    return x, lx, theta * lx
+
+
+def _value(k: Decimal, mu: Decimal, theta: Decimal, full: bool) -> Result:
+    _, _, w = _common(mu, theta)
+    g_th, m_th = _lgamma(theta)
+    g_kth, m_kth = _lgamma(k + theta)
+    t3 = k * _log1p(theta / mu)
+    t4 = _log_expm1(w)
+    r = g_th - g_kth + t3 + t4
+    mag = m_th + m_kth + abs(t3) + abs(t4) + abs(w)
+    if full:
+        g_k, m_k = _lgamma(k + 1)
+        r += g_k
+        mag += m_k
+    return r, mag
+
+
+def _dmu(k: Decimal, mu: Decimal, theta: Decimal) -> Result:
+    x, _, w = _common(mu, theta)
+    t = mu / _one_minus_exp_neg(w)
+    den = mu * (1 + x)
+    return (t - k) / den, (t + k) / den
+
+
+def _dtheta(k: Decimal, mu: Decimal, theta: Decimal) -> Result:
+    x, lx, w = _common(mu, theta)
+    y = x / (1 + x)
+    if y <= Decimal("0.5"):  # s = -log(1 - y) - y = sum_{n>=2} y^n / n
+        power, s, n = y * y, Decimal(0), 2
+        while True:
+            term = power / n
+            s += term
+            if term <= _eps() * s:
+                break
+            power *= y
+            n += 1
+    else:
+        s = lx - y
+    p_th, m_th = _digamma(theta)
+    p_kth, m_kth = _digamma(k + theta)
+    t3 = k / (theta + mu)
+    t4 = s / _one_minus_exp_neg(w)
+    return p_th - p_kth + t3 + t4, m_th + m_kth + t3 + t4 + lx
+
+
+def _certified(formula: Callable[..., Result], *args: float) -> float:
+    """formula at ``args`` (exact Decimals of the floats), rounded to float64 once its
+    error bound 10^(6 - prec) M is below 2^-62 |r|: Ziv's loop over the precision."""
+    digits = START_DIGITS
+    while True:
+        with localcontext(_context(digits)):
+            r, mag = formula(*(Decimal(a) for a in args))
+            bound = Decimal(10) ** (6 - digits) * mag
+            if bound <= _ACCEPT * abs(r) or bound <= _NEGLIGIBLE or digits >= MAX_DIGITS:
+                return float(r)
+        digits *= 2
+
+
+def _elementwise(formula: Callable[..., Result], *args: Tensor) -> Tensor:
+    """formula on each element (flat float64 tensors of one shape) as a float64 tensor."""
+    cols = [a.to(torch.float64).reshape(-1).tolist() for a in args]
+    out = [_certified(formula, *row) for row in zip(*cols, strict=True)]
+    return torch.tensor(out, dtype=torch.float64, device=args[0].device).reshape(args[0].shape)
+
+
+def ztnb_value_exact(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+    """The ZTNB loss (no lgamma(k + 1)), float64, certified to within half an ulp plus
+    2^-62 relative; one Python evaluation per element (see the module docstring)."""
+    return _elementwise(lambda a, b, c: _value(a, b, c, False), k, mu, theta)
+
+
+def ztnb_full_value_exact(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+    """-log P(X = k) of the ZTNB law, float64, certified as :func:`ztnb_value_exact`."""
+    return _elementwise(lambda a, b, c: _value(a, b, c, True), k, mu, theta)
+
+
+def ztnb_dmu_exact(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+    """d/dmu of the ZTNB loss, float64, certified as :func:`ztnb_value_exact`."""
+    return _elementwise(_dmu, k, mu, theta)
+
+
+def ztnb_dtheta_exact(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+    """d/dtheta of the ZTNB loss, float64, certified as :func:`ztnb_value_exact`."""
+    return _elementwise(_dtheta, k, mu, theta)
