@@ -36,7 +36,7 @@ from ztbench.loss.kernels import (
     in_chunks,
     to_float64,
 )
-from ztbench.loss.refine import apply_full, refine_float64
+from ztbench.loss.refine import NARROW_SCALE, apply_full, refine_float64
 
 __all__ = [
     "LOG_NAT_MAX",
@@ -126,10 +126,12 @@ def recompute_at(family: str, need: bool, full: bool, is_log: tuple[bool, ...] |
     parametrisation when ``need``, each in its own dtype) at the positions ``idx`` with
     the careful kernel's results (:func:`in_chunks` of the INDEX kernel, then
     :func:`full_form` with ``full``). ``k`` and ``params``: flat, as the caller gave
-    them (log-parameters where ``is_log``); only the elements at ``idx`` are converted."""
+    them (log-parameters where ``is_log``); only the elements at ``idx`` are converted.
+    Refined (:func:`refined`) where the float64 sum cancels beyond what the outputs'
+    precision absorbs (the float32 nearest a zero crossing)."""
     k_r = k.index_select(0, idx).to(F64)
     p_r = [to_float64(t.index_select(0, idx), lg) for t, lg in zip(params, is_log, strict=True)]
-    v, *ds = in_chunks(KERNELS[family].indexed, need, k_r, *p_r)
+    v, *ds = refined(family, need, k_r, *p_r, scale=NARROW_SCALE)
     if full:
         v = full_form(family, k_r, p_r, v, False)  # type: ignore[arg-type]
     results = [v, *(chain_rule(ds, p_r, is_log) if need else [])]  # type: ignore[arg-type]
@@ -194,8 +196,10 @@ def screened(family: str, need: bool, k: Tensor, *params: Tensor) -> list[Tensor
 
 
 def indexed(family: str, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | None]:
-    """``EAGER_INDEXED``: the careful kernel, each branch on its own elements."""
-    return in_chunks(KERNELS[family].indexed, need, k, *params)
+    """``EAGER_INDEXED`` (results of float32 precision or less): the careful kernel, each
+    branch on its own elements, refined where its float64 sum cancels beyond what float32
+    absorbs (:func:`refined` with :data:`~ztbench.loss.refine.NARROW_SCALE`)."""
+    return refined(family, need, k, *params, scale=NARROW_SCALE)
 
 
 def full_form(family: str, k: Tensor, params: list[Tensor], value: Tensor,
@@ -214,16 +218,18 @@ def full_form(family: str, k: Tensor, params: list[Tensor], value: Tensor,
     return out  # type: ignore[return-value]
 
 
-def refined(family: str, need: bool, k: Tensor, *params: Tensor) -> list[Tensor | None]:
+def refined(family: str, need: bool, k: Tensor, *params: Tensor,
+            scale: float = 1.0) -> list[Tensor | None]:  # fmt: skip
     """``EAGER_REFINED``: the careful kernel, each branch on its own elements, then the
-    double-double refinement of the float64 results where they cancel."""
+    double-double refinement of the float64 results where they cancel (``scale``: of the
+    cancel factors, :func:`~ztbench.loss.refine.refine_float64`)."""
     fast = KERNELS[family].indexed
 
     def kernel_and_refinement(k: Tensor, *params_and_need) -> list[Tensor | None]:  # type: ignore[no-untyped-def]
         # chunk by chunk, so that the refinement's passes stay in cache
         *ps, need_ = params_and_need
         value, *grads = fast(k, *ps, need_)
-        value, grads = refine_float64(family, k, list(ps), value, grads)
+        value, grads = refine_float64(family, k, list(ps), value, grads, scale)
         return [value, *grads]
 
     return in_chunks(kernel_and_refinement, need, k, *params)

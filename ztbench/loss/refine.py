@@ -56,6 +56,7 @@ from ztbench.loss.stirlerr import (
 __all__ = [
     "DD_DTHETA_X_MIN",
     "DD_VALUE_X_MIN",
+    "NARROW_SCALE",
     "apply_full",
     "log_rounding_correction",
     "log_rounding_terms",
@@ -97,24 +98,35 @@ def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor,  # type: ignor
     return flat.reshape(out.shape)
 
 
+# Results of float32 precision or less: the careful kernel's float64 sum is within a few
+# float64 ulp times its condition number, so it stays within 2^-28 relative (1/8 ulp of
+# float32 after the rounding) up to a condition number of ~2^22 (cancel factors 2^22
+# times float64's). Beyond, at the float32 nearest a zero crossing, it is refined too.
+NARROW_SCALE = 2.0**22
+
+
 def refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
-                   grads: list[Tensor | None]) -> tuple[Tensor, list[Tensor | None]]:  # fmt: skip
-    """Float64 results only, eager only: where the kernel's float64 sum cancels (the
+                   grads: list[Tensor | None], scale: float = 1.0
+                   ) -> tuple[Tensor, list[Tensor | None]]:  # fmt: skip
+    """Float64 kernel results, eager only: where the kernel's float64 sum cancels (the
     quantity crosses zero), recompute it from terms exact to ~2^-104 and round once.
+
+    ``scale`` multiplies the cancel factors: 1 for float64 results, :data:`NARROW_SCALE`
+    for results of float32 precision or less (refined only where the float64 sum cancels
+    by more than their precision can absorb).
 
     - ZTP value and d/dlam (:mod:`ztbench.loss.dd.ztp`: flags from the kernel's own results);
     - ZTNB value (:func:`~ztbench.loss.dd.ztnb.ztnb_value_dd`, the lgamma difference in
       double-double), d/dmu and d/dtheta (:mod:`ztbench.loss.dd.ztnb`).
 
-    Narrower outputs do not need it: the float64 kernel is already far inside half an ulp
-    of float32 there. The error-free transforms need every product rounded on its own,
+    The error-free transforms need every product rounded on its own,
     which torch.compile's fused code does not promise, so the compiled path keeps the
     kernel's values (a separate target anyway).
     """
     if family == "ztpoisson":
         (lam,) = params
         (d_lam,) = grads
-        flag_v, flag_g = dd_ztp.ztp_cancellation(k, lam, value, d_lam)
+        flag_v, flag_g = dd_ztp.ztp_cancellation(k, lam, value, d_lam, scale)
         value = replace_flagged(value, flag_v, dd_ztp.ztp_value_dd, k, lam)
         if d_lam is not None and flag_g is not None:
             d_lam = replace_flagged(d_lam, flag_g, dd_ztp.ztp_grad_dd, k, lam)
@@ -122,17 +134,19 @@ def refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
     mu, theta = params
     d_mu, d_theta = grads
     x = mu / theta
-    flag = dd_ztnb.ztnb_value_cancellation(k, mu, theta, value) & ~ztnb_tiny_loss(k, x)
+    flag = dd_ztnb.ztnb_value_cancellation(k, mu, theta, value, scale=scale)
+    flag &= ~ztnb_tiny_loss(k, x)
     value = replace_flagged(value, flag, dd_ztnb.ztnb_value_dd, k, mu, theta,
                             last_resort=_VALUE_LAST_RESORT)  # fmt: skip
     if d_mu is not None and d_theta is not None:
         # the double-double derivative forms take x = mu/theta as a quotient: not where it
         # overflows (the kernel's own forms there, kernels._ztnb_huge_x)
         finite_x = x < math.inf
-        flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu) & finite_x
+        flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu, scale) & finite_x
         d_mu = replace_flagged(d_mu, flag, dd_ztnb.ztnb_dmu_dd, k, mu, theta,
                                last_resort=_DMU_LAST_RESORT)  # fmt: skip
-        flag = dd_ztnb.ztnb_dtheta_cancellation(k, mu, theta, d_theta) & (x >= DD_DTHETA_X_MIN)
+        flag = dd_ztnb.ztnb_dtheta_cancellation(k, mu, theta, d_theta, scale)
+        flag &= x >= DD_DTHETA_X_MIN
         d_theta = replace_flagged(d_theta, flag & finite_x, dd_ztnb.ztnb_dtheta_dd, k, mu, theta,
                                   last_resort=_DTHETA_LAST_RESORT)  # fmt: skip
     return value, [d_mu, d_theta]

@@ -23,9 +23,9 @@ Every point evaluated is returned with its errors, so a caller can report the wo
 cancellation: log2 of the terms' size over |reference| (value: the reference engine's
 :func:`~ztbench.reference.formulas.cancelling_magnitude`; gradients: the sum of |terms|
 of the textbook gradient). A double-double sum keeps ~2^-104 of its terms, so a point
-with c bits of cancellation keeps about 2^(c - 51) ulp: at the float64 nearest a
-crossing c can exceed 53 + 51 bits' worth of room, and no fixed precision bounds the ulp
-error there.
+with c bits of cancellation would keep about 2^(c - 51) ulp: at the float64 nearest a
+crossing c reaches 64-74 bits, where the shipped loss relies on its last resort
+(:mod:`ztbench.loss.last_resort`).
 
 Deterministic: seeded (``numpy.random.default_rng(seed)``).
 """

@@ -22,9 +22,10 @@ rounding, so the result is within a few ulp wherever the terms cancel by less th
 At the float64 nearest a zero crossing the result is small by chance and no fixed
 precision bounds its ulp error: the refinement hands the results whose condition number
 (:func:`ztnb_value_condition`, :func:`ztnb_dmu_dd_condition`, :func:`ztnb_dtheta_condition`)
-is beyond the double-double reach to :mod:`ztbench.loss.last_resort`. The d_theta crossings for theta <= 16 are shallow (the
-result is 2^-55 .. 2^-62 of the largest term), so there the double-double sum is at its
-limit. The d_theta form costs the most: 31 double-double reciprocals for the digamma
+is beyond the double-double reach to :mod:`ztbench.loss.last_resort`. The d_theta
+crossings for theta <= 16 are shallow (the result is 2^-55 .. 2^-62 of the largest
+term), so there the double-double sum is at its limit. The d_theta form costs the most:
+31 double-double reciprocals for the digamma
 recurrence; the flags are a few elementwise passes over the kernel's own results.
 
 Built on :mod:`ztbench.loss.dd.arith` (error-free transforms, double-double +, *, /, ``dd_log``,
@@ -182,10 +183,11 @@ def ztnb_dmu_dd_condition(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor) ->
 DMU_CANCEL_FACTOR = 2.0
 
 
-def ztnb_dmu_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor) -> Tensor:
+def ztnb_dmu_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor,
+                          scale: float = 1.0) -> Tensor:  # fmt: skip
     """Where the kernel's float64 d_mu can be > ~2 ulp off through cancellation (bool):
-    :func:`ztnb_dmu_condition` above ``DMU_CANCEL_FACTOR``."""
-    return ztnb_dmu_condition(k, mu, theta, d_mu) > DMU_CANCEL_FACTOR
+    :func:`ztnb_dmu_condition` above ``DMU_CANCEL_FACTOR`` (times ``scale``)."""
+    return ztnb_dmu_condition(k, mu, theta, d_mu) > DMU_CANCEL_FACTOR * scale
 
 
 def ztnb_dmu_condition(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor) -> Tensor:
@@ -509,10 +511,11 @@ def _dtheta_big_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
 DTHETA_CANCEL_FACTOR = 2.0
 
 
-def ztnb_dtheta_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor) -> Tensor:
+def ztnb_dtheta_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor,
+                             scale: float = 1.0) -> Tensor:  # fmt: skip
     """Where the kernel's float64 d_theta can be > ~2 ulp off through cancellation (bool):
-    :func:`ztnb_dtheta_condition` above ``DTHETA_CANCEL_FACTOR``."""
-    return ztnb_dtheta_condition(k, mu, theta, d_theta) > DTHETA_CANCEL_FACTOR
+    :func:`ztnb_dtheta_condition` above ``DTHETA_CANCEL_FACTOR`` (times ``scale``)."""
+    return ztnb_dtheta_condition(k, mu, theta, d_theta) > DTHETA_CANCEL_FACTOR * scale
 
 
 def ztnb_dtheta_condition(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor) -> Tensor:
@@ -698,7 +701,7 @@ def ztnb_value_magnitude(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
 
 
 def ztnb_value_cancellation(
-    k: Tensor, mu: Tensor, theta: Tensor, value: Tensor, full: bool = False
+    k: Tensor, mu: Tensor, theta: Tensor, value: Tensor, full: bool = False, scale: float = 1.0
 ) -> Tensor:
     """Where the float64 value (``full``: value + lgamma(k + 1)) can be > ~2 ulp off (bool).
 
@@ -707,7 +710,7 @@ def ztnb_value_cancellation(
     ``FULL_CANCEL_FACTOR``) times |value|.
     """
     factor = FULL_CANCEL_FACTOR if full else VALUE_CANCEL_FACTOR
-    return ztnb_value_condition(k, mu, theta, value, full) > factor
+    return ztnb_value_condition(k, mu, theta, value, full) > factor * scale
 
 
 def ztnb_value_condition(

@@ -172,9 +172,10 @@ FULL_CANCEL_FACTOR = 4.0
 
 
 def ztp_cancellation(
-    k: Tensor, lam: Tensor, value: Tensor, d_lam: Tensor | None = None
+    k: Tensor, lam: Tensor, value: Tensor, d_lam: Tensor | None = None, scale: float = 1.0
 ) -> tuple[Tensor, Tensor | None]:
-    """(value flag, d_lam flag): where the float64 kernel's result can be > ~2 ulp off.
+    """(value flag, d_lam flag): where the float64 kernel's result can be > ~2 ulp off
+    (``scale`` times the factors: see :func:`ztbench.loss.refine.refine_float64`).
 
     Computed from the kernel's own float64 results (``value``, ``d_lam`` of
     :func:`ztbench.loss.kernels.ztp_kernel` at the same k, lam), so it costs a few passes: each
@@ -190,9 +191,9 @@ def ztp_cancellation(
     k >= 2 with k log(lam) ~ lam; for lam < 1 both value terms are >= 0: never flagged).
     """
     b = (k - 1.0) * torch.log(lam)
-    flag_v = (value + b).abs() + b.abs() > VALUE_CANCEL_FACTOR * value.abs()
+    flag_v = (value + b).abs() + b.abs() > VALUE_CANCEL_FACTOR * scale * value.abs()
     if d_lam is None:
         return flag_v, None
     t1 = torch.where(lam >= 1.0, (lam - k) / lam, (1.0 - k) / lam)
-    flag_g = t1.abs() + (d_lam - t1).abs() > GRAD_CANCEL_FACTOR * d_lam.abs()
+    flag_g = t1.abs() + (d_lam - t1).abs() > GRAD_CANCEL_FACTOR * scale * d_lam.abs()
     return flag_v, flag_g
