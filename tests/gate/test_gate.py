@@ -191,6 +191,35 @@ def test_infinite_max_ulp_in_both_is_no_regression_unless_failures_grow() -> Non
     assert [(c.candidate, c.metric) for c in res.improvements] == [("ztnb/naive", "failures")]
 
 
+@pytest.mark.parametrize(("base", "now", "regressed"), [
+    (0, 1, True),        # from 0: no slack
+    (1111, 1113, False),  # 0.18%: another CPU's last bits
+    (101, 102, False),   # 0.99%
+    (100, 103, True),    # 3%
+    (12, 13, True),      # 8%
+])  # fmt: skip
+def test_failure_counts_have_a_relative_slack(base: int, now: int, regressed: bool) -> None:
+    df = base_frame()
+    df.loc[4, "failures"] = base
+    df2 = df.copy()
+    df2.loc[4, "failures"] = now
+    res = gate.compare(make_baseline(df), df2, ENV)
+    assert (not res.passed) is regressed
+    assert gate.Tolerance(failure_slack=0.0).failures_regressed(1111, 1112)
+
+
+def test_failure_slack_is_read_from_the_suite(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ztbench.candidates import load_suite
+    from ztbench.cli import main
+
+    src = Path(__file__).resolve().parents[2] / "suites" / "quick.toml"
+    text = src.read_text().replace("[gate]\n", "[gate]\nfailure_slack = 0.5\n", 1)
+    (tmp_path / "q.toml").write_text(text)
+    assert load_suite(tmp_path / "q.toml").gate.for_candidate("ztnb/stable").failure_slack == 0.5
+    (tmp_path / "bad.toml").write_text(text.replace("failure_slack = 0.5", "failure_slack = -1"))
+    assert main(["check", str(tmp_path / "bad.toml")]) == 2
+
+
 def test_failures_vanishing_is_one_improvement() -> None:
     df = base_frame()
     df.loc[4, ["failures", "max_ulp"]] = [0, 7.0]

@@ -13,16 +13,26 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Tolerance:
     """How much a gated ulp metric may grow: a regression needs both
-    ``now > max_ratio * base`` and ``now - base > min_ulp``."""
+    ``now > max_ratio * base`` and ``now - base > min_ulp``. How much a failure count may
+    grow: none from 0; otherwise by at most ``failure_slack`` of the baseline's count
+    (another CPU's last bits in torch's math functions move a point or two of a
+    formulation that already overflows across its overflow boundary)."""
 
     max_ratio: float = 2.0
     min_ulp: float = 1.0
+    failure_slack: float = 0.02
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_ratio) and self.max_ratio >= 1.0):
             raise ValueError(f"max_ratio must be finite and >= 1, got {self.max_ratio!r}")
         if not (math.isfinite(self.min_ulp) and self.min_ulp >= 0.0):
             raise ValueError(f"min_ulp must be finite and >= 0, got {self.min_ulp!r}")
+        if not (math.isfinite(self.failure_slack) and self.failure_slack >= 0.0):
+            raise ValueError(f"failure_slack must be finite and >= 0, got {self.failure_slack!r}")
+
+    def failures_regressed(self, base: int, now: int) -> bool:
+        """True when the failure count grew from 0, or by more than ``failure_slack * base``."""
+        return now > base and (base == 0 or now - base > self.failure_slack * base)
 
     def regressed(self, base: float, now: float) -> bool:
         """True when ``now`` is worse than ``base`` beyond the tolerance (NaN-safe)."""

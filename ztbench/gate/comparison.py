@@ -165,10 +165,10 @@ def _compare_row(
     if not (b_ok and n_ok):
         return [], []
     bf, nf = base["failures"], now["failures"]
-    failures_grew = nf > bf
+    failures_grew = tol.failures_regressed(bf, nf)
     if failures_grew:
         reg.append(Change(key, "failures", float(bf), float(nf), worst))
-    elif nf < bf:
+    elif tol.failures_regressed(nf, bf):  # symmetric: fewer beyond the same slack
         imp.append(Change(key, "failures", float(bf), float(nf), worst))
     for m, best in zip(GATED_METRICS, BEST_FIELDS, strict=True):
         b, n = float(base[m]), float(now[m])

@@ -104,6 +104,8 @@ Schema (every key below; anything else is an error)::
     [gate]                          # optional: tolerances of the regression gate
     max_ratio = 2.0                 # default 2.0 (>= 1)
     min_ulp = 1.0                   # default 1.0 (>= 0)
+    failure_slack = 0.02            # default 0.02 (>= 0): a nonzero failure count may
+                                    #   grow by this fraction of itself (0 stays 0)
     [gate.candidates."ztnb/naive"]  # optional per-candidate (id or glob) overrides
     max_ratio = 10.0
 

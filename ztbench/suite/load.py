@@ -353,7 +353,7 @@ def _thresholds(
 
 
 def _gate(ck: Checker, value: Any, selected: tuple[str, ...]) -> GateTolerance:
-    t = ck.table(value, "gate", ("max_ratio", "min_ulp", "candidates"))
+    t = ck.table(value, "gate", ("max_ratio", "min_ulp", "failure_slack", "candidates"))
     default = _tolerance(ck, t, "gate", Tolerance())
     per: dict[str, Tolerance] = {}
     if "candidates" in t:
@@ -365,7 +365,7 @@ def _gate(ck: Checker, value: Any, selected: tuple[str, ...]) -> GateTolerance:
             hits = _matches(pat, selected)
             if not hits:
                 raise ck.fail(key, f"pattern {pat!r} matches no selected candidate")
-            st = ck.table(spec, key, ("max_ratio", "min_ulp"))
+            st = ck.table(spec, key, ("max_ratio", "min_ulp", "failure_slack"))
             for cid in hits:
                 per[cid] = _tolerance(ck, st, key, per.get(cid, default))
     return GateTolerance(default, per)
@@ -409,7 +409,12 @@ def _tolerance(ck: Checker, t: dict[str, Any], key: str, base: Tolerance) -> Tol
         min_ulp = ck.number(t["min_ulp"], child(key, "min_ulp"))
         if min_ulp < 0:
             raise ck.fail(child(key, "min_ulp"), f"must be >= 0, got {fmt_num(min_ulp)}")
-    return Tolerance(ratio, min_ulp)
+    slack = base.failure_slack
+    if "failure_slack" in t:
+        slack = ck.number(t["failure_slack"], child(key, "failure_slack"))
+        if slack < 0:
+            raise ck.fail(child(key, "failure_slack"), f"must be >= 0, got {fmt_num(slack)}")
+    return Tolerance(ratio, min_ulp, slack)
 
 
 
