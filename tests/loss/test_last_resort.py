@@ -95,7 +95,8 @@ def test_double_double_alone_is_not_certified_there(point: Point, quantity: str)
     if quantity == "value":
         cond = N.ztnb_value_condition(k, mu, th, N.ztnb_value_dd(k, mu, th))
     elif quantity == "d_mu":
-        cond = N.ztnb_dmu_dd_condition(k, mu, th, N.ztnb_dmu_dd(k, mu, th))
+        refined = N.ztnb_dmu_dd(k, mu, th)
+        cond = N.ztnb_dmu_dd_magnitude(k, mu, th, refined) / refined.abs()
     else:
         cond = N.ztnb_dtheta_condition(k, mu, th, N.ztnb_dtheta_dd(k, mu, th))
     assert L.needs_last_resort(cond).all()

@@ -67,8 +67,9 @@ __all__ = [
 ]
 
 
-# (condition number of a refined result, its certified recomputation)
-LastResort = tuple[Callable[..., Tensor], Callable[..., Tensor]]
+# (the magnitude of the terms of the double-double sum, of the refined result's shape;
+# the certified recomputation)
+LastResort = tuple[Tensor, Callable[..., Tensor]]
 
 
 def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor,  # type: ignore[no-untyped-def]
@@ -79,9 +80,9 @@ def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor,  # type: ignor
     arithmetic's error-free products overflow for operands past ~2^996 (e.g. 1/theta or
     1/w at theta ~ 1e-300), where the kernel's float64 form is still finite.
 
-    ``last_resort`` = (condition, exact): where condition(*args, refined) exceeds
-    :data:`~ztbench.loss.last_resort.LAST_RESORT_FACTOR` (the double-double sum cannot
-    certify the result), exact(*args) replaces it (:mod:`ztbench.loss.last_resort`)."""
+    ``last_resort`` = (magnitude, exact): where the condition number magnitude / |refined|
+    exceeds :data:`~ztbench.loss.last_resort.LAST_RESORT_FACTOR` (the double-double sum
+    cannot certify the result), exact(*args) replaces it (:mod:`ztbench.loss.last_resort`)."""
     idx = flat_indices(flag.reshape(-1))
     if not idx.numel():
         return out
@@ -90,8 +91,9 @@ def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor,  # type: ignor
     refined = fn(*sub)
     refined = torch.where(torch.isfinite(refined), refined, flat[idx])
     if last_resort is not None:
-        condition, exact = last_resort
-        again = flat_indices(needs_last_resort(condition(*sub, refined)) & refined.isfinite())
+        magnitude, exact = last_resort
+        condition = magnitude.reshape(-1)[idx] / refined.abs()
+        again = flat_indices(needs_last_resort(condition) & refined.isfinite())
         if again.numel():
             refined[again] = exact(*(a[again] for a in sub))
     flat[idx] = refined
@@ -134,33 +136,26 @@ def refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
     mu, theta = params
     d_mu, d_theta = grads
     x = mu / theta
-    flag = dd_ztnb.ztnb_value_cancellation(k, mu, theta, value, scale=scale)
-    flag &= ~ztnb_tiny_loss(k, x)
+    # each magnitude once: it flags the kernel's result for the refinement and the refined
+    # one for the last resort
+    mag = dd_ztnb.ztnb_value_magnitude(k.to(torch.float64), mu, theta)
+    flag = (mag > dd_ztnb.VALUE_CANCEL_FACTOR * scale * value.abs()) & ~ztnb_tiny_loss(k, x)
     value = replace_flagged(value, flag, dd_ztnb.ztnb_value_dd, k, mu, theta,
-                            last_resort=_VALUE_LAST_RESORT)  # fmt: skip
+                            last_resort=(mag, lr.ztnb_value_exact))  # fmt: skip
     if d_mu is not None and d_theta is not None:
         # the double-double derivative forms take x = mu/theta as a quotient: not where it
         # overflows (the kernel's own forms there, kernels._ztnb_huge_x)
         finite_x = x < math.inf
         flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu, scale) & finite_x
+        mag = dd_ztnb.ztnb_dmu_dd_magnitude(k, mu, theta, d_mu)
         d_mu = replace_flagged(d_mu, flag, dd_ztnb.ztnb_dmu_dd, k, mu, theta,
-                               last_resort=_DMU_LAST_RESORT)  # fmt: skip
-        flag = dd_ztnb.ztnb_dtheta_cancellation(k, mu, theta, d_theta, scale)
+                               last_resort=(mag, lr.ztnb_dmu_exact))  # fmt: skip
+        mag = dd_ztnb.ztnb_dtheta_magnitude(k, mu, theta, d_theta)
+        flag = (mag > dd_ztnb.DTHETA_CANCEL_FACTOR * scale * d_theta.abs()) & finite_x
         flag &= x >= DD_DTHETA_X_MIN
-        d_theta = replace_flagged(d_theta, flag & finite_x, dd_ztnb.ztnb_dtheta_dd, k, mu, theta,
-                                  last_resort=_DTHETA_LAST_RESORT)  # fmt: skip
+        d_theta = replace_flagged(d_theta, flag, dd_ztnb.ztnb_dtheta_dd, k, mu, theta,
+                                  last_resort=(mag, lr.ztnb_dtheta_exact))  # fmt: skip
     return value, [d_mu, d_theta]
-
-
-# Each refined result's last resort: the condition number of the double-double sum that
-# produced it (d_mu: its own T - k, not the kernel's grouping) and the decimal evaluation.
-_VALUE_LAST_RESORT: LastResort = (dd_ztnb.ztnb_value_condition, lr.ztnb_value_exact)
-_DMU_LAST_RESORT: LastResort = (dd_ztnb.ztnb_dmu_dd_condition, lr.ztnb_dmu_exact)
-_DTHETA_LAST_RESORT: LastResort = (dd_ztnb.ztnb_dtheta_condition, lr.ztnb_dtheta_exact)
-_FULL_LAST_RESORT: LastResort = (
-    lambda k, mu, theta, full: dd_ztnb.ztnb_value_condition(k, mu, theta, full, True),
-    lr.ztnb_full_value_exact,
-)
 
 
 # Where the double-double ZTNB forms cannot help, and the kernel needs no help:
@@ -212,8 +207,9 @@ def refine_full_float64(family: str, k: Tensor, params: list[Tensor], full: Tens
         dd_ztnb.ztnb_value_cancellation(k, mu, theta, full, True),
         cond > dd_ztnb.FULL_CANCEL_FACTOR,
     ) & ~ztnb_tiny_loss(k, mu / theta)  # lgamma(k + 1) = 0 at k = 1: the loss itself
+    mag = dd_ztnb.ztnb_value_magnitude(k.to(torch.float64), mu, theta) + torch.lgamma(k + 1.0)
     return replace_flagged(full, flag, dd_ztnb.ztnb_full_value_dd, k, mu, theta,
-                           last_resort=_FULL_LAST_RESORT)  # fmt: skip
+                           last_resort=(mag, lr.ztnb_full_value_exact))  # fmt: skip
 
 
 def _load_jvp_decompositions() -> None:

@@ -21,7 +21,7 @@ Accuracy (held by tests/loss/test_dd_ztnb.py and tests/loss/test_dd_ztnb_value.p
 rounding, so the result is within a few ulp wherever the terms cancel by less than ~2^50.
 At the float64 nearest a zero crossing the result is small by chance and no fixed
 precision bounds its ulp error: the refinement hands the results whose condition number
-(:func:`ztnb_value_condition`, :func:`ztnb_dmu_dd_condition`, :func:`ztnb_dtheta_condition`)
+(:func:`ztnb_value_condition`, :func:`ztnb_dmu_dd_magnitude`, :func:`ztnb_dtheta_condition`)
 is beyond the double-double reach to :mod:`ztbench.loss.last_resort`. The d_theta
 crossings for theta <= 16 are shallow (the result is 2^-55 .. 2^-62 of the largest
 term), so there the double-double sum is at its limit. The d_theta form costs the most:
@@ -80,10 +80,11 @@ __all__ = [
     "ztnb_dmu_cancellation",
     "ztnb_dmu_condition",
     "ztnb_dmu_dd",
-    "ztnb_dmu_dd_condition",
+    "ztnb_dmu_dd_magnitude",
     "ztnb_dtheta_cancellation",
     "ztnb_dtheta_condition",
     "ztnb_dtheta_dd",
+    "ztnb_dtheta_magnitude",
     "ztnb_full_value_dd",
     "ztnb_value_cancellation",
     "ztnb_value_condition",
@@ -163,20 +164,21 @@ def ztnb_dmu_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     return out.reshape(shape)
 
 
-def ztnb_dmu_dd_condition(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor) -> Tensor:
-    """The condition number of :func:`ztnb_dmu_dd`'s own sum T - k at its result ``d_mu``:
-    (T + k) / |T - k|, with T - k = d_mu mu (1 + mu/theta); 1 where it does not form that
-    difference (k = 1 with T - 1 < 2^-30, theta = 1).
+def ztnb_dmu_dd_magnitude(k: Tensor, mu: Tensor, theta: Tensor, d_mu: Tensor) -> Tensor:
+    """The magnitude of :func:`ztnb_dmu_dd`'s own sum T - k, in units of d_mu:
+    (|T| + k) / (mu (1 + x)), with T - k = d_mu mu (1 + x), x = mu/theta, from a d_mu
+    that need not be accurate (T ~ k either way); |d_mu| where it does not form that
+    difference (k = 1 with T - 1 < 2^-30, theta = 1). Over the refined |d_mu|: the
+    condition number of the double-double sum.
 
-    Not the kernel's condition (:func:`ztnb_dmu_condition`), which measures mu - k against
+    Not the kernel's magnitude (:func:`ztnb_dmu_condition`), which measures mu - k against
     mu/expm1(w): where mu ~ k that is far smaller than T ~ k, while the double-double error
     is ~2^-102 of T."""
     k = k.to(torch.float64)
-    num = d_mu * (mu * (1.0 + mu / theta))
-    t = num + k
-    cond = (t.abs() + k) / num.abs()
+    den = mu * (1.0 + mu / theta)
+    t = d_mu * den + k
     exempt = ((k == 1.0) & (t - 1.0 < _T_NEAR_ONE)) | (theta == 1.0)
-    return torch.where(exempt, torch.ones_like(cond), cond)
+    return torch.where(exempt, d_mu.abs(), (t.abs() + k) / den)
 
 
 # ----------------------------------------------------------------------- cancellation test
@@ -519,7 +521,14 @@ def ztnb_dtheta_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tens
 
 
 def ztnb_dtheta_condition(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor) -> Tensor:
-    """The condition number of the kernel's float64 d_theta sum (sum of |terms| / |d_theta|).
+    """The condition number of the kernel's float64 d_theta sum:
+    :func:`ztnb_dtheta_magnitude` / |d_theta|."""
+    return ztnb_dtheta_magnitude(k, mu, theta, d_theta) / d_theta.abs()
+
+
+def ztnb_dtheta_magnitude(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor) -> Tensor:
+    """The sum of the magnitudes of the kernel's float64 d_theta terms (see below for the
+    flags built on it).
 
     theta > ``DTHETA_THETA_MAX`` = 16: the condition number of the kernel's regrouped sum
     (:func:`_dtheta_big_magnitude`) against ``DTHETA_CANCEL_FACTOR`` (measured on 1000
@@ -546,8 +555,7 @@ def ztnb_dtheta_condition(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor)
     t2 = torch.where(below, -k * y / theta, -y / w)
     r = d_theta - d1 - t1 - t2
     cond = d1.abs() + t1.abs() + t2.abs() + r.abs()
-    cond = torch.where(theta <= DTHETA_THETA_MAX, cond, _dtheta_big_magnitude(k, mu, theta))
-    return cond / d_theta.abs()
+    return torch.where(theta <= DTHETA_THETA_MAX, cond, _dtheta_big_magnitude(k, mu, theta))
 
 
 def _dtheta_big_magnitude(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
