@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 # The published package (bento-sc 0.0.8), measured as itself: its loss module needs torch
 # only, so its unrelated heavy dependencies are not installed.
 	$(BIN)/python -m pip install -q --no-deps bento-sc==0.0.8
+# The loss's fused float32 kernel, built by torch for this CPU (about half a minute; without
+# a C++ compiler the loss uses its pure-torch screen and says so).
+	@$(BIN)/python -c "from ztbench.loss import fused; print('ztbench.loss.fused:', fused.status().reason)"
 	@rm -f $(VENV)/.installed-torch-*
 	@touch $@
 

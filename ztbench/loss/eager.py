@@ -24,6 +24,7 @@ import math
 import torch
 from torch import Tensor
 
+from ztbench.loss import fused
 from ztbench.loss import screened as S
 from ztbench.loss import validation as V
 from ztbench.loss.kernels import (
@@ -36,6 +37,7 @@ from ztbench.loss.kernels import (
     in_chunks,
     to_float64,
 )
+from ztbench.loss.paths import NARROW_DTYPES
 from ztbench.loss.refine import NARROW_SCALE, apply_full, refine_float64
 
 __all__ = [
@@ -74,6 +76,14 @@ def screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype,
     if n == 0:
         empty = [torch.empty(0, dtype=d_dtype) for _ in params] if need else []
         return torch.empty(0, dtype=out_dtype), empty
+    fused = _fused_screen(family, need, full, out_dtype, d_dtype, k, params, is_log)
+    if fused is not None:  # the fused kernel checks the inputs' validity itself
+        if not fused:
+            return None
+        value, derivs, rej = fused
+        if rej.numel():
+            recompute_at(family, need, full, is_log, k, params, rej, [value, *derivs])
+        return value, derivs
     # validity and the extremes the ZTP bound takes, once over the inputs as given
     k_min, k_max = extremes(k)
     if not V.all_valid_k(k, k_min, k_max):
@@ -117,6 +127,38 @@ def screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype,
         recompute_at(family, need, full, is_log, k, params, torch.cat(rejected),
                      [value, *derivs])  # fmt: skip
     return value, derivs
+
+
+# (value, derivatives, positions not certified), or () where an input is invalid
+FusedResult = tuple[Tensor, list[Tensor], Tensor] | tuple[()]
+
+
+def _fused_screen(family: str, need: bool, full: bool, out_dtype: torch.dtype,
+                  d_dtype: torch.dtype, k: Tensor, params: list[Tensor],
+                  is_log: tuple[bool, ...]) -> FusedResult | None:  # fmt: skip
+    """The screen by the fused kernel (:mod:`ztbench.loss.fused`): (value, derivatives,
+    positions of the elements it does not certify), () where an input is invalid (the
+    same rules as :func:`screened_kernel`'s checks), or None where it does not apply
+    (results other than float32, or the kernel is not available: the pure-torch screen
+    then runs)."""
+    # float32 holds bfloat16 and float16 exactly; their results are rounded twice (to
+    # float32, then to their dtype), within 2^-16 ulp of one rounding
+    if out_dtype not in NARROW_DTYPES or d_dtype != torch.float32:
+        return None
+    if any(t.dtype not in NARROW_DTYPES for t in params):
+        return None
+    mod = fused.load()
+    if mod is None:
+        return None
+    cols = [k.contiguous(), *(t.to(torch.float32).contiguous() for t in params)]
+    if family == "ztpoisson":
+        out = mod.ztp_screen(*cols, is_log[0], need, full)
+    else:
+        out = mod.ztnb_screen(*cols, is_log[0], is_log[1], need, full)
+    if not out:
+        return ()
+    value, *derivs, rejected = out
+    return value.to(out_dtype), derivs, rejected
 
 
 def recompute_at(family: str, need: bool, full: bool, is_log: tuple[bool, ...] | list[bool],

@@ -7,8 +7,10 @@ The choice depends only on how the call runs, never on the values:
 result dtype              eager                    ``torch.compile``
 ========================  =======================  ========================================
 float32 or narrower, CPU  ``EAGER_SCREENED_F32``   ``COMPILED_SCREENED``
-                          (float32 parameters),
-                          else ``EAGER_SCREENED``
+                          (float32, bfloat16 or
+                          float16 parameters on
+                          k's device), else
+                          ``EAGER_SCREENED``
 float64, CPU              ``EAGER_REFINED``        ``COMPILED_OPAQUE``
 float32 or narrower, GPU  ``EAGER_INDEXED``        ``COMPILED_TRACED``
 float64, GPU              ``EAGER_REFINED``        ``COMPILED_TRACED``
@@ -41,10 +43,11 @@ class Path(enum.Enum):
     """How the forward computes the loss and its derivatives."""
 
     EAGER_SCREENED_F32 = "eager_screened_f32"
-    """The plain formula in float64 on float32 inputs, converted chunk by chunk (no
-    full-size float64 copies), kept where its error bound certifies the float32 result;
-    the careful kernels (each branch on its own elements) recompute the rest. Float32
-    derivatives."""
+    """The plain formula in float64 on float32, bfloat16 or float16 inputs, kept where its
+    error bound certifies the result; the careful kernels (each branch on its own
+    elements) recompute the rest. Float32 derivatives. Run by the fused kernel
+    (:mod:`ztbench.loss.fused`) where it is built, else converted chunk by chunk (no
+    full-size float64 copies)."""
 
     EAGER_SCREENED = "eager_screened"
     """The same screen on the float64 inputs of the general path (bfloat16, float16, mixed
@@ -106,7 +109,7 @@ def choose_path(k: Tensor, params: Sequence[Tensor], mask: Tensor | None = None,
         if not on_cpu:
             return Path.COMPILED_TRACED
         return Path.COMPILED_OPAQUE if float64 else Path.COMPILED_SCREENED
-    float32 = all(p.dtype == torch.float32 and p.device == k.device for p in params)
+    float32 = all(p.dtype in NARROW_DTYPES and p.device == k.device for p in params)
     float32 = float32 and (mask is None or mask.device == k.device)
     if k.device.type == "cpu" and float32:
         return Path.EAGER_SCREENED_F32
@@ -114,6 +117,9 @@ def choose_path(k: Tensor, params: Sequence[Tensor], mask: Tensor | None = None,
         return Path.EAGER_REFINED
     return Path.EAGER_SCREENED if on_cpu else Path.EAGER_INDEXED
 
+
+# parameter dtypes that float32 holds exactly: the float32 screen takes them as they are
+NARROW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 _RAN: ContextVar[list[Path] | None] = ContextVar("ztbench_loss_paths_ran", default=None)
 

@@ -67,6 +67,10 @@ __all__ = [
 ]
 
 
+# At most this many flagged elements go straight to the last resort (about a millisecond
+# each), skipping the double-double formulas (tens of milliseconds of tensor operations
+# whatever their size).
+DECIMAL_MAX = 8
 # (the magnitude of the terms of the double-double sum, of the refined result's shape;
 # the certified recomputation)
 LastResort = tuple[Tensor, Callable[..., Tensor]]
@@ -80,14 +84,21 @@ def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor,  # type: ignor
     arithmetic's error-free products overflow for operands past ~2^996 (e.g. 1/theta or
     1/w at theta ~ 1e-300), where the kernel's float64 form is still finite.
 
-    ``last_resort`` = (magnitude, exact): where the condition number magnitude / |refined|
-    exceeds :data:`~ztbench.loss.last_resort.LAST_RESORT_FACTOR` (the double-double sum
-    cannot certify the result), exact(*args) replaces it (:mod:`ztbench.loss.last_resort`)."""
+    ``last_resort`` = (magnitude, exact): at most :data:`DECIMAL_MAX` flagged elements are
+    computed by exact(*args) directly; otherwise where the condition number
+    magnitude / |refined| exceeds :data:`~ztbench.loss.last_resort.LAST_RESORT_FACTOR`
+    (the double-double sum cannot certify the result), exact(*args) replaces it
+    (:mod:`ztbench.loss.last_resort`)."""
     idx = flat_indices(flag.reshape(-1))
     if not idx.numel():
         return out
     flat = out.clone().reshape(-1)
     sub = [a.reshape(-1)[idx] for a in args]
+    if last_resort is not None and idx.numel() <= DECIMAL_MAX:
+        # a few elements: the certified decimal evaluation costs less than the
+        # double-double formulas' thousands of tensor operations
+        flat[idx] = last_resort[1](*sub)
+        return flat.reshape(out.shape)
     refined = fn(*sub)
     refined = torch.where(torch.isfinite(refined), refined, flat[idx])
     if last_resort is not None:

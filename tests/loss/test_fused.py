@@ -1,0 +1,159 @@
+"""The fused float32 screen (ztbench.loss.fused, csrc/screen.cpp): its digamma against
+mpmath, the loss through it against mpmath in float32, bfloat16 and float16 (both
+families, natural and log-parameters, loss and full forms), the same results as the
+pure-torch screen, and the fallback when it cannot be built."""
+
+from __future__ import annotations
+
+import math
+
+import mpmath as mp
+import numpy as np
+import pytest
+import torch
+
+from ztbench.core.metrics import ulp_error
+from ztbench.loss import fused, zt_negbin_nll, zt_poisson_nll
+from ztbench.loss.paths import Path, recording
+
+ACTIVE = fused.status().active
+needs_fused = pytest.mark.skipif(not ACTIVE, reason=f"fused kernel: {fused.status().reason}")
+GOAL = 0.5 + 1 / 8
+
+
+def _rng_points(family: str, n: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Half log-uniform over a wide domain, half single-cell-like."""
+    rng = np.random.default_rng(seed)
+    h = n // 2
+    mean = np.concatenate([np.exp(rng.uniform(math.log(1e-6), math.log(1e6), h)),
+                           np.exp(rng.normal(1.0, 1.0, n - h))])  # fmt: skip
+    k = np.where(np.arange(n) < h, np.floor(np.exp(rng.uniform(0, math.log(1e5), n))),
+                 1 + rng.poisson(np.minimum(mean, 1e6)))  # fmt: skip
+    if family == "ztpoisson":
+        return k, [mean]
+    theta = np.concatenate([np.exp(rng.uniform(math.log(1e-4), math.log(1e6), h)),
+                            np.exp(rng.normal(1.5, 1.0, n - h))])  # fmt: skip
+    return k, [mean, theta]
+
+
+def _reference(family: str, full: bool, k: float, params: list[float]) -> list[float]:
+    with mp.workprec(160):
+        kk = mp.mpf(k)
+        extra = mp.loggamma(kk + 1) if full else 0
+        if family == "ztpoisson":
+            lam = mp.mpf(params[0])
+            return [float(-kk * mp.log(lam) + mp.log(mp.expm1(lam)) + extra),
+                    float(-kk / lam + 1 / -mp.expm1(-lam))]  # fmt: skip
+        m, t = mp.mpf(params[0]), mp.mpf(params[1])
+        lx = mp.log1p(m / t)
+        w = t * lx
+        p1 = -mp.expm1(-w)
+        return [
+            float(mp.loggamma(t) - mp.loggamma(kk + t) + kk * mp.log1p(t / m)
+                  + mp.log(mp.expm1(w)) + extra),
+            float(kk / (t + m) - kk / m + t / (t + m) / p1),
+            float(mp.digamma(t) - mp.digamma(kk + t) + kk / (t + m) + (lx - m / (t + m)) / p1),
+        ]  # fmt: skip
+
+
+@needs_fused
+def test_digamma_within_the_bounds_allowance() -> None:
+    """|error| <= 16 u (|psi(x)| + 1), the allowance of torch's digamma in the bound."""
+    rng = np.random.default_rng(3)
+    xs = np.concatenate([np.exp(rng.uniform(math.log(1e-12), math.log(1e10), 400)),
+                         1.4616321449683622 + rng.uniform(-1e-3, 1e-3, 50),
+                         np.arange(1, 20, dtype=float),
+                         [7.999999999, 8.0, 8.000000001]])  # fmt: skip
+    got = fused.load().digamma(torch.tensor(xs, dtype=torch.float64)).numpy()
+    with mp.workprec(120):
+        ref = np.array([float(mp.digamma(mp.mpf(float(x)))) for x in xs])
+    allowance = 16 * 2.0**-53 * (np.abs(ref) + 1)
+    assert np.all(np.abs(got - ref) <= allowance), np.max(np.abs(got - ref) / allowance)
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
+@pytest.mark.parametrize(("full", "is_log"), [(False, False), (True, False), (False, True)])
+def test_fused_results_against_mpmath(family: str, dtype: torch.dtype, full: bool,
+                                      is_log: bool) -> None:  # fmt: skip
+    k_np, raw = _rng_points(family, 160, 11)
+    if dtype is torch.float16:  # float16's range: keep every parameter and k finite there
+        keep = (k_np < 6e4) & np.all([(p > 1e-4) & (p < 6e4) for p in raw], axis=0)
+        k_np, raw = k_np[keep], [p[keep] for p in raw]
+    k = torch.tensor(k_np, dtype=torch.float32)
+    names = ["lam"] if family == "ztpoisson" else ["mu", "theta"]
+    params = [torch.tensor(np.log(p) if is_log else p).to(dtype).requires_grad_(True)
+              for p in raw]  # fmt: skip
+    fn = zt_poisson_nll if family == "ztpoisson" else zt_negbin_nll
+    kw = {("log_" if is_log else "") + n: p for n, p in zip(names, params, strict=True)}
+    with recording() as ran:
+        value = fn(k, **kw, full=full, reduction="none")
+    assert ran == [Path.EAGER_SCREENED_F32]
+    grads = torch.autograd.grad(value.sum(), params)
+    dname = str(dtype).removeprefix("torch.")
+    nat = [p.detach().double().exp() if is_log else p.detach().double() for p in params]
+    for i in range(len(k)):
+        ref = _reference(family, full, float(k[i]), [float(p[i]) for p in nat])
+        # d/dlog p = p d/dp at the parameter the caller means
+        ref_g = [r * float(p[i]) if is_log else r for r, p in zip(ref[1:], nat, strict=True)]
+        got_all = [value.detach()[i], *(g[i] for g in grads)]
+        for got, want in zip(got_all, [ref[0], *ref_g], strict=True):
+            err = float(ulp_error(float(got), want, dname))
+            assert err <= GOAL, (i, float(k[i]), [float(p[i]) for p in nat], float(got), want)
+
+
+@needs_fused
+@pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
+def test_fused_and_pure_torch_screens_agree(family: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Both certify each element within 0.5 + 1/8 ulp of the exact value: at most one
+    float32 apart, and equal at nearly every element."""
+    k_np, raw = _rng_points(family, 20000, 5)
+    k = torch.tensor(k_np, dtype=torch.float32)
+    params = [torch.tensor(p, dtype=torch.float32) for p in raw]
+    fn = zt_poisson_nll if family == "ztpoisson" else zt_negbin_nll
+
+    def run() -> list[np.ndarray]:
+        ps = [p.clone().requires_grad_(True) for p in params]
+        v = fn(k, *ps, reduction="none")
+        return [t.detach().double().numpy() for t in (v, *torch.autograd.grad(v.sum(), ps))]
+
+    with_fused = run()
+    monkeypatch.setattr(fused, "load", lambda verbose=False: None)
+    pure = run()
+    for a, b in zip(with_fused, pure, strict=True):
+        steps = np.asarray(ulp_error(a, b, "float32"))
+        assert steps.max() <= 1.0
+        assert np.mean(steps > 0) < 0.01
+
+
+def test_build_failure_falls_back_with_one_warning(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import torch.utils.cpp_extension as ext
+
+    def no_compiler(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("error: command 'c++' failed: No such file or directory")
+
+    monkeypatch.setattr(ext, "load", no_compiler)
+    fused._reset()
+    try:
+        with pytest.warns(RuntimeWarning, match="pure-torch screen"):
+            s = fused.status()
+        assert not s.active and "could not be built" in s.reason and "c++" in s.reason
+        k, lam = torch.tensor([3.0, 7.0]), torch.tensor([2.5, 6.0], requires_grad=True)
+        with recording() as ran:
+            v = zt_poisson_nll(k, lam, reduction="sum")
+        assert ran == [Path.EAGER_SCREENED_F32]
+        v.backward()
+        assert torch.isfinite(lam.grad).all()
+    finally:
+        fused._reset()
+
+
+def test_turned_off_by_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("ZTBENCH_FUSED", "0")
+    fused._reset()
+    try:
+        s = fused.status()
+        assert not s.active and "ZTBENCH_FUSED=0" in s.reason
+    finally:
+        fused._reset()

@@ -1,0 +1,283 @@
+// The float32 screen of the shipped loss as one fused CPU pass (built by
+// torch.utils.cpp_extension, loaded by ztbench/loss/fused.py).
+//
+// The same formulas and the same error bound as ztbench/loss/screened.py (read its module
+// docstring first): the plain formula in float64 on float32 inputs, each element kept
+// where the bound certifies its float32 rounding within 0.5 + 1/8 ulp (margin
+// S - K |r| <= 0 for the value and each derivative), and flagged otherwise, for the
+// careful kernels to recompute. One pass over memory instead of dozens: the inputs are
+// read once, every intermediate stays in vector registers, the outputs are written once.
+//
+// Vectorised with ATen's Vectorized<double> (lgamma, log, log1p, exp, tanh from SLEEF
+// inside libtorch), built for the CPU capability torch runs with. Compiled with
+// -ffp-contract=off: the bound's error model is that of separately rounded operations.
+//
+// digamma has no vector form in ATen: psi(x) = psi(x + m) - sum_{i<m} 1/(x + i), with m
+// the steps that bring x to >= 8 and the sum kept as one fraction num/den (one division),
+// then de Moivre's series log z - 1/(2z) - sum_{n=1}^{7} B_2n / (2n z^2n), whose first
+// omitted term at z = 8 is below 2^-60. tests/loss/test_fused.py measures it against
+// mpmath within the bound's allowance.
+
+#include <torch/extension.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+using V = at::vec::Vectorized<double>;
+constexpr int L = V::size();
+constexpr double K_COND = 262144.0;  // 2^18, screened.K_COND
+constexpr double EXP_FORM_MIN = 0.25;  // screened._EXP_FORM_MIN
+
+V vdigamma(V x) {
+  const V eight(8.0), one(1.0);
+  V num(0.0), den(1.0);
+  for (int i = 0; i < 8; ++i) {
+    const V small = x < eight;
+    num = V::blendv(num, num * x + den, small);
+    den = V::blendv(den, den * x, small);
+    x = V::blendv(x, x + one, small);
+  }
+  const V z2 = one / (x * x);
+  const V series =
+      V(1.0 / 12.0) -
+      z2 * (V(1.0 / 120.0) -
+            z2 * (V(1.0 / 252.0) -
+                  z2 * (V(1.0 / 240.0) -
+                        z2 * (V(1.0 / 132.0) - z2 * (V(691.0 / 32760.0) - z2 * V(1.0 / 12.0))))));
+  return x.log() - V(0.5) / x - z2 * series - num / den;
+}
+
+// 1 - e^-w for w >= 0, within a few u relative: 2t/(1 + t), t = tanh(w/2) below 1/4,
+// 1 - exp(-w) from there on (screened.one_minus_exp_neg); a NaN stays NaN in either form.
+V one_minus_exp_neg(V w) {
+  const V one(1.0);
+  const V large = w >= V(EXP_FORM_MIN);
+  const int small_lanes = large.zero_mask();  // a bit per lane where w < 1/4
+  if (small_lanes == 0) return one - w.neg().exp();  // (each form only where needed)
+  const V t = (V(0.5) * w).tanh();
+  const V tanh_form = (t + t) / (t + one);
+  if (small_lanes == (1 << L) - 1) return tanh_form;
+  return V::blendv(tanh_form, one - w.neg().exp(), large);
+}
+
+// margin S - K |r|: <= 0 where certified, NaN where a term overflowed
+V margin(V r, V size) { return size - V(K_COND) * r.abs(); }
+
+// Loads L elements from i (the last block repeats element 0 past the end).
+template <typename T>
+V load(const T* p, int64_t i, int count) {
+  double buf[L];
+  for (int j = 0; j < L; ++j) buf[j] = static_cast<double>(p[i + (j < count ? j : 0)]);
+  return V::loadu(buf);
+}
+
+V natural(V p, bool is_log) { return is_log ? p.exp() : p; }
+
+struct Out {
+  float* value;
+  float* d[2];
+  std::vector<int64_t>* rejected;  // positions of the elements not certified
+  bool valid = true;               // false once an input is invalid (the caller's rules)
+};
+
+void store(Out& o, int64_t i, int count, V value, const V* d, int nd, V mg) {
+  double vb[L], db[2][L], mb[L];
+  value.store(vb);
+  for (int q = 0; q < nd; ++q) d[q].store(db[q]);
+  mg.store(mb);
+  for (int j = 0; j < count; ++j) {
+    o.value[i + j] = static_cast<float>(vb[j]);
+    for (int q = 0; q < nd; ++q) o.d[q][i + j] = static_cast<float>(db[q][j]);
+    if (!(mb[j] <= 0.0)) o.rejected->push_back(i + j);
+  }
+}
+
+// The eager path's validity rules (ztbench/loss/validation.py, eager.screened_kernel):
+// k an integer >= 1, finite; a natural parameter finite and > 0; exp of a log-parameter
+// > 0 and < 2^128 (eager.NAT_MAX). Lanes past the end repeat element 0.
+bool valid_k(V k) {
+  const V ok = (k >= V(1.0)) & (k == k.floor()) & (k < V(INFINITY));
+  return ok.zero_mask() == 0;
+}
+
+bool valid_param(V p, bool is_log) {
+  const V ok = (p > V(0.0)) & (p < V(is_log ? 0x1p128 : INFINITY));
+  return ok.zero_mask() == 0;
+}
+
+template <typename KT>
+void ztnb_loop(const KT* kp, const float* mp, const float* tp, bool log_mu, bool log_theta,
+               bool need, bool full, Out& o, int64_t n) {
+  const V one(1.0), two(2.0);
+  for (int64_t i = 0; i < n; i += L) {
+    const int count = static_cast<int>(std::min<int64_t>(L, n - i));
+    const V k = load(kp, i, count);
+    const V mu = natural(load(mp, i, count), log_mu);
+    const V th = natural(load(tp, i, count), log_theta);
+    if (!(valid_k(k) && valid_param(mu, log_mu) && valid_param(th, log_theta))) {
+      o.valid = false;
+      return;
+    }
+    const V x = mu / th, lx = x.log1p(), w = th * lx;
+    const V em1 = one_minus_exp_neg(w), inv = one / em1, log_em1 = em1.log();
+    const V lg_t = th.lgamma(), lg_kt = (k + th).lgamma();
+    const V t_k = k * (th / mu).log1p();
+    V value = lg_t - lg_kt + t_k + w + log_em1;
+    V size = lg_t.abs() + lg_kt.abs() + two + t_k + w + log_em1.abs() + w * inv;
+    if (full) {
+      const V lg = (k + one).lgamma();
+      value = value + lg;
+      size = size + lg + one;
+    }
+    V mg = margin(value, size);
+    V d[2];
+    if (need) {
+      const V s = th + mu, a = k / s, b = k / mu, c = (th / s) * inv;
+      d[0] = a - b + c;
+      mg = at::vec::maximum(mg, margin(d[0], a + b + two * c));
+      const V y = mu / s;
+      const V p_t = vdigamma(th), p_kt = vdigamma(k + th);
+      d[1] = p_t - p_kt + a + (lx - y) * inv;
+      const V size_t = p_t.abs() + p_kt.abs() + two + a + two * (lx + y) * inv;
+      mg = at::vec::maximum(mg, margin(d[1], size_t));
+      // d/dlog p = p d/dp, rounded once to float32 afterwards (kernels.chain_rule)
+      if (log_mu) d[0] = d[0] * mu;
+      if (log_theta) d[1] = d[1] * th;
+    }
+    store(o, i, count, value, d, need ? 2 : 0, mg);
+  }
+}
+
+template <typename KT>
+void ztp_loop(const KT* kp, const float* lp, bool log_lam, bool need, bool full, Out& o,
+              int64_t n) {
+  const V one(1.0);
+  for (int64_t i = 0; i < n; i += L) {
+    const int count = static_cast<int>(std::min<int64_t>(L, n - i));
+    const V k = load(kp, i, count);
+    const V lam = natural(load(lp, i, count), log_lam);
+    if (!(valid_k(k) && valid_param(lam, log_lam))) {
+      o.valid = false;
+      return;
+    }
+    const V log_lam_ = lam.log();
+    const V em1 = one_minus_exp_neg(lam), log_em1 = em1.log();
+    V value = lam - k * log_lam_ + log_em1;
+    V size = lam + k * log_lam_.abs() - log_em1;
+    if (full) {
+      const V lg = (k + one).lgamma();
+      value = value + lg;
+      size = size + lg + one;
+    }
+    V mg = margin(value, size);
+    V d[2];
+    if (need) {
+      const V a = k / lam, b = one / em1;
+      d[0] = b - a;
+      mg = at::vec::maximum(mg, margin(d[0], a + b));
+      if (log_lam) d[0] = d[0] * lam;
+    }
+    store(o, i, count, value, d, need ? 1 : 0, mg);
+  }
+}
+
+Out outputs(const Tensor& like, int nd, bool need, std::vector<Tensor>& keep,
+            std::vector<int64_t>& rejected) {
+  const auto n = like.numel();
+  const auto f32 = like.options().dtype(at::kFloat);
+  keep.push_back(at::empty({n}, f32));
+  Out o{keep.back().data_ptr<float>(), {nullptr, nullptr}, &rejected};
+  for (int q = 0; q < (need ? nd : 0); ++q) {
+    keep.push_back(at::empty({n}, f32));
+    o.d[q] = keep.back().data_ptr<float>();
+  }
+  return o;
+}
+
+// (outputs..., rejected positions as int64) or an empty list where an input is invalid
+std::vector<Tensor> finish(const Out& o, std::vector<Tensor>& keep,
+                           std::vector<int64_t>& rejected) {
+  if (!o.valid) return {};
+  const auto m = static_cast<int64_t>(rejected.size());
+  keep.push_back(at::empty({m}, at::TensorOptions().dtype(at::kLong)));
+  std::copy(rejected.begin(), rejected.end(), keep.back().data_ptr<int64_t>());
+  return keep;
+}
+
+void check(const Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.dim() == 1 && t.is_contiguous(), name,
+              ": a contiguous 1-D CPU tensor is required");
+}
+
+// (value, [d/dmu, d/dtheta,] rejected): float32 outputs, the positions of the elements not
+// certified; an empty list where an input is invalid (the caller's general path then
+// raises or puts NaN there).
+std::vector<Tensor> ztnb_screen(const Tensor& k, const Tensor& mu, const Tensor& theta,
+                                bool log_mu, bool log_theta, bool need, bool full) {
+  check(k, "k");
+  check(mu, "mu");
+  check(theta, "theta");
+  TORCH_CHECK(mu.scalar_type() == at::kFloat && theta.scalar_type() == at::kFloat,
+              "mu and theta must be float32");
+  const auto n = k.numel();
+  TORCH_CHECK(mu.numel() == n && theta.numel() == n, "k, mu, theta: one length");
+  std::vector<Tensor> keep;
+  std::vector<int64_t> rejected;
+  Out o = outputs(mu, 2, need, keep, rejected);
+  const float* m = mu.data_ptr<float>();
+  const float* t = theta.data_ptr<float>();
+  AT_DISPATCH_ALL_TYPES_AND3(at::kBFloat16, at::kHalf, at::kBool, k.scalar_type(), "ztnb_screen", [&] {
+    ztnb_loop(k.data_ptr<scalar_t>(), m, t, log_mu, log_theta, need, full, o, n);
+  });
+  return finish(o, keep, rejected);
+}
+
+// (value, [d/dlam,] rejected), as ztnb_screen
+std::vector<Tensor> ztp_screen(const Tensor& k, const Tensor& lam, bool log_lam, bool need,
+                               bool full) {
+  check(k, "k");
+  check(lam, "lam");
+  TORCH_CHECK(lam.scalar_type() == at::kFloat, "lam must be float32");
+  const auto n = k.numel();
+  TORCH_CHECK(lam.numel() == n, "k, lam: one length");
+  std::vector<Tensor> keep;
+  std::vector<int64_t> rejected;
+  Out o = outputs(lam, 1, need, keep, rejected);
+  const float* l = lam.data_ptr<float>();
+  AT_DISPATCH_ALL_TYPES_AND3(at::kBFloat16, at::kHalf, at::kBool, k.scalar_type(), "ztp_screen", [&] {
+    ztp_loop(k.data_ptr<scalar_t>(), l, log_lam, need, full, o, n);
+  });
+  return finish(o, keep, rejected);
+}
+
+// psi(x) element by element (float64 in and out), for the tests.
+Tensor digamma(const Tensor& x) {
+  check(x, "x");
+  TORCH_CHECK(x.scalar_type() == at::kDouble, "x must be float64");
+  auto out = at::empty_like(x);
+  const double* xp = x.data_ptr<double>();
+  double* op = out.data_ptr<double>();
+  const int64_t n = x.numel();
+  for (int64_t i = 0; i < n; i += L) {
+    const int count = static_cast<int>(std::min<int64_t>(L, n - i));
+    double buf[L];
+    vdigamma(load(xp, i, count)).store(buf);
+    std::copy(buf, buf + count, op + i);
+  }
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("ztnb_screen", &ztnb_screen);
+  m.def("ztp_screen", &ztp_screen);
+  m.def("digamma", &digamma);
+  m.attr("lanes") = L;
+}

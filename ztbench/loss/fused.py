@@ -1,0 +1,102 @@
+"""The fused CPU kernel of the float32 screen (``csrc/screen.cpp``), and which path is active.
+
+The float32 screen (:mod:`ztbench.loss.screened`) makes dozens of passes over float64
+temporaries; the same formulas and the same error bound written as one vectorised C++
+loop read the inputs once and write the outputs once. torch builds it
+(``torch.utils.cpp_extension``, with torch's own headers and SLEEF) for the CPU
+capability torch runs with, the first time it is needed, in torch's extension cache
+(``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes load
+the built library. ``make install`` builds it (by calling :func:`status`).
+
+Where it cannot be built (no C++ compiler, an unsupported platform) the loss uses the
+pure-torch screen, with the same accuracy, after one warning. ``ZTBENCH_FUSED=0`` turns
+the fused kernel off. :func:`status` tells which path is active and why.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+__all__ = ["FusedStatus", "load", "status"]
+
+_SOURCE = Path(__file__).with_name("csrc") / "screen.cpp"
+# the vector flags of each CPU capability torch reports (ATen's Vectorized<double> needs the
+# matching CPU_CAPABILITY macro); the build is named after the capability, so that a
+# library built for one is never loaded under another
+_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mfma",
+               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+    "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+}  # fmt: skip
+_DEFAULT_FLAGS = ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"]
+
+
+@dataclass(frozen=True)
+class FusedStatus:
+    """Which float32 screen the eager CPU loss runs: ``active`` (the fused kernel) or not,
+    the CPU ``capability`` it is (or would be) built for, and ``reason`` in words."""
+
+    active: bool
+    capability: str
+    reason: str
+
+
+_loaded: ModuleType | None = None
+_failure: str | None = None
+
+
+def _capability() -> str:
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def _name(capability: str) -> str:
+    version = torch.__version__.split("+")[0].replace(".", "_")
+    return f"ztbench_screen_{capability.lower()}_torch{version}"
+
+
+def load(verbose: bool = False) -> ModuleType | None:
+    """The fused kernel's module, building it on first use; None where it is turned off or
+    cannot be built (one warning, the first time, saying why)."""
+    global _loaded, _failure
+    if _loaded is not None or _failure is not None:
+        return _loaded
+    if os.environ.get("ZTBENCH_FUSED", "1") == "0":
+        _failure = "turned off by ZTBENCH_FUSED=0"
+        return None
+    cap = _capability()
+    try:
+        from torch.utils.cpp_extension import load as build
+
+        flags = ["-O3", "-ffp-contract=off", *_FLAGS.get(cap, _DEFAULT_FLAGS)]
+        _loaded = build(_name(cap), [str(_SOURCE)], extra_cflags=flags, verbose=verbose)
+    except Exception as exc:  # no compiler, a failed build: the pure-torch screen
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        _failure = f"could not be built ({first[:200]})"
+        warnings.warn(
+            f"ztbench.loss: the fused float32 kernel {_failure}; using the pure-torch "
+            "screen (same accuracy, slower)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return _loaded
+
+
+def status() -> FusedStatus:
+    """Which float32 screen is active (builds the fused kernel if it was not tried yet)."""
+    cap = _capability()
+    if load() is not None:
+        return FusedStatus(True, cap, f"fused kernel built for {cap}")
+    return FusedStatus(False, cap, f"pure-torch screen: the fused kernel {_failure}")
+
+
+def _reset() -> None:
+    """Forget the load attempt (tests)."""
+    global _loaded, _failure
+    _loaded = None
+    _failure = None
