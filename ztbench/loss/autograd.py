@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ztbench.loss import eager, ops
+from ztbench.loss import eager, fused, ops
 from ztbench.loss import screened as S
 from ztbench.loss import validation as V
 from ztbench.loss.kernels import F64, KERNELS, chain_rule, to_float64
@@ -122,9 +122,19 @@ def _compiled_screen(spec: LossSpec, k: Tensor, params: tuple[Tensor, ...], k64:
     broadcast dimensions in float64 by backward).
     """
     shape = k64.shape
-    flat = [t.reshape(-1) for t in (k64, *p64)]
     run_f = run.reshape(-1)
     keep_f = None if keep is None else keep.reshape(-1)
+    if fused.active():  # the fused eager screen as one opaque node, on safe inputs
+        cols = [t.reshape(-1) for t in torch.broadcast_tensors(k, *params)]
+        safe = [torch.where(run_f, t, torch.ones_like(t)) for t in cols]
+        value, *ds = ops.fused_screen(spec.family, spec.need, spec.full, list(spec.is_log),
+                                      safe[0], safe[1:])  # fmt: skip
+        outs = [_fill(value, run_f, keep_f).to(spec.out_dtype)]
+        for d, p in zip(ds, params if spec.need else (), strict=True):
+            d_dtype = p.dtype if p.shape == shape else F64
+            outs.append(_fill(d, run_f, keep_f).to(d_dtype))
+        return tuple(o.reshape(shape) for o in outs)
+    flat = [t.reshape(-1) for t in (k64, *p64)]
     screened = S.ztp_screened if spec.family == "ztpoisson" else S.ztnb_screened
     value, *ds, margin = screened(*flat, spec.need, spec.full)
     # 1 where the careful kernel recomputes (not certified; valid and kept elements only),

@@ -142,8 +142,9 @@ def _fused_screen(family: str, need: bool, full: bool, out_dtype: torch.dtype,
     (results other than float32, or the kernel is not available: the pure-torch screen
     then runs)."""
     # float32 holds bfloat16 and float16 exactly; their results are rounded twice (to
-    # float32, then to their dtype), within 2^-16 ulp of one rounding
-    if out_dtype not in NARROW_DTYPES or d_dtype != torch.float32:
+    # float32, then to their dtype), within 2^-16 ulp of one rounding; a float64 value
+    # (to be reduced) is the plain formula's, as the pure-torch screen gives it
+    if out_dtype not in (*NARROW_DTYPES, F64) or d_dtype != torch.float32:
         return None
     if any(t.dtype not in NARROW_DTYPES for t in params):
         return None
@@ -151,10 +152,11 @@ def _fused_screen(family: str, need: bool, full: bool, out_dtype: torch.dtype,
     if mod is None:
         return None
     cols = [k.contiguous(), *(t.to(torch.float32).contiguous() for t in params)]
+    value64 = out_dtype == F64  # a float64 value to reduce before the one rounding
     if family == "ztpoisson":
-        out = mod.ztp_screen(*cols, is_log[0], need, full)
+        out = mod.ztp_screen(*cols, is_log[0], need, full, value64)
     else:
-        out = mod.ztnb_screen(*cols, is_log[0], is_log[1], need, full)
+        out = mod.ztnb_screen(*cols, is_log[0], is_log[1], need, full, value64)
     if not out:
         return ()
     value, *derivs, rejected = out

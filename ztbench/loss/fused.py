@@ -23,7 +23,7 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["FusedStatus", "load", "status"]
+__all__ = ["FusedStatus", "active", "load", "status"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "screen.cpp"
 # the vector flags of each CPU capability torch reports (ATen's Vectorized<double> needs the
@@ -85,6 +85,17 @@ def load(verbose: bool = False) -> ModuleType | None:
             stacklevel=3,
         )
     return _loaded
+
+
+def active() -> bool:
+    """Whether the fused kernel is in use (building it if it was not tried yet); a
+    constant to torch.compile, which calls it while tracing."""
+    return load() is not None
+
+
+# what torch.compiler.assume_constant_result marks, set without importing the compiler
+# (which `import ztbench.loss` does not load)
+active._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def status() -> FusedStatus:

@@ -6,6 +6,9 @@ that torch.compile must not trace.
 - ``ztbench::zt_loss_recompute_rejected`` (:func:`recompute_rejected`):
   ``Path.COMPILED_SCREENED``'s careful recomputation of the elements the traced screen
   does not certify.
+- ``ztbench::zt_loss_fused_screen`` (:func:`fused_screen`): ``Path.COMPILED_SCREENED``
+  where the fused kernel is built: the eager float32 screen as one node (faster than
+  the traced plain formula).
 - ``ztbench::zt_loss_log_rounding`` (:func:`log_rounding_opaque`): the correction of
   float64 results with log-parameters to the exact exp(log p).
 
@@ -25,7 +28,7 @@ from ztbench.loss import eager
 from ztbench.loss.kernels import flat_indices
 from ztbench.loss.refine import log_rounding_correction
 
-__all__ = ["log_rounding_opaque", "opaque_kernel", "recompute_rejected"]
+__all__ = ["fused_screen", "log_rounding_opaque", "opaque_kernel", "recompute_rejected"]
 
 
 @torch.library.custom_op("ztbench::zt_loss_kernel", mutates_args=())
@@ -73,6 +76,28 @@ def recompute_rejected(family: str, need: bool, full: bool, is_log: list[bool], 
 def _(family: str, need: bool, full: bool, is_log: list[bool], k: Tensor,
       params: list[Tensor], outs: list[Tensor], rejected: Tensor) -> None:  # fmt: skip
     return None
+
+
+@torch.library.custom_op("ztbench::zt_loss_fused_screen", mutates_args=())
+def fused_screen(family: str, need: bool, full: bool, is_log: list[bool], k: Tensor,
+                 params: list[Tensor]) -> list[Tensor]:  # fmt: skip
+    """``Path.COMPILED_SCREENED`` where the fused kernel is built: the eager float32 screen
+    (:func:`ztbench.loss.eager.screened_kernel`: the fused kernel, then the careful kernels
+    on the elements it does not certify) as one node. Inputs: flat, valid (the caller's
+    safe stand-ins elsewhere), as the caller gave them; outputs: float32, the value then
+    the derivatives in the caller's parametrisation when ``need``."""
+    res = eager.screened_kernel(family, need, full, torch.float32, torch.float32, k, params,
+                                tuple(is_log))  # fmt: skip
+    assert res is not None, "the caller passes valid inputs only"
+    value, derivs = res
+    return [value, *derivs]
+
+
+@fused_screen.register_fake
+def _(family: str, need: bool, full: bool, is_log: list[bool], k: Tensor,
+      params: list[Tensor]) -> list[Tensor]:  # fmt: skip
+    n = 1 + (len(params) if need else 0)
+    return [torch.empty(k.shape, dtype=torch.float32, device=k.device) for _ in range(n)]
 
 
 # The dispatch keys an eager call runs with, captured at import (an eager context): a

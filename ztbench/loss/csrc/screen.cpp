@@ -80,7 +80,8 @@ V load(const T* p, int64_t i, int count) {
 V natural(V p, bool is_log) { return is_log ? p.exp() : p; }
 
 struct Out {
-  float* value;
+  float* value;     // float32 value, or
+  double* value64;  // float64 value (a reduction follows, in float64)
   float* d[2];
   std::vector<int64_t>* rejected;  // positions of the elements not certified
   bool valid = true;               // false once an input is invalid (the caller's rules)
@@ -92,7 +93,11 @@ void store(Out& o, int64_t i, int count, V value, const V* d, int nd, V mg) {
   for (int q = 0; q < nd; ++q) d[q].store(db[q]);
   mg.store(mb);
   for (int j = 0; j < count; ++j) {
-    o.value[i + j] = static_cast<float>(vb[j]);
+    if (o.value64) {
+      o.value64[i + j] = vb[j];
+    } else {
+      o.value[i + j] = static_cast<float>(vb[j]);
+    }
     for (int q = 0; q < nd; ++q) o.d[q][i + j] = static_cast<float>(db[q][j]);
     if (!(mb[j] <= 0.0)) o.rejected->push_back(i + j);
   }
@@ -187,12 +192,18 @@ void ztp_loop(const KT* kp, const float* lp, bool log_lam, bool need, bool full,
   }
 }
 
-Out outputs(const Tensor& like, int nd, bool need, std::vector<Tensor>& keep,
+Out outputs(const Tensor& like, int nd, bool need, bool value64, std::vector<Tensor>& keep,
             std::vector<int64_t>& rejected) {
   const auto n = like.numel();
   const auto f32 = like.options().dtype(at::kFloat);
-  keep.push_back(at::empty({n}, f32));
-  Out o{keep.back().data_ptr<float>(), {nullptr, nullptr}, &rejected};
+  Out o{nullptr, nullptr, {nullptr, nullptr}, &rejected};
+  if (value64) {
+    keep.push_back(at::empty({n}, like.options().dtype(at::kDouble)));
+    o.value64 = keep.back().data_ptr<double>();
+  } else {
+    keep.push_back(at::empty({n}, f32));
+    o.value = keep.back().data_ptr<float>();
+  }
   for (int q = 0; q < (need ? nd : 0); ++q) {
     keep.push_back(at::empty({n}, f32));
     o.d[q] = keep.back().data_ptr<float>();
@@ -215,11 +226,13 @@ void check(const Tensor& t, const char* name) {
               ": a contiguous 1-D CPU tensor is required");
 }
 
-// (value, [d/dmu, d/dtheta,] rejected): float32 outputs, the positions of the elements not
+// (value, [d/dmu, d/dtheta,] rejected): float32 outputs (the value in float64 with
+// value64), the positions of the elements not
 // certified; an empty list where an input is invalid (the caller's general path then
 // raises or puts NaN there).
 std::vector<Tensor> ztnb_screen(const Tensor& k, const Tensor& mu, const Tensor& theta,
-                                bool log_mu, bool log_theta, bool need, bool full) {
+                                bool log_mu, bool log_theta, bool need, bool full,
+                                bool value64) {
   check(k, "k");
   check(mu, "mu");
   check(theta, "theta");
@@ -229,7 +242,7 @@ std::vector<Tensor> ztnb_screen(const Tensor& k, const Tensor& mu, const Tensor&
   TORCH_CHECK(mu.numel() == n && theta.numel() == n, "k, mu, theta: one length");
   std::vector<Tensor> keep;
   std::vector<int64_t> rejected;
-  Out o = outputs(mu, 2, need, keep, rejected);
+  Out o = outputs(mu, 2, need, value64, keep, rejected);
   const float* m = mu.data_ptr<float>();
   const float* t = theta.data_ptr<float>();
   AT_DISPATCH_ALL_TYPES_AND3(at::kBFloat16, at::kHalf, at::kBool, k.scalar_type(), "ztnb_screen", [&] {
@@ -240,7 +253,7 @@ std::vector<Tensor> ztnb_screen(const Tensor& k, const Tensor& mu, const Tensor&
 
 // (value, [d/dlam,] rejected), as ztnb_screen
 std::vector<Tensor> ztp_screen(const Tensor& k, const Tensor& lam, bool log_lam, bool need,
-                               bool full) {
+                               bool full, bool value64) {
   check(k, "k");
   check(lam, "lam");
   TORCH_CHECK(lam.scalar_type() == at::kFloat, "lam must be float32");
@@ -248,7 +261,7 @@ std::vector<Tensor> ztp_screen(const Tensor& k, const Tensor& lam, bool log_lam,
   TORCH_CHECK(lam.numel() == n, "k, lam: one length");
   std::vector<Tensor> keep;
   std::vector<int64_t> rejected;
-  Out o = outputs(lam, 1, need, keep, rejected);
+  Out o = outputs(lam, 1, need, value64, keep, rejected);
   const float* l = lam.data_ptr<float>();
   AT_DISPATCH_ALL_TYPES_AND3(at::kBFloat16, at::kHalf, at::kBool, k.scalar_type(), "ztp_screen", [&] {
     ztp_loop(k.data_ptr<scalar_t>(), l, log_lam, need, full, o, n);
