@@ -28,7 +28,7 @@ from ztbench.loss import eager, fused, ops
 from ztbench.loss import screened as S
 from ztbench.loss import validation as V
 from ztbench.loss.kernels import F64, KERNELS, chain_rule, to_float64
-from ztbench.loss.paths import Path, choose_path, note, result_dtype
+from ztbench.loss.paths import NARROW_DTYPES, Path, choose_path, note, result_dtype
 from ztbench.loss.refine import apply_full, log_rounding_correction
 from ztbench.loss.second_order import first_derivative_graph
 
@@ -280,6 +280,10 @@ class ZTLoss(torch.autograd.Function):
                 # a derivative already rounded to the parameter's dtype (the float32 fast
                 # path) and nothing to sum: one product in that dtype (one more rounding)
                 out.append(grad.to(dtype) * d)
+            elif d.dtype == torch.float32 and dtype in NARROW_DTYPES and d.shape == shape:
+                # bfloat16 / float16 parameters on the float32 path: the product in float32,
+                # then rounded to their dtype (within 2^-15 ulp of one rounding)
+                out.append((grad.to(torch.float32) * d).to(dtype))
             else:
                 out.append((grad.to(F64) * d).sum_to_size(shape).to(dtype))
         return tuple(out)
