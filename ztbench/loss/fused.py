@@ -15,6 +15,7 @@ the fused kernel off. :func:`status` tells which path is active and why.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -56,8 +57,12 @@ def _capability() -> str:
 
 
 def _name(capability: str) -> str:
+    """The build's name: the capability, torch's version and a digest of the source's
+    path and text (torch rebuilds a name whose sources moved: each checkout gets its own
+    build, made once)."""
     version = torch.__version__.split("+")[0].replace(".", "_")
-    return f"ztbench_screen_{capability.lower()}_torch{version}"
+    digest = hashlib.sha256(str(_SOURCE.resolve()).encode() + _SOURCE.read_bytes())
+    return f"ztbench_screen_{capability.lower()}_torch{version}_{digest.hexdigest()[:12]}"
 
 
 def load(verbose: bool = False) -> ModuleType | None:
