@@ -157,3 +157,27 @@ def test_turned_off_by_the_environment(monkeypatch) -> None:  # type: ignore[no-
         assert not s.active and "ZTBENCH_FUSED=0" in s.reason
     finally:
         fused._reset()
+
+
+@needs_fused
+@pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
+def test_thread_count_does_not_change_the_bits(family: str) -> None:
+    """The kernel runs chunks of 2^15 elements on torch's threads; which thread takes a
+    chunk does not change its bits, nor the order of the rejected positions."""
+    k_np, raw = _rng_points(family, 100_000, 9)
+    k = torch.tensor(k_np, dtype=torch.float32)
+    params = [torch.tensor(p, dtype=torch.float32) for p in raw]
+    fn = zt_poisson_nll if family == "ztpoisson" else zt_negbin_nll
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            ps = [p.clone().requires_grad_(True) for p in params]
+            v = fn(k, *ps, reduction="none")
+            outs.append([v.detach(), *torch.autograd.grad(v.sum(), ps)])
+    finally:
+        torch.set_num_threads(threads)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other, strict=True):
+            assert torch.equal(a, b)

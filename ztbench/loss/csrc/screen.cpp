@@ -6,7 +6,8 @@
 // where the bound certifies its float32 rounding within 0.5 + 1/8 ulp (margin
 // S - K |r| <= 0 for the value and each derivative), and flagged otherwise, for the
 // careful kernels to recompute. One pass over memory instead of dozens: the inputs are
-// read once, every intermediate stays in vector registers, the outputs are written once.
+// read once, every intermediate stays in vector registers, the outputs are written once;
+// chunks of 2^15 elements run on torch's intra-op threads.
 //
 // Vectorised with ATen's Vectorized<double> (lgamma, log, log1p, exp, tanh from SLEEF
 // inside libtorch), built for the CPU capability torch runs with. Compiled with
@@ -19,6 +20,7 @@
 // mpmath within the bound's allowance.
 
 #include <torch/extension.h>
+#include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
@@ -118,10 +120,10 @@ bool valid_param(V p, bool is_log) {
 
 template <typename KT>
 void ztnb_loop(const KT* kp, const float* mp, const float* tp, bool log_mu, bool log_theta,
-               bool need, bool full, Out& o, int64_t n) {
+               bool need, bool full, Out& o, int64_t begin, int64_t end) {
   const V one(1.0), two(2.0);
-  for (int64_t i = 0; i < n; i += L) {
-    const int count = static_cast<int>(std::min<int64_t>(L, n - i));
+  for (int64_t i = begin; i < end; i += L) {
+    const int count = static_cast<int>(std::min<int64_t>(L, end - i));
     const V k = load(kp, i, count);
     const V mu = natural(load(mp, i, count), log_mu);
     const V th = natural(load(tp, i, count), log_theta);
@@ -161,10 +163,10 @@ void ztnb_loop(const KT* kp, const float* mp, const float* tp, bool log_mu, bool
 
 template <typename KT>
 void ztp_loop(const KT* kp, const float* lp, bool log_lam, bool need, bool full, Out& o,
-              int64_t n) {
+              int64_t begin, int64_t end) {
   const V one(1.0);
-  for (int64_t i = 0; i < n; i += L) {
-    const int count = static_cast<int>(std::min<int64_t>(L, n - i));
+  for (int64_t i = begin; i < end; i += L) {
+    const int count = static_cast<int>(std::min<int64_t>(L, end - i));
     const V k = load(kp, i, count);
     const V lam = natural(load(lp, i, count), log_lam);
     if (!(valid_k(k) && valid_param(lam, log_lam))) {
@@ -189,6 +191,29 @@ void ztp_loop(const KT* kp, const float* lp, bool log_lam, bool need, bool full,
       if (log_lam) d[0] = d[0] * lam;
     }
     store(o, i, count, value, d, need ? 1 : 0, mg);
+  }
+}
+
+// body(out, begin, end) over chunks of 2^15 elements (a multiple of L), in parallel on
+// torch's intra-op threads; each chunk collects its own rejected positions and validity,
+// joined in chunk order, so the result does not depend on the number of threads.
+template <typename F>
+void in_chunks(Out& o, int64_t n, const F& body) {
+  constexpr int64_t CHUNK = int64_t{1} << 15;
+  const int64_t chunks = (n + CHUNK - 1) / CHUNK;
+  std::vector<std::vector<int64_t>> rejected(chunks);
+  std::vector<char> valid(chunks, 1);
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      Out local = o;
+      local.rejected = &rejected[c];
+      body(local, c * CHUNK, std::min(n, (c + 1) * CHUNK));
+      valid[c] = local.valid;
+    }
+  });
+  for (int64_t c = 0; c < chunks; ++c) {
+    o.valid = o.valid && valid[c];
+    o.rejected->insert(o.rejected->end(), rejected[c].begin(), rejected[c].end());
   }
 }
 
@@ -246,7 +271,10 @@ std::vector<Tensor> ztnb_screen(const Tensor& k, const Tensor& mu, const Tensor&
   const float* m = mu.data_ptr<float>();
   const float* t = theta.data_ptr<float>();
   AT_DISPATCH_ALL_TYPES_AND3(at::kBFloat16, at::kHalf, at::kBool, k.scalar_type(), "ztnb_screen", [&] {
-    ztnb_loop(k.data_ptr<scalar_t>(), m, t, log_mu, log_theta, need, full, o, n);
+    const scalar_t* kp = k.data_ptr<scalar_t>();
+    in_chunks(o, n, [&](Out& out, int64_t b, int64_t e) {
+      ztnb_loop(kp, m, t, log_mu, log_theta, need, full, out, b, e);
+    });
   });
   return finish(o, keep, rejected);
 }
@@ -264,7 +292,10 @@ std::vector<Tensor> ztp_screen(const Tensor& k, const Tensor& lam, bool log_lam,
   Out o = outputs(lam, 1, need, value64, keep, rejected);
   const float* l = lam.data_ptr<float>();
   AT_DISPATCH_ALL_TYPES_AND3(at::kBFloat16, at::kHalf, at::kBool, k.scalar_type(), "ztp_screen", [&] {
-    ztp_loop(k.data_ptr<scalar_t>(), l, log_lam, need, full, o, n);
+    const scalar_t* kp = k.data_ptr<scalar_t>();
+    in_chunks(o, n, [&](Out& out, int64_t b, int64_t e) {
+      ztp_loop(kp, l, log_lam, need, full, out, b, e);
+    });
   });
   return finish(o, keep, rejected);
 }
