@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import loss_references
 import mpmath as mp
 import numpy as np
 import pytest
@@ -37,23 +38,12 @@ def _rng_points(family: str, n: int, seed: int) -> tuple[np.ndarray, list[np.nda
 
 
 def _reference(family: str, full: bool, k: float, params: list[float]) -> list[float]:
-    with mp.workprec(160):
-        kk = mp.mpf(k)
-        extra = mp.loggamma(kk + 1) if full else 0
-        if family == "ztpoisson":
-            lam = mp.mpf(params[0])
-            return [float(-kk * mp.log(lam) + mp.log(mp.expm1(lam)) + extra),
-                    float(-kk / lam + 1 / -mp.expm1(-lam))]  # fmt: skip
-        m, t = mp.mpf(params[0]), mp.mpf(params[1])
-        lx = mp.log1p(m / t)
-        w = t * lx
-        p1 = -mp.expm1(-w)
-        return [
-            float(mp.loggamma(t) - mp.loggamma(kk + t) + kk * mp.log1p(t / m)
-                  + mp.log(mp.expm1(w)) + extra),
-            float(kk / (t + m) - kk / m + t / (t + m) / p1),
-            float(mp.digamma(t) - mp.digamma(kk + t) + kk / (t + m) + (lx - m / (t + m)) / p1),
-        ]  # fmt: skip
+    form = "full" if full else "value"
+    if family == "ztpoisson":
+        ref = loss_references.ztp(k, params[0], prec=160)
+        return [float(ref[form]), float(ref["d_lam"])]
+    ref = loss_references.ztnb(k, *params, prec=160)
+    return [float(ref[q]) for q in (form, "d_mu", "d_theta")]
 
 
 @needs_fused

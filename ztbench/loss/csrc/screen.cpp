@@ -81,6 +81,14 @@ V load(const T* p, int64_t i, int count) {
 
 V natural(V p, bool is_log) { return is_log ? p.exp() : p; }
 
+// full=True: lgamma(k + 1) added to the value, and with 1 more to its magnitude (lgamma's
+// absolute error near its zeros is what is bounded)
+void add_log_factorial(V k, V& value, V& size) {
+  const V lg = (k + V(1.0)).lgamma();
+  value = value + lg;
+  size = size + lg + V(1.0);
+}
+
 struct Out {
   float* value;     // float32 value, or
   double* value64;  // float64 value (a reduction follows, in float64)
@@ -137,11 +145,7 @@ void ztnb_loop(const KT* kp, const float* mp, const float* tp, bool log_mu, bool
     const V t_k = k * (th / mu).log1p();
     V value = lg_t - lg_kt + t_k + w + log_em1;
     V size = lg_t.abs() + lg_kt.abs() + two + t_k + w + log_em1.abs() + w * inv;
-    if (full) {
-      const V lg = (k + one).lgamma();
-      value = value + lg;
-      size = size + lg + one;
-    }
+    if (full) add_log_factorial(k, value, size);
     V mg = margin(value, size);
     V d[2];
     if (need) {
@@ -177,11 +181,7 @@ void ztp_loop(const KT* kp, const float* lp, bool log_lam, bool need, bool full,
     const V em1 = one_minus_exp_neg(lam), log_em1 = em1.log();
     V value = lam - k * log_lam_ + log_em1;
     V size = lam + k * log_lam_.abs() - log_em1;
-    if (full) {
-      const V lg = (k + one).lgamma();
-      value = value + lg;
-      size = size + lg + one;
-    }
+    if (full) add_log_factorial(k, value, size);
     V mg = margin(value, size);
     V d[2];
     if (need) {
