@@ -513,11 +513,10 @@ def _dtheta_big_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
 DTHETA_CANCEL_FACTOR = 2.0
 
 
-def ztnb_dtheta_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor,
-                             scale: float = 1.0) -> Tensor:  # fmt: skip
+def ztnb_dtheta_cancellation(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor) -> Tensor:
     """Where the kernel's float64 d_theta can be > ~2 ulp off through cancellation (bool):
-    :func:`ztnb_dtheta_condition` above ``DTHETA_CANCEL_FACTOR`` (times ``scale``)."""
-    return ztnb_dtheta_condition(k, mu, theta, d_theta) > DTHETA_CANCEL_FACTOR * scale
+    :func:`ztnb_dtheta_condition` above ``DTHETA_CANCEL_FACTOR``."""
+    return ztnb_dtheta_condition(k, mu, theta, d_theta) > DTHETA_CANCEL_FACTOR
 
 
 def ztnb_dtheta_condition(k: Tensor, mu: Tensor, theta: Tensor, d_theta: Tensor) -> Tensor:
@@ -709,7 +708,7 @@ def ztnb_value_magnitude(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
 
 
 def ztnb_value_cancellation(
-    k: Tensor, mu: Tensor, theta: Tensor, value: Tensor, full: bool = False, scale: float = 1.0
+    k: Tensor, mu: Tensor, theta: Tensor, value: Tensor, full: bool = False
 ) -> Tensor:
     """Where the float64 value (``full``: value + lgamma(k + 1)) can be > ~2 ulp off (bool).
 
@@ -718,7 +717,7 @@ def ztnb_value_cancellation(
     ``FULL_CANCEL_FACTOR``) times |value|.
     """
     factor = FULL_CANCEL_FACTOR if full else VALUE_CANCEL_FACTOR
-    return ztnb_value_condition(k, mu, theta, value, full) > factor * scale
+    return ztnb_value_condition(k, mu, theta, value, full) > factor
 
 
 def ztnb_value_condition(
