@@ -102,6 +102,18 @@ def _safe(run: Tensor, k64: Tensor, p64: list[Tensor]) -> tuple[Tensor, list[Ten
     return torch.where(run, k64, one), [torch.where(run, p, one) for p in p64]
 
 
+def _rounded_outputs(spec: LossSpec, params: tuple[Tensor, ...], shape: torch.Size,
+                     value: Tensor, derivs: list[Tensor], run: Tensor,
+                     keep: Tensor | None) -> list[Tensor]:  # fmt: skip
+    """The compiled screen's flat outputs: NaN / 0 at invalid / masked-out elements
+    (:func:`_fill`), the value in ``spec.out_dtype``, each derivative in its parameter's
+    dtype when the parameter has the loss's shape, else float64."""
+    outs = [_fill(value, run, keep).to(spec.out_dtype)]
+    for d, p in zip(derivs, params if spec.need else (), strict=True):
+        outs.append(_fill(d, run, keep).to(p.dtype if p.shape == shape else F64))
+    return outs
+
+
 def _compiled_screen(spec: LossSpec, k: Tensor, params: tuple[Tensor, ...], k64: Tensor,
                      p64: list[Tensor], run: Tensor,
                      keep: Tensor | None) -> tuple[Tensor, ...]:  # fmt: skip
@@ -129,10 +141,7 @@ def _compiled_screen(spec: LossSpec, k: Tensor, params: tuple[Tensor, ...], k64:
         safe = [torch.where(run_f, t, torch.ones_like(t)) for t in cols]
         value, *ds = ops.fused_screen(spec.family, spec.need, spec.full, list(spec.is_log),
                                       safe[0], safe[1:])  # fmt: skip
-        outs = [_fill(value, run_f, keep_f).to(spec.out_dtype)]
-        for d, p in zip(ds, params if spec.need else (), strict=True):
-            d_dtype = p.dtype if p.shape == shape else F64
-            outs.append(_fill(d, run_f, keep_f).to(d_dtype))
+        outs = _rounded_outputs(spec, params, shape, value, ds, run_f, keep_f)
         return tuple(o.reshape(shape) for o in outs)
     flat = [t.reshape(-1) for t in (k64, *p64)]
     screened = S.ztp_screened if spec.family == "ztpoisson" else S.ztnb_screened
@@ -140,11 +149,8 @@ def _compiled_screen(spec: LossSpec, k: Tensor, params: tuple[Tensor, ...], k64:
     # 1 where the careful kernel recomputes (not certified; valid and kept elements only),
     # as float32: compiled CPU code stores floats several times faster than booleans
     rejected = torch.where(S.certified(margin) | ~run_f, 0.0, 1.0).to(torch.float32)
-    outs = [_fill(value, run_f, keep_f).to(spec.out_dtype)]
-    if spec.need:
-        for d, p in zip(chain_rule(ds, flat[1:], spec.is_log), params, strict=True):
-            d_dtype = p.dtype if p.shape == shape else F64
-            outs.append(_fill(d, run_f, keep_f).to(d_dtype))
+    ds = chain_rule(ds, flat[1:], spec.is_log) if spec.need else []
+    outs = _rounded_outputs(spec, params, shape, value, ds, run_f, keep_f)
     ops.recompute_rejected(spec.family, spec.need, spec.full, list(spec.is_log), k,
                            list(params), outs, rejected)  # fmt: skip
     return tuple(o.reshape(shape) for o in outs)

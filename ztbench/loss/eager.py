@@ -76,11 +76,11 @@ def screened_kernel(family: str, need: bool, full: bool, out_dtype: torch.dtype,
     if n == 0:
         empty = [torch.empty(0, dtype=d_dtype) for _ in params] if need else []
         return torch.empty(0, dtype=out_dtype), empty
-    fused = _fused_screen(family, need, full, out_dtype, d_dtype, k, params, is_log)
-    if fused is not None:  # the fused kernel checks the inputs' validity itself
-        if not fused:
+    by_kernel = _fused_screen(family, need, full, out_dtype, d_dtype, k, params, is_log)
+    if by_kernel is not None:  # the fused kernel checks the inputs' validity itself
+        if not by_kernel:
             return None
-        value, derivs, rej = fused
+        value, derivs, rej = by_kernel
         if rej.numel():
             recompute_at(family, need, full, is_log, k, params, rej, [value, *derivs])
         return value, derivs

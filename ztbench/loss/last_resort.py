@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, getcontext, localcontext
 from fractions import Fraction
 from functools import cache
 
@@ -119,8 +119,6 @@ def _eps() -> Decimal:
 
 
 def _prec() -> int:
-    from decimal import getcontext
-
     return getcontext().prec
 
 
@@ -130,8 +128,8 @@ def _log1p(x: Decimal) -> Decimal:
     if abs(x) >= Decimal(1) / 64:
         return (1 + x).ln()
     z = x / (2 + x)
-    z2, term, total, j = z * z, z, z, 1
-    while abs(term) > _eps() * abs(total):
+    z2, term, total, j, eps = z * z, z, z, 1, _eps()
+    while abs(term) > eps * abs(total):
         term *= z2
         j += 2
         total += term / j
@@ -142,8 +140,8 @@ def _one_minus_exp_neg(w: Decimal) -> Decimal:
     """1 - e^-w, w > 0: its series for w < 1/64, else 1 - exp(-w)."""
     if w >= Decimal(1) / 64:
         return 1 - (-w).exp()
-    term, total, n = w, w, 1
-    while abs(term) > _eps() * abs(total):
+    term, total, n, eps = w, w, 1, _eps()
+    while abs(term) > eps * abs(total):
         n += 1
         term = -term * w / n
         total += term
@@ -158,6 +156,23 @@ def _stirling_shift(x: Decimal) -> tuple[Decimal, int]:
     return x + m, m
 
 
+def _bernoulli_series(z: Decimal, first: int, weight: Callable[[int], int],
+                      mag: Decimal) -> Decimal:  # fmt: skip
+    """sum_{n>=1} B_2n / (weight(n) z^(2n - 2 + first)), cut after the first term below
+    10^(-prec - 3) of ``mag``: the tail of Stirling's series (first = 1) and de Moivre's
+    (first = 2) at z >= the precision in digits."""
+    inv2 = 1 / (z * z)
+    power = 1 / z if first == 1 else inv2
+    tail, eps = Decimal(0), _eps()
+    for n, b in enumerate(_bernoulli_2n(_prec() // 2 + 5), start=1):
+        term = Decimal(b.numerator) / b.denominator / weight(n) * power
+        tail += term
+        if abs(term) <= eps * mag:
+            break
+        power *= inv2
+    return tail
+
+
 def _lgamma(x: Decimal) -> Result:
     """lgamma(x), x > 0: Stirling's series at z = x + m, minus log prod_{i<m} (x + i)."""
     z, m = _stirling_shift(x)
@@ -167,16 +182,7 @@ def _lgamma(x: Decimal) -> Result:
     log_prod = prod.ln() if m else Decimal(0)
     main = (z - Decimal("0.5")) * z.ln() - z + _half_log_2pi(_prec())
     mag = abs(main) + abs(log_prod) + z
-    inv = 1 / z
-    inv2, power = inv * inv, inv
-    tail = Decimal(0)
-    bs = _bernoulli_2n(_prec() // 2 + 5)
-    for n, b in enumerate(bs, start=1):
-        term = Decimal(b.numerator) / b.denominator / (2 * n * (2 * n - 1)) * power
-        tail += term
-        if abs(term) <= _eps() * mag:
-            break
-        power *= inv2
+    tail = _bernoulli_series(z, 1, lambda n: 2 * n * (2 * n - 1), mag)
     return main + tail - log_prod, mag
 
 
@@ -186,16 +192,7 @@ def _digamma(x: Decimal) -> Result:
     shift = sum((1 / (x + i) for i in range(m)), Decimal(0))
     main = z.ln() - 1 / (2 * z)
     mag = abs(main) + shift
-    inv2 = 1 / (z * z)
-    power = inv2
-    tail = Decimal(0)
-    bs = _bernoulli_2n(_prec() // 2 + 5)
-    for n, b in enumerate(bs, start=1):
-        term = Decimal(b.numerator) / b.denominator / (2 * n) * power
-        tail += term
-        if abs(term) <= _eps() * mag:
-            break
-        power *= inv2
+    tail = _bernoulli_series(z, 2, lambda n: 2 * n, mag)
     return main - tail - shift, mag
 
 
@@ -237,11 +234,11 @@ def _dtheta(k: Decimal, mu: Decimal, theta: Decimal) -> Result:
     x, lx, w = _common(mu, theta)
     y = x / (1 + x)
     if y <= Decimal("0.5"):  # s = -log(1 - y) - y = sum_{n>=2} y^n / n
-        power, s, n = y * y, Decimal(0), 2
+        power, s, n, eps = y * y, Decimal(0), 2, _eps()
         while True:
             term = power / n
             s += term
-            if term <= _eps() * s:
+            if term <= eps * s:
                 break
             power *= y
             n += 1

@@ -213,12 +213,14 @@ def refine_full_float64(family: str, k: Tensor, params: list[Tensor], full: Tens
         return replace_flagged(full, flag, dd_ztp.ztp_full_value_dd, k, lam)
     mu, theta = params
     cond = ztnb_full_condition(k, mu, theta, full)
+    # one magnitude: it flags value + lgamma(k + 1) where Loader's form does not apply,
+    # and the refined result for the last resort
+    mag = dd_ztnb.ztnb_value_magnitude(k.to(torch.float64), mu, theta, full=True)
     flag = torch.where(
         cond.isinf(),
-        dd_ztnb.ztnb_value_cancellation(k, mu, theta, full, True),
+        mag > dd_ztnb.FULL_CANCEL_FACTOR * full.abs(),
         cond > dd_ztnb.FULL_CANCEL_FACTOR,
     ) & ~ztnb_tiny_loss(k, mu / theta)  # lgamma(k + 1) = 0 at k = 1: the loss itself
-    mag = dd_ztnb.ztnb_value_magnitude(k.to(torch.float64), mu, theta) + torch.lgamma(k + 1.0)
     return replace_flagged(full, flag, dd_ztnb.ztnb_full_value_dd, k, mu, theta,
                            last_resort=(mag, lr.ztnb_full_value_exact))  # fmt: skip
 

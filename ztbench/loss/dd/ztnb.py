@@ -680,8 +680,9 @@ def ztnb_full_value_dd(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     return sum_expansion(terms).reshape(shape)
 
 
-def ztnb_value_magnitude(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
-    """Sum of the magnitudes of the float64 kernel's value terms (float64).
+def ztnb_value_magnitude(k: Tensor, mu: Tensor, theta: Tensor, full: bool = False) -> Tensor:
+    """Sum of the magnitudes of the float64 kernel's value terms (float64); ``full``: of
+    value + lgamma(k + 1), lgamma(k + 1) being one more term.
 
     The kernel (:func:`ztbench.loss.kernels.ztnb_kernel`) forms, with D, G of
     :func:`~ztbench.loss.primitives.lgamma_excess`: x < 1 and theta >= 10:
@@ -704,7 +705,8 @@ def ztnb_value_magnitude(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
     x_a = torch.where(below, torch.full_like(x, 2.0), x)
     lx_a = torch.where(below, torch.full_like(x, math.log1p(2.0)), lx)
     hi = g.abs() + k * torch.log1p(1.0 / x_a) + torch.log(lx_a).abs() + h
-    return torch.where(below, lo, hi)
+    mag = torch.where(below, lo, hi)
+    return mag + torch.lgamma(k.to(torch.float64) + 1.0) if full else mag
 
 
 def ztnb_value_cancellation(
@@ -726,8 +728,4 @@ def ztnb_value_condition(
     """The condition number of the float64 value (``full``: value + lgamma(k + 1)): the sum
     of the magnitudes of its terms (:func:`ztnb_value_magnitude`, plus lgamma(k + 1) for
     the full form) over |value|."""
-    k = k.to(torch.float64)
-    mag = ztnb_value_magnitude(k, mu, theta)
-    if full:
-        mag = mag + torch.lgamma(k + 1.0)
-    return mag / value.abs()
+    return ztnb_value_magnitude(k.to(torch.float64), mu, theta, full) / value.abs()
