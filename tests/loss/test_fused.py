@@ -1,5 +1,5 @@
-"""The fused float32 screen (ztbench.loss.fused, csrc/screen.cpp): its digamma against
-mpmath, the loss through it against mpmath in float32, bfloat16 and float16 (both
+"""The fused float32 screen (ztbench.loss.fused, csrc/screen.cpp): its digamma, log and
+log1p against mpmath, the loss through it against mpmath in float32, bfloat16 and float16 (both
 families, natural and log-parameters, loss and full forms), the same results as the
 pure-torch screen, and the fallback when it cannot be built."""
 
@@ -46,6 +46,10 @@ def _reference(family: str, full: bool, k: float, params: list[float]) -> list[f
     return [float(ref[q]) for q in (form, "d_mu", "d_theta")]
 
 
+def _kernel_function(name: str, xs: np.ndarray) -> np.ndarray:
+    return fused.load().elementwise(name, torch.tensor(xs, dtype=torch.float64)).numpy()
+
+
 @needs_fused
 def test_digamma_within_the_bounds_allowance() -> None:
     """|error| <= 16 u (|psi(x)| + 1), the allowance of torch's digamma in the bound."""
@@ -54,11 +58,35 @@ def test_digamma_within_the_bounds_allowance() -> None:
                          1.4616321449683622 + rng.uniform(-1e-3, 1e-3, 50),
                          np.arange(1, 20, dtype=float),
                          [7.999999999, 8.0, 8.000000001]])  # fmt: skip
-    got = fused.load().digamma(torch.tensor(xs, dtype=torch.float64)).numpy()
+    got = _kernel_function("digamma", xs)
     with mp.workprec(120):
         ref = np.array([float(mp.digamma(mp.mpf(float(x)))) for x in xs])
     allowance = 16 * 2.0**-53 * (np.abs(ref) + 1)
     assert np.all(np.abs(got - ref) <= allowance), np.max(np.abs(got - ref) / allowance)
+
+
+@needs_fused
+@pytest.mark.parametrize("name", ["log", "log1p"])
+def test_log_and_log1p_within_the_bounds_allowance(name: str) -> None:
+    """|error| <= 16 u |f(x)|, the allowance of each function in the bound, over the
+    arguments the kernel gives them: log of parameters and of 1 - e^-w in (0, 1], log1p of
+    ratios mu/theta from 2^-200 to 2^200 (subnormal-free), near 1 and near 0 included."""
+    rng = np.random.default_rng(5)
+    wide = np.exp(rng.uniform(math.log(1e-60), math.log(1e60), 3000))
+    near_one = 1.0 + rng.uniform(-1e-3, 1e-3, 500)
+    tiny = np.exp(rng.uniform(math.log(1e-300), math.log(1e-12), 300))
+    special = np.array([2.0**-60, 2.0**-53, 2.0**-52, 1e-16, 0.5, 1.0, 2.0, 2.0**200])
+    xs = np.concatenate([wide, near_one, tiny, special])
+    if name == "log":
+        xs = xs[xs != 1.0]  # log 1 = 0: checked exactly below
+    got = _kernel_function(name, xs)
+    with mp.workprec(120):
+        fn = mp.log if name == "log" else mp.log1p
+        ref = np.array([float(fn(mp.mpf(float(x)))) for x in xs])
+    err = np.abs(got - ref) / (2.0**-53 * np.abs(ref))
+    assert np.all(err <= 16), (np.max(err), xs[np.argmax(err)])
+    if name == "log":
+        assert _kernel_function("log", np.array([1.0]))[0] == 0.0
 
 
 @needs_fused

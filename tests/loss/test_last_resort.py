@@ -74,6 +74,33 @@ def test_exact_zero_comes_out_as_zero() -> None:
     assert L.ztnb_dmu_exact(_t(3.0), _t(2.0), _t(1.0)).item() == 0.0
 
 
+def test_exact_zero_of_the_value_at_an_integer_point() -> None:
+    """k = 3, mu = theta = 4: the loss is log(6 * 2^7 * 15 / (720 * 16)) = log 1 = 0, hit by
+    bfloat16 and float32 inputs on realistic data. Float64's goal gives exactly 0 (the
+    precision raised to its absolute bound), the narrow goal a residue below 2^-160 (at
+    a quarter of the digits), which float32 and bfloat16 round to 0; the shipped loss is
+    0 in all three."""
+    point = (_t(3.0), _t(4.0), _t(4.0))
+    assert float(loss_references.ztnb(3.0, 4.0, 4.0, prec=600)["value"]) == 0.0
+    assert L.ztnb_value_exact(*point).item() == 0.0
+    assert abs(L.ztnb_value_exact(*point, L.NARROW).item()) <= 2.0**-160
+    for dtype in (F64, torch.float32, torch.bfloat16):
+        k, mu, th = (t.to(dtype) for t in point)
+        assert zt_negbin_nll(k, mu, th, reduction="none").item() == 0.0, dtype
+
+
+@pytest.mark.parametrize("point", [p for p, _ in CANCELLING] + EXTREMES)
+def test_narrow_goal_within_its_relative_bound(point: Point) -> None:
+    """The goal of results of float32 precision or less: within 2^-40 relative (plus the
+    float64 rounding) of the exact value, or within 2^-160 absolute."""
+    ref = _reference(*point)
+    for name, fn in EXACT.items():
+        got = fn(*(_t(v) for v in point), L.NARROW).item()
+        exact = ref[name]
+        allowed = max(2.0**-40 * abs(exact) + 2.0**-53 * abs(exact), 2.0**-160)
+        assert abs(got - exact) <= allowed, (name, point, got, exact)
+
+
 @pytest.mark.parametrize(("point", "quantity"), CANCELLING)
 def test_double_double_alone_is_not_certified_there(point: Point, quantity: str) -> None:
     """The refinement's flags send these points to the last resort: the condition number of

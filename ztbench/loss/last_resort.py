@@ -26,10 +26,13 @@ room to spare (the Stirling and de Moivre series are cut where a term is below
 of float64 (the rounding to float64 then adds at most half an ulp), or below 2^-1076, a
 quarter of the smallest subnormal (an exact zero of the formula, e.g. d/dmu at theta = 1,
 mu = k - 1, comes out as 0 or the smallest subnormal). Otherwise the precision doubles,
-up to :data:`MAX_DIGITS`, where M < 10^50 reaches the second bound.
+up to :data:`MAX_DIGITS`, where M < 10^50 reaches the second bound. Those are the
+bounds of :data:`FLOAT64`; results of float32 precision or less need far less
+(:data:`NARROW`: 2^-40 relative or 2^-160), and their exact zeros stop at 80 digits.
 
-Cost: a Python loop over the elements, ~0.2-2 ms each; it runs on the elements whose
-double-double result is not certified, a handful in a million outside adversarial tests.
+Cost: a Python loop over the elements, ~0.2-2 ms each (tens of milliseconds for an exact
+zero in float64); it runs on the elements whose double-double result is not certified,
+a handful in a million outside adversarial tests.
 Inputs: k >= 1 integer, mu > 0, theta > 0 finite (as the refinement's).
 """
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, getcontext, localcontext
 from fractions import Fraction
 from functools import cache
@@ -45,8 +49,11 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "FLOAT64",
     "LAST_RESORT_FACTOR",
     "MAX_DIGITS",
+    "NARROW",
+    "Goal",
     "needs_last_resort",
     "ztnb_dmu_exact",
     "ztnb_dtheta_exact",
@@ -56,23 +63,41 @@ __all__ = [
 
 START_DIGITS = 40
 MAX_DIGITS = 640
-# the double-double sums are within ~2^-104 of their largest term, which the kernel's
-# term magnitudes (the refinement's flags) estimate to within a few powers of two; a
-# condition number above 2^36 leaves the double-double result less than 2^-60 relative
-# margin, so those elements are recomputed here
-LAST_RESORT_FACTOR = 2.0**36
-_ACCEPT = Decimal(2) ** -62
-# below a quarter of float64's smallest subnormal: an error bound under this certifies any
-# result, however small (the exact zeros of a formula end the loop here)
-_NEGLIGIBLE = Decimal(2) ** -1076
 Result = tuple[Decimal, Decimal]  # (value, magnitude bound of everything formed)
 
 
-def needs_last_resort(condition: Tensor) -> Tensor:
-    """Where a refined float64 result is not certified: the condition number of its sum
-    (the magnitude of its terms over |result|) exceeds :data:`LAST_RESORT_FACTOR`, or is
-    NaN (0/0)."""
-    return ~(condition <= LAST_RESORT_FACTOR)
+@dataclass(frozen=True)
+class Goal:
+    """What the last resort certifies, for results of one precision.
+
+    ``factor``: the condition number of a double-double sum above which its result goes to
+    the last resort; ``accept``: the error bound accepted, relative to |r|; ``negligible``:
+    an absolute error bound that certifies any result, however small (the exact zeros of
+    a formula end the precision loop there)."""
+
+    factor: float
+    accept: Decimal
+    negligible: Decimal
+
+
+# Float64 results. The double-double sums are within ~2^-104 of their largest term, which
+# the kernel's term magnitudes (the refinement's flags) estimate to within a few powers of
+# two: a condition number above 2^36 leaves less than 2^-60 relative margin. 2^-62 is
+# 1/512 ulp; 2^-1076 a quarter of the smallest subnormal.
+FLOAT64 = Goal(2.0**36, Decimal(2) ** -62, Decimal(2) ** -1076)
+# Results of float32 precision or less (float32, bfloat16, float16, and float64 values
+# reduced before one rounding to those): 2^-40 relative is 2^-16 ulp of float32; a
+# double-double sum keeps it up to a condition number of 2^58; 2^-160 is below every
+# subnormal of those formats. Exact zeros (k = 3, mu = theta = 4 for the value) end at
+# 80 digits instead of float64's 640.
+NARROW = Goal(2.0**58, Decimal(2) ** -40, Decimal(2) ** -160)
+LAST_RESORT_FACTOR = FLOAT64.factor
+
+
+def needs_last_resort(condition: Tensor, goal: Goal = FLOAT64) -> Tensor:
+    """Where a refined result is not certified: the condition number of its sum (the
+    magnitude of its terms over |result|) exceeds ``goal.factor``, or is NaN (0/0)."""
+    return ~(condition <= goal.factor)
 
 
 # ------------------------------------------------------------------------- constants
@@ -251,42 +276,46 @@ def _dtheta(k: Decimal, mu: Decimal, theta: Decimal) -> Result:
     return p_th - p_kth + t3 + t4, m_th + m_kth + t3 + t4 + lx
 
 
-def _certified(formula: Callable[..., Result], *args: float) -> float:
+def _certified(formula: Callable[..., Result], goal: Goal, *args: float) -> float:
     """formula at ``args`` (exact Decimals of the floats), rounded to float64 once its
-    error bound 10^(6 - prec) M is below 2^-62 |r|: Ziv's loop over the precision."""
+    error bound 10^(6 - prec) M is below ``goal.accept`` |r| (or ``goal.negligible``):
+    Ziv's loop over the precision."""
     digits = START_DIGITS
     while True:
         with localcontext(_context(digits)):
             r, mag = formula(*(Decimal(a) for a in args))
             bound = Decimal(10) ** (6 - digits) * mag
-            if bound <= _ACCEPT * abs(r) or bound <= _NEGLIGIBLE or digits >= MAX_DIGITS:
+            if (bound <= goal.accept * abs(r) or bound <= goal.negligible
+                    or digits >= MAX_DIGITS):  # fmt: skip
                 return float(r)
         digits *= 2
 
 
-def _elementwise(formula: Callable[..., Result], *args: Tensor) -> Tensor:
+def _elementwise(formula: Callable[..., Result], goal: Goal, *args: Tensor) -> Tensor:
     """formula on each element (flat float64 tensors of one shape) as a float64 tensor."""
     cols = [a.to(torch.float64).reshape(-1).tolist() for a in args]
-    out = [_certified(formula, *row) for row in zip(*cols, strict=True)]
+    out = [_certified(formula, goal, *row) for row in zip(*cols, strict=True)]
     return torch.tensor(out, dtype=torch.float64, device=args[0].device).reshape(args[0].shape)
 
 
-def ztnb_value_exact(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+def ztnb_value_exact(k: Tensor, mu: Tensor, theta: Tensor, goal: Goal = FLOAT64) -> Tensor:
     """The ZTNB loss (no lgamma(k + 1)), float64, certified to within half an ulp plus
-    2^-62 relative; one Python evaluation per element (see the module docstring)."""
-    return _elementwise(lambda a, b, c: _value(a, b, c, False), k, mu, theta)
+    ``goal.accept`` relative (2^-62 for float64 results); one Python evaluation per
+    element (see the module docstring)."""
+    return _elementwise(lambda a, b, c: _value(a, b, c, False), goal, k, mu, theta)
 
 
-def ztnb_full_value_exact(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+def ztnb_full_value_exact(k: Tensor, mu: Tensor, theta: Tensor,
+                          goal: Goal = FLOAT64) -> Tensor:  # fmt: skip
     """-log P(X = k) of the ZTNB law, float64, certified as :func:`ztnb_value_exact`."""
-    return _elementwise(lambda a, b, c: _value(a, b, c, True), k, mu, theta)
+    return _elementwise(lambda a, b, c: _value(a, b, c, True), goal, k, mu, theta)
 
 
-def ztnb_dmu_exact(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+def ztnb_dmu_exact(k: Tensor, mu: Tensor, theta: Tensor, goal: Goal = FLOAT64) -> Tensor:
     """d/dmu of the ZTNB loss, float64, certified as :func:`ztnb_value_exact`."""
-    return _elementwise(_dmu, k, mu, theta)
+    return _elementwise(_dmu, goal, k, mu, theta)
 
 
-def ztnb_dtheta_exact(k: Tensor, mu: Tensor, theta: Tensor) -> Tensor:
+def ztnb_dtheta_exact(k: Tensor, mu: Tensor, theta: Tensor, goal: Goal = FLOAT64) -> Tensor:
     """d/dtheta of the ZTNB loss, float64, certified as :func:`ztnb_value_exact`."""
-    return _elementwise(_dtheta, k, mu, theta)
+    return _elementwise(_dtheta, goal, k, mu, theta)

@@ -13,9 +13,10 @@ Entry points (all eager, float64 results only):
   rounded exp(log p) to the exact one, to first order.
 
 Where the double-double sum itself cancels beyond its reach (a condition number above
-:data:`~ztbench.loss.last_resort.LAST_RESORT_FACTOR`, the float64 nearest a deep zero
-crossing), the ZTNB results are recomputed by :mod:`ztbench.loss.last_resort` (decimal
-arithmetic at a precision raised until the result is certified).
+the factor of the results' :class:`~ztbench.loss.last_resort.Goal`, the float64 nearest
+a deep zero crossing), the ZTNB results are recomputed by
+:mod:`ztbench.loss.last_resort` (decimal arithmetic at a precision raised until the
+result is certified to that goal).
 
 Which elements are refined is decided by the kernel's own float64 results: a condition
 number of the sum (sum of |terms| / |result|) above a cancel factor. The cancel factors
@@ -77,7 +78,8 @@ LastResort = tuple[Tensor, Callable[..., Tensor]]
 
 
 def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor,  # type: ignore[no-untyped-def]
-                    last_resort: LastResort | None = None) -> Tensor:  # fmt: skip
+                    last_resort: LastResort | None = None,
+                    goal: lr.Goal = lr.FLOAT64) -> Tensor:  # fmt: skip
     """A copy of ``out`` with fn(*args at the flagged elements) there (``out`` if none).
 
     A refined result that is not finite keeps ``out``'s value: the double-double
@@ -85,9 +87,9 @@ def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor,  # type: ignor
     1/w at theta ~ 1e-300), where the kernel's float64 form is still finite.
 
     ``last_resort`` = (magnitude, exact): at most :data:`DECIMAL_MAX` flagged elements are
-    computed by exact(*args) directly; otherwise where the condition number
-    magnitude / |refined| exceeds :data:`~ztbench.loss.last_resort.LAST_RESORT_FACTOR`
-    (the double-double sum cannot certify the result), exact(*args) replaces it
+    computed by exact(*args, goal) directly; otherwise where the condition number
+    magnitude / |refined| exceeds ``goal.factor`` (the double-double sum cannot certify
+    the result to the ``goal`` of the results' precision), exact(*args, goal) replaces it
     (:mod:`ztbench.loss.last_resort`)."""
     idx = flat_indices(flag.reshape(-1))
     if not idx.numel():
@@ -97,16 +99,16 @@ def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor,  # type: ignor
     if last_resort is not None and idx.numel() <= DECIMAL_MAX:
         # a few elements: the certified decimal evaluation costs less than the
         # double-double formulas' thousands of tensor operations
-        flat[idx] = last_resort[1](*sub)
+        flat[idx] = last_resort[1](*sub, goal)
         return flat.reshape(out.shape)
     refined = fn(*sub)
     refined = torch.where(torch.isfinite(refined), refined, flat[idx])
     if last_resort is not None:
         magnitude, exact = last_resort
         condition = magnitude.reshape(-1)[idx] / refined.abs()
-        again = flat_indices(needs_last_resort(condition) & refined.isfinite())
+        again = flat_indices(needs_last_resort(condition, goal) & refined.isfinite())
         if again.numel():
-            refined[again] = exact(*(a[again] for a in sub))
+            refined[again] = exact(*(a[again] for a in sub), goal)
     flat[idx] = refined
     return flat.reshape(out.shape)
 
@@ -146,13 +148,15 @@ def refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
         return value, [d_lam]
     mu, theta = params
     d_mu, d_theta = grads
+    # scale > 1: results of float32 precision or less (NARROW_SCALE), certified to theirs
+    goal = lr.FLOAT64 if scale == 1.0 else lr.NARROW
     x = mu / theta
     # each magnitude once: it flags the kernel's result for the refinement and the refined
     # one for the last resort
     mag = dd_ztnb.ztnb_value_magnitude(k.to(torch.float64), mu, theta)
     flag = (mag > dd_ztnb.VALUE_CANCEL_FACTOR * scale * value.abs()) & ~ztnb_tiny_loss(k, x)
     value = replace_flagged(value, flag, dd_ztnb.ztnb_value_dd, k, mu, theta,
-                            last_resort=(mag, lr.ztnb_value_exact))  # fmt: skip
+                            last_resort=(mag, lr.ztnb_value_exact), goal=goal)  # fmt: skip
     if d_mu is not None and d_theta is not None:
         # the double-double derivative forms take x = mu/theta as a quotient: not where it
         # overflows (the kernel's own forms there, kernels._ztnb_huge_x)
@@ -160,12 +164,13 @@ def refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
         flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu, scale) & finite_x
         mag = dd_ztnb.ztnb_dmu_dd_magnitude(k, mu, theta, d_mu)
         d_mu = replace_flagged(d_mu, flag, dd_ztnb.ztnb_dmu_dd, k, mu, theta,
-                               last_resort=(mag, lr.ztnb_dmu_exact))  # fmt: skip
+                               last_resort=(mag, lr.ztnb_dmu_exact), goal=goal)  # fmt: skip
         mag = dd_ztnb.ztnb_dtheta_magnitude(k, mu, theta, d_theta)
         flag = (mag > dd_ztnb.DTHETA_CANCEL_FACTOR * scale * d_theta.abs()) & finite_x
         flag &= x >= DD_DTHETA_X_MIN
         d_theta = replace_flagged(d_theta, flag, dd_ztnb.ztnb_dtheta_dd, k, mu, theta,
-                                  last_resort=(mag, lr.ztnb_dtheta_exact))  # fmt: skip
+                                  last_resort=(mag, lr.ztnb_dtheta_exact),
+                                  goal=goal)  # fmt: skip
     return value, [d_mu, d_theta]
 
 

@@ -9,9 +9,14 @@
 // read once, every intermediate stays in vector registers, the outputs are written once;
 // chunks of 2^15 elements run on torch's intra-op threads.
 //
-// Vectorised with ATen's Vectorized<double> (lgamma, log, log1p, exp, tanh from SLEEF
-// inside libtorch), built for the CPU capability torch runs with. Compiled with
+// Vectorised with ATen's Vectorized<double> (lgamma, exp, tanh from SLEEF inside
+// libtorch), built for the CPU capability torch runs with. Compiled with
 // -ffp-contract=off: the bound's error model is that of separately rounded operations.
+//
+// log is SLEEF's 3.5-ulp variant where the capability has one (AVX2, AVX-512: four times
+// faster than the 1-ulp variant Vectorized::log calls, and the bound allows 16 u per
+// function); log1p is Kahan's log(1 + x) x / ((1 + x) - 1) over it, within ~10 u, where
+// a vector log1p costs as much as two logs. tests/loss/test_fused.py measures both.
 //
 // digamma has no vector form in ATen: psi(x) = psi(x + m) - sum_{i<m} 1/(x + i), with m
 // the steps that bring x to >= 8 and the sum kept as one fraction num/den (one division),
@@ -22,19 +27,86 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+#include <sleef.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace {
 
 using at::Tensor;
-using V = at::vec::Vectorized<double>;
-constexpr int L = V::size();
+// N independent vectors per step: each function's dependency chain (a division, a
+// polynomial) is long, and N interleaved chains keep the vector units busy
+constexpr int N = 4;
+using V1 = at::vec::Vectorized<double>;
+using V = at::vec::VectorizedN<double, N>;
+constexpr int L = V::size();  // lanes per step
+using Lanes = uint64_t;       // a bit per lane
+static_assert(L <= 64, "a lane mask must fit in 64 bits");
+
+// a bit per lane where the lane of a comparison's result is false (all bits zero)
+Lanes false_lanes(const V& mask) {
+  Lanes bits = 0;
+  for (int i = 0; i < N; ++i) {
+    bits |= static_cast<Lanes>(static_cast<uint32_t>(mask[i].zero_mask())) << (i * V1::size());
+  }
+  return bits;
+}
+
+constexpr Lanes first_lanes(int count) {
+  return count >= 64 ? ~Lanes{0} : (Lanes{1} << count) - 1;
+}
+
 constexpr double K_COND = 262144.0;  // 2^18, screened.K_COND
 constexpr double EXP_FORM_MIN = 0.25;  // screened._EXP_FORM_MIN
+
+// log x within 1 ulp on [2^-500, 2^500], which holds every argument the kernel forms from
+// valid inputs (parameters and their ratios within 2^+-300, 1 - e^-w >= 2^-450, digamma's
+// x >= 8); other lanes (0, negatives, infinities, NaN) take the capability's own log.
+// The classic reduction: x = 2^e m with m in [sqrt(2)/2, sqrt(2)) read off the bits,
+// f = m - 1 (exact), and
+//   log x = e ln2_hi - ((f^2/2 - (s (f^2/2 + R(s^2)) + e ln2_lo)) - f),  s = f / (2 + f),
+// where R is the degree-7 minimax polynomial of fdlibm's log on |s| <= 0.1716 (its
+// published coefficients), ln2_hi ends in 21 zero bits (e ln2_hi is exact for |e| < 2^11)
+// and ln2_lo carries the rest of ln 2; fdlibm bounds the error below 1 ulp.
+inline __attribute__((always_inline)) V1 vlog1(V1 x) {
+  using I = at::vec::Vectorized<int64_t>;
+  const I bits = at::vec::cast<int64_t>(x);
+  // bits - bits(sqrt(2)/2), shifted by 512 binades so that the exponent field stays >= 0
+  const I q = (bits - I(0x3fe6a09e667f3bcdLL) + I(int64_t{512} << 52)) >> I(52);  // e + 512
+  const V1 m = at::vec::cast<double>(bits - ((q - I(512)) << I(52)));
+  const V1 e = at::vec::cast<double>(q | I(0x4330000000000000LL)) - V1(0x1p52 + 512.0);
+  const V1 f = m - V1(1.0);
+  const V1 hfsq = V1(0.5) * f * f, s = f / (V1(2.0) + f), z = s * s, w = z * z;
+  const V1 t1 = w * (V1(3.999999999940941908e-01) +
+                    w * (V1(2.222219843214978396e-01) + w * V1(1.531383769920937332e-01)));
+  const V1 t2 = z * (V1(6.666666666666735130e-01) +
+                    w * (V1(2.857142874366239149e-01) +
+                         w * (V1(1.818357216161805012e-01) + w * V1(1.479819860511658591e-01))));
+  const V1 r = e * V1(6.93147180369123816490e-01) -
+              ((hfsq - (s * (hfsq + t2 + t1) + e * V1(1.90821492927058770002e-10))) - f);
+  const V1 inside = (x >= V1(0x1p-500)) & (x <= V1(0x1p500));  // false at NaN
+  return inside.zero_mask() == 0 ? r : V1::blendv(x.log(), r, inside);
+}
+
+V vlog(const V& x) {
+  V r;
+  for (int i = 0; i < N; ++i) r[i] = vlog1(x[i]);
+  return r;
+}
+
+// log(1 + x), x > -1: Kahan's log(u) x / (u - 1), u = 1 + x rounded (the quotient
+// x / (u - 1) undoes u's rounding to first order; x itself where u = 1)
+V vlog1p(V x) {
+  const V one(1.0);
+  const V u = x + one, d = u - one;
+  return V::blendv(vlog(u) * (x / d), x, d == V(0.0));
+}
 
 V vdigamma(V x) {
   const V eight(8.0), one(1.0);
@@ -52,7 +124,7 @@ V vdigamma(V x) {
             z2 * (V(1.0 / 252.0) -
                   z2 * (V(1.0 / 240.0) -
                         z2 * (V(1.0 / 132.0) - z2 * (V(691.0 / 32760.0) - z2 * V(1.0 / 12.0))))));
-  return x.log() - V(0.5) / x - z2 * series - num / den;
+  return vlog(x) - V(0.5) / x - z2 * series - num / den;
 }
 
 // 1 - e^-w for w >= 0, within a few u relative: 2t/(1 + t), t = tanh(w/2) below 1/4,
@@ -60,22 +132,27 @@ V vdigamma(V x) {
 V one_minus_exp_neg(V w) {
   const V one(1.0);
   const V large = w >= V(EXP_FORM_MIN);
-  const int small_lanes = large.zero_mask();  // a bit per lane where w < 1/4
+  const Lanes small_lanes = false_lanes(large);  // a bit per lane where w < 1/4
   if (small_lanes == 0) return one - w.neg().exp();  // (each form only where needed)
   const V t = (V(0.5) * w).tanh();
   const V tanh_form = (t + t) / (t + one);
-  if (small_lanes == (1 << L) - 1) return tanh_form;
+  if (small_lanes == first_lanes(L)) return tanh_form;
   return V::blendv(tanh_form, one - w.neg().exp(), large);
 }
 
 // margin S - K |r|: <= 0 where certified, NaN where a term overflowed
 V margin(V r, V size) { return size - V(K_COND) * r.abs(); }
 
-// Loads L elements from i (the last block repeats element 0 past the end).
+// Loads L elements from i (the last block repeats element 0 past the end); a full block
+// converts in one loop the compiler vectorises.
 template <typename T>
 V load(const T* p, int64_t i, int count) {
   double buf[L];
-  for (int j = 0; j < L; ++j) buf[j] = static_cast<double>(p[i + (j < count ? j : 0)]);
+  if (count == L) {
+    for (int j = 0; j < L; ++j) buf[j] = static_cast<double>(p[i + j]);
+  } else {
+    for (int j = 0; j < L; ++j) buf[j] = static_cast<double>(p[i + (j < count ? j : 0)]);
+  }
   return V::loadu(buf);
 }
 
@@ -97,19 +174,29 @@ struct Out {
   bool valid = true;               // false once an input is invalid (the caller's rules)
 };
 
+// Narrows L doubles to floats in one loop the compiler vectorises.
+void narrow(V v, float* dst, int count) {
+  double b[L];
+  v.store(b);
+  if (count == L) {
+    for (int j = 0; j < L; ++j) dst[j] = static_cast<float>(b[j]);
+  } else {
+    for (int j = 0; j < count; ++j) dst[j] = static_cast<float>(b[j]);
+  }
+}
+
 void store(Out& o, int64_t i, int count, V value, const V* d, int nd, V mg) {
-  double vb[L], db[2][L], mb[L];
-  value.store(vb);
-  for (int q = 0; q < nd; ++q) d[q].store(db[q]);
-  mg.store(mb);
+  if (o.value64) {
+    value.store(o.value64 + i, count);
+  } else {
+    narrow(value, o.value + i, count);
+  }
+  for (int q = 0; q < nd; ++q) narrow(d[q], o.d[q] + i, count);
+  // a bit per lane not certified (margin > 0 or NaN)
+  const Lanes open = false_lanes(mg <= V(0.0)) & first_lanes(count);
+  if (open == 0) return;
   for (int j = 0; j < count; ++j) {
-    if (o.value64) {
-      o.value64[i + j] = vb[j];
-    } else {
-      o.value[i + j] = static_cast<float>(vb[j]);
-    }
-    for (int q = 0; q < nd; ++q) o.d[q][i + j] = static_cast<float>(db[q][j]);
-    if (!(mb[j] <= 0.0)) o.rejected->push_back(i + j);
+    if (open & (Lanes{1} << j)) o.rejected->push_back(i + j);
   }
 }
 
@@ -118,12 +205,12 @@ void store(Out& o, int64_t i, int count, V value, const V* d, int nd, V mg) {
 // > 0 and < 2^128 (eager.NAT_MAX). Lanes past the end repeat element 0.
 bool valid_k(V k) {
   const V ok = (k >= V(1.0)) & (k == k.floor()) & (k < V(INFINITY));
-  return ok.zero_mask() == 0;
+  return false_lanes(ok) == 0;
 }
 
 bool valid_param(V p, bool is_log) {
   const V ok = (p > V(0.0)) & (p < V(is_log ? 0x1p128 : INFINITY));
-  return ok.zero_mask() == 0;
+  return false_lanes(ok) == 0;
 }
 
 template <typename KT>
@@ -139,10 +226,10 @@ void ztnb_loop(const KT* kp, const float* mp, const float* tp, bool log_mu, bool
       o.valid = false;
       return;
     }
-    const V x = mu / th, lx = x.log1p(), w = th * lx;
-    const V em1 = one_minus_exp_neg(w), inv = one / em1, log_em1 = em1.log();
+    const V x = mu / th, lx = vlog1p(x), w = th * lx;
+    const V em1 = one_minus_exp_neg(w), inv = one / em1, log_em1 = vlog(em1);
     const V lg_t = th.lgamma(), lg_kt = (k + th).lgamma();
-    const V t_k = k * (th / mu).log1p();
+    const V t_k = k * vlog1p(th / mu);
     V value = lg_t - lg_kt + t_k + w + log_em1;
     V size = lg_t.abs() + lg_kt.abs() + two + t_k + w + log_em1.abs() + w * inv;
     if (full) add_log_factorial(k, value, size);
@@ -177,17 +264,19 @@ void ztp_loop(const KT* kp, const float* lp, bool log_lam, bool need, bool full,
       o.valid = false;
       return;
     }
-    const V log_lam_ = lam.log();
-    const V em1 = one_minus_exp_neg(lam), log_em1 = em1.log();
+    const V log_lam_ = vlog(lam);
+    const V em1 = one_minus_exp_neg(lam), log_em1 = vlog(em1);
     V value = lam - k * log_lam_ + log_em1;
     V size = lam + k * log_lam_.abs() - log_em1;
     if (full) add_log_factorial(k, value, size);
     V mg = margin(value, size);
     V d[2];
     if (need) {
-      const V a = k / lam, b = one / em1;
-      d[0] = b - a;
-      mg = at::vec::maximum(mg, margin(d[0], a + b));
+      // 1/em1 - k/lam over one division: (lam - k em1) / (lam em1), whose rounding
+      // errors are a few u of (lam + k em1) / (lam em1) = 1/em1 + k/lam, the size bounded
+      const V inv = one / (lam * em1), k_em1 = k * em1;
+      d[0] = (lam - k_em1) * inv;
+      mg = at::vec::maximum(mg, margin(d[0], (lam + k_em1) * inv));
       if (log_lam) d[0] = d[0] * lam;
     }
     store(o, i, count, value, d, need ? 1 : 0, mg);
@@ -300,19 +389,22 @@ std::vector<Tensor> ztp_screen(const Tensor& k, const Tensor& lam, bool log_lam,
   return finish(o, keep, rejected);
 }
 
-// psi(x) element by element (float64 in and out), for the tests.
-Tensor digamma(const Tensor& x) {
+// The kernel's own digamma, log or log1p element by element (float64 in and out), for
+// the tests.
+Tensor elementwise(const std::string& name, const Tensor& x) {
   check(x, "x");
   TORCH_CHECK(x.scalar_type() == at::kDouble, "x must be float64");
+  const int which = name == "digamma" ? 0 : name == "log" ? 1 : name == "log1p" ? 2 : -1;
+  TORCH_CHECK(which >= 0, "unknown function ", name);
   auto out = at::empty_like(x);
   const double* xp = x.data_ptr<double>();
   double* op = out.data_ptr<double>();
   const int64_t n = x.numel();
   for (int64_t i = 0; i < n; i += L) {
     const int count = static_cast<int>(std::min<int64_t>(L, n - i));
-    double buf[L];
-    vdigamma(load(xp, i, count)).store(buf);
-    std::copy(buf, buf + count, op + i);
+    const V v = load(xp, i, count);
+    const V r = which == 0 ? vdigamma(v) : which == 1 ? vlog(v) : vlog1p(v);
+    r.store(op + i, count);
   }
   return out;
 }
@@ -322,6 +414,6 @@ Tensor digamma(const Tensor& x) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ztnb_screen", &ztnb_screen);
   m.def("ztp_screen", &ztp_screen);
-  m.def("digamma", &digamma);
+  m.def("elementwise", &elementwise);
   m.attr("lanes") = L;
 }
