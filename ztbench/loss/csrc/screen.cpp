@@ -74,30 +74,53 @@ constexpr double EXP_FORM_MIN = 0.25;  // screened._EXP_FORM_MIN
 // where R is the degree-7 minimax polynomial of fdlibm's log on |s| <= 0.1716 (its
 // published coefficients), ln2_hi ends in 21 zero bits (e ln2_hi is exact for |e| < 2^11)
 // and ln2_lo carries the rest of ln 2; fdlibm bounds the error below 1 ulp.
-inline __attribute__((always_inline)) V1 vlog1(V1 x) {
+struct LogParts {
+  V1 e, f;  // x = 2^e (1 + f), f in [sqrt(2)/2 - 1, sqrt(2) - 1)
+};
+
+inline __attribute__((always_inline)) LogParts log_reduce(V1 x) {
   using I = at::vec::Vectorized<int64_t>;
   const I bits = at::vec::cast<int64_t>(x);
   // bits - bits(sqrt(2)/2), shifted by 512 binades so that the exponent field stays >= 0
   const I q = (bits - I(0x3fe6a09e667f3bcdLL) + I(int64_t{512} << 52)) >> I(52);  // e + 512
   const V1 m = at::vec::cast<double>(bits - ((q - I(512)) << I(52)));
   const V1 e = at::vec::cast<double>(q | I(0x4330000000000000LL)) - V1(0x1p52 + 512.0);
-  const V1 f = m - V1(1.0);
-  const V1 hfsq = V1(0.5) * f * f, s = f / (V1(2.0) + f), z = s * s, w = z * z;
+  return {e, m - V1(1.0)};
+}
+
+// log x from its parts and s = f / (2 + f) (within a few u: s only enters the small term
+// s (f^2/2 + R), at most 2^-6 of log x's size)
+inline __attribute__((always_inline)) V1 log_finish(V1 x, const LogParts& p, V1 s) {
+  const V1 f = p.f, e = p.e;
+  const V1 hfsq = V1(0.5) * f * f, z = s * s, w = z * z;
   const V1 t1 = w * (V1(3.999999999940941908e-01) +
-                    w * (V1(2.222219843214978396e-01) + w * V1(1.531383769920937332e-01)));
+                     w * (V1(2.222219843214978396e-01) + w * V1(1.531383769920937332e-01)));
   const V1 t2 = z * (V1(6.666666666666735130e-01) +
-                    w * (V1(2.857142874366239149e-01) +
-                         w * (V1(1.818357216161805012e-01) + w * V1(1.479819860511658591e-01))));
+                     w * (V1(2.857142874366239149e-01) +
+                          w * (V1(1.818357216161805012e-01) + w * V1(1.479819860511658591e-01))));
   const V1 r = e * V1(6.93147180369123816490e-01) -
-              ((hfsq - (s * (hfsq + t2 + t1) + e * V1(1.90821492927058770002e-10))) - f);
+               ((hfsq - (s * (hfsq + t2 + t1) + e * V1(1.90821492927058770002e-10))) - f);
   const V1 inside = (x >= V1(0x1p-500)) & (x <= V1(0x1p500));  // false at NaN
   return inside.zero_mask() == 0 ? r : V1::blendv(x.log(), r, inside);
 }
 
 V vlog(const V& x) {
   V r;
-  for (int i = 0; i < N; ++i) r[i] = vlog1(x[i]);
+  for (int i = 0; i < N; ++i) {
+    const LogParts p = log_reduce(x[i]);
+    r[i] = log_finish(x[i], p, p.f / (V1(2.0) + p.f));
+  }
   return r;
+}
+
+// log a and log b over one division: 1 / ((2 + f_a)(2 + f_b)) gives both quotients s
+void vlog_pair(const V& a, const V& b, V& log_a, V& log_b) {
+  for (int i = 0; i < N; ++i) {
+    const LogParts pa = log_reduce(a[i]), pb = log_reduce(b[i]);
+    const V1 da = V1(2.0) + pa.f, db = V1(2.0) + pb.f, q = V1(1.0) / (da * db);
+    log_a[i] = log_finish(a[i], pa, pa.f * db * q);
+    log_b[i] = log_finish(b[i], pb, pb.f * da * q);
+  }
 }
 
 // log(1 + x), x > -1: Kahan's log(u) x / (u - 1), u = 1 + x rounded (the quotient
@@ -106,6 +129,15 @@ V vlog1p(V x) {
   const V one(1.0);
   const V u = x + one, d = u - one;
   return V::blendv(vlog(u) * (x / d), x, d == V(0.0));
+}
+
+// log1p a and log1p b, their logs over one division (vlog_pair)
+void vlog1p_pair(const V& a, const V& b, V& log1p_a, V& log1p_b) {
+  const V one(1.0), zero(0.0);
+  const V ua = a + one, da = ua - one, ub = b + one, db = ub - one;
+  vlog_pair(ua, ub, log1p_a, log1p_b);
+  log1p_a = V::blendv(log1p_a * (a / da), a, da == zero);
+  log1p_b = V::blendv(log1p_b * (b / db), b, db == zero);
 }
 
 V vdigamma(V x) {
@@ -226,10 +258,13 @@ void ztnb_loop(const KT* kp, const float* mp, const float* tp, bool log_mu, bool
       o.valid = false;
       return;
     }
-    const V x = mu / th, lx = vlog1p(x), w = th * lx;
+    const V x = mu / th;
+    V lx, l_inv;  // log1p(mu/theta), log1p(theta/mu)
+    vlog1p_pair(x, th / mu, lx, l_inv);
+    const V w = th * lx;
     const V em1 = one_minus_exp_neg(w), inv = one / em1, log_em1 = vlog(em1);
     const V lg_t = th.lgamma(), lg_kt = (k + th).lgamma();
-    const V t_k = k * vlog1p(th / mu);
+    const V t_k = k * l_inv;
     V value = lg_t - lg_kt + t_k + w + log_em1;
     V size = lg_t.abs() + lg_kt.abs() + two + t_k + w + log_em1.abs() + w * inv;
     if (full) add_log_factorial(k, value, size);
@@ -264,8 +299,9 @@ void ztp_loop(const KT* kp, const float* lp, bool log_lam, bool need, bool full,
       o.valid = false;
       return;
     }
-    const V log_lam_ = vlog(lam);
-    const V em1 = one_minus_exp_neg(lam), log_em1 = vlog(em1);
+    const V em1 = one_minus_exp_neg(lam);
+    V log_lam_, log_em1;
+    vlog_pair(lam, em1, log_lam_, log_em1);
     V value = lam - k * log_lam_ + log_em1;
     V size = lam + k * log_lam_.abs() - log_em1;
     if (full) add_log_factorial(k, value, size);
@@ -390,11 +426,12 @@ std::vector<Tensor> ztp_screen(const Tensor& k, const Tensor& lam, bool log_lam,
 }
 
 // The kernel's own digamma, log or log1p element by element (float64 in and out), for
-// the tests.
+// the tests; log_pair and log1p_pair: log or log1p of x computed in a pair with 1/x.
 Tensor elementwise(const std::string& name, const Tensor& x) {
   check(x, "x");
   TORCH_CHECK(x.scalar_type() == at::kDouble, "x must be float64");
-  const int which = name == "digamma" ? 0 : name == "log" ? 1 : name == "log1p" ? 2 : -1;
+  const int which = name == "digamma" ? 0 : name == "log" ? 1 : name == "log1p" ? 2
+                    : name == "log_pair" ? 3 : name == "log1p_pair" ? 4 : -1;
   TORCH_CHECK(which >= 0, "unknown function ", name);
   auto out = at::empty_like(x);
   const double* xp = x.data_ptr<double>();
@@ -403,7 +440,14 @@ Tensor elementwise(const std::string& name, const Tensor& x) {
   for (int64_t i = 0; i < n; i += L) {
     const int count = static_cast<int>(std::min<int64_t>(L, n - i));
     const V v = load(xp, i, count);
-    const V r = which == 0 ? vdigamma(v) : which == 1 ? vlog(v) : vlog1p(v);
+    V r, partner;  // the pairs: f(x) computed beside f(1/x)
+    if (which == 3) {
+      vlog_pair(v, V(1.0) / v, r, partner);
+    } else if (which == 4) {
+      vlog1p_pair(v, V(1.0) / v, r, partner);
+    } else {
+      r = which == 0 ? vdigamma(v) : which == 1 ? vlog(v) : vlog1p(v);
+    }
     r.store(op + i, count);
   }
   return out;
