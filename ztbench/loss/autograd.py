@@ -27,7 +27,7 @@ from torch import Tensor
 from ztbench.loss import eager, fused, ops
 from ztbench.loss import screened as S
 from ztbench.loss import validation as V
-from ztbench.loss.kernels import F64, KERNELS, chain_rule, to_float64
+from ztbench.loss.kernels import F64, KERNELS, chain_rule
 from ztbench.loss.paths import NARROW_DTYPES, Path, choose_path, note, result_dtype
 from ztbench.loss.refine import apply_full, log_rounding_correction
 from ztbench.loss.second_order import first_derivative_graph
@@ -64,38 +64,6 @@ _EAGER = {
 }
 
 
-def _fill(x: Tensor, run: Tensor, keep: Tensor | None) -> Tensor:
-    """x where the element was computed; NaN at invalid kept elements (NaN in, NaN out),
-    exactly 0 at masked-out ones."""
-    nan = torch.full_like(x, float("nan"))
-    if keep is None:
-        return torch.where(run, x, nan)
-    return torch.where(run, x, torch.where(keep, nan, torch.zeros_like(x)))
-
-
-def _prepare(
-    k: Tensor, mask: Tensor | None, params: tuple[Tensor, ...], is_log: tuple[bool, ...]
-) -> tuple[Tensor, list[Tensor], Tensor, Tensor | None]:
-    """(k, natural parameters) in float64 broadcast to the loss's shape, the elements to
-    compute (valid and kept), and the broadcast mask (None without one)."""
-    dev = params[0].device
-    k = k.to(dev)
-    p64 = [to_float64(p, lg) for p, lg in zip(params, is_log, strict=True)]
-    # validity in the inputs' own dtypes where that is exact (exp of a log-parameter can
-    # over/underflow only in float64)
-    ok = V.valid_k(k)
-    for p, p_64, lg in zip(params, p64, is_log, strict=True):
-        ok = ok & V.valid_param(p_64 if lg or not p.is_floating_point() else p)
-    keep = None if mask is None else mask.to(dev, torch.bool)
-    if keep is None:
-        k64, *p64 = torch.broadcast_tensors(k.to(F64), *p64)
-        run = ok.expand(k64.shape)
-    else:
-        k64, *p64, keep = torch.broadcast_tensors(k.to(F64), *p64, keep)
-        run = ok.expand(k64.shape) & keep
-    return k64, p64, run, keep
-
-
 def _safe(run: Tensor, k64: Tensor, p64: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
     """Inputs with 1 at the elements not computed (a point every kernel branch accepts)."""
     one = torch.ones_like(k64)
@@ -108,17 +76,19 @@ def _rounded_outputs(spec: LossSpec, params: tuple[Tensor, ...], shape: torch.Si
     """The compiled screen's flat outputs: NaN / 0 at invalid / masked-out elements
     (:func:`_fill`), the value in ``spec.out_dtype``, each derivative in its parameter's
     dtype when the parameter has the loss's shape, else float64."""
-    outs = [_fill(value, run, keep).to(spec.out_dtype)]
+    outs = [eager.fill_not_computed(value, run, keep).to(spec.out_dtype)]
     for d, p in zip(derivs, params if spec.need else (), strict=True):
-        outs.append(_fill(d, run, keep).to(p.dtype if p.shape == shape else F64))
+        outs.append(eager.fill_not_computed(d, run, keep).to(p.dtype if p.shape == shape else F64))
     return outs
 
 
 def _compiled_screen(spec: LossSpec, k: Tensor, params: tuple[Tensor, ...], k64: Tensor,
                      p64: list[Tensor], run: Tensor,
                      keep: Tensor | None) -> tuple[Tensor, ...]:  # fmt: skip
-    """``COMPILED_SCREENED``: the forward's outputs (value in ``spec.out_dtype``,
-    *derivatives) for results of float32 precision or less under torch.compile on the CPU.
+    """``COMPILED_SCREENED`` without the fused kernel (with it, the forward is one opaque
+    call, :func:`ztbench.loss.ops.fused_forward`): the forward's outputs (value in
+    ``spec.out_dtype``, *derivatives) for results of float32 precision or less under
+    torch.compile on the CPU.
 
     The screened plain formula (:mod:`ztbench.loss.screened`, element-wise test) as
     traced operations on the float64 inputs ``k64``, ``p64`` (no safe stand-ins needed:
@@ -136,13 +106,6 @@ def _compiled_screen(spec: LossSpec, k: Tensor, params: tuple[Tensor, ...], k64:
     shape = k64.shape
     run_f = run.reshape(-1)
     keep_f = None if keep is None else keep.reshape(-1)
-    if fused.active():  # the fused eager screen as one opaque node, on safe inputs
-        cols = [t.reshape(-1) for t in torch.broadcast_tensors(k, *params)]
-        safe = [torch.where(run_f, t, torch.ones_like(t)) for t in cols]
-        value, *ds = ops.fused_screen(spec.family, spec.need, spec.full, list(spec.is_log),
-                                      safe[0], safe[1:])  # fmt: skip
-        outs = _rounded_outputs(spec, params, shape, value, ds, run_f, keep_f)
-        return tuple(o.reshape(shape) for o in outs)
     flat = [t.reshape(-1) for t in (k64, *p64)]
     screened = S.ztp_screened if spec.family == "ztpoisson" else S.ztnb_screened
     value, *ds, margin = screened(*flat, spec.need, spec.full)
@@ -161,10 +124,10 @@ def derivatives_graph(family: str, is_log: tuple[bool, ...], k: Tensor, mask: Te
     """The first derivatives (caller's parametrisation, float64) as a differentiable graph
     of the where-based forms of :mod:`ztbench.loss.second_order`, written so that their
     derivatives are accurate (safe inputs everywhere: no NaN from a branch not taken)."""
-    k64, p64, run, keep = _prepare(k, mask, params, is_log)
+    k64, p64, run, keep = eager.prepare_inputs(k, mask, params, is_log)
     k_in, p_in = _safe(run, k64, p64)
     grads = first_derivative_graph(family, k_in, p_in, is_log)
-    return [_fill(d, run, keep) for d in grads]
+    return [eager.fill_not_computed(d, run, keep) for d in grads]
 
 
 def transform_active() -> bool:
@@ -209,6 +172,11 @@ class ZTLoss(torch.autograd.Function):
         family, is_log, need = spec.family, spec.is_log, spec.need
         compiling = torch.compiler.is_compiling()
         path = choose_path(k, params, mask, compiling=compiling)
+        if path is Path.COMPILED_SCREENED and fused.active():
+            # the eager float32 forward as one opaque node (with its own checks)
+            return tuple(ops.fused_forward(family, need, spec.full, list(is_log),
+                                           spec.out_dtype, ",".join(spec.labels or ()), k, mask,
+                                           list(params)))  # fmt: skip
         if path is Path.EAGER_SCREENED_F32:
             fast = eager.forward_float32(family, spec.full, need, spec.out_dtype, k, params,
                                          is_log, mask)  # fmt: skip
@@ -218,7 +186,7 @@ class ZTLoss(torch.autograd.Function):
             path = Path.EAGER_SCREENED  # an invalid element: raise, or NaN there
         if not compiling:
             note(path)
-        k64, p64, run, keep = _prepare(k, mask, params, is_log)
+        k64, p64, run, keep = eager.prepare_inputs(k, mask, params, is_log)
         # on the CPU a host check is free (no device to wait for): skip the masking when
         # every element is computed, the common case; elsewhere mask without synchronising
         masked = compiling or run.device.type != "cpu" or not bool(run.all())
@@ -254,10 +222,10 @@ class ZTLoss(torch.autograd.Function):
             if need:
                 grads = [g + d for g, d in zip(grads, delta[1:], strict=True)]  # type: ignore[operator]
         if masked:
-            value = _fill(value, run, keep)
+            value = eager.fill_not_computed(value, run, keep)
         derivs = chain_rule(grads, p_in, is_log) if need else []  # type: ignore[arg-type]
         if masked:
-            derivs = [_fill(d, run, keep) for d in derivs]
+            derivs = [eager.fill_not_computed(d, run, keep) for d in derivs]
         return (value.to(spec.out_dtype), *derivs)
 
     @staticmethod

@@ -44,9 +44,11 @@ __all__ = [
     "LOG_NAT_MAX",
     "NAT_MAX",
     "extremes",
+    "fill_not_computed",
     "forward_float32",
     "full_form",
     "indexed",
+    "prepare_inputs",
     "recompute_at",
     "refined",
     "screened",
@@ -181,6 +183,38 @@ def recompute_at(family: str, need: bool, full: bool, is_log: tuple[bool, ...] |
     results = [v, *(chain_rule(ds, p_r, is_log) if need else [])]  # type: ignore[arg-type]
     for out, res in zip(outs, results, strict=True):
         out.index_copy_(0, idx, res.to(out.dtype))  # type: ignore[union-attr]
+
+
+def fill_not_computed(x: Tensor, run: Tensor, keep: Tensor | None) -> Tensor:
+    """x where the element was computed; NaN at invalid kept elements (NaN in, NaN out),
+    exactly 0 at masked-out ones."""
+    nan = torch.full_like(x, float("nan"))
+    if keep is None:
+        return torch.where(run, x, nan)
+    return torch.where(run, x, torch.where(keep, nan, torch.zeros_like(x)))
+
+
+def prepare_inputs(
+    k: Tensor, mask: Tensor | None, params: tuple[Tensor, ...], is_log: tuple[bool, ...]
+) -> tuple[Tensor, list[Tensor], Tensor, Tensor | None]:
+    """(k, natural parameters) in float64 broadcast to the loss's shape, the elements to
+    compute (valid and kept), and the broadcast mask (None without one)."""
+    dev = params[0].device
+    k = k.to(dev)
+    p64 = [to_float64(p, lg) for p, lg in zip(params, is_log, strict=True)]
+    # validity in the inputs' own dtypes where that is exact (exp of a log-parameter can
+    # over/underflow only in float64)
+    ok = V.valid_k(k)
+    for p, p_64, lg in zip(params, p64, is_log, strict=True):
+        ok = ok & V.valid_param(p_64 if lg or not p.is_floating_point() else p)
+    keep = None if mask is None else mask.to(dev, torch.bool)
+    if keep is None:
+        k64, *p64 = torch.broadcast_tensors(k.to(F64), *p64)
+        run = ok.expand(k64.shape)
+    else:
+        k64, *p64, keep = torch.broadcast_tensors(k.to(F64), *p64, keep)
+        run = ok.expand(k64.shape) & keep
+    return k64, p64, run, keep
 
 
 def extremes(t: Tensor) -> tuple[float, float]:

@@ -6,9 +6,9 @@ that torch.compile must not trace.
 - ``ztbench::zt_loss_recompute_rejected`` (:func:`recompute_rejected`):
   ``Path.COMPILED_SCREENED``'s careful recomputation of the elements the traced screen
   does not certify.
-- ``ztbench::zt_loss_fused_screen`` (:func:`fused_screen`): ``Path.COMPILED_SCREENED``
-  where the fused kernel is built: the eager float32 screen as one node (faster than
-  the traced plain formula).
+- ``ztbench::zt_loss_fused_forward`` (:func:`fused_forward`): ``Path.COMPILED_SCREENED``
+  where the fused kernel is built: the eager float32 forward as one node (faster than
+  the traced plain formula, and no compiled pass of its own).
 - ``ztbench::zt_loss_log_rounding`` (:func:`log_rounding_opaque`): the correction of
   float64 results with log-parameters to the exact exp(log p).
 
@@ -25,10 +25,11 @@ import torch
 from torch import Tensor
 
 from ztbench.loss import eager
+from ztbench.loss import validation as V
 from ztbench.loss.kernels import flat_indices
 from ztbench.loss.refine import log_rounding_correction
 
-__all__ = ["fused_screen", "log_rounding_opaque", "opaque_kernel", "recompute_rejected"]
+__all__ = ["fused_forward", "log_rounding_opaque", "opaque_kernel", "recompute_rejected"]
 
 
 @torch.library.custom_op("ztbench::zt_loss_kernel", mutates_args=())
@@ -78,26 +79,57 @@ def _(family: str, need: bool, full: bool, is_log: list[bool], k: Tensor,
     return None
 
 
-@torch.library.custom_op("ztbench::zt_loss_fused_screen", mutates_args=())
-def fused_screen(family: str, need: bool, full: bool, is_log: list[bool], k: Tensor,
-                 params: list[Tensor]) -> list[Tensor]:  # fmt: skip
-    """``Path.COMPILED_SCREENED`` where the fused kernel is built: the eager float32 screen
-    (:func:`ztbench.loss.eager.screened_kernel`: the fused kernel, then the careful kernels
-    on the elements it does not certify) as one node. Inputs: flat, valid (the caller's
-    safe stand-ins elsewhere), as the caller gave them; outputs: float32, the value then
-    the derivatives in the caller's parametrisation when ``need``."""
-    res = eager.screened_kernel(family, need, full, torch.float32, torch.float32, k, params,
-                                tuple(is_log))  # fmt: skip
-    assert res is not None, "the caller passes valid inputs only"
+@torch.library.custom_op("ztbench::zt_loss_fused_forward", mutates_args=())
+def fused_forward(family: str, need: bool, full: bool, is_log: list[bool],
+                  out_dtype: torch.dtype, labels: str, k: Tensor, mask: Tensor | None,
+                  params: list[Tensor]) -> list[Tensor]:  # fmt: skip
+    """``Path.COMPILED_SCREENED`` where the fused kernel is built: the eager forward of the
+    float32 screen (:func:`ztbench.loss.eager.forward_float32`) as one node, so that the
+    compiled loss runs what the eager one runs, with no pass of its own over the inputs.
+
+    Inputs as the caller gave them (log-parameters where ``is_log``, any broadcastable
+    shapes, ``mask`` or None); outputs of the broadcast shape: the value in ``out_dtype``,
+    then the float32 derivatives in the caller's parametrisation when ``need``. Where an
+    element is invalid (which compiled code does not raise on), it gets NaN in every
+    output and masked-out elements 0, the others the screen on safe stand-ins; with
+    ``labels`` (``validate=True``: the parameters' names, comma-separated; an operator
+    takes no list of strings) it raises the RuntimeError of compiled validation
+    (:data:`~ztbench.loss.validation.ASYNC_MESSAGE`, with eager mode's detail) instead."""
+    res = eager.forward_float32(family, full, need, out_dtype, k, tuple(params),
+                                tuple(is_log), mask)  # fmt: skip
+    if res is None:
+        _, _, run, keep = eager.prepare_inputs(k, mask, tuple(params), tuple(is_log))
+        if labels:  # the error compiled code raises elsewhere, with eager mode's detail
+            names = labels.split(",")
+            try:
+                V.check_inputs(k, list(zip(names, params, is_log, strict=True)), keep)
+            except ValueError as exc:
+                raise RuntimeError(f"{V.ASYNC_MESSAGE}: {exc}") from None
+        shape = run.shape
+        run_f = run.reshape(-1)
+        keep_f = None if keep is None else keep.reshape(-1)
+        cols = [t.reshape(-1) for t in torch.broadcast_tensors(k, *params)]
+        safe = [torch.where(run_f, t, torch.ones_like(t)) for t in cols]
+        done = eager.screened_kernel(family, need, full, out_dtype, torch.float32, safe[0],
+                                     safe[1:], tuple(is_log))  # fmt: skip
+        assert done is not None, "safe stand-ins are valid"
+        res = (eager.fill_not_computed(done[0], run_f, keep_f).reshape(shape),
+               [eager.fill_not_computed(d, run_f, keep_f).reshape(shape) for d in done[1]])
     value, derivs = res
-    return [value, *derivs]
+    # an output may not alias an input
+    return [t.clone() if t is k or any(t is p for p in params) else t for t in (value, *derivs)]
 
 
-@fused_screen.register_fake
-def _(family: str, need: bool, full: bool, is_log: list[bool], k: Tensor,
+@fused_forward.register_fake
+def _(family: str, need: bool, full: bool, is_log: list[bool], out_dtype: torch.dtype,
+      labels: str, k: Tensor, mask: Tensor | None,
       params: list[Tensor]) -> list[Tensor]:  # fmt: skip
-    n = 1 + (len(params) if need else 0)
-    return [torch.empty(k.shape, dtype=torch.float32, device=k.device) for _ in range(n)]
+    shapes = [k.shape, *(p.shape for p in params), *(() if mask is None else (mask.shape,))]
+    shape = torch.broadcast_shapes(*shapes)
+    value = torch.empty(shape, dtype=out_dtype, device=k.device)
+    derivs = [torch.empty(shape, dtype=torch.float32, device=k.device)
+              for _ in (params if need else ())]  # fmt: skip
+    return [value, *derivs]
 
 
 # The dispatch keys an eager call runs with, captured at import (an eager context): a

@@ -63,8 +63,10 @@ class Path(enum.Enum):
     the exact exp(log p) (:mod:`ztbench.loss.refine`)."""
 
     COMPILED_SCREENED = "compiled_screened"
-    """The screen's plain formula traced and fused into one pass; one opaque operator
-    recomputes the elements it does not certify (:mod:`ztbench.loss.ops`)."""
+    """Where the fused kernel is built (:mod:`ztbench.loss.fused`): ``EAGER_SCREENED_F32``
+    as one opaque operator (eager mode's computation, no compiled pass of its own).
+    Otherwise the screen's plain formula traced and fused into one pass, and one opaque
+    operator recomputing the elements it does not certify (:mod:`ztbench.loss.ops`)."""
 
     COMPILED_OPAQUE = "compiled_opaque"
     """``EAGER_REFINED`` as one opaque operator: eager mode's bits."""
