@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from ztbench.candidates import get_candidate, load_suite
+from ztbench.core.schema import GOAL_THROUGHPUT_DIR
 from ztbench.fit import masked
 from ztbench.fit.impact import (
     SYNTHETIC_N,
@@ -62,6 +63,12 @@ BENCH_THREADS = 1
 # alone would take most of an hour. Their loss forms (*/ztbench) and the published
 # candidates are timed.
 BENCH_THROUGHPUT_EXCLUDE = ("*-full", "*/threshold*")
+# The speed goals' own timing: the goals' loss forms and the naive formula, at the size
+# the goals are stated for, on both input kinds, in the suite's dtypes other than float64
+# (the shipped float64 loss runs at a few percent of naive's rate: at this size its rows
+# alone would take minutes, so the goals table takes float64 from the main run)
+GOAL_SPEED_SIZE = 10**6
+GOAL_SPEED_INPUTS = ("realistic", "log-uniform")
 
 Say = Callable[[str], None]
 
@@ -81,6 +88,7 @@ class BenchOptions:
     throughput_threads: int = BENCH_THREADS
     throughput_budget_s: float = BENCH_BUDGET_S
     throughput_exclude: tuple[str, ...] = BENCH_THROUGHPUT_EXCLUDE
+    goal_speed_size: int | None = GOAL_SPEED_SIZE  # None: no goal timing
 
 
 def bench(
@@ -269,7 +277,36 @@ def throughput_stage(suite: Suite, out: Path, options: BenchOptions) -> str:
         progress=options.progress,
     )  # fmt: skip
     tail = [ln for ln in lines if ln.startswith(("rows:", "threads"))]
-    return f"throughput: wrote {out}/throughput.csv" + (f" ({'; '.join(tail)})" if tail else "")
+    note = f"throughput: wrote {out}/throughput.csv" + (f" ({'; '.join(tail)})" if tail else "")
+    goal = _goal_timing(suite, out, options, config)
+    return note + (f"; {goal}" if goal else "")
+
+
+def _goal_timing(suite: Suite, out: Path, options: BenchOptions, config: TimingConfig) -> str:
+    """Time the goals' timed loss forms, naive and naive-float64 at
+    ``options.goal_speed_size`` on :data:`GOAL_SPEED_INPUTS`, eager, forward+backward, in
+    the suite's dtypes other than float64, into
+    ``out``/:data:`~ztbench.core.schema.GOAL_THROUGHPUT_DIR`; a note, or "" when there is
+    nothing to time."""
+    goals = suite.goals
+    if goals is None or options.goal_speed_size is None:
+        return ""
+    timed = set(_timed(suite, options))
+    chosen = [c for c in goals.candidates if c in timed]
+    # naive-float64 too: the goals table's floor (what float64 internals alone cost)
+    floors = {f"{c.split('/')[0]}/naive-float64" for c in chosen}
+    chosen += sorted(floors & timed)
+    dtypes = [d for d in suite.dtypes if d != "float64"]
+    if not chosen or not dtypes:
+        return ""
+    where = out / GOAL_THROUGHPUT_DIR
+    run_suite_throughput(
+        suite, where, config, patterns=chosen, dtypes=dtypes, modes=("eager",),
+        sizes={dev: (options.goal_speed_size,) for dev in DEFAULT_SIZES},
+        passes=("forward+backward",), inputs=GOAL_SPEED_INPUTS,
+        threads=options.throughput_threads, progress=options.progress,
+    )  # fmt: skip
+    return f"speed goals timed at {options.goal_speed_size:g} elements into {where}"
 
 
 def impact_stage(suite: Suite, out: Path, options: BenchOptions) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ztbench.cli import main
@@ -15,11 +16,20 @@ def test_bench_writes_everything_with_the_thread_count(tmp_path: Path, capsys) -
     out = tmp_path / "run"
     rc = main(["bench", "suites/quick.toml", "-o", str(out), "--no-points", "--no-progress",
                "--throughput-sizes", "1e3", "--throughput-budget", "0.01",
-               "--throughput-threads", "1", "--skip-impact"])  # fmt: skip
+               "--throughput-threads", "1", "--skip-impact",
+               "--goal-speed-size", "2e3"])  # fmt: skip
     assert rc in (0, None)
     for name in ("summary.csv", "summary.json", "thresholds.csv", "env.json",
                  "throughput.csv", "throughput.json", "REPORT.md"):  # fmt: skip
         assert (out / name).is_file(), name
+    # the speed goals timed again: the goals' loss forms and naive, eager, both input kinds,
+    # the suite's dtypes but float64, at their own size
+    goal_tp = pd.read_csv(out / "speed-goals" / "throughput.csv")
+    assert set(goal_tp["size"]) == {2000} and set(goal_tp["mode"]) == {"eager"}
+    assert set(goal_tp["inputs"]) == {"realistic", "log-uniform"}
+    assert set(goal_tp["dtype"]) == {"float32"}
+    forms = ("ztbench", "naive", "naive-float64")
+    assert set(goal_tp["candidate"]) == {f"{f}/{c}" for f in ("ztpoisson", "ztnb") for c in forms}
     settings = json.loads((out / "throughput.json").read_text())["settings"]
     assert settings["threads"] == 1 and settings["budget_s"] == 0.01
     text = (out / "REPORT.md").read_text()

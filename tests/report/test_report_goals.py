@@ -99,6 +99,35 @@ def test_speed_goal_on_each_input_kind() -> None:
     assert old["inputs"].tolist() == ["log-uniform"] and bool(old["met"].iloc[0])
 
 
+def test_goal_timing_takes_precedence_where_it_timed() -> None:
+    """bench's goal timing (speed-goals/throughput.csv: a larger size) gives the rows of the
+    dtypes it timed; the main run the others (float64 here), with their own size."""
+    main = pd.DataFrame([
+        _tp("ztpoisson/naive", "float32", "eager", 1.0, size=10**5, inputs="realistic"),
+        _tp("ztpoisson/ztbench", "float32", "eager", 2.0, size=10**5, inputs="realistic"),
+        _tp("ztpoisson/naive", "float64", "eager", 1.0, size=10**5, inputs="realistic"),
+        _tp("ztpoisson/ztbench", "float64", "eager", 40.0, size=10**5, inputs="realistic"),
+    ])  # fmt: skip
+    goal = pd.DataFrame([
+        _tp("ztpoisson/naive", "float32", "eager", 1.0, inputs="realistic"),
+        _tp("ztpoisson/ztbench", "float32", "eager", 0.8, inputs="realistic"),  # 1.25x
+        _tp("ztpoisson/naive", "float32", "eager", 1.0),
+        _tp("ztpoisson/ztbench", "float32", "eager", 4.0),  # log-uniform: 0.25x
+    ])  # fmt: skip
+    res = _results(main)
+    res.goal_throughput = goal
+    sp = speed_goals(res).set_index(["dtype", "inputs"])
+    assert sp.loc[("float32", "realistic"), "size"] == 10**6
+    assert sp.loc[("float32", "realistic"), "rate_vs_naive"] == 1.25
+    assert sp.loc[("float32", "realistic"), "met"]
+    assert sp.loc[("float32", "log-uniform"), "rate_vs_naive"] == 0.25
+    assert sp.loc[("float64", "realistic"), "size"] == 10**5
+    assert sp.loc[("float64", "realistic"), "rate_vs_naive"] == 1 / 40
+    # without the goal timing: the main run's float32 row
+    assert speed_goals(_results(main)).set_index(["dtype", "inputs"]).loc[
+        ("float32", "realistic"), "rate_vs_naive"] == 0.5
+
+
 def test_nothing_measured() -> None:
     empty = Results(Path("."), pd.DataFrame(columns=list(SUMMARY_COLUMNS)),
                     pd.DataFrame(columns=list(THRESHOLD_COLUMNS)), {}, goals=GOALS)  # fmt: skip

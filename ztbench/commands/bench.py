@@ -16,7 +16,7 @@ from ztbench.commands._options import (
 )
 from ztbench.core.schema import INPUT_KINDS, PASSES
 from ztbench.io import budget
-from ztbench.io.errors import positive_float, positive_int, split_list
+from ztbench.io.errors import UserError, positive_float, positive_int, split_list
 from ztbench.throughput.stage import check_choices, parse_sizes
 
 
@@ -77,6 +77,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma list of candidate ids or globs the throughput stage leaves out "
         f"(default {exclude!r}; '' times every candidate)",
     )
+    p.add_argument(
+        "--goal-speed-size",
+        default=f"{pipeline.GOAL_SPEED_SIZE:g}",
+        metavar="N",
+        help="size at which the shipped loss and naive are timed again for the speed goals, "
+        f"on both input kinds (default {pipeline.GOAL_SPEED_SIZE:g}; 0 skips it)",
+    )
     add_scheduler_option(p)
 
 
@@ -88,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
                            PASSES, "--throughput-passes")  # fmt: skip
     inputs = check_choices(split_list(args.throughput_inputs, "--throughput-inputs") or (),
                            INPUT_KINDS, "--throughput-inputs")  # fmt: skip
+    goal_size = None  # "0": no goal timing
+    if args.goal_speed_size.strip() != "0":
+        goal_sizes = parse_sizes(args.goal_speed_size, limit, "--goal-speed-size")
+        if len(goal_sizes) != 1:
+            raise UserError(f"--goal-speed-size: one size, or 0, not {args.goal_speed_size!r}")
+        goal_size = goal_sizes[0]
     exclude = (split_list(args.throughput_exclude, "--throughput-exclude")
                if args.throughput_exclude.strip() else [])  # fmt: skip
     options = pipeline.BenchOptions(
@@ -102,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         throughput_threads=args.throughput_threads,
         throughput_budget_s=args.throughput_budget,
         throughput_exclude=tuple(exclude or ()),
+        goal_speed_size=goal_size,
     )
     pipeline.bench(args.suite, args.out, options, say=lambda line: print(line, flush=True))
     return 0

@@ -100,6 +100,9 @@ THROUGHPUT_EXTRA_COLUMNS: tuple[str, ...] = (
     "status", "reason", "kind", "form", "threads", "rounds", "calls_per_round",
     "copy_median_s", "copy_min_s", "naive_median_s", "peak_memory_measure",
 )  # fmt: skip
+# The subdirectory of a results directory where bench times the shipped loss and the
+# naive formula again for the speed goals (its own throughput.csv, same columns).
+GOAL_THROUGHPUT_DIR = "speed-goals"
 # The throughput columns the report needs (older files may lack the rest).
 THROUGHPUT_REPORT_COLUMNS: tuple[str, ...] = (
     "family", "candidate", "dtype", "device", "mode", "pass", "size", "median_s",

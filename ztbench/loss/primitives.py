@@ -424,6 +424,30 @@ def lgamma_excess(k: Tensor, theta: Tensor, D: Dispatcher = WHERE) -> tuple[Tens
     return _excess_regimes(D, k, theta, stirling, direct, lg)
 
 
+def lgamma_excess_magnitude(k: Tensor, theta: Tensor, d: Tensor,
+                            g: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Magnitudes of what :func:`lgamma_excess` sums to form (D, G) = (``d``, ``g``), its
+    float64 results at float64 (k, theta): each result carries a few ulp of these, not of
+    itself. Stirling's form (theta >= 10): (k - 1/2) log1p(x) + theta |log1pmx(x)|
+    (x = k/theta, up to 3-fold cancellation) for D, plus (k - 1) |log theta| for G;
+    theta < 10 and k > 8: |lgamma(k + theta)| + |lgamma(1 + theta)| (+ 1, the lgamma's
+    absolute error near its zeros) for G, plus (k - 1) |log theta| for D; the direct sums
+    (theta < 10, k <= 8) have no cancellation: |D|, |G|."""
+    big = theta >= STIRLING_MIN
+    th_b = torch.where(big, theta, torch.full_like(theta, STIRLING_MIN))
+    x = k / th_b
+    m_stirling = (k - 0.5).abs() * torch.log1p(x) + th_b * log1pmx(x).abs()
+    th_s = torch.where(big, torch.ones_like(theta), theta)
+    m_lgamma = torch.lgamma(k + th_s).abs() + torch.lgamma(1.0 + th_s).abs() + 1.0
+    log_th = (k - 1.0) * torch.log(theta).abs()
+    special = ~big & (k > LGAMMA_EXCESS_DIRECT_K)
+    m_d = torch.where(big, m_stirling, torch.where(special, m_lgamma + log_th, d.abs()))
+    m_g = torch.where(big, m_stirling + log_th, torch.where(special, m_lgamma, g.abs()))
+    one = k == 1.0  # both exactly 0
+    return (torch.where(one, 0.0, torch.maximum(m_d, d.abs())),
+            torch.where(one, 0.0, torch.maximum(m_g, g.abs())))  # fmt: skip
+
+
 def _excess_regimes(D: Dispatcher, k: Tensor, theta: Tensor, big, direct, special):  # type: ignore[no-untyped-def]
     """The regimes of :func:`lgamma_excess` and :func:`digamma_excess`: (0, 0) at k = 1;
     for k >= 2, ``big`` for theta >= 10, ``direct`` for theta < 10 and k <= 8,

@@ -115,14 +115,21 @@ def ztp_full_value(k: Tensor, lam: Tensor, value: Tensor) -> Tensor:
 
 
 def ztp_full_condition(k: Tensor, lam: Tensor, full: Tensor) -> Tensor:
-    """Sum of |terms| / |result| of :func:`ztp_full_value` (float64), bd0's own evaluation
-    counted with its terms: 1 where the result is value + lgamma(k + 1) or bd0 comes from
-    its series (|d| <= 1/2), else (k |log(k/lam)| + |lam - k|) / full."""
+    """The error of :func:`ztp_full_value` (float64) over |result|, in units of u: 1 where
+    the result is value + lgamma(k + 1) or bd0 comes from its series (|d| <= 1/2); else
+    bd0's two terms weighted by their own errors, over |full|:
+
+        (3 k |log(k/lam)| + 1.5 |lam - k| + log(2 pi k)/2 + 1/2) / |full|
+
+    (k log(k/lam) carries the rounded quotient's u k, at most 1.45 u of itself, and the
+    log's and the product's roundings; lam - k and k (d - log1p(d)) a rounding or two).
+    Unweighted, results 5 ulp off went unflagged at a condition number of 3.99."""
     loader = (lam >= 1.0) & (k >= 2.0)
     d = (lam - k) / k
     far = loader & (d.abs() > 0.5)
     lam_f = torch.where(far, lam, k)
-    terms = k * torch.log(k / lam_f).abs() + (lam_f - k).abs() + 0.5 * torch.log(2.0 * math.pi * k)
+    terms = (3.0 * k * torch.log(k / lam_f).abs() + 1.5 * (lam_f - k).abs()
+             + 0.5 * torch.log(2.0 * math.pi * k))  # fmt: skip
     return torch.where(far, (terms + 0.5) / full.abs(), torch.ones_like(full))
 
 

@@ -21,6 +21,7 @@ import pyarrow.dataset as ds
 from ztbench.core.families import FAMILIES
 from ztbench.core.schema import (
     DTYPE_NAMES,
+    GOAL_THROUGHPUT_DIR,
     OPTIONAL_COLUMNS,
     SUMMARY_COLUMNS,
     THRESHOLD_COLUMNS,
@@ -46,6 +47,9 @@ class Results:
         goals: goals.json (the suite's goals for the shipped loss), or None when absent.
         throughput: throughput.csv, or None when absent.
         throughput_settings: the ``settings`` block of throughput.json, or None.
+        goal_throughput: :data:`GOAL_THROUGHPUT_DIR`/throughput.csv, the shipped loss and
+            the naive formula timed again for the speed goals (``ztbench bench``: at the
+            goals' size, on both input kinds), or None when absent.
         points_path: points.parquet, or None when absent.
         bench: bench.json (each stage's wall time and peak memory, written by
             ``ztbench bench``), or None when absent or unreadable.
@@ -58,6 +62,7 @@ class Results:
     goals: dict | None = None
     throughput: pd.DataFrame | None = None
     throughput_settings: dict | None = None
+    goal_throughput: pd.DataFrame | None = None
     points_path: Path | None = None
     bench: dict | None = None
 
@@ -213,20 +218,26 @@ def load_results(directory: Path | str) -> Results:
     _check_env(env, d / "env.json")
     results = Results(d, summary, thresholds, env, _read_goals(d / "goals.json"))
     if (d / "throughput.csv").is_file():
-        tp = _read_csv(d / "throughput.csv", THROUGHPUT_REPORT_COLUMNS)
-        if "status" not in tp:
-            tp["status"] = "ok"
-        tp["status"] = tp["status"].fillna("").astype(str)
-        results.throughput = tp
+        results.throughput = _read_throughput(d / "throughput.csv")
         try:
             doc = jsonfloat.loads((d / "throughput.json").read_bytes())
             results.throughput_settings = doc.get("settings") if isinstance(doc, dict) else None
         except (OSError, ValueError):  # optional: the report says it has no settings
             results.throughput_settings = None
+    if (d / GOAL_THROUGHPUT_DIR / "throughput.csv").is_file():
+        results.goal_throughput = _read_throughput(d / GOAL_THROUGHPUT_DIR / "throughput.csv")
     if (d / "points.parquet").is_file():
         results.points_path = d / "points.parquet"
     results.bench = _read_bench(d / "bench.json")
     return results
+
+
+def _read_throughput(path: Path) -> pd.DataFrame:
+    tp = _read_csv(path, THROUGHPUT_REPORT_COLUMNS)
+    if "status" not in tp:
+        tp["status"] = "ok"
+    tp["status"] = tp["status"].fillna("").astype(str)
+    return tp
 
 
 def _read_bench(path: Path) -> dict | None:

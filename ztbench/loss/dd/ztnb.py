@@ -688,23 +688,25 @@ def ztnb_value_magnitude(k: Tensor, mu: Tensor, theta: Tensor, full: bool = Fals
     :func:`~ztbench.loss.primitives.lgamma_excess`: x < 1 and theta >= 10:
     -D - (k - 1) log(mu) + k lx + log r + h; x < 1 and theta < 10: -G - (k - 1) log(x) +
     k lx + log r + h; x >= 1: -G + k log1p(1/x) + log(lx) + h. Each term carries a few ulp
-    of itself, so |value| against this sum is the condition number of the value.
+    of itself (D and G: of what they sum, :func:`~ztbench.loss.primitives.lgamma_excess_magnitude`),
+    so |value| against this sum is the condition number of the value.
     """
     x = mu / theta
     lx = P.log1p_ratio(x, mu, theta)
     w = theta * lx
     d, g = P.lgamma_excess(k, theta)
+    m_d, m_g = P.lgamma_excess_magnitude(k, theta, d, g)
     below = x < 1.0
     second = torch.where(
         theta >= P.STIRLING_MIN,
-        d.abs() + ((k - 1.0) * torch.log(mu)).abs(),
-        g.abs() + ((k - 1.0) * (torch.log(mu) - torch.log(theta))).abs(),
+        m_d + ((k - 1.0) * torch.log(mu)).abs(),
+        m_g + ((k - 1.0) * (torch.log(mu) - torch.log(theta))).abs(),
     )
     h = P.log_expm1_over_x(w).abs()
     lo = second + k * lx + 0.5 * x + h
     x_a = torch.where(below, torch.full_like(x, 2.0), x)
     lx_a = torch.where(below, torch.full_like(x, math.log1p(2.0)), lx)
-    hi = g.abs() + k * torch.log1p(1.0 / x_a) + torch.log(lx_a).abs() + h
+    hi = m_g + k * torch.log1p(1.0 / x_a) + torch.log(lx_a).abs() + h
     mag = torch.where(below, lo, hi)
     return mag + torch.lgamma(k.to(torch.float64) + 1.0) if full else mag
 
