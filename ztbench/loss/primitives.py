@@ -431,14 +431,18 @@ def lgamma_excess_magnitude(k: Tensor, theta: Tensor, d: Tensor,
     itself. Stirling's form (theta >= 10): (k - 1/2) log1p(x) + theta |log1pmx(x)|
     (x = k/theta, up to 3-fold cancellation) for D, plus (k - 1) |log theta| for G;
     theta < 10 and k > 8: |lgamma(k + theta)| + |lgamma(1 + theta)| (+ 1, the lgamma's
-    absolute error near its zeros) for G, plus (k - 1) |log theta| for D; the direct sums
-    (theta < 10, k <= 8) have no cancellation: |D|, |G|."""
+    absolute error near its zeros, + z (log z + 0.58) for each argument z rounded before
+    the lgamma) for G, plus (k - 1) |log theta| for D; the direct sums (theta < 10,
+    k <= 8) have no cancellation: |D|, |G|."""
     big = theta >= STIRLING_MIN
     th_b = torch.where(big, theta, torch.full_like(theta, STIRLING_MIN))
     x = k / th_b
     m_stirling = (k - 0.5).abs() * torch.log1p(x) + th_b * log1pmx(x).abs()
     th_s = torch.where(big, torch.ones_like(theta), theta)
-    m_lgamma = torch.lgamma(k + th_s).abs() + torch.lgamma(1.0 + th_s).abs() + 1.0
+    # lgamma of the rounded k + theta and 1 + theta: off by u z |psi(z)| <= u z (log z + 0.58)
+    z_k, z_1 = k + th_s, 1.0 + th_s
+    m_lgamma = (torch.lgamma(z_k).abs() + torch.lgamma(z_1).abs() + 1.0
+                + z_k * (torch.log(z_k) + 0.58) + z_1 * (torch.log(z_1) + 0.58))  # fmt: skip
     log_th = (k - 1.0) * torch.log(theta).abs()
     special = ~big & (k > LGAMMA_EXCESS_DIRECT_K)
     m_d = torch.where(big, m_stirling, torch.where(special, m_lgamma + log_th, d.abs()))
