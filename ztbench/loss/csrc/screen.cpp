@@ -37,6 +37,14 @@
 #include <string>
 #include <vector>
 
+// the small vector helpers inlined into the loops (GCC and Clang: an out-of-line call
+// passes the 4-vector packs through memory)
+#if defined(__GNUC__)
+#define ZT_INLINE inline __attribute__((always_inline))
+#else
+#define ZT_INLINE inline
+#endif
+
 namespace {
 
 using at::Tensor;
@@ -50,7 +58,7 @@ using Lanes = uint64_t;       // a bit per lane
 static_assert(L <= 64, "a lane mask must fit in 64 bits");
 
 // a bit per lane where the lane of a comparison's result is false (all bits zero)
-Lanes false_lanes(const V& mask) {
+ZT_INLINE Lanes false_lanes(const V& mask) {
   Lanes bits = 0;
   for (int i = 0; i < N; ++i) {
     bits |= static_cast<Lanes>(static_cast<uint32_t>(mask[i].zero_mask())) << (i * V1::size());
@@ -78,7 +86,7 @@ struct LogParts {
   V1 e, f;  // x = 2^e (1 + f), f in [sqrt(2)/2 - 1, sqrt(2) - 1)
 };
 
-inline __attribute__((always_inline)) LogParts log_reduce(V1 x) {
+ZT_INLINE LogParts log_reduce(V1 x) {
   using I = at::vec::Vectorized<int64_t>;
   const I bits = at::vec::cast<int64_t>(x);
   // bits - bits(sqrt(2)/2), shifted by 512 binades so that the exponent field stays >= 0
@@ -90,7 +98,7 @@ inline __attribute__((always_inline)) LogParts log_reduce(V1 x) {
 
 // log x from its parts and s = f / (2 + f) (within a few u: s only enters the small term
 // s (f^2/2 + R), at most 2^-6 of log x's size)
-inline __attribute__((always_inline)) V1 log_finish(V1 x, const LogParts& p, V1 s) {
+ZT_INLINE V1 log_finish(V1 x, const LogParts& p, V1 s) {
   const V1 f = p.f, e = p.e;
   const V1 hfsq = V1(0.5) * f * f, z = s * s, w = z * z;
   const V1 t1 = w * (V1(3.999999999940941908e-01) +
@@ -104,7 +112,7 @@ inline __attribute__((always_inline)) V1 log_finish(V1 x, const LogParts& p, V1 
   return inside.zero_mask() == 0 ? r : V1::blendv(x.log(), r, inside);
 }
 
-V vlog(const V& x) {
+ZT_INLINE V vlog(const V& x) {
   V r;
   for (int i = 0; i < N; ++i) {
     const LogParts p = log_reduce(x[i]);
@@ -114,7 +122,7 @@ V vlog(const V& x) {
 }
 
 // log a and log b over one division: 1 / ((2 + f_a)(2 + f_b)) gives both quotients s
-void vlog_pair(const V& a, const V& b, V& log_a, V& log_b) {
+ZT_INLINE void vlog_pair(const V& a, const V& b, V& log_a, V& log_b) {
   for (int i = 0; i < N; ++i) {
     const LogParts pa = log_reduce(a[i]), pb = log_reduce(b[i]);
     const V1 da = V1(2.0) + pa.f, db = V1(2.0) + pb.f, q = V1(1.0) / (da * db);
@@ -125,7 +133,7 @@ void vlog_pair(const V& a, const V& b, V& log_a, V& log_b) {
 
 // log(1 + x), x > -1: Kahan's log(u) x / (u - 1), u = 1 + x rounded (the quotient
 // x / (u - 1) undoes u's rounding to first order; x itself where u = 1)
-V vlog1p(V x) {
+ZT_INLINE V vlog1p(V x) {
   const V one(1.0);
   const V u = x + one, d = u - one;
   return V::blendv(vlog(u) * (x / d), x, d == V(0.0));
@@ -161,7 +169,7 @@ V vdigamma(V x) {
 
 // 1 - e^-w for w >= 0, within a few u relative: 2t/(1 + t), t = tanh(w/2) below 1/4,
 // 1 - exp(-w) from there on (screened.one_minus_exp_neg); a NaN stays NaN in either form.
-V one_minus_exp_neg(V w) {
+ZT_INLINE V one_minus_exp_neg(V w) {
   const V one(1.0);
   const V large = w >= V(EXP_FORM_MIN);
   const Lanes small_lanes = false_lanes(large);  // a bit per lane where w < 1/4
@@ -173,12 +181,12 @@ V one_minus_exp_neg(V w) {
 }
 
 // margin S - K |r|: <= 0 where certified, NaN where a term overflowed
-V margin(V r, V size) { return size - V(K_COND) * r.abs(); }
+ZT_INLINE V margin(V r, V size) { return size - V(K_COND) * r.abs(); }
 
 // Loads L elements from i (the last block repeats element 0 past the end); a full block
 // converts in one loop the compiler vectorises.
 template <typename T>
-V load(const T* p, int64_t i, int count) {
+ZT_INLINE V load(const T* p, int64_t i, int count) {
   double buf[L];
   if (count == L) {
     for (int j = 0; j < L; ++j) buf[j] = static_cast<double>(p[i + j]);
@@ -188,11 +196,11 @@ V load(const T* p, int64_t i, int count) {
   return V::loadu(buf);
 }
 
-V natural(V p, bool is_log) { return is_log ? p.exp() : p; }
+ZT_INLINE V natural(V p, bool is_log) { return is_log ? p.exp() : p; }
 
 // full=True: lgamma(k + 1) added to the value, and with 1 more to its magnitude (lgamma's
 // absolute error near its zeros is what is bounded)
-void add_log_factorial(V k, V& value, V& size) {
+ZT_INLINE void add_log_factorial(V k, V& value, V& size) {
   const V lg = (k + V(1.0)).lgamma();
   value = value + lg;
   size = size + lg + V(1.0);
@@ -207,7 +215,7 @@ struct Out {
 };
 
 // Narrows L doubles to floats in one loop the compiler vectorises.
-void narrow(V v, float* dst, int count) {
+ZT_INLINE void narrow(V v, float* dst, int count) {
   double b[L];
   v.store(b);
   if (count == L) {
@@ -217,7 +225,7 @@ void narrow(V v, float* dst, int count) {
   }
 }
 
-void store(Out& o, int64_t i, int count, V value, const V* d, int nd, V mg) {
+ZT_INLINE void store(Out& o, int64_t i, int count, V value, const V* d, int nd, V mg) {
   if (o.value64) {
     value.store(o.value64 + i, count);
   } else {
@@ -235,12 +243,12 @@ void store(Out& o, int64_t i, int count, V value, const V* d, int nd, V mg) {
 // The eager path's validity rules (ztbench/loss/validation.py, eager.screened_kernel):
 // k an integer >= 1, finite; a natural parameter finite and > 0; exp of a log-parameter
 // > 0 and < 2^128 (eager.NAT_MAX). Lanes past the end repeat element 0.
-bool valid_k(V k) {
+ZT_INLINE bool valid_k(V k) {
   const V ok = (k >= V(1.0)) & (k == k.floor()) & (k < V(INFINITY));
   return false_lanes(ok) == 0;
 }
 
-bool valid_param(V p, bool is_log) {
+ZT_INLINE bool valid_param(V p, bool is_log) {
   const V ok = (p > V(0.0)) & (p < V(is_log ? 0x1p128 : INFINITY));
   return false_lanes(ok) == 0;
 }
