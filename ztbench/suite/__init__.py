@@ -106,6 +106,9 @@ Schema (every key below; anything else is an error)::
     min_ulp = 1.0                   # default 1.0 (>= 0)
     failure_slack = 0.02            # default 0.02 (>= 0): a nonzero failure count may
                                     #   grow by this fraction of itself (0 stays 0)
+    broken_ratio = 4.0              # default 4.0 (>= 1): the ratio allowed (if above
+                                    #   max_ratio) where the baseline is >= 2^(p/2) ulp
+                                    #   (half the format's bits wrong)
     [gate.candidates."ztnb/naive"]  # optional per-candidate (id or glob) overrides
     max_ratio = 10.0
 

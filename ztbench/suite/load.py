@@ -353,7 +353,8 @@ def _thresholds(
 
 
 def _gate(ck: Checker, value: Any, selected: tuple[str, ...]) -> GateTolerance:
-    t = ck.table(value, "gate", ("max_ratio", "min_ulp", "failure_slack", "candidates"))
+    t = ck.table(value, "gate", ("max_ratio", "min_ulp", "failure_slack", "broken_ratio",
+                                 "candidates"))  # fmt: skip
     default = _tolerance(ck, t, "gate", Tolerance())
     per: dict[str, Tolerance] = {}
     if "candidates" in t:
@@ -365,7 +366,7 @@ def _gate(ck: Checker, value: Any, selected: tuple[str, ...]) -> GateTolerance:
             hits = _matches(pat, selected)
             if not hits:
                 raise ck.fail(key, f"pattern {pat!r} matches no selected candidate")
-            st = ck.table(spec, key, ("max_ratio", "min_ulp", "failure_slack"))
+            st = ck.table(spec, key, ("max_ratio", "min_ulp", "failure_slack", "broken_ratio"))
             for cid in hits:
                 per[cid] = _tolerance(ck, st, key, per.get(cid, default))
     return GateTolerance(default, per)
@@ -414,7 +415,12 @@ def _tolerance(ck: Checker, t: dict[str, Any], key: str, base: Tolerance) -> Tol
         slack = ck.number(t["failure_slack"], child(key, "failure_slack"))
         if slack < 0:
             raise ck.fail(child(key, "failure_slack"), f"must be >= 0, got {fmt_num(slack)}")
-    return Tolerance(ratio, min_ulp, slack)
+    broken = base.broken_ratio
+    if "broken_ratio" in t:
+        broken = ck.number(t["broken_ratio"], child(key, "broken_ratio"))
+        if broken < 1:
+            raise ck.fail(child(key, "broken_ratio"), f"must be >= 1, got {fmt_num(broken)}")
+    return Tolerance(ratio, min_ulp, slack, broken)
 
 
 
