@@ -208,15 +208,21 @@ def test_failure_counts_have_a_relative_slack(base: int, now: int, regressed: bo
     assert gate.Tolerance(failure_slack=0.0).failures_regressed(1111, 1112)
 
 
-def test_failure_slack_is_read_from_the_suite(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("field", "good", "bad"), [
+    ("failure_slack", 0.5, -1.0),
+    ("broken_ratio", 3.0, 0.5),
+])  # fmt: skip
+def test_gate_slacks_are_read_from_the_suite(tmp_path, field: str, good: float,  # type: ignore[no-untyped-def]
+                                             bad: float) -> None:  # fmt: skip
     from ztbench.candidates import load_suite
     from ztbench.cli import main
 
     src = Path(__file__).resolve().parents[2] / "suites" / "quick.toml"
-    text = src.read_text().replace("[gate]\n", "[gate]\nfailure_slack = 0.5\n", 1)
+    text = src.read_text().replace("[gate]\n", f"[gate]\n{field} = {good}\n", 1)
     (tmp_path / "q.toml").write_text(text)
-    assert load_suite(tmp_path / "q.toml").gate.for_candidate("ztnb/stable").failure_slack == 0.5
-    (tmp_path / "bad.toml").write_text(text.replace("failure_slack = 0.5", "failure_slack = -1"))
+    tol = load_suite(tmp_path / "q.toml").gate.for_candidate("ztnb/stable")
+    assert getattr(tol, field) == good
+    (tmp_path / "bad.toml").write_text(text.replace(f"{field} = {good}", f"{field} = {bad}"))
     assert main(["check", str(tmp_path / "bad.toml")]) == 2
 
 
@@ -588,14 +594,7 @@ def test_broken_baselines_allow_a_larger_ratio(dtype: str, base: float, now: flo
     assert (not res.passed) is regressed
 
 
-def test_broken_ratio_is_read_from_the_suite(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from ztbench.candidates import load_suite
-    from ztbench.cli import main
-
-    src = Path(__file__).resolve().parents[2] / "suites" / "quick.toml"
-    text = src.read_text().replace("[gate]\n", "[gate]\nbroken_ratio = 3.0\n", 1)
-    (tmp_path / "q.toml").write_text(text)
-    assert load_suite(tmp_path / "q.toml").gate.for_candidate("ztnb/stable").broken_ratio == 3.0
-    (tmp_path / "bad.toml").write_text(text.replace("broken_ratio = 3.0", "broken_ratio = 0.5"))
-    assert main(["check", str(tmp_path / "bad.toml")]) == 2
-    assert gate.Tolerance().regressed(9.139e4, 2.161e5)  # no broken_from given: max_ratio
+def test_broken_ratio_needs_the_dtype_threshold() -> None:
+    """Without ``broken_from`` (the caller's 2^(p/2)) max_ratio applies."""
+    assert gate.Tolerance().regressed(9.139e4, 2.161e5)
+    assert not gate.Tolerance().regressed(9.139e4, 2.161e5, broken_from=2.0**12)
