@@ -365,6 +365,30 @@ def test_compile_no_graph_break() -> None:
     assert a.grad is not None and torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
 
 
+@pytest.mark.slow
+def test_compiled_invalid_element_under_a_widening_mask_matches_eager() -> None:
+    """Compiled float32 on the CPU with an invalid element (k = 0.5) and a mask that widens
+    the broadcast shape: NaN where invalid and kept, 0 where masked out, eager mode's
+    values and gradients elsewhere."""
+    torch._dynamo.reset()
+    k = torch.tensor([1.0, 0.5, 7.0])
+    mask = torch.tensor([[True, True, True], [False, True, False]])
+
+    def loss(k: torch.Tensor, lam: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return zt_poisson_nll(k, lam, reduction="none", mask=m, validate=False)
+
+    fn = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    lam_c = torch.tensor([2.0, 3.0, 4.0], requires_grad=True)
+    lam_e = torch.tensor([2.0, 3.0, 4.0], requires_grad=True)
+    got, want = fn(k, lam_c, mask), loss(k, lam_e, mask)
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(got[:, 1]).all() and got[1, 0] == 0.0 and got[1, 2] == 0.0
+    got[:, [0, 2]].sum().backward()
+    want[:, [0, 2]].sum().backward()
+    torch.testing.assert_close(lam_c.grad, lam_e.grad, rtol=0, atol=0, equal_nan=True)
+    assert torch.isfinite(lam_c.grad[[0, 2]]).all()
+
+
 def _ztnb_samples(n: int, mu: float, theta: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out: list[np.ndarray] = []

@@ -108,7 +108,7 @@ def fused_forward(family: str, need: bool, full: bool, is_log: list[bool],
         shape = run.shape
         run_f = run.reshape(-1)
         keep_f = None if keep is None else keep.reshape(-1)
-        cols = [t.reshape(-1) for t in torch.broadcast_tensors(k, *params)]
+        cols = [t.expand(shape).reshape(-1) for t in (k, *params)]  # (a mask may widen it)
         safe = [torch.where(run_f, t, torch.ones_like(t)) for t in cols]
         done = eager.screened_kernel(family, need, full, out_dtype, torch.float32, safe[0],
                                      safe[1:], tuple(is_log))  # fmt: skip
