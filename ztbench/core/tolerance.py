@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Tolerance:
     """How much a gated ulp metric may grow: a regression needs both
-    ``now > max_ratio * base`` and ``now - base > min_ulp``; where the baseline is already
+    ``now > max_ratio * base`` and ``now - base > min_ulp``. Where the baseline is already
     ``broken_from`` ulp or more (the caller passes 2^(p/2) of the dtype: half the format's
-    bits wrong), ``broken_ratio`` replaces a smaller ``max_ratio``: such an error comes from a
-    cancellation that amplifies the last bits of torch's math functions, and those differ
-    between CPUs (MKL and the C library choose their code by processor; a float32
-    formulation at 9e4 ulp on one CPU was at 2.2e5 on another; a threshold moved in a
-    formulation already at 7e11 ulp made it 5.5 times worse). How much a failure count
-    may grow: none from 0; otherwise by at most ``failure_slack`` of the baseline's count
-    (the same last bits move a point or two of a formulation that already overflows
-    across its overflow boundary)."""
+    bits wrong), ``broken_ratio`` replaces a smaller ``max_ratio``: such an error comes
+    from a cancellation that amplifies the last bits of torch's math functions, and those
+    differ between CPUs (MKL and the C library choose their code by processor: a float32
+    formulation at 9e4 ulp on one CPU is at 2.2e5 on another), while the default 4 still
+    fails a moved series threshold that makes such a row 5.5 times worse.
+
+    How much a failure count may grow: none from 0; otherwise by at most
+    ``failure_slack`` of the baseline's count (the same last bits move a point or two of
+    a formulation that already overflows across its overflow boundary)."""
 
     max_ratio: float = 2.0
     min_ulp: float = 1.0
