@@ -390,6 +390,18 @@ def direct_sums(
     return acc[0], acc[1]
 
 
+def lgamma_of_sum(a: Tensor, b: Tensor) -> Tensor:
+    """lgamma(a + b) at the exact sum of two float64 tensors (a + b > 0): lgamma(s) +
+    e psi(s), s = a + b rounded and e = a + b - s its rounding error (Knuth's two-sum,
+    exact), to first order (the next term, e^2 psi'(s)/2, is below 2^-100 of it). The
+    rounding alone moves lgamma by up to u s psi(s), several ulp of a result that is a
+    difference of two lgammas."""
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    return torch.lgamma(s) + e * torch.digamma(s)
+
+
 def lgamma_excess(k: Tensor, theta: Tensor, D: Dispatcher = WHERE) -> tuple[Tensor, Tensor]:
     """(D, G) with D = lgamma(k+theta) - lgamma(theta) - k log(theta) = sum_{j<k} log1p(j/theta)
     and G = lgamma(k+theta) - lgamma(1+theta) = sum_{0<j<k} log(theta + j); k >= 1 integer.
@@ -402,7 +414,8 @@ def lgamma_excess(k: Tensor, theta: Tensor, D: Dispatcher = WHERE) -> tuple[Tens
     whose two main terms are ~ k^2/theta and -k^2/(2 theta) (cancellation at most a
     factor 3 at k = 2, none for large k); G = D + (k - 1) log(theta) (both positive).
     For theta < 10: G = lgamma(k + theta) - lgamma(1 + theta) (lgamma(theta) ~ -log theta
-    is never formed), or for k <= 8 the direct sum of log(j + theta) (no cancellation);
+    is never formed; each at the exact sum, :func:`lgamma_of_sum`), or for k <= 8 the
+    direct sum of log(j + theta) (no cancellation);
     D = G - (k - 1) log(theta), or the direct sum of log1p(j/theta) for k <= 8.
     """
     def stirling(k: Tensor, th: Tensor) -> tuple[Tensor, Tensor]:  # theta >= 10, k >= 2
@@ -415,7 +428,7 @@ def lgamma_excess(k: Tensor, theta: Tensor, D: Dispatcher = WHERE) -> tuple[Tens
         return d, d + (k - 1.0) * torch.log(th)
 
     def lg(k: Tensor, th: Tensor) -> tuple[Tensor, Tensor]:  # theta < 10, k > 8
-        g = torch.lgamma(k + th) - torch.lgamma(1.0 + th)
+        g = lgamma_of_sum(k, th) - lgamma_of_sum(torch.ones_like(th), th)
         return g - (k - 1.0) * torch.log(th), g
 
     def direct(k: Tensor, th: Tensor) -> tuple[Tensor, Tensor]:  # theta < 10, k <= 8
@@ -428,21 +441,20 @@ def lgamma_excess_magnitude(k: Tensor, theta: Tensor, d: Tensor,
                             g: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Magnitudes of what :func:`lgamma_excess` sums to form (D, G) = (``d``, ``g``), its
     float64 results at float64 (k, theta): each result carries a few ulp of these, not of
-    itself. Stirling's form (theta >= 10): (k - 1/2) log1p(x) + theta |log1pmx(x)|
-    (x = k/theta, up to 3-fold cancellation) for D, plus (k - 1) |log theta| for G;
+    itself. Stirling's form (theta >= 10): (k - 1/2) log1p(x) + theta min(x^2/2, x), a
+    bound on theta |log1pmx(x)| (x = k/theta, up to 3-fold cancellation), for D, plus
+    (k - 1) |log theta| for G;
     theta < 10 and k > 8: |lgamma(k + theta)| + |lgamma(1 + theta)| (+ 1, the lgamma's
-    absolute error near its zeros, + z (log z + 0.58) for each argument z rounded before
-    the lgamma) for G, plus (k - 1) |log theta| for D; the direct sums (theta < 10,
-    k <= 8) have no cancellation: |D|, |G|."""
+    absolute error near its zeros; their arguments' rounding is corrected,
+    :func:`lgamma_of_sum`) for G, plus (k - 1) |log theta| for D; the direct sums
+    (theta < 10, k <= 8) have no cancellation: |D|, |G|."""
     big = theta >= STIRLING_MIN
     th_b = torch.where(big, theta, torch.full_like(theta, STIRLING_MIN))
     x = k / th_b
-    m_stirling = (k - 0.5).abs() * torch.log1p(x) + th_b * log1pmx(x).abs()
+    # theta |log1pmx(x)| <= theta min(x^2/2, x): a bound, without log1pmx's series
+    m_stirling = (k - 0.5).abs() * torch.log1p(x) + th_b * torch.minimum(0.5 * x * x, x)
     th_s = torch.where(big, torch.ones_like(theta), theta)
-    # lgamma of the rounded k + theta and 1 + theta: off by u z |psi(z)| <= u z (log z + 0.58)
-    z_k, z_1 = k + th_s, 1.0 + th_s
-    m_lgamma = (torch.lgamma(z_k).abs() + torch.lgamma(z_1).abs() + 1.0
-                + z_k * (torch.log(z_k) + 0.58) + z_1 * (torch.log(z_1) + 0.58))  # fmt: skip
+    m_lgamma = torch.lgamma(k + th_s).abs() + torch.lgamma(1.0 + th_s).abs() + 1.0
     log_th = (k - 1.0) * torch.log(theta).abs()
     special = ~big & (k > LGAMMA_EXCESS_DIRECT_K)
     m_d = torch.where(big, m_stirling, torch.where(special, m_lgamma + log_th, d.abs()))

@@ -68,6 +68,8 @@ __all__ = [
 ]
 
 
+# The double-double formulas run on at most this many flagged elements at a time.
+REFINE_SLICE = 2**13
 # At most this many flagged elements go straight to the last resort (about a millisecond
 # each), skipping the double-double formulas (tens of milliseconds of tensor operations
 # whatever their size).
@@ -101,7 +103,10 @@ def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor,  # type: ignor
         # double-double formulas' thousands of tensor operations
         flat[idx] = last_resort[1](*sub, goal)
         return flat.reshape(out.shape)
-    refined = fn(*sub)
+    # in slices: the double-double formulas hold a few kB per element at their peak, so
+    # memory stays bounded however many elements of a chunk are flagged
+    refined = torch.cat([fn(*(a[i:i + REFINE_SLICE] for a in sub))
+                         for i in range(0, idx.numel(), REFINE_SLICE)])  # fmt: skip
     refined = torch.where(torch.isfinite(refined), refined, flat[idx])
     if last_resort is not None:
         magnitude, exact = last_resort
