@@ -104,7 +104,7 @@ def test_narrow_goal_within_its_relative_bound(point: Point) -> None:
 @pytest.mark.parametrize(("point", "quantity"), CANCELLING)
 def test_double_double_alone_is_not_certified_there(point: Point, quantity: str) -> None:
     """The refinement's flags send these points to the last resort: the condition number of
-    the double-double result exceeds LAST_RESORT_FACTOR."""
+    the double-double result exceeds the float64 goal's factor (L.FLOAT64.factor)."""
     k, mu, th = (_t(v) for v in point)
     if quantity == "value":
         cond = N.ztnb_value_condition(k, mu, th, N.ztnb_value_dd(k, mu, th))

@@ -50,7 +50,6 @@ from torch import Tensor
 
 __all__ = [
     "FLOAT64",
-    "LAST_RESORT_FACTOR",
     "MAX_DIGITS",
     "NARROW",
     "Goal",
@@ -91,7 +90,6 @@ FLOAT64 = Goal(2.0**36, Decimal(2) ** -62, Decimal(2) ** -1076)
 # subnormal of those formats. Exact zeros (k = 3, mu = theta = 4 for the value) end at
 # 80 digits instead of float64's 640.
 NARROW = Goal(2.0**58, Decimal(2) ** -40, Decimal(2) ** -160)
-LAST_RESORT_FACTOR = FLOAT64.factor
 
 
 def needs_last_resort(condition: Tensor, goal: Goal = FLOAT64) -> Tensor:

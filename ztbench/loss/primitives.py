@@ -443,10 +443,10 @@ def lgamma_excess_magnitude(k: Tensor, theta: Tensor, d: Tensor,
     float64 results at float64 (k, theta): each result carries a few ulp of these, not of
     itself. Stirling's form (theta >= 10): (k - 1/2) log1p(x) + theta min(x^2/2, x), a
     bound on theta |log1pmx(x)| (x = k/theta, up to 3-fold cancellation), for D, plus
-    (k - 1) |log theta| for G;
-    theta < 10 and k > 8: |lgamma(k + theta)| + |lgamma(1 + theta)| (+ 1, the lgamma's
-    absolute error near its zeros; their arguments' rounding is corrected,
-    :func:`lgamma_of_sum`) for G, plus (k - 1) |log theta| for D; the direct sums
+    (k - 1) |log theta| for G; theta < 10 and k > 8: |lgamma(k + theta)| +
+    |lgamma(1 + theta)| (+ 1, the lgamma's absolute error near its zeros; their
+    arguments' rounding is corrected, :func:`lgamma_of_sum`) for G, plus
+    (k - 1) |log theta| for D; the direct sums
     (theta < 10, k <= 8) have no cancellation: |D|, |G|."""
     big = theta >= STIRLING_MIN
     th_b = torch.where(big, theta, torch.full_like(theta, STIRLING_MIN))

@@ -10,13 +10,14 @@
 // chunks of 2^15 elements run on torch's intra-op threads.
 //
 // Vectorised with ATen's Vectorized<double> (lgamma, exp, tanh from SLEEF inside
-// libtorch), built for the CPU capability torch runs with. Compiled with
-// -ffp-contract=off: the bound's error model is that of separately rounded operations.
+// libtorch), four vectors per step, built for the CPU capability torch runs with.
+// Compiled with -ffp-contract=off: the bound's error model is that of separately rounded
+// operations.
 //
-// log is SLEEF's 3.5-ulp variant where the capability has one (AVX2, AVX-512: four times
-// faster than the 1-ulp variant Vectorized::log calls, and the bound allows 16 u per
-// function); log1p is Kahan's log(1 + x) x / ((1 + x) - 1) over it, within ~10 u, where
-// a vector log1p costs as much as two logs. tests/loss/test_fused.py measures both.
+// log is written out below (fdlibm's reduction and polynomial, within 1 ulp; SLEEF's
+// vector log cost four times as much here), and log1p is Kahan's log(1 + x) x /
+// ((1 + x) - 1) over it, within a few u, where a vector log1p costs as much as two logs;
+// the bound allows 16 u per function. tests/loss/test_fused.py measures both.
 //
 // digamma has no vector form in ATen: psi(x) = psi(x + m) - sum_{i<m} 1/(x + i), with m
 // the steps that bring x to >= 8 and the sum kept as one fraction num/den (one division),
@@ -27,9 +28,6 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-#include <sleef.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -131,21 +129,24 @@ ZT_INLINE void vlog_pair(const V& a, const V& b, V& log_a, V& log_b) {
   }
 }
 
-// log(1 + x), x > -1: Kahan's log(u) x / (u - 1), u = 1 + x rounded (the quotient
-// x / (u - 1) undoes u's rounding to first order; x itself where u = 1)
+// log(1 + x), x > -1, from log u, u = 1 + x rounded: Kahan's log(u) x / (u - 1) (the
+// quotient x / (u - 1) undoes u's rounding to first order; x itself where u = 1)
+ZT_INLINE V log1p_from(const V& log_u, const V& u, const V& x) {
+  const V d = u - V(1.0);
+  return V::blendv(log_u * (x / d), x, d == V(0.0));
+}
+
 ZT_INLINE V vlog1p(V x) {
-  const V one(1.0);
-  const V u = x + one, d = u - one;
-  return V::blendv(vlog(u) * (x / d), x, d == V(0.0));
+  const V u = x + V(1.0);
+  return log1p_from(vlog(u), u, x);
 }
 
 // log1p a and log1p b, their logs over one division (vlog_pair)
 void vlog1p_pair(const V& a, const V& b, V& log1p_a, V& log1p_b) {
-  const V one(1.0), zero(0.0);
-  const V ua = a + one, da = ua - one, ub = b + one, db = ub - one;
+  const V ua = a + V(1.0), ub = b + V(1.0);
   vlog_pair(ua, ub, log1p_a, log1p_b);
-  log1p_a = V::blendv(log1p_a * (a / da), a, da == zero);
-  log1p_b = V::blendv(log1p_b * (b / db), b, db == zero);
+  log1p_a = log1p_from(log1p_a, ua, a);
+  log1p_b = log1p_from(log1p_b, ub, b);
 }
 
 V vdigamma(V x) {
