@@ -27,6 +27,7 @@ from torch import Tensor
 from ztbench.loss import fused
 from ztbench.loss import screened as S
 from ztbench.loss import validation as V
+from ztbench.loss.dd import ztp as dd_ztp
 from ztbench.loss.kernels import (
     F64,
     FULL_CHUNK_SHARE,
@@ -38,7 +39,7 @@ from ztbench.loss.kernels import (
     to_float64,
 )
 from ztbench.loss.paths import NARROW_DTYPES
-from ztbench.loss.refine import NARROW_SCALE, apply_full, refine_float64
+from ztbench.loss.refine import NARROW_SCALE, apply_full, refine_float64, replace_at
 
 __all__ = [
     "LOG_NAT_MAX",
@@ -300,7 +301,19 @@ def refined(family: str, need: bool, k: Tensor, *params: Tensor,
             scale: float = 1.0) -> list[Tensor | None]:  # fmt: skip
     """``EAGER_REFINED``: the careful kernel, each branch on its own elements, then the
     double-double refinement of the float64 results where they cancel (``scale``: of the
-    cancel factors, :func:`~ztbench.loss.refine.refine_float64`)."""
+    cancel factors, :func:`~ztbench.loss.refine.refine_float64`). Float64 ZTP results
+    (``scale`` 1) on the CPU come from the fused float64 kernel where it is built
+    (:func:`_ztp_fused_float64`)."""
+    if family == "ztpoisson" and scale == 1.0 and k.device.type == "cpu":
+        out = _ztp_fused_float64(need, k, params[0])
+        if out is not None:
+            return out
+    return _careful_refined(family, need, k, *params, scale=scale)
+
+
+def _careful_refined(family: str, need: bool, k: Tensor, *params: Tensor,
+                     scale: float = 1.0) -> list[Tensor | None]:  # fmt: skip
+    """:func:`refined` by the careful kernel and :func:`refine_float64`."""
     fast = KERNELS[family].indexed
 
     def kernel_and_refinement(k: Tensor, *params_and_need) -> list[Tensor | None]:  # type: ignore[no-untyped-def]
@@ -311,3 +324,25 @@ def refined(family: str, need: bool, k: Tensor, *params: Tensor,
         return [value, *grads]
 
     return in_chunks(kernel_and_refinement, need, k, *params)
+
+
+def _ztp_fused_float64(need: bool, k: Tensor, lam: Tensor) -> list[Tensor | None] | None:
+    """:func:`refined` for ZTP by the fused float64 kernel (:func:`fused.ztp_float64`):
+    its certified results, the double-double ones (:mod:`ztbench.loss.dd.ztp`) where it
+    flags an element, and the careful kernel's path on the elements outside its range.
+    None where the kernel is not built."""
+    shape = k.shape
+    kf, lf = k.reshape(-1).contiguous(), lam.reshape(-1).contiguous()
+    out = fused.ztp_float64(kf, lf, need)
+    if out is None:
+        return None
+    value, d_lam, open_v, open_d, outside = out
+    value = replace_at(value, open_v, dd_ztp.ztp_value_dd, kf, lf)
+    if need:
+        d_lam = replace_at(d_lam, open_d, dd_ztp.ztp_grad_dd, kf, lf)
+    if outside.numel():
+        sub = _careful_refined("ztpoisson", need, kf[outside], lf[outside])
+        value.index_copy_(0, outside, sub[0])  # type: ignore[arg-type]
+        if need:
+            d_lam.index_copy_(0, outside, sub[1])  # type: ignore[arg-type]
+    return [value.reshape(shape), d_lam.reshape(shape) if need else None]

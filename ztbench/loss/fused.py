@@ -1,8 +1,13 @@
-"""The fused CPU kernel of the float32 screen (``csrc/screen.cpp``), and which path is active.
+"""The fused CPU kernels (``csrc/``), and which path is active.
 
-The float32 screen (:mod:`ztbench.loss.screened`) makes dozens of passes over float64
-temporaries; the same formulas and the same error bound written as one vectorised C++
-loop read the inputs once and write the outputs once. torch builds it
+- The float32 screen (``csrc/screen.cpp``): :mod:`ztbench.loss.screened` makes dozens of
+  passes over float64 temporaries; the same formulas and the same error bound written as
+  one vectorised C++ loop read the inputs once and write the outputs once.
+- The float64 ZTP kernel (``csrc/ztp_float64.h``, :func:`ztp_float64`): the loss and
+  d/dlam from double-double terms, each element certified by an error bound (4 ulp for
+  the value, 16 for d/dlam) or flagged for the double-double refinement
+  (:mod:`ztbench.loss.dd.ztp`).
+ torch builds it
 (``torch.utils.cpp_extension``, with torch's own headers and SLEEF) for the CPU
 capability torch runs with, the first time it is needed, in torch's extension cache
 (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes load
@@ -15,18 +20,24 @@ the fused kernel off. :func:`status` tells which path is active and why.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import warnings
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
 from pathlib import Path
 from types import ModuleType
 
 import torch
+from torch import Tensor
 
-__all__ = ["FusedStatus", "active", "load", "status"]
+from ztbench.loss.primitives import H_COEFFS, Q_COEFFS
 
-_SOURCE = Path(__file__).with_name("csrc") / "screen.cpp"
+__all__ = ["FusedStatus", "active", "load", "log_table", "status", "ztp_float64"]
+
+_CSRC = Path(__file__).with_name("csrc")
+_SOURCE = _CSRC / "screen.cpp"  # the one translation unit; it includes the headers
 # the vector flags of each CPU capability torch reports (ATen's Vectorized<double> needs the
 # matching CPU_CAPABILITY macro); the build is named after the capability, so that a
 # library built for one is never loaded under another
@@ -57,11 +68,13 @@ def _capability() -> str:
 
 
 def _name(capability: str) -> str:
-    """The build's name: the capability, torch's version and a digest of the source's
-    path and text (torch rebuilds a name whose sources moved: each checkout gets its own
+    """The build's name: the capability, torch's version and a digest of the sources' path
+    and text (torch rebuilds a name whose sources moved: each checkout gets its own
     build, made once)."""
     version = torch.__version__.split("+")[0].replace(".", "_")
-    digest = hashlib.sha256(str(_SOURCE.resolve()).encode() + _SOURCE.read_bytes())
+    digest = hashlib.sha256(str(_SOURCE.resolve()).encode())
+    for path in sorted(_CSRC.glob("*.[ch]*")):
+        digest.update(path.name.encode() + path.read_bytes())
     return f"ztbench_screen_{capability.lower()}_torch{version}_{digest.hexdigest()[:12]}"
 
 
@@ -109,6 +122,44 @@ def status() -> FusedStatus:
     if load() is not None:
         return FusedStatus(True, cap, f"fused kernel built for {cap}")
     return FusedStatus(False, cap, f"pure-torch screen: the fused kernel {_failure}")
+
+
+@functools.cache
+def log_table(step: float, offset: int, size: int) -> Tensor:
+    """The float64 kernel's log table, (3, size): r_j = 1/(1 + j/step) rounded to float64,
+    and -log(r_j) = hi_j + lo_j, for j = -offset .. size - offset - 1.
+
+    -log(r_j) is computed with :mod:`decimal` at 50 digits (correctly rounded), so
+    hi + lo is within ~2^-106 relative of it."""
+    rows: list[list[float]] = [[], [], []]
+    with localcontext() as ctx:
+        ctx.prec = 50
+        for j in range(-offset, size - offset):
+            r = 1.0 / (1.0 + j / step)  # 1 + j/step is exact
+            t = -Decimal(r).ln()
+            hi = float(t)
+            for row, x in zip(rows, (r, hi, float(t - Decimal(hi))), strict=True):
+                row.append(x)
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+@functools.cache
+def _series() -> tuple[Tensor, Tensor]:
+    return (torch.tensor(H_COEFFS, dtype=torch.float64),
+            torch.tensor(Q_COEFFS, dtype=torch.float64))  # fmt: skip
+
+
+def ztp_float64(k: Tensor, lam: Tensor, need: bool) -> list[Tensor] | None:
+    """The float64 ZTP kernel (``csrc/ztp_float64.h``) on 1-D contiguous float64 CPU
+    tensors of valid inputs: [value, d/dlam (empty without ``need``), positions whose
+    value is not certified, positions whose d/dlam is not certified, positions outside
+    the kernel's range (lam outside [2^-500, 2^500], k >= 2^53)]; None where the fused
+    kernel is not built."""
+    mod = load()
+    if mod is None:
+        return None
+    table = log_table(mod.log_table_step, mod.log_table_offset, mod.log_table_size)
+    return list(mod.ztp_float64(k, lam, need, table, *_series()))
 
 
 def _reset() -> None:

@@ -82,7 +82,7 @@ def log_expm1(w: Tensor) -> Tensor:
 
 
 # (e^x - 1 - x) / x = sum_{n >= 1} x^n / (n + 1)!; 18 terms reach 1/19! ~ 8e-18 at x = 1.
-_H_COEFFS = tuple(1.0 / math.factorial(n + 1) for n in range(1, 19))
+H_COEFFS = tuple(1.0 / math.factorial(n + 1) for n in range(1, 19))
 
 
 def log_expm1_over_x(x: Tensor, D: Dispatcher = WHERE) -> Tensor:
@@ -102,7 +102,7 @@ def log_expm1_over_x(x: Tensor, D: Dispatcher = WHERE) -> Tensor:
 def _h_small_fn(D: Dispatcher):  # type: ignore[no-untyped-def]
     def h_small(x: Tensor) -> Tensor:
         """log1p(sum_{n>=1} x^n/(n+1)!) (x < 1), the polynomial by Horner's rule."""
-        rc = _H_COEFFS[::-1]
+        rc = H_COEFFS[::-1]
         h = x * rc[0]
         for c in rc[1:]:
             h = h.add_(c).mul_(x) if D.inplace else (h + c) * x
@@ -325,7 +325,7 @@ BERNOULLI_2N = (
 _BERNOULLI_2N = tuple(a / b for a, b in BERNOULLI_2N[:11])
 # 1/(1 - e^-x) - 1/x = 1/2 + sum_{n>=1} B_2n x^(2n-1) / (2n)!  (radius 2 pi); at x = 1
 # the first omitted term is about 2 (1/(2 pi))^24 < 1e-19.
-_Q_COEFFS = tuple(b / math.factorial(2 * n) for n, b in enumerate(_BERNOULLI_2N, start=1))
+Q_COEFFS = tuple(b / math.factorial(2 * n) for n, b in enumerate(_BERNOULLI_2N, start=1))
 # psi(z) ~ log z - 1/(2z) - sum_{n>=1} B_2n / (2n z^2n); at z = 10, 11 terms leave < 1e-19.
 _PSI_COEFFS = tuple(b / (2 * n) for n, b in enumerate(_BERNOULLI_2N, start=1))
 
@@ -345,7 +345,7 @@ def inv1mexp_minus_inv(x: Tensor, D: Dispatcher = WHERE) -> Tensor:
 def _q_small_fn(D: Dispatcher):  # type: ignore[no-untyped-def]
     def q_small(x: Tensor) -> Tensor:
         """q(x) by its Bernoulli series (x < 1)."""
-        return 0.5 + x * D.horner(x * x, _Q_COEFFS)
+        return 0.5 + x * D.horner(x * x, Q_COEFFS)
 
     return q_small
 

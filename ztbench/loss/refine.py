@@ -63,6 +63,7 @@ __all__ = [
     "log_rounding_terms",
     "refine_float64",
     "refine_full_float64",
+    "replace_at",
     "replace_flagged",
     "ztnb_tiny_loss",
 ]
@@ -93,7 +94,15 @@ def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor,  # type: ignor
     magnitude / |refined| exceeds ``goal.factor`` (the double-double sum cannot certify
     the result to the ``goal`` of the results' precision), exact(*args, goal) replaces it
     (:mod:`ztbench.loss.last_resort`)."""
-    idx = flat_indices(flag.reshape(-1))
+    return replace_at(out, flat_indices(flag.reshape(-1)), fn, *args, last_resort=last_resort,
+                      goal=goal)
+
+
+def replace_at(out: Tensor, idx: Tensor, fn, *args: Tensor,  # type: ignore[no-untyped-def]
+               last_resort: LastResort | None = None,
+               goal: lr.Goal = lr.FLOAT64) -> Tensor:  # fmt: skip
+    """:func:`replace_flagged` at the flat positions ``idx`` (int64) of the flagged
+    elements."""
     if not idx.numel():
         return out
     flat = out.clone().reshape(-1)

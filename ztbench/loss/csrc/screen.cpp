@@ -14,16 +14,9 @@
 // Compiled with -ffp-contract=off: the bound's error model is that of separately rounded
 // operations.
 //
-// log is written out below (fdlibm's reduction and polynomial, within 1 ulp; SLEEF's
-// vector log cost four times as much here), and log1p is Kahan's log(1 + x) x /
-// ((1 + x) - 1) over it, within a few u, where a vector log1p costs as much as two logs;
-// the bound allows 16 u per function. tests/loss/test_fused.py measures both.
-//
-// digamma has no vector form in ATen: psi(x) = psi(x + m) - sum_{i<m} 1/(x + i), with m
-// the steps that bring x to >= 8 and the sum kept as one fraction num/den (one division),
-// then de Moivre's series log z - 1/(2z) - sum_{n=1}^{7} B_2n / (2n z^2n), whose first
-// omitted term at z = 8 is below 2^-60. tests/loss/test_fused.py measures it against
-// mpmath within the bound's allowance.
+// The vector primitives (log, log1p, digamma) are in common.h; the float64 ZTP kernel
+// (the shipped loss's float64 CPU path) is in ztp_float64.h. Both are included here: one
+// translation unit, one build.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -35,138 +28,15 @@
 #include <string>
 #include <vector>
 
-// the small vector helpers inlined into the loops (GCC and Clang: an out-of-line call
-// passes the 4-vector packs through memory)
-#if defined(__GNUC__)
-#define ZT_INLINE inline __attribute__((always_inline))
-#else
-#define ZT_INLINE inline
-#endif
+#include "common.h"
+#include "ztp_float64.h"
 
 namespace {
-
 using at::Tensor;
-// N independent vectors per step: each function's dependency chain (a division, a
-// polynomial) is long, and N interleaved chains keep the vector units busy
-constexpr int N = 4;
-using V1 = at::vec::Vectorized<double>;
-using V = at::vec::VectorizedN<double, N>;
-constexpr int L = V::size();  // lanes per step
-using Lanes = uint64_t;       // a bit per lane
-static_assert(L <= 64, "a lane mask must fit in 64 bits");
-
-// a bit per lane where the lane of a comparison's result is false (all bits zero)
-ZT_INLINE Lanes false_lanes(const V& mask) {
-  Lanes bits = 0;
-  for (int i = 0; i < N; ++i) {
-    bits |= static_cast<Lanes>(static_cast<uint32_t>(mask[i].zero_mask())) << (i * V1::size());
-  }
-  return bits;
-}
-
-constexpr Lanes first_lanes(int count) {
-  return count >= 64 ? ~Lanes{0} : (Lanes{1} << count) - 1;
-}
+using namespace zt;
 
 constexpr double K_COND = 262144.0;  // 2^18, screened.K_COND
 constexpr double EXP_FORM_MIN = 0.25;  // screened._EXP_FORM_MIN
-
-// log x within 1 ulp on [2^-500, 2^500], which holds every argument the kernel forms from
-// valid inputs (parameters and their ratios within 2^+-300, 1 - e^-w >= 2^-450, digamma's
-// x >= 8); other lanes (0, negatives, infinities, NaN) take the capability's own log.
-// The classic reduction: x = 2^e m with m in [sqrt(2)/2, sqrt(2)) read off the bits,
-// f = m - 1 (exact), and
-//   log x = e ln2_hi - ((f^2/2 - (s (f^2/2 + R(s^2)) + e ln2_lo)) - f),  s = f / (2 + f),
-// where R is the degree-7 minimax polynomial of fdlibm's log on |s| <= 0.1716 (its
-// published coefficients), ln2_hi ends in 21 zero bits (e ln2_hi is exact for |e| < 2^11)
-// and ln2_lo carries the rest of ln 2; fdlibm bounds the error below 1 ulp.
-struct LogParts {
-  V1 e, f;  // x = 2^e (1 + f), f in [sqrt(2)/2 - 1, sqrt(2) - 1)
-};
-
-ZT_INLINE LogParts log_reduce(V1 x) {
-  using I = at::vec::Vectorized<int64_t>;
-  const I bits = at::vec::cast<int64_t>(x);
-  // bits - bits(sqrt(2)/2), shifted by 512 binades so that the exponent field stays >= 0
-  const I q = (bits - I(0x3fe6a09e667f3bcdLL) + I(int64_t{512} << 52)) >> I(52);  // e + 512
-  const V1 m = at::vec::cast<double>(bits - ((q - I(512)) << I(52)));
-  const V1 e = at::vec::cast<double>(q | I(0x4330000000000000LL)) - V1(0x1p52 + 512.0);
-  return {e, m - V1(1.0)};
-}
-
-// log x from its parts and s = f / (2 + f) (within a few u: s only enters the small term
-// s (f^2/2 + R), at most 2^-6 of log x's size)
-ZT_INLINE V1 log_finish(V1 x, const LogParts& p, V1 s) {
-  const V1 f = p.f, e = p.e;
-  const V1 hfsq = V1(0.5) * f * f, z = s * s, w = z * z;
-  const V1 t1 = w * (V1(3.999999999940941908e-01) +
-                     w * (V1(2.222219843214978396e-01) + w * V1(1.531383769920937332e-01)));
-  const V1 t2 = z * (V1(6.666666666666735130e-01) +
-                     w * (V1(2.857142874366239149e-01) +
-                          w * (V1(1.818357216161805012e-01) + w * V1(1.479819860511658591e-01))));
-  const V1 r = e * V1(6.93147180369123816490e-01) -
-               ((hfsq - (s * (hfsq + t2 + t1) + e * V1(1.90821492927058770002e-10))) - f);
-  const V1 inside = (x >= V1(0x1p-500)) & (x <= V1(0x1p500));  // false at NaN
-  return inside.zero_mask() == 0 ? r : V1::blendv(x.log(), r, inside);
-}
-
-ZT_INLINE V vlog(const V& x) {
-  V r;
-  for (int i = 0; i < N; ++i) {
-    const LogParts p = log_reduce(x[i]);
-    r[i] = log_finish(x[i], p, p.f / (V1(2.0) + p.f));
-  }
-  return r;
-}
-
-// log a and log b over one division: 1 / ((2 + f_a)(2 + f_b)) gives both quotients s
-ZT_INLINE void vlog_pair(const V& a, const V& b, V& log_a, V& log_b) {
-  for (int i = 0; i < N; ++i) {
-    const LogParts pa = log_reduce(a[i]), pb = log_reduce(b[i]);
-    const V1 da = V1(2.0) + pa.f, db = V1(2.0) + pb.f, q = V1(1.0) / (da * db);
-    log_a[i] = log_finish(a[i], pa, pa.f * db * q);
-    log_b[i] = log_finish(b[i], pb, pb.f * da * q);
-  }
-}
-
-// log(1 + x), x > -1, from log u, u = 1 + x rounded: Kahan's log(u) x / (u - 1) (the
-// quotient x / (u - 1) undoes u's rounding to first order; x itself where u = 1)
-ZT_INLINE V log1p_from(const V& log_u, const V& u, const V& x) {
-  const V d = u - V(1.0);
-  return V::blendv(log_u * (x / d), x, d == V(0.0));
-}
-
-ZT_INLINE V vlog1p(V x) {
-  const V u = x + V(1.0);
-  return log1p_from(vlog(u), u, x);
-}
-
-// log1p a and log1p b, their logs over one division (vlog_pair)
-void vlog1p_pair(const V& a, const V& b, V& log1p_a, V& log1p_b) {
-  const V ua = a + V(1.0), ub = b + V(1.0);
-  vlog_pair(ua, ub, log1p_a, log1p_b);
-  log1p_a = log1p_from(log1p_a, ua, a);
-  log1p_b = log1p_from(log1p_b, ub, b);
-}
-
-V vdigamma(V x) {
-  const V eight(8.0), one(1.0);
-  V num(0.0), den(1.0);
-  for (int i = 0; i < 8; ++i) {
-    const V small = x < eight;
-    num = V::blendv(num, num * x + den, small);
-    den = V::blendv(den, den * x, small);
-    x = V::blendv(x, x + one, small);
-  }
-  const V z2 = one / (x * x);
-  const V series =
-      V(1.0 / 12.0) -
-      z2 * (V(1.0 / 120.0) -
-            z2 * (V(1.0 / 252.0) -
-                  z2 * (V(1.0 / 240.0) -
-                        z2 * (V(1.0 / 132.0) - z2 * (V(691.0 / 32760.0) - z2 * V(1.0 / 12.0))))));
-  return vlog(x) - V(0.5) / x - z2 * series - num / den;
-}
 
 // 1 - e^-w for w >= 0, within a few u relative: 2t/(1 + t), t = tanh(w/2) below 1/4,
 // 1 - exp(-w) from there on (screened.one_minus_exp_neg); a NaN stays NaN in either form.
@@ -184,18 +54,6 @@ ZT_INLINE V one_minus_exp_neg(V w) {
 // margin S - K |r|: <= 0 where certified, NaN where a term overflowed
 ZT_INLINE V margin(V r, V size) { return size - V(K_COND) * r.abs(); }
 
-// Loads L elements from i (the last block repeats element 0 past the end); a full block
-// converts in one loop the compiler vectorises.
-template <typename T>
-ZT_INLINE V load(const T* p, int64_t i, int count) {
-  double buf[L];
-  if (count == L) {
-    for (int j = 0; j < L; ++j) buf[j] = static_cast<double>(p[i + j]);
-  } else {
-    for (int j = 0; j < L; ++j) buf[j] = static_cast<double>(p[i + (j < count ? j : 0)]);
-  }
-  return V::loadu(buf);
-}
 
 ZT_INLINE V natural(V p, bool is_log) { return is_log ? p.exp() : p; }
 
@@ -328,22 +186,19 @@ void ztp_loop(const KT* kp, const float* lp, bool log_lam, bool need, bool full,
   }
 }
 
-// body(out, begin, end) over chunks of 2^15 elements (a multiple of L), in parallel on
-// torch's intra-op threads; each chunk collects its own rejected positions and validity,
-// joined in chunk order, so the result does not depend on the number of threads.
+// body(out, begin, end) over the chunks of for_chunks; each chunk collects its own
+// rejected positions and validity, joined in chunk order, so the result does not depend
+// on the number of threads.
 template <typename F>
 void in_chunks(Out& o, int64_t n, const F& body) {
-  constexpr int64_t CHUNK = int64_t{1} << 15;
-  const int64_t chunks = (n + CHUNK - 1) / CHUNK;
+  const int64_t chunks = chunk_count(n);
   std::vector<std::vector<int64_t>> rejected(chunks);
   std::vector<char> valid(chunks, 1);
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      Out local = o;
-      local.rejected = &rejected[c];
-      body(local, c * CHUNK, std::min(n, (c + 1) * CHUNK));
-      valid[c] = local.valid;
-    }
+  for_chunks(n, [&](int64_t c, int64_t begin, int64_t end) {
+    Out local = o;
+    local.rejected = &rejected[c];
+    body(local, begin, end);
+    valid[c] = local.valid;
   });
   for (int64_t c = 0; c < chunks; ++c) {
     o.valid = o.valid && valid[c];
@@ -434,6 +289,48 @@ std::vector<Tensor> ztp_screen(const Tensor& k, const Tensor& lam, bool log_lam,
   return finish(o, keep, rejected);
 }
 
+// (value, d/dlam (empty without need), positions whose value is not certified, positions
+// whose d/dlam is not certified, positions outside the kernel's range): the float64 ZTP
+// kernel of ztp_float64.h on float64 k and lam; log_table (3, LOG_TABLE_SIZE): r, hi, lo;
+// h and q: the series' coefficients (ZtpFloat64Constants).
+std::vector<Tensor> ztp_float64(const Tensor& k, const Tensor& lam, bool need,
+                                const Tensor& log_table, const Tensor& h, const Tensor& q) {
+  for (const auto* t : {&k, &lam, &log_table, &h, &q}) {
+    TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() && t->scalar_type() == at::kDouble,
+                "ztp_float64: contiguous float64 CPU tensors are required");
+  }
+  TORCH_CHECK(k.dim() == 1 && lam.dim() == 1 && k.numel() == lam.numel(),
+              "k, lam: 1-D, one length");
+  TORCH_CHECK(log_table.dim() == 2 && log_table.size(0) == 3 &&
+                  log_table.size(1) == LOG_TABLE_SIZE, "log_table: (3, ", LOG_TABLE_SIZE, ")");
+  TORCH_CHECK(h.numel() >= 2 && q.numel() >= 1, "h, q: the series' coefficients");
+  const double* tab = log_table.data_ptr<double>();
+  const ZtpFloat64Constants c{{tab, tab + LOG_TABLE_SIZE, tab + 2 * LOG_TABLE_SIZE},
+                              h.data_ptr<double>(), static_cast<int>(h.numel()),
+                              q.data_ptr<double>(), static_cast<int>(q.numel())};
+  const auto n = k.numel();
+  Tensor value = at::empty({n}, k.options());
+  Tensor d = at::empty({need ? n : 0}, k.options());
+  std::vector<ZtpFloat64Flags> flags(chunk_count(n));
+  const double* kp = k.data_ptr<double>();
+  const double* lp = lam.data_ptr<double>();
+  double* vp = value.data_ptr<double>();
+  double* dp = d.data_ptr<double>();
+  for_chunks(n, [&](int64_t c_, int64_t begin, int64_t end) {
+    ztp_float64_loop(kp, lp, need, c, vp, dp, flags[c_], begin, end);
+  });
+  std::vector<Tensor> out{value, d};
+  for (auto list : {&ZtpFloat64Flags::value, &ZtpFloat64Flags::grad, &ZtpFloat64Flags::outside}) {
+    int64_t m = 0;
+    for (const auto& f : flags) m += static_cast<int64_t>((f.*list).size());
+    Tensor pos = at::empty({m}, at::TensorOptions().dtype(at::kLong));
+    int64_t* p = pos.data_ptr<int64_t>();
+    for (const auto& f : flags) p = std::copy((f.*list).begin(), (f.*list).end(), p);
+    out.push_back(pos);
+  }
+  return out;
+}
+
 // The kernel's own digamma, log or log1p element by element (float64 in and out), for
 // the tests; log_pair and log1p_pair: log or log1p of x computed in a pair with 1/x.
 Tensor elementwise(const std::string& name, const Tensor& x) {
@@ -462,11 +359,41 @@ Tensor elementwise(const std::string& name, const Tensor& x) {
   return out;
 }
 
+// log_dd of ztp_float64.h element by element, for the tests: (2, n), hi then lo; x in
+// [2^-500, 2^500]
+Tensor log_double_double(const Tensor& x, const Tensor& log_table) {
+  check(x, "x");
+  TORCH_CHECK(x.scalar_type() == at::kDouble && log_table.scalar_type() == at::kDouble &&
+                  log_table.is_contiguous() && log_table.numel() == 3 * LOG_TABLE_SIZE,
+              "float64 x and a (3, ", LOG_TABLE_SIZE, ") float64 log_table are required");
+  const double* tab = log_table.data_ptr<double>();
+  const LogTable t{tab, tab + LOG_TABLE_SIZE, tab + 2 * LOG_TABLE_SIZE};
+  const int64_t n = x.numel();
+  auto out = at::empty({2, n}, x.options());
+  const double* xp = x.data_ptr<double>();
+  double* op = out.data_ptr<double>();
+  for (int64_t i = 0; i < n; i += V1::size()) {
+    const int count = static_cast<int>(std::min<int64_t>(V1::size(), n - i));
+    double buf[V1::size()];
+    std::fill(buf, buf + V1::size(), 1.0);
+    std::copy(xp + i, xp + i + count, buf);
+    const DD1 r = log_dd(V1::loadu(buf), t);
+    r.hi.store(op + i, count);
+    r.lo.store(op + n + i, count);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ztnb_screen", &ztnb_screen);
   m.def("ztp_screen", &ztp_screen);
+  m.def("ztp_float64", &ztp_float64);
   m.def("elementwise", &elementwise);
+  m.def("log_double_double", &log_double_double);
   m.attr("lanes") = L;
+  m.attr("log_table_step") = LOG_TABLE_STEP;
+  m.attr("log_table_offset") = LOG_TABLE_OFFSET;
+  m.attr("log_table_size") = LOG_TABLE_SIZE;
 }
