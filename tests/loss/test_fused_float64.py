@@ -2,7 +2,8 @@
 double-double log against mpmath, its certified elements within the goals (4 ulp for the
 value, 16 ulp for d/dlam) at realistic, log-uniform and zero-crossing points, the loss
 through it (and without it) against mpmath, the sharpness of its bound, the elements
-outside its range, and its independence of the thread count."""
+outside its range, and its independence of the thread count; the same for the float64
+ZTNB kernel (ztbench.loss.fused.ztnb_float64, csrc/ztnb_float64.h)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from ztbench.core.metrics import ulp_error
-from ztbench.loss import fused, zt_poisson_nll
+from ztbench.loss import fused, zt_negbin_nll, zt_poisson_nll
 from ztbench.loss.paths import Path, recording
 
 ACTIVE = fused.status().active
@@ -209,6 +210,160 @@ def test_thread_count_does_not_change_the_bits() -> None:
         for n in (1, 2, 3):
             torch.set_num_threads(n)
             out = fused.ztp_float64(torch.tensor(k), torch.tensor(lam), True)
+            assert out is not None
+            outs.append(out)
+    finally:
+        torch.set_num_threads(threads)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other, strict=True):
+            assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------- ZTNB
+
+NB_NAMES = ("value", "d_mu", "d_theta")
+NB_GOALS = (VALUE_GOAL, GRAD_GOAL, GRAD_GOAL)
+ZTNB_ACTIVE = ACTIVE and fused.load() is not None and bool(fused.load().ztnb_float64_available)
+needs_ztnb = pytest.mark.skipif(not ZTNB_ACTIVE, reason="no fused float64 ZTNB kernel here")
+
+# the zero crossings where the plain float64 sums are far off (found by an adversarial
+# search, confirmed with mpmath at 600 bits): value, d/dmu, d/dtheta
+HARD_ZTNB = [
+    (5.0, 929.0906706134333, 3.507471580894351e-08),
+    (125.0, 74.77387562598409, 0.14612505133981604),
+    (6521.0, 1340761.9849631316, 0.10482328956878444),
+]
+
+
+def _nb_reference(k: float, mu: float, theta: float) -> tuple[float, float, float]:
+    """(value, d/dmu, d/dtheta) rounded to float64, at a precision doubled from 160 bits
+    until two agree."""
+    prec, last = 160, None
+    while prec <= 10_000:
+        ref = loss_references.ztnb(k, mu, theta, prec=prec)
+        now = tuple(float(ref[q]) for q in NB_NAMES)
+        if now == last:
+            return now  # type: ignore[return-value]
+        prec, last = 2 * prec, now
+    raise AssertionError(f"no stable reference at k={k}, mu={mu}, theta={theta}")
+
+
+def _nb_points(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Realistic (mu = e^N(1, 1), theta = e^N(1.5, 1), k = 1 + Poisson(mu)), log-uniform
+    (mu, theta in [1e-6, 1e6], k in [1, 1e5]) and the hard crossings."""
+    rng = np.random.default_rng(seed)
+    mu_r, th_r = np.exp(rng.normal(1.0, 1.0, n)), np.exp(rng.normal(1.5, 1.0, n))
+    k_r = 1.0 + rng.poisson(mu_r)
+    mu_u = np.exp(rng.uniform(math.log(1e-6), math.log(1e6), n))
+    th_u = np.exp(rng.uniform(math.log(1e-6), math.log(1e6), n))
+    k_u = np.floor(np.exp(rng.uniform(0.0, math.log(1e5), n)))
+    hard = np.array(HARD_ZTNB).T
+    return (np.concatenate([k_r, k_u, hard[0]]), np.concatenate([mu_r, mu_u, hard[1]]),
+            np.concatenate([th_r, th_u, hard[2]]))  # fmt: skip
+
+
+def _nb_errors(k: np.ndarray, mu: np.ndarray, theta: np.ndarray,
+               got: list[np.ndarray]) -> np.ndarray:  # fmt: skip
+    """(3, n) ulp errors of value, d/dmu, d/dtheta."""
+    errs = np.zeros((3, k.size))
+    for i in range(k.size):
+        ref = _nb_reference(float(k[i]), float(mu[i]), float(theta[i]))
+        for q in range(3):
+            errs[q, i] = float(ulp_error(float(got[q][i]), ref[q], "float64"))
+    return errs
+
+
+@needs_ztnb
+@pytest.mark.parametrize(("name", "allowance"),
+                         [("log", 2.0**-62), ("log1p", 2.0**-62), ("expm1", 2.0**-61),
+                          ("lgamma", 2.0**-60)])  # fmt: skip
+def test_long_double_functions_within_their_allowance(name: str, allowance: float) -> None:
+    """glibc's long double functions, as the ZTNB kernel calls them, against mpmath: within
+    the relative allowance its bound gives each (lgamma: of max(|lgamma|, 1)), over the
+    arguments the kernel forms (positive products and ratios, 1 - e^-w in (0, 1], -w for
+    w > 0, theta and k + theta), near the functions' zeros included."""
+    rng = np.random.default_rng(17)
+    wide = np.exp2(rng.uniform(-900, 900, 1500))
+    args = {
+        "log": np.concatenate([wide, rng.uniform(0, 1, 300), 1 + rng.uniform(-1e-6, 1e-6, 100)]),
+        "log1p": np.concatenate([wide, rng.uniform(-0.99, 1, 400), rng.uniform(-1e-9, 1e-9, 50)]),
+        "expm1": -np.concatenate([np.exp2(rng.uniform(-60, 13, 1500))]),
+        "lgamma": np.concatenate([np.exp2(rng.uniform(-60, 60, 1500)),
+                                  1 + rng.uniform(-1e-3, 1e-3, 100),
+                                  2 + rng.uniform(-1e-3, 1e-3, 100)]),
+    }[name]  # fmt: skip
+    args = args[args != 0]
+    out = fused.load().long_double_function(name, torch.tensor(args)).numpy()
+    fn = {"log": mp.log, "log1p": mp.log1p, "expm1": mp.expm1, "lgamma": mp.loggamma}[name]
+    worst = 0.0
+    with mp.workprec(200):
+        for x, hi, lo in zip(args, out[0], out[1], strict=True):
+            ref = fn(mp.mpf(float(x)))
+            scale = max(abs(ref), 1) if name == "lgamma" else abs(ref)
+            if scale == 0:
+                assert hi == 0.0 and lo == 0.0
+                continue
+            err = abs(mp.mpf(float(hi)) + mp.mpf(float(lo)) - ref) / scale
+            worst = max(worst, float(err))
+    assert worst <= allowance, (name, math.log2(worst) if worst else None)
+
+
+@needs_ztnb
+def test_ztnb_certified_elements_meet_the_goals() -> None:
+    """The bound's soundness: every element the kernel does not flag is within 4 ulp
+    (value) and 16 ulp (derivatives) of mpmath; the hard crossings are flagged."""
+    k, mu, theta = _nb_points(13, 500)
+    out = fused.ztnb_float64(torch.tensor(k), torch.tensor(mu), torch.tensor(theta), True)
+    assert out is not None
+    got, flagged = [t.numpy() for t in out[:3]], [t.numpy() for t in out[3:]]
+    errs = _nb_errors(k, mu, theta, got)
+    for q in range(3):
+        certified = np.setdiff1d(np.arange(k.size), flagged[q])
+        worst = certified[np.argmax(errs[q, certified])]
+        assert errs[q, worst] <= NB_GOALS[q], (NB_NAMES[q], k[worst], mu[worst], theta[worst])
+        assert k.size - 3 + q in flagged[q]  # its hard crossing
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["fused", "pure-torch"])
+def test_ztnb_loss_in_float64_meets_the_goals(kernel: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The public loss in float64 (value, derivatives by autograd) against mpmath, with
+    the fused kernel (where it is built) and without it, the hard crossings included."""
+    if kernel and not ZTNB_ACTIVE:
+        pytest.skip("no fused float64 ZTNB kernel here")
+    calls: list[int] = []
+    real = fused.ztnb_float64
+
+    def spy(k, mu, theta, need):  # type: ignore[no-untyped-def]
+        out = real(k, mu, theta, need)
+        if out is not None:
+            calls.append(k.numel())
+        return out
+
+    monkeypatch.setattr(fused, "ztnb_float64", spy)
+    if not kernel:
+        monkeypatch.setattr(fused, "load", lambda verbose=False: None)
+    k, mu_np, th_np = _nb_points(29, 150)
+    mu, theta = (torch.tensor(a, requires_grad=True) for a in (mu_np, th_np))
+    with recording() as ran:
+        value = zt_negbin_nll(torch.tensor(k), mu, theta, reduction="none")
+    grads = torch.autograd.grad(value.sum(), [mu, theta])
+    assert ran == [Path.EAGER_REFINED]
+    assert bool(calls) == kernel
+    errs = _nb_errors(k, mu_np, th_np, [value.detach().numpy(), *(g.numpy() for g in grads)])
+    for q in range(3):
+        i = int(np.argmax(errs[q]))
+        assert errs[q, i] <= NB_GOALS[q], (NB_NAMES[q], k[i], mu_np[i], th_np[i], errs[q, i])
+
+
+@needs_ztnb
+def test_ztnb_thread_count_does_not_change_the_bits() -> None:
+    k, mu, theta = (torch.tensor(a) for a in _nb_points(7, 40_000))
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            out = fused.ztnb_float64(k, mu, theta, True)
             assert out is not None
             outs.append(out)
     finally:

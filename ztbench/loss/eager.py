@@ -39,7 +39,13 @@ from ztbench.loss.kernels import (
     to_float64,
 )
 from ztbench.loss.paths import NARROW_DTYPES
-from ztbench.loss.refine import NARROW_SCALE, apply_full, refine_float64, replace_at
+from ztbench.loss.refine import (
+    NARROW_SCALE,
+    apply_full,
+    refine_float64,
+    refine_ztnb_at,
+    replace_at,
+)
 
 __all__ = [
     "LOG_NAT_MAX",
@@ -304,8 +310,11 @@ def refined(family: str, need: bool, k: Tensor, *params: Tensor,
     cancel factors, :func:`~ztbench.loss.refine.refine_float64`). Float64 ZTP results
     (``scale`` 1) on the CPU come from the fused float64 kernel where it is built
     (:func:`_ztp_fused_float64`)."""
-    if family == "ztpoisson" and scale == 1.0 and k.device.type == "cpu":
-        out = _ztp_fused_float64(need, k, params[0])
+    if scale == 1.0 and k.device.type == "cpu":
+        if family == "ztpoisson":
+            out = _ztp_fused_float64(need, k, params[0])
+        else:
+            out = _ztnb_fused_float64(need, k, *params)
         if out is not None:
             return out
     return _careful_refined(family, need, k, *params, scale=scale)
@@ -346,3 +355,24 @@ def _ztp_fused_float64(need: bool, k: Tensor, lam: Tensor) -> list[Tensor | None
         if need:
             d_lam.index_copy_(0, outside, sub[1])  # type: ignore[arg-type]
     return [value.reshape(shape), d_lam.reshape(shape) if need else None]
+
+
+def _ztnb_fused_float64(need: bool, k: Tensor, mu: Tensor,
+                        theta: Tensor) -> list[Tensor | None] | None:  # fmt: skip
+    """:func:`refined` for ZTNB by the fused float64 kernel (:func:`fused.ztnb_float64`):
+    its certified results, the double-double ones (:func:`refine_ztnb_at`) at each output
+    it flags, and the careful kernels' path (:func:`_careful_refined`) where those do not
+    apply. None where the kernel is not available."""
+    shape = k.shape
+    cols = [t.reshape(-1).contiguous() for t in (k, mu, theta)]
+    out = fused.ztnb_float64(*cols, need)
+    if out is None:
+        return None
+    outputs, flagged = out[: 3 if need else 1], out[3:]
+    rest = refine_ztnb_at(*cols, outputs, flagged)
+    if rest.numel():
+        sub = _careful_refined("ztnb", need, *(c[rest] for c in cols))
+        for full, part in zip(outputs, sub, strict=False):
+            full.index_copy_(0, rest, part)  # type: ignore[arg-type]
+    results: list[Tensor | None] = [t.reshape(shape) for t in outputs]
+    return results if need else [*results, None, None]

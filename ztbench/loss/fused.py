@@ -7,6 +7,10 @@
   d/dlam from double-double terms, each element certified by an error bound (4 ulp for
   the value, 16 for d/dlam) or flagged for the double-double refinement
   (:mod:`ztbench.loss.dd.ztp`).
+- The float64 ZTNB kernel (``csrc/ztnb_float64.h``, :func:`ztnb_float64`): the loss and
+  its derivatives in the x87 extended format (11 bits more than float64), certified
+  likewise or flagged for the careful kernels and their refinement; built in where long
+  double has a 64-bit significand and glibc is there.
  torch builds it
 (``torch.utils.cpp_extension``, with torch's own headers and SLEEF) for the CPU
 capability torch runs with, the first time it is needed, in torch's extension cache
@@ -34,7 +38,8 @@ from torch import Tensor
 
 from ztbench.loss.primitives import H_COEFFS, Q_COEFFS
 
-__all__ = ["FusedStatus", "active", "load", "log_table", "status", "ztp_float64"]
+__all__ = ["FusedStatus", "active", "load", "log_table", "status", "ztnb_float64",
+           "ztp_float64"]
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCE = _CSRC / "screen.cpp"  # the one translation unit; it includes the headers
@@ -160,6 +165,17 @@ def ztp_float64(k: Tensor, lam: Tensor, need: bool) -> list[Tensor] | None:
         return None
     table = log_table(mod.log_table_step, mod.log_table_offset, mod.log_table_size)
     return list(mod.ztp_float64(k, lam, need, table, *_series()))
+
+
+def ztnb_float64(k: Tensor, mu: Tensor, theta: Tensor, need: bool) -> list[Tensor] | None:
+    """The float64 ZTNB kernel (``csrc/ztnb_float64.h``) on 1-D contiguous float64 CPU
+    tensors of valid inputs: [value, d/dmu, d/dtheta (both empty without ``need``),
+    positions whose value, d/dmu, d/dtheta is not certified]; None where the fused kernel
+    is not built or has no extended precision on this platform."""
+    mod = load()
+    if mod is None or not mod.ztnb_float64_available:
+        return None
+    return list(mod.ztnb_float64(k, mu, theta, need))
 
 
 def _reset() -> None:

@@ -63,8 +63,10 @@ __all__ = [
     "log_rounding_terms",
     "refine_float64",
     "refine_full_float64",
+    "refine_ztnb_at",
     "replace_at",
     "replace_flagged",
+    "ztnb_dd_applies",
     "ztnb_tiny_loss",
 ]
 
@@ -164,28 +166,70 @@ def refine_float64(family: str, k: Tensor, params: list[Tensor], value: Tensor,
     d_mu, d_theta = grads
     # scale > 1: results of float32 precision or less (NARROW_SCALE), certified to theirs
     goal = lr.FLOAT64 if scale == 1.0 else lr.NARROW
-    x = mu / theta
+    applies = ztnb_dd_applies(k, mu, theta)
     # each magnitude once: it flags the kernel's result for the refinement and the refined
     # one for the last resort
     mag = dd_ztnb.ztnb_value_magnitude(k.to(torch.float64), mu, theta)
-    flag = (mag > dd_ztnb.VALUE_CANCEL_FACTOR * scale * value.abs()) & ~ztnb_tiny_loss(k, x)
+    flag = (mag > dd_ztnb.VALUE_CANCEL_FACTOR * scale * value.abs()) & applies[0]
     value = replace_flagged(value, flag, dd_ztnb.ztnb_value_dd, k, mu, theta,
                             last_resort=(mag, lr.ztnb_value_exact), goal=goal)  # fmt: skip
     if d_mu is not None and d_theta is not None:
-        # the double-double derivative forms take x = mu/theta as a quotient: not where it
-        # overflows (the kernel's own forms there, kernels._ztnb_huge_x)
-        finite_x = x < math.inf
-        flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu, scale) & finite_x
+        flag = dd_ztnb.ztnb_dmu_cancellation(k, mu, theta, d_mu, scale) & applies[1]
         mag = dd_ztnb.ztnb_dmu_dd_magnitude(k, mu, theta, d_mu)
         d_mu = replace_flagged(d_mu, flag, dd_ztnb.ztnb_dmu_dd, k, mu, theta,
                                last_resort=(mag, lr.ztnb_dmu_exact), goal=goal)  # fmt: skip
         mag = dd_ztnb.ztnb_dtheta_magnitude(k, mu, theta, d_theta)
-        flag = (mag > dd_ztnb.DTHETA_CANCEL_FACTOR * scale * d_theta.abs()) & finite_x
-        flag &= x >= DD_DTHETA_X_MIN
+        flag = (mag > dd_ztnb.DTHETA_CANCEL_FACTOR * scale * d_theta.abs()) & applies[2]
         d_theta = replace_flagged(d_theta, flag, dd_ztnb.ztnb_dtheta_dd, k, mu, theta,
                                   last_resort=(mag, lr.ztnb_dtheta_exact),
                                   goal=goal)  # fmt: skip
     return value, [d_mu, d_theta]
+
+
+def ztnb_dd_applies(k: Tensor, mu: Tensor, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Where the double-double ZTNB forms of the value, d/dmu and d/dtheta apply: not the
+    value's tiny-loss region (:func:`ztnb_tiny_loss`); the derivative forms take
+    x = mu/theta as a quotient, so not where it overflows (the kernel's own forms there,
+    kernels._ztnb_huge_x), and d/dtheta not below :data:`DD_DTHETA_X_MIN`."""
+    x = mu / theta
+    finite_x = x < math.inf
+    return ~ztnb_tiny_loss(k, x), finite_x, finite_x & (x >= DD_DTHETA_X_MIN)
+
+
+def refine_ztnb_at(k: Tensor, mu: Tensor, theta: Tensor, outputs: list[Tensor],
+                   at: list[Tensor]) -> Tensor:  # fmt: skip
+    """Float64 ZTNB results (``outputs``: value, and d/dmu, d/dtheta when given; flat)
+    recomputed in place at the flat positions ``at`` (one int64 tensor per output) by the
+    double-double forms, with the last resort where they cannot certify the float64
+    goal, as :func:`refine_float64` does at the elements its flags select. Returns the
+    positions (of any output) where those forms do not apply
+    (:func:`ztnb_dd_applies`) or give no finite result, for the careful kernels."""
+    forms = [
+        (dd_ztnb.ztnb_value_dd, lr.ztnb_value_exact,
+         lambda k, mu, theta, out: dd_ztnb.ztnb_value_magnitude(k, mu, theta)),
+        (dd_ztnb.ztnb_dmu_dd, lr.ztnb_dmu_exact, dd_ztnb.ztnb_dmu_dd_magnitude),
+        (dd_ztnb.ztnb_dtheta_dd, lr.ztnb_dtheta_exact, dd_ztnb.ztnb_dtheta_magnitude),
+    ]  # fmt: skip
+    rest = [torch.zeros(0, dtype=torch.long)]
+    for q, (out, pos) in enumerate(zip(outputs, at, strict=False)):
+        if not pos.numel():
+            continue
+        sub = [t[pos] for t in (k, mu, theta)]
+        ok = ztnb_dd_applies(*sub)[q]
+        if not bool(ok.all()):
+            rest.append(pos[~ok])
+            pos, sub = pos[ok], [t[ok] for t in sub]
+        if not pos.numel():
+            continue
+        dd, exact, magnitude = forms[q]
+        mag = magnitude(*sub, out[pos])
+        # NaN where the double-double result is not finite (replace_at keeps the input
+        # there): those go to the careful kernels too
+        new = replace_at(torch.full_like(mag, math.nan), torch.arange(pos.numel()), dd, *sub,
+                         last_resort=(mag, exact), goal=lr.FLOAT64)  # fmt: skip
+        out.index_copy_(0, pos, new)
+        rest.append(pos[~torch.isfinite(new)])
+    return torch.unique(torch.cat(rest))
 
 
 # Where the double-double ZTNB forms cannot help, and the kernel needs no help:

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "common.h"
+#include "ztnb_float64.h"
 #include "ztp_float64.h"
 
 namespace {
@@ -289,6 +290,18 @@ std::vector<Tensor> ztp_screen(const Tensor& k, const Tensor& lam, bool log_lam,
   return finish(o, keep, rejected);
 }
 
+// The positions in one list of each chunk's flags (list: a member pointer), in chunk order,
+// as an int64 tensor.
+template <typename Flags>
+Tensor joined_positions(const std::vector<Flags>& flags, std::vector<int64_t> Flags::*list) {
+  int64_t m = 0;
+  for (const auto& f : flags) m += static_cast<int64_t>((f.*list).size());
+  Tensor pos = at::empty({m}, at::TensorOptions().dtype(at::kLong));
+  int64_t* p = pos.data_ptr<int64_t>();
+  for (const auto& f : flags) p = std::copy((f.*list).begin(), (f.*list).end(), p);
+  return pos;
+}
+
 // (value, d/dlam (empty without need), positions whose value is not certified, positions
 // whose d/dlam is not certified, positions outside the kernel's range): the float64 ZTP
 // kernel of ztp_float64.h on float64 k and lam; log_table (3, LOG_TABLE_SIZE): r, hi, lo;
@@ -321,12 +334,7 @@ std::vector<Tensor> ztp_float64(const Tensor& k, const Tensor& lam, bool need,
   });
   std::vector<Tensor> out{value, d};
   for (auto list : {&ZtpFloat64Flags::value, &ZtpFloat64Flags::grad, &ZtpFloat64Flags::outside}) {
-    int64_t m = 0;
-    for (const auto& f : flags) m += static_cast<int64_t>((f.*list).size());
-    Tensor pos = at::empty({m}, at::TensorOptions().dtype(at::kLong));
-    int64_t* p = pos.data_ptr<int64_t>();
-    for (const auto& f : flags) p = std::copy((f.*list).begin(), (f.*list).end(), p);
-    out.push_back(pos);
+    out.push_back(joined_positions(flags, list));
   }
   return out;
 }
@@ -359,6 +367,40 @@ Tensor elementwise(const std::string& name, const Tensor& x) {
   return out;
 }
 
+// (value, d/dmu, d/dtheta (empty without need), positions whose value, d/dmu, d/dtheta is
+// not certified): the float64 ZTNB kernel of ztnb_float64.h on float64 k, mu, theta (valid
+// inputs); an empty list where it is not built in (ZTNB_FLOAT64_AVAILABLE).
+std::vector<Tensor> ztnb_float64(const Tensor& k, const Tensor& mu, const Tensor& theta,
+                                 bool need) {
+  for (const auto* t : {&k, &mu, &theta}) {
+    TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() && t->dim() == 1 &&
+                    t->scalar_type() == at::kDouble && t->numel() == k.numel(),
+                "ztnb_float64: contiguous 1-D float64 CPU tensors of one length are required");
+  }
+  if (!ZTNB_FLOAT64_AVAILABLE) return {};
+  const auto n = k.numel();
+  Tensor value = at::empty({n}, k.options());
+  Tensor d_mu = at::empty({need ? n : 0}, k.options());
+  Tensor d_theta = at::empty({need ? n : 0}, k.options());
+  std::vector<ZtnbFloat64Flags> flags(chunk_count(n));
+#if ZT_ZTNB_FLOAT64
+  const double* kp = k.data_ptr<double>();
+  const double* mp = mu.data_ptr<double>();
+  const double* tp = theta.data_ptr<double>();
+  double* vp = value.data_ptr<double>();
+  double* dmp = d_mu.data_ptr<double>();
+  double* dtp = d_theta.data_ptr<double>();
+  for_chunks(n, [&](int64_t c, int64_t begin, int64_t end) {
+    ztnb_float64_loop(kp, mp, tp, need, vp, dmp, dtp, flags[c], begin, end);
+  });
+#endif
+  std::vector<Tensor> out{value, d_mu, d_theta};
+  for (auto list : {&ZtnbFloat64Flags::value, &ZtnbFloat64Flags::d_mu, &ZtnbFloat64Flags::d_theta}) {
+    out.push_back(joined_positions(flags, list));
+  }
+  return out;
+}
+
 // log_dd of ztp_float64.h element by element, for the tests: (2, n), hi then lo; x in
 // [2^-500, 2^500]
 Tensor log_double_double(const Tensor& x, const Tensor& log_table) {
@@ -384,14 +426,35 @@ Tensor log_double_double(const Tensor& x, const Tensor& log_table) {
   return out;
 }
 
+// glibc's long double log, log1p, expm1 or lgamma of ztnb_float64.h, for the tests: (2, n),
+// the result as hi then lo; an empty tensor where the ZTNB kernel is not built in
+Tensor long_double_elementwise(const std::string& name, const Tensor& x) {
+  check(x, "x");
+  TORCH_CHECK(x.scalar_type() == at::kDouble, "x must be float64");
+  const int which = name == "log" ? 0 : name == "log1p" ? 1 : name == "expm1" ? 2
+                    : name == "lgamma" ? 3 : -1;
+  TORCH_CHECK(which >= 0, "unknown function ", name);
+#if ZT_ZTNB_FLOAT64
+  auto out = at::empty({2, x.numel()}, x.options());
+  zt::long_double_function(which, x.data_ptr<double>(), out.data_ptr<double>(),
+                           out.data_ptr<double>() + x.numel(), x.numel());
+  return out;
+#else
+  return at::empty({0}, x.options());
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ztnb_screen", &ztnb_screen);
   m.def("ztp_screen", &ztp_screen);
   m.def("ztp_float64", &ztp_float64);
+  m.def("ztnb_float64", &ztnb_float64);
+  m.attr("ztnb_float64_available") = ZTNB_FLOAT64_AVAILABLE;
   m.def("elementwise", &elementwise);
   m.def("log_double_double", &log_double_double);
+  m.def("long_double_function", &long_double_elementwise);
   m.attr("lanes") = L;
   m.attr("log_table_step") = LOG_TABLE_STEP;
   m.attr("log_table_offset") = LOG_TABLE_OFFSET;

@@ -1,0 +1,242 @@
+// The ZTNB loss in float64 on the CPU as one fused pass, each element certified by a
+// bound on its error or flagged (included by csrc/screen.cpp; ztbench/loss/fused.py
+// describes the Python side):
+//
+//   value    = lgamma(theta) - lgamma(k + theta) + k log1p(theta/mu) + log(expm1(w))
+//   d/dmu    = k/(theta + mu) - k/mu + theta/(theta + mu) / (1 - e^-w)
+//   d/dtheta = psi(theta) - psi(k + theta) + k/(theta + mu)
+//              + (log1p(mu/theta) - mu/(theta + mu)) / (1 - e^-w)
+//
+// with w = theta log1p(mu/theta), log(expm1(w)) = w + log(1 - e^-w), evaluated in the
+// x87 extended format (long double, 64-bit significand: 11 bits more than float64) with
+// glibc's long double functions; for w > 1, d/dtheta in the form of
+// ztbench/loss/kernels.ztnb that cancels its logs analytically (its terms are then of the
+// result's order). Each quantity carries a bound on its error (Bounded: a running error
+// analysis), each library function allowed a few of its ulps (below), lgamma and psi
+// absolutely near their zeros. The value is
+// certified where the bound is <= 3u|value| (with the rounding to float64, within 4 ulp),
+// each derivative where it is <= 15u|d| (16 ulp); u = 2^-53. Flagged elements go to the
+// pure-torch careful kernels and their double-double refinement.
+//
+// For k <= DIRECT_K_MAX, lgamma(k + theta) - lgamma(theta) = log(prod_{i<k} (theta + i))
+// and psi(k + theta) - psi(theta) = sum_{i<k} 1/(theta + i), kept as one fraction num/den
+// with den the same product: one log and one division, and no cancellation between two
+// large lgammas. Above, lgammal_r (glibc's thread-safe lgamma) and psi by recurrence to
+// x >= 16 and de Moivre's series.
+//
+// Where long double has no more precision than double (MSVC, some ARM ABIs) or glibc is
+// absent, the kernel is not built in (ZTNB_FLOAT64_AVAILABLE false) and the loss keeps the
+// pure-torch path.
+#pragma once
+
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "common.h"
+
+#if defined(__GLIBC__) && LDBL_MANT_DIG >= 64
+#define ZT_ZTNB_FLOAT64 1
+#else
+#define ZT_ZTNB_FLOAT64 0
+#endif
+
+namespace zt {
+
+constexpr bool ZTNB_FLOAT64_AVAILABLE = ZT_ZTNB_FLOAT64;
+
+// positions of the elements whose value, d/dmu or d/dtheta is not certified
+struct ZtnbFloat64Flags {
+  std::vector<int64_t> value, d_mu, d_theta;
+};
+
+#if ZT_ZTNB_FLOAT64
+
+using LD = long double;
+constexpr LD R = 0x1p-64L;  // the unit roundoff of long double
+// allowances of glibc's long double functions, relative (lgamma: of max(|lgamma|, 1)):
+// 2 of their ulps for log and log1p, 4 for expm1, 8 for lgamma; tests/loss/
+// test_fused_float64.py measures each against mpmath well within
+constexpr LD FN_LOG = 0x1p-62L;
+constexpr LD FN_EXPM1 = 0x1p-61L;
+constexpr LD FN_LGAMMA = 0x1p-60L;
+constexpr int DIRECT_K_MAX = 16;
+
+// A long double value and a bound on its absolute error, propagated to first order
+// through each operation (a running error analysis): the bound of a result is the
+// operands' bounds times the operation's sensitivity plus its own rounding (R |result|,
+// or the allowance of a library function).
+struct Bounded {
+  LD v, e;
+};
+
+ZT_INLINE Bounded exact(LD v) { return {v, 0.0L}; }
+
+ZT_INLINE Bounded operator+(const Bounded& a, const Bounded& b) {
+  const LD v = a.v + b.v;
+  return {v, a.e + b.e + R * std::fabs(v)};
+}
+
+ZT_INLINE Bounded operator-(const Bounded& a, const Bounded& b) {
+  const LD v = a.v - b.v;
+  return {v, a.e + b.e + R * std::fabs(v)};
+}
+
+ZT_INLINE Bounded operator*(const Bounded& a, const Bounded& b) {
+  const LD v = a.v * b.v;
+  return {v, std::fabs(a.v) * b.e + std::fabs(b.v) * a.e + a.e * b.e + R * std::fabs(v)};
+}
+
+ZT_INLINE Bounded operator/(const Bounded& a, const Bounded& b) {
+  const LD v = a.v / b.v, den = std::fabs(b.v) - b.e;  // |b| >= den over b's interval
+  return {v, den > 0 ? (a.e + std::fabs(v) * b.e) / den + R * std::fabs(v) : INFINITY};
+}
+
+// log1p, log, 1 - e^-x: the function's own allowance plus the input's bound times the
+// largest derivative over the input's interval
+ZT_INLINE Bounded log1p_b(const Bounded& a) {
+  const LD v = std::log1p(a.v), low = 1.0L + a.v - a.e;
+  return {v, FN_LOG * std::fabs(v) + (low > 0 ? a.e / low : INFINITY)};
+}
+
+ZT_INLINE Bounded log_b(const Bounded& a) {
+  const LD v = std::log(a.v), low = a.v - a.e;
+  return {v, FN_LOG * std::fabs(v) + (low > 0 ? a.e / low : INFINITY)};
+}
+
+// (for a >= 0 with a bound below 1/2: e^(e - a) <= (1 - v)(1 + 2e))
+ZT_INLINE Bounded one_minus_exp_neg_b(const Bounded& a) {
+  const LD v = -std::expm1(-a.v);
+  return {v, FN_EXPM1 * v + a.e * (1.0L - v) * (1.0L + 2.0L * a.e)};
+}
+
+// log1p(t) - t for t > -1: its series within |t| <= 1/16 (no cancellation), the
+// difference beyond (at most 33-fold cancellation, which the bound carries)
+constexpr int LOG1PMX_TERMS = 19;  // t^2 .. t^20: the first omitted term is < 2^-66 t^2/2
+
+struct Log1pmxCoefficients {
+  LD c[LOG1PMX_TERMS];  // (-1)^(n+1)/n for n = 2 .. 20
+  constexpr Log1pmxCoefficients() : c() {
+    for (int n = 2; n < LOG1PMX_TERMS + 2; ++n) c[n - 2] = ((n % 2) ? 1.0L : -1.0L) / n;
+  }
+};
+constexpr Log1pmxCoefficients LOG1PMX;
+
+ZT_INLINE Bounded log1pmx_b(const Bounded& t) {
+  if (std::fabs(t.v) > 0.0625L) return log1p_b(t) - t;
+  // its rounding within 4R of the sum (terms falling 16-fold), plus the input's bound
+  // times |d/dt| = |t/(1 + t)| <= 16|t|/15 (interval widened by e)
+  LD acc = LOG1PMX.c[LOG1PMX_TERMS - 1];
+  for (int n = LOG1PMX_TERMS - 2; n >= 0; --n) acc = acc * t.v + LOG1PMX.c[n];
+  const LD v = acc * t.v * t.v;
+  return {v, 4.0L * R * std::fabs(v) + t.e * 1.07L * (std::fabs(t.v) + t.e)};
+}
+
+// lgamma and psi, absolute allowance near their zeros; the input's bound times the
+// derivative's bound |psi(x)| <= |log x| + 1/x, |psi'(x)| <= 1/x + 1/x^2
+ZT_INLINE Bounded lgamma_b(const Bounded& a) {
+  int sign;
+  const LD v = lgammal_r(a.v, &sign);
+  return {v, FN_LGAMMA * (std::fabs(v) + 1.0L) + a.e * (std::fabs(std::log(a.v)) + 1.0L / a.v)};
+}
+
+// psi(x), x > 0: psi(x) = psi(x + m) - sum_{i<m} 1/(x + i) with x + m >= 16, then
+// log z - 1/(2z) - sum_{n=1}^{8} B_2n / (2n z^2n) (first omitted term below 2^-70);
+// allowance 2^-59 of |psi| plus the shift's sum (whose terms it adds with ~2 roundings
+// each)
+ZT_INLINE Bounded digamma_b(const Bounded& a) {
+  LD x = a.v, shift = 0.0L;
+  while (x < 16.0L) {
+    shift += 1.0L / x;
+    x += 1.0L;
+  }
+  const LD z2 = 1.0L / (x * x);
+  const LD series =
+      z2 * (1.0L / 12 -
+            z2 * (1.0L / 120 -
+                  z2 * (1.0L / 252 -
+                        z2 * (1.0L / 240 -
+                              z2 * (1.0L / 132 -
+                                    z2 * (691.0L / 32760 - z2 * (1.0L / 12 - z2 * 3617.0L / 8160)))))));
+  const LD tail = std::log(x) - 0.5L / x - series, v = tail - shift;
+  const LD e = 0x1p-59L * (std::fabs(tail) + 2.0L * shift + 1.0L) +
+               a.e * (1.0L / a.v + 1.0L / (a.v * a.v));
+  return {v, e};
+}
+
+// glibc's long double log, log1p, expm1 or lgamma element by element, for the tests: the
+// result as hi + lo (two doubles)
+inline void long_double_function(int which, const double* x, double* hi, double* lo, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    int sign;
+    const LD a = x[i];
+    const LD v = which == 0 ? std::log(a) : which == 1 ? std::log1p(a)
+                 : which == 2 ? std::expm1(a) : lgammal_r(a, &sign);
+    hi[i] = static_cast<double>(v);
+    lo[i] = static_cast<double>(v - static_cast<LD>(hi[i]));
+  }
+}
+
+// within goal_u u of r (false at NaN, and where r overflows float64)
+ZT_INLINE bool certified(const Bounded& r, LD goal_u) {
+  const LD size = std::fabs(r.v);
+  return size <= static_cast<LD>(DBL_MAX) && r.e <= goal_u * 0x1p-53L * size;
+}
+
+// The loop over [begin, end): results rounded once to float64, flags where the bound does
+// not certify them (within goal_u - 1/2 ulp, so that the rounding stays within the goal).
+inline void ztnb_float64_loop(const double* kp, const double* mp, const double* tp, bool need,
+                              double* vp, double* dmp, double* dtp, ZtnbFloat64Flags& flags,
+                              int64_t begin, int64_t end) {
+  const Bounded one = exact(1.0L);
+  for (int64_t i = begin; i < end; ++i) {
+    const Bounded k = exact(kp[i]), mu = exact(mp[i]), th = exact(tp[i]);
+    const Bounded x = mu / th, lx = log1p_b(x), w = th * lx;
+    const Bounded em1 = one_minus_exp_neg_b(w);
+    // g = lgamma(k + theta) - lgamma(theta), f = psi(k + theta) - psi(theta)
+    Bounded g, f;
+    if (k.v <= DIRECT_K_MAX) {
+      Bounded num = exact(0.0L), den = one;
+      for (int j = 0; j < static_cast<int>(k.v); ++j) {
+        const Bounded t = th + exact(j);
+        num = num * t + den;
+        den = den * t;
+      }
+      g = log_b(den);
+      f = num / den;
+    } else {
+      const Bounded kt = k + th;
+      g = lgamma_b(kt) - lgamma_b(th);
+      f = digamma_b(kt) - digamma_b(th);
+    }
+    // value = k log1p(theta/mu) - g + w + log(1 - e^-w)
+    const Bounded value = ((k * log1p_b(one / x) - g) + w) + log_b(em1);
+    vp[i] = static_cast<double>(value.v);
+    if (!certified(value, 3.0L)) flags.value.push_back(i);
+    if (!need) continue;
+    const Bounded s = th + mu, a = k / s, inv = one / em1;
+    const Bounded d_mu = (a - k / mu) + (th / s) * inv;
+    dmp[i] = static_cast<double>(d_mu.v);
+    if (!certified(d_mu, 15.0L)) flags.d_mu.push_back(i);
+    const Bounded y = mu / s, sx = lx - y;  // s(x) = log1p(x) - x/(1 + x)
+    Bounded d_theta;
+    if (w.v > 1.0L) {
+      // psi(theta) - psi(k + theta) + log1p(k/theta) - log1pmx(t) + s(x)/expm1(w),
+      // t = (k - mu)/(theta + mu): the logs of the digamma difference, k/(theta + mu) and
+      // s(x) cancelled analytically (ztbench.loss.kernels.ztnb)
+      const Bounded t = (k - mu) / s;
+      // s(x)/expm1(w) = s(x) e^-w / (1 - e^-w), e^-w = 1 - em1 (1 - e^-w < 1 - 1/e:
+      // within e-fold of em1's relative bound)
+      d_theta = ((log1p_b(k / th) - f) - log1pmx_b(t)) + sx * (one - em1) * inv;
+    } else {
+      d_theta = (a - f) + sx * inv;
+    }
+    dtp[i] = static_cast<double>(d_theta.v);
+    if (!certified(d_theta, 15.0L)) flags.d_theta.push_back(i);
+  }
+}
+
+#endif
+
+}  // namespace zt
