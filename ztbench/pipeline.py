@@ -64,9 +64,7 @@ BENCH_THREADS = 1
 # candidates are timed.
 BENCH_THROUGHPUT_EXCLUDE = ("*-full", "*/threshold*")
 # The speed goals' own timing: the goals' loss forms and the naive formula, at the size
-# the goals are stated for, on both input kinds, in the suite's dtypes other than float64
-# (the shipped float64 loss runs at a few percent of naive's rate: at this size its rows
-# alone would take minutes, so the goals table takes float64 from the main run)
+# the goals are stated for, on both input kinds, in the suite's dtypes
 GOAL_SPEED_SIZE = 10**6
 GOAL_SPEED_INPUTS = ("realistic", "log-uniform")
 
@@ -285,7 +283,7 @@ def throughput_stage(suite: Suite, out: Path, options: BenchOptions) -> str:
 def _goal_timing(suite: Suite, out: Path, options: BenchOptions, config: TimingConfig) -> str:
     """Time the goals' timed loss forms, naive and naive-float64 at
     ``options.goal_speed_size`` on :data:`GOAL_SPEED_INPUTS`, eager, forward+backward, in
-    the suite's dtypes other than float64, into
+    the suite's dtypes, into
     ``out``/:data:`~ztbench.core.schema.GOAL_THROUGHPUT_DIR`; a note, or "" when there is
     nothing to time."""
     goals = suite.goals
@@ -296,7 +294,7 @@ def _goal_timing(suite: Suite, out: Path, options: BenchOptions, config: TimingC
     # naive-float64 too: the goals table's floor (what float64 internals alone cost)
     floors = {f"{c.split('/')[0]}/naive-float64" for c in chosen}
     chosen += sorted(floors & timed)
-    dtypes = [d for d in suite.dtypes if d != "float64"]
+    dtypes = list(suite.dtypes)
     if not chosen or not dtypes:
         return ""
     where = out / GOAL_THROUGHPUT_DIR

@@ -134,8 +134,7 @@ def speed_goals(results: Results) -> pd.DataFrame:
 
 def _goal_speed_table(results: Results, inputs: str) -> pd.DataFrame:
     """:func:`speed_table` of the goal timing (``results.goal_throughput``) where it has the
-    dtype/device/mode/pass, of the main throughput run elsewhere (e.g. float64, which bench
-    times at its own size only)."""
+    dtype/device/mode/pass, of the main throughput run elsewhere."""
     main = speed_table(results, inputs)
     if results.goal_throughput is None:
         return main
