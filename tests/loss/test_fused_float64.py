@@ -371,3 +371,24 @@ def test_ztnb_thread_count_does_not_change_the_bits() -> None:
     for other in outs[1:]:
         for a, b in zip(outs[0], other, strict=True):
             assert torch.equal(a, b)
+
+
+INVALID = [(0.0, 2.0), (2.5, 2.0), (math.inf, 2.0), (3.0, 0.0), (3.0, math.nan), (3.0, math.inf)]
+
+
+@pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
+@pytest.mark.parametrize(("bad_k", "bad_p"), INVALID)
+def test_float64_invalid_inputs_raise_or_give_nan(family: str, bad_k: float, bad_p: float) -> None:
+    """The float64 fast path checks the inputs in the kernel's own pass; an invalid element
+    sends the call to the general path: NaN there (and only there) with validate=False, a
+    ValueError naming the input with validate=True, as without the kernel."""
+    fn = zt_poisson_nll if family == "ztpoisson" else zt_negbin_nll
+    k = torch.tensor([3.0, bad_k, 5.0], dtype=torch.float64)
+    p = torch.tensor([2.0, bad_p, 4.0], dtype=torch.float64)
+    params = [p] if family == "ztpoisson" else [p, torch.full_like(p, 1.5)]
+    out = fn(k, *params, reduction="none", validate=False)
+    assert torch.isnan(out[1]) and torch.isfinite(out[[0, 2]]).all()
+    clean = fn(k[[0, 2]], *(q[[0, 2]] for q in params), reduction="none")
+    assert torch.equal(out[[0, 2]], clean)
+    with pytest.raises(ValueError, match=r"k |k$|k must|lam|mu"):
+        fn(k, *params, reduction="none", validate=True)

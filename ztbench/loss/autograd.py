@@ -184,6 +184,11 @@ class ZTLoss(torch.autograd.Function):
                 note(path)
                 return (fast[0], *fast[1])
             path = Path.EAGER_SCREENED  # an invalid element: raise, or NaN there
+        if path is Path.EAGER_REFINED and not compiling:
+            fast64 = eager.forward_float64(family, spec.full, need, k, params, is_log, mask)
+            if fast64 is not None:
+                note(path)
+                return (fast64[0], *fast64[1])
         if not compiling:
             note(path)
         k64, p64, run, keep = eager.prepare_inputs(k, mask, params, is_log)

@@ -53,6 +53,7 @@ __all__ = [
     "extremes",
     "fill_not_computed",
     "forward_float32",
+    "forward_float64",
     "full_form",
     "indexed",
     "prepare_inputs",
@@ -260,6 +261,32 @@ def forward_float32(family: str, full: bool, need: bool, out_dtype: torch.dtype,
     return value.reshape(shape), [d.reshape(shape) for d in derivs]
 
 
+def forward_float64(family: str, full: bool, need: bool, k: Tensor, params: tuple[Tensor, ...],
+                    is_log: tuple[bool, ...],
+                    mask: Tensor | None) -> tuple[Tensor, list[Tensor]] | None:  # fmt: skip
+    """The eager forward for float64 natural parameters on the CPU, each of k's shape,
+    without a mask: (float64 value, float64 derivatives) by the family's fused float64
+    kernel, which checks the inputs in its own pass (no boolean temporaries, no float64
+    copies), then :func:`refined`'s refinement of the elements it flags. None where that
+    does not apply (other inputs, the kernel not available) or an input is invalid: the
+    general path (``Path.EAGER_REFINED``) then raises or puts NaN there."""
+    if mask is not None or any(is_log) or k.device.type != "cpu":
+        return None
+    if any(p.dtype != F64 or p.device != k.device or p.shape != k.shape for p in params):
+        return None
+    k64 = k.to(F64)
+    if family == "ztpoisson":
+        res = _ztp_fused_float64(need, k64, params[0])
+    else:
+        res = _ztnb_fused_float64(need, k64, *params)
+    if res is None:
+        return None
+    value, *derivs = res
+    if full:
+        value = full_form(family, k64, list(params), value, True)  # type: ignore[arg-type]
+    return value, (derivs if need else [])  # type: ignore[return-value]
+
+
 # the largest natural parameter the float32 fast path takes from a log-parameter (exp in
 # float64 of a float32 log-parameter stays inside float32's range, so every float64
 # term of the plain formulas stays finite, see ztbench.loss.screened)
@@ -339,16 +366,16 @@ def _ztp_fused_float64(need: bool, k: Tensor, lam: Tensor) -> list[Tensor | None
     """:func:`refined` for ZTP by the fused float64 kernel (:func:`fused.ztp_float64`):
     its certified results, the double-double ones (:mod:`ztbench.loss.dd.ztp`) where it
     flags an element, and the careful kernel's path on the elements outside its range.
-    None where the kernel is not built."""
+    None where the kernel is not built or an input is invalid."""
     shape = k.shape
     kf, lf = k.reshape(-1).contiguous(), lam.reshape(-1).contiguous()
     out = fused.ztp_float64(kf, lf, need)
-    if out is None:
+    if not out:  # not built, or an invalid input
         return None
     value, d_lam, open_v, open_d, outside = out
-    value = replace_at(value, open_v, dd_ztp.ztp_value_dd, kf, lf)
+    value = replace_at(value, open_v, dd_ztp.ztp_value_dd, kf, lf, copy=False)
     if need:
-        d_lam = replace_at(d_lam, open_d, dd_ztp.ztp_grad_dd, kf, lf)
+        d_lam = replace_at(d_lam, open_d, dd_ztp.ztp_grad_dd, kf, lf, copy=False)
     if outside.numel():
         sub = _careful_refined("ztpoisson", need, kf[outside], lf[outside])
         value.index_copy_(0, outside, sub[0])  # type: ignore[arg-type]
@@ -362,11 +389,11 @@ def _ztnb_fused_float64(need: bool, k: Tensor, mu: Tensor,
     """:func:`refined` for ZTNB by the fused float64 kernel (:func:`fused.ztnb_float64`):
     its certified results, the double-double ones (:func:`refine_ztnb_at`) at each output
     it flags, and the careful kernels' path (:func:`_careful_refined`) where those do not
-    apply. None where the kernel is not available."""
+    apply. None where the kernel is not available or an input is invalid."""
     shape = k.shape
     cols = [t.reshape(-1).contiguous() for t in (k, mu, theta)]
     out = fused.ztnb_float64(*cols, need)
-    if out is None:
+    if not out:  # not available, or an invalid input
         return None
     outputs, flagged = out[: 3 if need else 1], out[3:]
     rest = refine_ztnb_at(*cols, outputs, flagged)

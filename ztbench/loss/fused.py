@@ -156,10 +156,10 @@ def _series() -> tuple[Tensor, Tensor]:
 
 def ztp_float64(k: Tensor, lam: Tensor, need: bool) -> list[Tensor] | None:
     """The float64 ZTP kernel (``csrc/ztp_float64.h``) on 1-D contiguous float64 CPU
-    tensors of valid inputs: [value, d/dlam (empty without ``need``), positions whose
-    value is not certified, positions whose d/dlam is not certified, positions outside
-    the kernel's range (lam outside [2^-500, 2^500], k >= 2^53)]; None where the fused
-    kernel is not built."""
+    tensors: [value, d/dlam (empty without ``need``), positions whose value is not
+    certified, positions whose d/dlam is not certified, positions outside the kernel's
+    range (lam outside [2^-500, 2^500], k >= 2^53)]; [] where an input is invalid (k not
+    an integer >= 1, lam not finite and > 0); None where the fused kernel is not built."""
     mod = load()
     if mod is None:
         return None
@@ -169,9 +169,9 @@ def ztp_float64(k: Tensor, lam: Tensor, need: bool) -> list[Tensor] | None:
 
 def ztnb_float64(k: Tensor, mu: Tensor, theta: Tensor, need: bool) -> list[Tensor] | None:
     """The float64 ZTNB kernel (``csrc/ztnb_float64.h``) on 1-D contiguous float64 CPU
-    tensors of valid inputs: [value, d/dmu, d/dtheta (both empty without ``need``),
-    positions whose value, d/dmu, d/dtheta is not certified]; None where the fused kernel
-    is not built or has no extended precision on this platform."""
+    tensors: [value, d/dmu, d/dtheta (both empty without ``need``), positions whose value,
+    d/dmu, d/dtheta is not certified]; [] where an input is invalid; None where the fused
+    kernel is not built or has no extended precision on this platform."""
     mod = load()
     if mod is None or not mod.ztnb_float64_available:
         return None

@@ -102,12 +102,12 @@ def replace_flagged(out: Tensor, flag: Tensor, fn, *args: Tensor,  # type: ignor
 
 def replace_at(out: Tensor, idx: Tensor, fn, *args: Tensor,  # type: ignore[no-untyped-def]
                last_resort: LastResort | None = None,
-               goal: lr.Goal = lr.FLOAT64) -> Tensor:  # fmt: skip
+               goal: lr.Goal = lr.FLOAT64, copy: bool = True) -> Tensor:  # fmt: skip
     """:func:`replace_flagged` at the flat positions ``idx`` (int64) of the flagged
-    elements."""
+    elements; ``copy=False`` writes into ``out`` itself (contiguous)."""
     if not idx.numel():
         return out
-    flat = out.clone().reshape(-1)
+    flat = (out.clone() if copy else out).reshape(-1)
     sub = [a.reshape(-1)[idx] for a in args]
     if last_resort is not None and idx.numel() <= DECIMAL_MAX:
         # a few elements: the certified decimal evaluation costs less than the

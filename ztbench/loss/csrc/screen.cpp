@@ -305,7 +305,8 @@ Tensor joined_positions(const std::vector<Flags>& flags, std::vector<int64_t> Fl
 // (value, d/dlam (empty without need), positions whose value is not certified, positions
 // whose d/dlam is not certified, positions outside the kernel's range): the float64 ZTP
 // kernel of ztp_float64.h on float64 k and lam; log_table (3, LOG_TABLE_SIZE): r, hi, lo;
-// h and q: the series' coefficients (ZtpFloat64Constants).
+// h and q: the series' coefficients (ZtpFloat64Constants). An empty list where an input
+// is invalid.
 std::vector<Tensor> ztp_float64(const Tensor& k, const Tensor& lam, bool need,
                                 const Tensor& log_table, const Tensor& h, const Tensor& q) {
   for (const auto* t : {&k, &lam, &log_table, &h, &q}) {
@@ -332,6 +333,9 @@ std::vector<Tensor> ztp_float64(const Tensor& k, const Tensor& lam, bool need,
   for_chunks(n, [&](int64_t c_, int64_t begin, int64_t end) {
     ztp_float64_loop(kp, lp, need, c, vp, dp, flags[c_], begin, end);
   });
+  for (const auto& f : flags) {
+    if (!f.valid) return {};
+  }
   std::vector<Tensor> out{value, d};
   for (auto list : {&ZtpFloat64Flags::value, &ZtpFloat64Flags::grad, &ZtpFloat64Flags::outside}) {
     out.push_back(joined_positions(flags, list));
@@ -368,8 +372,9 @@ Tensor elementwise(const std::string& name, const Tensor& x) {
 }
 
 // (value, d/dmu, d/dtheta (empty without need), positions whose value, d/dmu, d/dtheta is
-// not certified): the float64 ZTNB kernel of ztnb_float64.h on float64 k, mu, theta (valid
-// inputs); an empty list where it is not built in (ZTNB_FLOAT64_AVAILABLE).
+// not certified): the float64 ZTNB kernel of ztnb_float64.h on float64 k, mu, theta; an
+// empty list where an input is invalid or the kernel is not built in
+// (ZTNB_FLOAT64_AVAILABLE).
 std::vector<Tensor> ztnb_float64(const Tensor& k, const Tensor& mu, const Tensor& theta,
                                  bool need) {
   for (const auto* t : {&k, &mu, &theta}) {
@@ -394,6 +399,9 @@ std::vector<Tensor> ztnb_float64(const Tensor& k, const Tensor& mu, const Tensor
     ztnb_float64_loop(kp, mp, tp, need, vp, dmp, dtp, flags[c], begin, end);
   });
 #endif
+  for (const auto& f : flags) {
+    if (!f.valid) return {};
+  }
   std::vector<Tensor> out{value, d_mu, d_theta};
   for (auto list : {&ZtnbFloat64Flags::value, &ZtnbFloat64Flags::d_mu, &ZtnbFloat64Flags::d_theta}) {
     out.push_back(joined_positions(flags, list));

@@ -16,7 +16,8 @@
 // absolutely near their zeros. The value is
 // certified where the bound is <= 3u|value| (with the rounding to float64, within 4 ulp),
 // each derivative where it is <= 15u|d| (16 ulp); u = 2^-53. Flagged elements go to the
-// pure-torch careful kernels and their double-double refinement.
+// pure-torch careful kernels and their double-double refinement. It checks the loss's
+// validity rules in the same pass and stops at an invalid element.
 //
 // For k <= DIRECT_K_MAX, lgamma(k + theta) - lgamma(theta) = log(prod_{i<k} (theta + i))
 // and psi(k + theta) - psi(theta) = sum_{i<k} 1/(theta + i), kept as one fraction num/den
@@ -46,9 +47,11 @@ namespace zt {
 
 constexpr bool ZTNB_FLOAT64_AVAILABLE = ZT_ZTNB_FLOAT64;
 
-// positions of the elements whose value, d/dmu or d/dtheta is not certified
+// positions of the elements whose value, d/dmu or d/dtheta is not certified; valid: false
+// once an input is invalid (the loop then stops)
 struct ZtnbFloat64Flags {
   std::vector<int64_t> value, d_mu, d_theta;
+  bool valid = true;
 };
 
 #if ZT_ZTNB_FLOAT64
@@ -191,7 +194,14 @@ inline void ztnb_float64_loop(const double* kp, const double* mp, const double* 
                               int64_t begin, int64_t end) {
   const Bounded one = exact(1.0L);
   for (int64_t i = begin; i < end; ++i) {
-    const Bounded k = exact(kp[i]), mu = exact(mp[i]), th = exact(tp[i]);
+    // the loss's validity rules: k an integer >= 1, finite; mu, theta finite and > 0
+    const double kd = kp[i], md = mp[i], td = tp[i];
+    if (!(kd >= 1.0 && kd == std::floor(kd) && kd < INFINITY && md > 0.0 && md < INFINITY &&
+          td > 0.0 && td < INFINITY)) {
+      flags.valid = false;
+      return;
+    }
+    const Bounded k = exact(kd), mu = exact(md), th = exact(td);
     const Bounded x = mu / th, lx = log1p_b(x), w = th * lx;
     const Bounded em1 = one_minus_exp_neg_b(w);
     // g = lgamma(k + theta) - lgamma(theta), f = psi(k + theta) - psi(theta)

@@ -26,8 +26,9 @@
 // E <= 3u|value| (with the final rounding, within 4 ulp), d/dlam where E <= 15u|d/dlam|
 // (16 ulp); u = 2^-53. Flagged elements go to the double-double refinement
 // (ztbench/loss/dd/ztp.py); lam outside [2^-500, 2^500] and k >= 2^53 are left to the
-// pure-torch kernels. tests/loss/test_fused.py measures log_dd against mpmath and holds
-// the certified results to their goals.
+// pure-torch kernels. It checks the loss's validity rules in the same pass and stops at an
+// invalid element. tests/loss/test_fused_float64.py measures log_dd against mpmath and
+// holds the certified results to their goals.
 #pragma once
 
 #include <cmath>
@@ -194,9 +195,10 @@ struct ZtpFloat64Constants {
 };
 
 // positions of the elements whose value or d/dlam is not certified, and of those outside
-// the kernel's range
+// the kernel's range; valid: false once an input is invalid (the loop then stops)
 struct ZtpFloat64Flags {
   std::vector<int64_t> value, grad, outside;
+  bool valid = true;
 };
 
 ZT_INLINE void push_lanes(std::vector<int64_t>& to, int64_t i, Lanes bits) {
@@ -227,6 +229,13 @@ ZT_FLATTEN inline void ztp_float64_loop(const double* kp, const double* lp, bool
     const int count = static_cast<int>(std::min<int64_t>(L, end - i));
     const Lanes present = first_lanes(count);
     V k = V::loadu(kp + i, count), lam = V::loadu(lp + i, count);
+    // the loss's validity rules: k an integer >= 1, finite; lam finite and > 0
+    const V ok = (k >= one) & (k == k.floor()) & (k < V(INFINITY)) & (lam > zero) &
+                 (lam < V(INFINITY));
+    if (false_lanes(ok) & present) {
+      flags.valid = false;
+      return;
+    }
     const V inside = (lam >= V(0x1p-500)) & (lam <= V(0x1p500)) & (k < V(0x1p53));
     lam = V::blendv(one, lam, inside);  // (a safe stand-in where outside)
     k = V::blendv(one, k, inside);
