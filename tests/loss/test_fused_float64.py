@@ -155,24 +155,31 @@ def test_bound_is_sharp_on_realistic_inputs() -> None:
     assert out[2].numel() / k.size < 1e-3 and out[3].numel() / k.size < 1e-3
 
 
+def _count_kernel_calls(monkeypatch, name: str, kernel: bool) -> list[int]:  # type: ignore[no-untyped-def]
+    """The sizes of the calls of ``fused.<name>`` that ran the kernel; without ``kernel``,
+    the fused library is made unavailable first."""
+    calls: list[int] = []
+    real = getattr(fused, name)
+
+    def spy(k, *rest):  # type: ignore[no-untyped-def]
+        out = real(k, *rest)
+        if out:
+            calls.append(k.numel())
+        return out
+
+    monkeypatch.setattr(fused, name, spy)
+    if not kernel:
+        monkeypatch.setattr(fused, "load", lambda verbose=False: None)
+    return calls
+
+
 @pytest.mark.parametrize("kernel", [True, False], ids=["fused", "pure-torch"])
 def test_loss_in_float64_meets_the_goals(kernel: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The public loss in float64 (value and d/dlam by autograd) against mpmath, with the
     fused kernel (where it is built) and without it."""
     if kernel and not ACTIVE:
         pytest.skip(f"fused kernel: {fused.status().reason}")
-    calls: list[int] = []
-    real = fused.ztp_float64
-
-    def spy(k, lam, need):  # type: ignore[no-untyped-def]
-        out = real(k, lam, need)
-        if out is not None:
-            calls.append(k.numel())
-        return out
-
-    monkeypatch.setattr(fused, "ztp_float64", spy)
-    if not kernel:
-        monkeypatch.setattr(fused, "load", lambda verbose=False: None)
+    calls = _count_kernel_calls(monkeypatch, "ztp_float64", kernel)
     k, lam_np = _points(47, 400)
     lam = torch.tensor(lam_np, requires_grad=True)
     with recording() as ran:
@@ -201,22 +208,29 @@ def test_elements_outside_the_kernels_range() -> None:
     assert ev.max() <= VALUE_GOAL and ed.max() <= GRAD_GOAL, (ev, ed)
 
 
-@needs_fused
-def test_thread_count_does_not_change_the_bits() -> None:
-    k, lam = _points(5, 50_000)
+def _same_bits_at_1_2_3_threads(run) -> None:  # type: ignore[no-untyped-def]
+    """run() (a kernel call) gives the same tensors at 1, 2 and 3 threads: the kernels run
+    chunks of 2^15 elements on torch's threads, and which thread takes a chunk changes
+    neither its bits nor the order of the flagged positions."""
     threads = torch.get_num_threads()
     outs = []
     try:
         for n in (1, 2, 3):
             torch.set_num_threads(n)
-            out = fused.ztp_float64(torch.tensor(k), torch.tensor(lam), True)
-            assert out is not None
+            out = run()
+            assert out
             outs.append(out)
     finally:
         torch.set_num_threads(threads)
     for other in outs[1:]:
         for a, b in zip(outs[0], other, strict=True):
             assert torch.equal(a, b)
+
+
+@needs_fused
+def test_thread_count_does_not_change_the_bits() -> None:
+    k, lam = (torch.tensor(a) for a in _points(5, 50_000))
+    _same_bits_at_1_2_3_threads(lambda: fused.ztp_float64(k, lam, True))
 
 
 # ---------------------------------------------------------------------------- ZTNB
@@ -330,18 +344,7 @@ def test_ztnb_loss_in_float64_meets_the_goals(kernel: bool, monkeypatch) -> None
     the fused kernel (where it is built) and without it, the hard crossings included."""
     if kernel and not ZTNB_ACTIVE:
         pytest.skip("no fused float64 ZTNB kernel here")
-    calls: list[int] = []
-    real = fused.ztnb_float64
-
-    def spy(k, mu, theta, need):  # type: ignore[no-untyped-def]
-        out = real(k, mu, theta, need)
-        if out is not None:
-            calls.append(k.numel())
-        return out
-
-    monkeypatch.setattr(fused, "ztnb_float64", spy)
-    if not kernel:
-        monkeypatch.setattr(fused, "load", lambda verbose=False: None)
+    calls = _count_kernel_calls(monkeypatch, "ztnb_float64", kernel)
     k, mu_np, th_np = _nb_points(29, 150)
     mu, theta = (torch.tensor(a, requires_grad=True) for a in (mu_np, th_np))
     with recording() as ran:
@@ -358,19 +361,7 @@ def test_ztnb_loss_in_float64_meets_the_goals(kernel: bool, monkeypatch) -> None
 @needs_ztnb
 def test_ztnb_thread_count_does_not_change_the_bits() -> None:
     k, mu, theta = (torch.tensor(a) for a in _nb_points(7, 40_000))
-    threads = torch.get_num_threads()
-    outs = []
-    try:
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            out = fused.ztnb_float64(k, mu, theta, True)
-            assert out is not None
-            outs.append(out)
-    finally:
-        torch.set_num_threads(threads)
-    for other in outs[1:]:
-        for a, b in zip(outs[0], other, strict=True):
-            assert torch.equal(a, b)
+    _same_bits_at_1_2_3_threads(lambda: fused.ztnb_float64(k, mu, theta, True))
 
 
 INVALID = [(0.0, 2.0), (2.5, 2.0), (math.inf, 2.0), (3.0, 0.0), (3.0, math.nan), (3.0, math.inf)]
