@@ -8,8 +8,8 @@ benchmark: the benchmark's candidates import it.
 - :mod:`.kernels`: the careful kernels, each formula written once over a dispatcher
   (:mod:`.dispatch`).
 - :mod:`.paths`: the seven forward paths (one ``Path`` enum) and ``choose_path``.
-- :mod:`.fused`: the float32 screen as one C++ loop that torch builds (``status()``
-  says whether it is active; otherwise the pure-torch screen runs).
+- :mod:`.fused`: the float32 screen and the float64 kernels as C++ loops that torch
+  builds (``status()`` says whether they are active; otherwise the pure-torch paths run).
 - :mod:`.eager`: the eager computations (the float32 screen of :mod:`.screened`, the
   careful kernels in chunks, the refined kernels).
 - :mod:`.refine`: the float64 refinement entry points (double-double, :mod:`.dd`), the

@@ -18,8 +18,9 @@ capability torch runs with, the first time it is needed, in torch's extension ca
 the built library. ``make install`` builds it (by calling :func:`status`).
 
 Where it cannot be built (no C++ compiler, an unsupported platform) the loss uses the
-pure-torch screen, with the same accuracy, after one warning. ``ZTBENCH_FUSED=0`` turns
-the fused kernel off. :func:`status` tells which path is active and why.
+pure-torch screen and careful kernels, with the same accuracy, after one warning.
+``ZTBENCH_FUSED=0`` turns the fused kernels off. :func:`status` tells which path is
+active and why.
 """
 
 from __future__ import annotations
@@ -98,12 +99,12 @@ def load(verbose: bool = False) -> ModuleType | None:
 
         flags = ["-O3", "-ffp-contract=off", *_FLAGS.get(cap, _DEFAULT_FLAGS)]
         _loaded = build(_name(cap), [str(_SOURCE)], extra_cflags=flags, verbose=verbose)
-    except Exception as exc:  # no compiler, a failed build: the pure-torch screen
+    except Exception as exc:  # no compiler, a failed build: the pure-torch paths
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         _failure = f"could not be built ({first[:200]})"
         warnings.warn(
-            f"ztbench.loss: the fused float32 kernel {_failure}; using the pure-torch "
-            "screen (same accuracy, slower)",
+            f"ztbench.loss: the fused kernels {_failure}; using the pure-torch "
+            "screen and kernels (same accuracy, slower)",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -122,7 +123,7 @@ active._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def status() -> FusedStatus:
-    """Which float32 screen is active (builds the fused kernel if it was not tried yet)."""
+    """Whether the fused kernels are active (builds them if that was not tried yet)."""
     cap = _capability()
     if load() is not None:
         return FusedStatus(True, cap, f"fused kernel built for {cap}")
