@@ -275,10 +275,7 @@ def forward_float64(family: str, full: bool, need: bool, k: Tensor, params: tupl
     if any(p.dtype != F64 or p.device != k.device or p.shape != k.shape for p in params):
         return None
     k64 = k.to(F64)
-    if family == "ztpoisson":
-        res = _ztp_fused_float64(need, k64, params[0])
-    else:
-        res = _ztnb_fused_float64(need, k64, *params)
+    res = _fused_float64(family, need, k64, *params)
     if res is None:
         return None
     value, *derivs = res
@@ -334,14 +331,11 @@ def refined(family: str, need: bool, k: Tensor, *params: Tensor,
             scale: float = 1.0) -> list[Tensor | None]:  # fmt: skip
     """``EAGER_REFINED``: the careful kernel, each branch on its own elements, then the
     double-double refinement of the float64 results where they cancel (``scale``: of the
-    cancel factors, :func:`~ztbench.loss.refine.refine_float64`). Float64 ZTP results
-    (``scale`` 1) on the CPU come from the fused float64 kernel where it is built
-    (:func:`_ztp_fused_float64`)."""
+    cancel factors, :func:`~ztbench.loss.refine.refine_float64`). Float64 results
+    (``scale`` 1) on the CPU come from the family's fused float64 kernel where it is
+    available (:func:`_fused_float64`)."""
     if scale == 1.0 and k.device.type == "cpu":
-        if family == "ztpoisson":
-            out = _ztp_fused_float64(need, k, params[0])
-        else:
-            out = _ztnb_fused_float64(need, k, *params)
+        out = _fused_float64(family, need, k, *params)
         if out is not None:
             return out
     return _careful_refined(family, need, k, *params, scale=scale)
@@ -362,6 +356,27 @@ def _careful_refined(family: str, need: bool, k: Tensor, *params: Tensor,
     return in_chunks(kernel_and_refinement, need, k, *params)
 
 
+def _fused_float64(family: str, need: bool, k: Tensor,
+                   *params: Tensor) -> list[Tensor | None] | None:  # fmt: skip
+    """:func:`refined` by the family's fused float64 kernel (float64 CPU inputs of one
+    shape); None where it is not available or an input is invalid."""
+    if family == "ztpoisson":
+        return _ztp_fused_float64(need, k, params[0])
+    return _ztnb_fused_float64(need, k, *params)
+
+
+def _careful_at(family: str, need: bool, cols: list[Tensor], idx: Tensor,
+                outputs: list[Tensor]) -> None:  # fmt: skip
+    """Overwrite the flat ``outputs`` (the value, then the derivatives when ``need``) at
+    the positions ``idx`` with :func:`_careful_refined` of the flat inputs ``cols``
+    there."""
+    if not idx.numel():
+        return
+    sub = _careful_refined(family, need, *(c[idx] for c in cols))
+    for full, part in zip(outputs, sub, strict=False):
+        full.index_copy_(0, idx, part)  # type: ignore[arg-type]
+
+
 def _ztp_fused_float64(need: bool, k: Tensor, lam: Tensor) -> list[Tensor | None] | None:
     """:func:`refined` for ZTP by the fused float64 kernel (:func:`fused.ztp_float64`):
     its certified results, the double-double ones (:mod:`ztbench.loss.dd.ztp`) where it
@@ -376,11 +391,7 @@ def _ztp_fused_float64(need: bool, k: Tensor, lam: Tensor) -> list[Tensor | None
     value = replace_at(value, open_v, dd_ztp.ztp_value_dd, kf, lf, copy=False)
     if need:
         d_lam = replace_at(d_lam, open_d, dd_ztp.ztp_grad_dd, kf, lf, copy=False)
-    if outside.numel():
-        sub = _careful_refined("ztpoisson", need, kf[outside], lf[outside])
-        value.index_copy_(0, outside, sub[0])  # type: ignore[arg-type]
-        if need:
-            d_lam.index_copy_(0, outside, sub[1])  # type: ignore[arg-type]
+    _careful_at("ztpoisson", need, [kf, lf], outside, [value, d_lam] if need else [value])
     return [value.reshape(shape), d_lam.reshape(shape) if need else None]
 
 
@@ -396,10 +407,6 @@ def _ztnb_fused_float64(need: bool, k: Tensor, mu: Tensor,
     if not out:  # not available, or an invalid input
         return None
     outputs, flagged = out[: 3 if need else 1], out[3:]
-    rest = refine_ztnb_at(*cols, outputs, flagged)
-    if rest.numel():
-        sub = _careful_refined("ztnb", need, *(c[rest] for c in cols))
-        for full, part in zip(outputs, sub, strict=False):
-            full.index_copy_(0, rest, part)  # type: ignore[arg-type]
+    _careful_at("ztnb", need, cols, refine_ztnb_at(*cols, outputs, flagged), outputs)
     results: list[Tensor | None] = [t.reshape(shape) for t in outputs]
     return results if need else [*results, None, None]

@@ -11,11 +11,12 @@
   its derivatives in the x87 extended format (11 bits more than float64), certified
   likewise or flagged for the careful kernels and their refinement; built in where long
   double has a 64-bit significand and glibc is there.
- torch builds it
-(``torch.utils.cpp_extension``, with torch's own headers and SLEEF) for the CPU
-capability torch runs with, the first time it is needed, in torch's extension cache
-(``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes load
-the built library. ``make install`` builds it (by calling :func:`status`).
+
+torch builds them as one library (``torch.utils.cpp_extension``, with torch's own headers
+and SLEEF) for the CPU capability torch runs with, the first time it is needed, in
+torch's extension cache (``$TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``); later processes load the built library. ``make install``
+builds it (by calling :func:`status`).
 
 Where it cannot be built (no C++ compiler, an unsupported platform) the loss uses the
 pure-torch screen and careful kernels, with the same accuracy, after one warning.

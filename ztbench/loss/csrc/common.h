@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace zt {
 // the small vector helpers inlined into the loops (GCC and Clang: an out-of-line call
@@ -171,6 +172,27 @@ ZT_INLINE V load(const T* p, int64_t i, int count) {
     for (int j = 0; j < L; ++j) buf[j] = static_cast<double>(p[i + (j < count ? j : 0)]);
   }
   return V::loadu(buf);
+}
+
+// i + j for each bit j set in bits, appended to `to` (the positions of a step's lanes)
+ZT_INLINE void push_lanes(std::vector<int64_t>& to, int64_t i, Lanes bits) {
+  for (int j = 0; bits; ++j, bits >>= 1) {
+    if (bits & 1) to.push_back(i + j);
+  }
+}
+
+// The eager path's validity rules (ztbench/loss/validation.py, eager.screened_kernel):
+// k an integer >= 1, finite; a natural parameter finite and > 0; exp of a log-parameter
+// > 0 and < 2^128 (eager.NAT_MAX). Every lane is checked: load() repeats element 0 past
+// the end.
+ZT_INLINE bool valid_k(V k) {
+  const V ok = (k >= V(1.0)) & (k == k.floor()) & (k < V(INFINITY));
+  return false_lanes(ok) == 0;
+}
+
+ZT_INLINE bool valid_param(V p, bool is_log) {
+  const V ok = (p > V(0.0)) & (p < V(is_log ? 0x1p128 : INFINITY));
+  return false_lanes(ok) == 0;
 }
 
 // Chunks of 2^15 elements (a multiple of L), small enough to stay in cache.

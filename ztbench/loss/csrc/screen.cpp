@@ -14,9 +14,9 @@
 // Compiled with -ffp-contract=off: the bound's error model is that of separately rounded
 // operations.
 //
-// The vector primitives (log, log1p, digamma) are in common.h; the float64 ZTP kernel
-// (the shipped loss's float64 CPU path) is in ztp_float64.h. Both are included here: one
-// translation unit, one build.
+// The vector primitives (log, log1p, digamma) are in common.h; the float64 kernels (the
+// shipped loss's float64 CPU paths) are in ztp_float64.h and ztnb_float64.h. All are
+// included here: one translation unit, one build.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -93,24 +93,7 @@ ZT_INLINE void store(Out& o, int64_t i, int count, V value, const V* d, int nd, 
   }
   for (int q = 0; q < nd; ++q) narrow(d[q], o.d[q] + i, count);
   // a bit per lane not certified (margin > 0 or NaN)
-  const Lanes open = false_lanes(mg <= V(0.0)) & first_lanes(count);
-  if (open == 0) return;
-  for (int j = 0; j < count; ++j) {
-    if (open & (Lanes{1} << j)) o.rejected->push_back(i + j);
-  }
-}
-
-// The eager path's validity rules (ztbench/loss/validation.py, eager.screened_kernel):
-// k an integer >= 1, finite; a natural parameter finite and > 0; exp of a log-parameter
-// > 0 and < 2^128 (eager.NAT_MAX). Lanes past the end repeat element 0.
-ZT_INLINE bool valid_k(V k) {
-  const V ok = (k >= V(1.0)) & (k == k.floor()) & (k < V(INFINITY));
-  return false_lanes(ok) == 0;
-}
-
-ZT_INLINE bool valid_param(V p, bool is_log) {
-  const V ok = (p > V(0.0)) & (p < V(is_log ? 0x1p128 : INFINITY));
-  return false_lanes(ok) == 0;
+  push_lanes(*o.rejected, i, false_lanes(mg <= V(0.0)) & first_lanes(count));
 }
 
 template <typename KT>
@@ -290,16 +273,34 @@ std::vector<Tensor> ztp_screen(const Tensor& k, const Tensor& lam, bool log_lam,
   return finish(o, keep, rejected);
 }
 
-// The positions in one list of each chunk's flags (list: a member pointer), in chunk order,
-// as an int64 tensor.
+// The float64 kernels' result: ``outputs``, then for each list (a member pointer of the
+// chunks' Flags) its positions joined in chunk order as an int64 tensor; an empty list
+// where a chunk met an invalid input.
 template <typename Flags>
-Tensor joined_positions(const std::vector<Flags>& flags, std::vector<int64_t> Flags::*list) {
-  int64_t m = 0;
-  for (const auto& f : flags) m += static_cast<int64_t>((f.*list).size());
-  Tensor pos = at::empty({m}, at::TensorOptions().dtype(at::kLong));
-  int64_t* p = pos.data_ptr<int64_t>();
-  for (const auto& f : flags) p = std::copy((f.*list).begin(), (f.*list).end(), p);
-  return pos;
+std::vector<Tensor> with_positions(std::vector<Tensor> outputs, const std::vector<Flags>& flags,
+                                   std::initializer_list<std::vector<int64_t> Flags::*> lists) {
+  for (const auto& f : flags) {
+    if (!f.valid) return {};
+  }
+  for (const auto list : lists) {
+    int64_t m = 0;
+    for (const auto& f : flags) m += static_cast<int64_t>((f.*list).size());
+    Tensor pos = at::empty({m}, at::TensorOptions().dtype(at::kLong));
+    int64_t* p = pos.data_ptr<int64_t>();
+    for (const auto& f : flags) p = std::copy((f.*list).begin(), (f.*list).end(), p);
+    outputs.push_back(pos);
+  }
+  return outputs;
+}
+
+// The log table of ztp_float64.h from its (3, LOG_TABLE_SIZE) float64 tensor: r, hi, lo.
+LogTable log_table_of(const Tensor& table) {
+  TORCH_CHECK(table.device().is_cpu() && table.is_contiguous() &&
+                  table.scalar_type() == at::kDouble && table.dim() == 2 &&
+                  table.size(0) == 3 && table.size(1) == LOG_TABLE_SIZE,
+              "log_table: a contiguous (3, ", LOG_TABLE_SIZE, ") float64 CPU tensor");
+  const double* tab = table.data_ptr<double>();
+  return {tab, tab + LOG_TABLE_SIZE, tab + 2 * LOG_TABLE_SIZE};
 }
 
 // (value, d/dlam (empty without need), positions whose value is not certified, positions
@@ -315,11 +316,8 @@ std::vector<Tensor> ztp_float64(const Tensor& k, const Tensor& lam, bool need,
   }
   TORCH_CHECK(k.dim() == 1 && lam.dim() == 1 && k.numel() == lam.numel(),
               "k, lam: 1-D, one length");
-  TORCH_CHECK(log_table.dim() == 2 && log_table.size(0) == 3 &&
-                  log_table.size(1) == LOG_TABLE_SIZE, "log_table: (3, ", LOG_TABLE_SIZE, ")");
   TORCH_CHECK(h.numel() >= 2 && q.numel() >= 1, "h, q: the series' coefficients");
-  const double* tab = log_table.data_ptr<double>();
-  const ZtpFloat64Constants c{{tab, tab + LOG_TABLE_SIZE, tab + 2 * LOG_TABLE_SIZE},
+  const ZtpFloat64Constants c{log_table_of(log_table),
                               h.data_ptr<double>(), static_cast<int>(h.numel()),
                               q.data_ptr<double>(), static_cast<int>(q.numel())};
   const auto n = k.numel();
@@ -333,14 +331,8 @@ std::vector<Tensor> ztp_float64(const Tensor& k, const Tensor& lam, bool need,
   for_chunks(n, [&](int64_t c_, int64_t begin, int64_t end) {
     ztp_float64_loop(kp, lp, need, c, vp, dp, flags[c_], begin, end);
   });
-  for (const auto& f : flags) {
-    if (!f.valid) return {};
-  }
-  std::vector<Tensor> out{value, d};
-  for (auto list : {&ZtpFloat64Flags::value, &ZtpFloat64Flags::grad, &ZtpFloat64Flags::outside}) {
-    out.push_back(joined_positions(flags, list));
-  }
-  return out;
+  return with_positions({value, d}, flags,
+                        {&ZtpFloat64Flags::value, &ZtpFloat64Flags::grad, &ZtpFloat64Flags::outside});
 }
 
 // The kernel's own digamma, log or log1p element by element (float64 in and out), for
@@ -399,25 +391,17 @@ std::vector<Tensor> ztnb_float64(const Tensor& k, const Tensor& mu, const Tensor
     ztnb_float64_loop(kp, mp, tp, need, vp, dmp, dtp, flags[c], begin, end);
   });
 #endif
-  for (const auto& f : flags) {
-    if (!f.valid) return {};
-  }
-  std::vector<Tensor> out{value, d_mu, d_theta};
-  for (auto list : {&ZtnbFloat64Flags::value, &ZtnbFloat64Flags::d_mu, &ZtnbFloat64Flags::d_theta}) {
-    out.push_back(joined_positions(flags, list));
-  }
-  return out;
+  return with_positions({value, d_mu, d_theta}, flags,
+                        {&ZtnbFloat64Flags::value, &ZtnbFloat64Flags::d_mu,
+                         &ZtnbFloat64Flags::d_theta});
 }
 
 // log_dd of ztp_float64.h element by element, for the tests: (2, n), hi then lo; x in
 // [2^-500, 2^500]
 Tensor log_double_double(const Tensor& x, const Tensor& log_table) {
   check(x, "x");
-  TORCH_CHECK(x.scalar_type() == at::kDouble && log_table.scalar_type() == at::kDouble &&
-                  log_table.is_contiguous() && log_table.numel() == 3 * LOG_TABLE_SIZE,
-              "float64 x and a (3, ", LOG_TABLE_SIZE, ") float64 log_table are required");
-  const double* tab = log_table.data_ptr<double>();
-  const LogTable t{tab, tab + LOG_TABLE_SIZE, tab + 2 * LOG_TABLE_SIZE};
+  TORCH_CHECK(x.scalar_type() == at::kDouble, "x must be float64");
+  const LogTable t = log_table_of(log_table);
   const int64_t n = x.numel();
   auto out = at::empty({2, n}, x.options());
   const double* xp = x.data_ptr<double>();

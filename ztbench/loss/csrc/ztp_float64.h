@@ -201,12 +201,6 @@ struct ZtpFloat64Flags {
   bool valid = true;
 };
 
-ZT_INLINE void push_lanes(std::vector<int64_t>& to, int64_t i, Lanes bits) {
-  for (int j = 0; bits; ++j, bits >>= 1) {
-    if (bits & 1) to.push_back(i + j);
-  }
-}
-
 // e^-lam as hi + lo: hi = exp(-lam) (within 1 ulp), lo = hi d with d = -lam - log(hi)
 // (log_dd; -lam - log_hi is exact by Sterbenz), so that hi + lo is within
 // 2^-64 (lam + 1) relative, for lam <= EXP_DD_MAX (where hi >= 2^-433 is in log_dd's range);
@@ -228,11 +222,8 @@ ZT_FLATTEN inline void ztp_float64_loop(const double* kp, const double* lp, bool
   for (int64_t i = begin; i < end; i += L) {
     const int count = static_cast<int>(std::min<int64_t>(L, end - i));
     const Lanes present = first_lanes(count);
-    V k = V::loadu(kp + i, count), lam = V::loadu(lp + i, count);
-    // the loss's validity rules: k an integer >= 1, finite; lam finite and > 0
-    const V ok = (k >= one) & (k == k.floor()) & (k < V(INFINITY)) & (lam > zero) &
-                 (lam < V(INFINITY));
-    if (false_lanes(ok) & present) {
+    V k = load(kp, i, count), lam = load(lp, i, count);
+    if (!(valid_k(k) && valid_param(lam, false))) {
       flags.valid = false;
       return;
     }
