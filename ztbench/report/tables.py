@@ -267,9 +267,10 @@ def trainable(board: pd.DataFrame) -> pd.Series:
     gradients without failures (a peer, without gradients, is not one), and the loss form
     (without lgamma(k + 1): the full form's constant changes nothing a model learns; rows
     of results that predate the ``form`` column count as loss form)."""
-    form = board["form"] if "form" in board else pd.Series("loss", index=board.index)
+    # an all-empty form column reads back as float64: compare, never fill with a string
+    full = board["form"] == "full" if "form" in board else pd.Series(False, index=board.index)
     return (board["rank"].notna() & (board["failures"] == 0) & (board["grad_failures"] == 0)
-            & (form.fillna("loss") != "full"))  # fmt: skip
+            & ~full)  # fmt: skip
 
 
 def recommendations(results: Results) -> pd.DataFrame:
