@@ -152,6 +152,15 @@ def _derivatives(ctx, differentiable: bool) -> list[Tensor]:  # type: ignore[no-
     return [s + (d - d.detach()) for s, d in zip(saved, graph, strict=True)]
 
 
+def _compact(grad: Tensor) -> Tensor:
+    """One element of a gradient that is one value everywhere (a reduced loss: sum or mean
+    expands a scalar, every stride 0), else ``grad`` itself: the products below then read
+    one number instead of converting a full-size expanded tensor first."""
+    if grad.dim() == 0 or grad.numel() == 0 or any(st != 0 for st in grad.stride()):
+        return grad
+    return grad.reshape(-1)[:1]
+
+
 class ZTLoss(torch.autograd.Function):
     """The loss node as torch.compile traces it: forward, setup_context, backward."""
 
@@ -238,6 +247,8 @@ class ZTLoss(torch.autograd.Function):
         spec, k, mask, *params = inputs
         _, *derivs = output
         ctx.mark_non_differentiable(*derivs)
+        # the derivatives' outputs get no gradient: None, not a tensor of zeros per call
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(k, mask, *params, *derivs)
         ctx.spec, ctx.n = spec, len(params)
         ctx.shapes = [(p.shape, p.dtype) for p in params]
@@ -246,23 +257,28 @@ class ZTLoss(torch.autograd.Function):
     def backward(ctx, grad: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         """grad (to float64) x derivative, summed to the parameter's shape (broadcasting),
         rounded once to its dtype; differentiable when the backward is differentiated."""
+        out: list[Tensor | None] = [None] * _N_LEADING
+        if grad is None:  # the loss itself got no gradient (only the extra outputs were used)
+            return (*out, *([None] * ctx.n))
         if torch.compiler.is_compiling():
             differentiable = torch.is_grad_enabled()
         else:
             differentiable = torch.is_grad_enabled() or transform_active()
+            if not differentiable:
+                grad = _compact(grad)
         derivs = _derivatives(ctx, differentiable)
-        out: list[Tensor | None] = [None] * _N_LEADING
         for i, (d, (shape, dtype)) in enumerate(zip(derivs, ctx.shapes, strict=True)):
             if not ctx.needs_input_grad[_N_LEADING + i]:
                 out.append(None)
             elif d.dtype == dtype and d.shape == shape:
                 # a derivative already rounded to the parameter's dtype (the float32 fast
                 # path) and nothing to sum: one product in that dtype (one more rounding)
-                out.append(grad.to(dtype) * d)
+                out.append(d * grad.to(dtype))
             elif d.dtype == torch.float32 and dtype in NARROW_DTYPES and d.shape == shape:
                 # bfloat16 / float16 parameters on the float32 path: the product in float32,
-                # then rounded to their dtype (within 2^-15 ulp of one rounding)
-                out.append((grad.to(torch.float32) * d).to(dtype))
+                # rounded to their dtype as it is stored (within 2^-15 ulp of one rounding)
+                product = torch.empty(shape, dtype=dtype, device=d.device)
+                out.append(torch.mul(d, grad.to(torch.float32), out=product))
             else:
                 out.append((grad.to(F64) * d).sum_to_size(shape).to(dtype))
         return tuple(out)
