@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ztbench.core.metrics import ulp_error
-from ztbench.loss import fused, zt_negbin_nll, zt_poisson_nll
+from ztbench.loss import eager, fused, zt_negbin_nll, zt_poisson_nll
 from ztbench.loss.paths import Path, recording
 
 ACTIVE = fused.status().active
@@ -383,3 +383,48 @@ def test_float64_invalid_inputs_raise_or_give_nan(family: str, bad_k: float, bad
     assert torch.equal(out[[0, 2]], clean)
     with pytest.raises(ValueError, match=r"k |k$|k must|lam|mu"):
         fn(k, *params, reduction="none", validate=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["ztpoisson", "ztnb"])
+def test_compiled_float64_runs_the_eager_forward(family: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Under torch.compile, natural float64 parameters of k's shape go to the fused float64
+    kernel as one opaque node: eager mode's bits for the loss and its gradients, the
+    kernel called once per call; an invalid element gives NaN there (validate=False) or
+    compiled validation's RuntimeError (validate=True)."""
+    if not ACTIVE:
+        pytest.skip(f"fused kernel: {fused.status().reason}")
+    name = "ztp_float64" if family == "ztpoisson" else "ztnb_float64"
+    fn = zt_poisson_nll if family == "ztpoisson" else zt_negbin_nll
+    k_np, lam_np = _points(5, 300)
+    k = torch.tensor(k_np)
+    params = [torch.tensor(lam_np, requires_grad=True)]
+    if family == "ztnb":
+        params.append(torch.tensor(np.exp(np.linspace(-3.0, 4.0, k.numel())), requires_grad=True))
+
+    def loss(k: torch.Tensor, *ps: torch.Tensor, validate: bool = False) -> torch.Tensor:
+        return fn(k, *ps, reduction="none", validate=validate)
+
+    eager_value = loss(k, *params)
+    eager_grads = torch.autograd.grad(eager_value.sum(), params)
+    calls = _count_kernel_calls(monkeypatch, name, True)
+    # the general path's conversions and checks are neither traced nor run
+    general: list[int] = []
+    real_prepare = eager.prepare_inputs
+    monkeypatch.setattr(eager, "prepare_inputs", lambda *a: general.append(1) or real_prepare(*a))
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
+    value = compiled(k, *params)
+    grads = torch.autograd.grad(value.sum(), params)
+    assert calls == [k.numel()] and general == []
+    assert torch.equal(value, eager_value)
+    assert all(torch.equal(g, e) for g, e in zip(grads, eager_grads, strict=True))
+    bad = k.clone()
+    bad[7] = 2.5
+    out = compiled(bad, *params).detach()
+    assert torch.isnan(out[7]) and torch.isfinite(out[:7]).all() and torch.isfinite(out[8:]).all()
+    assert torch.equal(out[:7], eager_value[:7].detach())
+    strict = torch.compile(lambda k, *ps: loss(k, *ps, validate=True), backend="aot_eager",
+                           fullgraph=True)  # fmt: skip
+    with pytest.raises(RuntimeError, match="invalid input to a zero-truncated loss"):
+        strict(bad, *params)

@@ -161,6 +161,70 @@ def _compact(grad: Tensor) -> Tensor:
     return grad.reshape(-1)[:1]
 
 
+def forward_on(spec: LossSpec, path: Path, k: Tensor, mask: Tensor | None,
+               params: tuple[Tensor, ...], compiling: bool) -> tuple[Tensor, ...]:
+    """The forward's outputs (:meth:`ZTLoss.forward`) on ``path``, the compiled paths but
+    the two opaque forwards of :mod:`ztbench.loss.ops` (which run this in eager mode
+    where their kernel does not apply); calls not ``compiling`` are recorded
+    (:func:`~ztbench.loss.paths.note`)."""
+    family, is_log, need = spec.family, spec.is_log, spec.need
+    if path is Path.EAGER_SCREENED_F32:
+        fast = eager.forward_float32(family, spec.full, need, spec.out_dtype, k, params,
+                                     is_log, mask)  # fmt: skip
+        if fast is not None:
+            note(path)
+            return (fast[0], *fast[1])
+        path = Path.EAGER_SCREENED  # an invalid element: raise, or NaN there
+    if path is Path.EAGER_REFINED and not compiling:
+        fast64 = eager.forward_float64(family, spec.full, need, k, params, is_log, mask)
+        if fast64 is not None:
+            note(path)
+            return (fast64[0], *fast64[1])
+    if not compiling:
+        note(path)
+    k64, p64, run, keep = eager.prepare_inputs(k, mask, params, is_log)
+    # on the CPU a host check is free (no device to wait for): skip the masking when
+    # every element is computed, the common case; elsewhere mask without synchronising
+    masked = compiling or run.device.type != "cpu" or not bool(run.all())
+    # validate=True costs nothing more when every element is computed (run holds the
+    # same rules); otherwise the checks find the message (masked-out elements pass)
+    if spec.labels is not None and masked:
+        V.check_inputs(k.to(run.device), list(zip(spec.labels, params, is_log, strict=True)),
+                       keep)  # fmt: skip
+    if path is Path.COMPILED_SCREENED:
+        return _compiled_screen(spec, k, params, k64, p64, run, keep)
+    k_in, p_in = _safe(run, k64, p64) if masked else (k64, p64)
+    if path is Path.COMPILED_OPAQUE:  # one opaque call to the eager refined kernel
+        value, *rest = ops.opaque_kernel(family, need, k_in, list(p_in))
+        grads = rest if need else [None] * len(p_in)
+    elif path is Path.COMPILED_TRACED:  # every branch everywhere, traced and fused
+        value, *grads = KERNELS[family].traced(k_in, *p_in, need)
+    else:
+        value, *grads = _EAGER[path](family, need, k_in, *p_in)
+    if spec.full and compiling:  # traced: no double-double (as the kernel)
+        value = apply_full(family, k_in, p_in, value, False)
+    elif spec.full:  # eager: in slices (bounded memory), refined for float64 results
+        value = eager.full_form(family, k_in, p_in, value, path is Path.EAGER_REFINED)
+    refine = result_dtype(*params) == F64
+    if refine and any(is_log):  # float64 results at the caller's exact exp(log p)
+        logs = [p.to(F64).expand(k_in.shape) if lg else p_n
+                for p, p_n, lg in zip(params, p_in, is_log, strict=True)]  # fmt: skip
+        if masked:  # the safe stand-in of a log-parameter is 0 (= log 1)
+            logs = [torch.where(run, lg, 0.0) if is_lg else lg
+                    for lg, is_lg in zip(logs, is_log, strict=True)]  # fmt: skip
+        correct = ops.log_rounding_opaque if compiling else log_rounding_correction
+        delta = correct(family, need, k_in, list(p_in), logs, list(is_log))
+        value = value + delta[0]  # type: ignore[operator]
+        if need:
+            grads = [g + d for g, d in zip(grads, delta[1:], strict=True)]  # type: ignore[operator]
+    if masked:
+        value = eager.fill_not_computed(value, run, keep)
+    derivs = chain_rule(grads, p_in, is_log) if need else []  # type: ignore[arg-type]
+    if masked:
+        derivs = [eager.fill_not_computed(d, run, keep) for d in derivs]
+    return (value.to(spec.out_dtype), *derivs)
+
+
 class ZTLoss(torch.autograd.Function):
     """The loss node as torch.compile traces it: forward, setup_context, backward."""
 
@@ -178,69 +242,21 @@ class ZTLoss(torch.autograd.Function):
         ``validate=True``'s checks: here, where a torch.func transform has unwrapped the
         tensors, so that its host checks see plain tensors.
         """
-        family, is_log, need = spec.family, spec.is_log, spec.need
         compiling = torch.compiler.is_compiling()
         path = choose_path(k, params, mask, compiling=compiling)
+        labels = ",".join(spec.labels or ())
         if path is Path.COMPILED_SCREENED and fused.active():
             # the eager float32 forward as one opaque node (with its own checks)
-            return tuple(ops.fused_forward(family, need, spec.full, list(is_log),
-                                           spec.out_dtype, ",".join(spec.labels or ()), k, mask,
+            return tuple(ops.fused_forward(spec.family, spec.need, spec.full,
+                                           list(spec.is_log), spec.out_dtype, labels, k, mask,
                                            list(params)))  # fmt: skip
-        if path is Path.EAGER_SCREENED_F32:
-            fast = eager.forward_float32(family, spec.full, need, spec.out_dtype, k, params,
-                                         is_log, mask)  # fmt: skip
-            if fast is not None:
-                note(path)
-                return (fast[0], *fast[1])
-            path = Path.EAGER_SCREENED  # an invalid element: raise, or NaN there
-        if path is Path.EAGER_REFINED and not compiling:
-            fast64 = eager.forward_float64(family, spec.full, need, k, params, is_log, mask)
-            if fast64 is not None:
-                note(path)
-                return (fast64[0], *fast64[1])
-        if not compiling:
-            note(path)
-        k64, p64, run, keep = eager.prepare_inputs(k, mask, params, is_log)
-        # on the CPU a host check is free (no device to wait for): skip the masking when
-        # every element is computed, the common case; elsewhere mask without synchronising
-        masked = compiling or run.device.type != "cpu" or not bool(run.all())
-        # validate=True costs nothing more when every element is computed (run holds the
-        # same rules); otherwise the checks find the message (masked-out elements pass)
-        if spec.labels is not None and masked:
-            V.check_inputs(k.to(run.device), list(zip(spec.labels, params, is_log, strict=True)),
-                           keep)  # fmt: skip
-        if path is Path.COMPILED_SCREENED:
-            return _compiled_screen(spec, k, params, k64, p64, run, keep)
-        k_in, p_in = _safe(run, k64, p64) if masked else (k64, p64)
-        if path is Path.COMPILED_OPAQUE:  # one opaque call to the eager refined kernel
-            value, *rest = ops.opaque_kernel(family, need, k_in, list(p_in))
-            grads = rest if need else [None] * len(p_in)
-        elif path is Path.COMPILED_TRACED:  # every branch everywhere, traced and fused
-            value, *grads = KERNELS[family].traced(k_in, *p_in, need)
-        else:
-            value, *grads = _EAGER[path](family, need, k_in, *p_in)
-        if spec.full and compiling:  # traced: no double-double (as the kernel)
-            value = apply_full(family, k_in, p_in, value, False)
-        elif spec.full:  # eager: in slices (bounded memory), refined for float64 results
-            value = eager.full_form(family, k_in, p_in, value, path is Path.EAGER_REFINED)
-        refine = result_dtype(*params) == F64
-        if refine and any(is_log):  # float64 results at the caller's exact exp(log p)
-            logs = [p.to(F64).expand(k_in.shape) if lg else p_n
-                    for p, p_n, lg in zip(params, p_in, is_log, strict=True)]  # fmt: skip
-            if masked:  # the safe stand-in of a log-parameter is 0 (= log 1)
-                logs = [torch.where(run, lg, 0.0) if is_lg else lg
-                        for lg, is_lg in zip(logs, is_log, strict=True)]  # fmt: skip
-            correct = ops.log_rounding_opaque if compiling else log_rounding_correction
-            delta = correct(family, need, k_in, list(p_in), logs, list(is_log))
-            value = value + delta[0]  # type: ignore[operator]
-            if need:
-                grads = [g + d for g, d in zip(grads, delta[1:], strict=True)]  # type: ignore[operator]
-        if masked:
-            value = eager.fill_not_computed(value, run, keep)
-        derivs = chain_rule(grads, p_in, is_log) if need else []  # type: ignore[arg-type]
-        if masked:
-            derivs = [eager.fill_not_computed(d, run, keep) for d in derivs]
-        return (value.to(spec.out_dtype), *derivs)
+        fast64 = eager.float64_kernel_applies(k, params, spec.is_log, mask)
+        if path is Path.COMPILED_OPAQUE and fast64:
+            # the eager float64 forward as one opaque node (no conversions or checks traced
+            # around it)
+            return tuple(ops.float64_forward(spec.family, spec.need, spec.full, labels, k,
+                                             list(params)))  # fmt: skip
+        return forward_on(spec, path, k, mask, params, compiling)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def, override]

@@ -20,6 +20,7 @@ derivatives ``None`` without ``need``), in chunks that stay in cache
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -261,6 +262,16 @@ def forward_float32(family: str, full: bool, need: bool, out_dtype: torch.dtype,
     return value.reshape(shape), [d.reshape(shape) for d in derivs]
 
 
+def float64_kernel_applies(k: Tensor, params: Sequence[Tensor], is_log: Sequence[bool],
+                           mask: Tensor | None) -> bool:
+    """Whether :func:`forward_float64` takes the call to the fused float64 kernel: natural
+    float64 parameters of k's shape on the CPU, no mask (the shapes, dtypes and devices
+    only, never the values: a constant to torch.compile)."""
+    if mask is not None or any(is_log) or k.device.type != "cpu":
+        return False
+    return all(p.dtype == F64 and p.device == k.device and p.shape == k.shape for p in params)
+
+
 def forward_float64(family: str, full: bool, need: bool, k: Tensor, params: tuple[Tensor, ...],
                     is_log: tuple[bool, ...],
                     mask: Tensor | None) -> tuple[Tensor, list[Tensor]] | None:  # fmt: skip
@@ -270,9 +281,7 @@ def forward_float64(family: str, full: bool, need: bool, k: Tensor, params: tupl
     copies), then :func:`refined`'s refinement of the elements it flags. None where that
     does not apply (other inputs, the kernel not available) or an input is invalid: the
     general path (``Path.EAGER_REFINED``) then raises or puts NaN there."""
-    if mask is not None or any(is_log) or k.device.type != "cpu":
-        return None
-    if any(p.dtype != F64 or p.device != k.device or p.shape != k.shape for p in params):
+    if not float64_kernel_applies(k, params, is_log, mask):
         return None
     k64 = k.to(F64)
     res = _fused_float64(family, need, k64, *params)
