@@ -66,12 +66,14 @@ def test_digamma_within_the_bounds_allowance() -> None:
 
 
 @needs_fused
-@pytest.mark.parametrize("name", ["log", "log1p", "log_pair", "log1p_pair"])
+@pytest.mark.parametrize("name", ["log", "log1p", "log_pair", "log1p_pair", "log_pair_reciprocal",
+                                  "pair_reciprocal"])
 def test_log_and_log1p_within_the_bounds_allowance(name: str) -> None:
     """|error| <= 16 u |f(x)|, the allowance of each function in the bound, over the
     arguments the kernel gives them: log of parameters and of 1 - e^-w in (0, 1], log1p of
     ratios mu/theta from 2^-200 to 2^200 (subnormal-free), near 1 and near 0 included;
-    alone and in the pairs that share one division (computed beside 1/x)."""
+    alone and in the pairs that share one division (computed beside 1/x), and 1/x from
+    the pair that also gives it."""
     rng = np.random.default_rng(5)
     wide = np.exp(rng.uniform(math.log(1e-60), math.log(1e60), 3000))
     near_one = 1.0 + rng.uniform(-1e-3, 1e-3, 500)
@@ -83,12 +85,105 @@ def test_log_and_log1p_within_the_bounds_allowance(name: str) -> None:
         xs = xs[xs != 1.0]  # log 1 = 0: checked exactly below
     got = _kernel_function(name, xs)
     with mp.workprec(120):
-        fn = mp.log if is_log else mp.log1p
+        fn = {"pair_reciprocal": lambda x: 1 / x}.get(name, mp.log if is_log else mp.log1p)
         ref = np.array([float(fn(mp.mpf(float(x)))) for x in xs])
     err = np.abs(got - ref) / (2.0**-53 * np.abs(ref))
     assert np.all(err <= 16), (np.max(err), xs[np.argmax(err)])
     if is_log:
         assert _kernel_function(name, np.array([1.0]))[0] == 0.0
+
+
+@needs_fused
+@pytest.mark.parametrize("name", ["logf", "expf", "expm1f"])
+def test_float32_functions_within_one_ulp(name: str) -> None:
+    """The float32 log, exp and expm1 of the narrow ZTP loop (bfloat16 and float16
+    results) within 1 float32 ulp of the exact value, the allowance its bound takes
+    (ztbench.loss.screened, narrow_limit), over the arguments it gives them: lam and
+    1 - e^-lam in [2^-40, 2^40], -lam."""
+    rng = np.random.default_rng(8)
+    wide = np.exp(rng.uniform(math.log(2.0**-40), math.log(2.0**40), 4000))
+    near_one = 1.0 + rng.uniform(-1e-3, 1e-3, 400)
+    xs = np.concatenate([wide, near_one, [2.0**-40, 0.25, 0.5, 1.0, 2.0, 2.0**40]])
+    if name != "logf":  # -lam, lam from 2^-40 up to where e^-lam underflows
+        xs = -xs[xs < 87.0]
+    xs = xs.astype(np.float32).astype(np.float64)
+    got = _kernel_function(name, xs)
+    fn = {"logf": mp.log, "expf": mp.exp, "expm1f": mp.expm1}[name]
+    with mp.workprec(100):
+        ref = np.array([float(fn(mp.mpf(float(x)))) for x in xs])
+    err = np.asarray(ulp_error(got, ref, "float32"))
+    assert err.max() <= 1.0, (err.max(), xs[np.argmax(err)])
+
+
+def _ztp_crossings(n: int, seed: int, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(k, lam) with lam the ``dtype`` values nearest the zero crossings of the ZTP loss
+    form (-k log lam + log(e^lam - 1) = 0) and of d/dlam (lam / (1 - e^-lam) = k), and
+    their neighbours: the elements whose screen margin is smallest."""
+    rng = np.random.default_rng(seed)
+    ks, lams = [], []
+    for k in np.unique(np.floor(np.exp(rng.uniform(0, math.log(2e3), n)))):
+        for g in (lambda x, k=k: -k * math.log(x) + x + math.log(-math.expm1(-x)),
+                  lambda x, k=k: x / -math.expm1(-x) - k):
+            lo, hi = 1e-3, 4.0 * k + 10.0
+            if g(lo) * g(hi) > 0:
+                continue
+            for _ in range(200):  # bisection to double precision
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if g(lo) * g(mid) > 0 else (lo, mid)
+            root = torch.tensor(lo, dtype=torch.float64).to(dtype)
+            for step in (-2, -1, 0, 1, 2):  # neighbouring values: adjacent bit patterns
+                ks.append(k)
+                lams.append(float((root.view(torch.int16) + step).view(dtype)))
+    return np.array(ks), np.array(lams)
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_narrow_ztp_loop_at_the_zero_crossings(dtype: torch.dtype) -> None:
+    """bfloat16 and float16 ZTP results (the float32-arithmetic loop, its float64 second
+    tier, then the careful kernels) within 0.5 + 1/8 ulp of mpmath at the zero crossings
+    of the loss form and of d/dlam, where the float32 bound certifies least, and at
+    random points over a wide domain."""
+    k_c, lam_c = _ztp_crossings(60, 3, dtype)
+    k_r, (lam_r,) = _rng_points("ztpoisson", 600, 21)
+    k_np = np.concatenate([k_c, k_r])
+    lam = torch.tensor(np.concatenate([lam_c, lam_r])).to(dtype)
+    keep = torch.isfinite(lam) & (lam > 0)
+    if dtype is torch.float16:
+        keep &= torch.tensor(k_np < 6e4)
+    k = torch.tensor(k_np, dtype=dtype)[keep]
+    lam = lam[keep].clone().requires_grad_(True)
+    value = zt_poisson_nll(k, lam, reduction="none")
+    (d_lam,) = torch.autograd.grad(value.sum(), [lam])
+    dname = str(dtype).removeprefix("torch.")
+    lam_v, value = lam.detach(), value.detach()
+    for i in range(len(k)):
+        ref = _reference("ztpoisson", False, float(k[i]), [float(lam_v[i])])
+        for got, want in zip((value[i], d_lam[i]), ref, strict=True):
+            err = float(ulp_error(float(got), want, dname))
+            assert err <= GOAL, (i, float(k[i]), float(lam_v[i]), float(got), want, err)
+
+
+@needs_fused
+@pytest.mark.parametrize("value64", [False, True])
+def test_narrow_loop_retries_in_float64(value64: bool) -> None:
+    """With a limit that certifies nothing in float32, every element of the narrow ZTP
+    loop goes to its float64 second tier: the float64 screen's results and rejected
+    positions exactly (gathered and scattered back in place, at any length and with
+    invalid-free padding); with the real limit, the elements left to the careful
+    kernels are among those the float64 screen leaves to them."""
+    k_np, (lam_np,) = _rng_points("ztpoisson", 5003, 12)
+    k = torch.tensor(k_np, dtype=torch.float32)
+    lam = torch.tensor(lam_np).to(torch.bfloat16)
+    keep = torch.isfinite(lam) & (lam > 0)
+    k, lam = k[keep].contiguous(), lam[keep].contiguous()
+    mod = fused.load()
+    screen = mod.ztp_screen(k, lam.float(), False, True, False, value64, 0.0)
+    retried = mod.ztp_screen(k, lam, False, True, False, value64, 1e-30)
+    for a, b in zip(screen, retried, strict=True):
+        assert torch.equal(a, b)
+    narrow = mod.ztp_screen(k, lam, False, True, False, value64, 512.0)
+    assert set(narrow[2].tolist()) <= set(screen[2].tolist())
 
 
 @needs_fused

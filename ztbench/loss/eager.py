@@ -39,7 +39,7 @@ from ztbench.loss.kernels import (
     in_chunks,
     to_float64,
 )
-from ztbench.loss.paths import NARROW_DTYPES
+from ztbench.loss.paths import NARROW_DTYPES, result_dtype
 from ztbench.loss.refine import (
     NARROW_SCALE,
     apply_full,
@@ -162,10 +162,16 @@ def _fused_screen(family: str, need: bool, full: bool, out_dtype: torch.dtype,
     mod = fused.load()
     if mod is None:
         return None
-    cols = [k.contiguous(), *(t.to(torch.float32).contiguous() for t in params)]
     value64 = out_dtype == F64  # a float64 value to reduce before the one rounding
+    # ZTP's loss form with natural lam, for bfloat16 / float16 results: float32 arithmetic
+    # against the narrow result's own target, lam read as it is
+    limit = 0.0
+    if family == "ztpoisson" and not (is_log[0] or full):
+        limit = S.narrow_limit(result_dtype(*params))
+    cols = [k.contiguous(), *(t.contiguous() if limit else t.to(torch.float32).contiguous()
+                              for t in params)]  # fmt: skip
     if family == "ztpoisson":
-        out = mod.ztp_screen(*cols, is_log[0], need, full, value64)
+        out = mod.ztp_screen(*cols, is_log[0], need, full, value64, limit)
     else:
         out = mod.ztnb_screen(*cols, is_log[0], is_log[1], need, full, value64)
     if not out:

@@ -69,6 +69,31 @@ def _margin(r: Tensor, s: Tensor) -> Tensor:
     return torch.sub(s, r.abs(), alpha=K_COND)
 
 
+# Results of bfloat16 or float16 precision need far less than float32's 2^-28: the fused
+# kernel then computes ZTP's loss form in float32 arithmetic (natural lam), and this is
+# its bound. With u = 2^-24 and SLEEF's float32 log and expm1 within 1 ulp (2u relative;
+# tests/loss/test_fused.py measures them), em1 = -expm1(-lam) is within 2u relative,
+# log(em1) within 2u (1 + |log em1|) (absolute, from em1's error, plus its own rounding),
+# k log(lam) within 3u of its size, and the two additions add u S each: the value is
+# within 7u S, S = lam + k |log lam| + |log em1| + 1. d/dlam = (lam - k em1) / (lam em1)
+# is within 8u of (lam + k em1) / (lam em1) (the roundings of k em1, of the difference,
+# of lam em1 and of the quotient, and em1's own 2u). With C = 16 > 8 for both, an element
+# kept where S <= limit |r| has relative error at most C u limit; for a p-bit result
+# (bfloat16: p = 8, float16: p = 11) 1/8 ulp is at least 2^-(p+3) relative, so
+# limit = 2^-(p+3) / (C u) = 2^(17 - p) keeps the rounded result within 0.5 + 1/8 ulp.
+NARROW_C_ULPS = 16.0
+
+
+def narrow_limit(dtype: torch.dtype) -> float:
+    """The largest S / |r| the float32-arithmetic ZTP screen certifies for results of
+    ``dtype`` (bfloat16: 512, float16: 64; see the comment above); 0 for any other dtype
+    (the float64 screen then runs)."""
+    if dtype not in (torch.bfloat16, torch.float16):
+        return 0.0
+    p = 1 - round(math.log2(torch.finfo(dtype).eps))  # significant bits: eps = 2^(1 - p)
+    return 2.0 ** -(p + 3) / (NARROW_C_ULPS * 2.0**-24)
+
+
 def certified(margin: Tensor) -> Tensor:
     """The elements a margin certifies (<= 0; False at NaN)."""
     return margin <= 0.0

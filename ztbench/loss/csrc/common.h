@@ -88,38 +88,59 @@ ZT_INLINE LogParts log_reduce(V1 x) {
 }
 
 // log x from its parts and s = f / (2 + f) (within a few u: s only enters the small term
-// s (f^2/2 + R), at most 2^-6 of log x's size)
-ZT_INLINE V1 log_finish(V1 x, const LogParts& p, V1 s) {
-  const V1 f = p.f, e = p.e;
-  const V1 hfsq = V1(0.5) * f * f, z = s * s, w = z * z;
-  const V1 t1 = w * (V1(3.999999999940941908e-01) +
-                     w * (V1(2.222219843214978396e-01) + w * V1(1.531383769920937332e-01)));
-  const V1 t2 = z * (V1(6.666666666666735130e-01) +
-                     w * (V1(2.857142874366239149e-01) +
-                          w * (V1(1.818357216161805012e-01) + w * V1(1.479819860511658591e-01))));
-  const V1 r = e * V1(LN2_HI) -
-               ((hfsq - (s * (hfsq + t2 + t1) + e * V1(LN2_LO))) - f);
-  const V1 inside = (x >= V1(0x1p-500)) & (x <= V1(0x1p500));  // false at NaN
-  return inside.zero_mask() == 0 ? r : V1::blendv(x.log(), r, inside);
+// s (f^2/2 + R), at most 2^-6 of log x's size). Written over whole packs (each operation
+// on the N vectors in turn), so that the N polynomial chains interleave.
+ZT_INLINE V log_finish(const V& x, const V& e, const V& f, const V& s) {
+  const V hfsq = V(0.5) * f * f, z = s * s, w = z * z;
+  const V t1 = w * (V(3.999999999940941908e-01) +
+                    w * (V(2.222219843214978396e-01) + w * V(1.531383769920937332e-01)));
+  const V t2 = z * (V(6.666666666666735130e-01) +
+                    w * (V(2.857142874366239149e-01) +
+                         w * (V(1.818357216161805012e-01) + w * V(1.479819860511658591e-01))));
+  const V r = e * V(LN2_HI) - ((hfsq - (s * (hfsq + t2 + t1) + e * V(LN2_LO))) - f);
+  const V inside = (x >= V(0x1p-500)) & (x <= V(0x1p500));  // false at NaN
+  return false_lanes(inside) == 0 ? r : V::blendv(x.log(), r, inside);
+}
+
+// the parts (e, f) of each lane of x (log_reduce on each vector)
+ZT_INLINE void log_reduce(const V& x, V& e, V& f) {
+  for (int i = 0; i < N; ++i) {
+    const LogParts p = log_reduce(x[i]);
+    e[i] = p.e;
+    f[i] = p.f;
+  }
 }
 
 ZT_INLINE V vlog(const V& x) {
-  V r;
-  for (int i = 0; i < N; ++i) {
-    const LogParts p = log_reduce(x[i]);
-    r[i] = log_finish(x[i], p, p.f / (V1(2.0) + p.f));
-  }
-  return r;
+  V e, f;
+  log_reduce(x, e, f);
+  return log_finish(x, e, f, f / (V(2.0) + f));
 }
 
 // log a and log b over one division: 1 / ((2 + f_a)(2 + f_b)) gives both quotients s
 ZT_INLINE void vlog_pair(const V& a, const V& b, V& log_a, V& log_b) {
-  for (int i = 0; i < N; ++i) {
-    const LogParts pa = log_reduce(a[i]), pb = log_reduce(b[i]);
-    const V1 da = V1(2.0) + pa.f, db = V1(2.0) + pb.f, q = V1(1.0) / (da * db);
-    log_a[i] = log_finish(a[i], pa, pa.f * db * q);
-    log_b[i] = log_finish(b[i], pb, pb.f * da * q);
-  }
+  V ea, fa, eb, fb;
+  log_reduce(a, ea, fa);
+  log_reduce(b, eb, fb);
+  const V da = V(2.0) + fa, db = V(2.0) + fb, q = V(1.0) / (da * db);
+  log_a = log_finish(a, ea, fa, fa * db * q);
+  log_b = log_finish(b, eb, fb, fb * da * q);
+}
+
+// log a, log b and 1/c over one division: q = 1/((2 + f_a)(2 + f_b) c) gives both of
+// vlog_pair's quotients (q c, a few u from 1/((2 + f_a)(2 + f_b))) and 1/c = (2 + f_a)
+// (2 + f_b) q (within a few u). A c whose product underflows or overflows gives NaN logs,
+// which the callers' bounds reject.
+ZT_INLINE void vlog_pair_reciprocal(const V& a, const V& b, const V& c, V& log_a, V& log_b,
+                                    V& inv_c) {
+  V ea, fa, eb, fb;
+  log_reduce(a, ea, fa);
+  log_reduce(b, eb, fb);
+  const V da = V(2.0) + fa, db = V(2.0) + fb, dab = da * db;
+  const V q = V(1.0) / (dab * c), qc = q * c;
+  log_a = log_finish(a, ea, fa, fa * db * qc);
+  log_b = log_finish(b, eb, fb, fb * da * qc);
+  inv_c = dab * q;
 }
 
 // log(1 + x), x > -1, from log u, u = 1 + x rounded: Kahan's log(u) x / (u - 1) (the

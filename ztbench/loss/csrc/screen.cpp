@@ -7,7 +7,9 @@
 // S - K |r| <= 0 for the value and each derivative), and flagged otherwise, for the
 // careful kernels to recompute. One pass over memory instead of dozens: the inputs are
 // read once, every intermediate stays in vector registers, the outputs are written once;
-// chunks of 2^15 elements run on torch's intra-op threads.
+// chunks of 2^15 elements run on torch's intra-op threads. ZTP results of bfloat16 or
+// float16 precision take a float32-arithmetic loop first (ztp_narrow_loop), with the
+// float64 step as its second tier.
 //
 // Vectorised with ATen's Vectorized<double> (lgamma, exp, tanh from SLEEF inside
 // libtorch), four vectors per step, built for the CPU capability torch runs with.
@@ -138,10 +140,33 @@ void ztnb_loop(const KT* kp, const float* mp, const float* tp, bool log_mu, bool
   }
 }
 
+// ZTP's plain formula in float64 on one step of valid natural lam (and k): the value,
+// d/dlam with need (d/dlam, not yet times lam for a log-parameter) and the margin.
+ZT_INLINE void ztp_step(const V& k, const V& lam, bool need, bool full, V& value, V& d_lam,
+                        V& mg) {
+  const V em1 = one_minus_exp_neg(lam);
+  V log_lam_, log_em1, inv;  // inv = 1/(lam em1), with need
+  if (need) {
+    vlog_pair_reciprocal(lam, em1, lam * em1, log_lam_, log_em1, inv);
+  } else {
+    vlog_pair(lam, em1, log_lam_, log_em1);
+  }
+  value = lam - k * log_lam_ + log_em1;
+  V size = lam + k * log_lam_.abs() - log_em1;
+  if (full) add_log_factorial(k, value, size);
+  mg = margin(value, size);
+  if (need) {
+    // 1/em1 - k/lam as (lam - k em1) / (lam em1), whose rounding errors are a few u of
+    // (lam + k em1) / (lam em1) = 1/em1 + k/lam, the size bounded
+    const V k_em1 = k * em1;
+    d_lam = (lam - k_em1) * inv;
+    mg = at::vec::maximum(mg, margin(d_lam, (lam + k_em1) * inv));
+  }
+}
+
 template <typename KT>
 void ztp_loop(const KT* kp, const float* lp, bool log_lam, bool need, bool full, Out& o,
               int64_t begin, int64_t end) {
-  const V one(1.0);
   for (int64_t i = begin; i < end; i += L) {
     const int count = static_cast<int>(std::min<int64_t>(L, end - i));
     const V k = load(kp, i, count);
@@ -150,24 +175,135 @@ void ztp_loop(const KT* kp, const float* lp, bool log_lam, bool need, bool full,
       o.valid = false;
       return;
     }
-    const V em1 = one_minus_exp_neg(lam);
-    V log_lam_, log_em1;
-    vlog_pair(lam, em1, log_lam_, log_em1);
-    V value = lam - k * log_lam_ + log_em1;
-    V size = lam + k * log_lam_.abs() - log_em1;
-    if (full) add_log_factorial(k, value, size);
-    V mg = margin(value, size);
-    V d[2];
-    if (need) {
-      // 1/em1 - k/lam over one division: (lam - k em1) / (lam em1), whose rounding
-      // errors are a few u of (lam + k em1) / (lam em1) = 1/em1 + k/lam, the size bounded
-      const V inv = one / (lam * em1), k_em1 = k * em1;
-      d[0] = (lam - k_em1) * inv;
-      mg = at::vec::maximum(mg, margin(d[0], (lam + k_em1) * inv));
-      if (log_lam) d[0] = d[0] * lam;
-    }
+    V value, d[2], mg;
+    ztp_step(k, lam, need, full, value, d[0], mg);
+    if (need && log_lam) d[0] = d[0] * lam;
     store(o, i, count, value, d, need ? 1 : 0, mg);
   }
+}
+
+// ZTP for results of bfloat16 or float16 precision (natural lam, loss form): the same
+// plain formula in float32 arithmetic, twice the lanes of float64 and SLEEF's float32
+// functions, certified against the narrow result's own target (see
+// ztbench/loss/screened.py, narrow_limit): an element is kept where S <= limit |r|, which
+// bounds its relative error by 2^-(p+3) for a p-bit result. The lanes it does not
+// certify (near a zero crossing, and those outside the analysis: lam outside
+// [2^-40, 2^40], k > 2^24) are gathered and recomputed L at a time by the float64 step
+// (ztp_step, the float32 screen's bound); only those it rejects in turn are left to the
+// careful kernels. (L float lanes are L double lanes: both are N vectors' worth.)
+using VF = at::vec::VectorizedN<float, 2>;
+constexpr int LF = VF::size();
+static_assert(LF <= 64, "a lane mask must fit in 64 bits");
+
+ZT_INLINE Lanes false_lanes_f(const VF& mask) {
+  Lanes bits = 0;
+  constexpr int W = at::vec::Vectorized<float>::size();
+  for (int i = 0; i < 2; ++i) {
+    bits |= static_cast<Lanes>(static_cast<uint32_t>(mask[i].zero_mask())) << (i * W);
+  }
+  return bits;
+}
+
+template <typename T>
+ZT_INLINE VF load_f(const T* p, int64_t i, int count) {
+  float buf[LF];
+  if (count == LF) {
+    for (int j = 0; j < LF; ++j) buf[j] = static_cast<float>(p[i + j]);
+  } else {
+    for (int j = 0; j < LF; ++j) buf[j] = static_cast<float>(p[i + (j < count ? j : 0)]);
+  }
+  return VF::loadu(buf);
+}
+
+static_assert(LF == L, "one float step is one double step");
+
+// The float64 second tier of ztp_narrow_loop: up to L gathered lanes (positions pos, inputs
+// kb, lb; the rest padded with the first), their results written, the lanes it does not
+// certify appended to the rejected positions.
+struct NarrowRetry {
+  int64_t pos[L];
+  double kb[L], lb[L];
+  int m = 0;
+
+  void flush(Out& o, bool need) {
+    if (m == 0) return;
+    for (int j = m; j < L; ++j) {
+      kb[j] = kb[0];
+      lb[j] = lb[0];
+    }
+    V value, d_lam, mg;
+    ztp_step(V::loadu(kb), V::loadu(lb), need, false, value, d_lam, mg);
+    double vb[L], db[L];
+    value.store(vb);
+    if (need) d_lam.store(db);
+    const Lanes bad = false_lanes(mg <= V(0.0));
+    for (int j = 0; j < m; ++j) {
+      if (o.value64) {
+        o.value64[pos[j]] = vb[j];
+      } else {
+        o.value[pos[j]] = static_cast<float>(vb[j]);
+      }
+      if (need) o.d[0][pos[j]] = static_cast<float>(db[j]);
+      if ((bad >> j) & 1) o.rejected->push_back(pos[j]);
+    }
+    m = 0;
+  }
+};
+
+template <typename KT, typename LT>
+void ztp_narrow_loop(const KT* kp, const LT* lp, bool need, float limit, Out& o,
+                     int64_t begin, int64_t end) {
+  const VF one(1.0f), zero(0.0f), lim(limit);
+  NarrowRetry retry;
+  for (int64_t i = begin; i < end; i += LF) {
+    const int count = static_cast<int>(std::min<int64_t>(LF, end - i));
+    const VF k = load_f(kp, i, count), lam = load_f(lp, i, count);
+    const VF ok = (k >= one) & (k == k.floor()) & (k < VF(INFINITY)) & (lam > zero) &
+                  (lam < VF(INFINITY));
+    if (false_lanes_f(ok) != 0) {
+      o.valid = false;
+      return;
+    }
+    // 1 - e^-lam: -expm1(-lam) within 1 ulp; where every lane has lam >= 1, 1 - exp(-lam)
+    // (cheaper), within 2u e^-1 / (1 - e^-1) + u < 2.2u relative
+    const VF em1 = false_lanes_f(lam >= one) == 0 ? one - lam.neg().exp()
+                                                  : lam.neg().expm1().neg();
+    const VF log_lam = lam.log(), log_em1 = em1.log();
+    const VF value = lam - k * log_lam + log_em1;
+    // log(em1)'s error is absolute (from em1's relative error): 1 in the size
+    const VF size = lam + k * log_lam.abs() - log_em1 + one;
+    VF mg = size - lim * value.abs();
+    VF d;
+    if (need) {
+      const VF k_em1 = k * em1, den = lam * em1;
+      d = (lam - k_em1) / den;
+      mg = at::vec::maximum(mg, (lam + k_em1) / den - lim * d.abs());
+    }
+    const VF inside = (lam >= VF(0x1p-40f)) & (lam <= VF(0x1p40f)) & (k <= VF(0x1p24f));
+    const Lanes rejected = (false_lanes_f(mg <= zero) | false_lanes_f(inside)) & first_lanes(count);
+    if (o.value64) {
+      float v[LF];
+      value.store(v);
+      if (count == LF) {
+        for (int j = 0; j < LF; ++j) o.value64[i + j] = v[j];
+      } else {
+        for (int j = 0; j < count; ++j) o.value64[i + j] = v[j];
+      }
+    } else {
+      value.store(o.value + i, count);
+    }
+    if (need) d.store(o.d[0] + i, count);
+    for (int j = 0; rejected && j < count; ++j) {
+      if (!((rejected >> j) & 1)) continue;
+      retry.pos[retry.m] = i + j;
+      retry.kb[retry.m] = static_cast<double>(kp[i + j]);
+      retry.lb[retry.m] = static_cast<double>(lp[i + j]);
+      if (++retry.m == L) retry.flush(o, need);
+    }
+  }
+  retry.flush(o, need);
+  // positions in increasing order, as the other loops give them
+  std::sort(o.rejected->begin(), o.rejected->end());
 }
 
 // body(out, begin, end) over the chunks of for_chunks; each chunk collects its own
@@ -252,22 +388,39 @@ std::vector<Tensor> ztnb_screen(const Tensor& k, const Tensor& mu, const Tensor&
   return finish(o, keep, rejected);
 }
 
-// (value, [d/dlam,] rejected), as ztnb_screen
+// (value, [d/dlam,] rejected), as ztnb_screen. narrow_limit > 0 (natural lam, loss form
+// only): the float32-arithmetic loop for results of bfloat16 or float16 precision, with
+// that limit on S / |r|; lam may then be bfloat16 or float16 itself (read as it is).
 std::vector<Tensor> ztp_screen(const Tensor& k, const Tensor& lam, bool log_lam, bool need,
-                               bool full, bool value64) {
+                               bool full, bool value64, double narrow_limit) {
   check(k, "k");
   check(lam, "lam");
-  TORCH_CHECK(lam.scalar_type() == at::kFloat, "lam must be float32");
+  const bool narrow = narrow_limit > 0.0;
+  TORCH_CHECK(!narrow || (!log_lam && !full), "the narrow loop takes natural lam, loss form");
+  TORCH_CHECK(lam.scalar_type() == at::kFloat ||
+                  (narrow && (lam.scalar_type() == at::kBFloat16 || lam.scalar_type() == at::kHalf)),
+              "lam must be float32 (or bfloat16, float16 with narrow_limit)");
   const auto n = k.numel();
   TORCH_CHECK(lam.numel() == n, "k, lam: one length");
   std::vector<Tensor> keep;
   std::vector<int64_t> rejected;
   Out o = outputs(lam, 1, need, value64, keep, rejected);
-  const float* l = lam.data_ptr<float>();
   AT_DISPATCH_ALL_TYPES_AND3(at::kBFloat16, at::kHalf, at::kBool, k.scalar_type(), "ztp_screen", [&] {
     const scalar_t* kp = k.data_ptr<scalar_t>();
-    in_chunks(o, n, [&](Out& out, int64_t b, int64_t e) {
-      ztp_loop(kp, l, log_lam, need, full, out, b, e);
+    if (!narrow) {
+      const float* l = lam.data_ptr<float>();
+      in_chunks(o, n, [&](Out& out, int64_t b, int64_t e) {
+        ztp_loop(kp, l, log_lam, need, full, out, b, e);
+      });
+      return;
+    }
+    const auto limit = static_cast<float>(narrow_limit);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, lam.scalar_type(), "ztp_narrow", [&] {
+      using lam_t = scalar_t;
+      const lam_t* l = lam.data_ptr<lam_t>();
+      in_chunks(o, n, [&](Out& out, int64_t b, int64_t e) {
+        ztp_narrow_loop(kp, l, need, limit, out, b, e);
+      });
     });
   });
   return finish(o, keep, rejected);
@@ -336,12 +489,30 @@ std::vector<Tensor> ztp_float64(const Tensor& k, const Tensor& lam, bool need,
 }
 
 // The kernel's own digamma, log or log1p element by element (float64 in and out), for
-// the tests; log_pair and log1p_pair: log or log1p of x computed in a pair with 1/x.
+// the tests; log_pair and log1p_pair: log or log1p of x computed in a pair with 1/x;
+// log_pair_reciprocal and pair_reciprocal: log x and 1/x from vlog_pair_reciprocal(x, 1/x, x);
+// logf, expf, expm1f: the float32 functions of ztp_narrow_loop on x rounded to float32.
 Tensor elementwise(const std::string& name, const Tensor& x) {
   check(x, "x");
   TORCH_CHECK(x.scalar_type() == at::kDouble, "x must be float64");
+  const int single = name == "logf" ? 0 : name == "expf" ? 1 : name == "expm1f" ? 2 : -1;
+  if (single >= 0) {
+    auto out = at::empty_like(x);
+    const double* xp = x.data_ptr<double>();
+    double* op = out.data_ptr<double>();
+    for (int64_t i = 0; i < x.numel(); i += LF) {
+      const int count = static_cast<int>(std::min<int64_t>(LF, x.numel() - i));
+      const VF v = load_f(xp, i, count);
+      const VF r = single == 0 ? v.log() : single == 1 ? v.exp() : v.expm1();
+      float b[LF];
+      r.store(b);
+      for (int j = 0; j < count; ++j) op[i + j] = b[j];
+    }
+    return out;
+  }
   const int which = name == "digamma" ? 0 : name == "log" ? 1 : name == "log1p" ? 2
-                    : name == "log_pair" ? 3 : name == "log1p_pair" ? 4 : -1;
+                    : name == "log_pair" ? 3 : name == "log1p_pair" ? 4
+                    : name == "log_pair_reciprocal" ? 5 : name == "pair_reciprocal" ? 6 : -1;
   TORCH_CHECK(which >= 0, "unknown function ", name);
   auto out = at::empty_like(x);
   const double* xp = x.data_ptr<double>();
@@ -355,6 +526,10 @@ Tensor elementwise(const std::string& name, const Tensor& x) {
       vlog_pair(v, V(1.0) / v, r, partner);
     } else if (which == 4) {
       vlog1p_pair(v, V(1.0) / v, r, partner);
+    } else if (which >= 5) {
+      V inv;
+      vlog_pair_reciprocal(v, V(1.0) / v, v, r, partner, inv);
+      if (which == 6) r = inv;
     } else {
       r = which == 0 ? vdigamma(v) : which == 1 ? vlog(v) : vlog1p(v);
     }
