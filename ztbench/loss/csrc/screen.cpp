@@ -187,10 +187,11 @@ void ztp_loop(const KT* kp, const float* lp, bool log_lam, bool need, bool full,
 // functions, certified against the narrow result's own target (see
 // ztbench/loss/screened.py, narrow_limit): an element is kept where S <= limit |r|, which
 // bounds its relative error by 2^-(p+3) for a p-bit result. The lanes it does not
-// certify (near a zero crossing, and those outside the analysis: lam outside
-// [2^-40, 2^40], k > 2^24) are gathered and recomputed L at a time by the float64 step
-// (ztp_step, the float32 screen's bound); only those it rejects in turn are left to the
-// careful kernels. (L float lanes are L double lanes: both are N vectors' worth.)
+// certify (near a zero crossing) are gathered and recomputed L at a time by the float64
+// step (ztp_step, the float32 screen's bound); only those it rejects in turn are left to
+// the careful kernels. A step with a lane outside the analysis (lam outside
+// [2^-40, 2^40], k > 2^24) is the float64 step as a whole. (L float lanes are L double
+// lanes: both are N vectors' worth.)
 using VF = at::vec::VectorizedN<float, 2>;
 constexpr int LF = VF::size();
 static_assert(LF <= 64, "a lane mask must fit in 64 bits");
@@ -225,7 +226,7 @@ struct NarrowRetry {
   double kb[L], lb[L];
   int m = 0;
 
-  void flush(Out& o, bool need) {
+  ZT_FLATTEN void flush(Out& o, bool need) {
     if (m == 0) return;
     for (int j = m; j < L; ++j) {
       kb[j] = kb[0];
@@ -251,7 +252,7 @@ struct NarrowRetry {
 };
 
 template <typename KT, typename LT>
-void ztp_narrow_loop(const KT* kp, const LT* lp, bool need, float limit, Out& o,
+ZT_FLATTEN void ztp_narrow_loop(const KT* kp, const LT* lp, bool need, float limit, Out& o,
                      int64_t begin, int64_t end) {
   const VF one(1.0f), zero(0.0f), lim(limit);
   NarrowRetry retry;
@@ -263,6 +264,18 @@ void ztp_narrow_loop(const KT* kp, const LT* lp, bool need, float limit, Out& o,
     if (false_lanes_f(ok) != 0) {
       o.valid = false;
       return;
+    }
+    const VF inside = (lam >= VF(0x1p-40f)) & (lam <= VF(0x1p40f)) & (k <= VF(0x1p24f));
+    if ((false_lanes_f(inside) & first_lanes(count)) != 0) {
+      // a lane outside the float32 analysis (whose products could be subnormal, slow as
+      // well as inexact): the whole step in float64
+      float kf[LF], lf[LF];  // the float lanes widened (exact), padding included
+      k.store(kf);
+      lam.store(lf);
+      V value, d[2], mg;
+      ztp_step(load(kf, 0, L), load(lf, 0, L), need, false, value, d[0], mg);
+      store(o, i, count, value, d, need ? 1 : 0, mg);
+      continue;
     }
     // 1 - e^-lam: -expm1(-lam) within 1 ulp; where every lane has lam >= 1, 1 - exp(-lam)
     // (cheaper), within 2u e^-1 / (1 - e^-1) + u < 2.2u relative
@@ -279,8 +292,7 @@ void ztp_narrow_loop(const KT* kp, const LT* lp, bool need, float limit, Out& o,
       d = (lam - k_em1) / den;
       mg = at::vec::maximum(mg, (lam + k_em1) / den - lim * d.abs());
     }
-    const VF inside = (lam >= VF(0x1p-40f)) & (lam <= VF(0x1p40f)) & (k <= VF(0x1p24f));
-    const Lanes rejected = (false_lanes_f(mg <= zero) | false_lanes_f(inside)) & first_lanes(count);
+    const Lanes rejected = false_lanes_f(mg <= zero) & first_lanes(count);
     if (o.value64) {
       float v[LF];
       value.store(v);
