@@ -28,11 +28,12 @@ from ztbench.loss import eager, fused, ops
 from ztbench.loss import screened as S
 from ztbench.loss import validation as V
 from ztbench.loss.kernels import F64, KERNELS, chain_rule
-from ztbench.loss.paths import NARROW_DTYPES, Path, choose_path, note, result_dtype
+from ztbench.loss.paths import NARROW_DTYPES, Path, choose_path, note, recording, result_dtype
 from ztbench.loss.refine import apply_full, log_rounding_correction
 from ztbench.loss.second_order import first_derivative_graph
 
-__all__ = ["LossSpec", "ZTLoss", "ZTLossEager", "derivatives_graph", "transform_active"]
+__all__ = ["LossSpec", "ZTLoss", "ZTLossEager", "derivatives_graph", "float64_forward",
+           "forward_on", "transform_active"]
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,45 @@ def forward_on(spec: LossSpec, path: Path, k: Tensor, mask: Tensor | None,
     return (value.to(spec.out_dtype), *derivs)
 
 
+@torch.library.custom_op("ztbench::zt_loss_float64_forward", mutates_args=())
+def float64_forward(family: str, need: bool, full: bool, labels: str, k: Tensor,
+                    params: list[Tensor]) -> list[Tensor]:  # fmt: skip
+    """The custom operator ``ztbench::zt_loss_float64_forward`` (beside the forward it
+    wraps; the others are in :mod:`ztbench.loss.ops`): ``Path.COMPILED_OPAQUE`` where
+    :func:`ztbench.loss.eager.float64_kernel_applies` (natural float64 parameters of k's
+    shape, no mask, CPU): eager mode's forward as one node, so that the compiled loss
+    runs what the eager one runs, bit for bit.
+
+    Outputs: the float64 value, then the float64 derivatives when ``need``. By the fused
+    float64 kernel (:func:`ztbench.loss.eager.forward_float64`); where it does not run (an
+    invalid element, the kernel not built), by eager mode's general path, which gives
+    NaN at invalid elements, or with ``labels`` (``validate=True``: the parameters' names,
+    comma-separated) raises the RuntimeError of compiled validation
+    (:data:`~ztbench.loss.validation.ASYNC_MESSAGE`, with eager mode's detail)."""
+    n = len(params)
+    res = eager.forward_float64(family, full, need, k, tuple(params), (False,) * n, None)
+    if res is not None:
+        outs = [res[0], *res[1]]
+    else:
+        spec = LossSpec(family=family, is_log=(False,) * n, full=full, out_dtype=F64,
+                        need=need, labels=tuple(labels.split(",")) if labels else None)
+        try:
+            with recording():  # a compiled call: not recorded
+                outs = list(forward_on(spec, Path.EAGER_REFINED, k, None, tuple(params),
+                                       False))  # fmt: skip
+        except ValueError as exc:
+            raise RuntimeError(f"{V.ASYNC_MESSAGE}: {exc}") from None
+    # an output may not alias an input
+    return [t.clone() if t is k or any(t is p for p in params) else t for t in outs]
+
+
+@float64_forward.register_fake
+def _(family: str, need: bool, full: bool, labels: str, k: Tensor,
+      params: list[Tensor]) -> list[Tensor]:  # fmt: skip
+    return [torch.empty_like(k, dtype=torch.float64)
+            for _ in range(1 + (len(params) if need else 0))]  # fmt: skip
+
+
 class ZTLoss(torch.autograd.Function):
     """The loss node as torch.compile traces it: forward, setup_context, backward."""
 
@@ -254,7 +294,7 @@ class ZTLoss(torch.autograd.Function):
         if path is Path.COMPILED_OPAQUE and fast64:
             # the eager float64 forward as one opaque node (no conversions or checks traced
             # around it)
-            return tuple(ops.float64_forward(spec.family, spec.need, spec.full, labels, k,
+            return tuple(float64_forward(spec.family, spec.need, spec.full, labels, k,
                                              list(params)))  # fmt: skip
         return forward_on(spec, path, k, mask, params, compiling)
 

@@ -9,10 +9,6 @@ that torch.compile must not trace.
 - ``ztbench::zt_loss_fused_forward`` (:func:`fused_forward`): ``Path.COMPILED_SCREENED``
   where the fused kernel is built: the eager float32 forward as one node (faster than
   the traced plain formula, and no compiled pass of its own).
-- ``ztbench::zt_loss_float64_forward`` (:func:`float64_forward`): ``Path.COMPILED_OPAQUE``
-  for natural float64 parameters of k's shape without a mask: the eager float64 forward
-  (the fused float64 kernel and its refinement) as one node, with no traced conversions
-  or checks around it.
 - ``ztbench::zt_loss_log_rounding`` (:func:`log_rounding_opaque`): the correction of
   float64 results with log-parameters to the exact exp(log p).
 
@@ -20,7 +16,9 @@ Why opaque: traced, the careful kernels make a graph of thousands of nodes (ever
 of every series everywhere), minutes of cold compilation and every branch run on every
 element; the double-double arithmetic needs every product rounded on its own, which fused
 code does not promise; and which elements the screen rejects is known only at run time.
-Each operator has a fake (meta) implementation giving its outputs' shapes.
+Each operator has a fake (meta) implementation giving its outputs' shapes. One more,
+``ztbench::zt_loss_float64_forward``, lives beside the forward it wraps
+(:func:`ztbench.loss.autograd.float64_forward`).
 """
 
 from __future__ import annotations
@@ -31,11 +29,9 @@ from torch import Tensor
 from ztbench.loss import eager
 from ztbench.loss import validation as V
 from ztbench.loss.kernels import flat_indices
-from ztbench.loss.paths import Path, recording
 from ztbench.loss.refine import log_rounding_correction
 
-__all__ = ["float64_forward", "fused_forward", "log_rounding_opaque", "opaque_kernel",
-           "recompute_rejected"]
+__all__ = ["fused_forward", "log_rounding_opaque", "opaque_kernel", "recompute_rejected"]
 
 
 @torch.library.custom_op("ztbench::zt_loss_kernel", mutates_args=())
@@ -136,46 +132,6 @@ def _(family: str, need: bool, full: bool, is_log: list[bool], out_dtype: torch.
     derivs = [torch.empty(shape, dtype=torch.float32, device=k.device)
               for _ in (params if need else ())]  # fmt: skip
     return [value, *derivs]
-
-
-@torch.library.custom_op("ztbench::zt_loss_float64_forward", mutates_args=())
-def float64_forward(family: str, need: bool, full: bool, labels: str, k: Tensor,
-                    params: list[Tensor]) -> list[Tensor]:  # fmt: skip
-    """``Path.COMPILED_OPAQUE`` where :func:`ztbench.loss.eager.float64_kernel_applies`
-    (natural float64 parameters of k's shape, no mask, CPU): eager mode's forward as one
-    node, so that the compiled loss runs what the eager one runs, bit for bit.
-
-    Outputs: the float64 value, then the float64 derivatives when ``need``. By the fused
-    float64 kernel (:func:`ztbench.loss.eager.forward_float64`); where it does not run (an
-    invalid element, the kernel not built), by eager mode's general path, which gives
-    NaN at invalid elements, or with ``labels`` (``validate=True``: the parameters' names,
-    comma-separated) raises the RuntimeError of compiled validation
-    (:data:`~ztbench.loss.validation.ASYNC_MESSAGE`, with eager mode's detail)."""
-    from ztbench.loss import autograd  # (autograd calls this operator)
-
-    n = len(params)
-    res = eager.forward_float64(family, full, need, k, tuple(params), (False,) * n, None)
-    if res is not None:
-        outs = [res[0], *res[1]]
-    else:
-        spec = autograd.LossSpec(family=family, is_log=(False,) * n, full=full,
-                                 out_dtype=torch.float64, need=need,
-                                 labels=tuple(labels.split(",")) if labels else None)  # fmt: skip
-        try:
-            with recording():  # a compiled call: not recorded
-                outs = list(autograd.forward_on(spec, Path.EAGER_REFINED, k, None,
-                                                tuple(params), False))  # fmt: skip
-        except ValueError as exc:
-            raise RuntimeError(f"{V.ASYNC_MESSAGE}: {exc}") from None
-    # an output may not alias an input
-    return [t.clone() if t is k or any(t is p for p in params) else t for t in outs]
-
-
-@float64_forward.register_fake
-def _(family: str, need: bool, full: bool, labels: str, k: Tensor,
-      params: list[Tensor]) -> list[Tensor]:  # fmt: skip
-    return [torch.empty_like(k, dtype=torch.float64)
-            for _ in range(1 + (len(params) if need else 0))]  # fmt: skip
 
 
 # The dispatch keys an eager call runs with, captured at import (an eager context): a
