@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -69,8 +70,17 @@ def _missing_extra(exc: ModuleNotFoundError) -> int:
     return 2
 
 
+# torch.compile of the candidates compiles in the calling process (one compile thread):
+# inductor's default, a pool of worker processes each importing torch afresh, costs far
+# more than the candidates' small graphs take to compile (two minutes and several GB on a
+# first `make bench` on two cores). Set before torch is imported; a value the user set
+# is kept.
+_COMPILE_THREADS = ("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); the exit code."""
+    os.environ.setdefault(*_COMPILE_THREADS)
     try:
         # from the first instruction: Ctrl-C or SIGTERM while torch is still being imported
         # is "interrupted" too, never a traceback

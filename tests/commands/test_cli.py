@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import ztbench.commands.candidates as verb
@@ -46,3 +48,15 @@ def test_sigterm_during_start_up_is_one_line_never_a_traceback(tmp_path, delay) 
     # 130: ztbench's own "interrupted"; -15: killed before Python reached ztbench at all
     assert proc.returncode in (130, -signal.SIGTERM), (proc.returncode, err)
     assert "Traceback" not in err and "terminate" not in err and err.count("\n") <= 1, err
+
+
+@pytest.mark.parametrize("given", [None, "4"])
+def test_compile_threads_default_to_one_and_a_users_value_is_kept(monkeypatch, given) -> None:
+    """torch.compile's inductor compiles in the calling process unless the user says
+    otherwise (its worker pool costs minutes on a first `make bench`)."""
+    if given is None:
+        monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", given)
+    assert main(["candidates"]) == 0
+    assert os.environ["TORCHINDUCTOR_COMPILE_THREADS"] == (given or "1")
