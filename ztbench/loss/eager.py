@@ -163,10 +163,11 @@ def _fused_screen(family: str, need: bool, full: bool, out_dtype: torch.dtype,
     if mod is None:
         return None
     value64 = out_dtype == F64  # a float64 value to reduce before the one rounding
-    # ZTP's loss form with natural lam, for bfloat16 / float16 results: float32 arithmetic
-    # against the narrow result's own target, lam read as it is
+    # ZTP's loss form with natural lam and k of a float dtype float32 holds, for bfloat16 /
+    # float16 results: float32 arithmetic against the narrow result's own target, lam read
+    # as it is
     limit = 0.0
-    if family == "ztpoisson" and not (is_log[0] or full):
+    if family == "ztpoisson" and not (is_log[0] or full) and k.dtype in NARROW_DTYPES:
         limit = S.narrow_limit(result_dtype(*params))
     cols = [k.contiguous(), *(t.contiguous() if limit else t.to(torch.float32).contiguous()
                               for t in params)]  # fmt: skip

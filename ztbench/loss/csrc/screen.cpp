@@ -400,39 +400,57 @@ std::vector<Tensor> ztnb_screen(const Tensor& k, const Tensor& mu, const Tensor&
   return finish(o, keep, rejected);
 }
 
-// (value, [d/dlam,] rejected), as ztnb_screen. narrow_limit > 0 (natural lam, loss form
-// only): the float32-arithmetic loop for results of bfloat16 or float16 precision, with
-// that limit on S / |r|; lam may then be bfloat16 or float16 itself (read as it is).
+// (value, [d/dlam,] rejected), as ztnb_screen. narrow_limit > 0 (natural lam, loss form,
+// k float32, bfloat16 or float16): the float32-arithmetic loop for results of bfloat16 or
+// float16 precision, with that limit on S / |r|; lam is then bfloat16 or float16 itself
+// (read as it is).
 std::vector<Tensor> ztp_screen(const Tensor& k, const Tensor& lam, bool log_lam, bool need,
                                bool full, bool value64, double narrow_limit) {
   check(k, "k");
   check(lam, "lam");
   const bool narrow = narrow_limit > 0.0;
   TORCH_CHECK(!narrow || (!log_lam && !full), "the narrow loop takes natural lam, loss form");
-  TORCH_CHECK(lam.scalar_type() == at::kFloat ||
-                  (narrow && (lam.scalar_type() == at::kBFloat16 || lam.scalar_type() == at::kHalf)),
-              "lam must be float32 (or bfloat16, float16 with narrow_limit)");
+  TORCH_CHECK(narrow ? (lam.scalar_type() == at::kBFloat16 || lam.scalar_type() == at::kHalf)
+                     : lam.scalar_type() == at::kFloat,
+              "lam must be float32 (bfloat16 or float16 with narrow_limit)");
   const auto n = k.numel();
   TORCH_CHECK(lam.numel() == n, "k, lam: one length");
   std::vector<Tensor> keep;
   std::vector<int64_t> rejected;
   Out o = outputs(lam, 1, need, value64, keep, rejected);
+  if (narrow) {
+    // k float32, bfloat16 or float16 and lam bfloat16 or float16 only: each instantiation
+    // of the narrow loop is large (its build time grows with their number)
+    TORCH_CHECK(k.scalar_type() == at::kFloat || k.scalar_type() == at::kBFloat16 ||
+                    k.scalar_type() == at::kHalf,
+                "the narrow loop takes k float32, bfloat16 or float16");
+    const auto limit = static_cast<float>(narrow_limit);
+    auto run = [&](const auto* kp) {
+      auto with_lam = [&](const auto* l) {
+        in_chunks(o, n, [&](Out& out, int64_t b, int64_t e) {
+          ztp_narrow_loop(kp, l, need, limit, out, b, e);
+        });
+      };
+      if (lam.scalar_type() == at::kBFloat16) {
+        with_lam(lam.data_ptr<c10::BFloat16>());
+      } else {
+        with_lam(lam.data_ptr<c10::Half>());
+      }
+    };
+    if (k.scalar_type() == at::kFloat) {
+      run(k.data_ptr<float>());
+    } else if (k.scalar_type() == at::kBFloat16) {
+      run(k.data_ptr<c10::BFloat16>());
+    } else {
+      run(k.data_ptr<c10::Half>());
+    }
+    return finish(o, keep, rejected);
+  }
   AT_DISPATCH_ALL_TYPES_AND3(at::kBFloat16, at::kHalf, at::kBool, k.scalar_type(), "ztp_screen", [&] {
     const scalar_t* kp = k.data_ptr<scalar_t>();
-    if (!narrow) {
-      const float* l = lam.data_ptr<float>();
-      in_chunks(o, n, [&](Out& out, int64_t b, int64_t e) {
-        ztp_loop(kp, l, log_lam, need, full, out, b, e);
-      });
-      return;
-    }
-    const auto limit = static_cast<float>(narrow_limit);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, lam.scalar_type(), "ztp_narrow", [&] {
-      using lam_t = scalar_t;
-      const lam_t* l = lam.data_ptr<lam_t>();
-      in_chunks(o, n, [&](Out& out, int64_t b, int64_t e) {
-        ztp_narrow_loop(kp, l, need, limit, out, b, e);
-      });
+    const float* l = lam.data_ptr<float>();
+    in_chunks(o, n, [&](Out& out, int64_t b, int64_t e) {
+      ztp_loop(kp, l, log_lam, need, full, out, b, e);
     });
   });
   return finish(o, keep, rejected);
