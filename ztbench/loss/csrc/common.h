@@ -45,11 +45,15 @@ constexpr int L = V::size();  // lanes per step
 using Lanes = uint64_t;       // a bit per lane
 static_assert(L <= 64, "a lane mask must fit in 64 bits");
 
-// a bit per lane where the lane of a comparison's result is false (all bits zero)
-ZT_INLINE Lanes false_lanes(const V& mask) {
+// a bit per lane where the lane of a comparison's result is false (all bits zero), for a
+// pack of doubles (V) or of floats (the narrow loop's)
+template <typename P>
+ZT_INLINE Lanes false_lanes(const P& mask) {
+  using W = at::vec::Vectorized<typename P::value_type>;
+  static_assert(P::size() <= 64, "a lane mask must fit in 64 bits");
   Lanes bits = 0;
-  for (int i = 0; i < N; ++i) {
-    bits |= static_cast<Lanes>(static_cast<uint32_t>(mask[i].zero_mask())) << (i * V1::size());
+  for (int i = 0; i < P::size() / W::size(); ++i) {
+    bits |= static_cast<Lanes>(static_cast<uint32_t>(mask[i].zero_mask())) << (i * W::size());
   }
   return bits;
 }
@@ -182,17 +186,20 @@ inline V vdigamma(V x) {
   return vlog(x) - V(0.5) / x - z2 * series - num / den;
 }
 
-// Loads L elements from i (the last block repeats element 0 past the end); a full block
-// converts in one loop the compiler vectorises.
-template <typename T>
-ZT_INLINE V load(const T* p, int64_t i, int count) {
-  double buf[L];
-  if (count == L) {
-    for (int j = 0; j < L; ++j) buf[j] = static_cast<double>(p[i + j]);
+// Loads a pack (V by default) from i, converted to its element type (the last block
+// repeats element 0 past the end); a full block converts in one loop the compiler
+// vectorises.
+template <typename P = V, typename T>
+ZT_INLINE P load(const T* p, int64_t i, int count) {
+  using E = typename P::value_type;
+  constexpr int n = P::size();
+  E buf[n];
+  if (count == n) {
+    for (int j = 0; j < n; ++j) buf[j] = static_cast<E>(p[i + j]);
   } else {
-    for (int j = 0; j < L; ++j) buf[j] = static_cast<double>(p[i + (j < count ? j : 0)]);
+    for (int j = 0; j < n; ++j) buf[j] = static_cast<E>(p[i + (j < count ? j : 0)]);
   }
-  return V::loadu(buf);
+  return P::loadu(buf);
 }
 
 // i + j for each bit j set in bits, appended to `to` (the positions of a step's lanes)
@@ -205,14 +212,18 @@ ZT_INLINE void push_lanes(std::vector<int64_t>& to, int64_t i, Lanes bits) {
 // The eager path's validity rules (ztbench/loss/validation.py, eager.screened_kernel):
 // k an integer >= 1, finite; a natural parameter finite and > 0; exp of a log-parameter
 // > 0 and < 2^128 (eager.NAT_MAX). Every lane is checked: load() repeats element 0 past
-// the end.
-ZT_INLINE bool valid_k(V k) {
-  const V ok = (k >= V(1.0)) & (k == k.floor()) & (k < V(INFINITY));
+// the end. Packs of doubles or floats.
+template <typename P>
+ZT_INLINE bool valid_k(const P& k) {
+  const P ok = (k >= P(1.0)) & (k == k.floor()) & (k < P(INFINITY));
   return false_lanes(ok) == 0;
 }
 
-ZT_INLINE bool valid_param(V p, bool is_log) {
-  const V ok = (p > V(0.0)) & (p < V(is_log ? 0x1p128 : INFINITY));
+template <typename P>
+ZT_INLINE bool valid_param(const P& p, bool is_log) {
+  // (2^128 by ldexp: no float holds it, and ldexp gives inf there where a cast is undefined)
+  using E = typename P::value_type;
+  const P ok = (p > P(0.0)) & (p < P(is_log ? std::ldexp(E(1), 128) : E(INFINITY)));
   return false_lanes(ok) == 0;
 }
 

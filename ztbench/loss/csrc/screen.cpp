@@ -194,28 +194,6 @@ void ztp_loop(const KT* kp, const float* lp, bool log_lam, bool need, bool full,
 // lanes: both are N vectors' worth.)
 using VF = at::vec::VectorizedN<float, 2>;
 constexpr int LF = VF::size();
-static_assert(LF <= 64, "a lane mask must fit in 64 bits");
-
-ZT_INLINE Lanes false_lanes_f(const VF& mask) {
-  Lanes bits = 0;
-  constexpr int W = at::vec::Vectorized<float>::size();
-  for (int i = 0; i < 2; ++i) {
-    bits |= static_cast<Lanes>(static_cast<uint32_t>(mask[i].zero_mask())) << (i * W);
-  }
-  return bits;
-}
-
-template <typename T>
-ZT_INLINE VF load_f(const T* p, int64_t i, int count) {
-  float buf[LF];
-  if (count == LF) {
-    for (int j = 0; j < LF; ++j) buf[j] = static_cast<float>(p[i + j]);
-  } else {
-    for (int j = 0; j < LF; ++j) buf[j] = static_cast<float>(p[i + (j < count ? j : 0)]);
-  }
-  return VF::loadu(buf);
-}
-
 static_assert(LF == L, "one float step is one double step");
 
 // The float64 second tier of ztp_narrow_loop: up to L gathered lanes (positions pos, inputs
@@ -258,15 +236,13 @@ ZT_FLATTEN void ztp_narrow_loop(const KT* kp, const LT* lp, bool need, float lim
   NarrowRetry retry;
   for (int64_t i = begin; i < end; i += LF) {
     const int count = static_cast<int>(std::min<int64_t>(LF, end - i));
-    const VF k = load_f(kp, i, count), lam = load_f(lp, i, count);
-    const VF ok = (k >= one) & (k == k.floor()) & (k < VF(INFINITY)) & (lam > zero) &
-                  (lam < VF(INFINITY));
-    if (false_lanes_f(ok) != 0) {
+    const VF k = load<VF>(kp, i, count), lam = load<VF>(lp, i, count);
+    if (!(valid_k(k) && valid_param(lam, false))) {
       o.valid = false;
       return;
     }
     const VF inside = (lam >= VF(0x1p-40f)) & (lam <= VF(0x1p40f)) & (k <= VF(0x1p24f));
-    if ((false_lanes_f(inside) & first_lanes(count)) != 0) {
+    if ((false_lanes(inside) & first_lanes(count)) != 0) {
       // a lane outside the float32 analysis (whose products could be subnormal, slow as
       // well as inexact): the whole step in float64
       float kf[LF], lf[LF];  // the float lanes widened (exact), padding included
@@ -279,7 +255,7 @@ ZT_FLATTEN void ztp_narrow_loop(const KT* kp, const LT* lp, bool need, float lim
     }
     // 1 - e^-lam: -expm1(-lam) within 1 ulp; where every lane has lam >= 1, 1 - exp(-lam)
     // (cheaper), within 2u e^-1 / (1 - e^-1) + u < 2.2u relative
-    const VF em1 = false_lanes_f(lam >= one) == 0 ? one - lam.neg().exp()
+    const VF em1 = false_lanes(lam >= one) == 0 ? one - lam.neg().exp()
                                                   : lam.neg().expm1().neg();
     const VF log_lam = lam.log(), log_em1 = em1.log();
     const VF value = lam - k * log_lam + log_em1;
@@ -292,7 +268,7 @@ ZT_FLATTEN void ztp_narrow_loop(const KT* kp, const LT* lp, bool need, float lim
       d = (lam - k_em1) / den;
       mg = at::vec::maximum(mg, (lam + k_em1) / den - lim * d.abs());
     }
-    const Lanes rejected = false_lanes_f(mg <= zero) & first_lanes(count);
+    const Lanes rejected = false_lanes(mg <= zero) & first_lanes(count);
     if (o.value64) {
       float v[LF];
       value.store(v);
@@ -532,7 +508,7 @@ Tensor elementwise(const std::string& name, const Tensor& x) {
     double* op = out.data_ptr<double>();
     for (int64_t i = 0; i < x.numel(); i += LF) {
       const int count = static_cast<int>(std::min<int64_t>(LF, x.numel() - i));
-      const VF v = load_f(xp, i, count);
+      const VF v = load<VF>(xp, i, count);
       const VF r = single == 0 ? v.log() : single == 1 ? v.exp() : v.expm1();
       float b[LF];
       r.store(b);
