@@ -290,12 +290,12 @@ class ZTLoss(torch.autograd.Function):
             return tuple(ops.fused_forward(spec.family, spec.need, spec.full,
                                            list(spec.is_log), spec.out_dtype, labels, k, mask,
                                            list(params)))  # fmt: skip
-        fast64 = eager.float64_kernel_applies(k, params, spec.is_log, mask)
-        if path is Path.COMPILED_OPAQUE and fast64:
+        if path is Path.COMPILED_OPAQUE and eager.float64_kernel_applies(k, params,
+                                                                         spec.is_log, mask):
             # the eager float64 forward as one opaque node (no conversions or checks traced
             # around it)
             return tuple(float64_forward(spec.family, spec.need, spec.full, labels, k,
-                                             list(params)))  # fmt: skip
+                                         list(params)))  # fmt: skip
         return forward_on(spec, path, k, mask, params, compiling)
 
     @staticmethod
