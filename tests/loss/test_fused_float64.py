@@ -428,3 +428,110 @@ def test_compiled_float64_runs_the_eager_forward(family: str, monkeypatch) -> No
                            fullgraph=True)  # fmt: skip
     with pytest.raises(RuntimeError, match="invalid input to a zero-truncated loss"):
         strict(bad, *params)
+
+
+@needs_ztnb
+@pytest.mark.parametrize("name", ["expm1", "exp", "log", "log1p"])
+def test_double_double_functions_within_their_allowance(name: str) -> None:
+    """The double-double expm1, exp, log, log1p of the ZTNB kernel's second tier against
+    mpmath at 300 bits, over the arguments the tier forms (double-double arguments with a
+    low part; expm1 and exp of -w up to 700 and of tiny w; log of products up to 2^960 and
+    of 1 - e^-w down to 2^-400; log1p of mu/theta and theta/mu up to 2^+-800): within
+    2^-99 relative (log: 2^-99 absolute plus 2^-104 relative), the allowance of the tier's
+    bound."""
+    rng = np.random.default_rng(23)
+    n = 1500
+    hi = {
+        "expm1": np.concatenate([-np.exp2(rng.uniform(-400, 9.4, n)),
+                                 np.exp2(rng.uniform(-60, 5, 300))]),
+        "exp": np.concatenate([-np.exp2(rng.uniform(-60, 9.4, n)),
+                               np.exp2(rng.uniform(-60, 9.4, 300))]),
+        "log": np.concatenate([np.exp2(rng.uniform(-400, 960, n)),
+                               1 + rng.uniform(-1e-6, 1e-6, 200)]),
+        "log1p": np.concatenate([np.exp2(rng.uniform(-800, 800, n)),
+                                 rng.uniform(-0.5, 1, 300)]),
+    }[name]  # fmt: skip
+    lo = hi * np.exp2(-53) * rng.uniform(-1, 1, hi.size)  # below half an ulp of hi
+    out = fused.load().double_double_function(name, torch.tensor(hi), torch.tensor(lo)).numpy()
+    fn = {"expm1": mp.expm1, "exp": mp.exp, "log": mp.log, "log1p": mp.log1p}[name]
+    worst = 0.0
+    with mp.workprec(300):
+        for x_hi, x_lo, r_hi, r_lo in zip(hi, lo, out[0], out[1], strict=True):
+            ref = fn(mp.mpf(float(x_hi)) + mp.mpf(float(x_lo)))
+            scale = 1 + abs(ref) * 2.0**5 if name == "log" else abs(ref)
+            worst = max(worst, float(abs(mp.mpf(float(r_hi)) + mp.mpf(float(r_lo)) - ref) / scale))
+    assert worst <= 2.0**-99, (name, math.log2(worst))
+
+
+def _crossings(output: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(k, mu, theta) at and near the zero crossings of one ZTNB output (0 the value, 1
+    d/dmu in mu, 2 d/dtheta in theta), four points per crossing: the two floats around it
+    and two at 2^-36 .. 2^-6 relative from it. k in [1, 16], the other parameter
+    log-uniform over [0.05, 50]; the crossing bracketed on a grid of the varied parameter
+    and bisected to adjacent floats with the reference's sign at 200 bits."""
+    rng = np.random.default_rng(seed)
+    grid = np.exp(np.linspace(math.log(1e-3), math.log(1e4), 120))
+    name = NB_NAMES[output]
+    points: list[tuple[float, float, float]] = []
+    while len(points) < n:
+        k = float(rng.integers(1, 17))
+        other = float(math.exp(rng.uniform(math.log(0.05), math.log(50.0))))
+
+        def at(p: float, k: float = k, other: float = other) -> mp.mpf:
+            mu, theta = (other, p) if output == 2 else (p, other)
+            return loss_references.ztnb(k, mu, theta, prec=200)[name]
+
+        signs = [at(float(p)) > 0 for p in grid]
+        change = [i for i in range(len(grid) - 1) if signs[i] != signs[i + 1]]
+        if not change:
+            continue
+        lo, hi = float(grid[change[0]]), float(grid[change[0] + 1])
+        s_lo = signs[change[0]]
+        while np.nextafter(lo, math.inf) < hi:
+            mid = 0.5 * (lo + hi)
+            if mid in (lo, hi):
+                break
+            if (at(mid) > 0) == s_lo:
+                lo = mid
+            else:
+                hi = mid
+        # the two floats around the crossing, then 2^-36 .. 2^-6 relative away (where
+        # the output's terms cancel ~2^36 .. 2^6-fold)
+        offsets = [0.0, *np.exp2(-rng.uniform(6, 36, 2)) * rng.choice([-1.0, 1.0], 2)]
+        for p in (lo, hi, *(lo * (1.0 + d) for d in offsets[1:])):
+            points.append((k, other, p) if output == 2 else (k, p, other))
+    k, mu, theta = (np.array(c) for c in zip(*points, strict=True))
+    return k, mu, theta
+
+
+@needs_ztnb
+@pytest.mark.parametrize("output", [0, 1, 2], ids=NB_NAMES)
+def test_second_tier_certified_elements_meet_the_goals(output: int) -> None:
+    """The ZTNB kernel's double-double second tier (k <= 16), at and near the zero
+    crossings of each output and on realistic inputs: every result it certifies is within
+    the goal of mpmath (4 ulp value, 16 ulp derivatives), it certifies most of the points
+    near the crossings (the terms cancelling up to 2^36-fold) and every realistic input,
+    and the kernel flags only what neither of its passes certifies."""
+    k_c, mu_c, th_c = _crossings(output, 40, 100 + output)
+    near = np.arange(k_c.size) % 4 >= 2  # not the floats around the crossing
+    rng = np.random.default_rng(41)
+    mu_r, th_r = np.exp(rng.normal(1.0, 1.0, 150)), np.exp(rng.normal(1.5, 1.0, 150))
+    k_r = np.minimum(1.0 + rng.poisson(mu_r), 16.0)
+    k, mu, theta = (np.concatenate(p) for p in ((k_c, k_r), (mu_c, mu_r), (th_c, th_r)))
+    tensors = [torch.tensor(a) for a in (k, mu, theta)]
+    tier = fused.load().ztnb_second_tier(*tensors).numpy()
+    errs = _nb_errors(k, mu, theta, list(tier))
+    certified = ~np.isnan(tier[output])
+    assert certified[k_c.size:].all()  # realistic inputs: no cancellation beyond its reach
+    assert certified[: k_c.size][near].mean() >= 0.75, certified[: k_c.size]
+    errs_certified = np.where(certified, errs[output], 0.0)
+    worst = int(np.argmax(errs_certified))
+    assert errs_certified[worst] <= NB_GOALS[output], (k[worst], mu[worst], theta[worst])
+    # the kernel: flags only elements neither pass certifies, and its unflagged results
+    # meet the goal
+    out = fused.ztnb_float64(*tensors, True)
+    flagged = out[3 + output].numpy()
+    assert set(flagged.tolist()) <= set(np.flatnonzero(~certified).tolist())
+    kept = np.setdiff1d(np.arange(k.size), flagged)
+    kernel_errs = _nb_errors(k[kept], mu[kept], theta[kept], [t.numpy()[kept] for t in out[:3]])
+    assert kernel_errs[output].max() <= NB_GOALS[output]

@@ -9,8 +9,10 @@
   (:mod:`ztbench.loss.dd.ztp`).
 - The float64 ZTNB kernel (``csrc/ztnb_float64.h``, :func:`ztnb_float64`): the loss and
   its derivatives in the x87 extended format (11 bits more than float64), certified
-  likewise or flagged for the careful kernels and their refinement; built in where long
-  double has a 64-bit significand and glibc is there.
+  likewise; for k <= 16 the outputs it does not certify are recomputed in double-double
+  (``csrc/double_double.h``) and certified by a second bound; the rest is flagged for the
+  careful kernels and their refinement. Built in where long double has a 64-bit
+  significand and glibc is there.
 
 torch builds them as one library (``torch.utils.cpp_extension``, with torch's own headers
 and SLEEF) for the CPU capability torch runs with, the first time it is needed, in

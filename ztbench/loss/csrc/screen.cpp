@@ -16,9 +16,10 @@
 // Compiled with -ffp-contract=off: the bound's error model is that of separately rounded
 // operations.
 //
-// The vector primitives (log, log1p, digamma) are in common.h; the float64 kernels (the
-// shipped loss's float64 CPU paths) are in ztp_float64.h and ztnb_float64.h. All are
-// included here: one translation unit, one build.
+// The vector primitives (log, log1p, digamma) are in common.h, double-double arithmetic in
+// double_double.h; the float64 kernels (the shipped loss's float64 CPU paths) are in
+// ztp_float64.h and ztnb_float64.h. All are included here: one translation unit, one
+// build.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -617,6 +618,52 @@ Tensor long_double_elementwise(const std::string& name, const Tensor& x) {
 #endif
 }
 
+// double_double.h's expm1, exp, log or log1p of hi + lo (float64 tensors of one length),
+// for the tests: (2, n), hi then lo
+Tensor double_double_elementwise(const std::string& name, const Tensor& hi, const Tensor& lo) {
+  check(hi, "hi");
+  check(lo, "lo");
+  TORCH_CHECK(hi.scalar_type() == at::kDouble && lo.scalar_type() == at::kDouble &&
+                  hi.numel() == lo.numel(),
+              "hi and lo must be float64 tensors of one length");
+  const int which = name == "expm1" ? 0 : name == "exp" ? 1 : name == "log" ? 2
+                    : name == "log1p" ? 3 : -1;
+  TORCH_CHECK(which >= 0, "unknown function ", name);
+  const int64_t n = hi.numel();
+  auto out = at::empty({2, n}, hi.options());
+  const double* hp = hi.data_ptr<double>();
+  const double* lp = lo.data_ptr<double>();
+  double* op = out.data_ptr<double>();
+  for (int64_t i = 0; i < n; ++i) {
+    const D2 a = {hp[i], lp[i]};
+    const D2 r = which == 0 ? dd_expm1(a) : which == 1 ? dd_exp(a) : which == 2 ? dd_log(a)
+                 : dd_log1p(a);
+    op[i] = r.hi;
+    op[n + i] = r.lo;
+  }
+  return out;
+}
+
+// the float64 ZTNB kernel's second tier (ztnb_float64.h) on float64 k, mu, theta, for the
+// tests: (3, n), value, d/dmu, d/dtheta where it certifies them, NaN elsewhere; an empty
+// tensor where the ZTNB kernel is not built in
+Tensor ztnb_second_tier(const Tensor& k, const Tensor& mu, const Tensor& theta) {
+  for (const auto* t : {&k, &mu, &theta}) {
+    TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() && t->dim() == 1 &&
+                    t->scalar_type() == at::kDouble && t->numel() == k.numel(),
+                "ztnb_second_tier: contiguous 1-D float64 CPU tensors of one length are "
+                "required");
+  }
+#if ZT_ZTNB_FLOAT64
+  auto out = at::empty({3, k.numel()}, k.options());
+  second_tier(k.data_ptr<double>(), mu.data_ptr<double>(), theta.data_ptr<double>(),
+              out.data_ptr<double>(), k.numel());
+  return out;
+#else
+  return at::empty({0}, k.options());
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -628,6 +675,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("elementwise", &elementwise);
   m.def("log_double_double", &log_double_double);
   m.def("long_double_function", &long_double_elementwise);
+  m.def("double_double_function", &double_double_elementwise);
+  m.def("ztnb_second_tier", &ztnb_second_tier);
   m.attr("lanes") = L;
   m.attr("log_table_step") = LOG_TABLE_STEP;
   m.attr("log_table_offset") = LOG_TABLE_OFFSET;

@@ -15,9 +15,11 @@
 // analysis), each library function allowed a few of its ulps (below), lgamma and psi
 // absolutely near their zeros. The value is
 // certified where the bound is <= 3u|value| (with the rounding to float64, within 4 ulp),
-// each derivative where it is <= 15u|d| (16 ulp); u = 2^-53. Flagged elements go to the
-// pure-torch careful kernels and their double-double refinement. It checks the loss's
-// validity rules in the same pass and stops at an invalid element.
+// each derivative where it is <= 15u|d| (16 ulp); u = 2^-53. Outputs it does not certify
+// are recomputed in double-double for k <= 16 (the second tier, below), and those still
+// not certified are flagged for the pure-torch careful kernels and their double-double
+// refinement. It checks the loss's validity rules in the same pass and stops at an
+// invalid element.
 //
 // For k <= DIRECT_K_MAX, lgamma(k + theta) - lgamma(theta) = log(prod_{i<k} (theta + i))
 // and psi(k + theta) - psi(theta) = sum_{i<k} 1/(theta + i), kept as one fraction num/den
@@ -36,6 +38,7 @@
 #include <vector>
 
 #include "common.h"
+#include "double_double.h"
 
 #if defined(__GLIBC__) && LDBL_MANT_DIG >= 64
 #define ZT_ZTNB_FLOAT64 1
@@ -187,6 +190,94 @@ ZT_INLINE bool certified(const Bounded& r, LD goal_u) {
   return size <= static_cast<LD>(DBL_MAX) && r.e <= goal_u * 0x1p-53L * size;
 }
 
+// ------------------------------------------------------------------ the second tier
+//
+// Where the long double pass does not certify an output (its terms cancel by ~2^8 or
+// more: the value's and the derivatives' zero crossings), the output is recomputed in
+// double-double (double_double.h) for k <= DIRECT_K_MAX and mu in [2^-400, 2^400], theta
+// in [2^-400, 2^60] (products, quotients and logs then stay far from over- and underflow):
+//
+//   value    = k log1p(theta/mu) - log(prod_{j<k} (theta + j)) + w + log(1 - e^-w)
+//   d/dmu    = k/s - k/mu + theta/(s (1 - e^-w))
+//   d/dtheta = k/s - sum_{j<k} 1/(theta + j) + (log1p(x) - mu/s)/(1 - e^-w)
+//
+// with s = mu + theta (exact, two_sum), x = mu/theta, w = theta log1p(x), 1 - e^-w =
+// -expm1(-w) (1 for w > 700, where e^-w < 2^-1000). Every term is within ~2^-97 of
+// itself, logs within 2^-99 absolute besides (double_double.h's functions within 2^-99,
+// +, *, / within 2^-104; 1 - e^-w takes w's relative error times w/(e^w - 1) <= 1; log(1 -
+// e^-w) adds 1 - e^-w's relative error as absolute), so the error of a result is below
+// 2^-97 (M + k + 2), M the sum of the magnitudes of its terms (for d/dtheta, log1p(x) +
+// mu/s over 1 - e^-w for the last); the derivatives' terms carry relative errors only,
+// below 2^-97 M. The bounds taken are eight times those: 2^-94 (M + k + 4) for the value,
+// 2^-94 M for the derivatives; an output is certified as in the long double pass (bound
+// <= 3u resp. 15u of the result). Elements it does not certify keep their flag (the
+// pure-torch double-double forms and the last resort).
+
+constexpr double TIER_ERROR = 0x1p-94;
+
+ZT_INLINE bool second_tier_applies(double k, double mu, double theta) {
+  return k <= DIRECT_K_MAX && mu >= 0x1p-400 && mu <= 0x1p400 && theta >= 0x1p-400 &&
+         theta <= 0x1p60;
+}
+
+// the pieces the three outputs share
+struct TierShared {
+  D2 s, lx, w, em1;  // mu + theta, log1p(x), w, 1 - e^-w
+};
+
+ZT_INLINE TierShared tier_shared(double mu, double theta) {
+  const D2 lx = dd_log1p(dd(mu) / dd(theta));
+  const D2 w = lx * dd(theta);
+  return {two_sum(mu, theta), lx, w, w.hi > 700.0 ? dd(1.0) : -dd_expm1(-w)};
+}
+
+// r rounded to out where the bound TIER_ERROR magnitude is <= goal_u u |r| (as certified)
+ZT_INLINE bool tier_certified(const D2& r, double magnitude, double goal_u, double& out) {
+  const double v = r.hi + r.lo;
+  if (!(std::fabs(v) <= DBL_MAX && TIER_ERROR * magnitude <= goal_u * 0x1p-53 * std::fabs(v)))
+    return false;
+  out = v;
+  return true;
+}
+
+ZT_INLINE bool tier_value(double k, double mu, double theta, const TierShared& t, double& out) {
+  const D2 l1 = dd_log1p(dd(theta) / dd(mu));
+  D2 prod = dd(theta);
+  for (int j = 1; j < static_cast<int>(k); ++j) prod = prod * two_sum(theta, static_cast<double>(j));
+  const D2 g = dd_log(prod), le = dd_log(t.em1), kl1 = l1 * dd(k);
+  const double m = std::fabs(kl1.hi) + std::fabs(g.hi) + std::fabs(t.w.hi) + std::fabs(le.hi);
+  return tier_certified(((kl1 - g) + t.w) + le, m + k + 4.0, 3.0, out);
+}
+
+ZT_INLINE bool tier_d_mu(double k, double mu, double theta, const TierShared& t, double& out) {
+  const D2 a = dd(k) / t.s, b = dd(k) / dd(mu), c = dd(theta) / (t.s * t.em1);
+  return tier_certified((a - b) + c, a.hi + b.hi + c.hi, 15.0, out);
+}
+
+ZT_INLINE bool tier_d_theta(double k, double mu, double theta, const TierShared& t, double& out) {
+  D2 f = dd(0.0);
+  for (int j = 0; j < static_cast<int>(k); ++j) f = f + dd(1.0) / two_sum(theta, static_cast<double>(j));
+  const D2 a = dd(k) / t.s, y = dd(mu) / t.s, q = (t.lx - y) / t.em1;
+  const double m = f.hi + a.hi + (t.lx.hi + y.hi) / t.em1.hi;
+  return tier_certified((a - f) + q, m, 15.0, out);
+}
+
+// the second tier element by element, for the tests: (3, n), value, d/dmu, d/dtheta where
+// certified, NaN where not or where the tier does not apply
+inline void second_tier(const double* kp, const double* mp, const double* tp, double* out,
+                        int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    double* r[3] = {out + i, out + n + i, out + 2 * n + i};
+    for (double* p : r) *p = NAN;
+    if (!second_tier_applies(kp[i], mp[i], tp[i])) continue;
+    const TierShared t = tier_shared(mp[i], tp[i]);
+    double v;
+    if (tier_value(kp[i], mp[i], tp[i], t, v)) *r[0] = v;
+    if (tier_d_mu(kp[i], mp[i], tp[i], t, v)) *r[1] = v;
+    if (tier_d_theta(kp[i], mp[i], tp[i], t, v)) *r[2] = v;
+  }
+}
+
 // The loop over [begin, end): results rounded once to float64, flags where the bound does
 // not certify them (within goal_u - 1/2 ulp, so that the rounding stays within the goal).
 inline void ztnb_float64_loop(const double* kp, const double* mp, const double* tp, bool need,
@@ -223,27 +314,37 @@ inline void ztnb_float64_loop(const double* kp, const double* mp, const double* 
     // value = k log1p(theta/mu) - g + w + log(1 - e^-w)
     const Bounded value = ((k * log1p_b(one / x) - g) + w) + log_b(em1);
     vp[i] = static_cast<double>(value.v);
-    if (!certified(value, 3.0L)) flags.value.push_back(i);
-    if (!need) continue;
-    const Bounded s = th + mu, a = k / s, inv = one / em1;
-    const Bounded d_mu = (a - k / mu) + (th / s) * inv;
-    dmp[i] = static_cast<double>(d_mu.v);
-    if (!certified(d_mu, 15.0L)) flags.d_mu.push_back(i);
-    const Bounded y = mu / s, sx = lx - y;  // s(x) = log1p(x) - x/(1 + x)
-    Bounded d_theta;
-    if (w.v > 1.0L) {
-      // psi(theta) - psi(k + theta) + log1p(k/theta) - log1pmx(t) + s(x)/expm1(w),
-      // t = (k - mu)/(theta + mu): the logs of the digamma difference, k/(theta + mu) and
-      // s(x) cancelled analytically (ztbench.loss.kernels.ztnb)
-      const Bounded t = (k - mu) / s;
-      // s(x)/expm1(w) = s(x) e^-w / (1 - e^-w), e^-w = 1 - em1 (1 - e^-w < 1 - 1/e:
-      // within e-fold of em1's relative bound)
-      d_theta = ((log1p_b(k / th) - f) - log1pmx_b(t)) + sx * (one - em1) * inv;
-    } else {
-      d_theta = (a - f) + sx * inv;
+    bool open_v = !certified(value, 3.0L), open_m = false, open_t = false;
+    if (need) {
+      const Bounded s = th + mu, a = k / s, inv = one / em1;
+      const Bounded d_mu = (a - k / mu) + (th / s) * inv;
+      dmp[i] = static_cast<double>(d_mu.v);
+      open_m = !certified(d_mu, 15.0L);
+      const Bounded y = mu / s, sx = lx - y;  // s(x) = log1p(x) - x/(1 + x)
+      Bounded d_theta;
+      if (w.v > 1.0L) {
+        // psi(theta) - psi(k + theta) + log1p(k/theta) - log1pmx(t) + s(x)/expm1(w),
+        // t = (k - mu)/(theta + mu): the logs of the digamma difference, k/(theta + mu) and
+        // s(x) cancelled analytically (ztbench.loss.kernels.ztnb)
+        const Bounded t = (k - mu) / s;
+        // s(x)/expm1(w) = s(x) e^-w / (1 - e^-w), e^-w = 1 - em1 (1 - e^-w < 1 - 1/e:
+        // within e-fold of em1's relative bound)
+        d_theta = ((log1p_b(k / th) - f) - log1pmx_b(t)) + sx * (one - em1) * inv;
+      } else {
+        d_theta = (a - f) + sx * inv;
+      }
+      dtp[i] = static_cast<double>(d_theta.v);
+      open_t = !certified(d_theta, 15.0L);
     }
-    dtp[i] = static_cast<double>(d_theta.v);
-    if (!certified(d_theta, 15.0L)) flags.d_theta.push_back(i);
+    if ((open_v || open_m || open_t) && second_tier_applies(kd, md, td)) {
+      const TierShared t = tier_shared(md, td);
+      if (open_v) open_v = !tier_value(kd, md, td, t, vp[i]);
+      if (open_m) open_m = !tier_d_mu(kd, md, td, t, dmp[i]);
+      if (open_t) open_t = !tier_d_theta(kd, md, td, t, dtp[i]);
+    }
+    if (open_v) flags.value.push_back(i);
+    if (open_m) flags.d_mu.push_back(i);
+    if (open_t) flags.d_theta.push_back(i);
   }
 }
 

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "common.h"
+#include "double_double.h"
 
 namespace zt {
 
@@ -44,59 +45,6 @@ constexpr double EPS_LOG = 0x1p-66;  // log_dd's allowance (relative; see log_dd
 // added to every bound: a term near the subnormal range (e^-lam past lam ~ 708) loses
 // relative accuracy, so a result that small is never certified
 constexpr double TINY = 0x1p-1070;
-
-// ------------------------------------------------------------------ error-free transforms
-// (the build's -ffp-contract=off keeps each + and * rounded on its own, as they require),
-// on single vectors (V1) and on packs (V) alike
-
-template <typename T>
-struct DDT {
-  T hi, lo;
-};
-using DD1 = DDT<V1>;
-using DD = DDT<V>;
-
-// a * b + c rounded once
-ZT_INLINE V1 fma1(const V1& a, const V1& b, const V1& c) {
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-  return at::vec::fmadd(a, b, c);  // the vfmadd instruction
-#else
-  // ATen's portable fmadd is a * b + c, rounded twice: std::fma lane by lane
-  double x[V1::size()], y[V1::size()], z[V1::size()];
-  a.store(x);
-  b.store(y);
-  c.store(z);
-  for (int j = 0; j < V1::size(); ++j) x[j] = std::fma(x[j], y[j], z[j]);
-  return V1::loadu(x);
-#endif
-}
-
-ZT_INLINE V fma1(const V& a, const V& b, const V& c) {
-  V r;
-  for (int i = 0; i < N; ++i) r[i] = fma1(a[i], b[i], c[i]);
-  return r;
-}
-
-// a b = hi + lo exactly
-template <typename T>
-ZT_INLINE DDT<T> two_prod(const T& a, const T& b) {
-  const T p = a * b;
-  return {p, fma1(a, b, p.neg())};
-}
-
-// a + b = hi + lo exactly (Knuth)
-template <typename T>
-ZT_INLINE DDT<T> two_sum(const T& a, const T& b) {
-  const T s = a + b, bb = s - a;
-  return {s, (a - (s - bb)) + (b - bb)};
-}
-
-// a + b = hi + lo exactly, for |a| >= |b| (Dekker)
-template <typename T>
-ZT_INLINE DDT<T> fast_two_sum(const T& a, const T& b) {
-  const T s = a + b;
-  return {s, b - (s - a)};
-}
 
 // ------------------------------------------------------------------ double-double log
 
