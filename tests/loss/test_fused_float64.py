@@ -463,7 +463,7 @@ def test_double_double_functions_within_their_allowance(name: str) -> None:
     assert worst <= 2.0**-99, (name, math.log2(worst))
 
 
-def _crossings(output: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _nb_crossings(output: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(k, mu, theta) at and near the zero crossings of one ZTNB output (0 the value, 1
     d/dmu in mu, 2 d/dtheta in theta), four points per crossing: the two floats around it
     and two at 2^-36 .. 2^-6 relative from it. k in [1, 16], the other parameter
@@ -512,7 +512,7 @@ def test_second_tier_certified_elements_meet_the_goals(output: int) -> None:
     the goal of mpmath (4 ulp value, 16 ulp derivatives), it certifies most of the points
     near the crossings (the terms cancelling up to 2^36-fold) and every realistic input,
     and the kernel flags only what neither of its passes certifies."""
-    k_c, mu_c, th_c = _crossings(output, 40, 100 + output)
+    k_c, mu_c, th_c = _nb_crossings(output, 40, 100 + output)
     near = np.arange(k_c.size) % 4 >= 2  # not the floats around the crossing
     rng = np.random.default_rng(41)
     mu_r, th_r = np.exp(rng.normal(1.0, 1.0, 150)), np.exp(rng.normal(1.5, 1.0, 150))
