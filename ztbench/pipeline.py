@@ -282,8 +282,8 @@ def throughput_stage(suite: Suite, out: Path, options: BenchOptions) -> str:
 
 def _goal_timing(suite: Suite, out: Path, options: BenchOptions, config: TimingConfig) -> str:
     """Time the goals' timed loss forms, naive and naive-float64 at
-    ``options.goal_speed_size`` on :data:`GOAL_SPEED_INPUTS`, eager, forward+backward, in
-    the suite's dtypes, into
+    ``options.goal_speed_size`` on :data:`GOAL_SPEED_INPUTS`, forward+backward, in the
+    suite's dtypes, eager and (those the suite compiles) under torch.compile, into
     ``out``/:data:`~ztbench.core.schema.GOAL_THROUGHPUT_DIR`; a note, or "" when there is
     nothing to time."""
     goals = suite.goals
@@ -302,7 +302,7 @@ def _goal_timing(suite: Suite, out: Path, options: BenchOptions, config: TimingC
     # float64 ZTNB loss on log-uniform inputs takes seconds per call at this size
     config = dataclasses.replace(config, min_rounds=1, memory=False)
     run_suite_throughput(
-        suite, where, config, patterns=chosen, dtypes=dtypes, modes=("eager",),
+        suite, where, config, patterns=chosen, dtypes=dtypes, modes=("eager", "compile"),
         sizes={dev: (options.goal_speed_size,) for dev in DEFAULT_SIZES},
         passes=("forward+backward",), inputs=GOAL_SPEED_INPUTS,
         threads=options.throughput_threads, progress=options.progress,

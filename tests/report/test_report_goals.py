@@ -9,7 +9,7 @@ import pandas as pd
 
 from ztbench.core.schema import SUMMARY_COLUMNS, THRESHOLD_COLUMNS
 from ztbench.report.data import Results
-from ztbench.report.goals import accuracy_goals, goals_markdown, speed_goals
+from ztbench.report.goals import accuracy_goals, compiled_goals, goals_markdown, speed_goals
 
 # the goals as a suite's [goals] table records them (goals.json)
 GOALS = {"candidates": ["ztpoisson/ztbench", "ztnb/ztbench"], "dtypes": ["float64", "float32"],
@@ -170,3 +170,31 @@ def test_speed_goals_per_dtype_and_family_from_goals_json() -> None:
     assert not sp.loc[("ztpoisson/ztbench", "bfloat16"), "met"]
     assert sp.loc[("ztnb/ztbench", "float64"), "goal"] == 0.3
     assert not sp.loc[("ztnb/ztbench", "float64"), "met"]
+
+
+def test_compiled_goal_against_eager_in_the_same_run() -> None:
+    """torch.compile: the shipped loss's compiled rate over its eager rate (same size and
+    inputs), judged on realistic inputs against 0.9; log-uniform rows reported only."""
+    tp = pd.DataFrame([
+        _tp("ztpoisson/naive", "float32", "eager", 1.0, inputs="realistic"),
+        _tp("ztpoisson/ztbench", "float32", "eager", 1.0, inputs="realistic"),
+        _tp("ztpoisson/ztbench", "float32", "compile", 1.05, inputs="realistic"),  # 0.95x: met
+        _tp("ztpoisson/naive", "float64", "eager", 1.0, inputs="realistic"),
+        _tp("ztpoisson/ztbench", "float64", "eager", 1.0, inputs="realistic"),
+        _tp("ztpoisson/ztbench", "float64", "compile", 1.25, inputs="realistic"),  # 0.8x
+        _tp("ztpoisson/ztbench", "float64", "eager", 1.0),
+        _tp("ztpoisson/ztbench", "float64", "compile", 2.0),  # log-uniform: not judged
+        _tp("ztpoisson/ztbench", "bfloat16", "compile", 1.0, inputs="realistic"),  # no eager
+    ])  # fmt: skip
+    comp = compiled_goals(_results(tp)).set_index(["dtype", "inputs"])
+    assert set(comp.index) == {("float32", "realistic"), ("float64", "realistic"),
+                               ("float64", "log-uniform")}  # fmt: skip
+    assert math.isclose(comp.loc[("float32", "realistic"), "rate_vs_eager"], 1 / 1.05)
+    assert comp.loc[("float32", "realistic"), "met"]
+    assert comp.loc[("float64", "realistic"), "rate_vs_eager"] == 0.8
+    assert not comp.loc[("float64", "realistic"), "met"]
+    assert comp.loc[("float64", "realistic"), "compiled_s"] == 1.25
+    assert comp.loc[("float64", "log-uniform"), "met"] is None
+    text = goals_markdown(_results(tp))
+    assert "torch.compile against eager" in text and "| 0.8 |" in text
+    assert text.count("**missed**") == 1 + 2  # float64 compiled; float64 value, float32 d_lam

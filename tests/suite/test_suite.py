@@ -272,7 +272,9 @@ def test_shipped_suites_content() -> None:
     assert default.candidates == tuple(c.id for c in candidates.list_candidates())
     assert default.dtypes == ("float64", "float32", "bfloat16")
     compiled = {c for c in default.candidates if "compile" in default.modes_for(c)}
-    assert compiled == {"ztpoisson/naive", "ztpoisson/stable", "ztnb/naive"}
+    # the naive formulas, ztpoisson/stable and the shipped loss (timed against its eager mode)
+    assert compiled == {"ztpoisson/naive", "ztpoisson/stable", "ztnb/naive", "ztpoisson/ztbench",
+                        "ztnb/ztbench"}
     assert all("eager" in default.modes_for(c) for c in default.candidates)
     # the full suite: the default's coverage with more points, ztnb/stable compiled too
     assert (full.candidates, full.dtypes) == (default.candidates, default.dtypes)

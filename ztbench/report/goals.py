@@ -14,6 +14,9 @@ eager mode:
   Compiled and CUDA ratios are listed without a goal. Where bench timed the shipped
   loss again for the goals (``speed-goals/throughput.csv``: at a larger size, on both
   input kinds), those rows are used.
+- torch.compile: the shipped loss compiled at >= :data:`COMPILED_VS_EAGER_GOAL` times its
+  eager element rate (forward+backward, the same run, size and inputs; judged on CPU
+  realistic rows, :func:`compiled_goals`): never slower than eager, up to timing noise.
 
 A missed goal is listed with the regions where the max error occurs and the worst input,
 so the report itself shows where the gap is.
@@ -45,6 +48,15 @@ SPEED_GOAL_INPUTS = "realistic"
 ACCURACY_COLUMNS: tuple[str, ...] = (
     "family", "candidate", "dtype", "device", "quantity", "goal_ulp", "max_ulp", "p99_ulp",
     "failures", "met", "regions", "worst",
+)  # fmt: skip
+# torch.compile must never make the shipped loss slower than eager mode. The two are
+# separate rows of one throughput run, whose medians move by up to ~10% between runs on
+# this shared 2-core machine, so "not slower" is judged as a compiled rate of at least 0.9
+# of eager's.
+COMPILED_VS_EAGER_GOAL = 0.9
+COMPILED_COLUMNS: tuple[str, ...] = (
+    "family", "candidate", "dtype", "device", "inputs", "size", "eager_s", "compiled_s",
+    "rate_vs_eager", "goal", "met",
 )  # fmt: skip
 SPEED_COLUMNS: tuple[str, ...] = (
     "family", "candidate", "dtype", "device", "mode", "inputs", "size", "rate_vs_naive",
@@ -132,6 +144,35 @@ def speed_goals(results: Results) -> pd.DataFrame:
     return _sorted(df, ["family", "dtype", "device", "mode", "inputs"])
 
 
+def compiled_goals(results: Results) -> pd.DataFrame:
+    """Forward+backward element rate of each shipped candidate under torch.compile / its
+    eager rate, from the rows of one throughput table (:func:`_goal_speed_table`) with the
+    same dtype, device, size and inputs; ``eager_s`` and ``compiled_s`` are the median
+    seconds per call. ``goal`` (:data:`COMPILED_VS_EAGER_GOAL`) and ``met`` are set on CPU
+    rows of :data:`SPEED_GOAL_INPUTS` only (NaN / None elsewhere)."""
+    g = _goals(results)
+    rows = []
+    for inputs in INPUT_KINDS:
+        speed = _goal_speed_table(results, inputs)
+        fb = speed[speed["candidate"].isin(g["candidates"]) & (speed["pass"] == SPEED_PASSES[0])]
+        key = ["candidate", "dtype", "device", "size"]
+        pairs = fb[fb["mode"] == "compile"].merge(fb[fb["mode"] == "eager"], on=key,
+                                                  suffixes=("", "_eager"))  # fmt: skip
+        for r in pairs.to_dict(orient="records"):
+            ratio = float(r["elements_per_s"]) / float(r["elements_per_s_eager"])
+            judged = inputs == SPEED_GOAL_INPUTS and r["device"] == SPEED_GOAL_AT["device"]
+            rows.append({
+                "family": r["family"], "candidate": r["candidate"], "dtype": r["dtype"],
+                "device": r["device"], "inputs": inputs, "size": int(r["size"]),
+                "eager_s": r["size"] / r["elements_per_s_eager"],
+                "compiled_s": r["size"] / r["elements_per_s"], "rate_vs_eager": ratio,
+                "goal": COMPILED_VS_EAGER_GOAL if judged else math.nan,
+                "met": (ratio >= COMPILED_VS_EAGER_GOAL) if judged else None,
+            })  # fmt: skip
+    df = pd.DataFrame(rows, columns=list(COMPILED_COLUMNS))
+    return _sorted(df, ["family", "dtype", "device", "inputs"])
+
+
 def _goal_speed_table(results: Results, inputs: str) -> pd.DataFrame:
     """:func:`speed_table` of the goal timing (``results.goal_throughput``) where it has the
     dtype/device/mode/pass, of the main throughput run elsewhere."""
@@ -212,7 +253,25 @@ def goals_markdown(results: Results) -> str:
             "": _met_text(r["met"]),
         } for r in sp.to_dict(orient="records")]  # fmt: skip
         md.append(markdown_table(pd.DataFrame(srows)) + "\n")
-    missed = int((~acc["met"]).sum()) + int((sp["met"] == False).sum())  # noqa: E712
+    comp = compiled_goals(results)
+    if not comp.empty:
+        md.append(
+            "torch.compile against eager (forward+backward, one throughput run; goal: a "
+            f"compiled rate of at least {COMPILED_VS_EAGER_GOAL} of eager's, i.e. not slower "
+            "beyond the timing noise between two rows):\n"
+        )
+        crows = [{
+            "candidate": f"`{r['candidate']}`", "dtype": r["dtype"], "device": r["device"],
+            "inputs": r["inputs"], "elements": f"{r['size']:.0e}",
+            "eager (ms)": fmt(1e3 * r["eager_s"], 3),
+            "compiled (ms)": fmt(1e3 * r["compiled_s"], 3),
+            "compiled rate / eager rate": fmt(r["rate_vs_eager"], 2),
+            "goal": "—" if math.isnan(r["goal"]) else f">= {r['goal']}",
+            "": _met_text(r["met"]),
+        } for r in comp.to_dict(orient="records")]  # fmt: skip
+        md.append(markdown_table(pd.DataFrame(crows)) + "\n")
+    missed = (int((~acc["met"]).sum()) + int((sp["met"] == False).sum())  # noqa: E712
+              + int((comp["met"] == False).sum()))  # noqa: E712
     md.append(
         f"{missed} goal(s) missed; the regions and worst inputs above show where. The "
         "project's tests pin today's figures so that they can only improve.\n"
