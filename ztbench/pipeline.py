@@ -283,7 +283,8 @@ def throughput_stage(suite: Suite, out: Path, options: BenchOptions) -> str:
 def _goal_timing(suite: Suite, out: Path, options: BenchOptions, config: TimingConfig) -> str:
     """Time the goals' timed loss forms, naive and naive-float64 at
     ``options.goal_speed_size`` on :data:`GOAL_SPEED_INPUTS`, forward+backward, in the
-    suite's dtypes, eager and (those the suite compiles) under torch.compile, into
+    suite's dtypes, eager, and under torch.compile those the suite compiles on realistic
+    inputs (the compiled goal's; log-uniform float64 ZTNB takes seconds per call), into
     ``out``/:data:`~ztbench.core.schema.GOAL_THROUGHPUT_DIR`; a note, or "" when there is
     nothing to time."""
     goals = suite.goals
@@ -306,6 +307,7 @@ def _goal_timing(suite: Suite, out: Path, options: BenchOptions, config: TimingC
         sizes={dev: (options.goal_speed_size,) for dev in DEFAULT_SIZES},
         passes=("forward+backward",), inputs=GOAL_SPEED_INPUTS,
         threads=options.throughput_threads, progress=options.progress,
+        keep=lambda job: job.mode == "eager" or job.inputs == "realistic",
     )  # fmt: skip
     return f"speed goals timed at {options.goal_speed_size:g} elements into {where}"
 

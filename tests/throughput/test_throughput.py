@@ -341,3 +341,20 @@ def test_invalid_suite_content_exits_2(tmp_path: Path, capsys) -> None:
     suite.write_text(SUITE.replace('dtypes = ["float64"]', 'dtypes = ["float64"]\nbogus = 1'))
     assert main(["throughput", str(suite), "--no-progress"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_suite_run_keeps_only_the_jobs_it_is_told(tmp_path: Path) -> None:
+    """run_suite_throughput's ``keep``: bench's goal timing compiles on realistic inputs
+    only; here, every job on log-uniform inputs is dropped and the rest timed."""
+    from ztbench.candidates import load_suite
+    from ztbench.throughput.stage import run_suite_throughput
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(SUITE)
+    out = tmp_path / "out"
+    run_suite_throughput(load_suite(path), out, FAST, patterns=["ztpoisson/stable"],
+                         passes=("forward",), sizes={"cpu": (300,)}, threads=1, progress=False,
+                         keep=lambda job: job.inputs == "realistic")  # fmt: skip
+    table = pd.read_csv(out / "throughput.csv")
+    assert set(table["inputs"]) == {"realistic"}
+    assert set(table["candidate"]) == {"ztpoisson/naive", "ztpoisson/stable"}

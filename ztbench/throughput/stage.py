@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ztbench.candidates import candidate_of
@@ -24,7 +24,7 @@ from ztbench.io.errors import UserError, split_list
 from ztbench.suite import Suite
 from ztbench.throughput.config import DEFAULT_SIZES, TimingConfig
 from ztbench.throughput.output import summary_lines, write_throughput
-from ztbench.throughput.runner import plan, run_throughput, with_naive
+from ztbench.throughput.runner import Job, plan, run_throughput, with_naive
 
 
 def parse_sizes(
@@ -69,9 +69,11 @@ def run_suite_throughput(
     sizes: dict[str, tuple[int, ...]] | None = None,
     threads: int | None = None,
     progress: bool = True,
+    keep: Callable[[Job], bool] | None = None,
 ) -> list[str]:
     """Time the suite (see the module docstring), write its files into ``out`` and return
-    the summary lines (one per family and dtype, then the threads and load average)."""
+    the summary lines (one per family and dtype, then the threads and load average).
+    ``keep``: time only the planned jobs (rows) it accepts."""
     ids = list(suite.candidates)
     if patterns is not None:
         for pat in patterns:
@@ -97,6 +99,8 @@ def run_suite_throughput(
 
     jobs = plan(candidates, dtypes, devices, modes, passes, sizes or dict(DEFAULT_SIZES),
                 modes_for, inputs)  # fmt: skip
+    if keep is not None:
+        jobs = [j for j in jobs if keep(j)]
     result = run_throughput(jobs, config, threads=threads, seed=suite.seed, progress=progress)
     env = environment_info(suite.path, devices)
     env["suite_sha256"] = suite.sha256  # as the accuracy runner: also covers a `base` suite
