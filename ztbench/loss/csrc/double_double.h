@@ -6,10 +6,12 @@
 //
 // The scalar functions' errors (tests/loss/test_fused_float64.py measures each against
 // mpmath, well within):
-//   dd_expm1, dd_exp: within 2^-99 relative (|x| <= 700);
-//   dd_log: within 2^-99 absolute plus 2^-104 relative;
-//   dd_log1p: within 2^-99 relative (z > -1/2).
-// +, *, / of double-doubles: within 2^-104 relative of the result (of |a| + |b| for +).
+//   dd_expm1: within 2^-99 relative (|x| <= 700);
+//   dd_exp: within 2^-99 relative (-670 <= x <= 700: below, 2^n (1 + t) leaves its low
+//     part subnormal);
+//   dd_log: within 2^-99 absolute plus 2^-104 relative (-700 <= log a <= 665);
+//   dd_log1p: within 2^-99 relative (z > -1/2, log1p(z) <= 700).
+// +, *, / of double-doubles: within 2^-103 relative of the result.
 #pragma once
 
 #include <cmath>
@@ -86,7 +88,7 @@ ZT_INLINE DDT<T> fast_two_sum(const T& a, const T& b) {
 ZT_INLINE D2 dd(double a) { return {a, 0.0}; }
 ZT_INLINE D2 operator-(const D2& a) { return {-a.hi, -a.lo}; }
 
-// a + b within 2^-105 (|a| + |b|) (the two parts summed separately: no loss where they
+// a + b within 3 2^-106 |a + b| (the two parts summed separately: no loss where they
 // cancel)
 ZT_INLINE D2 operator+(const D2& a, const D2& b) {
   D2 s = two_sum(a.hi, b.hi);
@@ -97,13 +99,13 @@ ZT_INLINE D2 operator+(const D2& a, const D2& b) {
 
 ZT_INLINE D2 operator-(const D2& a, const D2& b) { return a + (-b); }
 
-// a b within 2^-104 |a b|
+// a b within ~2^-103 |a b| (the cross products rounded on their own)
 ZT_INLINE D2 operator*(const D2& a, const D2& b) {
   const D2 p = two_prod(a.hi, b.hi);
   return fast_two_sum(p.hi, p.lo + (a.hi * b.lo + a.lo * b.hi));
 }
 
-// a / b within 2^-104 |a/b|: three quotient digits, each from the remainder of the last
+// a / b within ~2^-103 |a/b|: three quotient digits, each from the remainder of the last
 ZT_INLINE D2 operator/(const D2& a, const D2& b) {
   const double q1 = a.hi / b.hi;
   D2 r = a - b * dd(q1);
@@ -118,8 +120,8 @@ ZT_INLINE D2 ldexp_dd(const D2& a, int e) { return {std::ldexp(a.hi, e), std::ld
 
 // ------------------------------------------------------------------ scalar functions
 
-// ln 2 in three parts: n LN2_A is exact for |n| < 2^20 (two_prod), so n ln 2 is formed to
-// ~2^-150 (x = n ln 2 + r below)
+// ln 2 in three parts (each the rounding of what the previous leave): with n LN2_A and
+// n LN2_B formed exactly by two_prod, n ln 2 is within ~2^-150 (x = n ln 2 + r below)
 constexpr double LN2_A = 0x1.62e42fefa39efp-1;
 constexpr double LN2_B = 0x1.abc9e3b39803fp-56;
 constexpr double LN2_C = 0x1.7b57a079a1934p-111;
@@ -159,7 +161,7 @@ ZT_INLINE D2 exp_reduced(const D2& x, int& n) {
   return t;
 }
 
-// e^x - 1, relative, |x.hi| <= 700
+// e^x - 1, relative, |x.hi| <= 700 (for x < -670, 2^n (1 + t) - 1 is -1 to ~2^-106)
 ZT_INLINE D2 dd_expm1(const D2& x) {
   int n;
   const D2 t = exp_reduced(x, n);
@@ -167,14 +169,15 @@ ZT_INLINE D2 dd_expm1(const D2& x) {
   return ldexp_dd(t + dd(1.0), n) - dd(1.0);  // |e^x - 1| > 0.29: no cancellation
 }
 
-// e^x, relative, |x.hi| <= 700
+// e^x, relative, -670 <= x.hi <= 700
 ZT_INLINE D2 dd_exp(const D2& x) {
   int n;
   const D2 t = exp_reduced(x, n);
   return ldexp_dd(t + dd(1.0), n);
 }
 
-// log a for a > 0 (a.hi normal, |log a| <= 700): y0 = log(a.hi) (float64), then
+// log a for a > 0 (a.hi normal, -700 <= log a <= 665, e^-y0 within dd_exp's range):
+// y0 = log(a.hi) (float64), then
 // log a = y0 + log1p(t), t = a e^-y0 - 1 (|t| < 2^-43, so log1p(t) = t - t^2/2 to
 // 2^-129): t's error is e^-y0's, ~2^-100 absolute.
 ZT_INLINE D2 dd_log(const D2& a) {
@@ -183,7 +186,7 @@ ZT_INLINE D2 dd_log(const D2& a) {
   return dd(y0) + (t - dd(0.5 * t.hi * t.hi));
 }
 
-// log(1 + z) for z > -1/2 (|log1p(z)| <= 700): y0 = log1p(z.hi), then log1p(z) = y0 +
+// log(1 + z) for z > -1/2 (log1p(z) <= 700): y0 = log1p(z.hi), then log1p(z) = y0 +
 // log1p(t), t = (z - expm1(y0)) / (1 + expm1(y0)): z - expm1(y0) ~ 2^-53 z is formed from
 // two quantities within ~2^-100 of z, so the result is within ~2^-99 of itself however
 // small z is.

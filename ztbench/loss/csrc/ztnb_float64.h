@@ -195,7 +195,8 @@ ZT_INLINE bool certified(const Bounded& r, LD goal_u) {
 // Where the long double pass does not certify an output (its terms cancel by ~2^8 or
 // more: the value's and the derivatives' zero crossings), the output is recomputed in
 // double-double (double_double.h) for k <= DIRECT_K_MAX and mu in [2^-400, 2^400], theta
-// in [2^-400, 2^60] (products, quotients and logs then stay far from over- and underflow):
+// in [2^-400, 2^56] (products, quotients and logs then stay far from over- and underflow,
+// and within the ranges of double_double.h: log of the product <= 16 * 56 ln 2 < 622):
 //
 //   value    = k log1p(theta/mu) - log(prod_{j<k} (theta + j)) + w + log(1 - e^-w)
 //   d/dmu    = k/s - k/mu + theta/(s (1 - e^-w))
@@ -204,7 +205,7 @@ ZT_INLINE bool certified(const Bounded& r, LD goal_u) {
 // with s = mu + theta (exact, two_sum), x = mu/theta, w = theta log1p(x), 1 - e^-w =
 // -expm1(-w) (1 for w > 700, where e^-w < 2^-1000). Every term is within ~2^-97 of
 // itself, logs within 2^-99 absolute besides (double_double.h's functions within 2^-99,
-// +, *, / within 2^-104; 1 - e^-w takes w's relative error times w/(e^w - 1) <= 1; log(1 -
+// +, *, / within 2^-103; 1 - e^-w takes w's relative error times w/(e^w - 1) <= 1; log(1 -
 // e^-w) adds 1 - e^-w's relative error as absolute), so the error of a result is below
 // 2^-97 (M + k + 2), M the sum of the magnitudes of its terms (for d/dtheta, log1p(x) +
 // mu/s over 1 - e^-w for the last); the derivatives' terms carry relative errors only,
@@ -217,7 +218,7 @@ constexpr double TIER_ERROR = 0x1p-94;
 
 ZT_INLINE bool second_tier_applies(double k, double mu, double theta) {
   return k <= DIRECT_K_MAX && mu >= 0x1p-400 && mu <= 0x1p400 && theta >= 0x1p-400 &&
-         theta <= 0x1p60;
+         theta <= 0x1p56;
 }
 
 // the pieces the three outputs share
