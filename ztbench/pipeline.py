@@ -299,11 +299,14 @@ def _goal_timing(suite: Suite, out: Path, options: BenchOptions, config: TimingC
     if not chosen or not dtypes:
         return ""
     where = out / GOAL_THROUGHPUT_DIR
+    # compiled where the suite compiles (its [candidates.modes] then picks the candidates):
+    # a mode the suite does not run would apply to every candidate
+    modes = tuple(m for m in ("eager", "compile") if m == "eager" or m in suite.modes)
     # rates only (no memory pass), and one round where a call outlasts the budget: the
     # float64 ZTNB loss on log-uniform inputs takes seconds per call at this size
     config = dataclasses.replace(config, min_rounds=1, memory=False)
     run_suite_throughput(
-        suite, where, config, patterns=chosen, dtypes=dtypes, modes=("eager", "compile"),
+        suite, where, config, patterns=chosen, dtypes=dtypes, modes=modes,
         sizes={dev: (options.goal_speed_size,) for dev in DEFAULT_SIZES},
         passes=("forward+backward",), inputs=GOAL_SPEED_INPUTS,
         threads=options.throughput_threads, progress=options.progress,

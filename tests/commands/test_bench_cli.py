@@ -22,8 +22,8 @@ def test_bench_writes_everything_with_the_thread_count(tmp_path: Path, capsys) -
     for name in ("summary.csv", "summary.json", "thresholds.csv", "env.json",
                  "throughput.csv", "throughput.json", "REPORT.md"):  # fmt: skip
         assert (out / name).is_file(), name
-    # the speed goals timed again: the goals' loss forms and naive, eager, both input kinds,
-    # the suite's dtypes, at their own size
+    # the speed goals timed again: the goals' loss forms and naive, eager (the quick suite
+    # compiles nothing), both input kinds, the suite's dtypes, at their own size
     goal_tp = pd.read_csv(out / "speed-goals" / "throughput.csv")
     assert set(goal_tp["size"]) == {2000} and set(goal_tp["mode"]) == {"eager"}
     assert set(goal_tp["inputs"]) == {"realistic", "log-uniform"}
@@ -88,3 +88,46 @@ def test_bench_estimate_scales_a_recorded_run(tmp_path: Path) -> None:
         "impact": {"wall_s": 0.0}, "report": {"wall_s": 0.0}}}))  # fmt: skip
     line = estimate_line(large, options, record)
     assert line is not None and "1,000 points; about 10 min" in line  # 60 s x 10
+
+
+COMPILING_SUITE = """\
+name = "tiny"
+dtypes = ["float32"]
+modes = ["eager", "compile"]
+[candidates]
+include = ["ztpoisson/ztbench", "ztpoisson/naive", "ztpoisson/naive-float64"]
+[candidates.modes]
+compile = ["ztpoisson/ztbench"]
+[families.ztpoisson]
+edges = [[1, 0.5], [2, 3.0]]
+[goals]
+candidates = ["ztpoisson/ztbench"]
+dtypes = ["float32"]
+value_ulp = 4.0
+gradient_ulp = 16.0
+speed_vs_naive = 1.0
+"""
+
+
+def test_goal_timing_compiles_what_the_suite_compiles_on_realistic_inputs(
+    tmp_path: Path,
+) -> None:
+    """bench's goal timing: eager on both input kinds; under torch.compile only the
+    candidates the suite compiles, and only on realistic inputs (the compiled goal's)."""
+    from ztbench.candidates import load_suite
+    from ztbench.pipeline import BenchOptions, _goal_timing
+    from ztbench.throughput.config import TimingConfig
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(COMPILING_SUITE)
+    options = BenchOptions(progress=False, throughput_threads=1, goal_speed_size=2000)
+    config = TimingConfig(budget_s=0.002, min_rounds=1, max_rounds=3, min_round_s=1e-4)
+    assert _goal_timing(load_suite(path), tmp_path, options, config)
+    tp = pd.read_csv(tmp_path / "speed-goals" / "throughput.csv")
+    compiled = tp[tp["mode"] == "compile"]
+    assert set(compiled["candidate"]) == {"ztpoisson/ztbench"}
+    assert set(compiled["inputs"]) == {"realistic"} and set(compiled["status"]) == {"ok"}
+    eager = tp[tp["mode"] == "eager"]
+    assert set(eager["inputs"]) == {"realistic", "log-uniform"}
+    assert set(eager["candidate"]) == {"ztpoisson/ztbench", "ztpoisson/naive",
+                                       "ztpoisson/naive-float64"}  # fmt: skip
