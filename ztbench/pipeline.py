@@ -39,6 +39,7 @@ from ztbench.io.environment import environment_info
 from ztbench.io.executors import release_active
 from ztbench.measure.accuracy import run_accuracy
 from ztbench.report import bench_line, build_report, terminal_leaderboard
+from ztbench.report.goals import SPEED_GOAL_INPUTS
 from ztbench.suite import Suite
 from ztbench.throughput.config import DEFAULT_SIZES, TimingConfig
 from ztbench.throughput.stage import run_suite_throughput
@@ -310,7 +311,7 @@ def _goal_timing(suite: Suite, out: Path, options: BenchOptions, config: TimingC
         sizes={dev: (options.goal_speed_size,) for dev in DEFAULT_SIZES},
         passes=("forward+backward",), inputs=GOAL_SPEED_INPUTS,
         threads=options.throughput_threads, progress=options.progress,
-        keep=lambda job: job.mode == "eager" or job.inputs == "realistic",
+        keep=lambda job: job.mode == "eager" or job.inputs == SPEED_GOAL_INPUTS,
     )  # fmt: skip
     return f"speed goals timed at {options.goal_speed_size:g} elements into {where}"
 

@@ -263,19 +263,27 @@ ZT_INLINE bool tier_d_theta(double k, double mu, double theta, const TierShared&
   return tier_certified((a - f) + q, m, 15.0, out);
 }
 
+// The second tier on one element: each output still open (open: value, d/dmu, d/dtheta)
+// recomputed, written to out where certified and then closed; nothing where it does not
+// apply.
+ZT_INLINE void second_tier(double k, double mu, double theta, bool open[3],
+                           double* const out[3]) {
+  if (!(open[0] || open[1] || open[2]) || !second_tier_applies(k, mu, theta)) return;
+  const TierShared t = tier_shared(mu, theta);
+  if (open[0]) open[0] = !tier_value(k, mu, theta, t, *out[0]);
+  if (open[1]) open[1] = !tier_d_mu(k, mu, theta, t, *out[1]);
+  if (open[2]) open[2] = !tier_d_theta(k, mu, theta, t, *out[2]);
+}
+
 // the second tier element by element, for the tests: (3, n), value, d/dmu, d/dtheta where
 // certified, NaN where not or where the tier does not apply
 inline void second_tier(const double* kp, const double* mp, const double* tp, double* out,
                         int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    double* r[3] = {out + i, out + n + i, out + 2 * n + i};
+    double* const r[3] = {out + i, out + n + i, out + 2 * n + i};
     for (double* p : r) *p = NAN;
-    if (!second_tier_applies(kp[i], mp[i], tp[i])) continue;
-    const TierShared t = tier_shared(mp[i], tp[i]);
-    double v;
-    if (tier_value(kp[i], mp[i], tp[i], t, v)) *r[0] = v;
-    if (tier_d_mu(kp[i], mp[i], tp[i], t, v)) *r[1] = v;
-    if (tier_d_theta(kp[i], mp[i], tp[i], t, v)) *r[2] = v;
+    bool open[3] = {true, true, true};
+    second_tier(kp[i], mp[i], tp[i], open, r);
   }
 }
 
@@ -315,12 +323,13 @@ inline void ztnb_float64_loop(const double* kp, const double* mp, const double* 
     // value = k log1p(theta/mu) - g + w + log(1 - e^-w)
     const Bounded value = ((k * log1p_b(one / x) - g) + w) + log_b(em1);
     vp[i] = static_cast<double>(value.v);
-    bool open_v = !certified(value, 3.0L), open_m = false, open_t = false;
+    // value, d/dmu, d/dtheta not certified yet
+    bool open[3] = {!certified(value, 3.0L), false, false};
     if (need) {
       const Bounded s = th + mu, a = k / s, inv = one / em1;
       const Bounded d_mu = (a - k / mu) + (th / s) * inv;
       dmp[i] = static_cast<double>(d_mu.v);
-      open_m = !certified(d_mu, 15.0L);
+      open[1] = !certified(d_mu, 15.0L);
       const Bounded y = mu / s, sx = lx - y;  // s(x) = log1p(x) - x/(1 + x)
       Bounded d_theta;
       if (w.v > 1.0L) {
@@ -335,17 +344,13 @@ inline void ztnb_float64_loop(const double* kp, const double* mp, const double* 
         d_theta = (a - f) + sx * inv;
       }
       dtp[i] = static_cast<double>(d_theta.v);
-      open_t = !certified(d_theta, 15.0L);
+      open[2] = !certified(d_theta, 15.0L);
     }
-    if ((open_v || open_m || open_t) && second_tier_applies(kd, md, td)) {
-      const TierShared t = tier_shared(md, td);
-      if (open_v) open_v = !tier_value(kd, md, td, t, vp[i]);
-      if (open_m) open_m = !tier_d_mu(kd, md, td, t, dmp[i]);
-      if (open_t) open_t = !tier_d_theta(kd, md, td, t, dtp[i]);
-    }
-    if (open_v) flags.value.push_back(i);
-    if (open_m) flags.d_mu.push_back(i);
-    if (open_t) flags.d_theta.push_back(i);
+    double* const out[3] = {vp + i, need ? dmp + i : nullptr, need ? dtp + i : nullptr};
+    second_tier(kd, md, td, open, out);
+    if (open[0]) flags.value.push_back(i);
+    if (open[1]) flags.d_mu.push_back(i);
+    if (open[2]) flags.d_theta.push_back(i);
   }
 }
 
